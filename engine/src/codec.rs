@@ -1,0 +1,144 @@
+//! The JSON-lines form of a sample, read by the `file` source and written by
+//! the `file` sink:
+//!
+//! ```json
+//! {"name": "cpu_usage", "labels": {"host": "a"}, "timestamp": 1700000000000, "value": 0.5}
+//! ```
+//!
+//! JSON has no NaN or infinities, so those values are written as the strings
+//! `"NaN"`, `"+Inf"` and `"-Inf"` (as Prometheus writes them) and read back
+//! from the same strings.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use serde::Deserialize;
+
+use crate::series::Sample;
+use crate::validate::{Limits, RejectReason};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonSample<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    labels: BTreeMap<std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>>,
+    timestamp: i64,
+    value: JsonValue<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JsonValue<'a> {
+    Number(f64),
+    #[serde(borrow)]
+    Text(std::borrow::Cow<'a, str>),
+}
+
+/// A line that could not be turned into a sample.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct DecodeError {
+    /// The counted reason.
+    pub reason: RejectReason,
+    /// A human explanation.
+    pub detail: String,
+}
+
+/// Decodes and validates one JSON line.
+pub fn decode_json(line: &str, limits: &Limits) -> Result<Sample, DecodeError> {
+    let raw: JsonSample<'_> = serde_json::from_str(line)
+        .map_err(|e| DecodeError { reason: RejectReason::Malformed, detail: e.to_string() })?;
+    let value = match raw.value {
+        JsonValue::Number(v) => v,
+        JsonValue::Text(t) => match t.as_ref() {
+            "NaN" => f64::NAN,
+            "+Inf" | "Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            other => {
+                return Err(DecodeError {
+                    reason: RejectReason::Malformed,
+                    detail: format!("value {other:?} is not a number, \"NaN\", \"+Inf\" or \"-Inf\""),
+                });
+            }
+        },
+    };
+    let series = limits
+        .check(&raw.name, raw.labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
+        .map_err(|reason| DecodeError { reason, detail: format!("series {:?}", raw.name) })?;
+    let timestamp = limits
+        .check_timestamp(raw.timestamp)
+        .map_err(|reason| DecodeError { reason, detail: format!("timestamp {}", raw.timestamp) })?;
+    Ok(Sample::new(series, timestamp, value))
+}
+
+/// Writes one sample as a JSON line (with the newline).
+pub fn encode_json(sample: &Sample, out: &mut impl Write) -> std::io::Result<()> {
+    out.write_all(b"{\"name\":")?;
+    serde_json::to_writer(&mut *out, sample.series.name())?;
+    out.write_all(b",\"labels\":{")?;
+    for (i, (n, v)) in sample.series.tags().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, n)?;
+        out.write_all(b":")?;
+        serde_json::to_writer(&mut *out, v)?;
+    }
+    write!(out, "}},\"timestamp\":{},\"value\":", sample.timestamp)?;
+    let v = sample.value;
+    if v.is_nan() {
+        out.write_all(b"\"NaN\"")?;
+    } else if v.is_infinite() {
+        out.write_all(if v > 0.0 { b"\"+Inf\"" } else { b"\"-Inf\"" })?;
+    } else {
+        serde_json::to_writer(&mut *out, &v)?;
+    }
+    out.write_all(b"}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let line = r#"{"name": "cpu", "labels": {"host": "a", "dc": "x"}, "timestamp": 1000, "value": 0.25}"#;
+        let s = decode_json(line, &Limits::default()).unwrap();
+        let mut out = Vec::new();
+        encode_json(&s, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"name\":\"cpu\",\"labels\":{\"dc\":\"x\",\"host\":\"a\"},\"timestamp\":1000,\"value\":0.25}\n"
+        );
+    }
+
+    #[test]
+    fn special_values() {
+        for (text, check) in [("\"NaN\"", f64::is_nan as fn(f64) -> bool), ("\"+Inf\"", |v| v == f64::INFINITY)] {
+            let line = format!(r#"{{"name": "m", "timestamp": 1, "value": {text}}}"#);
+            let s = decode_json(&line, &Limits::default()).unwrap();
+            assert!(check(s.value));
+            let mut out = Vec::new();
+            encode_json(&s, &mut out).unwrap();
+            assert!(String::from_utf8(out).unwrap().contains(text));
+        }
+    }
+
+    #[test]
+    fn rejects_with_reasons() {
+        let limits = Limits::default();
+        let reason = |l: &str| decode_json(l, &limits).unwrap_err().reason;
+        assert_eq!(reason("not json"), RejectReason::Malformed);
+        assert_eq!(reason(r#"{"name": "m", "timestamp": 1}"#), RejectReason::Malformed);
+        assert_eq!(reason(r#"{"name": "m", "timestamp": 1, "value": 1, "extra": 2}"#), RejectReason::Malformed);
+        assert_eq!(reason(r#"{"name": "m", "timestamp": 1, "value": "x"}"#), RejectReason::Malformed);
+        assert_eq!(reason(r#"{"name": "9m", "timestamp": 1, "value": 1}"#), RejectReason::InvalidMetricName);
+        assert_eq!(
+            reason(r#"{"name": "m", "labels": {"a-b": "1"}, "timestamp": 1, "value": 1}"#),
+            RejectReason::InvalidLabelName
+        );
+        assert_eq!(reason(r#"{"name": "m", "timestamp": -1, "value": 1}"#), RejectReason::TimestampOutOfRange);
+    }
+}

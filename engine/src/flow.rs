@@ -1,0 +1,66 @@
+//! Probe-based flow control for sources.
+//!
+//! Timely has no backpressure between workers: a source that runs ahead fills
+//! the exchange queues without limit. A source therefore counts the records
+//! it has sent per timestamp and stops sending while more than
+//! `max_in_flight` of them have not yet been retired at the end of the
+//! pipeline (the probe on its sinks). Window operators hold their output back
+//! by their lateness, so a record at time `t` counts as retired once the probe
+//! frontier passes `t - holdback`.
+
+use std::collections::VecDeque;
+
+use timely::dataflow::ProbeHandle;
+
+use crate::time::Time;
+
+/// The default number of records a source may have in flight per worker.
+pub const DEFAULT_MAX_IN_FLIGHT: u64 = 1 << 20;
+
+/// Flow control for one source instance.
+pub struct FlowControl {
+    probe: ProbeHandle<Time>,
+    holdback: Time,
+    max_in_flight: u64,
+    sent: VecDeque<(Time, u64)>,
+    in_flight: u64,
+}
+
+impl FlowControl {
+    /// Flow control against `probe`, which sees the end of the pipeline.
+    pub fn new(probe: ProbeHandle<Time>, holdback: Time, max_in_flight: u64) -> FlowControl {
+        FlowControl { probe, holdback, max_in_flight: max_in_flight.max(1), sent: VecDeque::new(), in_flight: 0 }
+    }
+
+    /// Records that `n` records were sent at `time`.
+    #[inline]
+    pub fn sent(&mut self, time: Time, n: u64) {
+        match self.sent.back_mut() {
+            Some((t, c)) if *t == time => *c += n,
+            _ => self.sent.push_back((time, n)),
+        }
+        self.in_flight += n;
+    }
+
+    /// Whether the source may send more now.
+    pub fn may_send(&mut self) -> bool {
+        let done_below = self
+            .probe
+            .with_frontier(|f| f.iter().min().map(|m| m.saturating_add(self.holdback)))
+            .unwrap_or(Time::MAX);
+        while let Some(&(t, n)) = self.sent.front() {
+            if t < done_below {
+                self.in_flight -= n;
+                self.sent.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.in_flight < self.max_in_flight
+    }
+
+    /// Records sent and not yet retired.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight
+    }
+}

@@ -1,0 +1,257 @@
+//! Series and samples: the Prometheus data model.
+//!
+//! A [`Series`] is a metric name plus a set of labels, stored once and shared
+//! by reference-counted pointer, so that a [`Sample`] is three words and moving
+//! one never allocates. Every series has a stable 64-bit [`SeriesId`]: the
+//! XXH3 hash (seed 0) of its canonical encoding, the sorted label pairs with
+//! the metric name as the label `__name__`, each name and value followed by a
+//! `0xff` byte. XXH3 is a fixed, published algorithm, so the identity is the
+//! same in every process, after restarts and across versions.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The label that holds a series' metric name.
+pub const METRIC_NAME_LABEL: &str = "__name__";
+
+/// The stable 64-bit identity of a series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeriesId(pub u64);
+
+impl fmt::Display for SeriesId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A label name and value.
+pub type Label = (Arc<str>, Arc<str>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct SeriesInner {
+    id: SeriesId,
+    /// Sorted by name, unique names, `__name__` included.
+    labels: Box<[Label]>,
+}
+
+/// A metric name plus labels, immutable and cheap to clone.
+///
+/// Build one with [`Series::new`] (which sorts and does not validate) or
+/// through [`crate::validate::Limits::check`] at the edge.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Series(Arc<SeriesInner>);
+
+impl Series {
+    /// A series from its metric name and other labels, in any order.
+    ///
+    /// Labels named `__name__` in `labels` are ignored in favour of `name`;
+    /// labels with an empty value are dropped, as Prometheus does. Duplicate
+    /// names keep the last value. Validation is [`crate::validate`]'s job.
+    pub fn new<N, V>(name: &str, labels: impl IntoIterator<Item = (N, V)>) -> Series
+    where
+        N: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut all: Vec<Label> = vec![(Arc::from(METRIC_NAME_LABEL), Arc::from(name))];
+        for (n, v) in labels {
+            let (n, v) = (n.as_ref(), v.as_ref());
+            if n != METRIC_NAME_LABEL && !v.is_empty() {
+                all.push((Arc::from(n), Arc::from(v)));
+            }
+        }
+        Series::from_labels(all)
+    }
+
+    /// A series from a full label set that includes `__name__`.
+    pub fn from_labels(mut labels: Vec<Label>) -> Series {
+        labels.sort_by(|a, b| a.0.cmp(&b.0));
+        // Keep the last of equal names, as a map would.
+        labels.reverse();
+        labels.dedup_by(|a, b| a.0 == b.0);
+        labels.reverse();
+        labels.retain(|(_, v)| !v.is_empty());
+        let id = series_id(&labels);
+        Series(Arc::new(SeriesInner { id, labels: labels.into_boxed_slice() }))
+    }
+
+    /// The stable identity.
+    #[inline]
+    pub fn id(&self) -> SeriesId {
+        self.0.id
+    }
+
+    /// The metric name (`__name__`), empty if there is none.
+    pub fn name(&self) -> &str {
+        self.get(METRIC_NAME_LABEL).unwrap_or("")
+    }
+
+    /// The value of a label, `__name__` included.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .labels
+            .binary_search_by(|(n, _)| n.as_ref().cmp(name))
+            .ok()
+            .map(|i| self.0.labels[i].1.as_ref())
+    }
+
+    /// All labels sorted by name, `__name__` included.
+    pub fn labels(&self) -> &[Label] {
+        &self.0.labels
+    }
+
+    /// The labels other than `__name__`, sorted by name.
+    pub fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .labels
+            .iter()
+            .filter(|(n, _)| n.as_ref() != METRIC_NAME_LABEL)
+            .map(|(n, v)| (n.as_ref(), v.as_ref()))
+    }
+}
+
+/// The canonical hash of a sorted label set.
+pub fn series_id(sorted: &[Label]) -> SeriesId {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for (n, v) in sorted {
+        hasher.update(n.as_bytes());
+        hasher.update(&[0xff]);
+        hasher.update(v.as_bytes());
+        hasher.update(&[0xff]);
+    }
+    SeriesId(hasher.digest())
+}
+
+impl fmt::Debug for Series {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The PromQL form: `name{a="1", b="2"}`.
+impl fmt::Display for Series {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())?;
+        let mut tags = self.tags().peekable();
+        if tags.peek().is_some() {
+            f.write_str("{")?;
+            let mut first = true;
+            for (n, v) in tags {
+                if !first {
+                    f.write_str(", ")?;
+                }
+                first = false;
+                write!(f, "{n}={v:?}")?;
+            }
+            f.write_str("}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::hash::Hash for Series {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
+impl PartialOrd for Series {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Orders by label set, so sorted output is readable and deterministic.
+impl Ord for Series {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name()
+            .cmp(other.name())
+            .then_with(|| self.0.labels.cmp(&other.0.labels))
+    }
+}
+
+// Across processes a series travels as its label pairs; the id is recomputed.
+impl Serialize for Series {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.labels.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Series {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let labels = Vec::<Label>::deserialize(deserializer)?;
+        Ok(Series::from_labels(labels))
+    }
+}
+
+/// One observation of a series: timestamp in milliseconds since the Unix
+/// epoch and a 64-bit float value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// The series observed.
+    pub series: Series,
+    /// Event time, milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The value.
+    pub value: f64,
+}
+
+impl Sample {
+    /// A sample.
+    pub fn new(series: Series, timestamp: i64, value: f64) -> Sample {
+        Sample { series, timestamp, value }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_ignores_label_order_and_empty_values() {
+        let a = Series::new("cpu", [("host", "a"), ("dc", "x")]);
+        let b = Series::new("cpu", [("dc", "x"), ("host", "a"), ("zone", "")]);
+        assert_eq!(a.id(), b.id());
+        assert_eq!(a, b);
+        assert_ne!(a.id(), Series::new("cpu", [("host", "b"), ("dc", "x")]).id());
+        assert_ne!(a.id(), Series::new("mem", [("host", "a"), ("dc", "x")]).id());
+    }
+
+    #[test]
+    fn identity_is_stable_across_versions() {
+        // This value keys sharding and checkpoints: it must never change.
+        // It is XXH3-64 (seed 0) of "__name__\xffcpu\xffhost\xffa\xff".
+        let s = Series::new("cpu", [("host", "a")]);
+        let mut bytes = Vec::new();
+        for part in ["__name__", "cpu", "host", "a"] {
+            bytes.extend_from_slice(part.as_bytes());
+            bytes.push(0xff);
+        }
+        assert_eq!(s.id().0, xxhash_rust::xxh3::xxh3_64(&bytes));
+        assert_eq!(s.id().0, 0x1ac1_f825_78d0_56b7, "series id changed: {}", s.id());
+    }
+
+    #[test]
+    fn separators_prevent_ambiguous_encodings() {
+        let a = Series::new("m", [("ab", "c")]);
+        let b = Series::new("m", [("a", "bc")]);
+        assert_ne!(a.id(), b.id());
+    }
+
+    #[test]
+    fn display_is_promql() {
+        let s = Series::new("cpu", [("host", "a\"b"), ("dc", "x")]);
+        assert_eq!(s.to_string(), r#"cpu{dc="x", host="a\"b"}"#);
+        assert_eq!(Series::new("up", Vec::<(&str, &str)>::new()).to_string(), "up");
+    }
+
+    #[test]
+    fn serde_round_trip_keeps_identity() {
+        let s = Sample::new(Series::new("cpu", [("host", "a")]), 5, 1.5);
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Sample = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.series.id(), s.series.id());
+    }
+}

@@ -1,0 +1,215 @@
+//! Telemetry counters shared by the workers of one process.
+//!
+//! Components add to these once per batch, never per record. The CLI's
+//! progress display and (later) `/metrics` read them.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::time::Time;
+use crate::validate::RejectReason;
+
+/// Why a record was dropped inside the dataflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// Rejected at the edge.
+    Rejected(RejectReason),
+    /// Arrived after its window closed (`late: drop`).
+    Late,
+    /// Arrived after its window's update horizon (`late: update`).
+    TooLate,
+    /// A NaN value (including Prometheus stale markers), which windows ignore.
+    NotANumber,
+}
+
+impl DropReason {
+    const COUNT: usize = RejectReason::ALL.len() + 3;
+
+    fn index(self) -> usize {
+        match self {
+            DropReason::Rejected(r) => r.index(),
+            DropReason::Late => RejectReason::ALL.len(),
+            DropReason::TooLate => RejectReason::ALL.len() + 1,
+            DropReason::NotANumber => RejectReason::ALL.len() + 2,
+        }
+    }
+
+    fn all() -> impl Iterator<Item = DropReason> {
+        RejectReason::ALL
+            .into_iter()
+            .map(DropReason::Rejected)
+            .chain([DropReason::Late, DropReason::TooLate, DropReason::NotANumber])
+    }
+
+    /// The snake-case name used in telemetry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Rejected(r) => r.as_str(),
+            DropReason::Late => "late",
+            DropReason::TooLate => "too_late",
+            DropReason::NotANumber => "nan",
+        }
+    }
+}
+
+/// Counters for one component of one pipeline.
+#[derive(Debug, Default)]
+pub struct ComponentStats {
+    /// Records received from inputs (for sources: read from outside).
+    pub received: AtomicU64,
+    /// Records sent downstream (for sinks: written).
+    pub sent: AtomicU64,
+    /// Late records applied as corrections (`late: update`).
+    pub corrections: AtomicU64,
+    /// Errors talking to an external system.
+    pub errors: AtomicU64,
+    drops: [AtomicU64; DropReason::COUNT],
+}
+
+impl ComponentStats {
+    /// Counts dropped records.
+    #[inline]
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.drops[reason.index()].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Dropped records for one reason.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Every non-zero drop count.
+    pub fn drop_counts(&self) -> Vec<(DropReason, u64)> {
+        DropReason::all().map(|r| (r, self.drops(r))).filter(|(_, n)| *n > 0).collect()
+    }
+}
+
+/// Adds to a counter.
+#[inline]
+pub fn add(counter: &AtomicU64, n: u64) {
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What kind of component a set of counters belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A source.
+    Source,
+    /// A transform.
+    Transform,
+    /// A sink.
+    Sink,
+}
+
+/// The counters of one pipeline in this process.
+#[derive(Debug)]
+pub struct PipelineStats {
+    /// The pipeline's name.
+    pub name: String,
+    components: Mutex<BTreeMap<String, (Role, Arc<ComponentStats>)>>,
+    /// The source frontier (watermark) seen by each local worker; `u64::MAX`
+    /// once its sources are done.
+    watermarks: Vec<AtomicU64>,
+}
+
+/// A snapshot of a pipeline's totals.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Totals {
+    /// Records read by sources.
+    pub samples_in: u64,
+    /// Records written by sinks.
+    pub samples_out: u64,
+    /// Records rejected at the edge.
+    pub rejected: u64,
+    /// Records dropped as late or too late.
+    pub late: u64,
+    /// Late records applied as corrections.
+    pub corrections: u64,
+    /// The lowest watermark over local workers, `None` when all are done.
+    pub watermark: Option<Time>,
+}
+
+impl PipelineStats {
+    /// Counters for a pipeline run by `workers` local workers.
+    pub fn new(name: &str, workers: usize) -> Arc<PipelineStats> {
+        Arc::new(PipelineStats {
+            name: name.to_owned(),
+            components: Mutex::default(),
+            watermarks: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    /// The counters of a component, created on first use.
+    pub fn component(&self, name: &str, role: Role) -> Arc<ComponentStats> {
+        let mut map = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(&map.entry(name.to_owned()).or_insert_with(|| (role, Arc::default())).1)
+    }
+
+    /// Every component's counters, by name.
+    pub fn components(&self) -> Vec<(String, Role, Arc<ComponentStats>)> {
+        let map = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(n, (r, s))| (n.clone(), *r, Arc::clone(s))).collect()
+    }
+
+    /// Records the source frontier a local worker sees (`None`: done).
+    pub fn set_watermark(&self, local_worker: usize, frontier: Option<Time>) {
+        if let Some(w) = self.watermarks.get(local_worker) {
+            w.store(frontier.unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+    }
+
+    /// The pipeline's totals now.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for (_, role, s) in self.components() {
+            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            match role {
+                Role::Source => t.samples_in += load(&s.received),
+                Role::Sink => t.samples_out += load(&s.sent),
+                Role::Transform => {}
+            }
+            for (reason, n) in s.drop_counts() {
+                match reason {
+                    DropReason::Rejected(_) => t.rejected += n,
+                    DropReason::Late | DropReason::TooLate => t.late += n,
+                    DropReason::NotANumber => {}
+                }
+            }
+            t.corrections += load(&s.corrections);
+        }
+        let min = self.watermarks.iter().map(|w| w.load(Ordering::Relaxed)).min().unwrap_or(u64::MAX);
+        t.watermark = (min != u64::MAX).then_some(min);
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_up_by_role() {
+        let stats = PipelineStats::new("p", 2);
+        let src = stats.component("in", Role::Source);
+        add(&src.received, 10);
+        src.dropped(DropReason::Rejected(RejectReason::InvalidLabelName), 2);
+        let win = stats.component("w", Role::Transform);
+        win.dropped(DropReason::Late, 3);
+        let sink = stats.component("out", Role::Sink);
+        add(&sink.sent, 4);
+        stats.set_watermark(0, Some(100));
+        stats.set_watermark(1, Some(50));
+        let t = stats.totals();
+        assert_eq!((t.samples_in, t.samples_out, t.rejected, t.late), (10, 4, 2, 3));
+        assert_eq!(t.watermark, Some(50));
+        stats.set_watermark(0, None);
+        stats.set_watermark(1, None);
+        assert_eq!(stats.totals().watermark, None);
+    }
+}

@@ -1,0 +1,220 @@
+//! Edge validation: every sample is checked once, where it enters.
+//!
+//! A bad sample is rejected alone with a [`RejectReason`]; the caller counts
+//! it (see [`crate::stats::Rejections`]) and tells the sender, and the rest of
+//! the batch goes on. Names follow Prometheus: metric names match
+//! `[a-zA-Z_:][a-zA-Z0-9_:]*`, label names `[a-zA-Z_][a-zA-Z0-9_]*`, and label
+//! names starting with `__` are reserved.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::series::{Label, METRIC_NAME_LABEL, Series};
+
+/// Why a sample was rejected. The snake-case name is the `reason` label in
+/// telemetry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
+pub enum RejectReason {
+    /// The input could not be decoded at all.
+    #[error("malformed input")]
+    Malformed,
+    /// No metric name.
+    #[error("missing metric name")]
+    MissingMetricName,
+    /// The metric name breaks the Prometheus rules.
+    #[error("invalid metric name")]
+    InvalidMetricName,
+    /// A label name breaks the Prometheus rules or is reserved.
+    #[error("invalid label name")]
+    InvalidLabelName,
+    /// The same label name twice.
+    #[error("duplicate label name")]
+    DuplicateLabelName,
+    /// More labels than `max_labels`.
+    #[error("too many labels")]
+    TooManyLabels,
+    /// A label name (or the metric name) longer than `max_label_name_length`.
+    #[error("label name too long")]
+    LabelNameTooLong,
+    /// A label value longer than `max_label_value_length`.
+    #[error("label value too long")]
+    LabelValueTooLong,
+    /// A timestamp before the Unix epoch.
+    #[error("timestamp out of range")]
+    TimestampOutOfRange,
+}
+
+impl RejectReason {
+    /// Every reason, in a fixed order (the index of [`RejectReason::index`]).
+    pub const ALL: [RejectReason; 9] = [
+        RejectReason::Malformed,
+        RejectReason::MissingMetricName,
+        RejectReason::InvalidMetricName,
+        RejectReason::InvalidLabelName,
+        RejectReason::DuplicateLabelName,
+        RejectReason::TooManyLabels,
+        RejectReason::LabelNameTooLong,
+        RejectReason::LabelValueTooLong,
+        RejectReason::TimestampOutOfRange,
+    ];
+
+    /// A dense index for counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The snake-case name used in telemetry and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Malformed => "malformed",
+            RejectReason::MissingMetricName => "missing_metric_name",
+            RejectReason::InvalidMetricName => "invalid_metric_name",
+            RejectReason::InvalidLabelName => "invalid_label_name",
+            RejectReason::DuplicateLabelName => "duplicate_label_name",
+            RejectReason::TooManyLabels => "too_many_labels",
+            RejectReason::LabelNameTooLong => "label_name_too_long",
+            RejectReason::LabelValueTooLong => "label_value_too_long",
+            RejectReason::TimestampOutOfRange => "timestamp_out_of_range",
+        }
+    }
+}
+
+/// Limits applied at the edge. The defaults follow VictoriaMetrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most labels a series may have, not counting the metric name.
+    pub max_labels: usize,
+    /// Longest metric or label name, in bytes.
+    pub max_label_name_length: usize,
+    /// Longest label value, in bytes.
+    pub max_label_value_length: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_labels: 40, max_label_name_length: 256, max_label_value_length: 4096 }
+    }
+}
+
+/// Whether `name` is a valid Prometheus metric name.
+pub fn is_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_' | b':'))
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+/// Whether `name` is a valid Prometheus label name.
+pub fn is_label_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_'))
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+impl Limits {
+    /// Validates a metric name and labels as they arrived and builds the
+    /// series. Labels with empty values are dropped, as in Prometheus.
+    pub fn check<'a>(
+        &self,
+        name: &str,
+        labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Series, RejectReason> {
+        if name.is_empty() {
+            return Err(RejectReason::MissingMetricName);
+        }
+        if name.len() > self.max_label_name_length {
+            return Err(RejectReason::LabelNameTooLong);
+        }
+        if !is_metric_name(name) {
+            return Err(RejectReason::InvalidMetricName);
+        }
+        let mut all: Vec<Label> = Vec::with_capacity(8);
+        all.push((Arc::from(METRIC_NAME_LABEL), Arc::from(name)));
+        let mut count = 0;
+        for (n, v) in labels {
+            if n.len() > self.max_label_name_length {
+                return Err(RejectReason::LabelNameTooLong);
+            }
+            if !is_label_name(n) || n.starts_with("__") {
+                return Err(RejectReason::InvalidLabelName);
+            }
+            if v.len() > self.max_label_value_length {
+                return Err(RejectReason::LabelValueTooLong);
+            }
+            if v.is_empty() {
+                continue;
+            }
+            count += 1;
+            if count > self.max_labels {
+                return Err(RejectReason::TooManyLabels);
+            }
+            all.push((Arc::from(n), Arc::from(v)));
+        }
+        let unique = {
+            let mut names: Vec<&str> = all.iter().map(|(n, _)| n.as_ref()).collect();
+            names.sort_unstable();
+            names.windows(2).all(|w| w[0] != w[1])
+        };
+        if !unique {
+            return Err(RejectReason::DuplicateLabelName);
+        }
+        Ok(Series::from_labels(all))
+    }
+
+    /// Validates a timestamp.
+    pub fn check_timestamp(&self, timestamp: i64) -> Result<i64, RejectReason> {
+        if timestamp < 0 { Err(RejectReason::TimestampOutOfRange) } else { Ok(timestamp) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, labels: &[(&str, &str)]) -> Result<Series, RejectReason> {
+        Limits::default().check(name, labels.iter().copied())
+    }
+
+    #[test]
+    fn accepts_prometheus_names() {
+        let s = check("node_cpu:rate5m", &[("host", "a"), ("_x1", "b")]).unwrap();
+        assert_eq!(s.name(), "node_cpu:rate5m");
+        assert_eq!(s.get("host"), Some("a"));
+    }
+
+    #[test]
+    fn rejects_each_bad_input_with_its_reason() {
+        use RejectReason::*;
+        assert_eq!(check("", &[]), Err(MissingMetricName));
+        assert_eq!(check("1cpu", &[]), Err(InvalidMetricName));
+        assert_eq!(check("cpu-usage", &[]), Err(InvalidMetricName));
+        assert_eq!(check("cpu", &[("host-name", "a")]), Err(InvalidLabelName));
+        assert_eq!(check("cpu", &[("__reserved", "a")]), Err(InvalidLabelName));
+        assert_eq!(check("cpu", &[("h", "a"), ("h", "b")]), Err(DuplicateLabelName));
+        let long = "x".repeat(300);
+        assert_eq!(check("cpu", &[(long.as_str(), "a")]), Err(LabelNameTooLong));
+        let value = "v".repeat(5000);
+        assert_eq!(check("cpu", &[("h", value.as_str())]), Err(LabelValueTooLong));
+        let names: Vec<String> = (0..41).map(|i| format!("l{i}")).collect();
+        let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        assert_eq!(check("cpu", &many), Err(TooManyLabels));
+        assert_eq!(Limits::default().check_timestamp(-1), Err(TimestampOutOfRange));
+    }
+
+    #[test]
+    fn limits_are_configurable() {
+        let limits = Limits { max_labels: 1, ..Limits::default() };
+        assert!(limits.check("cpu", [("a", "1")]).is_ok());
+        assert_eq!(limits.check("cpu", [("a", "1"), ("b", "2")]), Err(RejectReason::TooManyLabels));
+        // Empty values are absent labels and do not count.
+        assert!(limits.check("cpu", [("a", "1"), ("b", "")]).is_ok());
+    }
+
+    #[test]
+    fn reason_indexes_are_dense() {
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+    }
+}
