@@ -1,1 +1,16 @@
-//! placeholder
+//! # tidemark-operators
+//!
+//! Dataflow operators. Each is a plain state machine tested on its own
+//! (insert, advance, emit) plus a thin timely wrapper exposed as an extension
+//! trait on [`tidemark_engine::runtime::SampleStream`]:
+//!
+//! - [`window`]: tumbling, hopping and session windows with aggregates;
+//! - [`filter`]: PromQL series selectors;
+//! - [`labels`]: keep, drop, rename and set labels;
+//! - [`aggregate`] and [`group`]: what windows compute and how they group.
+
+pub mod aggregate;
+pub mod filter;
+pub mod group;
+pub mod labels;
+pub mod window;

@@ -1,0 +1,146 @@
+//! Session windows: per group, samples closer than `gap` to each other form
+//! one session, which closes once the watermark passes its last sample plus
+//! `gap` plus lateness.
+//!
+//! Samples are applied in the order of the watermark at which they entered
+//! (when the frontier passes it), so sessions are the same whatever the
+//! arrival order, worker count or run.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
+
+use tidemark_engine::time::{Millis, Time, to_time};
+use tidemark_engine::{Sample, Series, SeriesId};
+
+use super::{Counts, Outputs, WindowSpec};
+use crate::aggregate::Accumulator;
+
+struct Session {
+    start: Millis,
+    last: Millis,
+    acc: Accumulator,
+}
+
+struct Group {
+    series: Series,
+    sessions: Vec<Session>,
+}
+
+/// State of a session window operator.
+pub struct SessionWindows {
+    spec: WindowSpec,
+    gap: Millis,
+    pending: BTreeMap<Time, Vec<Sample>>,
+    groups: FxHashMap<SeriesId, Group>,
+    /// (close time, group, session start) of every open session.
+    by_close: BTreeSet<(Time, SeriesId, Millis)>,
+    outputs: Outputs,
+    /// Counters since the caller last took them.
+    pub counts: Counts,
+}
+
+impl SessionWindows {
+    /// Empty state.
+    pub fn new(spec: WindowSpec, gap: Millis) -> SessionWindows {
+        SessionWindows {
+            outputs: Outputs::new(&spec),
+            spec,
+            gap,
+            pending: BTreeMap::new(),
+            groups: FxHashMap::default(),
+            by_close: BTreeSet::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    fn close_time(&self, last: Millis) -> Time {
+        to_time(last.saturating_add(self.gap).saturating_add(self.spec.lateness).saturating_add(1))
+    }
+
+    /// Stashes a sample that entered at watermark `time`.
+    pub fn insert(&mut self, sample: &Sample, time: Time) {
+        if sample.value.is_nan() {
+            self.counts.nan += 1;
+            return;
+        }
+        self.pending.entry(time).or_default().push(sample.clone());
+    }
+
+    fn close_until(&mut self, limit: Time, out: &mut BTreeMap<Time, Vec<Sample>>) {
+        while let Some(&(close, id, start)) = self.by_close.first() {
+            if close > limit {
+                break;
+            }
+            self.by_close.pop_first();
+            let Some(group) = self.groups.get_mut(&id) else { continue };
+            if let Some(i) = group.sessions.iter().position(|s| s.start == start) {
+                let mut s = group.sessions.remove(i);
+                let end = s.last + self.gap;
+                let batch = out.entry(to_time(end)).or_default();
+                // Rates over a session span its samples, without extrapolation.
+                let from = batch.len();
+                self.outputs.results(&group.series, &mut s.acc, s.start, s.last, batch);
+                for out in &mut batch[from..] {
+                    out.timestamp = end;
+                }
+            }
+            if group.sessions.is_empty() {
+                self.groups.remove(&id);
+            }
+        }
+    }
+
+    fn apply(&mut self, sample: Sample, time: Time) {
+        let ts = sample.timestamp;
+        if self.close_time(ts) <= time {
+            self.counts.late += 1;
+            return;
+        }
+        let needs = self.spec.needs;
+        let gap = self.gap;
+        let id = sample.series.id();
+        let group = self.groups.entry(id).or_insert_with(|| Group { series: sample.series.clone(), sessions: Vec::new() });
+        let mut merged = Session { start: ts, last: ts, acc: Accumulator::new(needs) };
+        merged.acc.insert(needs, ts, sample.value);
+        let mut i = 0;
+        while i < group.sessions.len() {
+            let s = &group.sessions[i];
+            if s.start - gap <= ts && ts <= s.last + gap {
+                let s = group.sessions.swap_remove(i);
+                let close = to_time(s.last.saturating_add(gap).saturating_add(self.spec.lateness).saturating_add(1));
+                self.by_close.remove(&(close, id, s.start));
+                merged.start = merged.start.min(s.start);
+                merged.last = merged.last.max(s.last);
+                merged.acc.merge(&s.acc);
+            } else {
+                i += 1;
+            }
+        }
+        let close = to_time(merged.last.saturating_add(gap).saturating_add(self.spec.lateness).saturating_add(1));
+        self.by_close.insert((close, id, merged.start));
+        group.sessions.push(merged);
+    }
+
+    /// Applies stashed samples whose time the frontier has passed, in time
+    /// order, and emits every session whose close time the frontier passed.
+    pub fn advance(&mut self, frontier: Option<Time>, emit: &mut impl FnMut(Time, Vec<Sample>)) {
+        let f = frontier.unwrap_or(Time::MAX);
+        let mut out = BTreeMap::new();
+        while let Some(entry) = self.pending.first_entry() {
+            let time = *entry.key();
+            if time >= f {
+                break;
+            }
+            let samples = entry.remove();
+            self.close_until(time, &mut out);
+            for s in samples {
+                self.apply(s, time);
+            }
+        }
+        self.close_until(f, &mut out);
+        for (time, batch) in out {
+            emit(time, batch);
+        }
+    }
+}
