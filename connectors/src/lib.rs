@@ -1,1 +1,15 @@
-//! placeholder
+//! # tidemark-connectors
+//!
+//! Sources and sinks, one directory each with the same files: `mod.rs` (what
+//! system, wiring), `config.rs` (the config struct, its pure `validate`
+//! step), `source.rs` / `sink.rs` (the runtime). The pipeline crate lists
+//! them in one place and builds them on every worker.
+//!
+//! Sources: [`generator`] (synthetic host and service metrics) and [`file`]
+//! (JSON lines). Sinks: [`file`], [`console`] and [`blackhole`].
+
+pub mod blackhole;
+pub mod console;
+pub mod file;
+pub mod generator;
+mod gather;

@@ -10,12 +10,14 @@
 //!   exchange), wrapped so that timely's API touches only this crate;
 //! - [`flow`]: probe-based flow control for sources;
 //! - [`stats`]: telemetry counters;
-//! - [`codec`]: the JSON-lines sample form.
+//! - [`codec`]: the JSON-lines sample form;
+//! - [`component`]: what sources and sinks are given, and config errors.
 //!
 //! `tidemark-operators` and `tidemark-connectors` depend on this crate;
 //! `tidemark-pipelines` ties them together.
 
 pub mod codec;
+pub mod component;
 pub mod flow;
 pub mod runtime;
 pub mod selector;

@@ -19,6 +19,9 @@ pub use timely::scheduling::{Activator, SyncActivator};
 pub use timely::worker::Worker;
 pub use timely::WorkerConfig;
 
+/// The container builder of streams that carry no data.
+pub type ProgressBuilder = timely::container::CapacityContainerBuilder<Vec<()>>;
+
 /// A stream of sample batches.
 pub type SampleStream<'scope> = Stream<'scope, Time, Vec<Sample>>;
 

@@ -1,0 +1,24 @@
+//! The `generator` source: realistic host and service metrics, deterministic
+//! for a seed.
+//!
+//! Series `i` is one of five metrics (`i % 5`) of host `i / 5`:
+//!
+//! | metric | kind | shape |
+//! |---|---|---|
+//! | `cpu_usage` | gauge, percent | per-host base, daily seasonality, slow trend, noise |
+//! | `memory_usage_bytes` | gauge | base of 2-16 GiB, slow growth, small noise |
+//! | `http_requests_total` | counter | per-host rate with daily seasonality; rare resets |
+//! | `http_request_duration_seconds` | gauge | log-normal around a per-service latency |
+//! | `network_receive_bytes_total` | counter | like requests, larger; rare resets |
+//!
+//! Labels: `host` (`host-0001`), `region` and `service`. Every value is a
+//! pure function of (seed, series, tick) except counters, which accumulate
+//! per series in tick order, so the output does not depend on how series
+//! are spread over workers.
+
+mod config;
+mod source;
+mod values;
+
+pub use config::{Generator, GeneratorConfig};
+pub use values::{METRICS, series_for};

@@ -1,0 +1,76 @@
+//! What sources and sinks are given when they are built on a worker, and the
+//! error a component's `validate` step reports.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use timely::dataflow::ProbeHandle;
+
+use crate::stats::ComponentStats;
+use crate::time::Time;
+use crate::validate::Limits;
+
+/// A problem with one field of a component's configuration, found without
+/// I/O. `field` is the path inside the component (`["window", "tumbling"]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Path of the field inside the component; empty for the whole component.
+    pub field: Vec<String>,
+    /// What is wrong, lowercase, no trailing period.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about a field.
+    pub fn field(field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError { field: vec![field.to_owned()], message: message.into() }
+    }
+}
+
+/// Set once when the process is asked to stop (Ctrl-C, SIGTERM).
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    /// Asks sources to stop.
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether stopping was asked for.
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything a source needs on a worker.
+pub struct SourceContext {
+    /// The component's name.
+    pub name: String,
+    /// Its counters.
+    pub stats: Arc<ComponentStats>,
+    /// Sees the end of the pipeline, for flow control.
+    pub probe: ProbeHandle<Time>,
+    /// How far windows downstream hold output back (see [`crate::flow`]).
+    pub holdback: Time,
+    /// Records a worker may have in flight.
+    pub max_in_flight: u64,
+    /// Stop request.
+    pub shutdown: Shutdown,
+    /// Edge limits.
+    pub limits: Limits,
+}
+
+/// Writes a line to the process's standard output, coordinating with any
+/// progress display.
+pub type StdoutWriter = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// Everything a sink needs on a worker.
+pub struct SinkContext {
+    /// The component's name.
+    pub name: String,
+    /// Its counters.
+    pub stats: Arc<ComponentStats>,
+    /// Standard output.
+    pub stdout: StdoutWriter,
+}
