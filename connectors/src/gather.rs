@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use timely::dataflow::operators::Capability;
 
-use tidemark_engine::runtime::{Operator, ProgressBuilder, ProgressStream, SampleStream, frontier_min, to_first_worker};
+use tidemark_engine::Sample;
+use tidemark_engine::runtime::{
+    Operator, ProgressBuilder, ProgressStream, SampleStream, frontier_min, to_first_worker,
+};
 use tidemark_engine::stats::{ComponentStats, add};
 use tidemark_engine::time::Time;
-use tidemark_engine::Sample;
 
 /// Writes one time's sorted samples; returns how many were written.
 pub(crate) trait Writer: 'static {

@@ -11,5 +11,5 @@
 pub mod blackhole;
 pub mod console;
 pub mod file;
-pub mod generator;
 mod gather;
+pub mod generator;

@@ -48,8 +48,10 @@ pub struct DecodeError {
 
 /// Decodes and validates one JSON line.
 pub fn decode_json(line: &str, limits: &Limits) -> Result<Sample, DecodeError> {
-    let raw: JsonSample<'_> = serde_json::from_str(line)
-        .map_err(|e| DecodeError { reason: RejectReason::Malformed, detail: e.to_string() })?;
+    let raw: JsonSample<'_> = serde_json::from_str(line).map_err(|e| DecodeError {
+        reason: RejectReason::Malformed,
+        detail: e.to_string(),
+    })?;
     let value = match raw.value {
         JsonValue::Number(v) => v,
         JsonValue::Text(t) => match t.as_ref() {
@@ -59,17 +61,28 @@ pub fn decode_json(line: &str, limits: &Limits) -> Result<Sample, DecodeError> {
             other => {
                 return Err(DecodeError {
                     reason: RejectReason::Malformed,
-                    detail: format!("value {other:?} is not a number, \"NaN\", \"+Inf\" or \"-Inf\""),
+                    detail: format!(
+                        "value {other:?} is not a number, \"NaN\", \"+Inf\" or \"-Inf\""
+                    ),
                 });
             }
         },
     };
     let series = limits
-        .check(&raw.name, raw.labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
-        .map_err(|reason| DecodeError { reason, detail: format!("series {:?}", raw.name) })?;
+        .check(
+            &raw.name,
+            raw.labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
+        )
+        .map_err(|reason| DecodeError {
+            reason,
+            detail: format!("series {:?}", raw.name),
+        })?;
     let timestamp = limits
         .check_timestamp(raw.timestamp)
-        .map_err(|reason| DecodeError { reason, detail: format!("timestamp {}", raw.timestamp) })?;
+        .map_err(|reason| DecodeError {
+            reason,
+            detail: format!("timestamp {}", raw.timestamp),
+        })?;
     Ok(Sample::new(series, timestamp, value))
 }
 
@@ -116,7 +129,10 @@ mod tests {
 
     #[test]
     fn special_values() {
-        for (text, check) in [("\"NaN\"", f64::is_nan as fn(f64) -> bool), ("\"+Inf\"", |v| v == f64::INFINITY)] {
+        for (text, check) in [
+            ("\"NaN\"", f64::is_nan as fn(f64) -> bool),
+            ("\"+Inf\"", |v| v == f64::INFINITY),
+        ] {
             let line = format!(r#"{{"name": "m", "timestamp": 1, "value": {text}}}"#);
             let s = decode_json(&line, &Limits::default()).unwrap();
             assert!(check(s.value));
@@ -131,14 +147,29 @@ mod tests {
         let limits = Limits::default();
         let reason = |l: &str| decode_json(l, &limits).unwrap_err().reason;
         assert_eq!(reason("not json"), RejectReason::Malformed);
-        assert_eq!(reason(r#"{"name": "m", "timestamp": 1}"#), RejectReason::Malformed);
-        assert_eq!(reason(r#"{"name": "m", "timestamp": 1, "value": 1, "extra": 2}"#), RejectReason::Malformed);
-        assert_eq!(reason(r#"{"name": "m", "timestamp": 1, "value": "x"}"#), RejectReason::Malformed);
-        assert_eq!(reason(r#"{"name": "9m", "timestamp": 1, "value": 1}"#), RejectReason::InvalidMetricName);
+        assert_eq!(
+            reason(r#"{"name": "m", "timestamp": 1}"#),
+            RejectReason::Malformed
+        );
+        assert_eq!(
+            reason(r#"{"name": "m", "timestamp": 1, "value": 1, "extra": 2}"#),
+            RejectReason::Malformed
+        );
+        assert_eq!(
+            reason(r#"{"name": "m", "timestamp": 1, "value": "x"}"#),
+            RejectReason::Malformed
+        );
+        assert_eq!(
+            reason(r#"{"name": "9m", "timestamp": 1, "value": 1}"#),
+            RejectReason::InvalidMetricName
+        );
         assert_eq!(
             reason(r#"{"name": "m", "labels": {"a-b": "1"}, "timestamp": 1, "value": 1}"#),
             RejectReason::InvalidLabelName
         );
-        assert_eq!(reason(r#"{"name": "m", "timestamp": -1, "value": 1}"#), RejectReason::TimestampOutOfRange);
+        assert_eq!(
+            reason(r#"{"name": "m", "timestamp": -1, "value": 1}"#),
+            RejectReason::TimestampOutOfRange
+        );
     }
 }

@@ -23,7 +23,10 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error about a field.
     pub fn field(field: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError { field: vec![field.to_owned()], message: message.into() }
+        ConfigError {
+            field: vec![field.to_owned()],
+            message: message.into(),
+        }
     }
 }
 

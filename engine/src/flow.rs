@@ -29,7 +29,13 @@ pub struct FlowControl {
 impl FlowControl {
     /// Flow control against `probe`, which sees the end of the pipeline.
     pub fn new(probe: ProbeHandle<Time>, holdback: Time, max_in_flight: u64) -> FlowControl {
-        FlowControl { probe, holdback, max_in_flight: max_in_flight.max(1), sent: VecDeque::new(), in_flight: 0 }
+        FlowControl {
+            probe,
+            holdback,
+            max_in_flight: max_in_flight.max(1),
+            sent: VecDeque::new(),
+            in_flight: 0,
+        }
     }
 
     /// Records that `n` records were sent at `time`.

@@ -12,12 +12,12 @@ use timely::dataflow::channels::pact::Exchange;
 use crate::series::Sample;
 use crate::time::Time;
 
+pub use timely::WorkerConfig;
 pub use timely::dataflow::operators::generic::operator::{empty, source};
 pub use timely::dataflow::operators::{Capability, Concatenate, Inspect, Operator, Probe};
 pub use timely::dataflow::{ProbeHandle, Scope, Stream};
 pub use timely::scheduling::{Activator, SyncActivator};
 pub use timely::worker::Worker;
-pub use timely::WorkerConfig;
 
 /// The container builder of streams that carry no data.
 pub type ProgressBuilder = timely::container::CapacityContainerBuilder<Vec<()>>;
@@ -68,21 +68,35 @@ pub enum ClusterError {
 impl Cluster {
     /// One process with `workers` threads.
     pub fn local(workers: usize) -> Cluster {
-        Cluster { workers, process: 0, hosts: Vec::new() }
+        Cluster {
+            workers,
+            process: 0,
+            hosts: Vec::new(),
+        }
     }
 
     /// A cluster from a host file (one `host:port` a line; blank lines and
     /// `#` comments ignored) and this process's index.
-    pub fn from_host_file(workers: usize, process: usize, path: &Path) -> Result<Cluster, ClusterError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ClusterError::HostFile { path: path.display().to_string(), source })?;
+    pub fn from_host_file(
+        workers: usize,
+        process: usize,
+        path: &Path,
+    ) -> Result<Cluster, ClusterError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ClusterError::HostFile {
+            path: path.display().to_string(),
+            source,
+        })?;
         let hosts: Vec<String> = text
             .lines()
             .map(|l| l.split('#').next().unwrap_or("").trim())
             .filter(|l| !l.is_empty())
             .map(str::to_owned)
             .collect();
-        let cluster = Cluster { workers, process, hosts };
+        let cluster = Cluster {
+            workers,
+            process,
+            hosts,
+        };
         cluster.check()?;
         Ok(cluster)
     }
@@ -122,7 +136,10 @@ impl Cluster {
         } else {
             timely::CommunicationConfig::Thread
         };
-        timely::Config { communication, worker: WorkerConfig::default() }
+        timely::Config {
+            communication,
+            worker: WorkerConfig::default(),
+        }
     }
 }
 
@@ -139,7 +156,11 @@ impl<R: Send + 'static> Running<R> {
 
     /// Waits for the workers and returns what each returned.
     pub fn join(self) -> Result<Vec<R>, ClusterError> {
-        self.guards.join().into_iter().map(|r| r.map_err(ClusterError::Worker)).collect()
+        self.guards
+            .join()
+            .into_iter()
+            .map(|r| r.map_err(ClusterError::Worker))
+            .collect()
     }
 }
 

@@ -33,7 +33,10 @@ pub struct SelectorError {
 impl Selector {
     /// Parses a series selector.
     pub fn parse(text: &str) -> Result<Selector, SelectorError> {
-        let fail = |message: String| SelectorError { text: text.to_owned(), message };
+        let fail = |message: String| SelectorError {
+            text: text.to_owned(),
+            message,
+        };
         match parser::parse(text).map_err(|e| fail(e.trim().to_owned()))? {
             Expr::VectorSelector(vs) => {
                 if vs.offset.is_some() || vs.at.is_some() {
@@ -46,7 +49,9 @@ impl Selector {
                     or_matchers: vs.matchers.or_matchers,
                 })
             }
-            _ => Err(fail("expected a series selector such as cpu{host=\"a\"}, not an expression".into())),
+            _ => Err(fail(
+                "expected a series selector such as cpu{host=\"a\"}, not an expression".into(),
+            )),
         }
     }
 
@@ -64,11 +69,16 @@ impl Selector {
         }
         let all = |ms: &[Matcher]| {
             ms.iter().all(|m| {
-                let value = if m.name == METRIC_NAME_LABEL { Some(series.name()) } else { series.get(&m.name) };
+                let value = if m.name == METRIC_NAME_LABEL {
+                    Some(series.name())
+                } else {
+                    series.get(&m.name)
+                };
                 m.is_match(value.unwrap_or(""))
             })
         };
-        all(&self.matchers) && (self.or_matchers.is_empty() || self.or_matchers.iter().any(|ms| all(ms)))
+        all(&self.matchers)
+            && (self.or_matchers.is_empty() || self.or_matchers.iter().any(|ms| all(ms)))
     }
 }
 
@@ -108,7 +118,15 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_selector() {
         // As in Prometheus, a selector needs a matcher that does not match "".
-        for bad in [r#"{host!="a"}"#, "rate(x[5m])", "x offset 5m", "{host=~\"(\"}", "cpu{", "1 + 1", ""] {
+        for bad in [
+            r#"{host!="a"}"#,
+            "rate(x[5m])",
+            "x offset 5m",
+            "{host=~\"(\"}",
+            "cpu{",
+            "1 + 1",
+            "",
+        ] {
             assert!(Selector::parse(bad).is_err(), "{bad} should not parse");
         }
     }

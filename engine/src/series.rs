@@ -73,7 +73,10 @@ impl Series {
         labels.reverse();
         labels.retain(|(_, v)| !v.is_empty());
         let id = series_id(&labels);
-        Series(Arc::new(SeriesInner { id, labels: labels.into_boxed_slice() }))
+        Series(Arc::new(SeriesInner {
+            id,
+            labels: labels.into_boxed_slice(),
+        }))
     }
 
     /// The stable identity.
@@ -200,7 +203,11 @@ pub struct Sample {
 impl Sample {
     /// A sample.
     pub fn new(series: Series, timestamp: i64, value: f64) -> Sample {
-        Sample { series, timestamp, value }
+        Sample {
+            series,
+            timestamp,
+            value,
+        }
     }
 }
 
@@ -214,8 +221,14 @@ mod tests {
         let b = Series::new("cpu", [("dc", "x"), ("host", "a"), ("zone", "")]);
         assert_eq!(a.id(), b.id());
         assert_eq!(a, b);
-        assert_ne!(a.id(), Series::new("cpu", [("host", "b"), ("dc", "x")]).id());
-        assert_ne!(a.id(), Series::new("mem", [("host", "a"), ("dc", "x")]).id());
+        assert_ne!(
+            a.id(),
+            Series::new("cpu", [("host", "b"), ("dc", "x")]).id()
+        );
+        assert_ne!(
+            a.id(),
+            Series::new("mem", [("host", "a"), ("dc", "x")]).id()
+        );
     }
 
     #[test]
@@ -229,7 +242,12 @@ mod tests {
             bytes.push(0xff);
         }
         assert_eq!(s.id().0, xxhash_rust::xxh3::xxh3_64(&bytes));
-        assert_eq!(s.id().0, 0x1ac1_f825_78d0_56b7, "series id changed: {}", s.id());
+        assert_eq!(
+            s.id().0,
+            0x1ac1_f825_78d0_56b7,
+            "series id changed: {}",
+            s.id()
+        );
     }
 
     #[test]
@@ -243,7 +261,10 @@ mod tests {
     fn display_is_promql() {
         let s = Series::new("cpu", [("host", "a\"b"), ("dc", "x")]);
         assert_eq!(s.to_string(), r#"cpu{dc="x", host="a\"b"}"#);
-        assert_eq!(Series::new("up", Vec::<(&str, &str)>::new()).to_string(), "up");
+        assert_eq!(
+            Series::new("up", Vec::<(&str, &str)>::new()).to_string(),
+            "up"
+        );
     }
 
     #[test]

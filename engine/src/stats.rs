@@ -4,9 +4,9 @@
 //! progress display and (later) `/metrics` read them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use crate::time::Time;
 use crate::validate::RejectReason;
@@ -40,7 +40,11 @@ impl DropReason {
         RejectReason::ALL
             .into_iter()
             .map(DropReason::Rejected)
-            .chain([DropReason::Late, DropReason::TooLate, DropReason::NotANumber])
+            .chain([
+                DropReason::Late,
+                DropReason::TooLate,
+                DropReason::NotANumber,
+            ])
     }
 
     /// The snake-case name used in telemetry.
@@ -84,7 +88,10 @@ impl ComponentStats {
 
     /// Every non-zero drop count.
     pub fn drop_counts(&self) -> Vec<(DropReason, u64)> {
-        DropReason::all().map(|r| (r, self.drops(r))).filter(|(_, n)| *n > 0).collect()
+        DropReason::all()
+            .map(|r| (r, self.drops(r)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 }
 
@@ -148,13 +155,19 @@ impl PipelineStats {
     /// The counters of a component, created on first use.
     pub fn component(&self, name: &str, role: Role) -> Arc<ComponentStats> {
         let mut map = self.components.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(&map.entry(name.to_owned()).or_insert_with(|| (role, Arc::default())).1)
+        Arc::clone(
+            &map.entry(name.to_owned())
+                .or_insert_with(|| (role, Arc::default()))
+                .1,
+        )
     }
 
     /// Every component's counters, by name.
     pub fn components(&self) -> Vec<(String, Role, Arc<ComponentStats>)> {
         let map = self.components.lock().unwrap_or_else(|e| e.into_inner());
-        map.iter().map(|(n, (r, s))| (n.clone(), *r, Arc::clone(s))).collect()
+        map.iter()
+            .map(|(n, (r, s))| (n.clone(), *r, Arc::clone(s)))
+            .collect()
     }
 
     /// Records the source frontier a local worker sees (`None`: done).
@@ -183,7 +196,12 @@ impl PipelineStats {
             }
             t.corrections += load(&s.corrections);
         }
-        let min = self.watermarks.iter().map(|w| w.load(Ordering::Relaxed)).min().unwrap_or(u64::MAX);
+        let min = self
+            .watermarks
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(u64::MAX);
         t.watermark = (min != u64::MAX).then_some(min);
         t
     }
@@ -206,7 +224,10 @@ mod tests {
         stats.set_watermark(0, Some(100));
         stats.set_watermark(1, Some(50));
         let t = stats.totals();
-        assert_eq!((t.samples_in, t.samples_out, t.rejected, t.late), (10, 4, 2, 3));
+        assert_eq!(
+            (t.samples_in, t.samples_out, t.rejected, t.late),
+            (10, 4, 2, 3)
+        );
         assert_eq!(t.watermark, Some(50));
         stats.set_watermark(0, None);
         stats.set_watermark(1, None);

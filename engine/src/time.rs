@@ -22,7 +22,10 @@ pub struct DurationError {
 /// Parses a duration such as `500ms`, `10s`, `1m`, `1h30m` or `2d`.
 /// A bare number is an error: the unit is always written.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    let fail = |message: &str| DurationError { text: text.to_owned(), message: message.to_owned() };
+    let fail = |message: &str| DurationError {
+        text: text.to_owned(),
+        message: message.to_owned(),
+    };
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(fail("empty"));
@@ -56,7 +59,11 @@ pub fn format_millis(ms: Millis) -> String {
 pub fn parse_rfc3339(text: &str) -> Result<Millis, String> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("invalid timestamp {text:?}: {e} (expected RFC 3339, such as 2026-01-01T00:00:00Z)"))
+        .map_err(|e| {
+            format!(
+                "invalid timestamp {text:?}: {e} (expected RFC 3339, such as 2026-01-01T00:00:00Z)"
+            )
+        })
 }
 
 /// Wall-clock now in milliseconds since the epoch.
@@ -81,7 +88,10 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(format_millis(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(parse_rfc3339("2023-11-14T22:13:20.123Z").unwrap(), 1_700_000_000_123);
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.123Z").unwrap(),
+            1_700_000_000_123
+        );
         assert!(parse_rfc3339("yesterday").is_err());
         assert_eq!(to_time(-5), 0);
     }

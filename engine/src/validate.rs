@@ -94,7 +94,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_labels: 40, max_label_name_length: 256, max_label_value_length: 4096 }
+        Limits {
+            max_labels: 40,
+            max_label_name_length: 256,
+            max_label_value_length: 4096,
+        }
     }
 }
 
@@ -164,7 +168,11 @@ impl Limits {
 
     /// Validates a timestamp.
     pub fn check_timestamp(&self, timestamp: i64) -> Result<i64, RejectReason> {
-        if timestamp < 0 { Err(RejectReason::TimestampOutOfRange) } else { Ok(timestamp) }
+        if timestamp < 0 {
+            Err(RejectReason::TimestampOutOfRange)
+        } else {
+            Ok(timestamp)
+        }
     }
 }
 
@@ -191,22 +199,37 @@ mod tests {
         assert_eq!(check("cpu-usage", &[]), Err(InvalidMetricName));
         assert_eq!(check("cpu", &[("host-name", "a")]), Err(InvalidLabelName));
         assert_eq!(check("cpu", &[("__reserved", "a")]), Err(InvalidLabelName));
-        assert_eq!(check("cpu", &[("h", "a"), ("h", "b")]), Err(DuplicateLabelName));
+        assert_eq!(
+            check("cpu", &[("h", "a"), ("h", "b")]),
+            Err(DuplicateLabelName)
+        );
         let long = "x".repeat(300);
         assert_eq!(check("cpu", &[(long.as_str(), "a")]), Err(LabelNameTooLong));
         let value = "v".repeat(5000);
-        assert_eq!(check("cpu", &[("h", value.as_str())]), Err(LabelValueTooLong));
+        assert_eq!(
+            check("cpu", &[("h", value.as_str())]),
+            Err(LabelValueTooLong)
+        );
         let names: Vec<String> = (0..41).map(|i| format!("l{i}")).collect();
         let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
         assert_eq!(check("cpu", &many), Err(TooManyLabels));
-        assert_eq!(Limits::default().check_timestamp(-1), Err(TimestampOutOfRange));
+        assert_eq!(
+            Limits::default().check_timestamp(-1),
+            Err(TimestampOutOfRange)
+        );
     }
 
     #[test]
     fn limits_are_configurable() {
-        let limits = Limits { max_labels: 1, ..Limits::default() };
+        let limits = Limits {
+            max_labels: 1,
+            ..Limits::default()
+        };
         assert!(limits.check("cpu", [("a", "1")]).is_ok());
-        assert_eq!(limits.check("cpu", [("a", "1"), ("b", "2")]), Err(RejectReason::TooManyLabels));
+        assert_eq!(
+            limits.check("cpu", [("a", "1"), ("b", "2")]),
+            Err(RejectReason::TooManyLabels)
+        );
         // Empty values are absent labels and do not count.
         assert!(limits.check("cpu", [("a", "1"), ("b", "")]).is_ok());
     }

@@ -32,12 +32,23 @@ impl Watermarks {
     ///
     /// A partition that has produced nothing for `idle_timeout` stops holding
     /// the watermark back until it produces again.
-    pub fn new(partitions: usize, max_out_of_orderness: Duration, idle_timeout: Option<Duration>) -> Watermarks {
+    pub fn new(
+        partitions: usize,
+        max_out_of_orderness: Duration,
+        idle_timeout: Option<Duration>,
+    ) -> Watermarks {
         let now = Instant::now();
         Watermarks {
             max_out_of_orderness: crate::time::millis(max_out_of_orderness),
             idle_timeout,
-            partitions: vec![Partition { max_seen: None, last_active: now, finished: false }; partitions],
+            partitions: vec![
+                Partition {
+                    max_seen: None,
+                    last_active: now,
+                    finished: false
+                };
+                partitions
+            ],
             current: 0,
         }
     }
@@ -62,7 +73,9 @@ impl Watermarks {
     pub fn advance(&mut self, now: Instant) -> Time {
         let mut min: Option<Time> = None;
         for p in &self.partitions {
-            let idle = self.idle_timeout.is_some_and(|t| now.saturating_duration_since(p.last_active) >= t);
+            let idle = self
+                .idle_timeout
+                .is_some_and(|t| now.saturating_duration_since(p.last_active) >= t);
             if p.finished || idle {
                 continue;
             }

@@ -45,7 +45,9 @@ pub enum Aggregate {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AggregateError {
     /// Not an aggregate.
-    #[error("unknown aggregate {0:?} (expected count, sum, min, max, avg, last, stddev, rate, increase or pNN)")]
+    #[error(
+        "unknown aggregate {0:?} (expected count, sum, min, max, avg, last, stddev, rate, increase or pNN)"
+    )]
     Unknown(String),
     /// A quantile outside `p0..=p100`.
     #[error("quantile {0:?} is out of range: NN in pNN must be between 0 and 100")]
@@ -70,7 +72,9 @@ impl Aggregate {
                     .strip_prefix('p')
                     .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
                     .ok_or_else(|| AggregateError::Unknown(text.to_owned()))?;
-                let pct: f64 = digits.parse().map_err(|_| AggregateError::Unknown(text.to_owned()))?;
+                let pct: f64 = digits
+                    .parse()
+                    .map_err(|_| AggregateError::Unknown(text.to_owned()))?;
                 if !(0.0..=100.0).contains(&pct) {
                     return Err(AggregateError::QuantileOutOfRange(text.to_owned()));
                 }
@@ -146,13 +150,17 @@ pub struct Accumulator {
     last: f64,
     mean: f64,
     m2: f64,
-    points: Vec<(Millis, f64)>,
+    /// (input series id, timestamp, value), for rate and increase.
+    points: Vec<(u64, Millis, f64)>,
     sketch: Option<Box<DDSketch>>,
 }
 
 impl std::fmt::Debug for Accumulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Accumulator").field("count", &self.count).field("sum", &self.sum).finish_non_exhaustive()
+        f.debug_struct("Accumulator")
+            .field("count", &self.count)
+            .field("sum", &self.sum)
+            .finish_non_exhaustive()
     }
 }
 
@@ -173,9 +181,9 @@ impl Accumulator {
         }
     }
 
-    /// Adds a (non-NaN) value.
+    /// Adds a (non-NaN) value of input series `series` (its id).
     #[inline]
-    pub fn insert(&mut self, needs: Needs, ts: Millis, v: f64) {
+    pub fn insert(&mut self, needs: Needs, series: u64, ts: Millis, v: f64) {
         self.count += 1;
         self.sum += v;
         self.min = self.min.min(v);
@@ -190,7 +198,7 @@ impl Accumulator {
             self.m2 += delta * (v - self.mean);
         }
         if needs.points {
-            self.points.push((ts, v));
+            self.points.push((series, ts, v));
         }
         if let Some(s) = self.sketch.as_mut() {
             s.add(v);
@@ -211,7 +219,8 @@ impl Accumulator {
         self.sum += other.sum;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
-        if other.last_ts > self.last_ts || (other.last_ts == self.last_ts && other.last > self.last) {
+        if other.last_ts > self.last_ts || (other.last_ts == self.last_ts && other.last > self.last)
+        {
             self.last_ts = other.last_ts;
             self.last = other.last;
         }
@@ -243,10 +252,26 @@ impl Accumulator {
             Aggregate::Last => Some(self.last),
             Aggregate::Stddev => Some((self.m2 / n).max(0.0).sqrt()),
             Aggregate::Rate | Aggregate::Increase => {
-                self.points.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-                extrapolated_rate(&self.points, start, end, aggregate == Aggregate::Rate)
+                // Per input series, then summed over the group, as
+                // `sum by (...) (rate(...))`.
+                self.points
+                    .sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)));
+                let rate = aggregate == Aggregate::Rate;
+                let mut total: Option<f64> = None;
+                let mut scratch: Vec<(Millis, f64)> = Vec::new();
+                for run in self.points.chunk_by(|a, b| a.0 == b.0) {
+                    scratch.clear();
+                    scratch.extend(run.iter().map(|p| (p.1, p.2)));
+                    if let Some(r) = extrapolated_rate(&scratch, start, end, rate) {
+                        total = Some(total.unwrap_or(0.0) + r);
+                    }
+                }
+                total
             }
-            Aggregate::Quantile(q) => self.sketch.as_ref().and_then(|s| s.quantile(q).ok().flatten()),
+            Aggregate::Quantile(q) => self
+                .sketch
+                .as_ref()
+                .and_then(|s| s.quantile(q).ok().flatten()),
         }
     }
 }
@@ -256,7 +281,12 @@ impl Accumulator {
 /// towards the window's edges by at most half an average sample interval
 /// (or to where the counter would have been zero), per second when `rate`.
 /// `points` is sorted by time; the window is `(start, end]`.
-pub fn extrapolated_rate(points: &[(Millis, f64)], start: Millis, end: Millis, rate: bool) -> Option<f64> {
+pub fn extrapolated_rate(
+    points: &[(Millis, f64)],
+    start: Millis,
+    end: Millis,
+    rate: bool,
+) -> Option<f64> {
     let (&(first_t, first_v), &(last_t, last_v)) = (points.first()?, points.last()?);
     if points.len() < 2 || last_t == first_t {
         return None;
@@ -305,10 +335,22 @@ mod tests {
         assert_eq!(Aggregate::parse("p99.9").unwrap().name(), "p99_9");
         assert_eq!(Aggregate::parse("p50").unwrap().name(), "p50");
         assert_eq!(Aggregate::parse("p100"), Ok(Aggregate::Quantile(1.0)));
-        assert!(matches!(Aggregate::parse("p101"), Err(AggregateError::QuantileOutOfRange(_))));
-        assert!(matches!(Aggregate::parse("median"), Err(AggregateError::Unknown(_))));
-        assert!(matches!(Aggregate::parse("p"), Err(AggregateError::Unknown(_))));
-        assert!(matches!(Aggregate::parse("p9x"), Err(AggregateError::Unknown(_))));
+        assert!(matches!(
+            Aggregate::parse("p101"),
+            Err(AggregateError::QuantileOutOfRange(_))
+        ));
+        assert!(matches!(
+            Aggregate::parse("median"),
+            Err(AggregateError::Unknown(_))
+        ));
+        assert!(matches!(
+            Aggregate::parse("p"),
+            Err(AggregateError::Unknown(_))
+        ));
+        assert!(matches!(
+            Aggregate::parse("p9x"),
+            Err(AggregateError::Unknown(_))
+        ));
     }
 
     #[test]
@@ -317,14 +359,18 @@ mod tests {
         let needs = Needs::of(&aggs);
         let mut acc = Accumulator::new(needs);
         for (t, v) in [(3, 4.0), (1, 2.0), (2, 9.0), (4, 5.0)] {
-            acc.insert(needs, t, v);
+            acc.insert(needs, 1, t, v);
         }
         assert_eq!(acc.result(Aggregate::Count, 0, 10), Some(4.0));
         assert_eq!(acc.result(Aggregate::Sum, 0, 10), Some(20.0));
         assert_eq!(acc.result(Aggregate::Min, 0, 10), Some(2.0));
         assert_eq!(acc.result(Aggregate::Max, 0, 10), Some(9.0));
         assert_eq!(acc.result(Aggregate::Avg, 0, 10), Some(5.0));
-        assert_eq!(acc.result(Aggregate::Last, 0, 10), Some(5.0), "latest timestamp wins, not latest arrival");
+        assert_eq!(
+            acc.result(Aggregate::Last, 0, 10),
+            Some(5.0),
+            "latest timestamp wins, not latest arrival"
+        );
         // Population stddev of 2, 4, 5, 9 is sqrt(6.5).
         assert!((acc.result(Aggregate::Stddev, 0, 10).unwrap() - 6.5f64.sqrt()).abs() < 1e-12);
     }
@@ -332,15 +378,33 @@ mod tests {
     #[test]
     fn merge_equals_inserting_everything() {
         let needs = Needs::of(&[Aggregate::Stddev, Aggregate::Rate, Aggregate::Quantile(0.9)]);
-        let (mut a, mut b, mut all) = (Accumulator::new(needs), Accumulator::new(needs), Accumulator::new(needs));
+        let (mut a, mut b, mut all) = (
+            Accumulator::new(needs),
+            Accumulator::new(needs),
+            Accumulator::new(needs),
+        );
         for i in 0..100i64 {
             let v = ((i * 37) % 17) as f64;
-            if i % 3 == 0 { a.insert(needs, i, v) } else { b.insert(needs, i, v) }
-            all.insert(needs, i, v);
+            if i % 3 == 0 {
+                a.insert(needs, 1, i, v)
+            } else {
+                b.insert(needs, 1, i, v)
+            }
+            all.insert(needs, 1, i, v);
         }
         a.merge(&b);
-        for agg in [Aggregate::Count, Aggregate::Sum, Aggregate::Last, Aggregate::Stddev, Aggregate::Rate, Aggregate::Quantile(0.9)] {
-            let (x, y) = (a.result(agg, 0, 100).unwrap(), all.result(agg, 0, 100).unwrap());
+        for agg in [
+            Aggregate::Count,
+            Aggregate::Sum,
+            Aggregate::Last,
+            Aggregate::Stddev,
+            Aggregate::Rate,
+            Aggregate::Quantile(0.9),
+        ] {
+            let (x, y) = (
+                a.result(agg, 0, 100).unwrap(),
+                all.result(agg, 0, 100).unwrap(),
+            );
             assert!((x - y).abs() < 1e-9, "{agg:?}: {x} != {y}");
         }
     }
@@ -350,13 +414,20 @@ mod tests {
         // A counter growing 1/s, sampled every 10s at 15..55 inside (0, 60]:
         // extrapolated by half an interval at the start (limited to where it
         // would reach zero) and 5s at the end.
-        let points: Vec<(Millis, f64)> = (0..5).map(|i| (15_000 + i * 10_000, 115.0 + 10.0 * i as f64)).collect();
+        let points: Vec<(Millis, f64)> = (0..5)
+            .map(|i| (15_000 + i * 10_000, 115.0 + 10.0 * i as f64))
+            .collect();
         let inc = extrapolated_rate(&points, 0, 60_000, false).unwrap();
         assert!((inc - 40.0 * 50.0 / 40.0).abs() < 1e-9, "{inc}");
         let rate = extrapolated_rate(&points, 0, 60_000, true).unwrap();
         assert!((rate - inc / 60.0).abs() < 1e-12);
         // A reset adds the value before it back.
-        let reset = [(10_000, 10.0), (20_000, 20.0), (30_000, 5.0), (40_000, 15.0)];
+        let reset = [
+            (10_000, 10.0),
+            (20_000, 20.0),
+            (30_000, 5.0),
+            (40_000, 15.0),
+        ];
         let inc = extrapolated_rate(&reset, 5_000, 45_000, false).unwrap();
         // raw increase 15 - 10 + 20 = 25 over 30s, extrapolated 5s each side.
         assert!((inc - 25.0 * 40.0 / 30.0).abs() < 1e-9, "{inc}");
@@ -365,5 +436,25 @@ mod tests {
         let inc = extrapolated_rate(&young, 0, 30_000, false).unwrap();
         assert!((inc - 20.0 * 21.0 / 20.0).abs() < 1e-9, "{inc}");
         assert_eq!(extrapolated_rate(&[(1, 1.0)], 0, 10, true), None);
+    }
+
+    #[test]
+    fn grouped_rates_are_per_series_then_summed() {
+        let needs = Needs::of(&[Aggregate::Increase]);
+        let mut acc = Accumulator::new(needs);
+        // Two counters in one group: a single series view would see resets.
+        for i in 0..5i64 {
+            acc.insert(needs, 1, i * 10_000, 1000.0 + 10.0 * i as f64);
+            acc.insert(needs, 2, i * 10_000 + 1, 5.0 * i as f64);
+        }
+        let each =
+            |pts: Vec<(Millis, f64)>| extrapolated_rate(&pts, -5_000, 45_000, false).unwrap();
+        let want = each(
+            (0..5)
+                .map(|i| (i * 10_000, 1000.0 + 10.0 * i as f64))
+                .collect(),
+        ) + each((0..5).map(|i| (i * 10_000 + 1, 5.0 * i as f64)).collect());
+        let got = acc.result(Aggregate::Increase, -5_000, 45_000).unwrap();
+        assert!((got - want).abs() < 1e-9, "{got} vs {want}");
     }
 }

@@ -46,11 +46,15 @@ impl Grouping {
             Grouping::Series => series.clone(),
             Grouping::By(keep) => Series::new(
                 series.name(),
-                series.tags().filter(|(n, _)| keep.binary_search_by(|k| k.as_str().cmp(n)).is_ok()),
+                series
+                    .tags()
+                    .filter(|(n, _)| keep.binary_search_by(|k| k.as_str().cmp(n)).is_ok()),
             ),
             Grouping::Without(drop) => Series::new(
                 series.name(),
-                series.tags().filter(|(n, _)| drop.binary_search_by(|k| k.as_str().cmp(n)).is_err()),
+                series
+                    .tags()
+                    .filter(|(n, _)| drop.binary_search_by(|k| k.as_str().cmp(n)).is_err()),
             ),
         }
     }
@@ -64,10 +68,16 @@ mod tests {
     fn projects_and_names() {
         let s = Series::new("cpu", [("host", "a"), ("dc", "x"), ("core", "1")]);
         let by = Grouping::new(Some(vec!["host".into(), "dc".into()]), None);
-        assert_eq!(by.project(&s), Series::new("cpu", [("host", "a"), ("dc", "x")]));
+        assert_eq!(
+            by.project(&s),
+            Series::new("cpu", [("host", "a"), ("dc", "x")])
+        );
         assert_eq!(by.name_suffix(), "_by_dc_host");
         let without = Grouping::new(None, Some(vec!["core".into()]));
-        assert_eq!(without.project(&s), Series::new("cpu", [("host", "a"), ("dc", "x")]));
+        assert_eq!(
+            without.project(&s),
+            Series::new("cpu", [("host", "a"), ("dc", "x")])
+        );
         assert_eq!(without.name_suffix(), "_without_core");
         assert_eq!(Grouping::Series.project(&s), s);
         assert_eq!(Grouping::Series.name_suffix(), "");

@@ -31,8 +31,12 @@ pub fn relabel(series: &Series, rules: &[Relabel]) -> Series {
     let is_name = |n: &str| n == tidemark_engine::series::METRIC_NAME_LABEL;
     for rule in rules {
         match rule {
-            Relabel::Keep(keep) => labels.retain(|(n, _)| is_name(n) || keep.iter().any(|k| k == n.as_ref())),
-            Relabel::Drop(drop) => labels.retain(|(n, _)| is_name(n) || !drop.iter().any(|k| k == n.as_ref())),
+            Relabel::Keep(keep) => {
+                labels.retain(|(n, _)| is_name(n) || keep.iter().any(|k| k == n.as_ref()))
+            }
+            Relabel::Drop(drop) => {
+                labels.retain(|(n, _)| is_name(n) || !drop.iter().any(|k| k == n.as_ref()))
+            }
             Relabel::Rename(pairs) => {
                 for (from, to) in pairs {
                     if let Some(i) = labels.iter().position(|(n, _)| n.as_ref() == from) {
@@ -56,17 +60,30 @@ pub fn relabel(series: &Series, rules: &[Relabel]) -> Series {
 /// Label rewriting.
 pub trait Labels<'scope> {
     /// Rewrites every sample's labels with `rules`.
-    fn relabel(self, name: &str, rules: Vec<Relabel>, stats: Arc<ComponentStats>) -> SampleStream<'scope>;
+    fn relabel(
+        self,
+        name: &str,
+        rules: Vec<Relabel>,
+        stats: Arc<ComponentStats>,
+    ) -> SampleStream<'scope>;
 }
 
 impl<'scope> Labels<'scope> for SampleStream<'scope> {
-    fn relabel(self, name: &str, rules: Vec<Relabel>, stats: Arc<ComponentStats>) -> SampleStream<'scope> {
+    fn relabel(
+        self,
+        name: &str,
+        rules: Vec<Relabel>,
+        stats: Arc<ComponentStats>,
+    ) -> SampleStream<'scope> {
         let mut cache: FxHashMap<SeriesId, Series> = FxHashMap::default();
         self.unary(Pipeline, name, move |_cap, _info| {
             move |input, output| {
                 input.for_each(|cap, data| {
                     for s in data.iter_mut() {
-                        s.series = cache.entry(s.series.id()).or_insert_with(|| relabel(&s.series, &rules)).clone();
+                        s.series = cache
+                            .entry(s.series.id())
+                            .or_insert_with(|| relabel(&s.series, &rules))
+                            .clone();
                     }
                     add(&stats.received, data.len() as u64);
                     add(&stats.sent, data.len() as u64);
@@ -90,13 +107,19 @@ mod tests {
             &[
                 Relabel::Drop(vec!["core".into()]),
                 Relabel::Rename(vec![("dc".into(), "region".into())]),
-                Relabel::Set(vec![("env".into(), "prod".into()), ("host".into(), String::new())]),
+                Relabel::Set(vec![
+                    ("env".into(), "prod".into()),
+                    ("host".into(), String::new()),
+                ]),
             ],
         );
         assert_eq!(out, Series::new("cpu", [("region", "x"), ("env", "prod")]));
         let kept = relabel(&s, &[Relabel::Keep(vec!["host".into()])]);
         assert_eq!(kept, Series::new("cpu", [("host", "a")]));
-        let renamed = relabel(&s, &[Relabel::Set(vec![("__name__".into(), "cpu_total".into())])]);
+        let renamed = relabel(
+            &s,
+            &[Relabel::Set(vec![("__name__".into(), "cpu_total".into())])],
+        );
         assert_eq!(renamed.name(), "cpu_total");
     }
 }

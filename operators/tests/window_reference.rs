@@ -40,7 +40,9 @@ struct Input {
 /// computes them (max seen minus `ooo`).
 fn generate(seed: u64, series: usize, steps: i64, ooo: Millis) -> Vec<Input> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let names: Vec<Series> = (0..series).map(|i| Series::new("m", [("s", i.to_string())])).collect();
+    let names: Vec<Series> = (0..series)
+        .map(|i| Series::new("m", [("s", i.to_string())]))
+        .collect();
     let mut counters = vec![0.0f64; series];
     let mut max_seen = 0;
     let mut out = Vec::new();
@@ -54,11 +56,22 @@ fn generate(seed: u64, series: usize, steps: i64, ooo: Millis) -> Vec<Input> {
                 ts -= rng.random_range(ooo..ooo + 20_000);
             }
             let ts = ts.max(0);
-            counters[i] = if rng.random::<f64>() < 0.02 { rng.random_range(0.0..5.0) } else { counters[i] + rng.random_range(0.0..10.0) };
-            let value = if i % 2 == 0 { counters[i] } else { rng.random_range(-50.0..50.0) };
+            counters[i] = if rng.random::<f64>() < 0.02 {
+                rng.random_range(0.0..5.0)
+            } else {
+                counters[i] + rng.random_range(0.0..10.0)
+            };
+            let value = if i % 2 == 0 {
+                counters[i]
+            } else {
+                rng.random_range(-50.0..50.0)
+            };
             max_seen = ts.max(max_seen);
             let time = (max_seen - ooo).max(0) as Time;
-            out.push(Input { sample: Sample::new(s.clone(), ts, value), time });
+            out.push(Input {
+                sample: Sample::new(s.clone(), ts, value),
+                time,
+            });
         }
     }
     out
@@ -84,7 +97,7 @@ fn run(state: &mut WindowState, inputs: &[Input], seed: u64) -> Vec<(Time, Sampl
             chunk.swap(i, rng.random_range(0..=i));
         }
         for input in &chunk {
-            state.insert(&input.sample, input.time);
+            state.insert(&input.sample, &input.sample.series, input.time);
         }
         let next = pending.first().map_or(Time::MAX, |i| i.time);
         if next > frontier && rng.random::<f64>() < 0.5 {
@@ -125,7 +138,10 @@ fn reference(mut points: Vec<(Millis, f64)>, start: Millis, end: Millis) -> Vec<
         ("min".into(), sorted[0]),
         ("max".into(), sorted[sorted.len() - 1]),
         ("avg".into(), mean),
-        ("last".into(), points.last().map(|p| p.1).unwrap_or(f64::NAN)),
+        (
+            "last".into(),
+            points.last().map(|p| p.1).unwrap_or(f64::NAN),
+        ),
         ("stddev".into(), var.sqrt()),
         ("p50".into(), q(0.5)),
         ("p99".into(), q(0.99)),
@@ -136,7 +152,11 @@ fn reference(mut points: Vec<(Millis, f64)>, start: Millis, end: Millis) -> Vec<
         let (t1, v1) = points[points.len() - 1];
         let mut increase = 0.0;
         for w in points.windows(2) {
-            increase += if w[1].1 < w[0].1 { w[1].1 } else { w[1].1 - w[0].1 };
+            increase += if w[1].1 < w[0].1 {
+                w[1].1
+            } else {
+                w[1].1 - w[0].1
+            };
         }
         let _ = v1;
         let sampled = (t1 - t0) as f64 / 1000.0;
@@ -169,12 +189,18 @@ fn close(name: &str, got: f64, want: f64) -> bool {
 
 /// Compares emitted results with expected windows: `expected` maps
 /// (series label, end) to the window's samples and start.
-fn compare(out: &[(Time, Sample)], expected: &BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)>) {
+fn compare(
+    out: &[(Time, Sample)],
+    expected: &BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)>,
+) {
     // The last emission per output series and end wins (corrections).
     let mut got: BTreeMap<(String, String, Millis), f64> = BTreeMap::new();
     for (_, s) in out {
         let agg = s.series.name().rsplit('_').next().unwrap().to_string();
-        got.insert((s.series.get("s").unwrap().to_string(), agg, s.timestamp), s.value);
+        got.insert(
+            (s.series.get("s").unwrap().to_string(), agg, s.timestamp),
+            s.value,
+        );
     }
     let mut want_count = 0;
     for ((series, end), (start, points)) in expected {
@@ -182,13 +208,22 @@ fn compare(out: &[(Time, Sample)], expected: &BTreeMap<(String, Millis), (Millis
             want_count += 1;
             let g = got.get(&(series.clone(), agg.clone(), *end)).copied();
             let g = g.unwrap_or_else(|| panic!("missing {agg} for s={series} end={end}"));
-            assert!(close(&agg, g, want), "{agg} for s={series} end={end}: got {g}, want {want}");
+            assert!(
+                close(&agg, g, want),
+                "{agg} for s={series} end={end}: got {g}, want {want}"
+            );
         }
     }
     assert_eq!(got.len(), want_count, "unexpected extra outputs");
 }
 
-fn aligned_expected(inputs: &[Input], size: Millis, every: Millis, lateness: Millis, horizon: Option<Millis>) -> BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)> {
+fn aligned_expected(
+    inputs: &[Input],
+    size: Millis,
+    every: Millis,
+    lateness: Millis,
+    horizon: Option<Millis>,
+) -> BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)> {
     let mut expected: BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)> = BTreeMap::new();
     for i in inputs {
         let ts = i.sample.timestamp;
@@ -215,10 +250,20 @@ fn aligned_expected(inputs: &[Input], size: Millis, every: Millis, lateness: Mil
 fn tumbling_matches_reference() {
     for seed in 0..6 {
         let inputs = generate(seed, 4, 120, 3_000);
-        let mut state = WindowState::new(spec(WindowKind::Tumbling { size: 10_000 }, 2_000, LatePolicy::Drop));
+        let mut state = WindowState::new(spec(
+            WindowKind::Tumbling { size: 10_000 },
+            2_000,
+            LatePolicy::Drop,
+        ));
         let out = run(&mut state, &inputs, seed + 100);
-        assert!(state.take_counts().late > 0, "the input should contain late samples");
-        compare(&out, &aligned_expected(&inputs, 10_000, 10_000, 2_000, None));
+        assert!(
+            state.take_counts().late > 0,
+            "the input should contain late samples"
+        );
+        compare(
+            &out,
+            &aligned_expected(&inputs, 10_000, 10_000, 2_000, None),
+        );
     }
 }
 
@@ -226,7 +271,14 @@ fn tumbling_matches_reference() {
 fn hopping_matches_reference() {
     for seed in 0..4 {
         let inputs = generate(seed, 3, 100, 2_000);
-        let mut state = WindowState::new(spec(WindowKind::Hopping { size: 15_000, every: 5_000 }, 1_000, LatePolicy::Drop));
+        let mut state = WindowState::new(spec(
+            WindowKind::Hopping {
+                size: 15_000,
+                every: 5_000,
+            },
+            1_000,
+            LatePolicy::Drop,
+        ));
         let out = run(&mut state, &inputs, seed + 7);
         compare(&out, &aligned_expected(&inputs, 15_000, 5_000, 1_000, None));
     }
@@ -237,11 +289,18 @@ fn late_update_re_emits_corrected_windows() {
     for seed in 0..4 {
         let inputs = generate(seed, 3, 100, 2_000);
         let horizon = 10_000;
-        let mut state = WindowState::new(spec(WindowKind::Tumbling { size: 10_000 }, 0, LatePolicy::Update { horizon }));
+        let mut state = WindowState::new(spec(
+            WindowKind::Tumbling { size: 10_000 },
+            0,
+            LatePolicy::Update { horizon },
+        ));
         let out = run(&mut state, &inputs, seed + 3);
         let counts = state.take_counts();
         assert!(counts.corrections > 0 && counts.too_late > 0, "{counts:?}");
-        compare(&out, &aligned_expected(&inputs, 10_000, 10_000, 0, Some(horizon)));
+        compare(
+            &out,
+            &aligned_expected(&inputs, 10_000, 10_000, 0, Some(horizon)),
+        );
         // Corrections are emitted after the original, never before.
         let mut seen: BTreeMap<(String, i64), Time> = BTreeMap::new();
         for (t, s) in &out {
@@ -255,10 +314,22 @@ fn late_update_re_emits_corrected_windows() {
 #[test]
 fn results_do_not_depend_on_delivery() {
     let inputs = generate(42, 5, 80, 2_000);
-    let make = || WindowState::new(spec(WindowKind::Tumbling { size: 5_000 }, 1_000, LatePolicy::Update { horizon: 5_000 }));
+    let make = || {
+        WindowState::new(spec(
+            WindowKind::Tumbling { size: 5_000 },
+            1_000,
+            LatePolicy::Update { horizon: 5_000 },
+        ))
+    };
     let normalize = |mut v: Vec<(Time, Sample)>| {
-        v.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.series.cmp(&b.1.series)).then(a.1.timestamp.cmp(&b.1.timestamp)));
-        v.into_iter().map(|(t, s)| (t, s.series.to_string(), s.timestamp, s.value)).collect::<Vec<_>>()
+        v.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then(a.1.series.cmp(&b.1.series))
+                .then(a.1.timestamp.cmp(&b.1.timestamp))
+        });
+        v.into_iter()
+            .map(|(t, s)| (t, s.series.to_string(), s.timestamp, s.value))
+            .collect::<Vec<_>>()
     };
     let a = normalize(run(&mut make(), &inputs, 1));
     let b = normalize(run(&mut make(), &inputs, 2));
@@ -268,7 +339,10 @@ fn results_do_not_depend_on_delivery() {
         // Same records at the same timely times; values agree up to the
         // rounding of sums taken in another order.
         assert_eq!((x.0, &x.1, x.2), (y.0, &y.1, y.2));
-        assert!((x.3 - y.3).abs() <= 1e-9 * x.3.abs().max(1.0), "{x:?} vs {y:?}");
+        assert!(
+            (x.3 - y.3).abs() <= 1e-9 * x.3.abs().max(1.0),
+            "{x:?} vs {y:?}"
+        );
     }
 }
 
@@ -279,7 +353,11 @@ fn sessions_match_reference() {
         // Make gaps: drop a band of steps so sessions split.
         inputs.retain(|i| !(20_000..32_000).contains(&i.sample.timestamp));
         let (gap, lateness) = (3_000, 1_000);
-        let mut state = WindowState::new(spec(WindowKind::Session { gap }, lateness, LatePolicy::Drop));
+        let mut state = WindowState::new(spec(
+            WindowKind::Session { gap },
+            lateness,
+            LatePolicy::Drop,
+        ));
         let out = run(&mut state, &inputs, seed);
         // From scratch: process by entry time; close components first.
         let mut by_time: BTreeMap<Time, Vec<&Input>> = BTreeMap::new();
@@ -299,20 +377,23 @@ fn sessions_match_reference() {
             }
             comps
         };
-        let close_until = |limit: Time, open: &mut BTreeMap<String, Vec<(Millis, f64)>>, expected: &mut BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)>| {
-            for (s, pts) in open.iter_mut() {
-                let mut keep = Vec::new();
-                for c in components(pts) {
-                    let last = c.last().unwrap().0;
-                    if ((last + gap + lateness + 1) as Time) <= limit {
-                        expected.insert((s.clone(), last + gap), (c[0].0, c));
-                    } else {
-                        keep.extend(c);
+        let close_until =
+            |limit: Time,
+             open: &mut BTreeMap<String, Vec<(Millis, f64)>>,
+             expected: &mut BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)>| {
+                for (s, pts) in open.iter_mut() {
+                    let mut keep = Vec::new();
+                    for c in components(pts) {
+                        let last = c.last().unwrap().0;
+                        if ((last + gap + lateness + 1) as Time) <= limit {
+                            expected.insert((s.clone(), last + gap), (c[0].0, c));
+                        } else {
+                            keep.extend(c);
+                        }
                     }
+                    *pts = keep;
                 }
-                *pts = keep;
-            }
-        };
+            };
         for (t, batch) in &by_time {
             close_until(*t, &mut open, &mut expected);
             for i in batch {
@@ -320,22 +401,38 @@ fn sessions_match_reference() {
                 if ((ts + gap + lateness + 1) as Time) <= *t {
                     continue;
                 }
-                open.entry(i.sample.series.get("s").unwrap().to_string()).or_default().push((ts, i.sample.value));
+                open.entry(i.sample.series.get("s").unwrap().to_string())
+                    .or_default()
+                    .push((ts, i.sample.value));
             }
         }
         close_until(Time::MAX, &mut open, &mut expected);
         // Sessions report rate over (first sample, last sample].
-        let expected = expected.into_iter().map(|(k, (_, pts))| (k, (pts[0].0, pts))).collect::<BTreeMap<_, _>>();
-        assert!(expected.len() >= 6, "expected sessions on both sides of the gap, got {}", expected.len());
+        let expected = expected
+            .into_iter()
+            .map(|(k, (_, pts))| (k, (pts[0].0, pts)))
+            .collect::<BTreeMap<_, _>>();
+        assert!(
+            expected.len() >= 6,
+            "expected sessions on both sides of the gap, got {}",
+            expected.len()
+        );
         compare_sessions(&out, &expected, gap);
     }
 }
 
-fn compare_sessions(out: &[(Time, Sample)], expected: &BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)>, gap: Millis) {
+fn compare_sessions(
+    out: &[(Time, Sample)],
+    expected: &BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)>,
+    gap: Millis,
+) {
     let mut got: BTreeMap<(String, String, Millis), f64> = BTreeMap::new();
     for (_, s) in out {
         let agg = s.series.name().rsplit('_').next().unwrap().to_string();
-        got.insert((s.series.get("s").unwrap().to_string(), agg, s.timestamp), s.value);
+        got.insert(
+            (s.series.get("s").unwrap().to_string(), agg, s.timestamp),
+            s.value,
+        );
     }
     let mut n = 0;
     for ((series, end), (start, points)) in expected {
@@ -344,7 +441,10 @@ fn compare_sessions(out: &[(Time, Sample)], expected: &BTreeMap<(String, Millis)
             n += 1;
             let g = got.get(&(series.clone(), agg.clone(), *end)).copied();
             let g = g.unwrap_or_else(|| panic!("missing {agg} for session s={series} end={end}"));
-            assert!(close(&agg, g, want), "{agg} for s={series} end={end}: got {g}, want {want}");
+            assert!(
+                close(&agg, g, want),
+                "{agg} for s={series} end={end}: got {g}, want {want}"
+            );
         }
     }
     assert_eq!(got.len(), n);

@@ -20,7 +20,11 @@ impl BlackholeConfig {
     }
 
     /// Builds the sink on a worker.
-    pub fn build<'scope>(&self, stream: SampleStream<'scope>, ctx: SinkContext) -> ProgressStream<'scope> {
+    pub fn build<'scope>(
+        &self,
+        stream: SampleStream<'scope>,
+        ctx: SinkContext,
+    ) -> ProgressStream<'scope> {
         let stats = ctx.stats;
         stream
             .unary::<ProgressBuilder, _, _, _>(Pipeline, &ctx.name, move |_cap, _info| {

@@ -28,7 +28,9 @@ fn default_max_lines() -> usize {
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
-        ConsoleConfig { max_lines: default_max_lines() }
+        ConsoleConfig {
+            max_lines: default_max_lines(),
+        }
     }
 }
 
@@ -39,8 +41,16 @@ impl ConsoleConfig {
     }
 
     /// Builds the sink on a worker.
-    pub fn build<'scope>(&self, stream: SampleStream<'scope>, ctx: SinkContext) -> ProgressStream<'scope> {
-        let writer = ConsoleWriter { out: ctx.stdout, max_lines: self.max_lines, buffer: Vec::new() };
+    pub fn build<'scope>(
+        &self,
+        stream: SampleStream<'scope>,
+        ctx: SinkContext,
+    ) -> ProgressStream<'scope> {
+        let writer = ConsoleWriter {
+            out: ctx.stdout,
+            max_lines: self.max_lines,
+            buffer: Vec::new(),
+        };
         gather_sink(stream, &ctx.name, ctx.stats, writer)
     }
 }
@@ -54,12 +64,26 @@ struct ConsoleWriter {
 impl Writer for ConsoleWriter {
     fn write(&mut self, samples: &[Sample]) -> std::io::Result<()> {
         self.buffer.clear();
-        let shown = if self.max_lines == 0 { samples.len() } else { samples.len().min(self.max_lines) };
+        let shown = if self.max_lines == 0 {
+            samples.len()
+        } else {
+            samples.len().min(self.max_lines)
+        };
         for s in &samples[..shown] {
-            writeln!(self.buffer, "{}  {}  {}", format_millis(s.timestamp), s.series, s.value)?;
+            writeln!(
+                self.buffer,
+                "{}  {}  {}",
+                format_millis(s.timestamp),
+                s.series,
+                s.value
+            )?;
         }
         if shown < samples.len() {
-            writeln!(self.buffer, "... and {} more (raise max_lines to see them)", samples.len() - shown)?;
+            writeln!(
+                self.buffer,
+                "... and {} more (raise max_lines to see them)",
+                samples.len() - shown
+            )?;
         }
         (self.out)(&self.buffer);
         Ok(())

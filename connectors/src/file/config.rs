@@ -46,7 +46,10 @@ impl FileSourceConfig {
     pub fn validate(&self) -> Result<FileSource, Vec<ConfigError>> {
         let mut errors = Vec::new();
         if self.path.is_empty() {
-            errors.push(ConfigError::field("path", "path is empty (use \"-\" for standard input)"));
+            errors.push(ConfigError::field(
+                "path",
+                "path is empty (use \"-\" for standard input)",
+            ));
         }
         let ooo = parse_duration(&self.max_out_of_orderness)
             .map_err(|e| errors.push(ConfigError::field("max_out_of_orderness", e.to_string())))
@@ -55,7 +58,10 @@ impl FileSourceConfig {
             return Err(errors);
         }
         let path = (self.path != "-").then(|| PathBuf::from(&self.path));
-        Ok(FileSource { path, max_out_of_orderness: ooo })
+        Ok(FileSource {
+            path,
+            max_out_of_orderness: ooo,
+        })
     }
 }
 
@@ -63,7 +69,10 @@ impl FileSinkConfig {
     /// Checks the fields without touching the file system.
     pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
         if self.path.is_empty() {
-            return Err(vec![ConfigError::field("path", "path is empty (use \"-\" for standard output)")]);
+            return Err(vec![ConfigError::field(
+                "path",
+                "path is empty (use \"-\" for standard output)",
+            )]);
         }
         Ok(())
     }
@@ -75,10 +84,17 @@ mod tests {
 
     #[test]
     fn documented_example_parses() {
-        let c: FileSourceConfig = serde_json::from_str(r#"{"path": "in.jsonl", "max_out_of_orderness": "5s"}"#).unwrap();
-        assert_eq!(c.validate().unwrap().max_out_of_orderness, Duration::from_secs(5));
-        let bad: FileSourceConfig = serde_json::from_str(r#"{"path": "", "max_out_of_orderness": "5"}"#).unwrap();
+        let c: FileSourceConfig =
+            serde_json::from_str(r#"{"path": "in.jsonl", "max_out_of_orderness": "5s"}"#).unwrap();
+        assert_eq!(
+            c.validate().unwrap().max_out_of_orderness,
+            Duration::from_secs(5)
+        );
+        let bad: FileSourceConfig =
+            serde_json::from_str(r#"{"path": "", "max_out_of_orderness": "5"}"#).unwrap();
         assert_eq!(bad.validate().unwrap_err().len(), 2);
-        assert!(serde_json::from_str::<FileSinkConfig>(r#"{"path": "x", "format": "csv"}"#).is_err());
+        assert!(
+            serde_json::from_str::<FileSinkConfig>(r#"{"path": "x", "format": "csv"}"#).is_err()
+        );
     }
 }

@@ -6,4 +6,4 @@ mod config;
 mod sink;
 mod source;
 
-pub use config::{FileSinkConfig, FileSourceConfig};
+pub use config::{FileSinkConfig, FileSource, FileSourceConfig};

@@ -27,7 +27,9 @@ impl Writer for Target {
                     }
                     *file = Some(BufWriter::with_capacity(1 << 16, File::create(p)?));
                 }
-                let Some(w) = file.as_mut() else { return Ok(()) };
+                let Some(w) = file.as_mut() else {
+                    return Ok(());
+                };
                 for s in samples {
                     encode_json(s, w)?;
                 }
@@ -55,7 +57,12 @@ impl Writer for Target {
 impl FileSinkConfig {
     /// Builds the sink on a worker. Worker 0 creates the file (truncating
     /// it) when the run starts, so an empty result is an empty file.
-    pub fn build<'scope>(&self, stream: SampleStream<'scope>, ctx: SinkContext, worker: usize) -> ProgressStream<'scope> {
+    pub fn build<'scope>(
+        &self,
+        stream: SampleStream<'scope>,
+        ctx: SinkContext,
+        worker: usize,
+    ) -> ProgressStream<'scope> {
         let mut target = if self.path == "-" {
             Target::Stdout(ctx.stdout, Vec::new())
         } else {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
+use tidemark_engine::Sample;
 use tidemark_engine::codec::decode_json;
 use tidemark_engine::component::SourceContext;
 use tidemark_engine::flow::FlowControl;
@@ -18,7 +19,6 @@ use tidemark_engine::runtime::{PipelineScope, SampleStream, SyncActivator, sourc
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::validate::{Limits, RejectReason};
 use tidemark_engine::watermark::Watermarks;
-use tidemark_engine::Sample;
 
 use super::config::FileSource;
 
@@ -57,7 +57,10 @@ fn read_lines(
             }
         }
         if batch.len() == BATCH {
-            if tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err() {
+            if tx
+                .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                .is_err()
+            {
                 return;
             }
             let _ = activator.activate();
@@ -66,34 +69,49 @@ fn read_lines(
     if !batch.is_empty() && tx.send(batch).is_ok() {
         let _ = activator.activate();
     }
-    let rejected: u64 = RejectReason::ALL.iter().map(|r| stats.drops(DropReason::Rejected(*r))).sum();
+    let rejected: u64 = RejectReason::ALL
+        .iter()
+        .map(|r| stats.drops(DropReason::Rejected(*r)))
+        .sum();
     if rejected > 0 {
-        tracing::warn!(file = origin, rejected, "Finished reading with rejected samples.");
+        tracing::warn!(
+            file = origin,
+            rejected,
+            "Finished reading with rejected samples."
+        );
     }
 }
 
-fn spawn_reader(config: &FileSource, ctx: &SourceContext, activator: SyncActivator) -> Receiver<Vec<Sample>> {
+fn spawn_reader(
+    config: &FileSource,
+    ctx: &SourceContext,
+    activator: SyncActivator,
+) -> Receiver<Vec<Sample>> {
     let (tx, rx) = sync_channel(16);
     let path = config.path.clone();
     let limits = ctx.limits.clone();
     let stats = Arc::clone(&ctx.stats);
-    let spawned = std::thread::Builder::new().name(format!("file-{}", ctx.name)).spawn(move || {
-        let origin = path.as_ref().map_or("-".to_owned(), |p| p.display().to_string());
-        let input: Box<dyn Read + Send> = match &path {
-            None => Box::new(std::io::stdin()),
-            Some(p) => match std::fs::File::open(p) {
-                Ok(f) => Box::new(f),
-                Err(error) => {
-                    add(&stats.errors, 1);
-                    tracing::error!(%error, file = %origin, "Cannot open the input file.");
-                    return;
-                }
-            },
-        };
-        read_lines(input, &origin, &limits, &stats, &tx, &activator);
-        drop(tx);
-        let _ = activator.activate();
-    });
+    let spawned = std::thread::Builder::new()
+        .name(format!("file-{}", ctx.name))
+        .spawn(move || {
+            let origin = path
+                .as_ref()
+                .map_or("-".to_owned(), |p| p.display().to_string());
+            let input: Box<dyn Read + Send> = match &path {
+                None => Box::new(std::io::stdin()),
+                Some(p) => match std::fs::File::open(p) {
+                    Ok(f) => Box::new(f),
+                    Err(error) => {
+                        add(&stats.errors, 1);
+                        tracing::error!(%error, file = %origin, "Cannot open the input file.");
+                        return;
+                    }
+                },
+            };
+            read_lines(input, &origin, &limits, &stats, &tx, &activator);
+            drop(tx);
+            let _ = activator.activate();
+        });
     if let Err(error) = spawned {
         add(&ctx.stats.errors, 1);
         tracing::error!(%error, "Cannot start the file reader thread.");
@@ -103,7 +121,11 @@ fn spawn_reader(config: &FileSource, ctx: &SourceContext, activator: SyncActivat
 
 impl FileSource {
     /// Builds the source on a worker.
-    pub fn build<'scope>(&self, scope: PipelineScope<'scope>, ctx: SourceContext) -> SampleStream<'scope> {
+    pub fn build<'scope>(
+        &self,
+        scope: PipelineScope<'scope>,
+        ctx: SourceContext,
+    ) -> SampleStream<'scope> {
         let config = self.clone();
         let reader = scope.index() == 0;
         source(scope, &ctx.name.clone(), move |capability, info| {
@@ -116,7 +138,9 @@ impl FileSource {
             let mut watermarks = Watermarks::new(1, config.max_out_of_orderness, None);
             let mut flow = FlowControl::new(ctx.probe.clone(), ctx.holdback, ctx.max_in_flight);
             move |output| {
-                let (Some(c), Some(rx)) = (cap.as_mut(), rx.as_ref()) else { return };
+                let (Some(c), Some(rx)) = (cap.as_mut(), rx.as_ref()) else {
+                    return;
+                };
                 if ctx.shutdown.is_triggered() {
                     cap = None;
                     return;

@@ -106,16 +106,24 @@ impl GeneratorConfig {
     pub fn validate(&self) -> Result<Generator, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut duration = |field: &str, text: &str| -> Duration {
-            parse_duration(text).map_err(|e| errors.push(ConfigError::field(field, e.to_string()))).unwrap_or_default()
+            parse_duration(text)
+                .map_err(|e| errors.push(ConfigError::field(field, e.to_string())))
+                .unwrap_or_default()
         };
         let interval = millis(duration("interval", &self.interval));
         let ooo = millis(duration("max_out_of_orderness", &self.max_out_of_orderness));
-        let span = self.duration.as_ref().map(|d| millis(duration("duration", d)));
+        let span = self
+            .duration
+            .as_ref()
+            .map(|d| millis(duration("duration", d)));
         if self.series == 0 {
             errors.push(ConfigError::field("series", "series must be at least 1"));
         }
         if interval <= 0 && errors.iter().all(|e| e.field != ["interval"]) {
-            errors.push(ConfigError::field("interval", "interval must be at least 1ms"));
+            errors.push(ConfigError::field(
+                "interval",
+                "interval must be at least 1ms",
+            ));
         }
         let start = if self.start == "now" {
             None
@@ -133,23 +141,37 @@ impl GeneratorConfig {
             }
         };
         if self.samples.is_some() && self.duration.is_some() {
-            errors.push(ConfigError::field("duration", "set samples or duration, not both"));
+            errors.push(ConfigError::field(
+                "duration",
+                "set samples or duration, not both",
+            ));
         }
         if !(self.rate >= 0.0 && self.rate.is_finite()) {
-            errors.push(ConfigError::field("rate", "rate must be a number of samples per second, 0 or more"));
+            errors.push(ConfigError::field(
+                "rate",
+                "rate must be a number of samples per second, 0 or more",
+            ));
         }
         for (field, f) in [("out_of_order", self.out_of_order), ("late", self.late)] {
             if !(0.0..=1.0).contains(&f) {
-                errors.push(ConfigError::field(field, format!("{field} is a fraction between 0 and 1, not {f}")));
+                errors.push(ConfigError::field(
+                    field,
+                    format!("{field} is a fraction between 0 and 1, not {f}"),
+                ));
             }
         }
         if self.out_of_order + self.late > 1.0 {
-            errors.push(ConfigError::field("late", "out_of_order plus late must not exceed 1"));
+            errors.push(ConfigError::field(
+                "late",
+                "out_of_order plus late must not exceed 1",
+            ));
         }
         if !errors.is_empty() {
             return Err(errors);
         }
-        let ticks = self.samples.or_else(|| span.map(|s| (s / interval.max(1)) as u64));
+        let ticks = self
+            .samples
+            .or_else(|| span.map(|s| (s / interval.max(1)) as u64));
         Ok(Generator {
             series: self.series,
             interval,
@@ -189,7 +211,12 @@ mod tests {
             rate: -1.0,
             ..GeneratorConfig::default()
         };
-        let fields: Vec<String> = c.validate().unwrap_err().into_iter().map(|e| e.field.join(".")).collect();
+        let fields: Vec<String> = c
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field.join("."))
+            .collect();
         for f in ["series", "interval", "start", "out_of_order", "rate"] {
             assert!(fields.iter().any(|x| x == f), "{f} missing from {fields:?}");
         }

@@ -27,7 +27,11 @@ struct Local {
 
 impl Generator {
     /// Builds the source on a worker.
-    pub fn build<'scope>(&self, scope: PipelineScope<'scope>, ctx: SourceContext) -> SampleStream<'scope> {
+    pub fn build<'scope>(
+        &self,
+        scope: PipelineScope<'scope>,
+        ctx: SourceContext,
+    ) -> SampleStream<'scope> {
         let g = self.clone();
         let (index, peers) = (scope.index() as u64, scope.peers() as u64);
         source(scope, &ctx.name.clone(), move |capability, info| {
@@ -35,7 +39,11 @@ impl Generator {
             let start: Millis = g.start.unwrap_or_else(now_millis);
             let mut locals: Vec<Local> = (index..g.series)
                 .step_by(peers as usize)
-                .map(|i| Local { index: i, series: series_for(i), counter: 0.0 })
+                .map(|i| Local {
+                    index: i,
+                    series: series_for(i),
+                    counter: 0.0,
+                })
                 .collect();
             let mut cap = (!locals.is_empty()).then_some(capability);
             let mut flow = FlowControl::new(ctx.probe.clone(), ctx.holdback, ctx.max_in_flight);
@@ -44,7 +52,11 @@ impl Generator {
             let mut produced = 0u64;
             let local_rate = g.rate * locals.len() as f64 / g.series as f64;
             let watermark = move |tick: u64| -> Time {
-                to_time(start.saturating_add(tick as i64 * g.interval).saturating_sub(g.max_out_of_orderness))
+                to_time(
+                    start
+                        .saturating_add(tick as i64 * g.interval)
+                        .saturating_sub(g.max_out_of_orderness),
+                )
             };
             if let Some(c) = cap.as_mut() {
                 c.downgrade(&watermark(0));

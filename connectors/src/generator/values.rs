@@ -50,7 +50,9 @@ pub(crate) fn unit(seed: u64, series: u64, tick: u64, salt: u64) -> f64 {
 #[inline]
 fn normal(seed: u64, series: u64, tick: u64) -> f64 {
     let h = mix(seed ^ mix(series.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ mix(tick ^ (7 << 56))));
-    let sum: f64 = (0..4).map(|k| ((h >> (k * 16)) & 0xffff) as f64 / 65536.0).sum();
+    let sum: f64 = (0..4)
+        .map(|k| ((h >> (k * 16)) & 0xffff) as f64 / 65536.0)
+        .sum();
     (sum - 2.0) * 1.732
 }
 
@@ -83,7 +85,8 @@ pub fn value(seed: u64, i: u64, tick: u64, ts: Millis, interval: Millis, counter
             if unit(seed, i, tick, 4) < 0.0005 {
                 *counter = 0.0;
             }
-            let step = rate * interval as f64 / 1000.0 * (1.0 + 0.2 * normal(seed, i, tick)).max(0.0);
+            let step =
+                rate * interval as f64 / 1000.0 * (1.0 + 0.2 * normal(seed, i, tick)).max(0.0);
             *counter += step.round();
             *counter
         }
@@ -118,7 +121,11 @@ mod tests {
             value(42, 2, tick, ts, 10_000, &mut c1);
             value(42, 7, tick, ts, 10_000, &mut c2);
         }
-        assert_ne!(value(1, 0, 5, 0, 1, &mut 0.0), value(2, 0, 5, 0, 1, &mut 0.0), "the seed matters");
+        assert_ne!(
+            value(1, 0, 5, 0, 1, &mut 0.0),
+            value(2, 0, 5, 0, 1, &mut 0.0),
+            "the seed matters"
+        );
     }
 
     #[test]
@@ -138,6 +145,9 @@ mod tests {
     #[test]
     fn series_labels() {
         let s = series_for(7);
-        assert_eq!(s.to_string(), r#"http_requests_total{host="host-0001", region="us-east", service="web"}"#);
+        assert_eq!(
+            s.to_string(),
+            r#"http_requests_total{host="host-0001", region="us-east", service="web"}"#
+        );
     }
 }

@@ -25,7 +25,7 @@ pub struct AlignedWindows {
     every: Millis,
     open: Windows,
     closed: Windows,
-    pending_late: BTreeMap<Time, Vec<(Millis, Sample)>>,
+    pending_late: BTreeMap<Time, Vec<(Millis, Sample, Series)>>,
     outputs: Outputs,
     /// Counters since the caller last took them.
     pub counts: Counts,
@@ -50,10 +50,11 @@ impl AlignedWindows {
         to_time(end.saturating_add(self.spec.lateness).saturating_add(1))
     }
 
-    /// Adds a sample that entered the dataflow at watermark `time`. It is
-    /// late for a window if `time` has passed the window's end plus lateness.
+    /// Adds a sample of `group` that entered the dataflow at watermark
+    /// `time`. It is late for a window if `time` has passed the window's end
+    /// plus lateness.
     #[inline]
-    pub fn insert(&mut self, sample: &Sample, time: Time) {
+    pub fn insert(&mut self, sample: &Sample, group: &Series, time: Time) {
         if sample.value.is_nan() {
             self.counts.nan += 1;
             return;
@@ -71,15 +72,28 @@ impl AlignedWindows {
                     .open
                     .entry(end)
                     .or_default()
-                    .entry(sample.series.id())
-                    .or_insert_with(|| Slot { group: sample.series.clone(), acc: Accumulator::new(needs) });
-                slot.acc.insert(needs, ts, sample.value);
+                    .entry(group.id())
+                    .or_insert_with(|| Slot {
+                        group: group.clone(),
+                        acc: Accumulator::new(needs),
+                    });
+                slot.acc
+                    .insert(needs, sample.series.id().0, ts, sample.value);
             } else {
                 match self.spec.late {
                     LatePolicy::Drop => self.counts.late += 1,
                     LatePolicy::Update { horizon } => {
-                        if time <= to_time(end.saturating_add(self.spec.lateness).saturating_add(horizon)) {
-                            self.pending_late.entry(time).or_default().push((end, sample.clone()));
+                        if time
+                            <= to_time(
+                                end.saturating_add(self.spec.lateness)
+                                    .saturating_add(horizon),
+                            )
+                        {
+                            self.pending_late.entry(time).or_default().push((
+                                end,
+                                sample.clone(),
+                                group.clone(),
+                            ));
                         } else {
                             self.counts.too_late += 1;
                         }
@@ -102,10 +116,13 @@ impl AlignedWindows {
             if self.close_time(end) > f {
                 break;
             }
-            let Some((_, mut slots)) = self.open.pop_first() else { break };
+            let Some((_, mut slots)) = self.open.pop_first() else {
+                break;
+            };
             let mut batch = Vec::with_capacity(slots.len() * self.spec.aggregates.len());
             for slot in slots.values_mut() {
-                self.outputs.results(&slot.group, &mut slot.acc, end - self.size, end, &mut batch);
+                self.outputs
+                    .results(&slot.group, &mut slot.acc, end - self.size, end, &mut batch);
             }
             emit(to_time(end), batch);
             if matches!(self.spec.late, LatePolicy::Update { .. }) {
@@ -120,15 +137,19 @@ impl AlignedWindows {
             let late = entry.remove();
             let mut dirty: Vec<(Millis, SeriesId)> = Vec::new();
             let needs = self.spec.needs;
-            for (end, sample) in late {
+            for (end, sample, group) in late {
                 let slot = self
                     .closed
                     .entry(end)
                     .or_default()
-                    .entry(sample.series.id())
-                    .or_insert_with(|| Slot { group: sample.series.clone(), acc: Accumulator::new(needs) });
-                slot.acc.insert(needs, sample.timestamp, sample.value);
-                dirty.push((end, sample.series.id()));
+                    .entry(group.id())
+                    .or_insert_with(|| Slot {
+                        group: group.clone(),
+                        acc: Accumulator::new(needs),
+                    });
+                slot.acc
+                    .insert(needs, sample.series.id().0, sample.timestamp, sample.value);
+                dirty.push((end, group.id()));
                 self.counts.corrections += 1;
             }
             dirty.sort_unstable();
@@ -136,14 +157,25 @@ impl AlignedWindows {
             let mut batch = Vec::new();
             for (end, id) in dirty {
                 if let Some(slot) = self.closed.get_mut(&end).and_then(|w| w.get_mut(&id)) {
-                    self.outputs.results(&slot.group, &mut slot.acc, end - self.size, end, &mut batch);
+                    self.outputs.results(
+                        &slot.group,
+                        &mut slot.acc,
+                        end - self.size,
+                        end,
+                        &mut batch,
+                    );
                 }
             }
             let lateness = to_time(self.spec.lateness.saturating_add(1));
             emit(time.saturating_sub(lateness), batch);
         }
         if let LatePolicy::Update { horizon } = self.spec.late {
-            let keep = |end: Millis| to_time(end.saturating_add(self.spec.lateness).saturating_add(horizon)) >= f;
+            let keep = |end: Millis| {
+                to_time(
+                    end.saturating_add(self.spec.lateness)
+                        .saturating_add(horizon),
+                ) >= f
+            };
             while let Some(entry) = self.closed.first_entry() {
                 if keep(*entry.key()) {
                     break;

@@ -21,7 +21,7 @@ mod session;
 use std::sync::Arc;
 
 pub use aligned::AlignedWindows;
-pub use operator::{Window, project_groups};
+pub use operator::Window;
 pub use session::SessionWindows;
 
 use tidemark_engine::time::{Millis, Time};
@@ -123,12 +123,24 @@ impl Outputs {
     }
 
     /// Appends one sample per defined aggregate of `acc` for `group`.
-    pub(crate) fn results(&mut self, group: &Series, acc: &mut Accumulator, start: Millis, end: Millis, out: &mut Vec<Sample>) {
+    pub(crate) fn results(
+        &mut self,
+        group: &Series,
+        acc: &mut Accumulator,
+        start: Millis,
+        end: Millis,
+        out: &mut Vec<Sample>,
+    ) {
         let names = self.names.entry(group.id()).or_insert_with(|| {
             let tags: Vec<(&str, &str)> = group.tags().collect();
             self.aggregates
                 .iter()
-                .map(|a| Series::new(&format!("{}{}_{}", group.name(), self.suffix, a.name()), tags.iter().copied()))
+                .map(|a| {
+                    Series::new(
+                        &format!("{}{}_{}", group.name(), self.suffix, a.name()),
+                        tags.iter().copied(),
+                    )
+                })
                 .collect()
         });
         for (aggregate, name) in self.aggregates.iter().zip(names.iter()) {
@@ -151,18 +163,23 @@ impl WindowState {
     /// Empty state for a spec.
     pub fn new(spec: WindowSpec) -> WindowState {
         match spec.kind {
-            WindowKind::Tumbling { size } => WindowState::Aligned(AlignedWindows::new(spec, size, size)),
-            WindowKind::Hopping { size, every } => WindowState::Aligned(AlignedWindows::new(spec, size, every)),
+            WindowKind::Tumbling { size } => {
+                WindowState::Aligned(AlignedWindows::new(spec, size, size))
+            }
+            WindowKind::Hopping { size, every } => {
+                WindowState::Aligned(AlignedWindows::new(spec, size, every))
+            }
             WindowKind::Session { gap } => WindowState::Session(SessionWindows::new(spec, gap)),
         }
     }
 
-    /// Adds a sample that entered at watermark `time`.
+    /// Adds a sample of `group` (see [`Grouping::project`]) that entered at
+    /// watermark `time`.
     #[inline]
-    pub fn insert(&mut self, sample: &Sample, time: Time) {
+    pub fn insert(&mut self, sample: &Sample, group: &Series, time: Time) {
         match self {
-            WindowState::Aligned(w) => w.insert(sample, time),
-            WindowState::Session(w) => w.insert(sample, time),
+            WindowState::Aligned(w) => w.insert(sample, group, time),
+            WindowState::Session(w) => w.insert(sample, group, time),
         }
     }
 

@@ -5,19 +5,19 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use tidemark_engine::runtime::{Operator, SampleStream, by_series, frontier_min};
+use tidemark_engine::runtime::{Operator, SampleStream, frontier_min};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 use tidemark_engine::{Sample, Series, SeriesId};
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::Exchange;
 
 use super::{WindowSpec, WindowState};
 use crate::group::Grouping;
 
 /// Windowed aggregation on a stream of samples.
 pub trait Window<'scope> {
-    /// Aggregates the samples of each series (already grouped; see
-    /// [`project_groups`]) in the windows of `spec`.
+    /// Aggregates the samples of each group of `spec.grouping` in the
+    /// windows of `spec`; the samples of a group meet on one worker.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -52,22 +52,55 @@ pub trait Window<'scope> {
     ///     .collect();
     /// assert_eq!(sums, vec![(10, 10.0), (20, 10.0)]);
     /// ```
-    fn window(self, name: &str, spec: WindowSpec, stats: Arc<ComponentStats>) -> SampleStream<'scope>;
+    fn window(
+        self,
+        name: &str,
+        spec: WindowSpec,
+        stats: Arc<ComponentStats>,
+    ) -> SampleStream<'scope>;
 }
 
 impl<'scope> Window<'scope> for SampleStream<'scope> {
-    fn window(self, name: &str, spec: WindowSpec, stats: Arc<ComponentStats>) -> SampleStream<'scope> {
+    fn window(
+        self,
+        name: &str,
+        spec: WindowSpec,
+        stats: Arc<ComponentStats>,
+    ) -> SampleStream<'scope> {
         let holdback = spec.holdback();
-        self.unary_frontier(by_series(), name, move |capability, _info| {
+        let grouping = spec.grouping.clone();
+        // Samples go to the worker that owns their group. Groups are computed
+        // once per input series on each side and cached.
+        let route = {
+            let grouping = grouping.clone();
+            let mut cache: FxHashMap<SeriesId, u64> = FxHashMap::default();
+            Exchange::new(move |s: &Sample| match grouping {
+                Grouping::Series => s.series.id().0,
+                _ => *cache
+                    .entry(s.series.id())
+                    .or_insert_with(|| grouping.project(&s.series).id().0),
+            })
+        };
+        self.unary_frontier(route, name, move |capability, _info| {
             let mut held = Some(capability);
             let mut state = WindowState::new(spec);
+            let mut groups: FxHashMap<SeriesId, Series> = FxHashMap::default();
             let mut last_frontier: Option<Option<Time>> = None;
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return };
                     add(&stats.received, data.len() as u64);
-                    for sample in data.iter() {
-                        state.insert(sample, time);
+                    if matches!(grouping, Grouping::Series) {
+                        for sample in data.iter() {
+                            state.insert(sample, &sample.series, time);
+                        }
+                    } else {
+                        for sample in data.iter() {
+                            let group = groups
+                                .entry(sample.series.id())
+                                .or_insert_with(|| grouping.project(&sample.series));
+                            state.insert(sample, group, time);
+                        }
                     }
                     data.clear();
                 });
@@ -107,27 +140,4 @@ impl<'scope> Window<'scope> for SampleStream<'scope> {
         })
         .container::<Vec<Sample>>()
     }
-}
-
-/// Maps each sample onto its group's series (`by` / `without` labels, metric
-/// name kept), caching the projection per input series. Runs on the worker
-/// that holds the sample, before the window's exchange.
-pub fn project_groups<'scope>(stream: SampleStream<'scope>, grouping: Grouping) -> SampleStream<'scope> {
-    if matches!(grouping, Grouping::Series) {
-        return stream;
-    }
-    let mut cache: FxHashMap<SeriesId, Series> = FxHashMap::default();
-    stream
-        .unary(Pipeline, "Group", move |_cap, _info| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    for sample in data.iter_mut() {
-                        let group = cache.entry(sample.series.id()).or_insert_with(|| grouping.project(&sample.series));
-                        sample.series = group.clone();
-                    }
-                    output.session(&cap).give_container(data);
-                });
-            }
-        })
-        .container::<Vec<Sample>>()
 }

@@ -31,7 +31,7 @@ struct Group {
 pub struct SessionWindows {
     spec: WindowSpec,
     gap: Millis,
-    pending: BTreeMap<Time, Vec<Sample>>,
+    pending: BTreeMap<Time, Vec<(Sample, Series)>>,
     groups: FxHashMap<SeriesId, Group>,
     /// (close time, group, session start) of every open session.
     by_close: BTreeSet<(Time, SeriesId, Millis)>,
@@ -55,16 +55,23 @@ impl SessionWindows {
     }
 
     fn close_time(&self, last: Millis) -> Time {
-        to_time(last.saturating_add(self.gap).saturating_add(self.spec.lateness).saturating_add(1))
+        to_time(
+            last.saturating_add(self.gap)
+                .saturating_add(self.spec.lateness)
+                .saturating_add(1),
+        )
     }
 
-    /// Stashes a sample that entered at watermark `time`.
-    pub fn insert(&mut self, sample: &Sample, time: Time) {
+    /// Stashes a sample of `group` that entered at watermark `time`.
+    pub fn insert(&mut self, sample: &Sample, group: &Series, time: Time) {
         if sample.value.is_nan() {
             self.counts.nan += 1;
             return;
         }
-        self.pending.entry(time).or_default().push(sample.clone());
+        self.pending
+            .entry(time)
+            .or_default()
+            .push((sample.clone(), group.clone()));
     }
 
     fn close_until(&mut self, limit: Time, out: &mut BTreeMap<Time, Vec<Sample>>) {
@@ -73,14 +80,17 @@ impl SessionWindows {
                 break;
             }
             self.by_close.pop_first();
-            let Some(group) = self.groups.get_mut(&id) else { continue };
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
             if let Some(i) = group.sessions.iter().position(|s| s.start == start) {
                 let mut s = group.sessions.remove(i);
                 let end = s.last + self.gap;
                 let batch = out.entry(to_time(end)).or_default();
                 // Rates over a session span its samples, without extrapolation.
                 let from = batch.len();
-                self.outputs.results(&group.series, &mut s.acc, s.start, s.last, batch);
+                self.outputs
+                    .results(&group.series, &mut s.acc, s.start, s.last, batch);
                 for out in &mut batch[from..] {
                     out.timestamp = end;
                 }
@@ -91,7 +101,7 @@ impl SessionWindows {
         }
     }
 
-    fn apply(&mut self, sample: Sample, time: Time) {
+    fn apply(&mut self, sample: Sample, group_series: Series, time: Time) {
         let ts = sample.timestamp;
         if self.close_time(ts) <= time {
             self.counts.late += 1;
@@ -99,16 +109,30 @@ impl SessionWindows {
         }
         let needs = self.spec.needs;
         let gap = self.gap;
-        let id = sample.series.id();
-        let group = self.groups.entry(id).or_insert_with(|| Group { series: sample.series.clone(), sessions: Vec::new() });
-        let mut merged = Session { start: ts, last: ts, acc: Accumulator::new(needs) };
-        merged.acc.insert(needs, ts, sample.value);
+        let id = group_series.id();
+        let group = self.groups.entry(id).or_insert_with(|| Group {
+            series: group_series,
+            sessions: Vec::new(),
+        });
+        let mut merged = Session {
+            start: ts,
+            last: ts,
+            acc: Accumulator::new(needs),
+        };
+        merged
+            .acc
+            .insert(needs, sample.series.id().0, ts, sample.value);
         let mut i = 0;
         while i < group.sessions.len() {
             let s = &group.sessions[i];
             if s.start - gap <= ts && ts <= s.last + gap {
                 let s = group.sessions.swap_remove(i);
-                let close = to_time(s.last.saturating_add(gap).saturating_add(self.spec.lateness).saturating_add(1));
+                let close = to_time(
+                    s.last
+                        .saturating_add(gap)
+                        .saturating_add(self.spec.lateness)
+                        .saturating_add(1),
+                );
                 self.by_close.remove(&(close, id, s.start));
                 merged.start = merged.start.min(s.start);
                 merged.last = merged.last.max(s.last);
@@ -117,7 +141,13 @@ impl SessionWindows {
                 i += 1;
             }
         }
-        let close = to_time(merged.last.saturating_add(gap).saturating_add(self.spec.lateness).saturating_add(1));
+        let close = to_time(
+            merged
+                .last
+                .saturating_add(gap)
+                .saturating_add(self.spec.lateness)
+                .saturating_add(1),
+        );
         self.by_close.insert((close, id, merged.start));
         group.sessions.push(merged);
     }
@@ -134,8 +164,8 @@ impl SessionWindows {
             }
             let samples = entry.remove();
             self.close_until(time, &mut out);
-            for s in samples {
-                self.apply(s, time);
+            for (s, g) in samples {
+                self.apply(s, g, time);
             }
         }
         self.close_until(f, &mut out);

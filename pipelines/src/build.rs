@@ -1,0 +1,124 @@
+//! Building a compiled pipeline as a timely dataflow on one worker. Every
+//! worker of every process builds the same dataflow, in the same order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tidemark_engine::Sample;
+use tidemark_engine::component::{Shutdown, SinkContext, SourceContext, StdoutWriter};
+use tidemark_engine::runtime::{
+    Concatenate, PipelineScope, Probe, ProbeHandle, SampleStream, Worker,
+};
+use tidemark_engine::stats::{PipelineStats, Role};
+use tidemark_engine::time::Time;
+use tidemark_operators::filter::Filter;
+use tidemark_operators::labels::Labels;
+use tidemark_operators::window::Window;
+
+use crate::plan::{Plan, SinkPlan, SourcePlan, TransformPlan};
+
+/// What a run gives every worker.
+#[derive(Clone)]
+pub struct Env {
+    /// The pipeline's counters in this process.
+    pub stats: Arc<PipelineStats>,
+    /// Stop request.
+    pub shutdown: Shutdown,
+    /// Standard output, shared with the progress display.
+    pub stdout: StdoutWriter,
+    /// Records each source instance may have in flight.
+    pub max_in_flight: u64,
+}
+
+/// Handles on a built dataflow.
+pub struct Built {
+    /// Sees the end of the pipeline (all sinks): done when it is empty.
+    pub sinks: ProbeHandle<Time>,
+    /// Sees the sources: the watermark.
+    pub sources: ProbeHandle<Time>,
+}
+
+fn merge<'scope>(
+    scope: PipelineScope<'scope>,
+    streams: &HashMap<String, SampleStream<'scope>>,
+    inputs: &[String],
+) -> SampleStream<'scope> {
+    let found: Vec<SampleStream<'scope>> = inputs
+        .iter()
+        .filter_map(|i| streams.get(i).cloned())
+        .collect();
+    if found.len() == 1 {
+        found.into_iter().next().unwrap_or_else(|| unreachable!())
+    } else {
+        scope.concatenate::<_, Vec<Sample>>(found)
+    }
+}
+
+/// Builds `plan` on this worker.
+pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
+    let sinks = ProbeHandle::new();
+    let sources = ProbeHandle::new();
+    worker.dataflow_named::<Time, _, _>(&plan.name, |scope| {
+        let mut streams: HashMap<String, SampleStream<'_>> = HashMap::new();
+        for (name, source, holdback) in &plan.sources {
+            let ctx = SourceContext {
+                name: name.clone(),
+                stats: env.stats.component(name, Role::Source),
+                probe: sinks.clone(),
+                holdback: *holdback,
+                max_in_flight: env.max_in_flight,
+                shutdown: env.shutdown.clone(),
+                limits: plan.limits.clone(),
+            };
+            let stream = match source {
+                SourcePlan::Generator(g) => g.build(scope, ctx),
+                SourcePlan::File(f) => f.build(scope, ctx),
+            };
+            streams.insert(name.clone(), stream);
+        }
+        let all: Vec<String> = plan.sources.iter().map(|(n, _, _)| n.clone()).collect();
+        merge(scope, &streams, &all).probe_with(&sources);
+
+        for (name, transform, inputs) in &plan.transforms {
+            let input = merge(scope, &streams, inputs);
+            let stats = env.stats.component(name, Role::Transform);
+            let output = match transform {
+                TransformPlan::Window(w) => {
+                    let mut stream = input;
+                    if let Some(selector) = &w.selector {
+                        let filter_stats = env
+                            .stats
+                            .component(&format!("{name}.match"), Role::Transform);
+                        stream = stream.filter_series(
+                            &format!("{name}.match"),
+                            selector.clone(),
+                            filter_stats,
+                        );
+                    }
+                    stream.window(name, w.spec.clone(), stats)
+                }
+                TransformPlan::Filter(selector) => {
+                    input.filter_series(name, selector.clone(), stats)
+                }
+                TransformPlan::Labels(rules) => input.relabel(name, rules.clone(), stats),
+            };
+            streams.insert(name.clone(), output);
+        }
+
+        for (name, sink, inputs) in &plan.sinks {
+            let input = merge(scope, &streams, inputs);
+            let ctx = SinkContext {
+                name: name.clone(),
+                stats: env.stats.component(name, Role::Sink),
+                stdout: Arc::clone(&env.stdout),
+            };
+            let done = match sink {
+                SinkPlan::File(f) => f.build(input, ctx, scope.index()),
+                SinkPlan::Console(c) => c.build(input, ctx),
+                SinkPlan::Blackhole(b) => b.build(input, ctx),
+            };
+            done.probe_with(&sinks);
+        }
+    });
+    Built { sinks, sources }
+}

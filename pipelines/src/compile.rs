@@ -1,0 +1,585 @@
+//! Compiling a pipeline: YAML text to a validated [`Plan`], without I/O.
+//!
+//! Every error is collected, each with its file, line, column and component,
+//! so `tidemark validate` reports them all at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use tidemark_engine::component::ConfigError;
+use tidemark_engine::time::Time;
+use tidemark_engine::validate::Limits;
+
+use crate::config::{Section, SinkConfig, SourceConfig, TransformConfig};
+use crate::plan::{Plan, SinkPlan, SourcePlan, TransformPlan};
+use crate::yaml::{self, Node, Pos};
+
+/// One located error.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Diagnostic {
+    /// The file (or `-`).
+    pub file: String,
+    /// Where in it.
+    pub pos: Pos,
+    /// The component, if the error belongs to one.
+    pub component: Option<(Section, String)>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.pos.line, self.pos.column)?;
+        if let Some((section, name)) = &self.component {
+            write!(f, "{} {name:?}: ", section.word())?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    errors: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn error(&mut self, pos: Pos, component: Option<(Section, &str)>, message: impl Into<String>) {
+        self.errors.push(Diagnostic {
+            file: self.file.to_owned(),
+            pos,
+            component: component.map(|(s, n)| (s, n.to_owned())),
+            message: message.into(),
+        });
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Deserialises a component, placing serde's error at the field it names.
+fn typed<T: serde::de::DeserializeOwned>(
+    node: &Node,
+    value: serde_json::Value,
+) -> Result<T, (Pos, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path: Vec<String> = e
+            .path()
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        let message = e.inner().to_string();
+        // serde names unknown or missing fields in backticks; point at the key.
+        let mut pos = node.locate(&path, true);
+        if let Some(field) = message.split('`').nth(1) {
+            if message.starts_with("unknown field") {
+                let mut with = path.clone();
+                with.push(field.to_owned());
+                pos = node.locate(&with, true);
+            }
+        }
+        if message.starts_with("unknown variant") {
+            pos = node.locate(&["type".to_owned()], false);
+        }
+        (
+            pos,
+            message
+                .replace("unknown variant", "unknown type")
+                .replace("variant identifier", "type"),
+        )
+    })
+}
+
+fn config_errors(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    component: (Section, &str),
+    errors: Vec<ConfigError>,
+) {
+    for e in errors {
+        let pos = node.locate(&e.field, false);
+        ctx.error(pos, Some(component), e.message);
+    }
+}
+
+struct Component<'a> {
+    name: String,
+    key: Pos,
+    node: &'a Node,
+    inputs: Vec<(String, Pos)>,
+}
+
+fn components<'a>(ctx: &mut Ctx<'_>, root: &'a Node, section: Section) -> Vec<Component<'a>> {
+    let mut out = Vec::new();
+    let Some((key_pos, node)) = root.entry(section.key()) else {
+        if section != Section::Transform {
+            ctx.error(
+                Pos { line: 1, column: 1 },
+                None,
+                format!(
+                    "the pipeline has no {} (add a `{}:` map)",
+                    section.key(),
+                    section.key()
+                ),
+            );
+        }
+        return out;
+    };
+    let Node::Map(entries, _) = node else {
+        if !matches!(node, Node::Scalar(s, false, _) if s.is_empty() || s == "~" || s == "null")
+            || section != Section::Transform
+        {
+            ctx.error(
+                node.pos(),
+                None,
+                format!("`{}` must be a map of named components", section.key()),
+            );
+        }
+        return out;
+    };
+    if entries.is_empty() && section != Section::Transform {
+        ctx.error(
+            key_pos,
+            None,
+            format!("the pipeline has no {}", section.key()),
+        );
+    }
+    for (name, pos, body) in entries {
+        let me = (section, name.as_str());
+        if !valid_name(name) {
+            ctx.error(
+                *pos,
+                Some(me),
+                "names may use letters, digits, `_` and `-` only",
+            );
+        }
+        if !matches!(body, Node::Map(..)) {
+            ctx.error(
+                body.pos(),
+                Some(me),
+                "a component must be a map with a `type`",
+            );
+            continue;
+        }
+        let mut inputs = Vec::new();
+        match (section, body.entry("inputs")) {
+            (Section::Source, Some((p, _))) => ctx.error(p, Some(me), "sources take no inputs"),
+            (Section::Source, None) => {}
+            (_, None) => ctx.error(
+                *pos,
+                Some(me),
+                format!("{} {name:?} has no inputs", section.word()),
+            ),
+            (_, Some((p, Node::Seq(items, _)))) => {
+                if items.is_empty() {
+                    ctx.error(
+                        p,
+                        Some(me),
+                        format!("{} {name:?} has no inputs", section.word()),
+                    );
+                }
+                for item in items {
+                    match item {
+                        Node::Scalar(s, _, ip) => inputs.push((s.clone(), *ip)),
+                        other => ctx.error(other.pos(), Some(me), "inputs must be component names"),
+                    }
+                }
+            }
+            (_, Some((_, Node::Scalar(s, _, ip)))) => inputs.push((s.clone(), *ip)),
+            (_, Some((p, _))) => ctx.error(p, Some(me), "inputs must be a list of component names"),
+        }
+        out.push(Component {
+            name: name.clone(),
+            key: *pos,
+            node: body,
+            inputs,
+        });
+    }
+    out
+}
+
+fn without_inputs(node: &Node) -> serde_json::Value {
+    let mut v = node.to_json();
+    if let Some(map) = v.as_object_mut() {
+        map.remove("inputs");
+    }
+    v
+}
+
+/// What a stream carries, for compatibility checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Carries {
+    /// Samples as they came in.
+    Raw,
+    /// Window results (gauges, whatever the input was).
+    Aggregates,
+}
+
+/// Compiles a pipeline. `file` names the source in messages.
+pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
+    let mut ctx = Ctx {
+        file,
+        errors: Vec::new(),
+    };
+    let root = match yaml::parse(text) {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.error(e.pos, None, format!("invalid YAML: {}", e.message));
+            return Err(ctx.errors);
+        }
+    };
+    let Node::Map(top, _) = &root else {
+        ctx.error(
+            root.pos(),
+            None,
+            "a pipeline is a map with name, sources, transforms and sinks",
+        );
+        return Err(ctx.errors);
+    };
+    for (key, pos, _) in top {
+        if ![
+            "name",
+            "description",
+            "limits",
+            "sources",
+            "transforms",
+            "sinks",
+        ]
+        .contains(&key.as_str())
+        {
+            ctx.error(*pos, None, format!("unknown field `{key}`, expected one of `name`, `description`, `limits`, `sources`, `transforms`, `sinks`"));
+        }
+    }
+    let name = match root.get("name") {
+        Some(Node::Scalar(n, _, p)) => {
+            if !valid_name(n) {
+                ctx.error(
+                    *p,
+                    None,
+                    "the pipeline name may use letters, digits, `_` and `-` only",
+                );
+            }
+            n.clone()
+        }
+        Some(other) => {
+            ctx.error(other.pos(), None, "name must be a string");
+            String::new()
+        }
+        None => {
+            ctx.error(
+                Pos { line: 1, column: 1 },
+                None,
+                "the pipeline has no name (add `name: my-pipeline`)",
+            );
+            String::new()
+        }
+    };
+    let limits = match root.get("limits") {
+        Some(node) => match typed::<Limits>(node, node.to_json()) {
+            Ok(l) => l,
+            Err((pos, message)) => {
+                ctx.error(pos, None, format!("limits: {message}"));
+                Limits::default()
+            }
+        },
+        None => Limits::default(),
+    };
+
+    let sources = components(&mut ctx, &root, Section::Source);
+    let transforms = components(&mut ctx, &root, Section::Transform);
+    let sinks = components(&mut ctx, &root, Section::Sink);
+
+    // Names are unique across sections, so inputs are unambiguous.
+    let mut sections: BTreeMap<String, Section> = BTreeMap::new();
+    for (section, list) in [
+        (Section::Source, &sources),
+        (Section::Transform, &transforms),
+        (Section::Sink, &sinks),
+    ] {
+        for c in list.iter() {
+            if let Some(prev) = sections.insert(c.name.clone(), section) {
+                ctx.error(
+                    c.key,
+                    Some((section, &c.name)),
+                    format!("the name is already used by a {}", prev.word()),
+                );
+            }
+        }
+    }
+
+    let mut plan = Plan {
+        name,
+        limits,
+        sources: Vec::new(),
+        transforms: Vec::new(),
+        sinks: Vec::new(),
+    };
+    for c in &sources {
+        let me = (Section::Source, c.name.as_str());
+        match typed::<SourceConfig>(c.node, without_inputs(c.node)) {
+            Ok(SourceConfig::Generator(g)) => match g.validate() {
+                Ok(v) => plan
+                    .sources
+                    .push((c.name.clone(), SourcePlan::Generator(v), 0)),
+                Err(e) => config_errors(&mut ctx, c.node, me, e),
+            },
+            Ok(SourceConfig::File(f)) => match f.validate() {
+                Ok(v) => plan.sources.push((c.name.clone(), SourcePlan::File(v), 0)),
+                Err(e) => config_errors(&mut ctx, c.node, me, e),
+            },
+            Err((pos, message)) => ctx.error(pos, Some(me), message),
+        }
+    }
+    let mut transform_plans: BTreeMap<String, (TransformPlan, bool)> = BTreeMap::new();
+    for c in &transforms {
+        let me = (Section::Transform, c.name.as_str());
+        match typed::<TransformConfig>(c.node, without_inputs(c.node)) {
+            Ok(TransformConfig::Window(w)) => match w.validate() {
+                Ok(v) => {
+                    transform_plans.insert(
+                        c.name.clone(),
+                        (TransformPlan::Window(v), w.reads_counters()),
+                    );
+                }
+                Err(e) => config_errors(&mut ctx, c.node, me, e),
+            },
+            Ok(TransformConfig::Filter(f)) => match f.validate() {
+                Ok(v) => {
+                    transform_plans.insert(c.name.clone(), (TransformPlan::Filter(v), false));
+                }
+                Err(e) => config_errors(&mut ctx, c.node, me, e),
+            },
+            Ok(TransformConfig::Labels(l)) => match l.validate() {
+                Ok(v) => {
+                    transform_plans.insert(c.name.clone(), (TransformPlan::Labels(v), false));
+                }
+                Err(e) => config_errors(&mut ctx, c.node, me, e),
+            },
+            Err((pos, message)) => ctx.error(pos, Some(me), message),
+        }
+    }
+    let mut sink_plans: BTreeMap<String, SinkPlan> = BTreeMap::new();
+    for c in &sinks {
+        let me = (Section::Sink, c.name.as_str());
+        let checked = match typed::<SinkConfig>(c.node, without_inputs(c.node)) {
+            Ok(SinkConfig::File(f)) => f.validate().map(|()| SinkPlan::File(f)),
+            Ok(SinkConfig::Console(k)) => k.validate().map(|()| SinkPlan::Console(k)),
+            Ok(SinkConfig::Blackhole(b)) => b.validate().map(|()| SinkPlan::Blackhole(b)),
+            Err((pos, message)) => {
+                ctx.error(pos, Some(me), message);
+                continue;
+            }
+        };
+        match checked {
+            Ok(p) => {
+                sink_plans.insert(c.name.clone(), p);
+            }
+            Err(e) => config_errors(&mut ctx, c.node, me, e),
+        }
+    }
+
+    // Inputs name existing sources or transforms.
+    for (section, list) in [(Section::Transform, &transforms), (Section::Sink, &sinks)] {
+        for c in list.iter() {
+            for (input, pos) in &c.inputs {
+                let me = Some((section, c.name.as_str()));
+                match sections.get(input) {
+                    None => {
+                        let known: Vec<&str> = sections
+                            .iter()
+                            .filter(|(_, s)| **s != Section::Sink)
+                            .map(|(n, _)| n.as_str())
+                            .collect();
+                        ctx.error(
+                            *pos,
+                            me,
+                            format!(
+                                "unknown input {input:?} (sources and transforms: {})",
+                                known.join(", ")
+                            ),
+                        );
+                    }
+                    Some(Section::Sink) => ctx.error(
+                        *pos,
+                        me,
+                        format!("input {input:?} is a sink; inputs name sources or transforms"),
+                    ),
+                    Some(_) if input == &c.name => {
+                        ctx.error(*pos, me, "a transform cannot read its own output")
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    // Cycles among transforms, found by depth-first search.
+    let edges: BTreeMap<&str, Vec<&str>> = transforms
+        .iter()
+        .map(|c| {
+            (
+                c.name.as_str(),
+                c.inputs
+                    .iter()
+                    .map(|(i, _)| i.as_str())
+                    .filter(|i| sections.get(*i) == Some(&Section::Transform))
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut order: Vec<&str> = Vec::new();
+    let mut state: BTreeMap<&str, u8> = BTreeMap::new();
+    let mut reported: BTreeSet<Vec<&str>> = BTreeSet::new();
+    fn visit<'a>(
+        n: &'a str,
+        edges: &BTreeMap<&'a str, Vec<&'a str>>,
+        state: &mut BTreeMap<&'a str, u8>,
+        stack: &mut Vec<&'a str>,
+        order: &mut Vec<&'a str>,
+        cycles: &mut Vec<Vec<&'a str>>,
+    ) {
+        match state.get(n) {
+            Some(2) => return,
+            Some(1) => {
+                let from = stack.iter().position(|s| *s == n).unwrap_or(0);
+                let mut cycle: Vec<&str> = stack[from..].to_vec();
+                cycle.push(n);
+                cycles.push(cycle);
+                return;
+            }
+            _ => {}
+        }
+        state.insert(n, 1);
+        stack.push(n);
+        for m in edges.get(n).into_iter().flatten() {
+            if *m != n {
+                visit(m, edges, state, stack, order, cycles);
+            }
+        }
+        stack.pop();
+        state.insert(n, 2);
+        order.push(n);
+    }
+    let mut cycles = Vec::new();
+    for n in edges.keys() {
+        visit(
+            n,
+            &edges,
+            &mut state,
+            &mut Vec::new(),
+            &mut order,
+            &mut cycles,
+        );
+    }
+    for cycle in cycles {
+        let mut key = cycle[..cycle.len() - 1].to_vec();
+        key.sort();
+        if reported.insert(key) {
+            let first = transforms.iter().find(|c| c.name == cycle[0]);
+            let pos = first.map_or(Pos::default(), |c| c.key);
+            ctx.error(
+                pos,
+                Some((Section::Transform, cycle[0])),
+                format!("cycle: {}", cycle.join(" -> ")),
+            );
+        }
+    }
+
+    // What each stream carries: rate and increase need raw counters.
+    let mut carries: BTreeMap<&str, Carries> = sources
+        .iter()
+        .map(|c| (c.name.as_str(), Carries::Raw))
+        .collect();
+    for name in &order {
+        let Some(c) = transforms.iter().find(|c| c.name == *name) else {
+            continue;
+        };
+        let input_carries: Vec<(&str, Carries)> = c
+            .inputs
+            .iter()
+            .filter_map(|(i, _)| carries.get(i.as_str()).map(|k| (i.as_str(), *k)))
+            .collect();
+        let out = match transform_plans.get(*name) {
+            Some((TransformPlan::Window(_), reads_counters)) => {
+                if *reads_counters {
+                    for (input, k) in &input_carries {
+                        if *k == Carries::Aggregates {
+                            ctx.error(
+                                c.key,
+                                Some((Section::Transform, name)),
+                                format!("rate and increase need raw counters, but input {input:?} carries window results; compute them in the first window"),
+                            );
+                        }
+                    }
+                }
+                Carries::Aggregates
+            }
+            _ => {
+                if input_carries.iter().any(|(_, k)| *k == Carries::Aggregates) {
+                    Carries::Aggregates
+                } else {
+                    Carries::Raw
+                }
+            }
+        };
+        carries.insert(name, out);
+    }
+
+    if !ctx.errors.is_empty() {
+        ctx.errors.sort();
+        ctx.errors.dedup();
+        return Err(ctx.errors);
+    }
+
+    let inputs_of = |list: &[Component<'_>], name: &str| -> Vec<String> {
+        list.iter()
+            .find(|c| c.name == name)
+            .map(|c| c.inputs.iter().map(|(i, _)| i.clone()).collect())
+            .unwrap_or_default()
+    };
+    for name in order {
+        if let Some((p, _)) = transform_plans.remove(name) {
+            plan.transforms
+                .push((name.to_owned(), p, inputs_of(&transforms, name)));
+        }
+    }
+    for c in &sinks {
+        if let Some(p) = sink_plans.remove(&c.name) {
+            plan.sinks
+                .push((c.name.clone(), p, inputs_of(&sinks, &c.name)));
+        }
+    }
+    // Each source's holdback: the most window lateness on any path to a sink.
+    let mut holdback: BTreeMap<String, Time> = BTreeMap::new();
+    for (name, p, _) in plan.transforms.iter().rev() {
+        let own = match p {
+            TransformPlan::Window(w) => w.spec.holdback(),
+            _ => 0,
+        };
+        let downstream = plan
+            .transforms
+            .iter()
+            .filter(|(_, _, ins)| ins.contains(name))
+            .map(|(n, _, _)| holdback.get(n).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        holdback.insert(name.clone(), own + downstream);
+    }
+    for (name, _, h) in plan.sources.iter_mut() {
+        *h = plan
+            .transforms
+            .iter()
+            .filter(|(_, _, ins)| ins.contains(name))
+            .map(|(n, _, _)| holdback.get(n).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+    }
+    Ok(plan)
+}

@@ -1,0 +1,79 @@
+//! The component registry: every source, transform and sink type, in one
+//! explicit, compiler-checked place. Adding a type means adding a variant
+//! here and an arm in `compile` and `build`.
+
+use serde::Deserialize;
+
+use tidemark_connectors::blackhole::BlackholeConfig;
+use tidemark_connectors::console::ConsoleConfig;
+use tidemark_connectors::file::{FileSinkConfig, FileSourceConfig};
+use tidemark_connectors::generator::GeneratorConfig;
+
+use crate::transforms::filter::FilterConfig;
+use crate::transforms::labels::LabelsConfig;
+use crate::transforms::window::WindowConfig;
+
+/// Every source type.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// Synthetic host and service metrics.
+    Generator(GeneratorConfig),
+    /// JSON lines from a file or standard input.
+    File(FileSourceConfig),
+}
+
+/// Every transform type.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TransformConfig {
+    /// Windowed aggregation.
+    Window(WindowConfig),
+    /// Keep series matching a selector.
+    Filter(FilterConfig),
+    /// Rewrite labels.
+    Labels(LabelsConfig),
+}
+
+/// Every sink type.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// JSON lines to a file or standard output.
+    File(FileSinkConfig),
+    /// Readable lines on standard output.
+    Console(ConsoleConfig),
+    /// Count and discard.
+    Blackhole(BlackholeConfig),
+}
+
+/// The three sections of a pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Section {
+    /// `sources`.
+    Source,
+    /// `transforms`.
+    Transform,
+    /// `sinks`.
+    Sink,
+}
+
+impl Section {
+    /// The YAML key of the section.
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::Source => "sources",
+            Section::Transform => "transforms",
+            Section::Sink => "sinks",
+        }
+    }
+
+    /// The word used in messages.
+    pub fn word(self) -> &'static str {
+        match self {
+            Section::Source => "source",
+            Section::Transform => "transform",
+            Section::Sink => "sink",
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The `tidemark` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use tidemark_engine::flow::DEFAULT_MAX_IN_FLIGHT;
+use tidemark_engine::runtime::Cluster;
+use tidemark_pipelines::bench::{self, BenchOptions};
+use tidemark_pipelines::compile_file;
+use tidemark_pipelines::run::{ProgressMode, RunOptions, run};
+
+/// Tidemark: a stream-processing engine for metrics.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format on standard error.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "TIDEMARK_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// Worker threads in this process.
+    #[arg(short, long, default_value_t = 1, env = "TIDEMARK_WORKERS")]
+    workers: usize,
+    /// File listing every process of a cluster, one `host:port` a line.
+    #[arg(long, requires = "process", env = "TIDEMARK_HOSTFILE")]
+    hostfile: Option<PathBuf>,
+    /// This process's index in the host file (0-based).
+    #[arg(long, requires = "hostfile", env = "TIDEMARK_PROCESS")]
+    process: Option<usize>,
+}
+
+impl ClusterArgs {
+    fn cluster(&self) -> anyhow::Result<Cluster> {
+        Ok(match (&self.hostfile, self.process) {
+            (Some(path), Some(process)) => Cluster::from_host_file(self.workers, process, path)?,
+            _ => {
+                let c = Cluster::local(self.workers);
+                c.check()?;
+                c
+            }
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline until its sources end or Ctrl-C / SIGTERM.
+    Run {
+        /// The pipeline file (`-` for standard input).
+        file: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Progress display on standard error.
+        #[arg(long, value_enum, default_value = "auto")]
+        progress: ProgressMode,
+        /// Records each source instance may have in flight before it waits.
+        #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+        max_in_flight: u64,
+    },
+    /// Check pipeline files and report every error, without running them.
+    Validate {
+        /// Pipeline files.
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Benchmarks that print figures and write them to docs/benchmarks.md.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Engine throughput: generator, 10 s tumbling window per series, discard.
+    Window(BenchOptions),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match execute(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate { files } => {
+            let mut failed = false;
+            for file in &files {
+                match compile_file(file) {
+                    Ok(plan) => {
+                        eprintln!(
+                            "{file}: ok (pipeline {:?}: {} sources, {} transforms, {} sinks)",
+                            plan.name,
+                            plan.sources.len(),
+                            plan.transforms.len(),
+                            plan.sinks.len()
+                        );
+                    }
+                    Err(errors) => {
+                        failed = true;
+                        for e in &errors {
+                            eprintln!("{e}");
+                        }
+                        eprintln!(
+                            "{file}: {} error{}",
+                            errors.len(),
+                            if errors.len() == 1 { "" } else { "s" }
+                        );
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Run {
+            file,
+            cluster,
+            progress,
+            max_in_flight,
+        } => {
+            let plan = match compile_file(&file) {
+                Ok(p) => p,
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let options = RunOptions {
+                cluster: cluster.cluster()?,
+                progress,
+                max_in_flight,
+            };
+            let report = run(plan, options)?;
+            Ok(if report.errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Bench {
+            which: BenchCommand::Window(options),
+        } => {
+            bench::window(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! A compiled pipeline: validated components in an order that can be built.
+
+use tidemark_connectors::blackhole::BlackholeConfig;
+use tidemark_connectors::console::ConsoleConfig;
+use tidemark_connectors::file::FileSinkConfig;
+use tidemark_connectors::generator::Generator;
+use tidemark_engine::selector::Selector;
+use tidemark_engine::time::Time;
+use tidemark_engine::validate::Limits;
+use tidemark_operators::labels::Relabel;
+
+use crate::transforms::window::WindowPlan;
+
+/// A validated source.
+#[derive(Clone, Debug)]
+pub enum SourcePlan {
+    /// `generator`.
+    Generator(Generator),
+    /// `file`.
+    File(tidemark_connectors::file::FileSource),
+}
+
+/// A validated transform.
+#[derive(Clone, Debug)]
+pub enum TransformPlan {
+    /// `window`.
+    Window(WindowPlan),
+    /// `filter`.
+    Filter(Selector),
+    /// `labels`.
+    Labels(Vec<Relabel>),
+}
+
+/// A validated sink.
+#[derive(Clone, Debug)]
+pub enum SinkPlan {
+    /// `file`.
+    File(FileSinkConfig),
+    /// `console`.
+    Console(ConsoleConfig),
+    /// `blackhole`.
+    Blackhole(BlackholeConfig),
+}
+
+/// A compiled pipeline.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The pipeline's name.
+    pub name: String,
+    /// Edge limits for its sources.
+    pub limits: Limits,
+    /// Sources with the holdback of the windows downstream of each.
+    pub sources: Vec<(String, SourcePlan, Time)>,
+    /// Transforms in topological order, with their inputs.
+    pub transforms: Vec<(String, TransformPlan, Vec<String>)>,
+    /// Sinks with their inputs.
+    pub sinks: Vec<(String, SinkPlan, Vec<String>)>,
+}
+
+impl Plan {
+    /// Whether every source is finite, so a run ends on its own.
+    pub fn is_finite(&self) -> bool {
+        self.sources.iter().all(|(_, s, _)| match s {
+            SourcePlan::Generator(g) => g.ticks.is_some(),
+            SourcePlan::File(_) => true,
+        })
+    }
+}

@@ -1,0 +1,270 @@
+//! `type: window`.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use tidemark_engine::component::ConfigError;
+use tidemark_engine::selector::Selector;
+use tidemark_engine::time::{Millis, millis, parse_duration};
+use tidemark_engine::validate::is_label_name;
+use tidemark_operators::aggregate::{Aggregate, Needs};
+use tidemark_operators::group::Grouping;
+use tidemark_operators::window::{LatePolicy, WindowKind, WindowSpec};
+
+/// Windowed aggregation.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Only aggregate series matching this PromQL selector; others are
+    /// dropped. Default: every series.
+    #[serde(default, rename = "match")]
+    pub selector: Option<String>,
+    /// The window shape: `{tumbling: 1m}`, `{hopping: 5m, every: 1m}` or
+    /// `{session: 30s}`.
+    pub window: ShapeConfig,
+    /// Group by these labels (the metric name is always kept).
+    #[serde(default)]
+    pub by: Option<Vec<String>>,
+    /// Group by every label except these.
+    #[serde(default)]
+    pub without: Option<Vec<String>>,
+    /// What to compute: `count`, `sum`, `min`, `max`, `avg`, `last`,
+    /// `stddev`, `rate`, `increase` and quantiles `pNN` (`p50`, `p99.9`).
+    pub aggregates: Vec<String>,
+    /// How long past its end a window waits for the watermark. Default `0s`.
+    #[serde(default = "zero")]
+    pub lateness: String,
+    /// Late samples: `drop` (counted; the default) or `update` (re-emit the
+    /// corrected window).
+    #[serde(default)]
+    pub late: LateConfig,
+    /// With `late: update`, how long after closing a window still accepts
+    /// corrections. Default `1h`.
+    #[serde(default)]
+    pub update_horizon: Option<String>,
+}
+
+/// The window shape as written.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShapeConfig {
+    /// Tumbling window length.
+    #[serde(default)]
+    pub tumbling: Option<String>,
+    /// Hopping window length (with `every`).
+    #[serde(default)]
+    pub hopping: Option<String>,
+    /// Hopping window step.
+    #[serde(default)]
+    pub every: Option<String>,
+    /// Session inactivity gap.
+    #[serde(default)]
+    pub session: Option<String>,
+}
+
+/// Late sample policy as written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LateConfig {
+    /// Drop and count.
+    #[default]
+    Drop,
+    /// Re-emit corrected windows.
+    Update,
+}
+
+fn zero() -> String {
+    "0s".into()
+}
+
+/// A validated window transform.
+#[derive(Clone, Debug)]
+pub struct WindowPlan {
+    /// Optional pre-filter.
+    pub selector: Option<Selector>,
+    /// The operator spec.
+    pub spec: WindowSpec,
+}
+
+impl WindowConfig {
+    /// Checks every field and builds the operator spec.
+    pub fn validate(&self) -> Result<WindowPlan, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let duration =
+            |errors: &mut Vec<ConfigError>, field: &[&str], text: &str| dur(errors, field, text);
+        let w = &self.window;
+        let shapes = [
+            w.tumbling.is_some(),
+            w.hopping.is_some(),
+            w.session.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        let mut kind = None;
+        let mut label = String::new();
+        if shapes != 1 {
+            errors.push(ConfigError::field(
+                "window",
+                "give exactly one of tumbling, hopping (with every) or session",
+            ));
+        } else if let Some(t) = &w.tumbling {
+            label = t.clone();
+            kind = duration(&mut errors, &["window", "tumbling"], t)
+                .map(|size| WindowKind::Tumbling { size });
+        } else if let Some(h) = &w.hopping {
+            label = h.clone();
+            let size = duration(&mut errors, &["window", "hopping"], h);
+            let every = match &w.every {
+                Some(e) => duration(&mut errors, &["window", "every"], e),
+                None => {
+                    errors.push(ConfigError {
+                        field: vec!["window".into(), "hopping".into()],
+                        message: "hopping windows need every".into(),
+                    });
+                    None
+                }
+            };
+            if let (Some(size), Some(every)) = (size, every) {
+                if size % every != 0 {
+                    errors.push(ConfigError {
+                        field: vec!["window".into(), "every".into()],
+                        message: format!(
+                            "every ({}) must divide the window length ({h})",
+                            w.every.clone().unwrap_or_default()
+                        ),
+                    });
+                } else {
+                    kind = Some(WindowKind::Hopping { size, every });
+                }
+            }
+        } else if let Some(s) = &w.session {
+            label = format!("session_{s}");
+            kind = duration(&mut errors, &["window", "session"], s)
+                .map(|gap| WindowKind::Session { gap });
+        }
+        if w.every.is_some() && w.hopping.is_none() {
+            errors.push(ConfigError {
+                field: vec!["window".into(), "every".into()],
+                message: "every only applies to hopping windows".into(),
+            });
+        }
+        let lateness = duration(&mut errors, &["lateness"], &self.lateness).unwrap_or(0);
+        let horizon = self
+            .update_horizon
+            .as_deref()
+            .map(|h| duration(&mut errors, &["update_horizon"], h).unwrap_or(0));
+        let late = match self.late {
+            LateConfig::Drop => {
+                if self.update_horizon.is_some() {
+                    errors.push(ConfigError::field(
+                        "update_horizon",
+                        "update_horizon only applies with late: update",
+                    ));
+                }
+                LatePolicy::Drop
+            }
+            LateConfig::Update => {
+                if matches!(kind, Some(WindowKind::Session { .. })) {
+                    errors.push(ConfigError::field(
+                        "late",
+                        "session windows support only late: drop",
+                    ));
+                }
+                LatePolicy::Update {
+                    horizon: horizon.unwrap_or(3_600_000),
+                }
+            }
+        };
+        if self.by.is_some() && self.without.is_some() {
+            errors.push(ConfigError::field(
+                "without",
+                "give by or without, not both",
+            ));
+        }
+        for (field, list) in [("by", &self.by), ("without", &self.without)] {
+            for (i, name) in list.iter().flatten().enumerate() {
+                if !is_label_name(name) || name.starts_with("__") {
+                    errors.push(ConfigError {
+                        field: vec![field.into(), i.to_string()],
+                        message: format!("{name:?} is not a valid label name"),
+                    });
+                }
+            }
+        }
+        let mut aggregates = Vec::new();
+        if self.aggregates.is_empty() {
+            errors.push(ConfigError::field(
+                "aggregates",
+                "give at least one aggregate",
+            ));
+        }
+        for (i, a) in self.aggregates.iter().enumerate() {
+            match Aggregate::parse(a) {
+                Ok(agg) if aggregates.contains(&agg) => errors.push(ConfigError {
+                    field: vec!["aggregates".into(), i.to_string()],
+                    message: format!("aggregate {a:?} is listed twice"),
+                }),
+                Ok(agg) => aggregates.push(agg),
+                Err(e) => errors.push(ConfigError {
+                    field: vec!["aggregates".into(), i.to_string()],
+                    message: e.to_string(),
+                }),
+            }
+        }
+        let selector = match &self.selector {
+            Some(s) => match Selector::parse(s) {
+                Ok(sel) => Some(sel),
+                Err(e) => {
+                    errors.push(ConfigError::field("match", e.to_string()));
+                    None
+                }
+            },
+            None => None,
+        };
+        match (kind, errors.is_empty()) {
+            (Some(kind), true) => Ok(WindowPlan {
+                selector,
+                spec: WindowSpec {
+                    kind,
+                    label,
+                    lateness,
+                    late,
+                    needs: Needs::of(&aggregates),
+                    aggregates: Arc::from(aggregates),
+                    grouping: Grouping::new(self.by.clone(), self.without.clone()),
+                },
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// Whether the window reads its input as counters (`rate`, `increase`).
+    pub fn reads_counters(&self) -> bool {
+        self.aggregates
+            .iter()
+            .any(|a| a == "rate" || a == "increase")
+    }
+}
+
+fn dur(errors: &mut Vec<ConfigError>, field: &[&str], text: &str) -> Option<Millis> {
+    let path = || field.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    match parse_duration(text) {
+        Ok(d) if d.is_zero() && field[0] == "window" => {
+            errors.push(ConfigError {
+                field: path(),
+                message: "must be longer than 0".into(),
+            });
+            None
+        }
+        Ok(d) => Some(millis(d)),
+        Err(e) => {
+            errors.push(ConfigError {
+                field: path(),
+                message: e.to_string(),
+            });
+            None
+        }
+    }
+}
