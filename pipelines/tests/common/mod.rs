@@ -1,0 +1,82 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tidemark_pipelines::compile;
+use tidemark_pipelines::run::{RunOptions, RunReport, run};
+
+/// A fresh directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tidemark-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Compiles and runs pipeline text with `workers` threads.
+pub fn run_text(text: &str, workers: usize) -> RunReport {
+    let plan = compile("test.yaml", text).unwrap_or_else(|e| panic!("{e:#?}"));
+    run(plan, RunOptions::quiet(workers)).unwrap()
+}
+
+/// One output line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub timestamp: i64,
+    pub value: f64,
+}
+
+pub fn read_rows(path: &Path) -> Vec<Row> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            Row {
+                name: v["name"].as_str().unwrap().to_owned(),
+                labels: v["labels"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                    .collect(),
+                timestamp: v["timestamp"].as_i64().unwrap(),
+                value: v["value"].as_f64().unwrap_or(f64::NAN),
+            }
+        })
+        .collect()
+}
+
+/// Prometheus' extrapolatedRate, written out independently of the engine.
+pub fn increase(points: &[(i64, f64)], start: i64, end: i64) -> Option<f64> {
+    if points.len() < 2 || points[0].0 == points[points.len() - 1].0 {
+        return None;
+    }
+    let (t0, v0) = points[0];
+    let t1 = points[points.len() - 1].0;
+    let mut inc = 0.0;
+    for w in points.windows(2) {
+        inc += if w[1].1 < w[0].1 {
+            w[1].1
+        } else {
+            w[1].1 - w[0].1
+        };
+    }
+    let sampled = (t1 - t0) as f64 / 1000.0;
+    let avg = sampled / (points.len() - 1) as f64;
+    let mut to_start = (t0 - start) as f64 / 1000.0;
+    let mut to_end = (end - t1) as f64 / 1000.0;
+    if to_start >= avg * 1.1 {
+        to_start = avg / 2.0;
+    }
+    if inc > 0.0 && v0 >= 0.0 {
+        to_start = to_start.min(sampled * v0 / inc);
+    }
+    if to_end >= avg * 1.1 {
+        to_end = avg / 2.0;
+    }
+    Some(inc * (sampled + to_start + to_end) / sampled)
+}

@@ -1,0 +1,246 @@
+//! One test per validation error class, each checking the message, the
+//! component and the position; and the CLI's report of several at once.
+
+use tidemark_pipelines::compile;
+use tidemark_pipelines::config::Section;
+
+const BASE: &str = r#"name: t
+sources:
+  gen:
+    type: generator
+    series: 10
+transforms:
+  w:
+    type: window
+    inputs: [gen]
+    window: {tumbling: 1m}
+    aggregates: [avg]
+sinks:
+  out:
+    type: console
+    inputs: [w]
+"#;
+
+/// Compiles `text` and returns its errors as (line, column, component, message).
+fn errors(text: &str) -> Vec<(usize, usize, Option<(Section, String)>, String)> {
+    match compile("p.yaml", text) {
+        Ok(_) => vec![],
+        Err(es) => es
+            .into_iter()
+            .map(|e| (e.pos.line, e.pos.column, e.component, e.message))
+            .collect(),
+    }
+}
+
+fn one(text: &str) -> (usize, usize, Option<(Section, String)>, String) {
+    let mut e = errors(text);
+    assert_eq!(e.len(), 1, "expected one error, got {e:#?}");
+    e.remove(0)
+}
+
+fn transform(name: &str) -> Option<(Section, String)> {
+    Some((Section::Transform, name.to_owned()))
+}
+
+#[test]
+fn the_base_pipeline_is_valid() {
+    let plan = compile("p.yaml", BASE).unwrap();
+    assert_eq!(
+        (plan.sources.len(), plan.transforms.len(), plan.sinks.len()),
+        (1, 1, 1)
+    );
+    // The window holds back its lateness plus 1 ms; the source knows.
+    assert_eq!(plan.sources[0].2, 1);
+}
+
+#[test]
+fn unknown_field() {
+    let (line, col, comp, msg) = one(&BASE.replace(
+        "    aggregates: [avg]",
+        "    aggregates: [avg]\n    windw: 5",
+    ));
+    assert_eq!((line, col, comp), (12, 5, transform("w")));
+    assert!(msg.contains("unknown field `windw`"), "{msg}");
+}
+
+#[test]
+fn unknown_type() {
+    let (line, col, comp, msg) = one(&BASE.replace("type: generator", "type: genrator"));
+    assert_eq!(
+        (line, col, comp),
+        (4, 11, Some((Section::Source, "gen".into())))
+    );
+    assert!(
+        msg.contains("unknown type `genrator`") && msg.contains("`generator`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_inputs() {
+    let (line, col, comp, msg) = one(&BASE.replace("    inputs: [w]\n", ""));
+    assert_eq!(
+        (line, col, comp),
+        (13, 3, Some((Section::Sink, "out".into())))
+    );
+    assert_eq!(msg, "sink \"out\" has no inputs");
+}
+
+#[test]
+fn unknown_input() {
+    let (line, col, comp, msg) = one(&BASE.replace("inputs: [gen]", "inputs: [gne]"));
+    assert_eq!((line, col, comp), (9, 14, transform("w")));
+    assert!(msg.starts_with("unknown input \"gne\""), "{msg}");
+}
+
+#[test]
+fn cycle() {
+    let text = BASE.replace("inputs: [gen]", "inputs: [gen, f]") + "  # (appended)\n";
+    let text = text.replace(
+        "sinks:",
+        "  f:\n    type: filter\n    inputs: [w]\n    match: 'cpu_usage'\nsinks:",
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].3.starts_with("cycle: "), "{}", e[0].3);
+    assert!(
+        e[0].3.contains("f -> w -> f") || e[0].3.contains("w -> f -> w"),
+        "{}",
+        e[0].3
+    );
+}
+
+#[test]
+fn bad_duration() {
+    let (line, col, comp, msg) =
+        one(&BASE.replace("{tumbling: 1m}", "{tumbling: 1 minute please}"));
+    assert_eq!((line, col, comp), (10, 24, transform("w")));
+    assert!(
+        msg.contains("invalid duration \"1 minute please\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_selector() {
+    let (line, col, comp, msg) = one(&BASE.replace(
+        "    aggregates: [avg]",
+        "    aggregates: [avg]\n    match: 'cpu{host=~\"(\"}'",
+    ));
+    assert_eq!((line, col, comp), (12, 12, transform("w")));
+    assert!(msg.contains("invalid series selector"), "{msg}");
+}
+
+#[test]
+fn quantile_out_of_range() {
+    let (line, col, comp, msg) = one(&BASE.replace("[avg]", "[avg, p101]"));
+    assert_eq!((line, col, comp), (11, 23, transform("w")));
+    assert!(msg.contains("quantile \"p101\" is out of range"), "{msg}");
+}
+
+#[test]
+fn incompatible_input() {
+    let text = BASE.replace(
+        "sinks:",
+        "  r:\n    type: window\n    inputs: [w]\n    window: {tumbling: 5m}\n    aggregates: [rate]\nsinks:",
+    );
+    let (line, col, comp, msg) = one(&text);
+    assert_eq!((line, col, comp), (12, 3, transform("r")));
+    assert!(
+        msg.contains("rate and increase need raw counters") && msg.contains("\"w\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_sink_is_not_an_input() {
+    let text = BASE.replace("inputs: [w]", "inputs: [w, out]");
+    let (_, _, comp, msg) = one(&text);
+    assert_eq!(comp, Some((Section::Sink, "out".into())));
+    assert!(msg.contains("is a sink"), "{msg}");
+}
+
+#[test]
+fn invalid_yaml() {
+    let (line, _, comp, msg) = one("name: t\nsources: [\n");
+    assert!(
+        line >= 2 && comp.is_none() && msg.starts_with("invalid YAML"),
+        "{line} {msg}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = BASE
+        .replace("type: generator", "type: generator\n    interval: soon")
+        .replace("[avg]", "[avg, p200]")
+        .replace("inputs: [w]", "inputs: [nowhere]")
+        .replace("type: console", "type: console\n    colour: red");
+    let e = errors(&text);
+    assert_eq!(e.len(), 4, "{e:#?}");
+    let lines: Vec<usize> = e.iter().map(|x| x.0).collect();
+    assert_eq!(lines, vec![5, 12, 16, 17]);
+}
+
+#[test]
+fn cli_prints_every_located_error_and_exits_1() {
+    let dir = std::env::temp_dir().join(format!("tidemark-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        BASE.replace("{tumbling: 1m}", "{tumbling: 1x}")
+            .replace("[avg]", "[avg, p101]")
+            .replace("inputs: [w]", "inputs: [nowhere]")
+            .replace("    series: 10", "    series: 10\n    sedd: 1"),
+    )
+    .unwrap();
+    let good = dir.join("good.yaml");
+    std::fs::write(&good, BASE).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .arg("validate")
+        .arg(&bad)
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let located: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with(&*bad.to_string_lossy()))
+        .collect();
+    assert_eq!(located.len(), 5, "{stderr}"); // four errors and the summary line
+    assert!(
+        stderr.contains(":6:5: source \"gen\": unknown field `sedd`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(":11:24: transform \"w\": invalid duration \"1x\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("4 errors"), "{stderr}");
+    assert!(stderr.contains("good.yaml: ok"), "{stderr}");
+    let ok = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .arg("validate")
+        .arg(&good)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn examples_validate() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/pipelines");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            n += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            if let Err(e) = compile(&path.display().to_string(), &text) {
+                panic!("{}: {e:?}", path.display());
+            }
+        }
+    }
+    assert!(n >= 1);
+}
