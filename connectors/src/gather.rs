@@ -63,12 +63,13 @@ pub(crate) fn gather_sink<'scope>(
                     }
                     wrote = true;
                 }
-                if wrote && !failed {
-                    if let Err(error) = writer.flush() {
-                        add(&stats.errors, 1);
-                        tracing::error!(%error, sink = %label, "Failed to flush.");
-                        failed = true;
-                    }
+                if wrote
+                    && !failed
+                    && let Err(error) = writer.flush()
+                {
+                    add(&stats.errors, 1);
+                    tracing::error!(%error, sink = %label, "Failed to flush.");
+                    failed = true;
                 }
             }
         })

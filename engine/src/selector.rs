@@ -62,10 +62,8 @@ impl Selector {
 
     /// Whether the series matches.
     pub fn matches(&self, series: &Series) -> bool {
-        if let Some(name) = &self.name {
-            if series.name() != name {
-                return false;
-            }
+        if self.name.as_ref().is_some_and(|name| series.name() != name) {
+            return false;
         }
         let all = |ms: &[Matcher]| {
             ms.iter().all(|m| {

@@ -28,6 +28,9 @@ const AGGS: [Aggregate; 11] = [
     Aggregate::Quantile(0.99),
 ];
 
+/// Expected windows: (series label, end) to (start, samples).
+type Expected = BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)>;
+
 /// A sample and the watermark at which it entered.
 #[derive(Clone)]
 struct Input {
@@ -189,10 +192,7 @@ fn close(name: &str, got: f64, want: f64) -> bool {
 
 /// Compares emitted results with expected windows: `expected` maps
 /// (series label, end) to the window's samples and start.
-fn compare(
-    out: &[(Time, Sample)],
-    expected: &BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)>,
-) {
+fn compare(out: &[(Time, Sample)], expected: &Expected) {
     // The last emission per output series and end wins (corrections).
     let mut got: BTreeMap<(String, String, Millis), f64> = BTreeMap::new();
     for (_, s) in out {
@@ -223,8 +223,8 @@ fn aligned_expected(
     every: Millis,
     lateness: Millis,
     horizon: Option<Millis>,
-) -> BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)> {
-    let mut expected: BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)> = BTreeMap::new();
+) -> Expected {
+    let mut expected: Expected = BTreeMap::new();
     for i in inputs {
         let ts = i.sample.timestamp;
         // Every end that is a multiple of `every` with ts in (end - size, end].
@@ -377,23 +377,22 @@ fn sessions_match_reference() {
             }
             comps
         };
-        let close_until =
-            |limit: Time,
-             open: &mut BTreeMap<String, Vec<(Millis, f64)>>,
-             expected: &mut BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)>| {
-                for (s, pts) in open.iter_mut() {
-                    let mut keep = Vec::new();
-                    for c in components(pts) {
-                        let last = c.last().unwrap().0;
-                        if ((last + gap + lateness + 1) as Time) <= limit {
-                            expected.insert((s.clone(), last + gap), (c[0].0, c));
-                        } else {
-                            keep.extend(c);
-                        }
+        let close_until = |limit: Time,
+                           open: &mut BTreeMap<String, Vec<(Millis, f64)>>,
+                           expected: &mut Expected| {
+            for (s, pts) in open.iter_mut() {
+                let mut keep = Vec::new();
+                for c in components(pts) {
+                    let last = c.last().unwrap().0;
+                    if ((last + gap + lateness + 1) as Time) <= limit {
+                        expected.insert((s.clone(), last + gap), (c[0].0, c));
+                    } else {
+                        keep.extend(c);
                     }
-                    *pts = keep;
                 }
-            };
+                *pts = keep;
+            }
+        };
         for (t, batch) in &by_time {
             close_until(*t, &mut open, &mut expected);
             for i in batch {
@@ -421,11 +420,7 @@ fn sessions_match_reference() {
     }
 }
 
-fn compare_sessions(
-    out: &[(Time, Sample)],
-    expected: &BTreeMap<(String, Millis), (Millis, Vec<(Millis, f64)>)>,
-    gap: Millis,
-) {
+fn compare_sessions(out: &[(Time, Sample)], expected: &Expected, gap: Millis) {
     let mut got: BTreeMap<(String, String, Millis), f64> = BTreeMap::new();
     for (_, s) in out {
         let agg = s.series.name().rsplit('_').next().unwrap().to_string();

@@ -78,12 +78,12 @@ fn typed<T: serde::de::DeserializeOwned>(
         let message = e.inner().to_string();
         // serde names unknown or missing fields in backticks; point at the key.
         let mut pos = node.locate(&path, true);
-        if let Some(field) = message.split('`').nth(1) {
-            if message.starts_with("unknown field") {
-                let mut with = path.clone();
-                with.push(field.to_owned());
-                pos = node.locate(&with, true);
-            }
+        if let Some(field) = message.split('`').nth(1)
+            && message.starts_with("unknown field")
+        {
+            let mut with = path.clone();
+            with.push(field.to_owned());
+            pos = node.locate(&with, true);
         }
         if message.starts_with("unknown variant") {
             pos = node.locate(&["type".to_owned()], false);

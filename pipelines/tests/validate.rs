@@ -21,8 +21,11 @@ sinks:
     inputs: [w]
 "#;
 
+/// (line, column, component, message).
+type Located = (usize, usize, Option<(Section, String)>, String);
+
 /// Compiles `text` and returns its errors as (line, column, component, message).
-fn errors(text: &str) -> Vec<(usize, usize, Option<(Section, String)>, String)> {
+fn errors(text: &str) -> Vec<Located> {
     match compile("p.yaml", text) {
         Ok(_) => vec![],
         Err(es) => es
@@ -32,7 +35,7 @@ fn errors(text: &str) -> Vec<(usize, usize, Option<(Section, String)>, String)> 
     }
 }
 
-fn one(text: &str) -> (usize, usize, Option<(Section, String)>, String) {
+fn one(text: &str) -> Located {
     let mut e = errors(text);
     assert_eq!(e.len(), 1, "expected one error, got {e:#?}");
     e.remove(0)

@@ -68,11 +68,11 @@ impl FileSinkConfig {
         } else {
             Target::File(None, self.path.clone())
         };
-        if worker == 0 {
-            if let Err(error) = target.write(&[]) {
-                tidemark_engine::stats::add(&ctx.stats.errors, 1);
-                tracing::error!(%error, path = %self.path, "Cannot create the output file.");
-            }
+        if worker == 0
+            && let Err(error) = target.write(&[])
+        {
+            tidemark_engine::stats::add(&ctx.stats.errors, 1);
+            tracing::error!(%error, path = %self.path, "Cannot create the output file.");
         }
         gather_sink(stream, &ctx.name, ctx.stats, target)
     }

@@ -55,13 +55,13 @@ impl LabelsConfig {
                 check("set", name);
             }
         }
-        if let Some(name) = self.set.get(METRIC_NAME_LABEL) {
-            if !is_metric_name(name) {
-                errors.push(ConfigError::field(
-                    "set",
-                    format!("{name:?} is not a valid metric name"),
-                ));
-            }
+        if let Some(name) = self.set.get(METRIC_NAME_LABEL)
+            && !is_metric_name(name)
+        {
+            errors.push(ConfigError::field(
+                "set",
+                format!("{name:?} is not a valid metric name"),
+            ));
         }
         let mut rules = Vec::new();
         if let Some(k) = &self.keep {
