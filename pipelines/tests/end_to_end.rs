@@ -26,7 +26,7 @@ fn write_input(path: &Path, seed: u64) -> Vec<(String, String, i64, f64)> {
     let mut kept = Vec::new();
     let mut counters = [0.0f64; 12];
     for step in 0..300i64 {
-        for s in 0..12 {
+        for (s, counter) in counters.iter_mut().enumerate() {
             let (host, instance) = (format!("h{}", s / 3), format!("i{}", s % 3));
             let mut ts = 1_700_000_000_000 + step * 1_000 + rng.random_range(0..300);
             let r: f64 = rng.random();
@@ -88,7 +88,9 @@ sinks:
 fn reference(samples: &[(String, String, i64, f64)]) -> BTreeMap<(String, String, i64), f64> {
     let mut watermark = 0i64;
     let mut max_seen = i64::MIN;
-    let mut windows: BTreeMap<(String, i64), Vec<(String, i64, f64)>> = BTreeMap::new();
+    // (host, window end) to (instance, timestamp, value).
+    type Windows = BTreeMap<(String, i64), Vec<(String, i64, f64)>>;
+    let mut windows: Windows = BTreeMap::new();
     for (host, instance, ts, v) in samples {
         max_seen = max_seen.max(*ts);
         watermark = watermark.max(max_seen - OOO);
