@@ -35,12 +35,12 @@ fn write_input(path: &Path, seed: u64) -> Vec<(String, String, i64, f64)> {
             } else if r < 0.14 {
                 ts -= rng.random_range(OOO + LATENESS..OOO + LATENESS + 30_000);
             }
-            counters[s] = if rng.random::<f64>() < 0.01 {
+            *counter = if rng.random::<f64>() < 0.01 {
                 0.0
             } else {
-                counters[s] + rng.random_range(0..50) as f64
+                *counter + rng.random_range(0..50) as f64
             };
-            let v = counters[s];
+            let v = *counter;
             writeln!(f, r#"{{"name":"req_total","labels":{{"host":"{host}","instance":"{instance}"}},"timestamp":{ts},"value":{v}}}"#).unwrap();
             kept.push((host, instance, ts, v));
         }
