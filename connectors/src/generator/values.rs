@@ -139,7 +139,7 @@ mod tests {
             }
             prev = v;
         }
-        assert!(resets >= 1 && resets < 50, "{resets} resets");
+        assert!((1..50).contains(&resets), "{resets} resets");
     }
 
     #[test]
