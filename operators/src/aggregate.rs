@@ -139,6 +139,17 @@ fn new_sketch() -> DDSketch {
     DDSketch::new(SketchConfig::new(QUANTILE_RELATIVE_ERROR, 2048, 1.0e-9))
 }
 
+/// What only some aggregates need, kept out of line so that the common
+/// accumulator stays small (one cache line with its map key).
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct Extra {
+    mean: f64,
+    m2: f64,
+    /// (input series id, timestamp, value), for rate and increase.
+    points: Vec<(u64, Millis, f64)>,
+    sketch: Option<DDSketch>,
+}
+
 /// The running state of one window of one group.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Accumulator {
@@ -148,11 +159,7 @@ pub struct Accumulator {
     max: f64,
     last_ts: Millis,
     last: f64,
-    mean: f64,
-    m2: f64,
-    /// (input series id, timestamp, value), for rate and increase.
-    points: Vec<(u64, Millis, f64)>,
-    sketch: Option<Box<DDSketch>>,
+    extra: Option<Box<Extra>>,
 }
 
 impl std::fmt::Debug for Accumulator {
@@ -167,6 +174,12 @@ impl std::fmt::Debug for Accumulator {
 impl Accumulator {
     /// An empty accumulator.
     pub fn new(needs: Needs) -> Accumulator {
+        let extra = (needs.welford || needs.points || needs.sketch).then(|| {
+            Box::new(Extra {
+                sketch: needs.sketch.then(new_sketch),
+                ..Extra::default()
+            })
+        });
         Accumulator {
             count: 0,
             sum: 0.0,
@@ -174,10 +187,7 @@ impl Accumulator {
             max: f64::NEG_INFINITY,
             last_ts: Millis::MIN,
             last: f64::NAN,
-            mean: 0.0,
-            m2: 0.0,
-            points: Vec::new(),
-            sketch: needs.sketch.then(|| Box::new(new_sketch())),
+            extra,
         }
     }
 
@@ -192,16 +202,18 @@ impl Accumulator {
             self.last_ts = ts;
             self.last = v;
         }
-        if needs.welford {
-            let delta = v - self.mean;
-            self.mean += delta / self.count as f64;
-            self.m2 += delta * (v - self.mean);
-        }
-        if needs.points {
-            self.points.push((series, ts, v));
-        }
-        if let Some(s) = self.sketch.as_mut() {
-            s.add(v);
+        if let Some(x) = self.extra.as_deref_mut() {
+            if needs.welford {
+                let delta = v - x.mean;
+                x.mean += delta / self.count as f64;
+                x.m2 += delta * (v - x.mean);
+            }
+            if needs.points {
+                x.points.push((series, ts, v));
+            }
+            if let Some(s) = x.sketch.as_mut() {
+                s.add(v);
+            }
         }
     }
 
@@ -211,10 +223,17 @@ impl Accumulator {
             return;
         }
         let (n1, n2) = (self.count as f64, other.count as f64);
-        let delta = other.mean - self.mean;
-        let n = n1 + n2;
-        self.mean += delta * n2 / n;
-        self.m2 += other.m2 + delta * delta * n1 * n2 / n;
+        if let (Some(a), Some(b)) = (self.extra.as_deref_mut(), other.extra.as_deref()) {
+            let delta = b.mean - a.mean;
+            let n = n1 + n2;
+            a.mean += delta * n2 / n;
+            a.m2 += b.m2 + delta * delta * n1 * n2 / n;
+            a.points.extend_from_slice(&b.points);
+            if let (Some(x), Some(y)) = (a.sketch.as_mut(), b.sketch.as_ref()) {
+                // Both sketches share one configuration, so merging cannot fail.
+                let _ = x.merge(y);
+            }
+        }
         self.count += other.count;
         self.sum += other.sum;
         self.min = self.min.min(other.min);
@@ -223,11 +242,6 @@ impl Accumulator {
         {
             self.last_ts = other.last_ts;
             self.last = other.last;
-        }
-        self.points.extend_from_slice(&other.points);
-        if let (Some(a), Some(b)) = (self.sketch.as_mut(), other.sketch.as_ref()) {
-            // Both sketches share one configuration, so merging cannot fail.
-            let _ = a.merge(b);
         }
     }
 
@@ -250,16 +264,16 @@ impl Accumulator {
             Aggregate::Max => Some(self.max),
             Aggregate::Avg => Some(self.sum / n),
             Aggregate::Last => Some(self.last),
-            Aggregate::Stddev => Some((self.m2 / n).max(0.0).sqrt()),
+            Aggregate::Stddev => self.extra.as_ref().map(|x| (x.m2 / n).max(0.0).sqrt()),
             Aggregate::Rate | Aggregate::Increase => {
                 // Per input series, then summed over the group, as
                 // `sum by (...) (rate(...))`.
-                self.points
-                    .sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)));
+                let points = &mut self.extra.as_mut()?.points;
+                points.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)));
                 let rate = aggregate == Aggregate::Rate;
                 let mut total: Option<f64> = None;
                 let mut scratch: Vec<(Millis, f64)> = Vec::new();
-                for run in self.points.chunk_by(|a, b| a.0 == b.0) {
+                for run in points.chunk_by(|a, b| a.0 == b.0) {
                     scratch.clear();
                     scratch.extend(run.iter().map(|p| (p.1, p.2)));
                     if let Some(r) = extrapolated_rate(&scratch, start, end, rate) {
@@ -269,9 +283,13 @@ impl Accumulator {
                 total
             }
             Aggregate::Quantile(q) => self
+                .extra
+                .as_ref()?
                 .sketch
-                .as_ref()
-                .and_then(|s| s.quantile(q).ok().flatten()),
+                .as_ref()?
+                .quantile(q)
+                .ok()
+                .flatten(),
         }
     }
 }

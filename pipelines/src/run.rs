@@ -180,10 +180,17 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
     })?;
 
     let mut last_log = Instant::now();
+    let mut last_shown = Instant::now();
     let mut last = (Instant::now(), 0u64);
     let mut rate = 0.0;
+    // Poll often so that the measured elapsed time is precise; refresh the
+    // display five times a second.
     while !running.is_finished() {
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(5));
+        if last_shown.elapsed() < Duration::from_millis(200) {
+            continue;
+        }
+        last_shown = Instant::now();
         let t = stats.totals();
         let dt = last.0.elapsed().as_secs_f64();
         if dt >= 1.0 {
@@ -209,13 +216,13 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
             _ => {}
         }
     }
+    let elapsed = started.elapsed();
     running.join()?;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
     *current_shutdown().lock().unwrap_or_else(|e| e.into_inner()) = None;
 
-    let elapsed = started.elapsed();
     let totals = stats.totals();
     let mut errors = 0;
     for (name, role, s) in stats.components() {

@@ -1,5 +1,8 @@
 //! Tumbling and hopping windows: windows aligned to multiples of their step,
-//! so every group shares the same window ends and state is kept per end.
+//! so every group shares the same window ends and state is kept per end:
+//! `BTreeMap<end, FxHashMap<group id, Accumulator>>`. An accumulator and its
+//! key fill one cache line; groups' labels live once in [`Outputs`]; the
+//! maps of closed windows are recycled, pre-sized, for the next ones.
 
 use std::collections::BTreeMap;
 
@@ -11,22 +14,20 @@ use tidemark_engine::{Sample, Series, SeriesId};
 use super::{Counts, LatePolicy, Outputs, WindowSpec};
 use crate::aggregate::Accumulator;
 
-struct Slot {
-    group: Series,
-    acc: Accumulator,
-}
-
-type Windows = BTreeMap<Millis, FxHashMap<SeriesId, Slot>>;
+type Groups = FxHashMap<SeriesId, Accumulator>;
 
 /// State of a tumbling (`every == size`) or hopping window operator.
 pub struct AlignedWindows {
     spec: WindowSpec,
     size: Millis,
     every: Millis,
-    open: Windows,
-    closed: Windows,
+    open: BTreeMap<Millis, Groups>,
+    closed: BTreeMap<Millis, Groups>,
     pending_late: BTreeMap<Time, Vec<(Millis, Sample, Series)>>,
     outputs: Outputs,
+    spare: Vec<Groups>,
+    /// Groups in the last window closed: the size to pre-allocate.
+    last_len: usize,
     /// Counters since the caller last took them.
     pub counts: Counts,
 }
@@ -42,12 +43,20 @@ impl AlignedWindows {
             open: BTreeMap::new(),
             closed: BTreeMap::new(),
             pending_late: BTreeMap::new(),
+            spare: Vec::new(),
+            last_len: 0,
             counts: Counts::default(),
         }
     }
 
     fn close_time(&self, end: Millis) -> Time {
         to_time(end.saturating_add(self.spec.lateness).saturating_add(1))
+    }
+
+    fn new_groups(spare: &mut Vec<Groups>, last_len: usize) -> Groups {
+        spare
+            .pop()
+            .unwrap_or_else(|| FxHashMap::with_capacity_and_hasher(last_len, Default::default()))
     }
 
     /// Adds a sample of `group` that entered the dataflow at watermark
@@ -68,17 +77,19 @@ impl AlignedWindows {
         while end - self.size < ts {
             if time < self.close_time(end) {
                 let needs = self.spec.needs;
-                let slot = self
+                let (spare, last_len) = (&mut self.spare, self.last_len);
+                let groups = self
                     .open
                     .entry(end)
-                    .or_default()
-                    .entry(group.id())
-                    .or_insert_with(|| Slot {
-                        group: group.clone(),
-                        acc: Accumulator::new(needs),
-                    });
-                slot.acc
-                    .insert(needs, sample.series.id().0, ts, sample.value);
+                    .or_insert_with(|| Self::new_groups(spare, last_len));
+                let acc = match groups.entry(group.id()) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        self.outputs.register(group);
+                        e.insert(Accumulator::new(needs))
+                    }
+                };
+                acc.insert(needs, sample.series.id().0, ts, sample.value);
             } else {
                 match self.spec.late {
                     LatePolicy::Drop => self.counts.late += 1,
@@ -112,21 +123,26 @@ impl AlignedWindows {
     /// `t - lateness - 1` for late samples that entered at `t`).
     pub fn advance(&mut self, frontier: Option<Time>, emit: &mut impl FnMut(Time, Vec<Sample>)) {
         let f = frontier.unwrap_or(Time::MAX);
+        let keep_closed = matches!(self.spec.late, LatePolicy::Update { .. });
         while let Some((&end, _)) = self.open.first_key_value() {
             if self.close_time(end) > f {
                 break;
             }
-            let Some((_, mut slots)) = self.open.pop_first() else {
+            let Some((_, mut groups)) = self.open.pop_first() else {
                 break;
             };
-            let mut batch = Vec::with_capacity(slots.len() * self.spec.aggregates.len());
-            for slot in slots.values_mut() {
+            self.last_len = groups.len();
+            let mut batch = Vec::with_capacity(groups.len() * self.spec.aggregates.len());
+            for (id, acc) in groups.iter_mut() {
                 self.outputs
-                    .results(&slot.group, &mut slot.acc, end - self.size, end, &mut batch);
+                    .results(*id, acc, (end - self.size, end), end, &mut batch);
             }
             emit(to_time(end), batch);
-            if matches!(self.spec.late, LatePolicy::Update { .. }) {
-                self.closed.insert(end, slots);
+            if keep_closed {
+                self.closed.insert(end, groups);
+            } else {
+                groups.clear();
+                self.spare.push(groups);
             }
         }
         while let Some(entry) = self.pending_late.first_entry() {
@@ -138,17 +154,14 @@ impl AlignedWindows {
             let mut dirty: Vec<(Millis, SeriesId)> = Vec::new();
             let needs = self.spec.needs;
             for (end, sample, group) in late {
-                let slot = self
+                self.outputs.register(&group);
+                let acc = self
                     .closed
                     .entry(end)
                     .or_default()
                     .entry(group.id())
-                    .or_insert_with(|| Slot {
-                        group: group.clone(),
-                        acc: Accumulator::new(needs),
-                    });
-                slot.acc
-                    .insert(needs, sample.series.id().0, sample.timestamp, sample.value);
+                    .or_insert_with(|| Accumulator::new(needs));
+                acc.insert(needs, sample.series.id().0, sample.timestamp, sample.value);
                 dirty.push((end, group.id()));
                 self.counts.corrections += 1;
             }
@@ -156,14 +169,9 @@ impl AlignedWindows {
             dirty.dedup();
             let mut batch = Vec::new();
             for (end, id) in dirty {
-                if let Some(slot) = self.closed.get_mut(&end).and_then(|w| w.get_mut(&id)) {
-                    self.outputs.results(
-                        &slot.group,
-                        &mut slot.acc,
-                        end - self.size,
-                        end,
-                        &mut batch,
-                    );
+                if let Some(acc) = self.closed.get_mut(&end).and_then(|w| w.get_mut(&id)) {
+                    self.outputs
+                        .results(id, acc, (end - self.size, end), end, &mut batch);
                 }
             }
             let lateness = to_time(self.spec.lateness.saturating_add(1));
@@ -185,7 +193,7 @@ impl AlignedWindows {
         }
     }
 
-    /// Number of open windows (distinct ends) and groups in them.
+    /// Number of groups in open windows.
     pub fn open_groups(&self) -> usize {
         self.open.values().map(|w| w.len()).sum()
     }

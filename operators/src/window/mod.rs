@@ -104,13 +104,16 @@ pub struct Counts {
     pub corrections: u64,
 }
 
-/// Output series names, cached per group:
-/// `<metric>:<window>[_by_<labels>|_without_<labels>]_<aggregate>`, keeping
-/// the group's labels.
+/// The groups a window has seen and their output series names, cached per
+/// group: `<metric>:<window>[_by_<labels>|_without_<labels>]_<aggregate>`,
+/// keeping the group's labels. Window state refers to groups by id only.
+/// A group's series and, once needed, its output series.
+type Group = (Series, Option<Box<[Series]>>);
+
 pub(crate) struct Outputs {
     suffix: String,
     aggregates: Arc<[Aggregate]>,
-    names: rustc_hash::FxHashMap<tidemark_engine::SeriesId, Box<[Series]>>,
+    groups: rustc_hash::FxHashMap<tidemark_engine::SeriesId, Group>,
 }
 
 impl Outputs {
@@ -118,34 +121,46 @@ impl Outputs {
         Outputs {
             suffix: format!(":{}{}", spec.label, spec.grouping.name_suffix()),
             aggregates: Arc::clone(&spec.aggregates),
-            names: Default::default(),
+            groups: Default::default(),
         }
     }
 
-    /// Appends one sample per defined aggregate of `acc` for `group`.
+    /// Remembers a group (called when it first appears in a window).
+    #[inline]
+    pub(crate) fn register(&mut self, group: &Series) {
+        self.groups
+            .entry(group.id())
+            .or_insert_with(|| (group.clone(), None));
+    }
+
+    /// Appends one sample per defined aggregate of `acc` for a registered
+    /// group; `range` is the window `(start, end]`, `stamp` the output time.
     pub(crate) fn results(
         &mut self,
-        group: &Series,
+        group: tidemark_engine::SeriesId,
         acc: &mut Accumulator,
-        start: Millis,
-        end: Millis,
+        range: (Millis, Millis),
+        stamp: Millis,
         out: &mut Vec<Sample>,
     ) {
-        let names = self.names.entry(group.id()).or_insert_with(|| {
-            let tags: Vec<(&str, &str)> = group.tags().collect();
+        let Some((series, names)) = self.groups.get_mut(&group) else {
+            return;
+        };
+        let names = names.get_or_insert_with(|| {
+            let tags: Vec<(&str, &str)> = series.tags().collect();
             self.aggregates
                 .iter()
                 .map(|a| {
                     Series::new(
-                        &format!("{}{}_{}", group.name(), self.suffix, a.name()),
+                        &format!("{}{}_{}", series.name(), self.suffix, a.name()),
                         tags.iter().copied(),
                     )
                 })
                 .collect()
         });
         for (aggregate, name) in self.aggregates.iter().zip(names.iter()) {
-            if let Some(v) = acc.result(*aggregate, start, end) {
-                out.push(Sample::new(name.clone(), end, v));
+            if let Some(v) = acc.result(*aggregate, range.0, range.1) {
+                out.push(Sample::new(name.clone(), stamp, v));
             }
         }
     }

@@ -88,12 +88,9 @@ impl SessionWindows {
                 let end = s.last + self.gap;
                 let batch = out.entry(to_time(end)).or_default();
                 // Rates over a session span its samples, without extrapolation.
-                let from = batch.len();
+                self.outputs.register(&group.series);
                 self.outputs
-                    .results(&group.series, &mut s.acc, s.start, s.last, batch);
-                for out in &mut batch[from..] {
-                    out.timestamp = end;
-                }
+                    .results(id, &mut s.acc, (s.start, s.last), end, batch);
             }
             if group.sessions.is_empty() {
                 self.groups.remove(&id);
