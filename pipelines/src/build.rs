@@ -43,15 +43,8 @@ fn merge<'scope>(
     streams: &HashMap<String, SampleStream<'scope>>,
     inputs: &[String],
 ) -> SampleStream<'scope> {
-    let found: Vec<SampleStream<'scope>> = inputs
-        .iter()
-        .filter_map(|i| streams.get(i).cloned())
-        .collect();
-    if found.len() == 1 {
-        found.into_iter().next().unwrap_or_else(|| unreachable!())
-    } else {
-        scope.concatenate::<_, Vec<Sample>>(found)
-    }
+    let mut found: Vec<SampleStream<'scope>> = inputs.iter().filter_map(|i| streams.get(i).cloned()).collect();
+    if found.len() == 1 { found.swap_remove(0) } else { scope.concatenate::<_, Vec<Sample>>(found) }
 }
 
 /// Builds `plan` on this worker.
