@@ -43,8 +43,15 @@ fn merge<'scope>(
     streams: &HashMap<String, SampleStream<'scope>>,
     inputs: &[String],
 ) -> SampleStream<'scope> {
-    let mut found: Vec<SampleStream<'scope>> = inputs.iter().filter_map(|i| streams.get(i).cloned()).collect();
-    if found.len() == 1 { found.swap_remove(0) } else { scope.concatenate::<_, Vec<Sample>>(found) }
+    let mut found: Vec<SampleStream<'scope>> = inputs
+        .iter()
+        .filter_map(|i| streams.get(i).cloned())
+        .collect();
+    if found.len() == 1 {
+        found.swap_remove(0)
+    } else {
+        scope.concatenate::<_, Vec<Sample>>(found)
+    }
 }
 
 /// Builds `plan` on this worker.

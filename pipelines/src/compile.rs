@@ -558,28 +558,28 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
     }
     // Each source's holdback: the most window lateness on any path to a sink.
     let mut holdback: BTreeMap<String, Time> = BTreeMap::new();
+    let downstream = |name: &str, holdback: &BTreeMap<String, Time>| -> Time {
+        plan.transforms
+            .iter()
+            .filter(|(_, _, ins)| ins.iter().any(|i| i == name))
+            .map(|(n, _, _)| holdback.get(n).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0)
+    };
     for (name, p, _) in plan.transforms.iter().rev() {
         let own = match p {
             TransformPlan::Window(w) => w.spec.holdback(),
             _ => 0,
         };
-        let downstream = plan
-            .transforms
-            .iter()
-            .filter(|(_, _, ins)| ins.contains(name))
-            .map(|(n, _, _)| holdback.get(n).copied().unwrap_or(0))
-            .max()
-            .unwrap_or(0);
-        holdback.insert(name.clone(), own + downstream);
+        holdback.insert(name.clone(), own + downstream(name, &holdback));
     }
-    for (name, _, h) in plan.sources.iter_mut() {
-        *h = plan
-            .transforms
-            .iter()
-            .filter(|(_, _, ins)| ins.contains(name))
-            .map(|(n, _, _)| holdback.get(n).copied().unwrap_or(0))
-            .max()
-            .unwrap_or(0);
+    let per_source: Vec<Time> = plan
+        .sources
+        .iter()
+        .map(|(name, _, _)| downstream(name, &holdback))
+        .collect();
+    for ((_, _, h), value) in plan.sources.iter_mut().zip(per_source) {
+        *h = value;
     }
     Ok(plan)
 }
