@@ -426,3 +426,17 @@ fn sessions_match_reference() {
         compare(&out, &expected, gap);
     }
 }
+
+#[test]
+fn nan_values_are_ignored_and_counted() {
+    let mut state = WindowState::new(spec(WindowKind::Tumbling { size: 10 }, 0, LatePolicy::Drop));
+    let s = Series::new("m", [("s", "0")]);
+    for (ts, v) in [(1, 1.0), (2, f64::NAN), (3, 3.0)] {
+        state.insert(&Sample::new(s.clone(), ts, v), &s, 0);
+    }
+    let mut out = Vec::new();
+    state.advance(None, &mut |_, batch| out.extend(batch));
+    let count = out.iter().find(|x| x.series.name() == "m:w_count").unwrap();
+    assert_eq!(count.value, 2.0);
+    assert_eq!(state.take_counts().nan, 1);
+}
