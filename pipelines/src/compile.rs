@@ -414,9 +414,45 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
                     Some(_) if input == &c.name => {
                         ctx.error(*pos, me, "a transform cannot read its own output")
                     }
+                    Some(_)
+                        if c.inputs
+                            .iter()
+                            .take_while(|(_, p)| p != pos)
+                            .any(|(i, _)| i == input) =>
+                    {
+                        ctx.error(*pos, me, format!("input {input:?} is listed twice"))
+                    }
                     Some(_) => {}
                 }
             }
+        }
+    }
+
+    // Every source and transform feeds something: an unread one would do
+    // work for nothing (and a run would not wait for it). Not reported when
+    // inputs are already wrong, where it would only repeat that error.
+    let inputs_ok = !ctx
+        .errors
+        .iter()
+        .any(|e| e.message.starts_with("unknown input") || e.message.ends_with("has no inputs"));
+    let read: BTreeSet<&str> = transforms
+        .iter()
+        .chain(sinks.iter())
+        .flat_map(|c| c.inputs.iter().map(|(i, _)| i.as_str()))
+        .collect();
+    for (section, list) in [
+        (Section::Source, &sources),
+        (Section::Transform, &transforms),
+    ] {
+        for c in list
+            .iter()
+            .filter(|c| inputs_ok && !read.contains(c.name.as_str()))
+        {
+            ctx.error(
+                c.key,
+                Some((section, &c.name)),
+                "not an input of any transform or sink (read it or remove it)",
+            );
         }
     }
 

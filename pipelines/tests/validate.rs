@@ -143,7 +143,8 @@ fn quantile_out_of_range() {
 
 #[test]
 fn incompatible_input() {
-    let text = BASE.replace(
+    // The sink reads r, and r (a rate) reads w's window results.
+    let text = BASE.replace("inputs: [w]", "inputs: [r]").replace(
         "sinks:",
         "  r:\n    type: window\n    inputs: [w]\n    window: {tumbling: 5m}\n    aggregates: [rate]\nsinks:",
     );
@@ -246,4 +247,21 @@ fn examples_validate() {
         }
     }
     assert!(n >= 1);
+}
+
+#[test]
+fn unused_components_and_repeated_inputs() {
+    let text = BASE.replace(
+        "sinks:",
+        "  spare:\n    type: filter\n    inputs: [gen]\n    match: up\nsinks:",
+    );
+    let (line, col, comp, msg) = one(&text);
+    assert_eq!((line, col, comp), (12, 3, transform("spare")));
+    assert_eq!(
+        msg,
+        "not an input of any transform or sink (read it or remove it)"
+    );
+    let (_, col, comp, msg) = one(&BASE.replace("inputs: [w]", "inputs: [w, w]"));
+    assert_eq!((col, comp), (17, Some((Section::Sink, "out".into()))));
+    assert_eq!(msg, "input \"w\" is listed twice");
 }
