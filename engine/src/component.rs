@@ -46,6 +46,25 @@ impl Shutdown {
     }
 }
 
+/// The largest watermark any source of a pipeline has reached in this
+/// process. A source that has been idle for its `idle_timeout` advances its
+/// own watermark to this, so that it does not hold windows back while other
+/// sources make progress (samples it reads later may then be late).
+#[derive(Debug, Default)]
+pub struct SourceClock(std::sync::atomic::AtomicU64);
+
+impl SourceClock {
+    /// Records a source's watermark.
+    pub fn publish(&self, watermark: Time) {
+        self.0.fetch_max(watermark, Ordering::Relaxed);
+    }
+
+    /// The largest watermark published.
+    pub fn max(&self) -> Time {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Everything a source needs on a worker.
 pub struct SourceContext {
     /// The component's name.
@@ -62,6 +81,8 @@ pub struct SourceContext {
     pub shutdown: Shutdown,
     /// Edge limits.
     pub limits: Limits,
+    /// The pipeline's source clock in this process.
+    pub clock: Arc<SourceClock>,
 }
 
 /// Writes a line to the process's standard output, coordinating with any

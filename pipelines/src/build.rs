@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tidemark_engine::Sample;
-use tidemark_engine::component::{Shutdown, SinkContext, SourceContext, StdoutWriter};
+use tidemark_engine::component::{Shutdown, SinkContext, SourceClock, SourceContext, StdoutWriter};
 use tidemark_engine::runtime::{
     Concatenate, PipelineScope, Probe, ProbeHandle, SampleStream, Worker,
 };
@@ -28,6 +28,8 @@ pub struct Env {
     pub stdout: StdoutWriter,
     /// Records each source instance may have in flight.
     pub max_in_flight: u64,
+    /// The sources' shared clock in this process.
+    pub clock: Arc<SourceClock>,
 }
 
 /// Handles on a built dataflow.
@@ -69,6 +71,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 max_in_flight: env.max_in_flight,
                 shutdown: env.shutdown.clone(),
                 limits: plan.limits.clone(),
+                clock: Arc::clone(&env.clock),
             };
             let stream = match source {
                 SourcePlan::Generator(g) => g.build(scope, ctx),

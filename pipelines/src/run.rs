@@ -157,6 +157,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         shutdown: shutdown.clone(),
         stdout,
         max_in_flight: options.max_in_flight,
+        clock: Arc::default(),
     };
     let plan = Arc::new(plan);
     let started = Instant::now();

@@ -417,3 +417,79 @@ fn a_tiny_in_flight_budget_changes_nothing_but_speed() {
         assert!((x.value - y.value).abs() <= 1e-9 * x.value.abs().max(1.0));
     }
 }
+
+/// A generator and a silent standard input feed one window.
+fn idle_pipeline(output: &Path, idle: bool) -> String {
+    format!(
+        r#"name: idle
+sources:
+  busy:
+    type: generator
+    series: 100
+    interval: 1s
+    start: 2026-01-01T00:00:00Z
+    rate: 20000
+  quiet:
+    type: file
+    path: "-"
+{}transforms:
+  w:
+    type: window
+    inputs: [busy, quiet]
+    window: {{tumbling: 10s}}
+    aggregates: [count]
+sinks:
+  out:
+    type: file
+    inputs: [w]
+    path: {}
+"#,
+        if idle {
+            "    idle_timeout: 500ms\n"
+        } else {
+            ""
+        },
+        output.display()
+    )
+}
+
+#[test]
+fn an_idle_source_does_not_hold_the_watermark_back() {
+    let dir = temp_dir("idle");
+    let mut rows = Vec::new();
+    for idle in [false, true] {
+        let output = dir.join(format!("out-{idle}.jsonl"));
+        let file = dir.join(format!("p-{idle}.yaml"));
+        std::fs::write(&file, idle_pipeline(&output, idle)).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["run", file.to_str().unwrap(), "--progress", "off"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        // Read while standard input is still open and silent.
+        rows.push(
+            std::fs::read_to_string(&output)
+                .unwrap_or_default()
+                .lines()
+                .count(),
+        );
+        drop(child.stdin.take());
+        let pid = child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    assert_eq!(
+        rows[0], 0,
+        "without idle_timeout the silent source holds every window open"
+    );
+    assert!(
+        rows[1] > 100,
+        "with idle_timeout windows close while the source is silent: {} rows",
+        rows[1]
+    );
+}

@@ -19,6 +19,12 @@ pub struct FileSourceConfig {
     /// Default `0s`.
     #[serde(default = "zero")]
     pub max_out_of_orderness: String,
+    /// After this long without new lines (standard input, a pipe), the
+    /// source stops holding the watermark back: it advances to the largest
+    /// watermark of the pipeline's other sources, and samples it reads later
+    /// may be late. Default: never idle.
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
 }
 
 /// `type: file` as a sink.
@@ -39,6 +45,7 @@ fn zero() -> String {
 pub struct FileSource {
     pub(crate) path: Option<PathBuf>,
     pub(crate) max_out_of_orderness: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 impl FileSourceConfig {
@@ -54,6 +61,23 @@ impl FileSourceConfig {
         let ooo = parse_duration(&self.max_out_of_orderness)
             .map_err(|e| errors.push(ConfigError::field("max_out_of_orderness", e.to_string())))
             .unwrap_or_default();
+        let idle_timeout = match &self.idle_timeout {
+            None => None,
+            Some(text) => match parse_duration(text) {
+                Ok(d) if d.is_zero() => {
+                    errors.push(ConfigError::field(
+                        "idle_timeout",
+                        "idle_timeout must be longer than 0",
+                    ));
+                    None
+                }
+                Ok(d) => Some(d),
+                Err(e) => {
+                    errors.push(ConfigError::field("idle_timeout", e.to_string()));
+                    None
+                }
+            },
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -61,6 +85,7 @@ impl FileSourceConfig {
         Ok(FileSource {
             path,
             max_out_of_orderness: ooo,
+            idle_timeout,
         })
     }
 }

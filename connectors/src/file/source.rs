@@ -137,10 +137,10 @@ impl FileSource {
             });
             let mut watermarks = Watermarks::new(1, config.max_out_of_orderness, None);
             let mut flow = FlowControl::new(ctx.probe.clone(), ctx.holdback, ctx.max_in_flight);
+            let mut last_data = Instant::now();
+            let mut idle = false;
             move |output| {
-                let (Some(c), Some(rx)) = (cap.as_mut(), rx.as_ref()) else {
-                    return;
-                };
+                let (Some(c), Some(rx)) = (cap.as_mut(), rx.as_ref()) else { return };
                 if ctx.shutdown.is_triggered() {
                     cap = None;
                     return;
@@ -152,18 +152,37 @@ impl FileSource {
                     }
                     let mut batch = match rx.try_recv() {
                         Ok(b) => b,
-                        Err(TryRecvError::Empty) => return,
+                        Err(TryRecvError::Empty) => {
+                            // Nothing to read: after idle_timeout, stop holding
+                            // the pipeline's watermark back.
+                            if let Some(timeout) = config.idle_timeout {
+                                if last_data.elapsed() >= timeout {
+                                    let target = ctx.clock.max();
+                                    if target > *c.time() {
+                                        c.downgrade(&target);
+                                    }
+                                    if !idle {
+                                        idle = true;
+                                        tracing::info!(source = %ctx.name, "Source is idle; it no longer holds the watermark back.");
+                                    }
+                                }
+                                activator.activate_after(timeout.min(Duration::from_millis(100)));
+                            }
+                            return;
+                        }
                         Err(TryRecvError::Disconnected) => {
                             cap = None;
                             return;
                         }
                     };
-                    add(&ctx.stats.received, batch.len() as u64);
                     let now = Instant::now();
+                    last_data = now;
+                    idle = false;
+                    add(&ctx.stats.received, batch.len() as u64);
                     let mut run: Vec<Sample> = Vec::with_capacity(batch.len());
                     for sample in batch.drain(..) {
                         watermarks.observe(0, sample.timestamp, now);
-                        let time = watermarks.advance(now);
+                        let time = watermarks.advance(now).max(*c.time());
                         if time != *c.time() {
                             if !run.is_empty() {
                                 flow.sent(*c.time(), run.len() as u64);
@@ -178,6 +197,7 @@ impl FileSource {
                         flow.sent(*c.time(), run.len() as u64);
                         output.session(&*c).give_container(&mut run);
                     }
+                    ctx.clock.publish(*c.time());
                 }
                 activator.activate();
             }

@@ -60,6 +60,7 @@ impl Generator {
             };
             if let Some(c) = cap.as_mut() {
                 c.downgrade(&watermark(0));
+                ctx.clock.publish(watermark(0));
             }
             let ooo_span = g.max_out_of_orderness.max(1) as u64;
             let late_span = (10 * g.interval).max(1) as u64;
@@ -115,6 +116,7 @@ impl Generator {
                         return;
                     }
                     c.downgrade(&watermark(tick));
+                    ctx.clock.publish(watermark(tick));
                 }
                 activator.activate();
             }
