@@ -15,6 +15,7 @@ pub mod compile;
 pub mod config;
 pub mod plan;
 pub mod run;
+pub mod server;
 pub mod transforms;
 pub mod yaml;
 

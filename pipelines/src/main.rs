@@ -11,6 +11,7 @@ use tidemark_engine::runtime::Cluster;
 use tidemark_pipelines::bench::{self, BenchOptions};
 use tidemark_pipelines::compile_file;
 use tidemark_pipelines::run::{ProgressMode, RunOptions, run};
+use tidemark_pipelines::server::{ServeOptions, client, serve};
 
 /// Tidemark: a stream-processing engine for metrics.
 #[derive(Parser)]
@@ -76,6 +77,36 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
         max_in_flight: u64,
     },
+    /// Serve: run the pipelines applied over the API until SIGTERM.
+    Serve {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// HTTP listen address (control API, /metrics, /healthz).
+        #[arg(long, default_value = "0.0.0.0:8080", env = "TIDEMARK_HTTP")]
+        http: std::net::SocketAddr,
+        /// Apply every `*.yaml` in this directory at start.
+        #[arg(long, env = "TIDEMARK_PIPELINES")]
+        pipelines: Option<PathBuf>,
+        /// Records each source instance may have in flight before it waits.
+        #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+        max_in_flight: u64,
+        /// Seconds a graceful stop may take before the process exits anyway.
+        #[arg(long, default_value_t = 30)]
+        shutdown_timeout: u64,
+    },
+    /// Manage the pipelines of a running server.
+    Pipeline {
+        /// The server's HTTP address.
+        #[arg(
+            long,
+            global = true,
+            default_value = "http://127.0.0.1:8080",
+            env = "TIDEMARK_SERVER"
+        )]
+        server: String,
+        #[command(subcommand)]
+        action: PipelineCommand,
+    },
     /// Check pipeline files and report every error, without running them.
     Validate {
         /// Pipeline files.
@@ -86,6 +117,28 @@ enum Command {
     Bench {
         #[command(subcommand)]
         which: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PipelineCommand {
+    /// Create or replace a pipeline from a file (`-` for standard input).
+    Apply {
+        /// The pipeline file.
+        #[arg(short, long)]
+        file: String,
+    },
+    /// List pipelines with their state and counters.
+    List,
+    /// Show one pipeline's status and definition as JSON.
+    Get {
+        /// Pipeline name.
+        name: String,
+    },
+    /// Stop a pipeline (sources end, windows flush) and remove it.
+    Delete {
+        /// Pipeline name.
+        name: String,
     },
 }
 
@@ -178,6 +231,35 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
+            })
+        }
+        Command::Serve {
+            cluster,
+            http,
+            pipelines,
+            max_in_flight,
+            shutdown_timeout,
+        } => {
+            serve(ServeOptions {
+                cluster: cluster.cluster()?,
+                http,
+                pipelines,
+                max_in_flight,
+                shutdown_timeout: std::time::Duration::from_secs(shutdown_timeout),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pipeline { server, action } => {
+            let ok = match action {
+                PipelineCommand::Apply { file } => client::apply(&server, &file)?,
+                PipelineCommand::List => client::list(&server)?,
+                PipelineCommand::Get { name } => client::get(&server, &name)?,
+                PipelineCommand::Delete { name } => client::delete(&server, &name)?,
+            };
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             })
         }
         Command::Bench {

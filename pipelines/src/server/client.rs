@@ -1,0 +1,144 @@
+//! `tidemark pipeline apply|list|get|delete`: the CLI side of the control API.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn read(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<(u16, Value)> {
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string()?;
+    let value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Ok((status, value))
+}
+
+fn url(server: &str, path: &str) -> String {
+    format!("{}/api/v1/pipelines{path}", server.trim_end_matches('/'))
+}
+
+/// Applies a pipeline file; prints located errors (with the file's name) on 400.
+pub fn apply(server: &str, file: &str) -> anyhow::Result<bool> {
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?
+    };
+    let response = agent()
+        .post(&url(server, ""))
+        .header("content-type", "application/yaml")
+        .send(&text)?;
+    let (status, body) = read(response)?;
+    match status {
+        200 | 201 => {
+            let verb = if status == 201 { "created" } else { "replaced" };
+            eprintln!(
+                "pipeline {} {verb} ({})",
+                body["name"].as_str().unwrap_or("?"),
+                body["state"].as_str().unwrap_or("?")
+            );
+            Ok(true)
+        }
+        400 if body["errors"].is_array() => {
+            let errors = body["errors"].as_array().cloned().unwrap_or_default();
+            for e in &errors {
+                let component = match &e["component"] {
+                    Value::Object(c) => format!(
+                        "{} {:?}: ",
+                        c["kind"].as_str().unwrap_or(""),
+                        c["name"].as_str().unwrap_or("")
+                    ),
+                    _ => String::new(),
+                };
+                eprintln!(
+                    "{file}:{}:{}: {component}{}",
+                    e["line"],
+                    e["column"],
+                    e["message"].as_str().unwrap_or("")
+                );
+            }
+            eprintln!(
+                "{file}: {} error{}",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            Ok(false)
+        }
+        _ => {
+            eprintln!("server answered {status}: {body}");
+            Ok(false)
+        }
+    }
+}
+
+/// Lists pipelines as a table on standard output.
+pub fn list(server: &str) -> anyhow::Result<bool> {
+    let (status, body) = read(agent().get(&url(server, "")).call()?)?;
+    if status != 200 {
+        eprintln!("server answered {status}: {body}");
+        return Ok(false);
+    }
+    let mut out = format!(
+        "{:<24} {:<9} {:>12} {:>12} {:>8} {:>8}  WATERMARK\n",
+        "NAME", "STATE", "IN", "OUT", "LATE", "REJECTED"
+    );
+    for p in body["pipelines"].as_array().into_iter().flatten() {
+        let watermark = p["watermark"]
+            .as_i64()
+            .map_or("-".to_owned(), tidemark_engine::time::format_millis);
+        out.push_str(&format!(
+            "{:<24} {:<9} {:>12} {:>12} {:>8} {:>8}  {watermark}\n",
+            p["name"].as_str().unwrap_or(""),
+            p["state"].as_str().unwrap_or(""),
+            p["samples_in"].as_u64().unwrap_or(0),
+            p["samples_out"].as_u64().unwrap_or(0),
+            p["late"].as_u64().unwrap_or(0),
+            p["rejected"].as_u64().unwrap_or(0),
+        ));
+    }
+    print_out(&out);
+    Ok(true)
+}
+
+/// Prints one pipeline's status as JSON.
+pub fn get(server: &str, name: &str) -> anyhow::Result<bool> {
+    let (status, body) = read(agent().get(&url(server, &format!("/{name}"))).call()?)?;
+    if status != 200 {
+        eprintln!(
+            "server answered {status}: {}",
+            body["error"].as_str().unwrap_or(&body.to_string())
+        );
+        return Ok(false);
+    }
+    print_out(&format!("{}\n", serde_json::to_string_pretty(&body)?));
+    Ok(true)
+}
+
+/// Deletes a pipeline.
+pub fn delete(server: &str, name: &str) -> anyhow::Result<bool> {
+    let (status, body) = read(agent().delete(&url(server, &format!("/{name}"))).call()?)?;
+    if status != 204 {
+        eprintln!(
+            "server answered {status}: {}",
+            body["error"].as_str().unwrap_or(&body.to_string())
+        );
+        return Ok(false);
+    }
+    eprintln!("pipeline {name} deleted");
+    Ok(true)
+}
+
+fn print_out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}

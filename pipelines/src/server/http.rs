@@ -1,0 +1,132 @@
+//! The HTTP listener (axum): the pipeline control API under
+//! `/api/v1/pipelines`, `/metrics`, `/healthz` and `/readyz`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use super::control::Control;
+use super::metrics;
+use crate::compile::Diagnostic;
+
+/// Largest pipeline body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// The router.
+pub fn router(control: Arc<Control>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics_handler))
+        .route("/api/v1/pipelines", get(list).post(apply))
+        .route("/api/v1/pipelines/{name}", get(get_one).delete(delete))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(control)
+}
+
+/// A located error as JSON.
+pub fn diagnostic_json(d: &Diagnostic) -> serde_json::Value {
+    json!({
+        "file": d.file,
+        "line": d.pos.line,
+        "column": d.pos.column,
+        "component": d.component.as_ref().map(|(s, n)| json!({"kind": s.word(), "name": n})),
+        "message": d.message,
+    })
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": message.into()}))).into_response()
+}
+
+async fn ready(State(control): State<Arc<Control>>) -> Response {
+    if control.ready.load(Ordering::SeqCst) && !control.shutdown.is_triggered() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics_handler(State(control): State<Arc<Control>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(&control),
+    )
+        .into_response()
+}
+
+async fn list(State(control): State<Arc<Control>>) -> Response {
+    axum::Json(json!({"pipelines": control.list()})).into_response()
+}
+
+async fn get_one(State(control): State<Arc<Control>>, Path(name): Path<String>) -> Response {
+    match control.get(&name) {
+        Some(s) => axum::Json(s).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no pipeline named {name:?}")),
+    }
+}
+
+/// Applies a pipeline (YAML, or JSON, which is YAML too): creates it, or
+/// replaces the one of the same name. Answers once every local worker runs it.
+async fn apply(State(control): State<Arc<Control>>, body: Bytes) -> Response {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
+    };
+    let plan = match crate::compile("request", text) {
+        Ok(p) => p,
+        Err(errors) => {
+            let list: Vec<_> = errors.iter().map(diagnostic_json).collect();
+            return (StatusCode::BAD_REQUEST, axum::Json(json!({"errors": list}))).into_response();
+        }
+    };
+    if control.shutdown.is_triggered() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        );
+    }
+    let replaced = control.get(&plan.name).is_some();
+    let id = control.apply(&plan.name, text);
+    let name = plan.name.clone();
+    let installed = control
+        .wait_for(Duration::from_secs(30), |c| c.is_installed(&name, id))
+        .await;
+    if !installed {
+        return error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the pipeline was accepted but is not running on every worker yet",
+        );
+    }
+    let status = if replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    match control.get(&name) {
+        Some(s) => (status, axum::Json(s)).into_response(),
+        None => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the pipeline disappeared",
+        ),
+    }
+}
+
+/// Stops a pipeline: sources end, open windows flush, sinks drain.
+async fn delete(State(control): State<Arc<Control>>, Path(name): Path<String>) -> Response {
+    if !control.delete(&name) {
+        return error(StatusCode::NOT_FOUND, format!("no pipeline named {name:?}"));
+    }
+    let n = name.clone();
+    control
+        .wait_for(Duration::from_secs(10), |c| c.is_gone(&n))
+        .await;
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -1,0 +1,382 @@
+//! `tidemark serve` end to end: the control API over HTTP and the CLI, two
+//! pipelines at once, replace and delete, located errors as JSON, metrics,
+//! health, SIGTERM, and a two-process cluster where a pipeline applied to
+//! process 1 runs on both.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::temp_dir;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(args: &[&str], port: u16) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .arg("serve")
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok((200, _)) = self.request("GET", "/readyz", None) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server at {} did not become ready", self.url);
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String), ureq::Error> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}{path}", self.url);
+        let mut response = match (method, body) {
+            ("POST", Some(b)) => agent
+                .post(&url)
+                .header("content-type", "application/yaml")
+                .send(b)?,
+            ("DELETE", _) => agent.delete(&url).call()?,
+            _ => agent.get(&url).call()?,
+        };
+        let status = response.status().as_u16();
+        Ok((status, response.body_mut().read_to_string()?))
+    }
+
+    fn json(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let (status, text) = self.request(method, path, body).unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    fn stop(self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.wait_exit()
+    }
+
+    fn wait_exit(mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn pipeline(name: &str, rate: u32, output: &Path) -> String {
+    format!(
+        r#"name: {name}
+sources:
+  gen:
+    type: generator
+    series: 50
+    interval: 1s
+    start: 2026-01-01T00:00:00Z
+    rate: {rate}
+    seed: 1
+transforms:
+  w:
+    type: window
+    inputs: [gen]
+    window: {{tumbling: 10s}}
+    by: [region]
+    aggregates: [count, avg]
+sinks:
+  out:
+    type: file
+    inputs: [w]
+    path: {}
+"#,
+        output.display()
+    )
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn apply_list_get_replace_delete_over_http() {
+    let dir = temp_dir("server-http");
+    let server = Server::start(&["--workers", "2"], free_port());
+    let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+
+    let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&pipeline("a", 5000, &a)));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["name"], "a");
+    assert_eq!(body["state"], "running");
+    // JSON is YAML too.
+    let json_body =
+        r#"{"name": "b", "sources": {"gen": {"type": "generator", "series": 10, "rate": 100}},
+        "sinks": {"out": {"type": "file", "inputs": ["gen"], "path": "B"}}}"#
+            .replace("B", &b.display().to_string());
+    let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&json_body));
+    assert_eq!(status, 201, "{body}");
+
+    // Both run side by side.
+    wait_until("both pipelines to write", || {
+        std::fs::metadata(&a).is_ok_and(|m| m.len() > 0)
+            && std::fs::metadata(&b).is_ok_and(|m| m.len() > 0)
+    });
+    let (status, list) = server.json("GET", "/api/v1/pipelines", None);
+    assert_eq!(status, 200);
+    let names: Vec<&str> = list["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["a", "b"]);
+    assert!(list["pipelines"][0]["samples_in"].as_u64().unwrap() > 0);
+
+    let (status, one) = server.json("GET", "/api/v1/pipelines/a", None);
+    assert_eq!(status, 200);
+    assert!(one["yaml"].as_str().unwrap().contains("name: a"));
+    assert!(
+        one["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "w" && c["role"] == "transform")
+    );
+
+    // Replacing answers 200 and restarts the pipeline with the new definition.
+    let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&pipeline("a", 2000, &a)));
+    assert_eq!(status, 200, "{body}");
+    let (_, one) = server.json("GET", "/api/v1/pipelines/a", None);
+    assert!(one["yaml"].as_str().unwrap().contains("rate: 2000"));
+
+    // An invalid pipeline: 400 with every error, located.
+    let bad = pipeline("c", 10, &a)
+        .replace("[count, avg]", "[count, p101]")
+        .replace("type: generator", "type: generator\n    colour: red");
+    let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&bad));
+    assert_eq!(status, 400);
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{body}");
+    assert_eq!(errors[0]["line"], 5);
+    assert_eq!(errors[0]["component"]["kind"], "source");
+    assert!(errors[1]["message"].as_str().unwrap().contains("p101"));
+    assert_eq!(server.json("GET", "/api/v1/pipelines/c", None).0, 404);
+
+    // Metrics and health.
+    let (status, metrics) = server.request("GET", "/metrics", None).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("tidemark_samples_in_total{pipeline=\"a\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        "tidemark_component_received_total{pipeline=\"b\",component=\"out\",role=\"sink\"}"
+    ));
+    assert_eq!(server.request("GET", "/healthz", None).unwrap().0, 200);
+
+    // Delete stops one and leaves the other.
+    assert_eq!(
+        server
+            .request("DELETE", "/api/v1/pipelines/b", None)
+            .unwrap()
+            .0,
+        204
+    );
+    assert_eq!(server.json("GET", "/api/v1/pipelines/b", None).0, 404);
+    assert_eq!(
+        server
+            .request("DELETE", "/api/v1/pipelines/b", None)
+            .unwrap()
+            .0,
+        404
+    );
+    let (_, list) = server.json("GET", "/api/v1/pipelines", None);
+    assert_eq!(list["pipelines"].as_array().unwrap().len(), 1);
+
+    // SIGTERM drains and exits 0; the running window is flushed.
+    let before = std::fs::read_to_string(&a)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert!(server.stop().success());
+    let after = std::fs::read_to_string(&a).unwrap().lines().count();
+    assert!(after >= before, "{before} -> {after}");
+}
+
+#[test]
+fn the_cli_talks_to_a_server() {
+    let dir = temp_dir("server-cli");
+    let port = free_port();
+    let server = Server::start(&[], port);
+    let url = format!("http://127.0.0.1:{port}");
+    let file = dir.join("p.yaml");
+    std::fs::write(&file, pipeline("cli", 1000, &dir.join("out.jsonl"))).unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .arg("pipeline")
+            .args(args)
+            .args(["--server", &url])
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pipeline cli created"));
+    let out = cli(&["list"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("cli ") && l.contains("running"))
+    );
+    let out = cli(&["get", "cli"]);
+    assert!(out.status.success());
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["name"], "cli");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        pipeline("cli", 1000, &dir.join("out.jsonl"))
+            .replace("tumbling: 10s", "tumbling: 10 parsecs"),
+    )
+    .unwrap();
+    let out = cli(&["apply", "-f", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:14:", bad.display())) && stderr.contains("invalid duration"),
+        "{stderr}"
+    );
+    assert!(cli(&["delete", "cli"]).status.success());
+    assert_eq!(cli(&["get", "cli"]).status.code(), Some(1));
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_pipeline_applied_to_process_1_runs_on_both_processes() {
+    let dir = temp_dir("server-cluster");
+    let hosts = dir.join("hosts");
+    let (p0, p1) = (free_port(), free_port());
+    let timely = free_port();
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{timely}\n127.0.0.1:{}\n", timely + 1),
+    )
+    .unwrap();
+    let h = hosts.to_str().unwrap();
+    let spawn = |process: &str, port: u16| {
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args([
+                "serve",
+                "--http",
+                &format!("127.0.0.1:{port}"),
+                "--workers",
+                "2",
+                "--hostfile",
+                h,
+                "--process",
+                process,
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (c0, c1) = (spawn("0", p0), spawn("1", p1));
+    let s0 = Server {
+        child: c0,
+        url: format!("http://127.0.0.1:{p0}"),
+    };
+    let s1 = Server {
+        child: c1,
+        url: format!("http://127.0.0.1:{p1}"),
+    };
+    s0.wait_ready();
+    s1.wait_ready();
+    let output = dir.join("out.jsonl");
+    let finite = pipeline("shared", 0, &output).replace("    rate: 0\n", "    samples: 120\n");
+    let (status, body) = s1.json("POST", "/api/v1/pipelines", Some(&finite));
+    assert_eq!(status, 201, "{body}");
+    // Both processes run it: each generates its workers' share of the series.
+    for s in [&s0, &s1] {
+        wait_until("the pipeline to finish on both processes", || {
+            let (_, p) = s.json("GET", "/api/v1/pipelines/shared", None);
+            p["state"] == "finished"
+        });
+        let (_, p) = s.json("GET", "/api/v1/pipelines/shared", None);
+        assert!(p["samples_in"].as_u64().unwrap() > 0, "{p}");
+    }
+    let total: u64 = [&s0, &s1]
+        .iter()
+        .map(|s| {
+            s.json("GET", "/api/v1/pipelines/shared", None).1["samples_in"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total, 50 * 120);
+    // The file sink (on worker 0, in process 0) saw every window: samples at
+    // 0 s..119 s fall in 13 windows ((-10 s, 0 s] to (110 s, 120 s]), each
+    // with 5 metrics x 3 regions x 2 aggregates.
+    let rows = std::fs::read_to_string(&output).unwrap().lines().count();
+    assert_eq!(rows, 13 * 5 * 3 * 2);
+    // A timely cluster stops as a whole: SIGTERM to one process drains and
+    // stops both.
+    assert!(s0.stop().success());
+    assert!(s1.wait_exit().success());
+}
