@@ -11,6 +11,7 @@ use tidemark_engine::runtime::Cluster;
 use tidemark_pipelines::bench::{self, BenchOptions};
 use tidemark_pipelines::compile_file;
 use tidemark_pipelines::run::{ProgressMode, RunOptions, run};
+use tidemark_pipelines::server::http::Auth;
 use tidemark_pipelines::server::{ServeOptions, client, serve};
 
 /// Tidemark: a stream-processing engine for metrics.
@@ -93,6 +94,12 @@ enum Command {
         /// Seconds a graceful stop may take before the process exits anyway.
         #[arg(long, default_value_t = 30)]
         shutdown_timeout: u64,
+        /// File of bearer tokens (one a line) required by the control API.
+        #[arg(long, env = "TIDEMARK_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        /// Require a token for /metrics too (health checks stay open).
+        #[arg(long, requires = "token_file")]
+        protect_metrics: bool,
     },
     /// Manage the pipelines of a running server.
     Pipeline {
@@ -239,13 +246,20 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             pipelines,
             max_in_flight,
             shutdown_timeout,
+            token_file,
+            protect_metrics,
         } => {
+            let auth = match token_file {
+                Some(path) => Auth::from_file(&path, protect_metrics)?,
+                None => Auth::default(),
+            };
             serve(ServeOptions {
                 cluster: cluster.cluster()?,
                 http,
                 pipelines,
                 max_in_flight,
                 shutdown_timeout: std::time::Duration::from_secs(shutdown_timeout),
+                auth,
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -380,3 +380,58 @@ fn a_pipeline_applied_to_process_1_runs_on_both_processes() {
     assert!(s0.stop().success());
     assert!(s1.wait_exit().success());
 }
+
+#[test]
+fn requests_without_a_valid_token_are_refused() {
+    let dir = temp_dir("server-auth");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "# operators\ns3cret-one\n\ns3cret-two\n").unwrap();
+    let port = free_port();
+    let server = Server::start(
+        &[
+            "--token-file",
+            tokens.to_str().unwrap(),
+            "--protect-metrics",
+        ],
+        port,
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://127.0.0.1:{port}");
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = agent.get(&format!("{url}{path}"));
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        r.call().unwrap().status().as_u16()
+    };
+    assert_eq!(get("/api/v1/pipelines", None), 401);
+    assert_eq!(get("/api/v1/pipelines", Some("wrong")), 401);
+    assert_eq!(get("/api/v1/pipelines", Some("s3cret-tw")), 401);
+    assert_eq!(get("/api/v1/pipelines", Some("s3cret-one")), 200);
+    assert_eq!(get("/api/v1/pipelines", Some("s3cret-two")), 200);
+    assert_eq!(get("/metrics", None), 401);
+    assert_eq!(get("/metrics", Some("s3cret-two")), 200);
+    assert_eq!(get("/healthz", None), 200, "health checks stay open");
+    // A refused apply installs nothing.
+    let refused = agent
+        .post(&format!("{url}/api/v1/pipelines"))
+        .send(pipeline("x", 10, &dir.join("o.jsonl")))
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    // The CLI sends TIDEMARK_TOKEN.
+    let cli = |token: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["pipeline", "list", "--server", &url])
+            .env("TIDEMARK_TOKEN", token)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(!cli("nope"));
+    assert!(cli("s3cret-one"));
+    assert!(server.stop().success());
+}

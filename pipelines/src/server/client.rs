@@ -4,6 +4,20 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// The token the CLI sends, from `TIDEMARK_TOKEN` or `--token-file`.
+pub fn token() -> Option<String> {
+    std::env::var("TIDEMARK_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+fn with_token<B>(request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+    match token() {
+        Some(t) => request.header("authorization", format!("Bearer {t}")),
+        None => request,
+    }
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -83,7 +97,7 @@ pub fn apply(server: &str, file: &str) -> anyhow::Result<bool> {
 
 /// Lists pipelines as a table on standard output.
 pub fn list(server: &str) -> anyhow::Result<bool> {
-    let (status, body) = read(agent().get(&url(server, "")).call()?)?;
+    let (status, body) = read(with_token(agent().get(&url(server, ""))).call()?)?;
     if status != 200 {
         eprintln!("server answered {status}: {body}");
         return Ok(false);
@@ -112,7 +126,7 @@ pub fn list(server: &str) -> anyhow::Result<bool> {
 
 /// Prints one pipeline's status as JSON.
 pub fn get(server: &str, name: &str) -> anyhow::Result<bool> {
-    let (status, body) = read(agent().get(&url(server, &format!("/{name}"))).call()?)?;
+    let (status, body) = read(with_token(agent().get(&url(server, &format!("/{name}")))).call()?)?;
     if status != 200 {
         eprintln!(
             "server answered {status}: {}",
@@ -126,7 +140,8 @@ pub fn get(server: &str, name: &str) -> anyhow::Result<bool> {
 
 /// Deletes a pipeline.
 pub fn delete(server: &str, name: &str) -> anyhow::Result<bool> {
-    let (status, body) = read(agent().delete(&url(server, &format!("/{name}"))).call()?)?;
+    let (status, body) =
+        read(with_token(agent().delete(&url(server, &format!("/{name}")))).call()?)?;
     if status != 204 {
         eprintln!(
             "server answered {status}: {}",

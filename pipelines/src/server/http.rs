@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -20,14 +21,97 @@ use crate::compile::Diagnostic;
 /// Largest pipeline body accepted.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// Bearer tokens and what they protect.
+#[derive(Clone, Debug, Default)]
+pub struct Auth {
+    /// Accepted tokens; empty means no authentication.
+    pub tokens: Vec<String>,
+    /// Also require a token for `/metrics` (health checks stay open).
+    pub protect_metrics: bool,
+}
+
+impl Auth {
+    /// Reads tokens from a file, one a line (blank lines and `#` comments
+    /// ignored). Tokens are never logged.
+    pub fn from_file(path: &std::path::Path, protect_metrics: bool) -> anyhow::Result<Auth> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?;
+        let tokens: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        anyhow::ensure!(
+            !tokens.is_empty(),
+            "the token file {} has no tokens",
+            path.display()
+        );
+        Ok(Auth {
+            tokens,
+            protect_metrics,
+        })
+    }
+
+    fn accepts(&self, header: Option<&str>) -> bool {
+        let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        // Compare every token in full so timing reveals nothing.
+        self.tokens.iter().fold(false, |ok, t| {
+            ok | constant_time_eq(t.as_bytes(), given.trim().as_bytes())
+        })
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if auth.accepts(header) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(json!({"error": "missing or invalid bearer token"})),
+        )
+            .into_response()
+    }
+}
+
 /// The router.
-pub fn router(control: Arc<Control>) -> Router {
+pub fn router(control: Arc<Control>, auth: Auth) -> Router {
+    let auth = Arc::new(auth);
+    let mut api = Router::new()
+        .route("/api/v1/pipelines", get(list).post(apply))
+        .route("/api/v1/pipelines/{name}", get(get_one).delete(delete));
+    let mut metrics = Router::new().route("/metrics", get(metrics_handler));
+    if !auth.tokens.is_empty() {
+        api = api.layer(middleware::from_fn_with_state(
+            Arc::clone(&auth),
+            require_token,
+        ));
+        if auth.protect_metrics {
+            metrics = metrics.layer(middleware::from_fn_with_state(
+                Arc::clone(&auth),
+                require_token,
+            ));
+        }
+    }
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics_handler))
-        .route("/api/v1/pipelines", get(list).post(apply))
-        .route("/api/v1/pipelines/{name}", get(get_one).delete(delete))
+        .merge(metrics)
+        .merge(api)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(control)
 }

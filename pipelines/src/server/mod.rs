@@ -30,6 +30,8 @@ pub struct ServeOptions {
     pub max_in_flight: u64,
     /// How long a graceful stop may take before the process exits anyway.
     pub shutdown_timeout: Duration,
+    /// Bearer tokens.
+    pub auth: http::Auth,
 }
 
 fn read_pipelines(dir: &PathBuf) -> anyhow::Result<Vec<(String, String)>> {
@@ -118,7 +120,7 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
             }
         }
         let stopping = Arc::clone(&control);
-        axum::serve(listener, http::router(Arc::clone(&control)))
+        axum::serve(listener, http::router(Arc::clone(&control), options.auth.clone()))
             .with_graceful_shutdown(async move {
                 // A signal here, or a shutdown sequenced by another process.
                 let remote = async {
