@@ -2,20 +2,23 @@
 # Installs what the tests need and runs them all: formatting, lints, and the
 # whole test suite. This is the command the README gives and .ci/run calls.
 #
-# On a fresh Debian machine it needs Rust (1.88 or newer, from rustup) and a
-# C compiler; it installs the C compiler and pkg-config with apt-get when they
-# are missing. Later connectors add their services here (see deploy/README.md).
+# On a fresh Debian machine it needs Rust (1.88 or newer, from rustup); it
+# installs with apt-get what is missing of: a C compiler, pkg-config, and
+# Prometheus (a real scraper for the /metrics test). Later connectors add
+# their services here (see deploy/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# The real Prometheus scrapes `tidemark serve` in pipelines/tests/server.rs.
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "deploy/test.sh: installing ${need_apt[*]} with apt-get" >&2
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq "${need_apt[@]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -435,3 +435,78 @@ fn requests_without_a_valid_token_are_refused() {
     assert!(cli("s3cret-one"));
     assert!(server.stop().success());
 }
+
+#[test]
+fn prometheus_scrapes_metrics() {
+    let Ok(prometheus) = which("prometheus") else {
+        panic!(
+            "the prometheus binary is missing: run ./deploy/test.sh, which installs Debian's prometheus package"
+        );
+    };
+    let dir = temp_dir("server-prometheus");
+    let port = free_port();
+    let server = Server::start(&[], port);
+    let (status, body) = server.json(
+        "POST",
+        "/api/v1/pipelines",
+        Some(&pipeline("scraped", 500, &dir.join("out.jsonl"))),
+    );
+    assert_eq!(status, 201, "{body}");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tidemark\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .unwrap();
+    let web = free_port();
+    let mut child = Command::new(prometheus)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let query = format!(
+        "http://127.0.0.1:{web}/api/v1/query?query=tidemark_samples_in_total%7Bpipeline%3D%22scraped%22%7D"
+    );
+    let start = Instant::now();
+    let mut seen = None;
+    while start.elapsed() < Duration::from_secs(40) {
+        if let Ok(mut r) = agent.get(&query).call() {
+            if let Ok(text) = r.body_mut().read_to_string() {
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                if let Some(value) = v["data"]["result"][0]["value"][1].as_str() {
+                    if value.parse::<f64>().unwrap_or(0.0) > 0.0 {
+                        seen = Some(v);
+                        break;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let v = seen.expect("Prometheus never scraped tidemark_samples_in_total");
+    assert_eq!(v["data"]["result"][0]["metric"]["job"], "tidemark");
+    assert!(server.stop().success());
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
