@@ -482,16 +482,21 @@ fn prometheus_scrapes_metrics() {
     let start = Instant::now();
     let mut seen = None;
     while start.elapsed() < Duration::from_secs(40) {
-        if let Ok(mut r) = agent.get(&query).call() {
-            if let Ok(text) = r.body_mut().read_to_string() {
-                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                if let Some(value) = v["data"]["result"][0]["value"][1].as_str() {
-                    if value.parse::<f64>().unwrap_or(0.0) > 0.0 {
-                        seen = Some(v);
-                        break;
-                    }
-                }
-            }
+        let text = agent
+            .get(&query)
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok());
+        let v: Value = text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        let value = v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|x| x.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if value > 0.0 {
+            seen = Some(v);
+            break;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
