@@ -61,7 +61,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Deserialises a component, placing serde's error at the field it names.
-fn typed<T: serde::de::DeserializeOwned>(
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(
     node: &Node,
     value: serde_json::Value,
 ) -> Result<T, (Pos, String)> {
@@ -82,7 +82,9 @@ fn typed<T: serde::de::DeserializeOwned>(
             && message.starts_with("unknown field")
         {
             let mut with = path.clone();
-            with.push(field.to_owned());
+            if with.last().is_none_or(|last| last != field) {
+                with.push(field.to_owned());
+            }
             pos = node.locate(&with, true);
         }
         if message.starts_with("unknown variant") {

@@ -8,9 +8,11 @@ use tracing_subscriber::EnvFilter;
 
 use tidemark_engine::flow::DEFAULT_MAX_IN_FLIGHT;
 use tidemark_engine::runtime::Cluster;
+use tidemark_pipelines::Diagnostic;
 use tidemark_pipelines::bench::{self, BenchOptions};
 use tidemark_pipelines::compile_file;
 use tidemark_pipelines::run::{ProgressMode, RunOptions, run};
+use tidemark_pipelines::server::config::ServerConfig;
 use tidemark_pipelines::server::http::Auth;
 use tidemark_pipelines::server::{ServeOptions, client, serve};
 
@@ -79,28 +81,7 @@ enum Command {
         max_in_flight: u64,
     },
     /// Serve: run the pipelines applied over the API until SIGTERM.
-    Serve {
-        #[command(flatten)]
-        cluster: ClusterArgs,
-        /// HTTP listen address (control API, /metrics, /healthz).
-        #[arg(long, default_value = "0.0.0.0:8080", env = "TIDEMARK_HTTP")]
-        http: std::net::SocketAddr,
-        /// Apply every `*.yaml` in this directory at start.
-        #[arg(long, env = "TIDEMARK_PIPELINES")]
-        pipelines: Option<PathBuf>,
-        /// Records each source instance may have in flight before it waits.
-        #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
-        max_in_flight: u64,
-        /// Seconds a graceful stop may take before the process exits anyway.
-        #[arg(long, default_value_t = 30)]
-        shutdown_timeout: u64,
-        /// File of bearer tokens (one a line) required by the control API.
-        #[arg(long, env = "TIDEMARK_TOKEN_FILE")]
-        token_file: Option<PathBuf>,
-        /// Require a token for /metrics too (health checks stay open).
-        #[arg(long, requires = "token_file")]
-        protect_metrics: bool,
-    },
+    Serve(ServeArgs),
     /// Manage the pipelines of a running server.
     Pipeline {
         /// The server's HTTP address.
@@ -125,6 +106,92 @@ enum Command {
         #[command(subcommand)]
         which: BenchCommand,
     },
+}
+
+/// `tidemark serve`: flags and variables win over `--config`, which wins
+/// over the defaults shown.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Configuration file (see docs/configuration.md).
+    #[arg(long, env = "TIDEMARK_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP listen address (control API, /metrics, /healthz) [default: 0.0.0.0:8080].
+    #[arg(long, env = "TIDEMARK_HTTP")]
+    http: Option<std::net::SocketAddr>,
+    /// Worker threads in this process [default: 1].
+    #[arg(short, long, env = "TIDEMARK_WORKERS")]
+    workers: Option<usize>,
+    /// File listing every process of a cluster, one `host:port` a line.
+    #[arg(long, env = "TIDEMARK_HOSTFILE")]
+    hostfile: Option<PathBuf>,
+    /// This process's index in the host file (0-based).
+    #[arg(long, env = "TIDEMARK_PROCESS")]
+    process: Option<usize>,
+    /// Apply every `*.yaml` in this directory at start.
+    #[arg(long, env = "TIDEMARK_PIPELINES")]
+    pipelines: Option<PathBuf>,
+    /// Records each source instance may have in flight before it waits [default: 1048576].
+    #[arg(long, env = "TIDEMARK_MAX_IN_FLIGHT")]
+    max_in_flight: Option<u64>,
+    /// How long a graceful stop may take before the process exits anyway [default: 30s].
+    #[arg(long, env = "TIDEMARK_SHUTDOWN_TIMEOUT")]
+    shutdown_timeout: Option<String>,
+    /// File of bearer tokens (one a line) required by the control API.
+    #[arg(long, env = "TIDEMARK_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Require a token for /metrics too (health checks stay open).
+    #[arg(long, env = "TIDEMARK_PROTECT_METRICS", num_args = 0..=1, default_missing_value = "true")]
+    protect_metrics: Option<bool>,
+}
+
+impl ServeArgs {
+    fn options(self) -> anyhow::Result<Result<ServeOptions, Vec<Diagnostic>>> {
+        let file = match &self.config {
+            Some(path) => match ServerConfig::load(path) {
+                Ok(c) => c,
+                Err(errors) => return Ok(Err(errors)),
+            },
+            None => ServerConfig::default(),
+        };
+        let workers = self.workers.or(file.workers).unwrap_or(1);
+        let cluster = match (
+            self.hostfile.or(file.hostfile),
+            self.process.or(file.process),
+        ) {
+            (Some(path), Some(process)) => Cluster::from_host_file(workers, process, &path)?,
+            (None, None) => Cluster::local(workers),
+            _ => anyhow::bail!("give both a host file and a process index, or neither"),
+        };
+        cluster.check()?;
+        let timeout = self
+            .shutdown_timeout
+            .or(file.shutdown_timeout)
+            .unwrap_or_else(|| "30s".into());
+        let shutdown_timeout = tidemark_engine::time::parse_duration(&timeout)?;
+        let protect_metrics = self
+            .protect_metrics
+            .or(file.protect_metrics)
+            .unwrap_or(false);
+        let auth = match self.token_file.or(file.token_file) {
+            Some(path) => Auth::from_file(&path, protect_metrics)?,
+            None if protect_metrics => anyhow::bail!("protect_metrics needs a token file"),
+            None => Auth::default(),
+        };
+        Ok(Ok(ServeOptions {
+            cluster,
+            http: self
+                .http
+                .or(file.http)
+                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
+            pipelines: self.pipelines.or(file.pipelines),
+            max_in_flight: self
+                .max_in_flight
+                .or(file.max_in_flight)
+                .unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            shutdown_timeout,
+            auth,
+        }))
+    }
 }
 
 #[derive(Subcommand)]
@@ -240,29 +307,18 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Serve {
-            cluster,
-            http,
-            pipelines,
-            max_in_flight,
-            shutdown_timeout,
-            token_file,
-            protect_metrics,
-        } => {
-            let auth = match token_file {
-                Some(path) => Auth::from_file(&path, protect_metrics)?,
-                None => Auth::default(),
-            };
-            serve(ServeOptions {
-                cluster: cluster.cluster()?,
-                http,
-                pipelines,
-                max_in_flight,
-                shutdown_timeout: std::time::Duration::from_secs(shutdown_timeout),
-                auth,
-            })?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Serve(args) => match args.options()? {
+            Ok(options) => {
+                serve(options)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Pipeline { server, action } => {
             let ok = match action {
                 PipelineCommand::Apply { file } => client::apply(&server, &file)?,

@@ -515,3 +515,75 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+#[test]
+fn a_config_file_with_flag_and_environment_overrides() {
+    let dir = temp_dir("server-config");
+    let (file_port, flag_port) = (free_port(), free_port());
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "from-file\n").unwrap();
+    let pipelines = dir.join("pipelines");
+    std::fs::create_dir_all(&pipelines).unwrap();
+    std::fs::write(
+        pipelines.join("boot.yaml"),
+        pipeline("boot", 100, &dir.join("boot.jsonl")),
+    )
+    .unwrap();
+    let config = dir.join("tidemark.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "http: 127.0.0.1:{file_port}\nworkers: 2\npipelines: {}\ntoken_file: {}\nshutdown_timeout: 20s\n",
+            pipelines.display(),
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    // The flag moves the listener; the file still gives tokens and pipelines.
+    let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--http",
+            &format!("127.0.0.1:{flag_port}"),
+        ])
+        .env("TIDEMARK_WORKERS", "1")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{flag_port}"),
+    };
+    server.wait_ready();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let list = |token: &str| {
+        let mut r = agent
+            .get(&format!("{}/api/v1/pipelines", server.url))
+            .header("authorization", format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    assert_eq!(list("nope").0, 401);
+    wait_until("the boot pipeline", || {
+        list("from-file").1.contains("\"boot\"")
+    });
+    assert!(server.stop().success());
+
+    // A bad configuration file is reported with its position, before starting.
+    std::fs::write(&config, "http: 127.0.0.1:1\nworkerz: 2\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!(
+        "{}:2:1: unknown field `workerz`",
+        config.display()
+    )));
+}

@@ -3,6 +3,7 @@
 //! serves HTTP ([`http`]). See `docs/server.md`.
 
 pub mod client;
+pub mod config;
 pub mod control;
 pub mod http;
 pub mod metrics;
