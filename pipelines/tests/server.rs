@@ -587,3 +587,21 @@ fn a_config_file_with_flag_and_environment_overrides() {
         config.display()
     )));
 }
+
+#[test]
+fn oversized_requests_are_refused() {
+    let server = Server::start(&[], free_port());
+    let huge = format!("name: big\n# {}\n", "x".repeat(2 << 20));
+    let (status, _) = server
+        .request("POST", "/api/v1/pipelines", Some(&huge))
+        .unwrap();
+    assert_eq!(status, 413);
+    assert_eq!(
+        server.json("GET", "/api/v1/pipelines", None).1["pipelines"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(server.stop().success());
+}
