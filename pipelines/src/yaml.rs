@@ -213,6 +213,20 @@ impl MarkedEventReceiver for Builder {
     }
 }
 
+/// Parses every document of a YAML stream (`---` separated).
+pub fn parse_all(text: &str) -> Result<Vec<Node>, SyntaxError> {
+    let mut builder = Builder::default();
+    let mut parser = Parser::new_from_str(text);
+    parser.load(&mut builder, true).map_err(|e| SyntaxError {
+        pos: pos(*e.marker()),
+        message: e.info().to_owned(),
+    })?;
+    match builder.error {
+        Some(e) => Err(e),
+        None => Ok(builder.docs),
+    }
+}
+
 /// Parses one YAML document. An empty document is an empty mapping.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut builder = Builder::default();
