@@ -126,7 +126,7 @@ pub struct PipelineStats {
 }
 
 /// A snapshot of a pipeline's totals.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     /// Records read by sources.
     pub samples_in: u64,
@@ -204,6 +204,21 @@ impl PipelineStats {
             .unwrap_or(u64::MAX);
         t.watermark = (min != u64::MAX).then_some(min);
         t
+    }
+}
+
+impl Totals {
+    /// Adds another process's totals (the watermark is the minimum).
+    pub fn merge(&mut self, other: &Totals) {
+        self.samples_in += other.samples_in;
+        self.samples_out += other.samples_out;
+        self.rejected += other.rejected;
+        self.late += other.late;
+        self.corrections += other.corrections;
+        self.watermark = match (self.watermark, other.watermark) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 

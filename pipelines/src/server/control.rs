@@ -44,7 +44,17 @@ pub enum Command {
     /// Stop every pipeline and then the workers, in every process: a timely
     /// cluster stops as a whole.
     Shutdown,
+    /// A process's counters, so that every process can report the cluster.
+    Report {
+        /// The reporting process.
+        process: usize,
+        /// Totals per pipeline (name, id, totals).
+        pipelines: Report,
+    },
 }
+
+/// A process's counters: (pipeline, id, totals).
+pub type Report = Vec<(String, (usize, u64), Totals)>;
 
 /// A pipeline's state in this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -96,9 +106,29 @@ pub struct Status {
     pub watermark_lag_seconds: Option<f64>,
     /// Per component: received, sent, errors and drops by reason.
     pub components: Vec<ComponentStatus>,
+    /// Totals over every process of the cluster (each other process as of
+    /// its last report, at most about a second old).
+    pub cluster: ClusterTotals,
     /// The pipeline as applied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub yaml: Option<String>,
+}
+
+/// A pipeline's totals over the cluster.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterTotals {
+    /// Processes counted (this one included).
+    pub processes: usize,
+    /// Sum of samples read.
+    pub samples_in: u64,
+    /// Sum of samples written.
+    pub samples_out: u64,
+    /// Sum of rejected samples.
+    pub rejected: u64,
+    /// Sum of late samples.
+    pub late: u64,
+    /// The lowest watermark.
+    pub watermark: Option<Time>,
 }
 
 /// One component's counters.
@@ -133,6 +163,9 @@ pub struct Control {
     /// Set once every local worker runs.
     pub ready: AtomicBool,
     started: AtomicU64,
+    /// Processes in the cluster.
+    pub processes: usize,
+    reports: Mutex<BTreeMap<usize, Report>>,
     stdout: StdoutWriter,
     max_in_flight: u64,
 }
@@ -149,6 +182,7 @@ impl Control {
     /// A control plane for `workers` local workers.
     pub fn new(
         process: usize,
+        processes: usize,
         workers: usize,
         stdout: StdoutWriter,
         max_in_flight: u64,
@@ -164,6 +198,8 @@ impl Control {
             shutdown: Shutdown::default(),
             ready: AtomicBool::new(false),
             started: AtomicU64::new(0),
+            processes,
+            reports: Mutex::default(),
             stdout,
             max_in_flight,
         })
@@ -276,8 +312,44 @@ impl Control {
             watermark_lag_seconds: t
                 .watermark
                 .map(|w| (now_millis() - w as Millis) as f64 / 1000.0),
+            cluster: self.cluster_totals(name, e.id, &t),
             components,
             yaml: with_yaml.then(|| e.yaml.clone()),
+        }
+    }
+
+    fn cluster_totals(&self, name: &str, id: (usize, u64), own: &Totals) -> ClusterTotals {
+        let mut sum = own.clone();
+        let mut processes = 1;
+        let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        for (process, pipelines) in reports.iter() {
+            if *process == self.process {
+                continue;
+            }
+            if let Some((_, _, t)) = pipelines.iter().find(|(n, i, _)| n == name && *i == id) {
+                sum.merge(t);
+                processes += 1;
+            }
+        }
+        ClusterTotals {
+            processes,
+            samples_in: sum.samples_in,
+            samples_out: sum.samples_out,
+            rejected: sum.rejected,
+            late: sum.late,
+            watermark: sum.watermark,
+        }
+    }
+
+    fn report(&self) -> Command {
+        let pipelines = self
+            .entries()
+            .iter()
+            .map(|(n, e)| (n.clone(), e.id, e.stats.totals()))
+            .collect();
+        Command::Report {
+            process: self.process,
+            pipelines,
         }
     }
 
@@ -386,6 +458,7 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
     let mut running: BTreeMap<String, Installed> = BTreeMap::new();
     let mut draining: Vec<Installed> = Vec::new();
     let mut stopping = false;
+    let mut last_report = Instant::now();
     if control.started.fetch_add(1, Ordering::SeqCst) + 1 == control.workers as u64 {
         control.ready.store(true, Ordering::SeqCst);
     }
@@ -393,6 +466,11 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
         if let Some(rx) = &rx {
             while let Ok(command) = rx.try_recv() {
                 sequencer.push(command);
+            }
+            // In a cluster, share this process's counters once a second.
+            if control.processes > 1 && last_report.elapsed() >= Duration::from_secs(1) {
+                last_report = Instant::now();
+                sequencer.push(control.report());
             }
         }
         for command in sequencer.by_ref() {
@@ -428,6 +506,15 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                         },
                     );
                     control.update(&name, id, |e| e.installed += 1);
+                }
+                Command::Report { process, pipelines } => {
+                    if leader {
+                        control
+                            .reports
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(process, pipelines);
+                    }
                 }
                 Command::Shutdown => {
                     stopping = true;

@@ -97,6 +97,7 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let cluster = options.cluster.clone();
     let control = Control::new(
         cluster.process,
+        cluster.processes(),
         cluster.workers,
         stdout,
         options.max_in_flight,
