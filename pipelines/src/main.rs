@@ -118,6 +118,9 @@ struct ServeArgs {
     /// HTTP listen address (control API, /metrics, /healthz) [default: 0.0.0.0:8080].
     #[arg(long, env = "TIDEMARK_HTTP")]
     http: Option<std::net::SocketAddr>,
+    /// gRPC listen address (control service; ingest and OTLP later) [default: 0.0.0.0:4317].
+    #[arg(long, env = "TIDEMARK_GRPC")]
+    grpc: Option<std::net::SocketAddr>,
     /// Worker threads in this process [default: 1].
     #[arg(short, long, env = "TIDEMARK_WORKERS")]
     workers: Option<usize>,
@@ -183,6 +186,10 @@ impl ServeArgs {
                 .http
                 .or(file.http)
                 .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
+            grpc: self
+                .grpc
+                .or(file.grpc)
+                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 4317))),
             pipelines: self.pipelines.or(file.pipelines),
             max_in_flight: self
                 .max_in_flight

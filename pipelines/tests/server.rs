@@ -24,13 +24,16 @@ fn free_port() -> u16 {
 struct Server {
     child: Child,
     url: String,
+    grpc: u16,
 }
 
 impl Server {
     fn start(args: &[&str], port: u16) -> Server {
+        let grpc = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .arg("serve")
             .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(["--grpc", &format!("127.0.0.1:{grpc}")])
             .args(args)
             .stdout(Stdio::null())
             .spawn()
@@ -38,6 +41,7 @@ impl Server {
         let server = Server {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            grpc,
         };
         server.wait_ready();
         server
@@ -333,6 +337,7 @@ fn a_pipeline_applied_to_process_1_runs_on_both_processes() {
                 "--process",
                 process,
             ])
+            .args(["--grpc", &format!("127.0.0.1:{}", free_port())])
             .stdout(Stdio::null())
             .spawn()
             .unwrap()
@@ -341,10 +346,12 @@ fn a_pipeline_applied_to_process_1_runs_on_both_processes() {
     let s0 = Server {
         child: c0,
         url: format!("http://127.0.0.1:{p0}"),
+        grpc: 0,
     };
     let s1 = Server {
         child: c1,
         url: format!("http://127.0.0.1:{p1}"),
+        grpc: 0,
     };
     s0.wait_ready();
     s1.wait_ready();
@@ -548,6 +555,7 @@ fn a_config_file_with_flag_and_environment_overrides() {
             "--http",
             &format!("127.0.0.1:{flag_port}"),
         ])
+        .args(["--grpc", &format!("127.0.0.1:{}", free_port())])
         .env("TIDEMARK_WORKERS", "1")
         .stdout(Stdio::null())
         .spawn()
@@ -555,6 +563,7 @@ fn a_config_file_with_flag_and_environment_overrides() {
     let server = Server {
         child,
         url: format!("http://127.0.0.1:{flag_port}"),
+        grpc: 0,
     };
     server.wait_ready();
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -603,5 +612,93 @@ fn oversized_requests_are_refused() {
             .len(),
         0
     );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn the_grpc_control_service() {
+    use tidemark_pipelines::server::grpc::proto::pipeline_service_client::PipelineServiceClient;
+    use tidemark_pipelines::server::grpc::proto::{
+        ApplyRequest, DeleteRequest, GetRequest, ListRequest,
+    };
+
+    let dir = temp_dir("server-grpc");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "grpc-token\n").unwrap();
+    let server = Server::start(&["--token-file", tokens.to_str().unwrap()], free_port());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client =
+            PipelineServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc))
+                .await
+                .unwrap();
+        fn authed<T>(mut r: tonic::Request<T>) -> tonic::Request<T> {
+            r.metadata_mut()
+                .insert("authorization", "Bearer grpc-token".parse().unwrap());
+            r
+        }
+        // No token: refused.
+        let err = client.list(ListRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+        let definition = pipeline("g", 1000, &dir.join("g.jsonl"));
+        let reply = client
+            .apply(authed(tonic::Request::new(ApplyRequest {
+                definition: definition.clone(),
+            })))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(reply.created);
+        assert_eq!(reply.status.unwrap().state, "running");
+        let reply = client
+            .apply(authed(tonic::Request::new(ApplyRequest { definition })))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!reply.created, "a second apply replaces");
+
+        let list = client
+            .list(authed(tonic::Request::new(ListRequest {})))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(list.pipelines.len(), 1);
+        let one = client
+            .get(authed(tonic::Request::new(GetRequest { name: "g".into() })))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(one.definition.contains("name: g"));
+
+        let bad = pipeline("h", 10, &dir.join("h.jsonl"))
+            .replace("[count, avg]", "[count, p101]")
+            .replace("tumbling: 10s", "tumbling: 10x");
+        let err = client
+            .apply(authed(tonic::Request::new(ApplyRequest {
+                definition: bad,
+            })))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.message().lines().count(), 2, "{}", err.message());
+        assert!(
+            err.message().contains("request:14:24:") && err.message().contains("p101"),
+            "{}",
+            err.message()
+        );
+
+        client
+            .delete(authed(tonic::Request::new(DeleteRequest {
+                name: "g".into(),
+            })))
+            .await
+            .unwrap();
+        let err = client
+            .get(authed(tonic::Request::new(GetRequest { name: "g".into() })))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+    });
     assert!(server.stop().success());
 }

@@ -16,6 +16,8 @@ use crate::yaml::{self, Pos};
 pub struct ServerConfig {
     /// HTTP listen address (control API, /metrics, /healthz). Default `0.0.0.0:8080`.
     pub http: Option<std::net::SocketAddr>,
+    /// gRPC listen address (control service). Default `0.0.0.0:4317`.
+    pub grpc: Option<std::net::SocketAddr>,
     /// Worker threads in this process. Default 1.
     pub workers: Option<usize>,
     /// Cluster host file (one `host:port` a line); with `process`.

@@ -53,7 +53,8 @@ impl Auth {
         })
     }
 
-    fn accepts(&self, header: Option<&str>) -> bool {
+    /// Whether an `Authorization` header value carries an accepted token.
+    pub fn accepts(&self, header: Option<&str>) -> bool {
         let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
             return false;
         };

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 
@@ -25,6 +26,8 @@ pub struct ServeOptions {
     pub cluster: Cluster,
     /// HTTP listen address.
     pub http: SocketAddr,
+    /// gRPC listen address.
+    pub grpc: SocketAddr,
     /// Pipelines to apply at start (every `*.yaml` in the directory).
     pub pipelines: Option<PathBuf>,
     /// Records each source instance may have in flight.
@@ -116,6 +119,11 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.http))?;
         tracing::info!(http = %listener.local_addr()?, process = cluster.process, workers = cluster.workers, "Listening.");
+        let grpc_listener = tokio::net::TcpListener::bind(options.grpc)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.grpc))?;
+        tracing::info!(grpc = %grpc_listener.local_addr()?, "Listening.");
+        let grpc = tokio::spawn(grpc::serve(grpc_listener, Arc::clone(&control), options.auth.clone()));
         if cluster.process == 0 {
             for (name, yaml) in &initial {
                 control.apply(name, yaml);
@@ -138,6 +146,7 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
                 stopping.request_shutdown();
             })
             .await?;
+        grpc.await??;
         Ok(())
     });
     if let Err(e) = served {
