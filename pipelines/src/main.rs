@@ -14,7 +14,7 @@ use tidemark_pipelines::compile_file;
 use tidemark_pipelines::run::{ProgressMode, RunOptions, run};
 use tidemark_pipelines::server::config::ServerConfig;
 use tidemark_pipelines::server::http::Auth;
-use tidemark_pipelines::server::{ServeOptions, client, serve};
+use tidemark_pipelines::server::{ServeOptions, TlsFiles, client, serve};
 
 /// Tidemark: a stream-processing engine for metrics.
 #[derive(Parser)]
@@ -142,6 +142,12 @@ struct ServeArgs {
     /// File of bearer tokens (one a line) required by the control API.
     #[arg(long, env = "TIDEMARK_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for the HTTP and gRPC listeners; with --tls-key.
+    #[arg(long, env = "TIDEMARK_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM); with --tls-cert.
+    #[arg(long, env = "TIDEMARK_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Require a token for /metrics too (health checks stay open).
     #[arg(long, env = "TIDEMARK_PROTECT_METRICS", num_args = 0..=1, default_missing_value = "true")]
     protect_metrics: Option<bool>,
@@ -180,6 +186,14 @@ impl ServeArgs {
             None if protect_metrics => anyhow::bail!("protect_metrics needs a token file"),
             None => Auth::default(),
         };
+        let tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both a certificate (--tls-cert) and a key (--tls-key)"),
+        };
         Ok(Ok(ServeOptions {
             cluster,
             http: self
@@ -197,6 +211,7 @@ impl ServeArgs {
                 .unwrap_or(DEFAULT_MAX_IN_FLIGHT),
             shutdown_timeout,
             auth,
+            tls,
         }))
     }
 }

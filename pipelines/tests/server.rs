@@ -702,3 +702,86 @@ fn the_grpc_control_service() {
     });
     assert!(server.stop().success());
 }
+
+#[test]
+fn tls_on_both_listeners() {
+    use tidemark_pipelines::server::grpc::proto::ListRequest;
+    use tidemark_pipelines::server::grpc::proto::pipeline_service_client::PipelineServiceClient;
+
+    let dir = temp_dir("server-tls");
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_pem, key_pem) = (key.cert.pem(), key.signing_key.serialize_pem());
+    let (cert, keyfile) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&keyfile, &key_pem).unwrap();
+    let (port, grpc) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "serve",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--grpc",
+            &format!("127.0.0.1:{grpc}"),
+        ])
+        .args([
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            keyfile.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        url: format!("https://localhost:{port}"),
+        grpc,
+    };
+    // The CLI trusts the certificate through TIDEMARK_CA_CERT.
+    let cli = |ca: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+        c.args(["pipeline", "list", "--server", &server.url]);
+        if ca {
+            c.env("TIDEMARK_CA_CERT", &cert);
+        }
+        c.output().unwrap().status.success()
+    };
+    wait_until("the TLS listener", || cli(true));
+    assert!(!cli(false), "an unknown certificate must be refused");
+    // Plain HTTP to the TLS port gets no answer.
+    let plain: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    assert!(
+        plain
+            .get(&format!("http://127.0.0.1:{port}/healthz"))
+            .call()
+            .is_err()
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&cert_pem))
+            .domain_name("localhost");
+        let channel = tonic::transport::Channel::from_shared(format!("https://localhost:{grpc}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = PipelineServiceClient::new(channel);
+        assert!(
+            client
+                .list(ListRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .pipelines
+                .is_empty()
+        );
+    });
+    assert!(server.stop().success());
+}

@@ -18,12 +18,32 @@ fn with_token<B>(request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
     }
 }
 
+/// An HTTP agent; with `TIDEMARK_CA_CERT` (a PEM file) it trusts that CA,
+/// for servers with a private or self-signed certificate.
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
+    let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
+        .timeout_global(Some(Duration::from_secs(60)));
+    if let Some(path) = std::env::var_os("TIDEMARK_CA_CERT") {
+        match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| {
+                ureq::tls::Certificate::from_pem(&pem)
+                    .map(|c| c.to_owned())
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(cert) => {
+                let roots = ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![cert]));
+                config =
+                    config.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+            }
+            Err(e) => eprintln!(
+                "ignoring TIDEMARK_CA_CERT {}: {e}",
+                std::path::Path::new(&path).display()
+            ),
+        }
+    }
+    config.build().into()
 }
 
 fn read(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<(u16, Value)> {

@@ -28,6 +28,10 @@ pub struct ServerConfig {
     pub pipelines: Option<PathBuf>,
     /// File of bearer tokens required by the control API.
     pub token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for both listeners; with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM); with `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Require a token for `/metrics` too. Default false.
     pub protect_metrics: Option<bool>,
     /// How long a graceful stop may take, such as `30s`. Default `30s`.

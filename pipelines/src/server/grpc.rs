@@ -124,6 +124,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     control: Arc<Control>,
     auth: Auth,
+    tls: Option<tonic::transport::Identity>,
 ) -> anyhow::Result<()> {
     let service = ControlService {
         control: Arc::clone(&control),
@@ -148,7 +149,12 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(identity) = tls {
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    builder
         .add_service(PipelineServiceServer::with_interceptor(service, check))
         .serve_with_incoming_shutdown(tokio_stream_listener(listener), stopping)
         .await?;

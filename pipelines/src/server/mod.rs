@@ -36,6 +36,41 @@ pub struct ServeOptions {
     pub shutdown_timeout: Duration,
     /// Bearer tokens.
     pub auth: http::Auth,
+    /// TLS certificate chain and key (PEM) for both listeners.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for TLS.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+struct LoadedTls {
+    http: axum_server::tls_rustls::RustlsConfig,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+impl TlsFiles {
+    async fn load(&self) -> anyhow::Result<LoadedTls> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+        };
+        let (cert_pem, key_pem) = (read(&self.cert)?, read(&self.key)?);
+        let http =
+            axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem.clone(), key_pem.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("invalid TLS certificate or key: {e}"))?;
+        Ok(LoadedTls {
+            http,
+            cert_pem,
+            key_pem,
+        })
+    }
 }
 
 fn read_pipelines(dir: &PathBuf) -> anyhow::Result<Vec<(String, String)>> {
@@ -88,6 +123,8 @@ async fn stop_signal() {
 /// requests, stops every pipeline's sources, flushes windows and sinks, and
 /// returns (or exits with an error after `shutdown_timeout`).
 pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    // One TLS implementation for every listener and client: ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let initial = match &options.pipelines {
         Some(dir) => read_pipelines(dir)?,
         None => Vec::new(),
@@ -115,37 +152,56 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let served: anyhow::Result<()> = runtime.block_on(async {
+        let tls = match &options.tls {
+            Some(t) => Some(t.load().await?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(options.http)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.http))?;
-        tracing::info!(http = %listener.local_addr()?, process = cluster.process, workers = cluster.workers, "Listening.");
+        tracing::info!(http = %listener.local_addr()?, tls = tls.is_some(), process = cluster.process, workers = cluster.workers, "Listening.");
         let grpc_listener = tokio::net::TcpListener::bind(options.grpc)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.grpc))?;
-        tracing::info!(grpc = %grpc_listener.local_addr()?, "Listening.");
-        let grpc = tokio::spawn(grpc::serve(grpc_listener, Arc::clone(&control), options.auth.clone()));
+        tracing::info!(grpc = %grpc_listener.local_addr()?, tls = tls.is_some(), "Listening.");
+        let grpc_identity = tls.as_ref().map(|t| tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem));
+        let grpc = tokio::spawn(grpc::serve(grpc_listener, Arc::clone(&control), options.auth.clone(), grpc_identity));
         if cluster.process == 0 {
             for (name, yaml) in &initial {
                 control.apply(name, yaml);
             }
         }
+        // Stop on a signal here, or on a shutdown sequenced by another process.
         let stopping = Arc::clone(&control);
-        axum::serve(listener, http::router(Arc::clone(&control), options.auth.clone()))
-            .with_graceful_shutdown(async move {
-                // A signal here, or a shutdown sequenced by another process.
-                let remote = async {
-                    while !stopping.shutdown.is_triggered() {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                };
-                tokio::select! {
-                    () = stop_signal() => {},
-                    () = remote => {},
+        let stop = async move {
+            let remote = async {
+                while !stopping.shutdown.is_triggered() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                tracing::info!("Stopping: sources end, windows and sinks flush.");
-                stopping.request_shutdown();
-            })
-            .await?;
+            };
+            tokio::select! {
+                () = stop_signal() => {},
+                () = remote => {},
+            }
+            tracing::info!("Stopping: sources end, windows and sinks flush.");
+            stopping.request_shutdown();
+        };
+        let router = http::router(Arc::clone(&control), options.auth.clone());
+        match tls {
+            None => axum::serve(listener, router).with_graceful_shutdown(stop).await?,
+            Some(t) => {
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                tokio::spawn(async move {
+                    stop.await;
+                    stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+                });
+                axum_server::from_tcp_rustls(listener.into_std()?, t.http)?
+                    .handle(handle)
+                    .serve(router.into_make_service())
+                    .await?;
+            }
+        }
         grpc.await??;
         Ok(())
     });
