@@ -10,7 +10,12 @@
 
 use std::collections::VecDeque;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use timely::dataflow::ProbeHandle;
+
+use crate::stats::ComponentStats;
 
 use crate::time::Time;
 
@@ -24,6 +29,15 @@ pub struct FlowControl {
     max_in_flight: u64,
     sent: VecDeque<(Time, u64)>,
     in_flight: u64,
+    reported: u64,
+    gauge: Option<Arc<ComponentStats>>,
+}
+
+impl Drop for FlowControl {
+    fn drop(&mut self) {
+        self.in_flight = 0;
+        self.report();
+    }
 }
 
 impl FlowControl {
@@ -35,6 +49,8 @@ impl FlowControl {
             max_in_flight: max_in_flight.max(1),
             sent: VecDeque::new(),
             in_flight: 0,
+            reported: 0,
+            gauge: None,
         }
     }
 
@@ -62,7 +78,31 @@ impl FlowControl {
                 break;
             }
         }
+        self.report();
         self.in_flight < self.max_in_flight
+    }
+
+    /// Publishes the in-flight count to the component's queue-depth gauge.
+    fn report(&mut self) {
+        let Some(stats) = &self.gauge else { return };
+        let now = self.in_flight;
+        if now > self.reported {
+            stats
+                .in_flight
+                .fetch_add(now - self.reported, Ordering::Relaxed);
+        } else {
+            stats
+                .in_flight
+                .fetch_sub(self.reported - now, Ordering::Relaxed);
+        }
+        self.reported = now;
+    }
+
+    /// Counts this instance's records in the gauge of `stats` (summed over
+    /// the process's workers).
+    pub fn with_gauge(mut self, stats: Arc<ComponentStats>) -> FlowControl {
+        self.gauge = Some(stats);
+        self
     }
 
     /// Records sent and not yet retired.

@@ -69,6 +69,9 @@ pub struct ComponentStats {
     pub corrections: AtomicU64,
     /// Errors talking to an external system.
     pub errors: AtomicU64,
+    /// Queue depth: records a source has sent that the pipeline has not yet
+    /// retired, summed over this process's workers (see [`crate::flow`]).
+    pub in_flight: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
 }
 

@@ -282,6 +282,9 @@ fn the_cli_talks_to_a_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("pipeline cli created"));
+    let out = cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pipeline cli replaced"));
     let out = cli(&["list"]);
     assert!(out.status.success());
     assert!(

@@ -136,7 +136,7 @@ impl FileSource {
                 spawn_reader(&config, &ctx, sync)
             });
             let mut watermarks = Watermarks::new(1, config.max_out_of_orderness, None);
-            let mut flow = FlowControl::new(ctx.probe.clone(), ctx.holdback, ctx.max_in_flight);
+            let mut flow = FlowControl::new(ctx.probe.clone(), ctx.holdback, ctx.max_in_flight).with_gauge(Arc::clone(&ctx.stats));
             let mut last_data = Instant::now();
             let mut idle = false;
             move |output| {

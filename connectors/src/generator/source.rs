@@ -4,6 +4,7 @@
 //! makes them, so lateness and results do not depend on the worker count.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tidemark_engine::component::SourceContext;
@@ -46,7 +47,8 @@ impl Generator {
                 })
                 .collect();
             let mut cap = (!locals.is_empty()).then_some(capability);
-            let mut flow = FlowControl::new(ctx.probe.clone(), ctx.holdback, ctx.max_in_flight);
+            let mut flow = FlowControl::new(ctx.probe.clone(), ctx.holdback, ctx.max_in_flight)
+                .with_gauge(Arc::clone(&ctx.stats));
             let (mut tick, mut next) = (0u64, 0usize);
             let began = Instant::now();
             let mut produced = 0u64;

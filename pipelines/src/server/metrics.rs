@@ -83,6 +83,7 @@ pub fn render(control: &Control) -> String {
     let mut sent = Vec::new();
     let mut errors = Vec::new();
     let mut dropped = Vec::new();
+    let mut in_flight = Vec::new();
     for (pipeline, _, stats) in &pipelines {
         for (component, r, s) in stats.components() {
             let labels = format!(
@@ -94,6 +95,9 @@ pub fn render(control: &Control) -> String {
             received.push((labels.clone(), s.received.load(Ordering::Relaxed) as f64));
             sent.push((labels.clone(), s.sent.load(Ordering::Relaxed) as f64));
             errors.push((labels.clone(), s.errors.load(Ordering::Relaxed) as f64));
+            if r == Role::Source {
+                in_flight.push((labels.clone(), s.in_flight.load(Ordering::Relaxed) as f64));
+            }
             for (reason, n) in s.drop_counts() {
                 dropped.push((format!("{labels},reason=\"{}\"", reason.as_str()), n as f64));
             }
