@@ -788,3 +788,21 @@ fn tls_on_both_listeners() {
     });
     assert!(server.stop().success());
 }
+
+#[test]
+fn oversized_grpc_requests_are_refused() {
+    use tidemark_pipelines::server::grpc::proto::ApplyRequest;
+    use tidemark_pipelines::server::grpc::proto::pipeline_service_client::PipelineServiceClient;
+    let server = Server::start(&[], free_port());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client =
+            PipelineServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc))
+                .await
+                .unwrap();
+        let definition = format!("name: big\n# {}\n", "x".repeat(2 << 20));
+        let err = client.apply(ApplyRequest { definition }).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
+    });
+    assert!(server.stop().success());
+}

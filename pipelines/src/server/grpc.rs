@@ -155,7 +155,10 @@ pub async fn serve(
             builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
     builder
-        .add_service(PipelineServiceServer::with_interceptor(service, check))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            PipelineServiceServer::new(service).max_decoding_message_size(super::http::MAX_BODY),
+            check,
+        ))
         .serve_with_incoming_shutdown(tokio_stream_listener(listener), stopping)
         .await?;
     Ok(())
