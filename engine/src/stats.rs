@@ -117,6 +117,17 @@ pub enum Role {
     Sink,
 }
 
+impl Role {
+    /// `source`, `transform` or `sink`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Source => "source",
+            Role::Transform => "transform",
+            Role::Sink => "sink",
+        }
+    }
+}
+
 /// The counters of one pipeline in this process.
 #[derive(Debug)]
 pub struct PipelineStats {

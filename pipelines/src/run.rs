@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tidemark_engine::component::{Shutdown, StdoutWriter};
 use tidemark_engine::flow::DEFAULT_MAX_IN_FLIGHT;
 use tidemark_engine::runtime::{Cluster, execute};
-use tidemark_engine::stats::{PipelineStats, Role, Totals};
+use tidemark_engine::stats::{PipelineStats, Totals};
 use tidemark_engine::time::format_millis;
 
 use crate::build::{Env, build};
@@ -229,12 +229,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
     for (name, role, s) in stats.components() {
         errors += s.errors.load(std::sync::atomic::Ordering::Relaxed);
         for (reason, n) in s.drop_counts() {
-            let role = match role {
-                Role::Source => "source",
-                Role::Transform => "transform",
-                Role::Sink => "sink",
-            };
-            tracing::warn!(component = %name, role, reason = reason.as_str(), count = n, "Dropped samples.");
+            tracing::warn!(component = %name, role = role.as_str(), reason = reason.as_str(), count = n, "Dropped samples.");
         }
     }
     tracing::info!(

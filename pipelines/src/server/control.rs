@@ -172,14 +172,6 @@ pub struct Control {
     max_in_flight: u64,
 }
 
-fn role(r: tidemark_engine::stats::Role) -> &'static str {
-    match r {
-        tidemark_engine::stats::Role::Source => "source",
-        tidemark_engine::stats::Role::Transform => "transform",
-        tidemark_engine::stats::Role::Sink => "sink",
-    }
-}
-
 impl Control {
     /// A control plane for `workers` local workers.
     pub fn new(
@@ -290,7 +282,7 @@ impl Control {
             .into_iter()
             .map(|(name, r, s)| ComponentStatus {
                 name,
-                role: role(r),
+                role: r.as_str(),
                 received: s.received.load(Ordering::Relaxed),
                 sent: s.sent.load(Ordering::Relaxed),
                 errors: s.errors.load(Ordering::Relaxed),

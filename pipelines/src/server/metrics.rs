@@ -14,14 +14,6 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn role(r: Role) -> &'static str {
-    match r {
-        Role::Source => "source",
-        Role::Transform => "transform",
-        Role::Sink => "sink",
-    }
-}
-
 /// Renders every pipeline's counters.
 pub fn render(control: &Control) -> String {
     let mut out = String::new();
@@ -90,7 +82,7 @@ pub fn render(control: &Control) -> String {
                 "pipeline=\"{}\",component=\"{}\",role=\"{}\"",
                 escape(pipeline),
                 escape(&component),
-                role(r)
+                r.as_str()
             );
             received.push((labels.clone(), s.received.load(Ordering::Relaxed) as f64));
             sent.push((labels.clone(), s.sent.load(Ordering::Relaxed) as f64));
