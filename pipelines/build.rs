@@ -2,7 +2,10 @@
 //! protobuf compiler, so building needs no `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["../proto/tidemark/control/v1/control.proto"];
+    let protos = [
+        "../proto/tidemark/control/v1/control.proto",
+        "../proto/tidemark/ingest/v1/ingest.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -5,11 +5,13 @@
 //! step), `source.rs` / `sink.rs` (the runtime). The pipeline crate lists
 //! them in one place and builds them on every worker.
 //!
-//! Sources: [`generator`] (synthetic host and service metrics) and [`file`]
-//! (JSON lines). Sinks: [`file`], [`console`] and [`blackhole`].
+//! Sources: [`generator`] (synthetic host and service metrics), [`file`]
+//! (JSON lines) and [`network`] (`grpc`, `otlp`, `remote_write`: what the
+//! server's listeners receive). Sinks: [`file`], [`console`] and [`blackhole`].
 
 pub mod blackhole;
 pub mod console;
 pub mod file;
 mod gather;
 pub mod generator;
+pub mod network;

@@ -83,6 +83,10 @@ pub struct SourceContext {
     pub limits: Limits,
     /// The pipeline's source clock in this process.
     pub clock: Arc<SourceClock>,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The process's ingest hub, in `tidemark serve` (network sources need it).
+    pub ingest: Option<Arc<crate::ingest::IngestHub>>,
 }
 
 /// Writes a line to the process's standard output, coordinating with any

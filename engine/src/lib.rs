@@ -9,6 +9,7 @@
 //! - [`runtime`]: the timely-dataflow runtime (workers, cluster mode,
 //!   exchange), wrapped so that timely's API touches only this crate;
 //! - [`flow`]: probe-based flow control for sources;
+//! - [`ingest`]: the hub between network listeners and pipeline sources;
 //! - [`stats`]: telemetry counters;
 //! - [`codec`]: the JSON-lines sample form;
 //! - [`component`]: what sources and sinks are given, and config errors.
@@ -19,6 +20,7 @@
 pub mod codec;
 pub mod component;
 pub mod flow;
+pub mod ingest;
 pub mod runtime;
 pub mod selector;
 pub mod series;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tidemark_engine::Sample;
 use tidemark_engine::component::{Shutdown, SinkContext, SourceClock, SourceContext, StdoutWriter};
+use tidemark_engine::ingest::IngestHub;
 use tidemark_engine::runtime::{
     Concatenate, PipelineScope, Probe, ProbeHandle, SampleStream, Worker,
 };
@@ -30,6 +31,8 @@ pub struct Env {
     pub max_in_flight: u64,
     /// The sources' shared clock in this process.
     pub clock: Arc<SourceClock>,
+    /// The process's ingest hub (`tidemark serve` only).
+    pub ingest: Option<Arc<IngestHub>>,
 }
 
 /// Handles on a built dataflow.
@@ -72,10 +75,13 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 shutdown: env.shutdown.clone(),
                 limits: plan.limits.clone(),
                 clock: Arc::clone(&env.clock),
+                pipeline: plan.name.clone(),
+                ingest: env.ingest.clone(),
             };
             let stream = match source {
                 SourcePlan::Generator(g) => g.build(scope, ctx),
                 SourcePlan::File(f) => f.build(scope, ctx),
+                SourcePlan::Network(n) => n.build(scope, ctx),
             };
             streams.insert(name.clone(), stream);
         }

@@ -8,6 +8,7 @@ use tidemark_connectors::blackhole::BlackholeConfig;
 use tidemark_connectors::console::ConsoleConfig;
 use tidemark_connectors::file::{FileSinkConfig, FileSourceConfig};
 use tidemark_connectors::generator::GeneratorConfig;
+use tidemark_connectors::network::NetworkSourceConfig;
 
 use crate::transforms::filter::FilterConfig;
 use crate::transforms::labels::LabelsConfig;
@@ -21,6 +22,8 @@ pub enum SourceConfig {
     Generator(GeneratorConfig),
     /// JSON lines from a file or standard input.
     File(FileSourceConfig),
+    /// Samples written to the server's Tidemark ingest service (gRPC).
+    Grpc(NetworkSourceConfig),
 }
 
 /// Every transform type.

@@ -18,6 +18,8 @@ pub enum SourcePlan {
     Generator(Generator),
     /// `file`.
     File(tidemark_connectors::file::FileSource),
+    /// `grpc` (and later `otlp`, `remote_write`): needs `tidemark serve`.
+    Network(tidemark_connectors::network::NetworkSource),
 }
 
 /// A validated transform.
@@ -58,11 +60,21 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The sources that only `tidemark serve` can feed.
+    pub fn network_sources(&self) -> Vec<&str> {
+        self.sources
+            .iter()
+            .filter(|(_, s, _)| matches!(s, SourcePlan::Network(_)))
+            .map(|(n, _, _)| n.as_str())
+            .collect()
+    }
+
     /// Whether every source is finite, so a run ends on its own.
     pub fn is_finite(&self) -> bool {
         self.sources.iter().all(|(_, s, _)| match s {
             SourcePlan::Generator(g) => g.ticks.is_some(),
             SourcePlan::File(_) => true,
+            SourcePlan::Network(_) => false,
         })
     }
 }

@@ -121,6 +121,12 @@ fn progress_line(t: &Totals, rate: f64) -> String {
 /// Runs a pipeline in this process (one process of a cluster when the
 /// options name several) until its sources end or a signal stops it.
 pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
+    let network = plan.network_sources();
+    anyhow::ensure!(
+        network.is_empty(),
+        "sources {} read the server's network listeners: apply this pipeline to `tidemark serve`",
+        network.join(", ")
+    );
     let workers = options.cluster.workers;
     let stats = PipelineStats::new(&plan.name, workers);
     let shutdown = Shutdown::default();
@@ -158,6 +164,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         stdout,
         max_in_flight: options.max_in_flight,
         clock: Arc::default(),
+        ingest: None,
     };
     let plan = Arc::new(plan);
     let started = Instant::now();

@@ -493,3 +493,22 @@ fn an_idle_source_does_not_hold_the_watermark_back() {
         rows[1]
     );
 }
+
+#[test]
+fn network_sources_need_the_server() {
+    let dir = temp_dir("network-run");
+    let file = dir.join("p.yaml");
+    std::fs::write(
+        &file,
+        "name: n\nsources:\n  in: {type: grpc}\nsinks:\n  out: {type: console, inputs: [in]}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("apply this pipeline to `tidemark serve`")
+    );
+}

@@ -806,3 +806,149 @@ fn oversized_grpc_requests_are_refused() {
     });
     assert!(server.stop().success());
 }
+
+#[test]
+fn the_grpc_ingest_service_feeds_grpc_sources() {
+    use tidemark_pipelines::server::ingest::proto::ingest_service_client::IngestServiceClient;
+    use tidemark_pipelines::server::ingest::proto::{Label, Point, Series, WriteRequest};
+
+    let dir = temp_dir("server-ingest");
+    let server = Server::start(&["--workers", "2"], free_port());
+    let output = dir.join("out.jsonl");
+    let series = |name: &str, host: &str, points: &[(i64, f64)]| Series {
+        name: name.into(),
+        labels: vec![Label {
+            name: "host".into(),
+            value: host.into(),
+        }],
+        points: points
+            .iter()
+            .map(|&(timestamp_ms, value)| Point {
+                timestamp_ms,
+                value,
+            })
+            .collect(),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut client = runtime
+        .block_on(IngestServiceClient::connect(format!(
+            "http://127.0.0.1:{}",
+            server.grpc
+        )))
+        .unwrap();
+
+    // Nobody reads gRPC input yet: the sender is told, nothing is acknowledged.
+    let err = runtime
+        .block_on(client.write(WriteRequest {
+            series: vec![series("cpu", "a", &[(1_000, 1.0)])],
+        }))
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+
+    let pipeline = format!(
+        r#"name: pushed
+sources:
+  in:
+    type: grpc
+    match: cpu
+    max_out_of_orderness: 5s
+    idle_timeout: 200ms
+transforms:
+  w:
+    type: window
+    inputs: [in]
+    window: {{tumbling: 10s}}
+    by: [host]
+    aggregates: [count, sum]
+sinks:
+  out:
+    type: file
+    inputs: [w]
+    path: {}
+"#,
+        output.display()
+    );
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
+        201
+    );
+
+    // Bad samples are rejected alone, by reason; the rest is accepted.
+    let request = WriteRequest {
+        series: vec![
+            series("cpu", "a", &[(1_000, 1.0), (2_000, 2.0), (11_000, 5.0)]),
+            series("cpu", "b", &[(3_000, 10.0)]),
+            series("9cpu", "a", &[(1_000, 1.0)]),
+            Series {
+                name: "cpu".into(),
+                labels: vec![Label {
+                    name: "bad-name".into(),
+                    value: "x".into(),
+                }],
+                points: vec![Point {
+                    timestamp_ms: 1,
+                    value: 1.0,
+                }],
+            },
+            series("cpu", "c", &[(-5, 1.0)]),
+            series("mem", "a", &[(1_000, 7.0)]),
+        ],
+    };
+    let reply = runtime
+        .block_on(client.write(request))
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.accepted, 5);
+    assert_eq!(reply.rejected, 3);
+    assert_eq!(reply.rejected_by_reason["invalid_metric_name"], 1);
+    assert_eq!(reply.rejected_by_reason["invalid_label_name"], 1);
+    assert_eq!(reply.rejected_by_reason["timestamp_out_of_range"], 1);
+    assert_eq!(reply.examples.len(), 3);
+    assert_eq!(reply.examples[0].series_index, 2);
+
+    // A client stream, with a sample that moves the watermark past the first window.
+    let stream = tokio_stream_of(vec![
+        WriteRequest {
+            series: vec![series("cpu", "a", &[(12_000, 6.0)])],
+        },
+        WriteRequest {
+            series: vec![series("cpu", "b", &[(25_000, 1.0)])],
+        },
+    ]);
+    let reply = runtime
+        .block_on(client.write_stream(stream))
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.accepted, 2);
+
+    // The first window (0 s, 10 s] closed: host a 1+2, host b 10.
+    wait_until("the first window", || {
+        std::fs::read_to_string(&output)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 4
+    });
+    let rows = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        rows.contains(
+            r#"{"name":"cpu:10s_by_host_sum","labels":{"host":"a"},"timestamp":10000,"value":3.0}"#
+        ),
+        "{rows}"
+    );
+    assert!(
+        rows.contains(
+            r#"{"name":"cpu:10s_by_host_sum","labels":{"host":"b"},"timestamp":10000,"value":10.0}"#
+        ),
+        "{rows}"
+    );
+    let (_, status) = server.json("GET", "/api/v1/pipelines/pushed", None);
+    assert_eq!(status["samples_in"], 6, "mem was not matched: {status}");
+    assert!(server.stop().success());
+}
+
+fn tokio_stream_of<T: Send + 'static>(
+    items: Vec<T>,
+) -> impl tokio_stream::Stream<Item = T> + Send + 'static {
+    tokio_stream::iter(items)
+}

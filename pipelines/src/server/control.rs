@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use tidemark_engine::component::{Shutdown, SourceClock, StdoutWriter};
+use tidemark_engine::ingest::IngestHub;
 use tidemark_engine::runtime::{ProbeHandle, Worker};
 use tidemark_engine::stats::{PipelineStats, Totals};
 use tidemark_engine::time::{Millis, Time, now_millis};
+use tidemark_engine::validate::Limits;
 use timely::synchronization::Sequencer;
 
 use crate::build::{Env, build};
@@ -170,6 +172,10 @@ pub struct Control {
     reports: Mutex<BTreeMap<usize, Report>>,
     stdout: StdoutWriter,
     max_in_flight: u64,
+    /// The hub between the listeners and network sources.
+    pub ingest: Arc<IngestHub>,
+    /// Edge limits for samples received over the network.
+    pub limits: Limits,
 }
 
 impl Control {
@@ -196,6 +202,8 @@ impl Control {
             reports: Mutex::default(),
             stdout,
             max_in_flight,
+            ingest: Arc::default(),
+            limits: Limits::default(),
         })
     }
 
@@ -407,6 +415,7 @@ impl Control {
             stdout: Arc::clone(&self.stdout),
             max_in_flight: self.max_in_flight,
             clock: Arc::clone(&e.clock),
+            ingest: Some(Arc::clone(&self.ingest)),
         }
     }
 

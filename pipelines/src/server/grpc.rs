@@ -144,6 +144,9 @@ pub async fn serve(
             Err(Status::unauthenticated("missing or invalid bearer token"))
         }
     };
+    let ingest = super::ingest::Ingest {
+        control: Arc::clone(&control),
+    };
     let stopping = async move {
         while !control.shutdown.is_triggered() {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -157,6 +160,13 @@ pub async fn serve(
     builder
         .add_service(tonic::service::interceptor::InterceptedService::new(
             PipelineServiceServer::new(service).max_decoding_message_size(super::http::MAX_BODY),
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            super::ingest::proto::ingest_service_server::IngestServiceServer::new(ingest)
+                .max_decoding_message_size(super::ingest::MAX_MESSAGE)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
             check,
         ))
         .serve_with_incoming_shutdown(tokio_stream_listener(listener), stopping)

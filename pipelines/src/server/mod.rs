@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod grpc;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 
 use std::net::SocketAddr;

@@ -1,0 +1,257 @@
+//! The ingest hub: network listeners (the Tidemark ingest service, OTLP,
+//! Prometheus remote-write) hand validated samples to the pipeline sources
+//! that subscribed to their protocol.
+//!
+//! Each subscribing source has one bounded queue per process, shared by its
+//! instances on this process's workers. An offer reserves room in every
+//! matching queue first and enqueues only if all have room, so a request is
+//! either delivered to every subscriber or refused as a whole (the sender
+//! retries): an acknowledged sample is never dropped.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use crate::Sample;
+use crate::runtime::SyncActivator;
+use crate::selector::Selector;
+
+/// The protocols a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// The Tidemark ingest service (gRPC).
+    Grpc,
+    /// OTLP metrics.
+    Otlp,
+    /// Prometheus remote-write.
+    RemoteWrite,
+}
+
+/// Why an offer was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    /// No running pipeline reads this protocol.
+    #[error("no running pipeline reads {0:?} input")]
+    NoSubscriber(Protocol),
+    /// A subscriber's queue is full: retry later.
+    #[error("pipeline {pipeline:?} (source {source_name:?}) is not keeping up; retry later")]
+    Full {
+        /// The pipeline whose queue is full.
+        pipeline: String,
+        /// Its source.
+        source_name: String,
+    },
+}
+
+/// One source's queue in this process.
+pub struct Subscription {
+    /// The protocol it reads.
+    pub protocol: Protocol,
+    /// Only samples of matching series; `None` for all.
+    pub selector: Option<Selector>,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Source name.
+    pub source: String,
+    capacity: usize,
+    queued: AtomicUsize,
+    tx: crossbeam_channel::Sender<Vec<Sample>>,
+    rx: crossbeam_channel::Receiver<Vec<Sample>>,
+    activators: Mutex<Vec<SyncActivator>>,
+    /// Samples delivered into the queue.
+    pub delivered: AtomicU64,
+}
+
+impl Subscription {
+    fn reserve(&self, n: usize) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q + n <= self.capacity || q == 0).then_some(q + n)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Takes the next batch, if any.
+    pub fn pop(&self) -> Option<Vec<Sample>> {
+        let batch = self.rx.try_recv().ok()?;
+        self.release(batch.len());
+        Some(batch)
+    }
+
+    /// Samples waiting in the queue.
+    pub fn depth(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Wakes `activator` whenever samples arrive.
+    pub fn wake(&self, activator: SyncActivator) {
+        self.activators
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(activator);
+    }
+
+    fn notify(&self) {
+        for a in self
+            .activators
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = a.activate();
+        }
+    }
+}
+
+/// Every subscription of this process.
+#[derive(Default)]
+pub struct IngestHub {
+    subscriptions: RwLock<Vec<Weak<Subscription>>>,
+}
+
+impl IngestHub {
+    /// The queue of (`pipeline`, `source`), created on first use; every
+    /// worker's instance of the source shares it. The subscription ends when
+    /// the last holder drops it.
+    pub fn subscribe(
+        &self,
+        protocol: Protocol,
+        selector: Option<Selector>,
+        pipeline: &str,
+        source: &str,
+        capacity: usize,
+    ) -> Arc<Subscription> {
+        let mut subs = self
+            .subscriptions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        subs.retain(|w| w.strong_count() > 0);
+        if let Some(s) = subs
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|s| s.pipeline == pipeline && s.source == source)
+        {
+            return s;
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let s = Arc::new(Subscription {
+            protocol,
+            selector,
+            pipeline: pipeline.to_owned(),
+            source: source.to_owned(),
+            capacity: capacity.max(1),
+            queued: AtomicUsize::new(0),
+            tx,
+            rx,
+            activators: Mutex::default(),
+            delivered: AtomicU64::new(0),
+        });
+        subs.push(Arc::downgrade(&s));
+        s
+    }
+
+    /// Offers validated samples to every subscriber of `protocol`. Returns
+    /// how many subscribers took them; refuses the whole offer if any
+    /// matching queue is full.
+    pub fn offer(&self, protocol: Protocol, samples: &[Sample]) -> Result<usize, OfferError> {
+        let subs: Vec<Arc<Subscription>> = self
+            .subscriptions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|s| s.protocol == protocol)
+            .collect();
+        if subs.is_empty() {
+            return Err(OfferError::NoSubscriber(protocol));
+        }
+        let batches: Vec<Vec<Sample>> = subs
+            .iter()
+            .map(|s| match &s.selector {
+                None => samples.to_vec(),
+                Some(sel) => samples
+                    .iter()
+                    .filter(|x| sel.matches(&x.series))
+                    .cloned()
+                    .collect(),
+            })
+            .collect();
+        for (i, (s, b)) in subs.iter().zip(&batches).enumerate() {
+            if !b.is_empty() && !s.reserve(b.len()) {
+                for (s, b) in subs.iter().zip(&batches).take(i) {
+                    if !b.is_empty() {
+                        s.release(b.len());
+                    }
+                }
+                return Err(OfferError::Full {
+                    pipeline: s.pipeline.clone(),
+                    source_name: s.source.clone(),
+                });
+            }
+        }
+        for (s, b) in subs.iter().zip(batches) {
+            if b.is_empty() {
+                continue;
+            }
+            s.delivered.fetch_add(b.len() as u64, Ordering::Relaxed);
+            let n = b.len();
+            if s.tx.send(b).is_err() {
+                s.release(n);
+            }
+            s.notify();
+        }
+        Ok(subs.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Series;
+
+    fn samples(n: usize) -> Vec<Sample> {
+        (0..n)
+            .map(|i| Sample::new(Series::new("m", [("i", i.to_string())]), 1, 1.0))
+            .collect()
+    }
+
+    #[test]
+    fn all_or_nothing_and_bounded() {
+        let hub = IngestHub::default();
+        assert_eq!(
+            hub.offer(Protocol::Grpc, &samples(1)),
+            Err(OfferError::NoSubscriber(Protocol::Grpc))
+        );
+        let a = hub.subscribe(Protocol::Grpc, None, "p", "a", 10);
+        let b = hub.subscribe(Protocol::Grpc, None, "q", "b", 4);
+        assert!(
+            Arc::ptr_eq(&a, &hub.subscribe(Protocol::Grpc, None, "p", "a", 10)),
+            "workers share one queue"
+        );
+        assert_eq!(hub.offer(Protocol::Grpc, &samples(3)), Ok(2));
+        // b has room for 1 more: the whole offer is refused, a is untouched.
+        assert!(matches!(
+            hub.offer(Protocol::Grpc, &samples(3)),
+            Err(OfferError::Full { .. })
+        ));
+        assert_eq!((a.depth(), b.depth()), (3, 3));
+        assert_eq!(b.pop().map(|x| x.len()), Some(3));
+        assert_eq!(hub.offer(Protocol::Grpc, &samples(3)), Ok(2));
+        assert_eq!(a.depth(), 6);
+        drop(b);
+        // Gone with its last holder.
+        assert_eq!(hub.offer(Protocol::Grpc, &samples(1)), Ok(1));
+    }
+
+    #[test]
+    fn selectors_filter_per_subscriber() {
+        let hub = IngestHub::default();
+        let sel = Selector::parse(r#"m{i="1"}"#).unwrap();
+        let a = hub.subscribe(Protocol::RemoteWrite, Some(sel), "p", "a", 100);
+        assert_eq!(hub.offer(Protocol::RemoteWrite, &samples(3)), Ok(1));
+        assert_eq!(a.pop().map(|x| x.len()), Some(1));
+    }
+}

@@ -1,0 +1,150 @@
+//! `tidemark.ingest.v1.IngestService`: samples pushed over gRPC, validated
+//! one by one, handed to the pipelines whose sources have `type: grpc`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status, Streaming};
+
+use tidemark_engine::Sample;
+use tidemark_engine::ingest::{OfferError, Protocol};
+
+use super::control::Control;
+
+/// Generated protobuf and gRPC code.
+#[allow(missing_docs, unused_qualifications, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("tidemark.ingest.v1");
+}
+
+use proto::ingest_service_server::IngestService;
+use proto::{Rejection, WriteRequest, WriteResponse};
+
+/// Largest ingest message accepted (after decompression).
+pub const MAX_MESSAGE: usize = 16 << 20;
+
+/// How many rejections a reply lists.
+const EXAMPLES: usize = 10;
+
+/// The ingest service.
+pub struct Ingest {
+    /// The process's control plane (hub and limits).
+    pub control: Arc<Control>,
+}
+
+fn decode(request: WriteRequest, control: &Control, reply: &mut WriteResponse) -> Vec<Sample> {
+    let limits = &control.limits;
+    let mut samples = Vec::new();
+    for (i, series) in request.series.into_iter().enumerate() {
+        let reject = |reason: &str, message: String, n: u64, reply: &mut WriteResponse| {
+            reply.rejected += n;
+            *reply
+                .rejected_by_reason
+                .entry(reason.to_owned())
+                .or_default() += n;
+            if reply.examples.len() < EXAMPLES {
+                reply.examples.push(Rejection {
+                    series_index: i as u32,
+                    reason: reason.to_owned(),
+                    message,
+                });
+            }
+        };
+        let checked = limits.check(
+            &series.name,
+            series
+                .labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+        );
+        let s = match checked {
+            Ok(s) => s,
+            Err(reason) => {
+                reject(
+                    reason.as_str(),
+                    format!("{reason} in series {:?}", series.name),
+                    series.points.len() as u64,
+                    reply,
+                );
+                continue;
+            }
+        };
+        for p in series.points {
+            match limits.check_timestamp(p.timestamp_ms) {
+                Ok(ts) => samples.push(Sample::new(s.clone(), ts, p.value)),
+                Err(reason) => reject(
+                    reason.as_str(),
+                    format!("timestamp {} in series {s}", p.timestamp_ms),
+                    1,
+                    reply,
+                ),
+            }
+        }
+    }
+    samples
+}
+
+fn offer(control: &Control, samples: &[Sample]) -> Result<(), Status> {
+    if samples.is_empty() {
+        return Ok(());
+    }
+    match control.ingest.offer(Protocol::Grpc, samples) {
+        Ok(_) => Ok(()),
+        Err(e @ OfferError::Full { .. }) => Err(Status::resource_exhausted(e.to_string())),
+        Err(e @ OfferError::NoSubscriber(_)) => Err(Status::failed_precondition(format!(
+            "{e}: apply a pipeline with a `type: grpc` source"
+        ))),
+    }
+}
+
+#[tonic::async_trait]
+impl IngestService for Ingest {
+    async fn write(
+        &self,
+        request: Request<WriteRequest>,
+    ) -> Result<Response<WriteResponse>, Status> {
+        if self.control.shutdown.is_triggered() {
+            return Err(Status::unavailable("the server is shutting down"));
+        }
+        let mut reply = WriteResponse::default();
+        let samples = decode(request.into_inner(), &self.control, &mut reply);
+        offer(&self.control, &samples)?;
+        reply.accepted = samples.len() as u64;
+        Ok(Response::new(reply))
+    }
+
+    async fn write_stream(
+        &self,
+        request: Request<Streaming<WriteRequest>>,
+    ) -> Result<Response<WriteResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut total = WriteResponse::default();
+        while let Some(message) = stream.message().await? {
+            if self.control.shutdown.is_triggered() {
+                return Err(Status::unavailable("the server is shutting down"));
+            }
+            let mut reply = WriteResponse::default();
+            let samples = decode(message, &self.control, &mut reply);
+            offer(&self.control, &samples).map_err(|s| {
+                Status::new(
+                    s.code(),
+                    format!(
+                        "{} ({} samples accepted before this message)",
+                        s.message(),
+                        total.accepted
+                    ),
+                )
+            })?;
+            total.accepted += samples.len() as u64;
+            total.rejected += reply.rejected;
+            for (k, v) in reply.rejected_by_reason {
+                *total.rejected_by_reason.entry(k).or_default() += v;
+            }
+            for e in reply.examples {
+                if total.examples.len() < EXAMPLES {
+                    total.examples.push(e);
+                }
+            }
+        }
+        Ok(Response::new(total))
+    }
+}
