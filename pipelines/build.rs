@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "../proto/tidemark/control/v1/control.proto",
         "../proto/tidemark/ingest/v1/ingest.proto",
+        "../proto/prometheus/remote.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

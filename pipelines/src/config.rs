@@ -24,6 +24,8 @@ pub enum SourceConfig {
     File(FileSourceConfig),
     /// Samples written to the server's Tidemark ingest service (gRPC).
     Grpc(NetworkSourceConfig),
+    /// Samples Prometheus remote-writes to the server (`/api/v1/write`).
+    RemoteWrite(NetworkSourceConfig),
 }
 
 /// Every transform type.

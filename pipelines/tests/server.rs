@@ -952,3 +952,181 @@ fn tokio_stream_of<T: Send + 'static>(
 ) -> impl tokio_stream::Stream<Item = T> + Send + 'static {
     tokio_stream::iter(items)
 }
+
+/// Labels and (timestamp, value) points of one remote-write series.
+type RwSeries<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
+
+fn remote_write_body(series: &[RwSeries<'_>]) -> Vec<u8> {
+    use prost::Message;
+    use tidemark_pipelines::server::remote_write::proto::{
+        Label, Sample, TimeSeries, WriteRequest,
+    };
+    let request = WriteRequest {
+        timeseries: series
+            .iter()
+            .map(|(labels, samples)| TimeSeries {
+                labels: labels
+                    .iter()
+                    .map(|(n, v)| Label {
+                        name: (*n).into(),
+                        value: (*v).into(),
+                    })
+                    .collect(),
+                samples: samples
+                    .iter()
+                    .map(|&(timestamp, value)| Sample { value, timestamp })
+                    .collect(),
+            })
+            .collect(),
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .unwrap()
+}
+
+#[test]
+fn remote_write_answers_so_that_prometheus_does_the_right_thing() {
+    let dir = temp_dir("server-remote-write");
+    let server = Server::start(&[], free_port());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |body: &[u8], encoding: &str| {
+        let mut r = agent
+            .post(&format!("{}/api/v1/write", server.url))
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", encoding)
+            .send(body)
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        )
+    };
+    let good = remote_write_body(&[(
+        &[("__name__", "up"), ("job", "a")],
+        &[(1_000, 1.0), (2_000, 1.0)],
+    )]);
+    // No pipeline reads remote-write yet: 503, so Prometheus keeps the data.
+    assert_eq!(post(&good, "snappy").0, 503);
+    let output = dir.join("out.jsonl");
+    let pipeline = format!(
+        "name: rw\nsources:\n  in: {{type: remote_write, idle_timeout: 200ms}}\nsinks:\n  out: {{type: file, inputs: [in], path: {}}}\n",
+        output.display()
+    );
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
+        201
+    );
+    assert_eq!(post(&good, "snappy").0, 204);
+    // Malformed input: 400, not retried.
+    assert_eq!(post(&good, "gzip").0, 400);
+    assert_eq!(post(b"not snappy at all", "snappy").0, 400);
+    let not_protobuf = snap::raw::Encoder::new().compress_vec(&[0xff; 32]).unwrap();
+    let (status, text) = post(&not_protobuf, "snappy");
+    assert_eq!(status, 400);
+    assert!(text.contains("invalid protobuf"), "{text}");
+    // Bad series are rejected alone; the rest is accepted.
+    let mixed = remote_write_body(&[
+        (&[("__name__", "up"), ("job", "b")], &[(3_000, 1.0)]),
+        (
+            &[("__name__", "up"), ("bad-label", "x")],
+            &[(3_000, 1.0), (4_000, 1.0)],
+        ),
+        (&[("job", "c")], &[(3_000, 1.0)]),
+    ]);
+    let (status, text) = post(&mixed, "snappy");
+    assert_eq!(status, 400);
+    assert!(
+        text.contains("accepted 1 samples")
+            && text.contains("2 invalid_label_name")
+            && text.contains("1 missing_metric_name"),
+        "{text}"
+    );
+    assert!(server.stop().success());
+    let rows = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(rows.lines().count(), 3, "{rows}");
+}
+
+#[test]
+fn prometheus_remote_writes_into_a_pipeline() {
+    let Ok(prometheus) = which("prometheus") else {
+        panic!(
+            "the prometheus binary is missing: run ./deploy/test.sh, which installs Debian's prometheus package"
+        );
+    };
+    let dir = temp_dir("server-prometheus-rw");
+    let port = free_port();
+    let server = Server::start(&[], port);
+    let output = dir.join("out.jsonl");
+    let pipeline = format!(
+        r#"name: from-prometheus
+sources:
+  prom:
+    type: remote_write
+    match: '{{__name__=~"tidemark_up|up"}}'
+    max_out_of_orderness: 2s
+    idle_timeout: 1s
+transforms:
+  w:
+    type: window
+    inputs: [prom]
+    window: {{tumbling: 2s}}
+    aggregates: [count, last]
+sinks:
+  out:
+    type: file
+    inputs: [w]
+    path: {}
+"#,
+        output.display()
+    );
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
+        201
+    );
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 500ms\nscrape_configs:\n  - job_name: tidemark\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\nremote_write:\n  - url: http://127.0.0.1:{port}/api/v1/write\n    queue_config:\n      batch_send_deadline: 500ms\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(prometheus)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut found = String::new();
+    while start.elapsed() < Duration::from_secs(60) {
+        found = std::fs::read_to_string(&output).unwrap_or_default();
+        if found.contains("\"name\":\"tidemark_up:2s_last\"")
+            && found.contains("\"job\":\"tidemark\"")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        found.contains("\"name\":\"tidemark_up:2s_last\""),
+        "no window over remote-written samples: {found}"
+    );
+    assert!(found.contains("\"name\":\"up:2s_count\""), "{found}");
+    let (_, metrics) = server.request("GET", "/metrics", None).unwrap();
+    assert!(
+        metrics.contains("tidemark_ingest_accepted_total{listener=\"remote_write\"}"),
+        "{metrics}"
+    );
+    assert!(server.stop().success());
+}

@@ -176,6 +176,8 @@ pub struct Control {
     pub ingest: Arc<IngestHub>,
     /// Edge limits for samples received over the network.
     pub limits: Limits,
+    /// Counters of the network listeners (received, rejected by reason).
+    pub listeners: Arc<PipelineStats>,
 }
 
 impl Control {
@@ -204,6 +206,7 @@ impl Control {
             max_in_flight,
             ingest: Arc::default(),
             limits: Limits::default(),
+            listeners: PipelineStats::new("listeners", 1),
         })
     }
 
@@ -239,6 +242,28 @@ impl Control {
             name: name.to_owned(),
         });
         true
+    }
+
+    /// Counts samples a listener rejected, by reason.
+    pub fn count_rejects(
+        &self,
+        listener: &str,
+        counts: &[(tidemark_engine::stats::DropReason, u64)],
+    ) {
+        let stats = self
+            .listeners
+            .component(listener, tidemark_engine::stats::Role::Source);
+        for (reason, n) in counts {
+            stats.dropped(*reason, *n);
+        }
+    }
+
+    /// Counts samples a listener accepted.
+    pub fn count_accepted(&self, listener: &str, n: u64) {
+        let stats = self
+            .listeners
+            .component(listener, tidemark_engine::stats::Role::Source);
+        tidemark_engine::stats::add(&stats.received, n);
     }
 
     /// Asks the whole cluster to stop: this process stops accepting requests

@@ -95,9 +95,19 @@ pub fn router(control: Arc<Control>, auth: Auth) -> Router {
     let mut api = Router::new()
         .route("/api/v1/pipelines", get(list).post(apply))
         .route("/api/v1/pipelines/{name}", get(get_one).delete(delete));
+    let mut ingest = Router::new()
+        .route(
+            "/api/v1/write",
+            axum::routing::post(super::remote_write::write),
+        )
+        .layer(DefaultBodyLimit::max(super::remote_write::MAX_COMPRESSED));
     let mut metrics = Router::new().route("/metrics", get(metrics_handler));
     if !auth.tokens.is_empty() {
         api = api.layer(middleware::from_fn_with_state(
+            Arc::clone(&auth),
+            require_token,
+        ));
+        ingest = ingest.layer(middleware::from_fn_with_state(
             Arc::clone(&auth),
             require_token,
         ));
@@ -112,8 +122,8 @@ pub fn router(control: Arc<Control>, auth: Auth) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .merge(metrics)
-        .merge(api)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .merge(api.layer(DefaultBodyLimit::max(MAX_BODY)))
+        .merge(ingest)
         .with_state(control)
 }
 

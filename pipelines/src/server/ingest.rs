@@ -7,6 +7,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use tidemark_engine::Sample;
 use tidemark_engine::ingest::{OfferError, Protocol};
+use tidemark_engine::stats::DropReason;
+use tidemark_engine::validate::RejectReason;
 
 use super::control::Control;
 
@@ -96,6 +98,20 @@ fn offer(control: &Control, samples: &[Sample]) -> Result<(), Status> {
     }
 }
 
+fn count(control: &Control, reply: &WriteResponse) {
+    control.count_accepted("grpc", reply.accepted);
+    let counts: Vec<_> = RejectReason::ALL
+        .iter()
+        .filter_map(|r| {
+            reply
+                .rejected_by_reason
+                .get(r.as_str())
+                .map(|n| (DropReason::Rejected(*r), *n))
+        })
+        .collect();
+    control.count_rejects("grpc", &counts);
+}
+
 #[tonic::async_trait]
 impl IngestService for Ingest {
     async fn write(
@@ -109,6 +125,7 @@ impl IngestService for Ingest {
         let samples = decode(request.into_inner(), &self.control, &mut reply);
         offer(&self.control, &samples)?;
         reply.accepted = samples.len() as u64;
+        count(&self.control, &reply);
         Ok(Response::new(reply))
     }
 
@@ -134,6 +151,8 @@ impl IngestService for Ingest {
                     ),
                 )
             })?;
+            reply.accepted = samples.len() as u64;
+            count(&self.control, &reply);
             total.accepted += samples.len() as u64;
             total.rejected += reply.rejected;
             for (k, v) in reply.rejected_by_reason {

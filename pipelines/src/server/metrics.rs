@@ -119,6 +119,32 @@ pub fn render(control: &Control) -> String {
         "Records a component dropped, by reason.",
         dropped,
     );
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for (listener, _, s) in control.listeners.components() {
+        accepted.push((
+            format!("listener=\"{listener}\""),
+            s.received.load(Ordering::Relaxed) as f64,
+        ));
+        for (reason, n) in s.drop_counts() {
+            refused.push((
+                format!("listener=\"{listener}\",reason=\"{}\"", reason.as_str()),
+                n as f64,
+            ));
+        }
+    }
+    family(
+        "tidemark_ingest_accepted_total",
+        "counter",
+        "Samples a network listener accepted.",
+        accepted,
+    );
+    family(
+        "tidemark_ingest_rejected_total",
+        "counter",
+        "Samples (or requests) a network listener rejected, by reason.",
+        refused,
+    );
     let states = [
         State::Starting,
         State::Running,
