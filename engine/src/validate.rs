@@ -43,11 +43,15 @@ pub enum RejectReason {
     /// A timestamp before the Unix epoch.
     #[error("timestamp out of range")]
     TimestampOutOfRange,
+    /// A metric kind or temporality Tidemark does not map (OTLP delta sums,
+    /// exponential histograms).
+    #[error("unsupported metric kind")]
+    UnsupportedMetric,
 }
 
 impl RejectReason {
     /// Every reason, in a fixed order (the index of [`RejectReason::index`]).
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::Malformed,
         RejectReason::MissingMetricName,
         RejectReason::InvalidMetricName,
@@ -57,6 +61,7 @@ impl RejectReason {
         RejectReason::LabelNameTooLong,
         RejectReason::LabelValueTooLong,
         RejectReason::TimestampOutOfRange,
+        RejectReason::UnsupportedMetric,
     ];
 
     /// A dense index for counters.
@@ -76,6 +81,7 @@ impl RejectReason {
             RejectReason::LabelNameTooLong => "label_name_too_long",
             RejectReason::LabelValueTooLong => "label_value_too_long",
             RejectReason::TimestampOutOfRange => "timestamp_out_of_range",
+            RejectReason::UnsupportedMetric => "unsupported_metric",
         }
     }
 }

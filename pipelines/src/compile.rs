@@ -336,6 +336,14 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
                 Ok(v) => plan.sources.push((c.name.clone(), SourcePlan::File(v), 0)),
                 Err(e) => config_errors(&mut ctx, c.node, me, e),
             },
+            Ok(SourceConfig::Otlp(n)) => {
+                match n.validate(tidemark_engine::ingest::Protocol::Otlp) {
+                    Ok(v) => plan
+                        .sources
+                        .push((c.name.clone(), SourcePlan::Network(v), 0)),
+                    Err(e) => config_errors(&mut ctx, c.node, me, e),
+                }
+            }
             Ok(SourceConfig::RemoteWrite(n)) => {
                 match n.validate(tidemark_engine::ingest::Protocol::RemoteWrite) {
                     Ok(v) => plan

@@ -26,6 +26,8 @@ pub enum SourceConfig {
     Grpc(NetworkSourceConfig),
     /// Samples Prometheus remote-writes to the server (`/api/v1/write`).
     RemoteWrite(NetworkSourceConfig),
+    /// OTLP metrics sent to the server (gRPC or `/v1/metrics`).
+    Otlp(NetworkSourceConfig),
 }
 
 /// Every transform type.

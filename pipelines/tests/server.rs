@@ -1130,3 +1130,206 @@ sinks:
     );
     assert!(server.stop().success());
 }
+
+#[test]
+fn otlp_metrics_map_to_prometheus_series() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, InstrumentationScope, KeyValue, any_value,
+    };
+    use opentelemetry_proto::tonic::metrics::v1::summary_data_point::ValueAtQuantile;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint,
+        Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+        metric, number_data_point,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let t = 1_767_225_600_000_000_000u64; // 2026-01-01T00:00:00Z in ns
+    let number = |v: f64| NumberDataPoint {
+        attributes: vec![kv("http.route", "/api")],
+        time_unix_nano: t,
+        value: Some(number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    };
+    let metric = |name: &str, data: metric::Data| Metric {
+        name: name.into(),
+        data: Some(data),
+        ..Default::default()
+    };
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", "checkout"),
+                    kv("service.instance.id", "pod-1"),
+                    kv("host.name", "h1"),
+                ],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "shop".into(),
+                    version: "1.2".into(),
+                    ..Default::default()
+                }),
+                metrics: vec![
+                    metric(
+                        "queue.depth",
+                        metric::Data::Gauge(Gauge {
+                            data_points: vec![number(7.0)],
+                        }),
+                    ),
+                    metric(
+                        "requests",
+                        metric::Data::Sum(Sum {
+                            data_points: vec![number(42.0)],
+                            aggregation_temporality: 2,
+                            is_monotonic: true,
+                        }),
+                    ),
+                    metric(
+                        "latency",
+                        metric::Data::Histogram(Histogram {
+                            data_points: vec![HistogramDataPoint {
+                                time_unix_nano: t,
+                                count: 6,
+                                sum: Some(1.5),
+                                bucket_counts: vec![1, 2, 3],
+                                explicit_bounds: vec![0.1, 0.5],
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: 2,
+                        }),
+                    ),
+                    metric(
+                        "rpc",
+                        metric::Data::Summary(Summary {
+                            data_points: vec![SummaryDataPoint {
+                                time_unix_nano: t,
+                                count: 10,
+                                sum: 2.0,
+                                quantile_values: vec![ValueAtQuantile {
+                                    quantile: 0.99,
+                                    value: 0.3,
+                                }],
+                                ..Default::default()
+                            }],
+                        }),
+                    ),
+                    metric(
+                        "deltas",
+                        metric::Data::Sum(Sum {
+                            data_points: vec![number(1.0)],
+                            aggregation_temporality: 1,
+                            is_monotonic: true,
+                        }),
+                    ),
+                    metric(
+                        "exp",
+                        metric::Data::ExponentialHistogram(ExponentialHistogram {
+                            data_points: vec![ExponentialHistogramDataPoint::default()],
+                            aggregation_temporality: 2,
+                        }),
+                    ),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+
+    let dir = temp_dir("server-otlp");
+    let server = Server::start(&[], free_port());
+    let output = dir.join("out.jsonl");
+    let pipeline = format!(
+        "name: otel\nsources:\n  in: {{type: otlp, idle_timeout: 100ms}}\nsinks:\n  out: {{type: file, inputs: [in], path: {}}}\n",
+        output.display()
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut client = runtime
+        .block_on(MetricsServiceClient::connect(format!(
+            "http://127.0.0.1:{}",
+            server.grpc
+        )))
+        .unwrap();
+    let err = runtime
+        .block_on(client.export(request.clone()))
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::Unavailable,
+        "nobody reads OTLP yet: retry later"
+    );
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
+        201
+    );
+    let reply = runtime
+        .block_on(client.export(request.clone()))
+        .unwrap()
+        .into_inner();
+    let partial = reply.partial_success.unwrap();
+    assert_eq!(partial.rejected_data_points, 2, "{}", partial.error_message);
+    assert!(partial.error_message.contains("unsupported_metric"));
+    // The same over OTLP/HTTP.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let body = prost::Message::encode_to_vec(&request);
+    let r = agent
+        .post(&format!("{}/v1/metrics", server.url))
+        .header("content-type", "application/x-protobuf")
+        .send(&body[..])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(server.stop().success());
+
+    let rows = common::read_rows(&output);
+    let find = |name: &str, extra: Option<(&str, &str)>| {
+        rows.iter()
+            .filter(|r| {
+                r.name == name && extra.is_none_or(|(k, v)| r.labels.get(k).is_some_and(|x| x == v))
+            })
+            .map(|r| r.value)
+            .collect::<Vec<_>>()
+    };
+    let gauge = rows
+        .iter()
+        .find(|r| r.name == "queue_depth")
+        .expect("gauge");
+    assert_eq!(gauge.timestamp, 1_767_225_600_000);
+    for (k, v) in [
+        ("job", "checkout"),
+        ("instance", "pod-1"),
+        ("host_name", "h1"),
+        ("http_route", "/api"),
+        ("otel_scope_name", "shop"),
+        ("otel_scope_version", "1.2"),
+    ] {
+        assert_eq!(
+            gauge.labels.get(k).map(String::as_str),
+            Some(v),
+            "{k} in {:?}",
+            gauge.labels
+        );
+    }
+    assert_eq!(find("requests_total", None), vec![42.0, 42.0]);
+    assert_eq!(find("latency_bucket", Some(("le", "0.1"))), vec![1.0, 1.0]);
+    assert_eq!(find("latency_bucket", Some(("le", "0.5"))), vec![3.0, 3.0]);
+    assert_eq!(find("latency_bucket", Some(("le", "+Inf"))), vec![6.0, 6.0]);
+    assert_eq!(find("latency_sum", None), vec![1.5, 1.5]);
+    assert_eq!(find("latency_count", None), vec![6.0, 6.0]);
+    assert_eq!(find("rpc", Some(("quantile", "0.99"))), vec![0.3, 0.3]);
+    assert_eq!(find("rpc_count", None), vec![10.0, 10.0]);
+    assert!(find("deltas_total", None).is_empty() && find("deltas", None).is_empty());
+}

@@ -147,6 +147,9 @@ pub async fn serve(
     let ingest = super::ingest::Ingest {
         control: Arc::clone(&control),
     };
+    let otlp = super::otlp::Otlp {
+        control: Arc::clone(&control),
+    };
     let stopping = async move {
         while !control.shutdown.is_triggered() {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -164,6 +167,13 @@ pub async fn serve(
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             super::ingest::proto::ingest_service_server::IngestServiceServer::new(ingest)
+                .max_decoding_message_size(super::ingest::MAX_MESSAGE)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer::new(otlp)
                 .max_decoding_message_size(super::ingest::MAX_MESSAGE)
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                 .accept_compressed(tonic::codec::CompressionEncoding::Zstd),

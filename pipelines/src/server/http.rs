@@ -100,6 +100,7 @@ pub fn router(control: Arc<Control>, auth: Auth) -> Router {
             "/api/v1/write",
             axum::routing::post(super::remote_write::write),
         )
+        .route("/v1/metrics", axum::routing::post(super::otlp::http))
         .layer(DefaultBodyLimit::max(super::remote_write::MAX_COMPRESSED));
     let mut metrics = Router::new().route("/metrics", get(metrics_handler));
     if !auth.tokens.is_empty() {

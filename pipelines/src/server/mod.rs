@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod otlp;
 pub mod remote_write;
 
 use std::net::SocketAddr;
