@@ -1050,22 +1050,31 @@ fn remote_write_answers_so_that_prometheus_does_the_right_thing() {
 }
 
 #[test]
-fn prometheus_remote_writes_into_a_pipeline() {
-    let Ok(prometheus) = which("prometheus") else {
+fn prometheus_remote_writes_node_exporter_metrics_into_a_pipeline() {
+    let (Ok(prometheus), Ok(node_exporter)) =
+        (which("prometheus"), which("prometheus-node-exporter"))
+    else {
         panic!(
-            "the prometheus binary is missing: run ./deploy/test.sh, which installs Debian's prometheus package"
+            "prometheus or prometheus-node-exporter is missing: run ./deploy/test.sh, which installs Debian's packages"
         );
     };
     let dir = temp_dir("server-prometheus-rw");
     let port = free_port();
     let server = Server::start(&[], port);
+    let exporter_port = free_port();
+    let mut exporter = Command::new(node_exporter)
+        .arg(format!("--web.listen-address=127.0.0.1:{exporter_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let output = dir.join("out.jsonl");
     let pipeline = format!(
         r#"name: from-prometheus
 sources:
   prom:
     type: remote_write
-    match: '{{__name__=~"tidemark_up|up"}}'
+    match: '{{__name__=~"node_load1|node_memory_MemAvailable_bytes|tidemark_up"}}'
     max_out_of_orderness: 2s
     idle_timeout: 1s
 transforms:
@@ -1090,7 +1099,7 @@ sinks:
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 500ms\nscrape_configs:\n  - job_name: tidemark\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\nremote_write:\n  - url: http://127.0.0.1:{port}/api/v1/write\n    queue_config:\n      batch_send_deadline: 500ms\n"
+            "global:\n  scrape_interval: 500ms\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n  - job_name: tidemark\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\nremote_write:\n  - url: http://127.0.0.1:{port}/api/v1/write\n    queue_config:\n      batch_send_deadline: 500ms\n"
         ),
     )
     .unwrap();
@@ -1109,8 +1118,8 @@ sinks:
     let mut found = String::new();
     while start.elapsed() < Duration::from_secs(60) {
         found = std::fs::read_to_string(&output).unwrap_or_default();
-        if found.contains("\"name\":\"tidemark_up:2s_last\"")
-            && found.contains("\"job\":\"tidemark\"")
+        if found.contains("\"name\":\"node_load1:2s_last\"")
+            && found.contains("\"name\":\"tidemark_up:2s_last\"")
         {
             break;
         }
@@ -1118,11 +1127,17 @@ sinks:
     }
     let _ = child.kill();
     let _ = child.wait();
+    let _ = exporter.kill();
+    let _ = exporter.wait();
     assert!(
-        found.contains("\"name\":\"tidemark_up:2s_last\""),
-        "no window over remote-written samples: {found}"
+        found.contains("\"name\":\"node_load1:2s_last\""),
+        "no node-exporter series in the window output: {found}"
     );
-    assert!(found.contains("\"name\":\"up:2s_count\""), "{found}");
+    assert!(found.contains("\"job\":\"node\""), "{found}");
+    assert!(
+        found.contains("\"name\":\"node_memory_MemAvailable_bytes:2s_count\""),
+        "{found}"
+    );
     let (_, metrics) = server.request("GET", "/metrics", None).unwrap();
     assert!(
         metrics.contains("tidemark_ingest_accepted_total{listener=\"remote_write\"}"),
@@ -1332,4 +1347,67 @@ fn otlp_metrics_map_to_prometheus_series() {
     assert_eq!(find("rpc", Some(("quantile", "0.99"))), vec![0.3, 0.3]);
     assert_eq!(find("rpc_count", None), vec![10.0, 10.0]);
     assert!(find("deltas_total", None).is_empty() && find("deltas", None).is_empty());
+}
+
+#[test]
+fn the_opentelemetry_python_sdk_exports_into_a_pipeline() {
+    let python =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deploy-cache/venv/bin/python");
+    assert!(
+        python.exists(),
+        "the OpenTelemetry Python SDK is missing: run ./deploy/test.sh, which installs it into .deploy-cache/venv"
+    );
+    let dir = temp_dir("server-otel-python");
+    let server = Server::start(&[], free_port());
+    let output = dir.join("out.jsonl");
+    let pipeline = format!(
+        "name: py\nsources:\n  in: {{type: otlp, idle_timeout: 100ms}}\nsinks:\n  out: {{type: file, inputs: [in], path: {}}}\n",
+        output.display()
+    );
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
+        201
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otel/export.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(format!("localhost:{}", server.grpc))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(server.stop().success());
+    let rows = common::read_rows(&output);
+    let last = |name: &str| {
+        rows.iter()
+            .filter(|r| r.name == name)
+            .next_back()
+            .unwrap_or_else(|| panic!("no {name} in {rows:?}"))
+    };
+    let orders = last("orders_total");
+    assert_eq!(orders.value, 10.0);
+    assert_eq!(orders.labels.get("job").map(String::as_str), Some("shop"));
+    assert_eq!(
+        orders.labels.get("instance").map(String::as_str),
+        Some("py-1")
+    );
+    assert_eq!(orders.labels.get("region").map(String::as_str), Some("eu"));
+    assert_eq!(
+        orders.labels.get("otel_scope_name").map(String::as_str),
+        Some("tidemark-test")
+    );
+    assert_eq!(last("checkout_latency_count").value, 10.0);
+    assert!((last("checkout_latency_sum").value - 2.75).abs() < 1e-9);
+    assert!(
+        rows.iter().any(|r| r.name == "checkout_latency_bucket"
+            && r.labels.get("le").is_some_and(|l| l == "+Inf"))
+    );
+    let gauge = last("queue_depth");
+    assert_eq!(
+        (gauge.value, gauge.labels.get("queue").map(String::as_str)),
+        (5.0, Some("emails"))
+    );
 }
