@@ -1351,8 +1351,7 @@ fn otlp_metrics_map_to_prometheus_series() {
 
 #[test]
 fn the_opentelemetry_python_sdk_exports_into_a_pipeline() {
-    let python =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deploy-cache/venv/bin/python");
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deploy-cache/venv/bin/python");
     assert!(
         python.exists(),
         "the OpenTelemetry Python SDK is missing: run ./deploy/test.sh, which installs it into .deploy-cache/venv"
@@ -1368,7 +1367,7 @@ fn the_opentelemetry_python_sdk_exports_into_a_pipeline() {
         server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
         201
     );
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otel/export.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otel/export.py");
     let out = Command::new(&python)
         .arg(&script)
         .arg(format!("localhost:{}", server.grpc))
@@ -1383,8 +1382,7 @@ fn the_opentelemetry_python_sdk_exports_into_a_pipeline() {
     let rows = common::read_rows(&output);
     let last = |name: &str| {
         rows.iter()
-            .filter(|r| r.name == name)
-            .next_back()
+            .rfind(|r| r.name == name)
             .unwrap_or_else(|| panic!("no {name} in {rows:?}"))
     };
     let orders = last("orders_total");
