@@ -4,7 +4,8 @@
 //! the exchange queues without limit. A source therefore counts the records
 //! it has sent per timestamp and stops sending while more than
 //! `max_in_flight` of them have not yet been retired at the end of the
-//! pipeline (the probe on its sinks). Window operators hold their output back
+//! pipeline (the probe on its sinks). Records at the source's own current
+//! time do not count: they cannot retire until the source moves on. Window operators hold their output back
 //! by their lateness, so a record at time `t` counts as retired once the probe
 //! frontier passes `t - holdback`.
 
@@ -65,7 +66,13 @@ impl FlowControl {
     }
 
     /// Whether the source may send more now.
-    pub fn may_send(&mut self) -> bool {
+    ///
+    /// `current` is the source's own capability time: records sent at it
+    /// cannot retire before the source moves on, so they do not count
+    /// against the budget (waiting for them would never end). The budget
+    /// therefore bounds records at earlier times; one time step of a source
+    /// (a generator tick, a run of one watermark) is not divided.
+    pub fn may_send(&mut self, current: Time) -> bool {
         let done_below = self
             .probe
             .with_frontier(|f| f.iter().min().map(|m| m.saturating_add(self.holdback)))
@@ -79,7 +86,14 @@ impl FlowControl {
             }
         }
         self.report();
-        self.in_flight < self.max_in_flight
+        let at_current: u64 = self
+            .sent
+            .iter()
+            .rev()
+            .take_while(|(t, _)| *t >= current)
+            .map(|(_, n)| n)
+            .sum();
+        self.in_flight - at_current < self.max_in_flight
     }
 
     /// Publishes the in-flight count to the component's queue-depth gauge.

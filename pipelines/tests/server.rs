@@ -1409,3 +1409,73 @@ fn the_opentelemetry_python_sdk_exports_into_a_pipeline() {
         (5.0, Some("emails"))
     );
 }
+
+#[test]
+fn overload_is_refused_and_every_accepted_sample_is_processed() {
+    use tidemark_pipelines::server::ingest::proto::ingest_service_client::IngestServiceClient;
+    use tidemark_pipelines::server::ingest::proto::{Label, Point, Series, WriteRequest};
+
+    // A queue that holds one request; eight senders at once offer far more.
+    let server = Server::start(&[], free_port());
+    let pipeline = "name: slow\nsources:\n  in: {type: grpc, queue: 10000, idle_timeout: 100ms}\n\
+                    transforms:\n  w: {type: window, inputs: [in], window: {tumbling: 1s}, aggregates: [count, p99]}\n\
+                    sinks:\n  out: {type: blackhole, inputs: [w]}\n";
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(pipeline)).0,
+        201
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://127.0.0.1:{}", server.grpc);
+    let (accepted, refused) = runtime.block_on(async move {
+        let mut tasks = Vec::new();
+        for sender in 0..8i64 {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut client = IngestServiceClient::connect(url).await.unwrap();
+                let (mut accepted, mut refused) = (0u64, 0u64);
+                for batch in 0..40i64 {
+                    let request = WriteRequest {
+                        series: (0..100)
+                            .map(|s| Series {
+                                name: "load".into(),
+                                labels: vec![Label {
+                                    name: "s".into(),
+                                    value: format!("{sender}-{s}"),
+                                }],
+                                points: (0..100)
+                                    .map(|i| Point {
+                                        timestamp_ms: batch * 100 + i,
+                                        value: i as f64,
+                                    })
+                                    .collect(),
+                            })
+                            .collect(),
+                    };
+                    match client.write(request).await {
+                        Ok(r) => accepted += r.into_inner().accepted,
+                        Err(e) => {
+                            assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+                            refused += 1;
+                        }
+                    }
+                }
+                (accepted, refused)
+            }));
+        }
+        let mut totals = (0u64, 0u64);
+        for t in tasks {
+            let (a, r) = t.await.unwrap();
+            totals.0 += a;
+            totals.1 += r;
+        }
+        totals
+    });
+    assert!(refused > 0, "the senders should have been told to back off");
+    assert!(accepted > 0);
+    // Every acknowledged sample reaches the pipeline, and nothing else does.
+    wait_until("every accepted sample", || {
+        server.json("GET", "/api/v1/pipelines/slow", None).1["samples_in"].as_u64()
+            == Some(accepted)
+    });
+    assert!(server.stop().success());
+}

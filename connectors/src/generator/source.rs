@@ -73,7 +73,7 @@ impl Generator {
                     cap = None;
                     return;
                 }
-                if !flow.may_send() {
+                if !flow.may_send(*c.time()) {
                     activator.activate_after(Duration::from_millis(1));
                     return;
                 }

@@ -51,7 +51,7 @@ impl NetworkSource {
                     return;
                 }
                 for _ in 0..64 {
-                    if !flow.may_send() {
+                    if !flow.may_send(*c.time()) {
                         activator.activate_after(Duration::from_millis(1));
                         return;
                     }
