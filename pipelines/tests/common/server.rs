@@ -1,0 +1,157 @@
+//! Running `tidemark serve` in tests: start, wait until ready, call, stop.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub grpc: u16,
+}
+
+impl Server {
+    pub fn start(args: &[&str], port: u16) -> Server {
+        let grpc = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .arg("serve")
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(["--grpc", &format!("127.0.0.1:{grpc}")])
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            grpc,
+        };
+        server.wait_ready();
+        server
+    }
+
+    pub fn wait_ready(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok((200, _)) = self.request("GET", "/readyz", None) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server at {} did not become ready", self.url);
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String), ureq::Error> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}{path}", self.url);
+        let mut response = match (method, body) {
+            ("POST", Some(b)) => agent
+                .post(&url)
+                .header("content-type", "application/yaml")
+                .send(b)?,
+            ("DELETE", _) => agent.delete(&url).call()?,
+            _ => agent.get(&url).call()?,
+        };
+        let status = response.status().as_u16();
+        Ok((status, response.body_mut().read_to_string()?))
+    }
+
+    pub fn json(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let (status, text) = self.request(method, path, body).unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub fn stop(self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.wait_exit()
+    }
+
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+pub fn pipeline(name: &str, rate: u32, output: &Path) -> String {
+    format!(
+        r#"name: {name}
+sources:
+  gen:
+    type: generator
+    series: 50
+    interval: 1s
+    start: 2026-01-01T00:00:00Z
+    rate: {rate}
+    seed: 1
+transforms:
+  w:
+    type: window
+    inputs: [gen]
+    window: {{tumbling: 10s}}
+    by: [region]
+    aggregates: [count, avg]
+sinks:
+  out:
+    type: file
+    inputs: [w]
+    path: {}
+"#,
+        output.display()
+    )
+}
+
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
