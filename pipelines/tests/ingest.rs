@@ -684,3 +684,72 @@ fn overload_is_refused_and_every_accepted_sample_is_processed() {
     });
     assert!(server.stop().success());
 }
+
+#[test]
+fn the_tenant_comes_from_the_credential_never_from_the_sender() {
+    use tidemark_pipelines::server::ingest::proto::ingest_service_client::IngestServiceClient;
+    use tidemark_pipelines::server::ingest::proto::{Label, Point, Series, WriteRequest};
+
+    let dir = temp_dir("ingest-tenant");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "token-acme acme\ntoken-plain\n").unwrap();
+    let server = Server::start(&["--token-file", tokens.to_str().unwrap()], free_port());
+    let output = dir.join("out.jsonl");
+    let pipeline = format!(
+        "name: t\nsources:\n  rw: {{type: remote_write, idle_timeout: 100ms}}\n  g: {{type: grpc, idle_timeout: 100ms}}\n\
+         sinks:\n  out: {{type: file, inputs: [rw, g], path: {}}}\n",
+        output.display()
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let applied = agent
+        .post(&format!("{}/api/v1/pipelines", server.url))
+        .header("authorization", "Bearer token-plain")
+        .send(&pipeline)
+        .unwrap();
+    assert_eq!(applied.status().as_u16(), 201);
+    // Remote-write as acme, with a forged tenant label: the credential wins.
+    let body = remote_write_body(&[(&[("__name__", "up"), ("tenant", "evil")], &[(1_000, 1.0)])]);
+    let r = agent
+        .post(&format!("{}/api/v1/write", server.url))
+        .header("authorization", "Bearer token-acme")
+        .header("content-encoding", "snappy")
+        .send(&body[..])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    // gRPC ingest with a token without a tenant: no tenant label is added.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = IngestServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc))
+            .await
+            .unwrap();
+        let mut request = tonic::Request::new(WriteRequest {
+            series: vec![Series {
+                name: "plain".into(),
+                labels: vec![Label {
+                    name: "host".into(),
+                    value: "a".into(),
+                }],
+                points: vec![Point {
+                    timestamp_ms: 1_000,
+                    value: 2.0,
+                }],
+            }],
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer token-plain".parse().unwrap());
+        assert_eq!(
+            client.write(request).await.unwrap().into_inner().accepted,
+            1
+        );
+    });
+    assert!(server.stop().success());
+    let rows = common::read_rows(&output);
+    let up = rows.iter().find(|r| r.name == "up").expect("up");
+    assert_eq!(up.labels.get("tenant").map(String::as_str), Some("acme"));
+    let plain = rows.iter().find(|r| r.name == "plain").expect("plain");
+    assert!(!plain.labels.contains_key("tenant"));
+}

@@ -138,10 +138,15 @@ pub async fn serve(
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        if auth.accepts(header) {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated("missing or invalid bearer token"))
+        match auth.check(header) {
+            Some(tenant) => {
+                let mut request = request;
+                if let Some(t) = tenant {
+                    request.extensions_mut().insert(t);
+                }
+                Ok(request)
+            }
+            None => Err(Status::unauthenticated("missing or invalid bearer token")),
         }
     };
     let ingest = super::ingest::Ingest {

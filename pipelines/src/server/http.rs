@@ -26,22 +26,30 @@ pub const MAX_BODY: usize = 1 << 20;
 pub struct Auth {
     /// Accepted tokens; empty means no authentication.
     pub tokens: Vec<String>,
+    /// The tenant of each token (same order), if the file names one.
+    pub tenants: Vec<Option<String>>,
     /// Also require a token for `/metrics` (health checks stay open).
     pub protect_metrics: bool,
 }
 
 impl Auth {
-    /// Reads tokens from a file, one a line (blank lines and `#` comments
-    /// ignored). Tokens are never logged.
+    /// Reads tokens from a file, one a line, optionally followed by a
+    /// tenant (`TOKEN TENANT`); blank lines and `#` comments are ignored.
+    /// Tokens are never logged.
     pub fn from_file(path: &std::path::Path, protect_metrics: bool) -> anyhow::Result<Auth> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?;
-        let tokens: Vec<String> = text
+        let mut tokens = Vec::new();
+        let mut tenants = Vec::new();
+        for line in text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .collect();
+        {
+            let mut parts = line.split_whitespace();
+            tokens.push(parts.next().unwrap_or_default().to_owned());
+            tenants.push(parts.next().map(str::to_owned));
+        }
         anyhow::ensure!(
             !tokens.is_empty(),
             "the token file {} has no tokens",
@@ -49,21 +57,41 @@ impl Auth {
         );
         Ok(Auth {
             tokens,
+            tenants,
             protect_metrics,
         })
     }
 
     /// Whether an `Authorization` header value carries an accepted token.
     pub fn accepts(&self, header: Option<&str>) -> bool {
-        let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-            return false;
-        };
+        self.check(header).is_some()
+    }
+
+    /// The credential's tenant: `None` if refused, `Some(None)` for a token
+    /// without a tenant.
+    pub fn check(&self, header: Option<&str>) -> Option<Option<Tenant>> {
+        let given = header
+            .and_then(|h| h.strip_prefix("Bearer "))?
+            .trim()
+            .as_bytes();
         // Compare every token in full so timing reveals nothing.
-        self.tokens.iter().fold(false, |ok, t| {
-            ok | constant_time_eq(t.as_bytes(), given.trim().as_bytes())
-        })
+        let mut found = None;
+        for (i, t) in self.tokens.iter().enumerate() {
+            if constant_time_eq(t.as_bytes(), given) {
+                found = Some(i);
+            }
+        }
+        found.map(|i| self.tenants.get(i).cloned().flatten().map(Tenant))
     }
 }
+
+/// The label ingest sets to the credential's tenant.
+pub const TENANT_LABEL: &str = "tenant";
+
+/// The tenant a credential belongs to; ingest adds it as the `tenant`
+/// label, replacing any the sender set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant(pub String);
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -72,12 +100,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn require_token(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(auth): State<Arc<Auth>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if auth.accepts(header) {
+    if let Some(tenant) = auth.check(header) {
+        if let Some(t) = tenant {
+            request.extensions_mut().insert(t);
+        }
         next.run(request).await
     } else {
         (

@@ -11,6 +11,7 @@ use tidemark_engine::stats::DropReason;
 use tidemark_engine::validate::RejectReason;
 
 use super::control::Control;
+use super::http::{TENANT_LABEL, Tenant};
 
 /// Generated protobuf and gRPC code.
 #[allow(missing_docs, unused_qualifications, clippy::all)]
@@ -33,7 +34,12 @@ pub struct Ingest {
     pub control: Arc<Control>,
 }
 
-fn decode(request: WriteRequest, control: &Control, reply: &mut WriteResponse) -> Vec<Sample> {
+fn decode(
+    request: WriteRequest,
+    control: &Control,
+    tenant: Option<&str>,
+    reply: &mut WriteResponse,
+) -> Vec<Sample> {
     let limits = &control.limits;
     let mut samples = Vec::new();
     for (i, series) in request.series.into_iter().enumerate() {
@@ -56,7 +62,9 @@ fn decode(request: WriteRequest, control: &Control, reply: &mut WriteResponse) -
             series
                 .labels
                 .iter()
-                .map(|l| (l.name.as_str(), l.value.as_str())),
+                .filter(|l| !(tenant.is_some() && l.name == TENANT_LABEL))
+                .map(|l| (l.name.as_str(), l.value.as_str()))
+                .chain(tenant.map(|t| (TENANT_LABEL, t))),
         );
         let s = match checked {
             Ok(s) => s,
@@ -122,7 +130,13 @@ impl IngestService for Ingest {
             return Err(Status::unavailable("the server is shutting down"));
         }
         let mut reply = WriteResponse::default();
-        let samples = decode(request.into_inner(), &self.control, &mut reply);
+        let tenant = request.extensions().get::<Tenant>().map(|t| t.0.clone());
+        let samples = decode(
+            request.into_inner(),
+            &self.control,
+            tenant.as_deref(),
+            &mut reply,
+        );
         offer(&self.control, &samples)?;
         reply.accepted = samples.len() as u64;
         count(&self.control, &reply);
@@ -133,6 +147,7 @@ impl IngestService for Ingest {
         &self,
         request: Request<Streaming<WriteRequest>>,
     ) -> Result<Response<WriteResponse>, Status> {
+        let tenant = request.extensions().get::<Tenant>().map(|t| t.0.clone());
         let mut stream = request.into_inner();
         let mut total = WriteResponse::default();
         while let Some(message) = stream.message().await? {
@@ -140,7 +155,7 @@ impl IngestService for Ingest {
                 return Err(Status::unavailable("the server is shutting down"));
             }
             let mut reply = WriteResponse::default();
-            let samples = decode(message, &self.control, &mut reply);
+            let samples = decode(message, &self.control, tenant.as_deref(), &mut reply);
             offer(&self.control, &samples).map_err(|s| {
                 Status::new(
                     s.code(),

@@ -33,6 +33,7 @@ use tidemark_engine::stats::DropReason;
 use tidemark_engine::validate::RejectReason;
 
 use super::control::Control;
+use super::http::{TENANT_LABEL, Tenant};
 
 const CUMULATIVE: i32 = 2;
 
@@ -111,6 +112,7 @@ fn resource_labels(attributes: &[KeyValue]) -> BTreeMap<String, String> {
 pub fn decode(
     request: ExportMetricsServiceRequest,
     control: &Control,
+    tenant: Option<&str>,
     rejected: &mut BTreeMap<RejectReason, u64>,
 ) -> Vec<Sample> {
     let mut out = Vec::new();
@@ -122,6 +124,9 @@ pub fn decode(
         let mut labels = base.clone();
         if let Some((k, v)) = extra {
             labels.insert(k.to_owned(), v);
+        }
+        if let Some(t) = tenant {
+            labels.insert(TENANT_LABEL.to_owned(), t.to_owned());
         }
         let ts = (time_nanos / 1_000_000) as i64;
         match control
@@ -277,9 +282,10 @@ fn format_bound(b: f64) -> String {
 pub fn export(
     control: &Control,
     request: ExportMetricsServiceRequest,
+    tenant: Option<&str>,
 ) -> Result<ExportMetricsServiceResponse, OfferError> {
     let mut rejected = BTreeMap::new();
-    let samples = decode(request, control, &mut rejected);
+    let samples = decode(request, control, tenant, &mut rejected);
     if !samples.is_empty() {
         control.ingest.offer(Protocol::Otlp, &samples)?;
     }
@@ -316,7 +322,8 @@ impl MetricsService for Otlp {
         if self.control.shutdown.is_triggered() {
             return Err(Status::unavailable("the server is shutting down"));
         }
-        match export(&self.control, request.into_inner()) {
+        let tenant = request.extensions().get::<Tenant>().map(|t| t.0.clone());
+        match export(&self.control, request.into_inner(), tenant.as_deref()) {
             Ok(reply) => Ok(Response::new(reply)),
             Err(e @ OfferError::Full { .. }) => Err(Status::resource_exhausted(e.to_string())),
             Err(e @ OfferError::NoSubscriber(_)) => Err(Status::unavailable(format!(
@@ -329,8 +336,10 @@ impl MetricsService for Otlp {
 /// `POST /v1/metrics`: OTLP over HTTP with a protobuf body.
 pub async fn http(
     axum::extract::State(control): axum::extract::State<Arc<Control>>,
+    tenant: Option<axum::extract::Extension<Tenant>>,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
+    let tenant = tenant.map(|axum::extract::Extension(t)| t.0);
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
     use prost::Message;
@@ -348,7 +357,7 @@ pub async fn http(
                 .into_response();
         }
     };
-    match export(&control, request) {
+    match export(&control, request, tenant.as_deref()) {
         Ok(reply) => (
             [(header::CONTENT_TYPE, "application/x-protobuf")],
             reply.encode_to_vec(),

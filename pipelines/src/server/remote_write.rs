@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
@@ -26,6 +26,7 @@ use tidemark_engine::stats::DropReason;
 use tidemark_engine::validate::RejectReason;
 
 use super::control::Control;
+use super::http::{TENANT_LABEL, Tenant};
 
 /// Generated protobuf code for `prometheus.WriteRequest`.
 #[allow(missing_docs, unused_qualifications, clippy::all)]
@@ -52,6 +53,7 @@ fn text(status: StatusCode, message: String) -> Response {
 pub fn decode(
     body: &[u8],
     control: &Control,
+    tenant: Option<&str>,
     rejected: &mut BTreeMap<RejectReason, u64>,
 ) -> Result<Vec<Sample>, String> {
     let len = snap::raw::decompress_len(body).map_err(|e| format!("invalid snappy block: {e}"))?;
@@ -75,8 +77,11 @@ pub fn decode(
         let labels = ts
             .labels
             .iter()
-            .filter(|l| l.name != METRIC_NAME_LABEL)
-            .map(|l| (l.name.as_str(), l.value.as_str()));
+            .filter(|l| {
+                l.name != METRIC_NAME_LABEL && !(tenant.is_some() && l.name == TENANT_LABEL)
+            })
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .chain(tenant.map(|t| (TENANT_LABEL, t)));
         match control.limits.check(name, labels) {
             Ok(series) => {
                 for s in ts.samples {
@@ -95,9 +100,11 @@ pub fn decode(
 /// `POST /api/v1/write`.
 pub async fn write(
     State(control): State<Arc<Control>>,
+    tenant: Option<Extension<Tenant>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let tenant = tenant.map(|Extension(t)| t.0);
     if control.shutdown.is_triggered() {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -119,7 +126,7 @@ pub async fn write(
         );
     }
     let mut rejected = BTreeMap::new();
-    let samples = match decode(&body, &control, &mut rejected) {
+    let samples = match decode(&body, &control, tenant.as_deref(), &mut rejected) {
         Ok(s) => s,
         Err(message) => {
             control.count_rejects(
