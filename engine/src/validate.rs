@@ -47,11 +47,17 @@ pub enum RejectReason {
     /// exponential histograms).
     #[error("unsupported metric kind")]
     UnsupportedMetric,
+    /// A timestamp further ahead of the receiver's clock than `max_future`.
+    #[error("timestamp too far in the future")]
+    TimestampTooNew,
+    /// A timestamp further behind the receiver's clock than `max_age`.
+    #[error("timestamp too old")]
+    TimestampTooOld,
 }
 
 impl RejectReason {
     /// Every reason, in a fixed order (the index of [`RejectReason::index`]).
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::Malformed,
         RejectReason::MissingMetricName,
         RejectReason::InvalidMetricName,
@@ -62,6 +68,8 @@ impl RejectReason {
         RejectReason::LabelValueTooLong,
         RejectReason::TimestampOutOfRange,
         RejectReason::UnsupportedMetric,
+        RejectReason::TimestampTooNew,
+        RejectReason::TimestampTooOld,
     ];
 
     /// A dense index for counters.
@@ -82,6 +90,8 @@ impl RejectReason {
             RejectReason::LabelValueTooLong => "label_value_too_long",
             RejectReason::TimestampOutOfRange => "timestamp_out_of_range",
             RejectReason::UnsupportedMetric => "unsupported_metric",
+            RejectReason::TimestampTooNew => "timestamp_too_new",
+            RejectReason::TimestampTooOld => "timestamp_too_old",
         }
     }
 }
@@ -105,6 +115,48 @@ impl Default for Limits {
             max_label_name_length: 256,
             max_label_value_length: 4096,
         }
+    }
+}
+
+/// How far from the receiver's clock a pushed sample's timestamp may be.
+/// A timestamp far ahead would move a source's watermark past every honest
+/// sender (making their samples late); one far behind can only be late.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeBounds {
+    /// Most milliseconds a timestamp may be ahead of now; `None` for no limit.
+    pub max_future_ms: Option<i64>,
+    /// Most milliseconds a timestamp may be behind now; `None` for no limit.
+    pub max_age_ms: Option<i64>,
+}
+
+impl Default for TimeBounds {
+    /// Ten minutes ahead (clock skew between hosts); no age limit, since
+    /// backfills are legitimate and each pipeline counts what is late for it.
+    fn default() -> Self {
+        TimeBounds {
+            max_future_ms: Some(10 * 60 * 1000),
+            max_age_ms: None,
+        }
+    }
+}
+
+impl TimeBounds {
+    /// Checks a timestamp (already known not to be before the epoch) against
+    /// the receiver's clock `now_ms`.
+    pub fn check(&self, timestamp: i64, now_ms: i64) -> Result<i64, RejectReason> {
+        if self
+            .max_future_ms
+            .is_some_and(|f| timestamp > now_ms.saturating_add(f))
+        {
+            return Err(RejectReason::TimestampTooNew);
+        }
+        if self
+            .max_age_ms
+            .is_some_and(|a| timestamp < now_ms.saturating_sub(a))
+        {
+            return Err(RejectReason::TimestampTooOld);
+        }
+        Ok(timestamp)
     }
 }
 
@@ -222,6 +274,28 @@ mod tests {
         assert_eq!(
             Limits::default().check_timestamp(-1),
             Err(TimestampOutOfRange)
+        );
+    }
+
+    #[test]
+    fn time_bounds_reject_far_future_and_too_old() {
+        let now = 1_000_000_000;
+        let default = TimeBounds::default();
+        assert_eq!(default.check(now + 600_000, now), Ok(now + 600_000));
+        assert_eq!(
+            default.check(now + 600_001, now),
+            Err(RejectReason::TimestampTooNew)
+        );
+        assert_eq!(default.check(0, now), Ok(0), "no age limit by default");
+        let bounded = TimeBounds {
+            max_future_ms: None,
+            max_age_ms: Some(1000),
+        };
+        assert_eq!(bounded.check(i64::MAX, now), Ok(i64::MAX));
+        assert_eq!(bounded.check(now - 1000, now), Ok(now - 1000));
+        assert_eq!(
+            bounded.check(now - 1001, now),
+            Err(RejectReason::TimestampTooOld)
         );
     }
 

@@ -148,6 +148,10 @@ struct Extra {
     /// (input series id, timestamp, value), for rate and increase.
     points: Vec<(u64, Millis, f64)>,
     sketch: Option<DDSketch>,
+    /// Infinities are counted beside the sketch, which would map them to an
+    /// extreme bin and collapse its finite bins to make room.
+    neg_inf: u64,
+    pos_inf: u64,
 }
 
 /// The running state of one window of one group.
@@ -212,7 +216,13 @@ impl Accumulator {
                 x.points.push((series, ts, v));
             }
             if let Some(s) = x.sketch.as_mut() {
-                s.add(v);
+                if v == f64::INFINITY {
+                    x.pos_inf += 1;
+                } else if v == f64::NEG_INFINITY {
+                    x.neg_inf += 1;
+                } else {
+                    s.add(v);
+                }
             }
         }
     }
@@ -233,6 +243,8 @@ impl Accumulator {
                 // Both sketches share one configuration, so merging cannot fail.
                 let _ = x.merge(y);
             }
+            a.neg_inf += b.neg_inf;
+            a.pos_inf += b.pos_inf;
         }
         self.count += other.count;
         self.sum += other.sum;
@@ -282,14 +294,29 @@ impl Accumulator {
                 }
                 total
             }
-            Aggregate::Quantile(q) => self
-                .extra
-                .as_ref()?
-                .sketch
-                .as_ref()?
-                .quantile(q)
-                .ok()
-                .flatten(),
+            Aggregate::Quantile(q) => {
+                // The sketch's rank rule (q * (n - 1)), with the infinities
+                // placed at either end of the finite values.
+                let x = self.extra.as_ref()?;
+                let rank = q * (n - 1.0);
+                let finite = self.count - x.neg_inf - x.pos_inf;
+                if rank < x.neg_inf as f64 {
+                    Some(f64::NEG_INFINITY)
+                } else if rank > (x.neg_inf + finite) as f64 - 1.0 {
+                    Some(f64::INFINITY)
+                } else {
+                    let within = if finite > 1 {
+                        (rank - x.neg_inf as f64) / (finite - 1) as f64
+                    } else {
+                        0.0
+                    };
+                    x.sketch
+                        .as_ref()?
+                        .quantile(within.clamp(0.0, 1.0))
+                        .ok()
+                        .flatten()
+                }
+            }
         }
     }
 }
@@ -369,6 +396,44 @@ mod tests {
             Aggregate::parse("p9x"),
             Err(AggregateError::Unknown(_))
         ));
+    }
+
+    #[test]
+    fn infinities_sit_at_the_ends_of_quantiles() {
+        let aggregates = [
+            Aggregate::Quantile(0.0),
+            Aggregate::Quantile(0.5),
+            Aggregate::Quantile(1.0),
+            Aggregate::Sum,
+            Aggregate::Max,
+            Aggregate::Min,
+        ];
+        let mut acc = Accumulator::new(Needs::of(&aggregates));
+        for (i, v) in [f64::NEG_INFINITY, 1.0, 2.0, 3.0, f64::INFINITY]
+            .into_iter()
+            .enumerate()
+        {
+            acc.insert(Needs::of(&aggregates), 1, i as Millis, v);
+        }
+        let r: Vec<f64> = aggregates
+            .iter()
+            .map(|a| acc.result(*a, 0, 10).unwrap())
+            .collect();
+        assert_eq!(r[0], f64::NEG_INFINITY);
+        assert!((r[1] - 2.0).abs() <= 0.02 * 2.0, "p50 {}", r[1]);
+        assert_eq!(r[2], f64::INFINITY);
+        assert!(
+            r[3].is_nan(),
+            "+Inf + -Inf is NaN, as in IEEE 754 and PromQL"
+        );
+        assert_eq!((r[4], r[5]), (f64::INFINITY, f64::NEG_INFINITY));
+        // Only infinities: every quantile is one of them.
+        let mut acc = Accumulator::new(Needs::of(&aggregates));
+        acc.insert(Needs::of(&aggregates), 1, 0, f64::INFINITY);
+        assert_eq!(
+            acc.result(Aggregate::Quantile(0.5), 0, 10),
+            Some(f64::INFINITY)
+        );
     }
 
     #[test]

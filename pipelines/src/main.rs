@@ -12,7 +12,7 @@ use tidemark_pipelines::Diagnostic;
 use tidemark_pipelines::bench::{self, BenchOptions};
 use tidemark_pipelines::compile_file;
 use tidemark_pipelines::run::{ProgressMode, RunOptions, run};
-use tidemark_pipelines::server::config::ServerConfig;
+use tidemark_pipelines::server::config::{ServerConfig, parse_bound};
 use tidemark_pipelines::server::http::Auth;
 use tidemark_pipelines::server::{ServeOptions, TlsFiles, client, serve};
 
@@ -81,7 +81,7 @@ enum Command {
         max_in_flight: u64,
     },
     /// Serve: run the pipelines applied over the API until SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage the pipelines of a running server.
     Pipeline {
         /// The server's HTTP address.
@@ -118,7 +118,7 @@ struct ServeArgs {
     /// HTTP listen address (control API, /metrics, /healthz) [default: 0.0.0.0:8080].
     #[arg(long, env = "TIDEMARK_HTTP")]
     http: Option<std::net::SocketAddr>,
-    /// gRPC listen address (control service; ingest and OTLP later) [default: 0.0.0.0:4317].
+    /// gRPC listen address (control service, ingest, OTLP) [default: 0.0.0.0:4317].
     #[arg(long, env = "TIDEMARK_GRPC")]
     grpc: Option<std::net::SocketAddr>,
     /// Worker threads in this process [default: 1].
@@ -148,6 +148,12 @@ struct ServeArgs {
     /// TLS private key (PEM); with --tls-cert.
     #[arg(long, env = "TIDEMARK_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// How far ahead of this server's clock a received timestamp may be: a duration or `off` [default: 10m].
+    #[arg(long, env = "TIDEMARK_MAX_FUTURE")]
+    max_future: Option<String>,
+    /// How far behind this server's clock a received timestamp may be: a duration or `off` [default: off].
+    #[arg(long, env = "TIDEMARK_MAX_AGE")]
+    max_age: Option<String>,
     /// Require a token for /metrics too (health checks stay open).
     #[arg(long, env = "TIDEMARK_PROTECT_METRICS", num_args = 0..=1, default_missing_value = "true")]
     protect_metrics: Option<bool>,
@@ -194,7 +200,26 @@ impl ServeArgs {
             (None, None) => None,
             _ => anyhow::bail!("TLS needs both a certificate (--tls-cert) and a key (--tls-key)"),
         };
+        let bound = |flag: &str, text: Option<String>, default: Option<i64>| match text {
+            Some(t) => parse_bound(&t).map_err(|e| anyhow::anyhow!("--{flag}: {e}")),
+            None => Ok(default),
+        };
+        let defaults = tidemark_engine::validate::TimeBounds::default();
+        let time_bounds = tidemark_engine::validate::TimeBounds {
+            max_future_ms: bound(
+                "max-future",
+                self.max_future.or(file.limits.max_future.clone()),
+                defaults.max_future_ms,
+            )?,
+            max_age_ms: bound(
+                "max-age",
+                self.max_age.or(file.limits.max_age.clone()),
+                defaults.max_age_ms,
+            )?,
+        };
         Ok(Ok(ServeOptions {
+            limits: file.limits.labels(),
+            time_bounds,
             cluster,
             http: self
                 .http
@@ -329,7 +354,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Serve(args) => match args.options()? {
+        Command::Serve(args) => match (*args).options()? {
             Ok(options) => {
                 serve(options)?;
                 Ok(ExitCode::SUCCESS)

@@ -677,6 +677,15 @@ fn overload_is_refused_and_every_accepted_sample_is_processed() {
     });
     assert!(refused > 0, "the senders should have been told to back off");
     assert!(accepted > 0);
+    // Memory stayed bounded: 3.2 million samples were offered at once, and
+    // the server never held more than its queue and the requests in flight.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kib < 512 * 1024, "peak resident memory {peak_kib} KiB");
     // Every acknowledged sample reaches the pipeline, and nothing else does.
     wait_until("every accepted sample", || {
         server.json("GET", "/api/v1/pipelines/slow", None).1["samples_in"].as_u64()
@@ -752,4 +761,188 @@ fn the_tenant_comes_from_the_credential_never_from_the_sender() {
     assert_eq!(up.labels.get("tenant").map(String::as_str), Some("acme"));
     let plain = rows.iter().find(|r| r.name == "plain").expect("plain");
     assert!(!plain.labels.contains_key("tenant"));
+}
+
+#[test]
+fn special_values_and_timestamp_bounds_on_every_protocol() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    };
+    use prost::Message;
+    use tidemark_pipelines::server::ingest::proto::ingest_service_client::IngestServiceClient;
+    use tidemark_pipelines::server::ingest::proto::{Point, Series, WriteRequest};
+
+    let dir = temp_dir("ingest-special");
+    // Samples more than an hour old or ten minutes ahead are refused.
+    let server = Server::start(&["--max-age", "1h", "--max-future", "10m"], free_port());
+    let output = dir.join("out.jsonl");
+    let pipeline = format!(
+        "name: special\nsources:\n  g: {{type: grpc, idle_timeout: 100ms}}\n  rw: {{type: remote_write, idle_timeout: 100ms}}\n  \
+         o: {{type: otlp, idle_timeout: 100ms}}\nsinks:\n  out: {{type: file, inputs: [g, rw, o], path: {}}}\n",
+        output.display()
+    );
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
+        201
+    );
+    let now = tidemark_engine::time::now_millis();
+    let stale_marker = f64::from_bits(0x7ff0_0000_0000_0002);
+    // The same five points on each protocol: NaN, +Inf, -Inf are accepted
+    // values; a day ahead and a day behind are refused with their reasons.
+    let points = [
+        (now - 3, f64::NAN),
+        (now - 2, f64::INFINITY),
+        (now - 1, f64::NEG_INFINITY),
+        (now + 86_400_000, 1.0),
+        (now - 86_400_000, 1.0),
+    ];
+
+    // gRPC ingest.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reply = runtime.block_on(async {
+        let mut client = IngestServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc))
+            .await
+            .unwrap();
+        client
+            .write(WriteRequest {
+                series: vec![Series {
+                    name: "via_grpc".into(),
+                    labels: vec![],
+                    points: points
+                        .iter()
+                        .map(|&(timestamp_ms, value)| Point {
+                            timestamp_ms,
+                            value,
+                        })
+                        .collect(),
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    assert_eq!(reply.accepted, 3, "{reply:?}");
+    assert_eq!(reply.rejected_by_reason["timestamp_too_new"], 1);
+    assert_eq!(reply.rejected_by_reason["timestamp_too_old"], 1);
+    assert!(
+        reply
+            .examples
+            .iter()
+            .any(|e| e.message.contains(&(now + 86_400_000).to_string())),
+        "{reply:?}"
+    );
+
+    // Remote-write, with Prometheus' staleness marker (a NaN) too.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut rw_points = points.to_vec();
+    rw_points.push((now, stale_marker));
+    let body = remote_write_body(&[(&[("__name__", "via_rw")], &rw_points)]);
+    let mut r = agent
+        .post(&format!("{}/api/v1/write", server.url))
+        .header("content-encoding", "snappy")
+        .send(&body[..])
+        .unwrap();
+    let text = r.body_mut().read_to_string().unwrap();
+    assert_eq!(r.status().as_u16(), 400, "{text}");
+    assert!(
+        text.contains("accepted 4 samples")
+            && text.contains("1 timestamp_too_new")
+            && text.contains("1 timestamp_too_old"),
+        "{text}"
+    );
+
+    // OTLP over HTTP, gzip-compressed.
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "via_otlp".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: points
+                            .iter()
+                            .map(|&(t, v)| NumberDataPoint {
+                                time_unix_nano: t as u64 * 1_000_000,
+                                value: Some(number_data_point::Value::AsDouble(v)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &request.encode_to_vec()).unwrap();
+    let gzipped = gz.finish().unwrap();
+    let post_otlp = |body: &[u8], encoding: &str| {
+        let mut r = agent
+            .post(&format!("{}/v1/metrics", server.url))
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", encoding)
+            .send(body)
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_vec().unwrap())
+    };
+    let (status, reply) = post_otlp(&gzipped, "gzip");
+    assert_eq!(status, 200);
+    let reply =
+        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse::decode(
+            &reply[..],
+        )
+        .unwrap();
+    let partial = reply.partial_success.expect("partial success");
+    assert_eq!(partial.rejected_data_points, 2);
+    assert!(
+        partial.error_message.contains("1 timestamp_too_new")
+            && partial.error_message.contains("1 timestamp_too_old"),
+        "{}",
+        partial.error_message
+    );
+    // An encoding the server does not speak is refused, not misread.
+    assert_eq!(post_otlp(&gzipped, "br").0, 415);
+    // A gzip bomb: small on the wire, over the limit once inflated.
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut bomb, &vec![0u8; 64 << 20]).unwrap();
+    let bomb = bomb.finish().unwrap();
+    assert!(bomb.len() < 1 << 20);
+    assert_eq!(post_otlp(&bomb, "gzip").0, 413);
+
+    // The counters name the reasons.
+    let metrics = server.request("GET", "/metrics", None).unwrap().1;
+    for protocol in ["grpc", "remote_write", "otlp"] {
+        for reason in ["timestamp_too_new", "timestamp_too_old"] {
+            let needle = format!("listener=\"{protocol}\",reason=\"{reason}\"}} 1");
+            assert!(
+                metrics.lines().any(|l| l.contains(&needle)),
+                "{needle} not in\n{metrics}"
+            );
+        }
+    }
+
+    assert!(server.stop().success());
+    let text = std::fs::read_to_string(&output).unwrap();
+    let values = |name: &str| -> Vec<String> {
+        let mut rows: Vec<(i64, String)> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["name"] == name)
+            .map(|v| (v["timestamp"].as_i64().unwrap(), v["value"].to_string()))
+            .collect();
+        rows.sort();
+        rows.into_iter().map(|(_, v)| v).collect()
+    };
+    assert_eq!(values("via_grpc"), [r#""NaN""#, r#""+Inf""#, r#""-Inf""#]);
+    assert_eq!(values("via_otlp"), [r#""NaN""#, r#""+Inf""#, r#""-Inf""#]);
+    assert_eq!(
+        values("via_rw"),
+        [r#""NaN""#, r#""+Inf""#, r#""-Inf""#, r#""NaN""#]
+    );
 }

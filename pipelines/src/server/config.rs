@@ -38,6 +38,53 @@ pub struct ServerConfig {
     pub shutdown_timeout: Option<String>,
     /// Records each source instance may have in flight. Default 1048576.
     pub max_in_flight: Option<u64>,
+    /// Limits on samples received over the network.
+    #[serde(default)]
+    pub limits: EdgeLimits,
+}
+
+/// `limits:` in the configuration file: what a received sample may be.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeLimits {
+    /// Most labels a series may have. Default 40.
+    pub max_labels: Option<usize>,
+    /// Longest metric or label name, in bytes. Default 256.
+    pub max_label_name_length: Option<usize>,
+    /// Longest label value, in bytes. Default 4096.
+    pub max_label_value_length: Option<usize>,
+    /// How far ahead of the server's clock a timestamp may be: a duration or
+    /// `off`. Default `10m`.
+    pub max_future: Option<String>,
+    /// How far behind the server's clock a timestamp may be: a duration or
+    /// `off`. Default `off`.
+    pub max_age: Option<String>,
+}
+
+/// Parses a time bound: a duration such as `10m`, or `off` for no limit.
+pub fn parse_bound(text: &str) -> Result<Option<i64>, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    tidemark_engine::time::parse_duration(text)
+        .map(|d| Some(d.as_millis().min(i64::MAX as u128) as i64))
+        .map_err(|e| format!("{e} (or `off`)"))
+}
+
+impl EdgeLimits {
+    /// The label limits, with defaults for what is not set.
+    pub fn labels(&self) -> tidemark_engine::validate::Limits {
+        let d = tidemark_engine::validate::Limits::default();
+        tidemark_engine::validate::Limits {
+            max_labels: self.max_labels.unwrap_or(d.max_labels),
+            max_label_name_length: self
+                .max_label_name_length
+                .unwrap_or(d.max_label_name_length),
+            max_label_value_length: self
+                .max_label_value_length
+                .unwrap_or(d.max_label_value_length),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -64,6 +111,17 @@ impl ServerConfig {
             let pos = node.locate(&["shutdown_timeout".to_owned()], false);
             return Err(located(pos, e.to_string()));
         }
+        for (key, value) in [
+            ("max_future", &config.limits.max_future),
+            ("max_age", &config.limits.max_age),
+        ] {
+            if let Some(text) = value
+                && let Err(e) = parse_bound(text)
+            {
+                let pos = node.locate(&["limits".to_owned(), key.to_owned()], false);
+                return Err(located(pos, e));
+            }
+        }
         Ok(config)
     }
 }
@@ -86,5 +144,17 @@ mod tests {
         let e = ServerConfig::load(&bad).unwrap_err();
         assert_eq!((e[0].pos.line, e[0].pos.column), (2, 1));
         assert!(e[0].message.contains("unknown field `workerz`"));
+        let limits = dir.join("limits.yaml");
+        std::fs::write(&limits, "limits:\n  max_labels: 10\n  max_age: 1h\n").unwrap();
+        let c = ServerConfig::load(&limits).unwrap();
+        assert_eq!(c.limits.labels().max_labels, 10);
+        assert_eq!(
+            parse_bound(c.limits.max_age.as_deref().unwrap()),
+            Ok(Some(3_600_000))
+        );
+        assert_eq!(parse_bound("off"), Ok(None));
+        std::fs::write(&limits, "limits:\n  max_future: soon\n").unwrap();
+        let e = ServerConfig::load(&limits).unwrap_err();
+        assert_eq!((e[0].pos.line, e[0].pos.column), (2, 15), "{e:?}");
     }
 }

@@ -20,7 +20,7 @@ use tidemark_engine::ingest::IngestHub;
 use tidemark_engine::runtime::{ProbeHandle, Worker};
 use tidemark_engine::stats::{PipelineStats, Totals};
 use tidemark_engine::time::{Millis, Time, now_millis};
-use tidemark_engine::validate::Limits;
+use tidemark_engine::validate::{Limits, RejectReason, TimeBounds};
 use timely::synchronization::Sequencer;
 
 use crate::build::{Env, build};
@@ -176,6 +176,8 @@ pub struct Control {
     pub ingest: Arc<IngestHub>,
     /// Edge limits for samples received over the network.
     pub limits: Limits,
+    /// How far from this server's clock a received timestamp may be.
+    pub time_bounds: TimeBounds,
     /// Counters of the network listeners (received, rejected by reason).
     pub listeners: Arc<PipelineStats>,
 }
@@ -188,6 +190,8 @@ impl Control {
         workers: usize,
         stdout: StdoutWriter,
         max_in_flight: u64,
+        limits: Limits,
+        time_bounds: TimeBounds,
     ) -> Arc<Control> {
         let (tx, rx) = channel();
         Arc::new(Control {
@@ -205,9 +209,18 @@ impl Control {
             stdout,
             max_in_flight,
             ingest: Arc::default(),
-            limits: Limits::default(),
+            limits,
+            time_bounds,
             listeners: PipelineStats::new("listeners", 1),
         })
+    }
+
+    /// Checks a received timestamp: not before the epoch, and within the
+    /// time bounds around `now_ms` (read once per request).
+    pub fn check_timestamp(&self, timestamp: i64, now_ms: i64) -> Result<i64, RejectReason> {
+        self.limits
+            .check_timestamp(timestamp)
+            .and_then(|t| self.time_bounds.check(t, now_ms))
     }
 
     fn entries(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {

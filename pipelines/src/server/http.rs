@@ -135,7 +135,14 @@ pub fn router(control: Arc<Control>, auth: Auth) -> Router {
             "/api/v1/write",
             axum::routing::post(super::remote_write::write),
         )
-        .route("/v1/metrics", axum::routing::post(super::otlp::http))
+        .route(
+            "/v1/metrics",
+            // OTLP/HTTP senders may gzip (or zstd) the body; the size limit
+            // below then applies to the decompressed bytes, so a small
+            // compressed bomb cannot make the server hold more than that.
+            axum::routing::post(super::otlp::http)
+                .layer(tower_http::decompression::RequestDecompressionLayer::new()),
+        )
         .layer(DefaultBodyLimit::max(super::remote_write::MAX_COMPRESSED));
     let mut metrics = Router::new().route("/metrics", get(metrics_handler));
     if !auth.tokens.is_empty() {

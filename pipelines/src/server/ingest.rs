@@ -41,6 +41,7 @@ fn decode(
     reply: &mut WriteResponse,
 ) -> Vec<Sample> {
     let limits = &control.limits;
+    let now = tidemark_engine::time::now_millis();
     let mut samples = Vec::new();
     for (i, series) in request.series.into_iter().enumerate() {
         let reject = |reason: &str, message: String, n: u64, reply: &mut WriteResponse| {
@@ -79,7 +80,7 @@ fn decode(
             }
         };
         for p in series.points {
-            match limits.check_timestamp(p.timestamp_ms) {
+            match control.check_timestamp(p.timestamp_ms, now) {
                 Ok(ts) => samples.push(Sample::new(s.clone(), ts, p.value)),
                 Err(reason) => reject(
                     reason.as_str(),

@@ -41,6 +41,10 @@ pub struct ServeOptions {
     pub auth: http::Auth,
     /// TLS certificate chain and key (PEM) for both listeners.
     pub tls: Option<TlsFiles>,
+    /// Limits on samples received over the network.
+    pub limits: tidemark_engine::validate::Limits,
+    /// How far from this server's clock a received timestamp may be.
+    pub time_bounds: tidemark_engine::validate::TimeBounds,
 }
 
 /// PEM files for TLS.
@@ -144,6 +148,8 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
         cluster.workers,
         stdout,
         options.max_in_flight,
+        options.limits.clone(),
+        options.time_bounds,
     );
     let for_workers = Arc::clone(&control);
     let running = execute(&cluster, move |worker| {

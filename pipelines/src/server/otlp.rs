@@ -116,6 +116,7 @@ pub fn decode(
     rejected: &mut BTreeMap<RejectReason, u64>,
 ) -> Vec<Sample> {
     let mut out = Vec::new();
+    let now = tidemark_engine::time::now_millis();
     let mut push = |name: &str,
                     base: &BTreeMap<String, String>,
                     extra: Option<(&str, String)>,
@@ -133,7 +134,7 @@ pub fn decode(
             .limits
             .check(name, labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         {
-            Ok(series) => match control.limits.check_timestamp(ts) {
+            Ok(series) => match control.check_timestamp(ts, now) {
                 Ok(ts) => out.push(Sample::new(series, ts, value)),
                 Err(r) => *rejected.entry(r).or_default() += 1,
             },

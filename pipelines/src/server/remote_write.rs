@@ -68,6 +68,7 @@ pub fn decode(
     let request = proto::WriteRequest::decode(raw.as_slice())
         .map_err(|e| format!("invalid protobuf WriteRequest: {e}"))?;
     let mut samples = Vec::new();
+    let now = tidemark_engine::time::now_millis();
     for ts in request.timeseries {
         let name = ts
             .labels
@@ -85,7 +86,7 @@ pub fn decode(
         match control.limits.check(name, labels) {
             Ok(series) => {
                 for s in ts.samples {
-                    match control.limits.check_timestamp(s.timestamp) {
+                    match control.check_timestamp(s.timestamp, now) {
                         Ok(t) => samples.push(Sample::new(series.clone(), t, s.value)),
                         Err(r) => *rejected.entry(r).or_default() += 1,
                     }
