@@ -160,6 +160,100 @@ impl TimeBounds {
     }
 }
 
+/// Series already validated at the edge, found again by a hash of the labels
+/// as they arrived, so that a sender repeating its series (every collector
+/// does) costs a lookup instead of a validation and a fresh allocation, and
+/// every sample of a series shares one [`Series`].
+///
+/// Sharded by hash; a shard that reaches its capacity is emptied and refills
+/// with what is current (as VictoriaMetrics rotates its caches). A hit is
+/// checked against the labels, so a hash collision costs a rebuild, never a
+/// wrong series.
+pub struct SeriesCache {
+    shards: Box<[std::sync::Mutex<rustc_hash::FxHashMap<u64, Series>>]>,
+    per_shard: usize,
+}
+
+impl Default for SeriesCache {
+    /// Room for about a million series.
+    fn default() -> Self {
+        SeriesCache::new(1 << 20)
+    }
+}
+
+impl SeriesCache {
+    const SHARDS: usize = 16;
+
+    /// A cache for about `capacity` series.
+    pub fn new(capacity: usize) -> SeriesCache {
+        SeriesCache {
+            shards: (0..Self::SHARDS).map(|_| Default::default()).collect(),
+            per_shard: (capacity / Self::SHARDS).max(1),
+        }
+    }
+
+    /// The series of `name` and `labels` as [`Limits::check`] builds it,
+    /// from the cache when it has been seen.
+    pub fn check<'a, I>(
+        &self,
+        limits: &Limits,
+        name: &str,
+        labels: I,
+    ) -> Result<Series, RejectReason>
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+        I::IntoIter: Clone,
+    {
+        let labels = labels.into_iter();
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(name.as_bytes());
+        for (n, v) in labels.clone() {
+            hasher.update(&[0xff]);
+            hasher.update(n.as_bytes());
+            hasher.update(&[0xfe]);
+            hasher.update(v.as_bytes());
+        }
+        let key = hasher.digest();
+        let shard = &self.shards[(key >> 60) as usize % Self::SHARDS];
+        let cached = shard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(series) = cached
+            && matches(&series, name, labels.clone())
+        {
+            return Ok(series);
+        }
+        let series = limits.check(name, labels)?;
+        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= self.per_shard {
+            map.clear();
+        }
+        map.insert(key, series.clone());
+        Ok(series)
+    }
+}
+
+/// Whether `series` is what `name` and `labels` (as received) build.
+fn matches<'a>(
+    series: &Series,
+    name: &str,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+) -> bool {
+    let mut count = 1;
+    for (n, v) in labels {
+        if v.is_empty() {
+            continue;
+        }
+        if n == METRIC_NAME_LABEL || series.get(n) != Some(v) {
+            return false;
+        }
+        count += 1;
+    }
+    series.name() == name && series.labels().len() == count
+}
+
 /// Whether `name` is a valid Prometheus metric name.
 pub fn is_metric_name(name: &str) -> bool {
     let mut bytes = name.bytes();
@@ -297,6 +391,42 @@ mod tests {
             bounded.check(now - 1001, now),
             Err(RejectReason::TimestampTooOld)
         );
+    }
+
+    #[test]
+    fn the_series_cache_agrees_with_check_and_shares_series() {
+        let cache = SeriesCache::new(32);
+        let limits = Limits::default();
+        let a = cache
+            .check(&limits, "cpu", [("host", "a"), ("dc", "x")])
+            .unwrap();
+        let b = cache
+            .check(&limits, "cpu", [("host", "a"), ("dc", "x")])
+            .unwrap();
+        assert!(std::ptr::eq(a.labels(), b.labels()), "one shared series");
+        assert_eq!(
+            a,
+            limits.check("cpu", [("dc", "x"), ("host", "a")]).unwrap()
+        );
+        // Other orders, empty values and invalid input behave as check does.
+        assert_eq!(
+            cache.check(&limits, "cpu", [("dc", "x"), ("host", "a"), ("z", "")]),
+            Ok(a)
+        );
+        assert_eq!(
+            cache.check(&limits, "cpu", [("host", "a"), ("host", "a")]),
+            Err(RejectReason::DuplicateLabelName)
+        );
+        assert_eq!(
+            cache.check(&limits, "cpu", [("bad-name", "a")]),
+            Err(RejectReason::InvalidLabelName)
+        );
+        // Past its capacity it keeps working.
+        for i in 0..1000 {
+            let v = i.to_string();
+            let s = cache.check(&limits, "m", [("i", v.as_str())]).unwrap();
+            assert_eq!(s.get("i"), Some(v.as_str()));
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! validates a pipeline without I/O and reports every located error at once
 //! ([`compile`]), the validated [`plan`], the dataflow [`build`]er that every
 //! worker runs, the [`run`]ner (progress, signals, report), and the
-//! benchmarks ([`bench`]). The `tidemark` binary is a thin CLI over these.
+//! benchmarks ([`bench`]), and the load generator ([`loadgen`]). The `tidemark` binary is a thin CLI over these.
 //!
 //! This is the only crate that knows every component.
 
@@ -13,6 +13,7 @@ pub mod bench;
 pub mod build;
 pub mod compile;
 pub mod config;
+pub mod loadgen;
 pub mod plan;
 pub mod run;
 pub mod server;

@@ -16,6 +16,12 @@ use tidemark_pipelines::server::config::{ServerConfig, parse_bound};
 use tidemark_pipelines::server::http::Auth;
 use tidemark_pipelines::server::{ServeOptions, TlsFiles, client, serve};
 
+// glibc's malloc spent a third of the ingest path's time in allocation and
+// consolidation under load (perf, docs/benchmarks.md); mimalloc's per-thread
+// free lists suit many small, short-lived allocations across threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tidemark: a stream-processing engine for metrics.
 #[derive(Parser)]
 #[command(version, about)]
@@ -100,6 +106,14 @@ enum Command {
         /// Pipeline files.
         #[arg(required = true)]
         files: Vec<String>,
+    },
+    /// Offer load to a server's ingest listeners at a fixed rate (open loop) and report ack latency.
+    Loadgen {
+        #[command(flatten)]
+        options: tidemark_pipelines::loadgen::LoadOptions,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Benchmarks that print figures and write them to docs/benchmarks.md.
     Bench {
@@ -267,6 +281,8 @@ enum PipelineCommand {
 enum BenchCommand {
     /// Engine throughput: generator, 10 s tumbling window per series, discard.
     Window(BenchOptions),
+    /// Ingest: p99 ack latency and server CPU against the offered rate (docs/latency.png).
+    Latency(bench::latency::LatencyOptions),
 }
 
 fn init_logging(format: LogFormat) {
@@ -378,6 +394,26 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Loadgen { options, json } => {
+            let report = tidemark_pipelines::loadgen::run_load(&options)?;
+            let text = if json {
+                serde_json::to_string(&report)?
+            } else {
+                report.summary()
+            };
+            std::io::Write::write_all(&mut std::io::stdout(), format!("{text}\n").as_bytes())?;
+            Ok(if report.batches_failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Bench {
+            which: BenchCommand::Latency(options),
+        } => {
+            bench::latency::latency(&options)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
             which: BenchCommand::Window(options),

@@ -946,3 +946,66 @@ fn special_values_and_timestamp_bounds_on_every_protocol() {
         [r#""NaN""#, r#""+Inf""#, r#""-Inf""#, r#""NaN""#]
     );
 }
+
+#[test]
+fn loadgen_offers_every_protocol_and_reports_what_was_acknowledged() {
+    let server = Server::start(&[], free_port());
+    let grpc = format!("http://127.0.0.1:{}", server.grpc);
+    let loadgen = |protocol: &str, target: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args([
+                "loadgen",
+                "--json",
+                "--protocol",
+                protocol,
+                "--target",
+                target,
+            ])
+            .args(["--rate", "20000", "--duration", "1s", "--batch", "500"])
+            .args(["--series", "300", "--connections", "2"])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status, report)
+    };
+    // Nobody reads gRPC yet: every batch fails, the reason is reported, exit 1.
+    let (status, report) = loadgen("grpc", &grpc);
+    assert!(!status.success());
+    assert_eq!(report["batches_failed"], 40, "{report}");
+    assert!(
+        report["first_error"]
+            .as_str()
+            .unwrap()
+            .contains("apply a pipeline"),
+        "{report}"
+    );
+
+    let pipeline = "name: load\nsources:\n  g: {type: grpc}\n  rw: {type: remote_write}\n  o: {type: otlp}\n\
+                    sinks:\n  out: {type: blackhole, inputs: [g, rw, o]}\n";
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(pipeline)).0,
+        201
+    );
+    let mut total = 0;
+    for (protocol, target) in [
+        ("grpc", grpc.as_str()),
+        ("otlp", grpc.as_str()),
+        ("remote-write", server.url.as_str()),
+    ] {
+        let (status, report) = loadgen(protocol, target);
+        assert!(status.success(), "{protocol}: {report}");
+        assert_eq!(report["batches"], 40, "{protocol}: {report}");
+        assert_eq!(report["samples_acked"], 20_000, "{protocol}: {report}");
+        assert_eq!(report["batches_refused"], 0, "{protocol}: {report}");
+        let p50 = report["p50_ms"].as_f64().unwrap();
+        let p99 = report["p99_ms"].as_f64().unwrap();
+        assert!(0.0 < p50 && p50 <= p99, "{protocol}: {report}");
+        total += 20_000;
+    }
+    // Everything acknowledged reached the pipeline.
+    wait_until("every acknowledged sample", || {
+        server.json("GET", "/api/v1/pipelines/load", None).1["samples_in"].as_u64() == Some(total)
+    });
+    assert!(server.stop().success());
+}

@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use tidemark_engine::component::{Shutdown, SourceClock, StdoutWriter};
 use tidemark_engine::ingest::IngestHub;
 use tidemark_engine::runtime::{ProbeHandle, Worker};
+use tidemark_engine::series::Series;
 use tidemark_engine::stats::{PipelineStats, Totals};
 use tidemark_engine::time::{Millis, Time, now_millis};
-use tidemark_engine::validate::{Limits, RejectReason, TimeBounds};
+use tidemark_engine::validate::{Limits, RejectReason, SeriesCache, TimeBounds};
 use timely::synchronization::Sequencer;
 
 use crate::build::{Env, build};
@@ -178,6 +179,8 @@ pub struct Control {
     pub limits: Limits,
     /// How far from this server's clock a received timestamp may be.
     pub time_bounds: TimeBounds,
+    /// Series validated by the listeners, found again by their labels.
+    pub series: SeriesCache,
     /// Counters of the network listeners (received, rejected by reason).
     pub listeners: Arc<PipelineStats>,
 }
@@ -211,8 +214,18 @@ impl Control {
             ingest: Arc::default(),
             limits,
             time_bounds,
+            series: SeriesCache::default(),
             listeners: PipelineStats::new("listeners", 1),
         })
+    }
+
+    /// Validates a received series (through the cache).
+    pub fn check_series<'a, I>(&self, name: &str, labels: I) -> Result<Series, RejectReason>
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+        I::IntoIter: Clone,
+    {
+        self.series.check(&self.limits, name, labels)
     }
 
     /// Checks a received timestamp: not before the epoch, and within the

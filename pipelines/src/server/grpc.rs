@@ -192,5 +192,12 @@ pub async fn serve(
 fn tokio_stream_listener(
     listener: tokio::net::TcpListener,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    tokio_stream::wrappers::TcpListenerStream::new(listener)
+    use tokio_stream::StreamExt;
+    // Small replies must not wait for Nagle's algorithm to meet the
+    // client's delayed ACK (a 40 ms stall per request otherwise).
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            let _ = stream.set_nodelay(true);
+        })
+    })
 }

@@ -40,7 +40,6 @@ fn decode(
     tenant: Option<&str>,
     reply: &mut WriteResponse,
 ) -> Vec<Sample> {
-    let limits = &control.limits;
     let now = tidemark_engine::time::now_millis();
     let mut samples = Vec::new();
     for (i, series) in request.series.into_iter().enumerate() {
@@ -58,7 +57,7 @@ fn decode(
                 });
             }
         };
-        let checked = limits.check(
+        let checked = control.check_series(
             &series.name,
             series
                 .labels

@@ -197,7 +197,13 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
         };
         let router = http::router(Arc::clone(&control), options.auth.clone());
         match tls {
-            None => axum::serve(listener, router).with_graceful_shutdown(stop).await?,
+            None => {
+                use axum::serve::ListenerExt;
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, router).with_graceful_shutdown(stop).await?
+            }
             Some(t) => {
                 let handle = axum_server::Handle::new();
                 let stopper = handle.clone();

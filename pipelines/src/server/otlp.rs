@@ -130,10 +130,7 @@ pub fn decode(
             labels.insert(TENANT_LABEL.to_owned(), t.to_owned());
         }
         let ts = (time_nanos / 1_000_000) as i64;
-        match control
-            .limits
-            .check(name, labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        {
+        match control.check_series(name, labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
             Ok(series) => match control.check_timestamp(ts, now) {
                 Ok(ts) => out.push(Sample::new(series, ts, value)),
                 Err(r) => *rejected.entry(r).or_default() += 1,

@@ -83,7 +83,7 @@ pub fn decode(
             })
             .map(|l| (l.name.as_str(), l.value.as_str()))
             .chain(tenant.map(|t| (TENANT_LABEL, t)));
-        match control.limits.check(name, labels) {
+        match control.check_series(name, labels) {
             Ok(series) => {
                 for s in ts.samples {
                     match control.check_timestamp(s.timestamp, now) {

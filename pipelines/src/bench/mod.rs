@@ -7,6 +7,8 @@
 //! window itself takes. Every figure is the median of several runs measured
 //! in one invocation; the table goes to `docs/benchmarks.md`.
 
+pub mod latency;
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
