@@ -38,6 +38,17 @@ pub enum LoadProtocol {
     Otlp,
 }
 
+impl LoadProtocol {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadProtocol::Grpc => "grpc",
+            LoadProtocol::RemoteWrite => "remote-write",
+            LoadProtocol::Otlp => "otlp",
+        }
+    }
+}
+
 /// What to send, where, and how fast.
 #[derive(Clone, Debug, clap::Args)]
 pub struct LoadOptions {
@@ -248,12 +259,7 @@ impl Client {
                         })
                         .collect(),
                 };
-                let mut request = tonic::Request::new(request);
-                if let Some(b) = &bearer
-                    && let Ok(v) = b.parse()
-                {
-                    request.metadata_mut().insert("authorization", v);
-                }
+                let request = grpc_request(request, bearer.as_deref());
                 match client.write(request).await {
                     Ok(r) => {
                         let r = r.into_inner();
@@ -302,12 +308,7 @@ impl Client {
                         ..Default::default()
                     }],
                 };
-                let mut request = tonic::Request::new(request);
-                if let Some(b) = &bearer
-                    && let Ok(v) = b.parse()
-                {
-                    request.metadata_mut().insert("authorization", v);
-                }
+                let request = grpc_request(request, bearer.as_deref());
                 match client.export(request).await {
                     Ok(r) => {
                         let rejected = r
@@ -386,6 +387,14 @@ impl Client {
             }
         }
     }
+}
+
+fn grpc_request<T>(message: T, bearer: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(v) = bearer.and_then(|b| b.parse().ok()) {
+        request.metadata_mut().insert("authorization", v);
+    }
+    request
 }
 
 fn grpc_outcome(status: tonic::Status) -> Outcome {

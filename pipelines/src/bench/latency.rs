@@ -249,8 +249,12 @@ pub fn latency(options: &LatencyOptions) -> anyhow::Result<()> {
     };
     let server = start_server(options.workers)?;
     eprintln!(
-        "Server: {} workers; load: {:?}, {} connections, {} series, {:?} per rate.",
-        options.workers, options.protocol, options.connections, options.series, options.duration
+        "Server: {} workers; load: {}, {} connections, {} series, {:?} per rate.",
+        options.workers,
+        options.protocol.name(),
+        options.connections,
+        options.series,
+        options.duration
     );
     // Warm up: connections, the series cache, the window's state.
     let _ = measure(&server, options, 10_000.0, options.batch)?;
@@ -306,10 +310,10 @@ fn markdown(options: &LatencyOptions, steps: &[Step], sweep: &[Step]) -> String 
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Measured {} with `tidemark bench latency` (release build): `tidemark serve --workers {}` with a 10 s tumbling window by series (count, sum, max) into a discard sink; the load generator in the benchmark's own process, on the same 2-core machine, offering {:?} batches of {} samples over {} series on {} connections (one request in flight each), {} s per rate. Latency runs from each batch's due time to its acknowledgement (open loop, HDR histogram). Server CPU is user + system time of the server process over the step, in percent of one core. Chart: [latency.png](latency.png).\n",
+        "Measured {} with `tidemark bench latency` (release build): `tidemark serve --workers {}` with a 10 s tumbling window by series (count, sum, max) into a discard sink; the load generator in the benchmark's own process, on the same 2-core machine, offering `{}` batches of {} samples over {} series on {} connections (one request in flight each), {} s per rate. Latency runs from each batch's due time to its acknowledgement (open loop, HDR histogram). Server CPU is user + system time of the server process over the step, in percent of one core. Chart: [latency.png](latency.png).\n",
         tidemark_engine::time::format_millis(tidemark_engine::time::now_millis()),
         options.workers,
-        options.protocol,
+        options.protocol.name(),
         options.batch,
         options.series,
         options.connections,

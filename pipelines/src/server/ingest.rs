@@ -34,7 +34,9 @@ pub struct Ingest {
     pub control: Arc<Control>,
 }
 
-fn decode(
+/// Validates a request sample by sample, filling the reply with what was
+/// rejected and why; returns the accepted samples.
+pub fn decode(
     request: WriteRequest,
     control: &Control,
     tenant: Option<&str>,
