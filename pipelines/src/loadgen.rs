@@ -157,7 +157,7 @@ enum Outcome {
 }
 
 enum Client {
-    Grpc(ingest::ingest_service_client::IngestServiceClient<tonic::transport::Channel>),
+    Grpc(tonic::transport::Channel),
     Otlp(
         opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient<
             tonic::transport::Channel,
@@ -173,18 +173,126 @@ enum Client {
 struct Catalog {
     metric: String,
     series: Vec<String>,
+    /// Each series as an encoded `WriteRequest.series` entry with one point,
+    /// for the gRPC protocol: a batch is these copied end to end with the
+    /// point's timestamp and value written in place, so the generator spends
+    /// its time sending rather than allocating and encoding.
+    grpc: Vec<Template>,
+}
+
+/// An encoded series entry and where its point's fields sit.
+struct Template {
+    bytes: Vec<u8>,
+    timestamp_at: usize,
+    value_at: usize,
+}
+
+/// Timestamps in `[2^35, 2^42)` ms (years 1971 to 2109) are 6-byte varints,
+/// so a template's length does not depend on the time it is sent.
+const TIMESTAMP_VARINT: std::ops::Range<i64> = (1 << 35)..(1 << 42);
+
+impl Template {
+    fn new(metric: &str, series: &str) -> Template {
+        // Marker values, found again in the encoding.
+        let (ts, value) = ((1i64 << 41) + 0x1234_5678, 1234.5678f64);
+        let bytes = ingest::WriteRequest {
+            series: vec![ingest::Series {
+                name: metric.to_owned(),
+                labels: vec![ingest::Label {
+                    name: "series".into(),
+                    value: series.to_owned(),
+                }],
+                points: vec![ingest::Point {
+                    timestamp_ms: ts,
+                    value,
+                }],
+            }],
+        }
+        .encode_to_vec();
+        let mut varint = Vec::new();
+        prost::encoding::encode_varint(ts as u64, &mut varint);
+        let find = |needle: &[u8]| {
+            bytes
+                .windows(needle.len())
+                .position(|w| w == needle)
+                .expect("marker in the encoding")
+        };
+        Template {
+            timestamp_at: find(&varint),
+            value_at: find(&value.to_le_bytes()),
+            bytes,
+        }
+    }
+
+    fn append(&self, out: &mut Vec<u8>, timestamp_ms: i64, value: f64) {
+        let start = out.len();
+        out.extend_from_slice(&self.bytes);
+        let mut varint = Vec::with_capacity(6);
+        prost::encoding::encode_varint(timestamp_ms as u64, &mut varint);
+        out[start + self.timestamp_at..start + self.timestamp_at + 6].copy_from_slice(&varint);
+        out[start + self.value_at..start + self.value_at + 8].copy_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// Sends an already-encoded `WriteRequest` and decodes the `WriteResponse`.
+#[derive(Clone, Copy, Default)]
+struct RawWriteCodec;
+
+impl tonic::codec::Codec for RawWriteCodec {
+    type Encode = Bytes;
+    type Decode = ingest::WriteResponse;
+    type Encoder = RawWriteCodec;
+    type Decoder = RawWriteCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawWriteCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawWriteCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawWriteCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawWriteCodec {
+    type Item = ingest::WriteResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<ingest::WriteResponse>, tonic::Status> {
+        ingest::WriteResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
 }
 
 impl Catalog {
-    fn samples(&self, index: u64, batch: usize) -> impl Iterator<Item = (&str, f64)> {
+    fn indexes(&self, index: u64, batch: usize) -> impl Iterator<Item = (usize, f64)> {
         let n = self.series.len() as u64;
         (0..batch as u64).map(move |j| {
             let k = (index * batch as u64 + j) % n;
-            (
-                self.series[k as usize].as_str(),
-                (index % 1000) as f64 + j as f64,
-            )
+            (k as usize, (index % 1000) as f64 + j as f64)
         })
+    }
+
+    fn samples(&self, index: u64, batch: usize) -> impl Iterator<Item = (&str, f64)> {
+        self.indexes(index, batch)
+            .map(|(k, v)| (self.series[k].as_str(), v))
     }
 }
 
@@ -199,10 +307,7 @@ impl Client {
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {e}"))?;
                 if options.protocol == LoadProtocol::Grpc {
-                    Client::Grpc(
-                        ingest::ingest_service_client::IngestServiceClient::new(channel)
-                            .max_decoding_message_size(16 << 20),
-                    )
+                    Client::Grpc(channel)
                 } else {
                     Client::Otlp(
                         opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient::new(channel),
@@ -242,7 +347,33 @@ impl Client {
     ) -> Outcome {
         let bearer = token.map(|t| format!("Bearer {t}"));
         match self {
-            Client::Grpc(client) => {
+            Client::Grpc(channel) if TIMESTAMP_VARINT.contains(&timestamp_ms) => {
+                let mut body = Vec::with_capacity(batch * catalog.grpc[0].bytes.len());
+                for (k, v) in catalog.indexes(index, batch) {
+                    catalog.grpc[k].append(&mut body, timestamp_ms, v);
+                }
+                let request = grpc_request(Bytes::from(body), bearer.as_deref());
+                let mut grpc = tonic::client::Grpc::new(channel.clone());
+                if let Err(e) = grpc.ready().await {
+                    return Outcome::Failed(format!("connection: {e}"));
+                }
+                let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/tidemark.ingest.v1.IngestService/Write",
+                );
+                match grpc.unary(request, path, RawWriteCodec).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        Outcome::Acked {
+                            accepted: r.accepted,
+                            rejected: r.rejected,
+                        }
+                    }
+                    Err(s) => grpc_outcome(s),
+                }
+            }
+            Client::Grpc(channel) => {
+                let mut client =
+                    ingest::ingest_service_client::IngestServiceClient::new(channel.clone());
                 let request = ingest::WriteRequest {
                     series: catalog
                         .samples(index, batch)
@@ -406,6 +537,43 @@ fn grpc_outcome(status: tonic::Status) -> Outcome {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_encode_what_prost_encodes() {
+        let catalog = Catalog {
+            metric: "m".into(),
+            series: vec!["s0".into(), "s1".into()],
+            grpc: vec![Template::new("m", "s0"), Template::new("m", "s1")],
+        };
+        let now = tidemark_engine::time::now_millis();
+        assert!(TIMESTAMP_VARINT.contains(&now));
+        let mut raw = Vec::new();
+        for (k, v) in catalog.indexes(3, 5) {
+            catalog.grpc[k].append(&mut raw, now, v);
+        }
+        let expected = ingest::WriteRequest {
+            series: catalog
+                .samples(3, 5)
+                .map(|(s, v)| ingest::Series {
+                    name: "m".into(),
+                    labels: vec![ingest::Label {
+                        name: "series".into(),
+                        value: s.into(),
+                    }],
+                    points: vec![ingest::Point {
+                        timestamp_ms: now,
+                        value: v,
+                    }],
+                })
+                .collect(),
+        };
+        assert_eq!(ingest::WriteRequest::decode(&raw[..]).unwrap(), expected);
+    }
+}
+
 #[derive(Default)]
 struct Tally {
     acked: u64,
@@ -436,6 +604,13 @@ async fn run_async(options: &LoadOptions) -> anyhow::Result<LoadReport> {
     let catalog = Arc::new(Catalog {
         metric: options.metric.clone(),
         series: (0..options.series).map(|k| format!("s{k}")).collect(),
+        grpc: if options.protocol == LoadProtocol::Grpc {
+            (0..options.series)
+                .map(|k| Template::new(&options.metric, &format!("s{k}")))
+                .collect()
+        } else {
+            Vec::new()
+        },
     });
     let mut clients = Vec::with_capacity(options.connections);
     for _ in 0..options.connections {
