@@ -360,16 +360,7 @@ impl Client {
                 let path = tonic::codegen::http::uri::PathAndQuery::from_static(
                     "/tidemark.ingest.v1.IngestService/Write",
                 );
-                match grpc.unary(request, path, RawWriteCodec).await {
-                    Ok(r) => {
-                        let r = r.into_inner();
-                        Outcome::Acked {
-                            accepted: r.accepted,
-                            rejected: r.rejected,
-                        }
-                    }
-                    Err(s) => grpc_outcome(s),
-                }
+                ingest_outcome(grpc.unary(request, path, RawWriteCodec).await)
             }
             Client::Grpc(channel) => {
                 let mut client =
@@ -391,16 +382,7 @@ impl Client {
                         .collect(),
                 };
                 let request = grpc_request(request, bearer.as_deref());
-                match client.write(request).await {
-                    Ok(r) => {
-                        let r = r.into_inner();
-                        Outcome::Acked {
-                            accepted: r.accepted,
-                            rejected: r.rejected,
-                        }
-                    }
-                    Err(s) => grpc_outcome(s),
-                }
+                ingest_outcome(client.write(request).await)
             }
             Client::Otlp(client) => {
                 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -526,6 +508,19 @@ fn grpc_request<T>(message: T, bearer: Option<&str>) -> tonic::Request<T> {
         request.metadata_mut().insert("authorization", v);
     }
     request
+}
+
+fn ingest_outcome(reply: Result<tonic::Response<ingest::WriteResponse>, tonic::Status>) -> Outcome {
+    match reply {
+        Ok(r) => {
+            let r = r.into_inner();
+            Outcome::Acked {
+                accepted: r.accepted,
+                rejected: r.rejected,
+            }
+        }
+        Err(s) => grpc_outcome(s),
+    }
 }
 
 fn grpc_outcome(status: tonic::Status) -> Outcome {
