@@ -227,9 +227,8 @@ impl Template {
     fn append(&self, out: &mut Vec<u8>, timestamp_ms: i64, value: f64) {
         let start = out.len();
         out.extend_from_slice(&self.bytes);
-        let mut varint = Vec::with_capacity(6);
-        prost::encoding::encode_varint(timestamp_ms as u64, &mut varint);
-        out[start + self.timestamp_at..start + self.timestamp_at + 6].copy_from_slice(&varint);
+        let mut slot = &mut out[start + self.timestamp_at..start + self.timestamp_at + 6];
+        prost::encoding::encode_varint(timestamp_ms as u64, &mut slot);
         out[start + self.value_at..start + self.value_at + 8].copy_from_slice(&value.to_le_bytes());
     }
 }
