@@ -5,14 +5,21 @@
 # On a fresh Debian machine it needs Rust (1.88 or newer, from rustup); it
 # installs with apt-get what is missing of: a C compiler, pkg-config, Python
 # with venv, Prometheus and the node exporter (real clients for the server
-# tests), and the OpenTelemetry Python SDK from PyPI into .deploy-cache/venv.
-# Later connectors add their services here (see deploy/README.md).
+# tests), make and libssl-dev (to build librdkafka), and from PyPI into
+# .deploy-cache/venv the OpenTelemetry Python SDK and the Kafka clients
+# confluent-kafka and kafka-python; it starts a Kafka-compatible broker,
+# tansu, with deploy/tansu.sh (built once into ~/.cache/tidemark, about 20
+# minutes). Later connectors add their services here (see deploy/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# librdkafka (the Kafka connectors) is built from source with make, against
+# OpenSSL for TLS and SASL.
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
 # The real Prometheus scrapes `tidemark serve` in pipelines/tests/server.rs.
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 # ...and remote-writes the node exporter's metrics into a pipeline.
@@ -37,16 +44,27 @@ if [ "$(printf '%s\n1.88.0\n' "$version" | sort -V | head -1)" != "1.88.0" ]; th
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-# The OpenTelemetry Python SDK, a real OTLP exporter for the server tests,
-# in a virtual environment of the project's own (pinned versions).
+# Real clients in a virtual environment of the project's own (pinned
+# versions): the OpenTelemetry Python SDK (an OTLP exporter for the server
+# tests) and two independent Kafka clients, confluent-kafka (librdkafka) and
+# kafka-python (pure Python), for the Kafka tests.
 venv=.deploy-cache/venv
-otel_version=1.45.2
-if ! "$venv/bin/python" -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc" >/dev/null 2>&1 \
-   || [ "$("$venv/bin/pip" show opentelemetry-sdk 2>/dev/null | awk '/^Version/ {print $2}')" != "$otel_version" ]; then
-  echo "deploy/test.sh: installing the OpenTelemetry Python SDK $otel_version into $venv" >&2
+python_packages=(
+  "opentelemetry-sdk==1.45.2"
+  "opentelemetry-exporter-otlp-proto-grpc==1.45.2"
+  "confluent-kafka==2.16.1"
+  "kafka-python==3.0.12"
+)
+if ! "$venv/bin/pip" freeze 2>/dev/null | grep -qxF "kafka-python==3.0.12" \
+   || ! "$venv/bin/python" -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, confluent_kafka, kafka" >/dev/null 2>&1; then
+  echo "deploy/test.sh: installing ${python_packages[*]} into $venv" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "opentelemetry-sdk==$otel_version" "opentelemetry-exporter-otlp-proto-grpc==$otel_version"
+  "$venv/bin/pip" install -q "${python_packages[@]}"
 fi
+
+# A Kafka-compatible broker for the Kafka tests: tansu, built once into a
+# machine-wide cache (about 20 minutes the first time), run in memory.
+export TIDEMARK_KAFKA="${TIDEMARK_KAFKA:-$(deploy/tansu.sh start 19092)}"
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check

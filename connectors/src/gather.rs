@@ -3,6 +3,9 @@
 //! pipeline is not done before they are written), and once the frontier has
 //! passed a time, write its samples in a canonical order (series, then
 //! timestamp). Output is therefore the same for any number of workers.
+//! A time's capability is released only once its samples are written and
+//! flushed, so the sink's frontier is its durable frontier; times the
+//! pipeline's [`Resume`] says were written by an earlier run are skipped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use std::sync::Arc;
 use timely::dataflow::operators::Capability;
 
 use tidemark_engine::Sample;
+use tidemark_engine::component::Resume;
 use tidemark_engine::runtime::{
     Operator, ProgressBuilder, ProgressStream, SampleStream, frontier_min, to_first_worker,
 };
@@ -26,6 +30,7 @@ pub(crate) fn gather_sink<'scope>(
     stream: SampleStream<'scope>,
     name: &str,
     stats: Arc<ComponentStats>,
+    resume: Arc<Resume>,
     mut writer: impl Writer,
 ) -> ProgressStream<'scope> {
     let label = name.to_owned();
@@ -46,11 +51,11 @@ pub(crate) fn gather_sink<'scope>(
                     if *entry.key() >= f {
                         break;
                     }
-                    let (_cap, mut batch) = entry.remove();
+                    let (cap, mut batch) = entry.remove();
                     batch.sort_by(|a, b| {
                         a.series.cmp(&b.series).then(a.timestamp.cmp(&b.timestamp)).then(a.value.total_cmp(&b.value))
                     });
-                    if failed {
+                    if failed || !resume.writes(*cap.time()) {
                         continue;
                     }
                     match writer.write(&batch) {

@@ -14,4 +14,5 @@ pub mod console;
 pub mod file;
 mod gather;
 pub mod generator;
+pub mod kafka;
 pub mod network;

@@ -65,6 +65,54 @@ impl SourceClock {
     }
 }
 
+/// What a source that resumes from committed positions (Kafka) tells the
+/// pipeline's sinks in this process.
+///
+/// - `from`: outputs at timely times below it were made durable by an
+///   earlier run, and some of the input behind them is not read again, so
+///   sinks skip them (they would be incomplete);
+/// - `abandoned`: the sources stopped without draining (shutdown); windows
+///   that close now hold only part of their input, so sinks write nothing
+///   more. The input behind them was not acknowledged and is read again on
+///   restart.
+///
+/// Sources set both before they release their capabilities, so no sink can
+/// see an output they apply to first.
+#[derive(Debug, Default)]
+pub struct Resume {
+    from: std::sync::atomic::AtomicU64,
+    abandoned: AtomicBool,
+}
+
+impl Resume {
+    /// Raises the resume frontier to `time`.
+    pub fn resume_from(&self, time: Time) {
+        self.from.fetch_max(time, Ordering::SeqCst);
+    }
+
+    /// Marks the pipeline's output from here on as incomplete.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a sink should write output at `time`.
+    pub fn writes(&self, time: Time) -> bool {
+        time >= self.from.load(Ordering::SeqCst) && !self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// The resume frontier.
+    pub fn from(&self) -> Time {
+        self.from.load(Ordering::SeqCst)
+    }
+}
+
+/// How far a source's records can reach downstream, in timely time: a
+/// record that entered at `t` with event time `e` can affect sink output at
+/// times up to `max(t, e + reach)` (each window on the way stamps its
+/// results with a window end at most its size after the sample). `None`: no
+/// bound (session windows), so such input is never acknowledged early.
+pub type Reach = Option<Time>;
+
 /// Everything a source needs on a worker.
 pub struct SourceContext {
     /// The component's name.
@@ -87,6 +135,10 @@ pub struct SourceContext {
     pub pipeline: String,
     /// The process's ingest hub, in `tidemark serve` (network sources need it).
     pub ingest: Option<Arc<crate::ingest::IngestHub>>,
+    /// How far its records reach downstream (see [`Reach`]).
+    pub reach: Reach,
+    /// Shared with the pipeline's sinks in this process.
+    pub resume: Arc<Resume>,
 }
 
 /// Writes a line to the process's standard output, coordinating with any
@@ -101,4 +153,6 @@ pub struct SinkContext {
     pub stats: Arc<ComponentStats>,
     /// Standard output.
     pub stdout: StdoutWriter,
+    /// Which outputs to skip (see [`Resume`]).
+    pub resume: Arc<Resume>,
 }

@@ -235,6 +235,47 @@ impl SeriesCache {
     }
 }
 
+/// What a decoder checks received series and timestamps with: the server's
+/// control plane, or an [`EdgeCheck`] of a source's own.
+pub trait Check: Send + Sync {
+    /// Validates a received series.
+    fn check_series<'a, I>(&self, name: &str, labels: I) -> Result<Series, RejectReason>
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+        I::IntoIter: Clone;
+
+    /// Checks a received timestamp against the clock `now_ms`.
+    fn check_timestamp(&self, timestamp: i64, now_ms: i64) -> Result<i64, RejectReason>;
+}
+
+/// Limits, time bounds and a series cache: the edge checks of a source that
+/// reads on its own (Kafka).
+#[derive(Default)]
+pub struct EdgeCheck {
+    /// Label limits.
+    pub limits: Limits,
+    /// Time bounds around the clock.
+    pub bounds: TimeBounds,
+    /// Validated series, found again by their labels.
+    pub series: SeriesCache,
+}
+
+impl Check for EdgeCheck {
+    fn check_series<'a, I>(&self, name: &str, labels: I) -> Result<Series, RejectReason>
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+        I::IntoIter: Clone,
+    {
+        self.series.check(&self.limits, name, labels)
+    }
+
+    fn check_timestamp(&self, timestamp: i64, now_ms: i64) -> Result<i64, RejectReason> {
+        self.limits
+            .check_timestamp(timestamp)
+            .and_then(|t| self.bounds.check(t, now_ms))
+    }
+}
+
 /// Whether `series` is what `name` and `labels` (as received) build.
 fn matches<'a>(
     series: &Series,

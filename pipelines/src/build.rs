@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tidemark_engine::Sample;
-use tidemark_engine::component::{Shutdown, SinkContext, SourceClock, SourceContext, StdoutWriter};
+use tidemark_engine::component::{
+    Resume, Shutdown, SinkContext, SourceClock, SourceContext, StdoutWriter,
+};
 use tidemark_engine::ingest::IngestHub;
 use tidemark_engine::runtime::{
     Concatenate, PipelineScope, Probe, ProbeHandle, SampleStream, Worker,
@@ -16,6 +18,7 @@ use tidemark_operators::filter::Filter;
 use tidemark_operators::labels::Labels;
 use tidemark_operators::window::Window;
 
+use crate::formats;
 use crate::plan::{Plan, SinkPlan, SourcePlan, TransformPlan};
 
 /// What a run gives every worker.
@@ -33,6 +36,8 @@ pub struct Env {
     pub clock: Arc<SourceClock>,
     /// The process's ingest hub (`tidemark serve` only).
     pub ingest: Option<Arc<IngestHub>>,
+    /// Shared by the pipeline's resuming sources and its sinks.
+    pub resume: Arc<Resume>,
 }
 
 /// Handles on a built dataflow.
@@ -65,23 +70,28 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
     let sources = ProbeHandle::new();
     worker.dataflow_named::<Time, _, _>(&plan.name, |scope| {
         let mut streams: HashMap<String, SampleStream<'_>> = HashMap::new();
-        for (name, source, holdback) in &plan.sources {
+        for (name, source, downstream) in &plan.sources {
             let ctx = SourceContext {
                 name: name.clone(),
                 stats: env.stats.component(name, Role::Source),
                 probe: sinks.clone(),
-                holdback: *holdback,
+                holdback: downstream.holdback,
                 max_in_flight: env.max_in_flight,
                 shutdown: env.shutdown.clone(),
                 limits: plan.limits.clone(),
                 clock: Arc::clone(&env.clock),
                 pipeline: plan.name.clone(),
                 ingest: env.ingest.clone(),
+                reach: downstream.reach,
+                resume: Arc::clone(&env.resume),
             };
             let stream = match source {
                 SourcePlan::Generator(g) => g.build(scope, ctx),
                 SourcePlan::File(f) => f.build(scope, ctx),
                 SourcePlan::Network(n) => n.build(scope, ctx),
+                SourcePlan::Kafka(k) => {
+                    k.build(scope, ctx, formats::decoder(k.format(), &plan.limits))
+                }
             };
             streams.insert(name.clone(), stream);
         }
@@ -120,11 +130,13 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 name: name.clone(),
                 stats: env.stats.component(name, Role::Sink),
                 stdout: Arc::clone(&env.stdout),
+                resume: Arc::clone(&env.resume),
             };
             let done = match sink {
                 SinkPlan::File(f) => f.build(input, ctx, scope.index()),
                 SinkPlan::Console(c) => c.build(input, ctx),
                 SinkPlan::Blackhole(b) => b.build(input, ctx),
+                SinkPlan::Kafka(k) => k.build(input, ctx, formats::encoder(k.format())),
             };
             done.probe_with(&sinks);
         }

@@ -7,11 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use tidemark_engine::component::ConfigError;
-use tidemark_engine::time::Time;
 use tidemark_engine::validate::Limits;
 
 use crate::config::{Section, SinkConfig, SourceConfig, TransformConfig};
-use crate::plan::{Plan, SinkPlan, SourcePlan, TransformPlan};
+use crate::plan::{Downstream, Plan, SinkPlan, SourcePlan, TransformPlan};
 use crate::yaml::{self, Node, Pos};
 
 /// One located error.
@@ -327,39 +326,57 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
         let me = (Section::Source, c.name.as_str());
         match typed::<SourceConfig>(c.node, without_inputs(c.node)) {
             Ok(SourceConfig::Generator(g)) => match g.validate() {
-                Ok(v) => plan
-                    .sources
-                    .push((c.name.clone(), SourcePlan::Generator(v), 0)),
+                Ok(v) => plan.sources.push((
+                    c.name.clone(),
+                    SourcePlan::Generator(v),
+                    Downstream::default(),
+                )),
                 Err(e) => config_errors(&mut ctx, c.node, me, e),
             },
             Ok(SourceConfig::File(f)) => match f.validate() {
-                Ok(v) => plan.sources.push((c.name.clone(), SourcePlan::File(v), 0)),
+                Ok(v) => {
+                    plan.sources
+                        .push((c.name.clone(), SourcePlan::File(v), Downstream::default()))
+                }
                 Err(e) => config_errors(&mut ctx, c.node, me, e),
             },
             Ok(SourceConfig::Otlp(n)) => {
                 match n.validate(tidemark_engine::ingest::Protocol::Otlp) {
-                    Ok(v) => plan
-                        .sources
-                        .push((c.name.clone(), SourcePlan::Network(v), 0)),
+                    Ok(v) => plan.sources.push((
+                        c.name.clone(),
+                        SourcePlan::Network(v),
+                        Downstream::default(),
+                    )),
                     Err(e) => config_errors(&mut ctx, c.node, me, e),
                 }
             }
             Ok(SourceConfig::RemoteWrite(n)) => {
                 match n.validate(tidemark_engine::ingest::Protocol::RemoteWrite) {
-                    Ok(v) => plan
-                        .sources
-                        .push((c.name.clone(), SourcePlan::Network(v), 0)),
+                    Ok(v) => plan.sources.push((
+                        c.name.clone(),
+                        SourcePlan::Network(v),
+                        Downstream::default(),
+                    )),
                     Err(e) => config_errors(&mut ctx, c.node, me, e),
                 }
             }
             Ok(SourceConfig::Grpc(n)) => {
                 match n.validate(tidemark_engine::ingest::Protocol::Grpc) {
-                    Ok(v) => plan
-                        .sources
-                        .push((c.name.clone(), SourcePlan::Network(v), 0)),
+                    Ok(v) => plan.sources.push((
+                        c.name.clone(),
+                        SourcePlan::Network(v),
+                        Downstream::default(),
+                    )),
                     Err(e) => config_errors(&mut ctx, c.node, me, e),
                 }
             }
+            Ok(SourceConfig::Kafka(k)) => match k.validate() {
+                Ok(v) => {
+                    plan.sources
+                        .push((c.name.clone(), SourcePlan::Kafka(v), Downstream::default()))
+                }
+                Err(e) => config_errors(&mut ctx, c.node, me, e),
+            },
             Err((pos, message)) => ctx.error(pos, Some(me), message),
         }
     }
@@ -398,6 +415,7 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
             Ok(SinkConfig::File(f)) => f.validate().map(|()| SinkPlan::File(f)),
             Ok(SinkConfig::Console(k)) => k.validate().map(|()| SinkPlan::Console(k)),
             Ok(SinkConfig::Blackhole(b)) => b.validate().map(|()| SinkPlan::Blackhole(b)),
+            Ok(SinkConfig::Kafka(k)) => k.validate().map(SinkPlan::Kafka),
             Err((pos, message)) => {
                 ctx.error(pos, Some(me), message);
                 continue;
@@ -618,30 +636,40 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
                 .push((c.name.clone(), p, inputs_of(&sinks, &c.name)));
         }
     }
-    // Each source's holdback: the most window lateness on any path to a sink.
-    let mut holdback: BTreeMap<String, Time> = BTreeMap::new();
-    let downstream = |name: &str, holdback: &BTreeMap<String, Time>| -> Time {
+    // What lies downstream of each source: the most window lateness on any
+    // path to a sink (holdback), and the largest sum of window sizes (reach).
+    let mut below: BTreeMap<String, Downstream> = BTreeMap::new();
+    let downstream = |name: &str, below: &BTreeMap<String, Downstream>| -> Downstream {
         plan.transforms
             .iter()
             .filter(|(_, _, ins)| ins.iter().any(|i| i == name))
-            .map(|(n, _, _)| holdback.get(n).copied().unwrap_or(0))
-            .max()
-            .unwrap_or(0)
+            .map(|(n, _, _)| below.get(n).copied().unwrap_or_default())
+            .fold(Downstream::default(), |a, b| Downstream {
+                holdback: a.holdback.max(b.holdback),
+                reach: a.reach.zip(b.reach).map(|(x, y)| x.max(y)),
+            })
     };
     for (name, p, _) in plan.transforms.iter().rev() {
-        let own = match p {
-            TransformPlan::Window(w) => w.spec.holdback(),
-            _ => 0,
+        let (holdback, reach) = match p {
+            TransformPlan::Window(w) => (w.spec.holdback(), w.spec.reach()),
+            _ => (0, Some(0)),
         };
-        holdback.insert(name.clone(), own + downstream(name, &holdback));
+        let after = downstream(name, &below);
+        below.insert(
+            name.clone(),
+            Downstream {
+                holdback: holdback + after.holdback,
+                reach: reach.zip(after.reach).map(|(x, y)| x + y),
+            },
+        );
     }
-    let per_source: Vec<Time> = plan
+    let per_source: Vec<Downstream> = plan
         .sources
         .iter()
-        .map(|(name, _, _)| downstream(name, &holdback))
+        .map(|(name, _, _)| downstream(name, &below))
         .collect();
-    for ((_, _, h), value) in plan.sources.iter_mut().zip(per_source) {
-        *h = value;
+    for ((_, _, d), value) in plan.sources.iter_mut().zip(per_source) {
+        *d = value;
     }
     Ok(plan)
 }

@@ -8,6 +8,7 @@ use tidemark_connectors::blackhole::BlackholeConfig;
 use tidemark_connectors::console::ConsoleConfig;
 use tidemark_connectors::file::{FileSinkConfig, FileSourceConfig};
 use tidemark_connectors::generator::GeneratorConfig;
+use tidemark_connectors::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 use tidemark_connectors::network::NetworkSourceConfig;
 
 use crate::transforms::filter::FilterConfig;
@@ -28,6 +29,8 @@ pub enum SourceConfig {
     RemoteWrite(NetworkSourceConfig),
     /// OTLP metrics sent to the server (gRPC or `/v1/metrics`).
     Otlp(NetworkSourceConfig),
+    /// Messages read from Kafka topics.
+    Kafka(KafkaSourceConfig),
 }
 
 /// Every transform type.
@@ -52,6 +55,8 @@ pub enum SinkConfig {
     Console(ConsoleConfig),
     /// Count and discard.
     Blackhole(BlackholeConfig),
+    /// Messages written to a Kafka topic.
+    Kafka(KafkaSinkConfig),
 }
 
 /// The three sections of a pipeline.

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod build;
 pub mod compile;
 pub mod config;
+pub mod formats;
 pub mod fuzzing;
 pub mod loadgen;
 pub mod plan;

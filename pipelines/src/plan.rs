@@ -20,6 +20,8 @@ pub enum SourcePlan {
     File(tidemark_connectors::file::FileSource),
     /// `grpc` (and later `otlp`, `remote_write`): needs `tidemark serve`.
     Network(tidemark_connectors::network::NetworkSource),
+    /// `kafka`.
+    Kafka(tidemark_connectors::kafka::KafkaSource),
 }
 
 /// A validated transform.
@@ -42,6 +44,29 @@ pub enum SinkPlan {
     Console(ConsoleConfig),
     /// `blackhole`.
     Blackhole(BlackholeConfig),
+    /// `kafka`.
+    Kafka(tidemark_connectors::kafka::KafkaSink),
+}
+
+/// What lies downstream of a source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Downstream {
+    /// The most window lateness on any path to a sink (flow control).
+    pub holdback: Time,
+    /// How far its records reach in timely time (the largest sum of window
+    /// sizes on a path; `None` through a session window). See
+    /// `tidemark_engine::component::Reach`.
+    pub reach: Option<Time>,
+}
+
+impl Default for Downstream {
+    /// Nothing: a sink right after the source.
+    fn default() -> Self {
+        Downstream {
+            holdback: 0,
+            reach: Some(0),
+        }
+    }
 }
 
 /// A compiled pipeline.
@@ -51,8 +76,8 @@ pub struct Plan {
     pub name: String,
     /// Edge limits for its sources.
     pub limits: Limits,
-    /// Sources with the holdback of the windows downstream of each.
-    pub sources: Vec<(String, SourcePlan, Time)>,
+    /// Sources with what lies downstream of each.
+    pub sources: Vec<(String, SourcePlan, Downstream)>,
     /// Transforms in topological order, with their inputs.
     pub transforms: Vec<(String, TransformPlan, Vec<String>)>,
     /// Sinks with their inputs.
@@ -74,7 +99,7 @@ impl Plan {
         self.sources.iter().all(|(_, s, _)| match s {
             SourcePlan::Generator(g) => g.ticks.is_some(),
             SourcePlan::File(_) => true,
-            SourcePlan::Network(_) => false,
+            SourcePlan::Network(_) | SourcePlan::Kafka(_) => false,
         })
     }
 }

@@ -79,7 +79,7 @@ fn install_signal_handler() {
             let current = current_shutdown().lock().unwrap_or_else(|e| e.into_inner()).clone();
             match current {
                 Some(s) if !s.is_triggered() => {
-                    eprintln!("\nStopping: closing open windows and flushing sinks (press Ctrl-C again to exit now).");
+                    eprintln!("\nStopping: finite sources close their windows and sinks flush; Kafka sources commit what is durable and leave open windows to the next run (press Ctrl-C again to exit now).");
                     s.trigger();
                 }
                 _ => std::process::exit(130),
@@ -165,6 +165,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         max_in_flight: options.max_in_flight,
         clock: Arc::default(),
         ingest: None,
+        resume: Arc::default(),
     };
     let plan = Arc::new(plan);
     let started = Instant::now();

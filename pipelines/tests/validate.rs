@@ -52,8 +52,31 @@ fn the_base_pipeline_is_valid() {
         (plan.sources.len(), plan.transforms.len(), plan.sinks.len()),
         (1, 1, 1)
     );
-    // The window holds back its lateness plus 1 ms; the source knows.
-    assert_eq!(plan.sources[0].2, 1);
+    // The window holds back its lateness plus 1 ms, and stamps a sample's
+    // result at most its size later; the source knows both.
+    assert_eq!(plan.sources[0].2.holdback, 1);
+    assert_eq!(plan.sources[0].2.reach, Some(60_000));
+}
+
+#[test]
+fn reach_adds_up_along_chains_and_sessions_have_none() {
+    let w2 = "  w2:\n    type: window\n    inputs: [w]\n    window: {hopping: 5m, every: 1m}\n    aggregates: [max]\n";
+    let s = "  s:\n    type: window\n    inputs: [gen]\n    window: {session: 30s}\n    aggregates: [count]\n";
+    let chained = BASE.replace("sinks:", &format!("{w2}sinks:"));
+    // The sink reads w2, after w: 1m + 5m.
+    let to_w2 = chained.replace(
+        "    type: console\n    inputs: [w]",
+        "    type: console\n    inputs: [w2]",
+    );
+    let plan = compile("p.yaml", &to_w2).unwrap();
+    assert_eq!(plan.sources[0].2.reach, Some(360_000));
+    // Through a session window there is no bound.
+    let to_s = BASE.replace("sinks:", &format!("{w2}{s}sinks:")).replace(
+        "    type: console\n    inputs: [w]",
+        "    type: console\n    inputs: [w2, s]",
+    );
+    let plan = compile("p.yaml", &to_s).unwrap();
+    assert_eq!(plan.sources[0].2.reach, None);
 }
 
 #[test]

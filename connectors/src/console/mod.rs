@@ -51,7 +51,7 @@ impl ConsoleConfig {
             max_lines: self.max_lines,
             buffer: Vec::new(),
         };
-        gather_sink(stream, &ctx.name, ctx.stats, writer)
+        gather_sink(stream, &ctx.name, ctx.stats, ctx.resume, writer)
     }
 }
 

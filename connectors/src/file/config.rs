@@ -31,9 +31,14 @@ pub struct FileSourceConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    /// File to write (created with its directories, truncated); `-` writes
-    /// standard output.
+    /// File to write (created with its directories); `-` writes standard
+    /// output.
     pub path: String,
+    /// Append to the file instead of truncating it when the run starts: for
+    /// pipelines that resume (a `kafka` source), so a restart keeps what the
+    /// earlier run wrote. Default `false`.
+    #[serde(default)]
+    pub append: bool,
 }
 
 fn zero() -> String {

@@ -12,20 +12,26 @@ use super::FileSinkConfig;
 use crate::gather::{Writer, gather_sink};
 
 enum Target {
-    File(Option<BufWriter<File>>, String),
+    File(Option<BufWriter<File>>, String, bool),
     Stdout(StdoutWriter, Vec<u8>),
 }
 
 impl Writer for Target {
     fn write(&mut self, samples: &[Sample]) -> std::io::Result<()> {
         match self {
-            Target::File(file, path) => {
+            Target::File(file, path, append) => {
                 if file.is_none() {
                     let p = std::path::Path::new(path.as_str());
                     if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                         std::fs::create_dir_all(dir)?;
                     }
-                    *file = Some(BufWriter::with_capacity(1 << 16, File::create(p)?));
+                    let f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .write(true)
+                        .append(*append)
+                        .truncate(!*append)
+                        .open(p)?;
+                    *file = Some(BufWriter::with_capacity(1 << 16, f));
                 }
                 let Some(w) = file.as_mut() else {
                     return Ok(());
@@ -48,7 +54,12 @@ impl Writer for Target {
 
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
-            Target::File(Some(w), _) => w.flush(),
+            // Durable means on disk: the sink's frontier (and so Kafka
+            // offsets) moves only after this.
+            Target::File(Some(w), _, _) => {
+                w.flush()?;
+                w.get_ref().sync_data()
+            }
             _ => Ok(()),
         }
     }
@@ -56,7 +67,8 @@ impl Writer for Target {
 
 impl FileSinkConfig {
     /// Builds the sink on a worker. Worker 0 creates the file (truncating
-    /// it) when the run starts, so an empty result is an empty file.
+    /// it unless `append`) when the run starts, so an empty result is an
+    /// empty file.
     pub fn build<'scope>(
         &self,
         stream: SampleStream<'scope>,
@@ -66,7 +78,7 @@ impl FileSinkConfig {
         let mut target = if self.path == "-" {
             Target::Stdout(ctx.stdout, Vec::new())
         } else {
-            Target::File(None, self.path.clone())
+            Target::File(None, self.path.clone(), self.append)
         };
         if worker == 0
             && let Err(error) = target.write(&[])
@@ -74,6 +86,6 @@ impl FileSinkConfig {
             tidemark_engine::stats::add(&ctx.stats.errors, 1);
             tracing::error!(%error, path = %self.path, "Cannot create the output file.");
         }
-        gather_sink(stream, &ctx.name, ctx.stats, target)
+        gather_sink(stream, &ctx.name, ctx.stats, ctx.resume, target)
     }
 }

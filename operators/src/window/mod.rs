@@ -89,6 +89,18 @@ impl WindowSpec {
     pub fn holdback(&self) -> Time {
         self.lateness.max(0) as Time + 1
     }
+
+    /// How far past a sample's event time its results can be stamped: the
+    /// window size for aligned windows (a result is stamped with its window's
+    /// end); `None` for sessions, which can grow without bound.
+    pub fn reach(&self) -> Option<Time> {
+        match self.kind {
+            WindowKind::Tumbling { size } | WindowKind::Hopping { size, .. } => {
+                Some(size.max(0) as Time)
+            }
+            WindowKind::Session { .. } => None,
+        }
+    }
 }
 
 /// Counters a window state accumulates until the caller takes them.

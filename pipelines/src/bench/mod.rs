@@ -126,7 +126,14 @@ fn plan(series: u64, samples: u64, case: Case) -> Plan {
     Plan {
         name: "bench".into(),
         limits: Limits::default(),
-        sources: vec![("gen".into(), SourcePlan::Generator(generator), holdback)],
+        sources: vec![(
+            "gen".into(),
+            SourcePlan::Generator(generator),
+            crate::plan::Downstream {
+                holdback,
+                reach: Some(0),
+            },
+        )],
         transforms,
         sinks: vec![(
             "out".into(),

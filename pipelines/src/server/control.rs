@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use tidemark_engine::component::{Shutdown, SourceClock, StdoutWriter};
+use tidemark_engine::component::{Resume, Shutdown, SourceClock, StdoutWriter};
 use tidemark_engine::ingest::IngestHub;
 use tidemark_engine::runtime::{ProbeHandle, Worker};
 use tidemark_engine::series::Series;
 use tidemark_engine::stats::{PipelineStats, Totals};
 use tidemark_engine::time::{Millis, Time, now_millis};
-use tidemark_engine::validate::{Limits, RejectReason, SeriesCache, TimeBounds};
+use tidemark_engine::validate::{Check, Limits, RejectReason, SeriesCache, TimeBounds};
 use timely::synchronization::Sequencer;
 
 use crate::build::{Env, build};
@@ -79,6 +79,7 @@ struct Entry {
     stats: Arc<PipelineStats>,
     shutdown: Shutdown,
     clock: Arc<SourceClock>,
+    resume: Arc<Resume>,
     installed: usize,
     finished: usize,
     applied_at: Millis,
@@ -217,23 +218,6 @@ impl Control {
             series: SeriesCache::default(),
             listeners: PipelineStats::new("listeners", 1),
         })
-    }
-
-    /// Validates a received series (through the cache).
-    pub fn check_series<'a, I>(&self, name: &str, labels: I) -> Result<Series, RejectReason>
-    where
-        I: IntoIterator<Item = (&'a str, &'a str)>,
-        I::IntoIter: Clone,
-    {
-        self.series.check(&self.limits, name, labels)
-    }
-
-    /// Checks a received timestamp: not before the epoch, and within the
-    /// time bounds around `now_ms` (read once per request).
-    pub fn check_timestamp(&self, timestamp: i64, now_ms: i64) -> Result<i64, RejectReason> {
-        self.limits
-            .check_timestamp(timestamp)
-            .and_then(|t| self.time_bounds.check(t, now_ms))
     }
 
     fn entries(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -451,6 +435,7 @@ impl Control {
                     stats: PipelineStats::new(name, self.workers),
                     shutdown: Shutdown::default(),
                     clock: Arc::default(),
+                    resume: Arc::default(),
                     installed: 0,
                     finished: 0,
                     applied_at: now_millis(),
@@ -466,6 +451,7 @@ impl Control {
             stdout: Arc::clone(&self.stdout),
             max_in_flight: self.max_in_flight,
             clock: Arc::clone(&e.clock),
+            resume: Arc::clone(&e.resume),
             ingest: Some(Arc::clone(&self.ingest)),
         }
     }
@@ -497,6 +483,25 @@ struct Installed {
     name: String,
     stats: Arc<PipelineStats>,
     finished: bool,
+}
+
+impl Check for Control {
+    /// Validates a received series (through the cache).
+    fn check_series<'a, I>(&self, name: &str, labels: I) -> Result<Series, RejectReason>
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+        I::IntoIter: Clone,
+    {
+        self.series.check(&self.limits, name, labels)
+    }
+
+    /// Checks a received timestamp: not before the epoch, and within the
+    /// time bounds around `now_ms` (read once per request).
+    fn check_timestamp(&self, timestamp: i64, now_ms: i64) -> Result<i64, RejectReason> {
+        self.limits
+            .check_timestamp(timestamp)
+            .and_then(|t| self.time_bounds.check(t, now_ms))
+    }
 }
 
 /// The loop every worker of `tidemark serve` runs until the process stops.

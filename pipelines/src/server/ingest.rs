@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tidemark_engine::Sample;
 use tidemark_engine::ingest::{OfferError, Protocol};
 use tidemark_engine::stats::DropReason;
-use tidemark_engine::validate::RejectReason;
+use tidemark_engine::validate::{Check, RejectReason};
 
 use super::control::Control;
 use super::http::{TENANT_LABEL, Tenant};
@@ -38,7 +38,7 @@ pub struct Ingest {
 /// rejected and why; returns the accepted samples.
 pub fn decode(
     request: WriteRequest,
-    control: &Control,
+    control: &impl Check,
     tenant: Option<&str>,
     reply: &mut WriteResponse,
 ) -> Vec<Sample> {
@@ -135,7 +135,7 @@ impl IngestService for Ingest {
         let tenant = request.extensions().get::<Tenant>().map(|t| t.0.clone());
         let samples = decode(
             request.into_inner(),
-            &self.control,
+            &*self.control,
             tenant.as_deref(),
             &mut reply,
         );
@@ -157,7 +157,7 @@ impl IngestService for Ingest {
                 return Err(Status::unavailable("the server is shutting down"));
             }
             let mut reply = WriteResponse::default();
-            let samples = decode(message, &self.control, tenant.as_deref(), &mut reply);
+            let samples = decode(message, &*self.control, tenant.as_deref(), &mut reply);
             offer(&self.control, &samples).map_err(|s| {
                 Status::new(
                     s.code(),

@@ -30,7 +30,7 @@ use tonic::{Request, Response, Status};
 use tidemark_engine::Sample;
 use tidemark_engine::ingest::{OfferError, Protocol};
 use tidemark_engine::stats::DropReason;
-use tidemark_engine::validate::RejectReason;
+use tidemark_engine::validate::{Check, RejectReason};
 
 use super::control::Control;
 use super::http::{TENANT_LABEL, Tenant};

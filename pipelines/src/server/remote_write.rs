@@ -23,7 +23,7 @@ use tidemark_engine::Sample;
 use tidemark_engine::ingest::{OfferError, Protocol};
 use tidemark_engine::series::METRIC_NAME_LABEL;
 use tidemark_engine::stats::DropReason;
-use tidemark_engine::validate::RejectReason;
+use tidemark_engine::validate::{Check, RejectReason};
 
 use super::control::Control;
 use super::http::{TENANT_LABEL, Tenant};
@@ -52,7 +52,7 @@ fn text(status: StatusCode, message: String) -> Response {
 /// Decodes a body into samples, counting rejections by reason.
 pub fn decode(
     body: &[u8],
-    control: &Control,
+    control: &impl Check,
     tenant: Option<&str>,
     rejected: &mut BTreeMap<RejectReason, u64>,
 ) -> Result<Vec<Sample>, String> {
@@ -127,7 +127,7 @@ pub async fn write(
         );
     }
     let mut rejected = BTreeMap::new();
-    let samples = match decode(&body, &control, tenant.as_deref(), &mut rejected) {
+    let samples = match decode(&body, &*control, tenant.as_deref(), &mut rejected) {
         Ok(s) => s,
         Err(message) => {
             control.count_rejects(

@@ -1,0 +1,184 @@
+//! The `kafka` source's timely operator: it takes batches from its consumer
+//! thread, emits each sample at its partition's entry time, holds its
+//! capability at the minimum watermark over partitions that are not idle,
+//! and commits offsets once the sinks' durable frontier (the probe on the
+//! sinks, whose capabilities they hold until their output is durable) has
+//! passed everything before them.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc::{TryRecvError, sync_channel};
+use std::time::{Duration, Instant};
+
+use tidemark_engine::Sample;
+use tidemark_engine::component::SourceContext;
+use tidemark_engine::flow::FlowControl;
+use tidemark_engine::runtime::{PipelineScope, SampleStream, source};
+use tidemark_engine::stats::add;
+use tidemark_engine::time::Time;
+
+use super::config::KafkaSource;
+use super::format::Decode;
+use super::progress::Uncommitted;
+use super::service::{Command, Event, Service};
+
+struct Slot {
+    watermark: Option<Time>,
+    last_active: Instant,
+    uncommitted: Uncommitted,
+}
+
+impl KafkaSource {
+    /// Builds the source on a worker; `decoder` reads the payloads.
+    pub fn build<'scope>(
+        &self,
+        scope: PipelineScope<'scope>,
+        ctx: SourceContext,
+        decoder: Arc<dyn Decode>,
+    ) -> SampleStream<'scope> {
+        let config = self.clone();
+        source(scope, &ctx.name.clone(), move |capability, info| {
+            let activator = scope.activator_for(Rc::clone(&info.address));
+            let (events_tx, events) = sync_channel(64);
+            let (commands, commands_rx) = sync_channel(16);
+            if ctx.reach.is_none() {
+                tracing::warn!(source = %ctx.name, "A session window is downstream: offsets are committed only as far as nothing is open, so a restart may read much again.");
+            }
+            let service = Service {
+                config: config.clone(),
+                decoder,
+                stats: Arc::clone(&ctx.stats),
+                name: ctx.name.clone(),
+                client_id: format!("tidemark-{}-{}-{}", ctx.pipeline, ctx.name, scope.index()),
+                worker: scope.index(),
+                peers: scope.peers(),
+                reach: ctx.reach,
+                events: events_tx,
+                commands: commands_rx,
+                activator: scope.worker().sync_activator_for(info.address.to_vec()),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("kafka-{}", ctx.name))
+                .spawn(move || service.run());
+            let mut thread = match thread {
+                Ok(t) => Some(t),
+                Err(error) => {
+                    add(&ctx.stats.errors, 1);
+                    tracing::error!(%error, "Cannot start the Kafka consumer thread.");
+                    None
+                }
+            };
+            let mut cap = thread.is_some().then_some(capability);
+            let mut slots: Vec<Slot> = Vec::new();
+            let mut ready = false;
+            let mut flow = FlowControl::new(ctx.probe.clone(), ctx.holdback, ctx.max_in_flight)
+                .with_gauge(Arc::clone(&ctx.stats));
+            let mut last_commit = Instant::now();
+            move |output| {
+                let Some(c) = cap.as_mut() else { return };
+                let durable = || {
+                    ctx.probe
+                        .with_frontier(|f| f.iter().min().copied())
+                        .unwrap_or(Time::MAX)
+                };
+                let commits = |slots: &mut Vec<Slot>, durable: Time| -> Vec<_> {
+                    slots
+                        .iter_mut()
+                        .enumerate()
+                        .filter_map(|(i, s)| s.uncommitted.commit(durable).map(|(o, c)| (i, o, c)))
+                        .collect()
+                };
+                if ctx.shutdown.is_triggered() {
+                    // Stop without draining: windows still open would close
+                    // with part of their input. Commit what is durable, tell
+                    // the sinks to write nothing more, and let go.
+                    ctx.resume.abandon();
+                    let list = commits(&mut slots, durable());
+                    if !list.is_empty() {
+                        let _ = commands.send(Command::Commit(list));
+                    }
+                    let _ = commands.send(Command::Stop);
+                    if let Some(t) = thread.take() {
+                        let _ = t.join();
+                    }
+                    cap = None;
+                    return;
+                }
+                let now = Instant::now();
+                for _ in 0..64 {
+                    if !flow.may_send(*c.time()) {
+                        activator.activate_after(Duration::from_millis(1));
+                        break;
+                    }
+                    let event = match events.try_recv() {
+                        Ok(e) => e,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            cap = None;
+                            return;
+                        }
+                    };
+                    match event {
+                        Event::Assigned { resume, partitions } => {
+                            ctx.resume.resume_from(resume);
+                            for p in partitions {
+                                debug_assert_eq!(p.slot, slots.len());
+                                slots.push(Slot {
+                                    watermark: p.watermark,
+                                    last_active: now,
+                                    uncommitted: Uncommitted::default(),
+                                });
+                            }
+                            ready = true;
+                        }
+                        Event::Batch(batch) => {
+                            add(&ctx.stats.received, batch.samples.len() as u64);
+                            let mut samples = batch.samples.into_iter();
+                            for &(t, n) in &batch.times {
+                                let mut run: Vec<Sample> = samples.by_ref().take(n).collect();
+                                let at = t.max(*c.time());
+                                flow.sent(at, run.len() as u64);
+                                output.session(&c.delayed(&at)).give_container(&mut run);
+                            }
+                            let slot = &mut slots[batch.slot];
+                            slot.watermark = batch.watermark.or(slot.watermark);
+                            slot.last_active = now;
+                            for chunk in batch.chunks {
+                                slot.uncommitted.push(chunk.next_offset, chunk.reach, chunk.max_seen);
+                            }
+                        }
+                    }
+                }
+                if ready {
+                    // The minimum over partitions that are not idle; with
+                    // none (all quiet, or no partition here), the
+                    // pipeline's clock, so this worker holds nothing back.
+                    let active = slots
+                        .iter()
+                        .filter(|s| now.saturating_duration_since(s.last_active) < config.idle_timeout);
+                    let mut min: Option<Time> = None;
+                    let mut any = false;
+                    for s in active {
+                        any = true;
+                        let w = s.watermark.unwrap_or(*c.time());
+                        min = Some(min.map_or(w, |m: Time| m.min(w)));
+                    }
+                    let target = if any { min.unwrap_or(*c.time()) } else { ctx.clock.max() };
+                    if target > *c.time() {
+                        c.downgrade(&target);
+                    }
+                    ctx.clock.publish(*c.time());
+                }
+                if last_commit.elapsed() >= config.commit_interval {
+                    last_commit = now;
+                    let list = commits(&mut slots, durable());
+                    if !list.is_empty() {
+                        let _ = commands.send(Command::Commit(list));
+                    }
+                }
+                activator.activate_after(Duration::from_millis(50));
+            }
+        })
+        .container::<Vec<Sample>>()
+    }
+}
