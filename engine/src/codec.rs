@@ -128,6 +128,23 @@ mod tests {
     }
 
     #[test]
+    fn values_read_back_to_the_same_bits() {
+        // serde_json's default float parser can be one unit in the last
+        // place off; the workspace enables its exact parser.
+        for v in [480.20000000000005, 0.1 + 0.2, 1e-310, f64::MAX] {
+            let mut line = Vec::new();
+            encode_json(
+                &Sample::new(crate::Series::new("x", [("a", "b")]), 1, v),
+                &mut line,
+            )
+            .unwrap();
+            let back =
+                decode_json(std::str::from_utf8(&line).unwrap(), &Limits::default()).unwrap();
+            assert_eq!(back.value.to_bits(), v.to_bits(), "{v}");
+        }
+    }
+
+    #[test]
     fn special_values() {
         for (text, check) in [
             ("\"NaN\"", f64::is_nan as fn(f64) -> bool),

@@ -9,7 +9,7 @@
 //! by their lateness, so a record at time `t` counts as retired once the probe
 //! frontier passes `t - holdback`.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,7 +28,9 @@ pub struct FlowControl {
     probe: ProbeHandle<Time>,
     holdback: Time,
     max_in_flight: u64,
-    sent: VecDeque<(Time, u64)>,
+    /// Records sent and not retired, by time (a Kafka source sends at
+    /// several times at once, one per partition, in no order).
+    sent: BTreeMap<Time, u64>,
     in_flight: u64,
     reported: u64,
     gauge: Option<Arc<ComponentStats>>,
@@ -48,7 +50,7 @@ impl FlowControl {
             probe,
             holdback,
             max_in_flight: max_in_flight.max(1),
-            sent: VecDeque::new(),
+            sent: BTreeMap::new(),
             in_flight: 0,
             reported: 0,
             gauge: None,
@@ -58,17 +60,14 @@ impl FlowControl {
     /// Records that `n` records were sent at `time`.
     #[inline]
     pub fn sent(&mut self, time: Time, n: u64) {
-        match self.sent.back_mut() {
-            Some((t, c)) if *t == time => *c += n,
-            _ => self.sent.push_back((time, n)),
-        }
+        *self.sent.entry(time).or_default() += n;
         self.in_flight += n;
     }
 
     /// Whether the source may send more now.
     ///
-    /// `current` is the source's own capability time: records sent at it
-    /// cannot retire before the source moves on, so they do not count
+    /// `current` is the source's own capability time: records sent at it or
+    /// later cannot retire before the source moves on, so they do not count
     /// against the budget (waiting for them would never end). The budget
     /// therefore bounds records at earlier times; one time step of a source
     /// (a generator tick, a run of one watermark) is not divided.
@@ -77,22 +76,17 @@ impl FlowControl {
             .probe
             .with_frontier(|f| f.iter().min().map(|m| m.saturating_add(self.holdback)))
             .unwrap_or(Time::MAX);
-        while let Some(&(t, n)) = self.sent.front() {
-            if t < done_below {
-                self.in_flight -= n;
-                self.sent.pop_front();
-            } else {
+        while let Some(entry) = self.sent.first_entry() {
+            if *entry.key() >= done_below {
                 break;
             }
+            self.in_flight -= entry.remove();
         }
         self.report();
-        let at_current: u64 = self
-            .sent
-            .iter()
-            .rev()
-            .take_while(|(t, _)| *t >= current)
-            .map(|(_, n)| n)
-            .sum();
+        // Records at or after the source's own time cannot retire before it
+        // moves on: a source whose partitions run ahead of its slowest one
+        // (Kafka) must still be able to take the slowest one's records.
+        let at_current: u64 = self.sent.range(current..).map(|(_, n)| n).sum();
         self.in_flight - at_current < self.max_in_flight
     }
 

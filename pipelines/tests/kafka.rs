@@ -91,13 +91,26 @@ fn sample(name: &str, host: &str, ts: i64, v: f64) -> String {
 /// series (series `s` lives in partition `s % partitions`), three samples to
 /// a message where they fit.
 fn messages(partition: usize, partitions: usize, base: i64, from: i64, to: i64) -> Vec<String> {
+    messages_of(SERIES, 3, partition, partitions, base, from, to)
+}
+
+/// As [`messages`], for `series` series and `per_message` samples a message.
+fn messages_of(
+    series: usize,
+    per_message: usize,
+    partition: usize,
+    partitions: usize,
+    base: i64,
+    from: i64,
+    to: i64,
+) -> Vec<String> {
     let mut out = Vec::new();
     for i in from..to {
-        let lines: Vec<String> = (0..SERIES)
+        let lines: Vec<String> = (0..series)
             .filter(|s| s % partitions == partition)
             .map(|s| sample("cpu", &format!("h{s}"), base + i * 1000, value(s, i)))
             .collect();
-        for chunk in lines.chunks(3) {
+        for chunk in lines.chunks(per_message) {
             out.push(chunk.join("\\n"));
         }
     }
@@ -129,10 +142,14 @@ fn produce(tool: &str, topic: &str, dir: &Path, name: &str, rows: &[(usize, Stri
 /// The windows computed from scratch: 10 s tumbling windows `(end - 10s,
 /// end]` per series, with count, sum, min and max.
 fn expected(base: i64) -> BTreeMap<(String, String, i64), f64> {
+    expected_of(SERIES, SECONDS, base)
+}
+
+fn expected_of(series: usize, seconds: i64, base: i64) -> BTreeMap<(String, String, i64), f64> {
     let mut out = BTreeMap::new();
-    for s in 0..SERIES {
+    for s in 0..series {
         let mut windows: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
-        for i in 0..SECONDS {
+        for i in 0..seconds {
             let ts = base + i * 1000;
             let end = (ts + WINDOW - 1).div_euclid(WINDOW) * WINDOW;
             windows.entry(end).or_default().push(value(s, i));
@@ -168,6 +185,7 @@ sources:
     topics: [{topic}]
     group: {group}
     dead_letter_topic: {topic}-dlq
+    checkpoint_topic: {topic}-checkpoints
     idle_timeout: 30s
 transforms:
   w:
@@ -292,8 +310,9 @@ fn two_clients_feed_a_window_pipeline_and_bad_messages_are_counted() {
     produce("produce-confluent", &t, &dir, "a.tsv", &a);
     produce("produce-kafka-python", &t, &dir, "b.tsv", &b);
 
+    // One record per batch, for tansu (see the top of this file).
     let sink = format!(
-        "  back:\n    type: kafka\n    inputs: [w]\n    brokers: {}\n    topic: {t}-out\n",
+        "  back:\n    type: kafka\n    inputs: [w]\n    brokers: {}\n    topic: {t}-out\n    options: {{batch.num.messages: \"1\"}}\n",
         brokers()
     );
     let yaml = pipeline(&dir, &t, "g1", &sink);
@@ -488,4 +507,53 @@ fn two_workers_and_two_processes_agree_with_one_worker() {
     }
     assert_eq!(outputs[0], outputs[1]);
     assert_eq!(outputs[0], outputs[2]);
+}
+
+#[test]
+fn a_full_pipeline_pauses_the_partitions_and_loses_nothing() {
+    let t = topic("backpressure");
+    let dir = temp_dir(&t);
+    client(&["create", &t, "4"]);
+    let base = base();
+    let (series, seconds) = (100, 1000);
+    let mut all: Vec<(usize, String)> = (0..4)
+        .flat_map(|p| {
+            messages_of(series, 25, p, 4, base, 0, seconds)
+                .into_iter()
+                .map(move |m| (p, m))
+        })
+        .collect();
+    all.extend((0..4).map(|p| (p, sentinel(base))));
+    produce("produce-confluent", &t, &dir, "all.tsv", &all);
+    let yaml = pipeline(&dir, &t, "g1", "");
+    let text = std::fs::read_to_string(&yaml).unwrap().replace(
+        "    idle_timeout: 30s",
+        "    idle_timeout: 30s\n    queue: 500",
+    );
+    std::fs::write(&yaml, text).unwrap();
+    let log = dir.join("run.log");
+    // A small queue and in-flight budget: the source can take little at a
+    // time, its queue fills, and the consumer must pause.
+    let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", yaml.to_str().unwrap(), "--max-in-flight", "100"])
+        .env("TIDEMARK_LOG", "info,tidemark_connectors::kafka=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let want = expected_of(series, seconds, base);
+    wait_for_all(&dir.join("out.jsonl"), &want, &log);
+    let text = stop(child, &log);
+    check_rows(&rows(&dir.join("out.jsonl")), &want, false);
+    assert!(
+        text.contains("partitions paused"),
+        "never paused:\n{}",
+        &text[..text.len().min(3000)]
+    );
+    assert!(text.contains("partitions resumed"));
+    assert!(
+        text.contains("samples_in=100004"),
+        "{}",
+        &text[text.len().saturating_sub(2000)..]
+    );
 }

@@ -107,6 +107,11 @@ pub struct KafkaSourceConfig {
     /// topics. Default `30s`.
     #[serde(default = "thirty_seconds")]
     pub metadata_refresh: String,
+    /// Samples the consumer thread may have decoded and not yet handed to
+    /// the dataflow; beyond this it pauses its partitions (and keeps
+    /// polling, so nothing times out) until there is room. Default 65536.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
     /// librdkafka properties passed as they are: security
     /// (`security.protocol`, `sasl.mechanism`, `sasl.username`,
     /// `sasl.password`, `ssl.ca.location`, ...) and tuning. The properties
@@ -135,6 +140,9 @@ pub struct KafkaSinkConfig {
 
 fn earliest() -> String {
     "earliest".into()
+}
+fn default_queue() -> usize {
+    65_536
 }
 fn checkpoint_topic() -> String {
     "tidemark-checkpoints".into()
@@ -185,6 +193,7 @@ pub struct KafkaSource {
     pub(crate) idle_timeout: Duration,
     pub(crate) commit_interval: Duration,
     pub(crate) metadata_refresh: Duration,
+    pub(crate) queue: usize,
     pub(crate) options: BTreeMap<String, String>,
 }
 
@@ -303,6 +312,12 @@ impl KafkaSourceConfig {
         let start = parse_start(&self.start)
             .map_err(|e| errors.push(ConfigError::field("start", e)))
             .unwrap_or(Start::Earliest);
+        if self.queue == 0 {
+            errors.push(ConfigError::field(
+                "queue",
+                "queue must hold at least 1 sample",
+            ));
+        }
         if self.checkpoint_topic.is_empty() {
             errors.push(ConfigError::field(
                 "checkpoint_topic",
@@ -344,6 +359,7 @@ impl KafkaSourceConfig {
             idle_timeout,
             commit_interval,
             metadata_refresh,
+            queue: self.queue,
             options: self.options.clone(),
         })
     }

@@ -108,6 +108,7 @@ struct Part {
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// Most messages, and about the most samples, read in one round.
 const BATCH: usize = 4096;
 
 fn base_config(config: &KafkaSource, client_id: &str) -> ClientConfig {
@@ -535,7 +536,9 @@ impl Service {
             };
             let now_ms = now_millis();
             let mut read = 0;
-            while read < BATCH {
+            let mut samples = 0;
+            let round = self.config.queue.min(BATCH);
+            while read < round && samples < round {
                 let wait = if read == 0 {
                     first_wait
                 } else {
@@ -604,6 +607,7 @@ impl Service {
                     _ => batch.chunks.push(chunk),
                 }
                 batch.watermark = part.stamper.watermark();
+                samples += batch.samples.len() - before;
                 if !rejects.is_empty() {
                     for (reason, n) in &rejects.counts {
                         self.stats.dropped(DropReason::Rejected(*reason), *n);

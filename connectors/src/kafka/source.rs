@@ -39,7 +39,9 @@ impl KafkaSource {
         let config = self.clone();
         source(scope, &ctx.name.clone(), move |capability, info| {
             let activator = scope.activator_for(Rc::clone(&info.address));
-            let (events_tx, events) = sync_channel(64);
+            // About `queue` samples wait here, in batches of up to 4096;
+            // when it is full the consumer thread pauses its partitions.
+            let (events_tx, events) = sync_channel((config.queue / config.queue.min(4096)).max(1));
             let (commands, commands_rx) = sync_channel(16);
             if ctx.reach.is_none() {
                 tracing::warn!(source = %ctx.name, "A session window is downstream: offsets are committed only as far as nothing is open, so a restart may read much again.");
@@ -105,9 +107,17 @@ impl KafkaSource {
                     return;
                 }
                 let now = Instant::now();
-                for _ in 0..64 {
+                // Activated again at once while batches wait, after 1 ms
+                // while flow control holds them, else on the next batch
+                // (the consumer thread wakes it) or for housekeeping.
+                let mut next = Duration::from_millis(50);
+                for round in 0..=64 {
                     if !flow.may_send(*c.time()) {
-                        activator.activate_after(Duration::from_millis(1));
+                        next = Duration::from_millis(1);
+                        break;
+                    }
+                    if round == 64 {
+                        next = Duration::ZERO;
                         break;
                     }
                     let event = match events.try_recv() {
@@ -134,9 +144,16 @@ impl KafkaSource {
                         Event::Batch(batch) => {
                             add(&ctx.stats.received, batch.samples.len() as u64);
                             let mut samples = batch.samples.into_iter();
+                            // A sample of a partition that was idle may go
+                            // out later than its partition's time; its reach
+                            // is then counted from when it went out.
+                            let mut delayed = 0;
                             for &(t, n) in &batch.times {
                                 let mut run: Vec<Sample> = samples.by_ref().take(n).collect();
                                 let at = t.max(*c.time());
+                                if at > t {
+                                    delayed = delayed.max(at);
+                                }
                                 flow.sent(at, run.len() as u64);
                                 output.session(&c.delayed(&at)).give_container(&mut run);
                             }
@@ -144,7 +161,7 @@ impl KafkaSource {
                             slot.watermark = batch.watermark.or(slot.watermark);
                             slot.last_active = now;
                             for chunk in batch.chunks {
-                                slot.uncommitted.push(chunk.next_offset, chunk.reach, chunk.max_seen);
+                                slot.uncommitted.push(chunk.next_offset, chunk.reach.max(delayed), chunk.max_seen);
                             }
                         }
                     }
@@ -176,7 +193,11 @@ impl KafkaSource {
                         let _ = commands.send(Command::Commit(list));
                     }
                 }
-                activator.activate_after(Duration::from_millis(50));
+                if next.is_zero() {
+                    activator.activate();
+                } else {
+                    activator.activate_after(next);
+                }
             }
         })
         .container::<Vec<Sample>>()
