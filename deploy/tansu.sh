@@ -61,7 +61,14 @@ case "$action" in
   stop)
     pidfile="$run/tansu-$port.pid"
     if [ -f "$pidfile" ]; then
-      kill "$(cat "$pidfile")" 2>/dev/null || true
+      pid="$(cat "$pidfile")"
+      kill "$pid" 2>/dev/null || true
+      # Wait until it has exited, so the port is free for a restart.
+      for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      kill -9 "$pid" 2>/dev/null || true
       rm -f "$pidfile"
     fi
     ;;

@@ -41,11 +41,16 @@ fn python() -> PathBuf {
 
 /// Runs the test client; returns its standard output.
 fn client(args: &[&str]) -> String {
+    client_of(&brokers(), args)
+}
+
+/// Runs the test client against `brokers`.
+fn client_of(brokers: &str, args: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/client.py");
     let out = Command::new(python())
         .arg(script)
         .args(args)
-        .env("TIDEMARK_KAFKA", brokers())
+        .env("TIDEMARK_KAFKA", brokers)
         .output()
         .unwrap();
     assert!(
@@ -131,8 +136,19 @@ fn write_tsv(dir: &Path, name: &str, rows: &[(usize, String)]) -> PathBuf {
 }
 
 fn produce(tool: &str, topic: &str, dir: &Path, name: &str, rows: &[(usize, String)]) {
+    produce_to(&brokers(), tool, topic, dir, name, rows);
+}
+
+fn produce_to(
+    brokers: &str,
+    tool: &str,
+    topic: &str,
+    dir: &Path,
+    name: &str,
+    rows: &[(usize, String)],
+) {
     let path = write_tsv(dir, name, rows);
-    let sent: usize = client(&[tool, topic, path.to_str().unwrap()])
+    let sent: usize = client_of(brokers, &[tool, topic, path.to_str().unwrap()])
         .trim()
         .parse()
         .unwrap();
@@ -176,6 +192,10 @@ fn key(r: &Row) -> (String, String, i64) {
 }
 
 fn pipeline(dir: &Path, topic: &str, group: &str, extra_sink: &str) -> PathBuf {
+    pipeline_on(&brokers(), dir, topic, group, extra_sink)
+}
+
+fn pipeline_on(brokers: &str, dir: &Path, topic: &str, group: &str, extra_sink: &str) -> PathBuf {
     let text = format!(
         r#"name: kafka-test
 sources:
@@ -201,7 +221,6 @@ sinks:
     path: {out}
     append: true
 {extra_sink}"#,
-        brokers = brokers(),
         out = dir.join("out.jsonl").display(),
     );
     let path = dir.join(format!("{group}.yaml"));
@@ -556,4 +575,127 @@ fn a_full_pipeline_pauses_the_partitions_and_loses_nothing() {
         "{}",
         &text[text.len().saturating_sub(2000)..]
     );
+}
+
+/// A broker of its own on the local S3 server, which keeps its data when it
+/// is stopped.
+struct S3Broker {
+    port: u16,
+    bucket: String,
+}
+
+impl S3Broker {
+    fn script(&self, action: &str) {
+        let endpoint =
+            std::env::var("TIDEMARK_S3").unwrap_or_else(|_| "http://127.0.0.1:19100".into());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let status = Command::new(root.join("deploy/tansu.sh"))
+            .args([
+                action,
+                &self.port.to_string(),
+                &format!("s3://{}/", self.bucket),
+            ])
+            .env("AWS_ENDPOINT", &endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ALLOW_HTTP", "true")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "deploy/tansu.sh {action} {} failed",
+            self.port
+        );
+    }
+
+    fn start(endpoint: &str, port: u16, bucket: &str) -> S3Broker {
+        client_of("unused:1", &["create-bucket", endpoint, bucket]);
+        let b = S3Broker {
+            port,
+            bucket: bucket.to_owned(),
+        };
+        b.script("start");
+        b
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for S3Broker {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
+}
+
+#[test]
+fn a_broker_restart_mid_stream_loses_nothing() {
+    let endpoint = std::env::var("TIDEMARK_S3").unwrap_or_else(|_| "http://127.0.0.1:19100".into());
+    let addr = endpoint.trim_start_matches("http://").to_owned();
+    assert!(
+        std::net::TcpStream::connect_timeout(
+            &addr.parse().expect("TIDEMARK_S3 is http://host:port"),
+            Duration::from_secs(2)
+        )
+        .is_ok(),
+        "no S3 server at {endpoint}: start one with `deploy/s3.sh start 19100` (./deploy/test.sh does), or set TIDEMARK_S3"
+    );
+    let t = topic("broker-restart");
+    let dir = temp_dir(&t);
+    let broker = S3Broker::start(&endpoint, 19093, &t);
+    let brokers = broker.brokers();
+    client_of(&brokers, &["create", &t, "3"]);
+    let base = base();
+    let part = |from, to| -> Vec<(usize, String)> {
+        (0..3)
+            .flat_map(|p| {
+                messages(p, 3, base, from, to)
+                    .into_iter()
+                    .map(move |m| (p, m))
+            })
+            .collect()
+    };
+    produce_to(
+        &brokers,
+        "produce-confluent",
+        &t,
+        &dir,
+        "first.tsv",
+        &part(0, 45),
+    );
+    let yaml = pipeline_on(&brokers, &dir, &t, "g1", "");
+    let log = dir.join("run.log");
+    let child = start(&yaml, &["--workers", "2"], &log);
+    let out = dir.join("out.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rows(&out).len() < 40 {
+        assert!(
+            Instant::now() < deadline,
+            "no output: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The broker goes away for a while; Tidemark keeps running.
+    broker.script("stop");
+    std::thread::sleep(Duration::from_secs(3));
+    broker.script("start");
+    let mut rest = part(45, SECONDS);
+    rest.extend((0..3).map(|p| (p, sentinel(base))));
+    produce_to(
+        &brokers,
+        "produce-kafka-python",
+        &t,
+        &dir,
+        "rest.tsv",
+        &rest,
+    );
+    let want = expected(base);
+    wait_for_all(&out, &want, &log);
+    stop(child, &log);
+    // Nothing lost, nothing repeated: the process never restarted.
+    check_rows(&rows(&out), &want, false);
 }

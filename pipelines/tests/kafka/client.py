@@ -6,6 +6,7 @@ client and a reader.
   client.py produce-confluent TOPIC FILE     # FILE: lines of "partition<TAB>payload"
   client.py produce-kafka-python TOPIC FILE
   client.py read TOPIC COUNT [TIMEOUT_S]     # prints JSON {key, value, headers} lines
+  client.py create-bucket ENDPOINT BUCKET    # on the local S3 server (boto3)
 """
 import json
 import os
@@ -94,6 +95,14 @@ def read(topic, count, timeout=60):
     c.close()
 
 
+def create_bucket(endpoint, bucket):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
+                      aws_secret_access_key="test", region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     {
@@ -101,4 +110,5 @@ if __name__ == "__main__":
         "produce-confluent": produce_confluent,
         "produce-kafka-python": produce_kafka_python,
         "read": read,
+        "create-bucket": create_bucket,
     }[command](*args)
