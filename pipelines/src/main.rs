@@ -281,6 +281,8 @@ enum PipelineCommand {
 enum BenchCommand {
     /// Engine throughput: generator, 10 s tumbling window per series, discard.
     Window(BenchOptions),
+    /// Consume throughput from a Kafka broker (tansu by default).
+    Kafka(bench::kafka::KafkaBenchOptions),
     /// Ingest: p99 ack latency and server CPU against the offered rate (docs/latency.png).
     Latency(bench::latency::LatencyOptions),
 }
@@ -362,6 +364,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 cluster: cluster.cluster()?,
                 progress,
                 max_in_flight,
+                stop_after_samples: None,
             };
             let report = run(plan, options)?;
             Ok(if report.errors > 0 {
@@ -413,6 +416,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             which: BenchCommand::Latency(options),
         } => {
             bench::latency::latency(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which: BenchCommand::Kafka(options),
+        } => {
+            bench::kafka::kafka(&options)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -39,6 +39,10 @@ pub struct RunOptions {
     pub progress: ProgressMode,
     /// Records each source instance may have in flight.
     pub max_in_flight: u64,
+    /// Stop (as on Ctrl-C) once the sources have taken this many samples;
+    /// the reported time is when they had. For benchmarks of endless
+    /// sources.
+    pub stop_after_samples: Option<u64>,
 }
 
 impl RunOptions {
@@ -48,6 +52,7 @@ impl RunOptions {
             cluster: Cluster::local(workers),
             progress: ProgressMode::Off,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            stop_after_samples: None,
         }
     }
 }
@@ -192,10 +197,18 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
     let mut last_shown = Instant::now();
     let mut last = (Instant::now(), 0u64);
     let mut rate = 0.0;
+    let mut reached: Option<Duration> = None;
     // Poll often so that the measured elapsed time is precise; refresh the
     // display five times a second.
     while !running.is_finished() {
         std::thread::sleep(Duration::from_millis(5));
+        if let Some(n) = options.stop_after_samples
+            && reached.is_none()
+            && stats.totals().samples_in >= n
+        {
+            reached = Some(started.elapsed());
+            shutdown.trigger();
+        }
         if last_shown.elapsed() < Duration::from_millis(200) {
             continue;
         }
@@ -225,7 +238,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
             _ => {}
         }
     }
-    let elapsed = started.elapsed();
+    let elapsed = reached.unwrap_or_else(|| started.elapsed());
     running.join()?;
     if let Some(b) = &bar {
         b.finish_and_clear();

@@ -7,6 +7,7 @@
 //! window itself takes. Every figure is the median of several runs measured
 //! in one invocation; the table goes to `docs/benchmarks.md`.
 
+pub mod kafka;
 pub mod latency;
 
 use std::fmt::Write as _;
