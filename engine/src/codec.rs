@@ -15,7 +15,7 @@ use std::io::Write;
 use serde::Deserialize;
 
 use crate::series::Sample;
-use crate::validate::{Limits, RejectReason};
+use crate::validate::{Check, Limits, RejectReason};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,14 +46,14 @@ pub struct DecodeError {
     pub detail: String,
 }
 
-/// Decodes and validates one JSON line.
-pub fn decode_json(line: &str, limits: &Limits) -> Result<Sample, DecodeError> {
+/// Parses a line without validating it.
+fn parse(line: &str) -> Result<(JsonSample<'_>, f64), DecodeError> {
     let raw: JsonSample<'_> = serde_json::from_str(line).map_err(|e| DecodeError {
         reason: RejectReason::Malformed,
         detail: e.to_string(),
     })?;
-    let value = match raw.value {
-        JsonValue::Number(v) => v,
+    let value = match &raw.value {
+        JsonValue::Number(v) => *v,
         JsonValue::Text(t) => match t.as_ref() {
             "NaN" => f64::NAN,
             "+Inf" | "Inf" => f64::INFINITY,
@@ -68,22 +68,57 @@ pub fn decode_json(line: &str, limits: &Limits) -> Result<Sample, DecodeError> {
             }
         },
     };
+    Ok((raw, value))
+}
+
+/// Decodes and validates one JSON line.
+pub fn decode_json(line: &str, limits: &Limits) -> Result<Sample, DecodeError> {
+    let (raw, value) = parse(line)?;
     let series = limits
         .check(
             &raw.name,
             raw.labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
         )
-        .map_err(|reason| DecodeError {
-            reason,
-            detail: format!("series {:?}", raw.name),
-        })?;
+        .map_err(|reason| series_error(reason, &raw.name))?;
     let timestamp = limits
         .check_timestamp(raw.timestamp)
-        .map_err(|reason| DecodeError {
-            reason,
-            detail: format!("timestamp {}", raw.timestamp),
-        })?;
+        .map_err(|reason| timestamp_error(reason, raw.timestamp))?;
     Ok(Sample::new(series, timestamp, value))
+}
+
+/// Decodes one JSON line, validating with `check` (a series cache, time
+/// bounds around `now_ms`): for sources that read many samples of the same
+/// series.
+pub fn decode_json_checked(
+    line: &str,
+    check: &impl Check,
+    now_ms: i64,
+) -> Result<Sample, DecodeError> {
+    let (raw, value) = parse(line)?;
+    let series = check
+        .check_series(
+            &raw.name,
+            raw.labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
+        )
+        .map_err(|reason| series_error(reason, &raw.name))?;
+    let timestamp = check
+        .check_timestamp(raw.timestamp, now_ms)
+        .map_err(|reason| timestamp_error(reason, raw.timestamp))?;
+    Ok(Sample::new(series, timestamp, value))
+}
+
+fn series_error(reason: RejectReason, name: &str) -> DecodeError {
+    DecodeError {
+        reason,
+        detail: format!("series {name:?}"),
+    }
+}
+
+fn timestamp_error(reason: RejectReason, timestamp: i64) -> DecodeError {
+    DecodeError {
+        reason,
+        detail: format!("timestamp {timestamp}"),
+    }
 }
 
 /// Writes one sample as a JSON line (with the newline).

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use tidemark_engine::Sample;
-use tidemark_engine::codec::{decode_json, encode_json};
+use tidemark_engine::codec::{decode_json_checked, encode_json};
 use tidemark_engine::validate::{Check, EdgeCheck, RejectReason};
 
 /// What one message's samples lost, by reason, and the first explanation.
@@ -50,16 +50,7 @@ impl Decode for JsonLines {
             return;
         };
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            match decode_json(line, &self.0.limits).and_then(|s| {
-                self.0
-                    .bounds
-                    .check(s.timestamp, now_ms)
-                    .map(|_| s)
-                    .map_err(|reason| tidemark_engine::codec::DecodeError {
-                        reason,
-                        detail: "timestamp".into(),
-                    })
-            }) {
+            match decode_json_checked(line, &self.0, now_ms) {
                 Ok(sample) => out.push(sample),
                 Err(e) => rejects.add(e.reason, 1, || e.to_string()),
             }

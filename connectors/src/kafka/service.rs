@@ -432,6 +432,7 @@ impl Service {
         };
         let mut parts: Vec<Part> = Vec::new();
         let mut positions = Positions::new();
+        let mut attempts = 0u64;
         // The first assignment: until it succeeds, the source holds the
         // watermark where it is.
         loop {
@@ -446,17 +447,23 @@ impl Service {
                 })
                 .and_then(|all| self.assign(&consumer, &all, &mut parts, &positions, true))
             {
-                Ok(Some(event)) => {
-                    if self.events.send(event).is_err() {
-                        return;
+                Ok(event) => {
+                    // The initial assignment always reports, even with no
+                    // partition for this worker.
+                    if let Some(event) = event {
+                        if self.events.send(event).is_err() {
+                            return;
+                        }
+                        let _ = self.activator.activate();
                     }
-                    let _ = self.activator.activate();
                     break;
                 }
-                Ok(None) => unreachable!("the initial assignment always reports"),
                 Err(error) => {
                     add(&self.stats.errors, 1);
-                    tracing::warn!(%error, source = %self.name, "Cannot read the topics' partitions and offsets; retrying.");
+                    if attempts % 30 == 0 {
+                        tracing::warn!(%error, source = %self.name, attempts, "Cannot read the topics' partitions and offsets (does the topic exist?); retrying every second.");
+                    }
+                    attempts += 1;
                     if self.wait(Duration::from_secs(1)) {
                         return;
                     }

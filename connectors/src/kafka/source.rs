@@ -70,6 +70,9 @@ impl KafkaSource {
                     None
                 }
             };
+            if thread.is_none() {
+                ctx.resume.abandon();
+            }
             let mut cap = thread.is_some().then_some(capability);
             let mut slots: Vec<Slot> = Vec::new();
             let mut ready = false;
@@ -124,6 +127,11 @@ impl KafkaSource {
                         Ok(e) => e,
                         Err(TryRecvError::Empty) => break,
                         Err(TryRecvError::Disconnected) => {
+                            // The consumer thread is gone (it failed): stop
+                            // as on shutdown, so no partial window is written.
+                            add(&ctx.stats.errors, 1);
+                            tracing::error!(source = %ctx.name, "The Kafka consumer thread stopped; this source stops without draining.");
+                            ctx.resume.abandon();
                             cap = None;
                             return;
                         }

@@ -44,6 +44,10 @@ pub struct KafkaBenchOptions {
     /// Runs per configuration; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// librdkafka consumer properties to measure besides the defaults, as
+    /// `key=value` (each a row of its own).
+    #[arg(long, value_delimiter = ',', default_values_t = ["fetch.wait.max.ms=10".to_owned()])]
+    pub option: Vec<String>,
     /// Markdown file whose kafka section is rewritten.
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub output: PathBuf,
@@ -125,14 +129,24 @@ fn produce(options: &KafkaBenchOptions, topic: &str) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn pipeline(options: &KafkaBenchOptions, topic: &str, group: &str, window: bool) -> String {
+fn pipeline(
+    options: &KafkaBenchOptions,
+    topic: &str,
+    group: &str,
+    window: bool,
+    option: Option<&str>,
+) -> String {
+    let option = match option.and_then(|o| o.split_once('=')) {
+        Some((k, v)) => format!("    options: {{{k}: \"{v}\"}}\n"),
+        None => String::new(),
+    };
     let transform = if window {
         "transforms:\n  w:\n    type: window\n    inputs: [k]\n    window: {tumbling: 10s}\n    aggregates: [count, sum, max]\n"
     } else {
         ""
     };
     format!(
-        "name: bench-kafka\nsources:\n  k:\n    type: kafka\n    brokers: {}\n    topics: [{topic}]\n    group: {group}\n    checkpoint_topic: {topic}-checkpoints\n{transform}sinks:\n  out:\n    type: blackhole\n    inputs: [{}]\n",
+        "name: bench-kafka\nsources:\n  k:\n    type: kafka\n    brokers: {}\n    topics: [{topic}]\n    group: {group}\n    checkpoint_topic: {topic}-checkpoints\n{option}{transform}sinks:\n  out:\n    type: blackhole\n    inputs: [{}]\n",
         options.brokers,
         if window { "w" } else { "k" }
     )
@@ -150,46 +164,44 @@ pub fn kafka(options: &KafkaBenchOptions) -> anyhow::Result<()> {
     );
     let mut rows = Vec::new();
     let mut group = 0;
+    let settings: Vec<Option<&str>> = std::iter::once(None)
+        .chain(options.option.iter().map(|o| Some(o.as_str())))
+        .collect();
     for &workers in &options.workers {
-        for window in [false, true] {
-            let mut rates = Vec::new();
-            for _ in 0..options.repeats.max(1) {
-                group += 1;
-                let text = pipeline(options, &topic, &format!("{topic}-{group}"), window);
-                let plan = compile("bench.yaml", &text)
-                    .map_err(|e| anyhow::anyhow!("benchmark pipeline: {e:?}"))?;
-                let report = run(
-                    plan,
-                    RunOptions {
-                        stop_after_samples: Some(options.samples),
-                        ..RunOptions::quiet(workers)
-                    },
-                )?;
-                anyhow::ensure!(
-                    report.totals.samples_in >= options.samples,
-                    "the source took {} of {} samples",
-                    report.totals.samples_in,
-                    options.samples
+        for &option in &settings {
+            for window in [false, true] {
+                let mut rates = Vec::new();
+                for _ in 0..options.repeats.max(1) {
+                    group += 1;
+                    let text = pipeline(options, &topic, &format!("{topic}-{group}"), window, option);
+                    let plan = compile("bench.yaml", &text)
+                        .map_err(|e| anyhow::anyhow!("benchmark pipeline: {e:?}"))?;
+                    let report = run(
+                        plan,
+                        RunOptions {
+                            stop_after_samples: Some(options.samples),
+                            ..RunOptions::quiet(workers)
+                        },
+                    )?;
+                    anyhow::ensure!(
+                        report.totals.samples_in >= options.samples,
+                        "the source took {} of {} samples",
+                        report.totals.samples_in,
+                        options.samples
+                    );
+                    rates.push(options.samples as f64 / report.elapsed.as_secs_f64());
+                }
+                rates.sort_by(f64::total_cmp);
+                let rate = rates[rates.len() / 2];
+                let label = if window { "10 s window per series -> discard" } else { "discard" };
+                let setting = option.unwrap_or("librdkafka defaults");
+                eprintln!(
+                    "workers {workers}  {setting:<24} {label:<34} {:>6.2} M samples/s (runs: {})",
+                    rate / 1e6,
+                    rates.iter().map(|r| format!("{:.2}", r / 1e6)).collect::<Vec<_>>().join(", ")
                 );
-                rates.push(options.samples as f64 / report.elapsed.as_secs_f64());
+                rows.push((workers, setting, label, rate));
             }
-            rates.sort_by(f64::total_cmp);
-            let rate = rates[rates.len() / 2];
-            let label = if window {
-                "10 s window per series -> discard"
-            } else {
-                "discard"
-            };
-            eprintln!(
-                "workers {workers}  {label:<34} {:>6.2} M samples/s (runs: {})",
-                rate / 1e6,
-                rates
-                    .iter()
-                    .map(|r| format!("{:.2}", r / 1e6))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            rows.push((workers, label, rate));
         }
     }
     let mut md = String::new();
@@ -211,12 +223,12 @@ pub fn kafka(options: &KafkaBenchOptions) -> anyhow::Result<()> {
         produce_seconds,
         options.samples as f64 / produce_seconds / 1e6
     );
-    let _ = writeln!(md, "| workers | pipeline | samples/s | per worker |");
-    let _ = writeln!(md, "|---:|---|---:|---:|");
-    for (workers, label, rate) in &rows {
+    let _ = writeln!(md, "| workers | consumer settings | pipeline | samples/s | per worker |");
+    let _ = writeln!(md, "|---:|---|---|---:|---:|");
+    for (workers, setting, label, rate) in &rows {
         let _ = writeln!(
             md,
-            "| {workers} | kafka -> {label} | {:.2} M | {:.2} M |",
+            "| {workers} | {setting} | kafka -> {label} | {:.2} M | {:.2} M |",
             rate / 1e6,
             rate / 1e6 / *workers as f64
         );
