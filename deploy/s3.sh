@@ -10,6 +10,7 @@
 # AWS_SECRET_ACCESS_KEY=test, AWS_DEFAULT_REGION=us-east-1) over plain
 # HTTP (AWS_ALLOW_HTTP=true for object_store). Objects live in memory.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 version=5.2.5
@@ -46,17 +47,7 @@ case "$action" in
     exit 1
     ;;
   stop)
-    if [ -f "$pidfile" ]; then
-      pid="$(cat "$pidfile")"
-      kill "$pid" 2>/dev/null || true
-      # Wait until it has exited, so the port is free for a restart.
-      for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      kill -9 "$pid" 2>/dev/null || true
-      rm -f "$pidfile"
-    fi
+    stop_pidfile "$pidfile"
     ;;
   *)
     echo "usage: deploy/s3.sh start|stop [PORT]" >&2

@@ -14,6 +14,7 @@
 # ${TIDEMARK_CACHE:-~/.cache/tidemark}/tansu-VERSION, and reused by every
 # clone on the machine.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 version=0.6.0
 cache="${TIDEMARK_CACHE:-$HOME/.cache/tidemark}"
@@ -60,17 +61,7 @@ case "$action" in
     ;;
   stop)
     pidfile="$run/tansu-$port.pid"
-    if [ -f "$pidfile" ]; then
-      pid="$(cat "$pidfile")"
-      kill "$pid" 2>/dev/null || true
-      # Wait until it has exited, so the port is free for a restart.
-      for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      kill -9 "$pid" 2>/dev/null || true
-      rm -f "$pidfile"
-    fi
+    stop_pidfile "$pidfile"
     ;;
   *)
     echo "usage: deploy/tansu.sh start|stop [PORT] [STORAGE]" >&2

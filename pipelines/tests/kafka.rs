@@ -128,6 +128,17 @@ fn sentinel(base: i64) -> String {
     sample("sentinel", "x", base + 3_600_000, 0.0)
 }
 
+/// The seconds `from..to` of every partition, as `(partition, message)`.
+fn every_partition(partitions: usize, base: i64, from: i64, to: i64) -> Vec<(usize, String)> {
+    (0..partitions)
+        .flat_map(|p| {
+            messages(p, partitions, base, from, to)
+                .into_iter()
+                .map(move |m| (p, m))
+        })
+        .collect()
+}
+
 fn write_tsv(dir: &Path, name: &str, rows: &[(usize, String)]) -> PathBuf {
     let path = dir.join(name);
     let text: String = rows.iter().map(|(p, m)| format!("{p}\t{m}\n")).collect();
@@ -244,6 +255,19 @@ fn rows(path: &Path) -> Vec<Row> {
         read_rows(path)
     } else {
         Vec::new()
+    }
+}
+
+/// Waits until the output has at least `n` rows.
+fn wait_for_rows(out: &Path, n: usize, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rows(out).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "no output: {}",
+            std::fs::read_to_string(log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -398,32 +422,21 @@ fn kill_dash_nine_and_a_restart_leave_every_window_complete() {
     let dir = temp_dir(&t);
     client(&["create", &t, "3"]);
     let base = base();
-    let half = |from, to| -> Vec<(usize, String)> {
-        (0..3)
-            .flat_map(|p| {
-                messages(p, 3, base, from, to)
-                    .into_iter()
-                    .map(move |m| (p, m))
-            })
-            .collect()
-    };
+    let half = |from, to| every_partition(3, base, from, to);
     produce("produce-confluent", &t, &dir, "first.tsv", &half(0, 47));
     let yaml = pipeline(&dir, &t, "g1", "");
     let log = dir.join("run1.log");
     let mut child = start(&yaml, &["--workers", "2"], &log);
-    // Wait until some windows are written (and so some offsets committed),
-    // then kill without warning.
+    // Wait until some windows are written and a checkpoint is stored, then
+    // kill without warning.
     let out = dir.join("out.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while rows(&out).len() < 40 {
-        assert!(
-            Instant::now() < deadline,
-            "no output: {}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for_rows(&out, 40, &log);
+    let stored = client(&["read", &format!("{t}-checkpoints"), "1", "30"]);
+    assert!(
+        !stored.is_empty(),
+        "no checkpoint: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let before = rows(&out).len();
@@ -649,15 +662,7 @@ fn a_broker_restart_mid_stream_loses_nothing() {
     let brokers = broker.brokers();
     client_of(&brokers, &["create", &t, "3"]);
     let base = base();
-    let part = |from, to| -> Vec<(usize, String)> {
-        (0..3)
-            .flat_map(|p| {
-                messages(p, 3, base, from, to)
-                    .into_iter()
-                    .map(move |m| (p, m))
-            })
-            .collect()
-    };
+    let part = |from, to| every_partition(3, base, from, to);
     produce_to(
         &brokers,
         "produce-confluent",
@@ -670,15 +675,7 @@ fn a_broker_restart_mid_stream_loses_nothing() {
     let log = dir.join("run.log");
     let child = start(&yaml, &["--workers", "2"], &log);
     let out = dir.join("out.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while rows(&out).len() < 40 {
-        assert!(
-            Instant::now() < deadline,
-            "no output: {}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_rows(&out, 40, &log);
     // The broker goes away for a while; Tidemark keeps running.
     broker.script("stop");
     std::thread::sleep(Duration::from_secs(3));

@@ -460,7 +460,7 @@ impl Service {
                 }
                 Err(error) => {
                     add(&self.stats.errors, 1);
-                    if attempts % 30 == 0 {
+                    if attempts.is_multiple_of(30) {
                         tracing::warn!(%error, source = %self.name, attempts, "Cannot read the topics' partitions and offsets (does the topic exist?); retrying every second.");
                     }
                     attempts += 1;

@@ -173,7 +173,8 @@ pub fn kafka(options: &KafkaBenchOptions) -> anyhow::Result<()> {
                 let mut rates = Vec::new();
                 for _ in 0..options.repeats.max(1) {
                     group += 1;
-                    let text = pipeline(options, &topic, &format!("{topic}-{group}"), window, option);
+                    let text =
+                        pipeline(options, &topic, &format!("{topic}-{group}"), window, option);
                     let plan = compile("bench.yaml", &text)
                         .map_err(|e| anyhow::anyhow!("benchmark pipeline: {e:?}"))?;
                     let report = run(
@@ -193,12 +194,20 @@ pub fn kafka(options: &KafkaBenchOptions) -> anyhow::Result<()> {
                 }
                 rates.sort_by(f64::total_cmp);
                 let rate = rates[rates.len() / 2];
-                let label = if window { "10 s window per series -> discard" } else { "discard" };
+                let label = if window {
+                    "10 s window per series -> discard"
+                } else {
+                    "discard"
+                };
                 let setting = option.unwrap_or("librdkafka defaults");
                 eprintln!(
                     "workers {workers}  {setting:<24} {label:<34} {:>6.2} M samples/s (runs: {})",
                     rate / 1e6,
-                    rates.iter().map(|r| format!("{:.2}", r / 1e6)).collect::<Vec<_>>().join(", ")
+                    rates
+                        .iter()
+                        .map(|r| format!("{:.2}", r / 1e6))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 rows.push((workers, setting, label, rate));
             }
@@ -223,7 +232,10 @@ pub fn kafka(options: &KafkaBenchOptions) -> anyhow::Result<()> {
         produce_seconds,
         options.samples as f64 / produce_seconds / 1e6
     );
-    let _ = writeln!(md, "| workers | consumer settings | pipeline | samples/s | per worker |");
+    let _ = writeln!(
+        md,
+        "| workers | consumer settings | pipeline | samples/s | per worker |"
+    );
     let _ = writeln!(md, "|---:|---|---|---:|---:|");
     for (workers, setting, label, rate) in &rows {
         let _ = writeln!(
