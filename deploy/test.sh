@@ -64,10 +64,13 @@ fi
 
 # A Kafka-compatible broker for the Kafka tests: tansu, built once into a
 # machine-wide cache (about 20 minutes the first time), run in memory.
-export TIDEMARK_KAFKA="${TIDEMARK_KAFKA:-$(deploy/tansu.sh start 19092)}"
+# (Assigned before export, so that a failed start stops this script.)
+TIDEMARK_KAFKA="${TIDEMARK_KAFKA:-$(deploy/tansu.sh start 19092)}"
+export TIDEMARK_KAFKA
 # A local S3 server (moto): the Kafka test that restarts its broker keeps
 # the broker's data there.
-export TIDEMARK_S3="${TIDEMARK_S3:-$(deploy/s3.sh start 19100)}"
+TIDEMARK_S3="${TIDEMARK_S3:-$(deploy/s3.sh start 19100)}"
+export TIDEMARK_S3
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
