@@ -239,15 +239,42 @@ sinks:
     path
 }
 
-fn start(yaml: &Path, args: &[&str], log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .arg("run")
-        .arg(yaml)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
+/// A running `tidemark`, killed if the test fails before stopping it.
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start(yaml: &Path, args: &[&str], log: &Path) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .arg("run")
+            .arg(yaml)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn rows(path: &Path) -> Vec<Row> {
@@ -291,7 +318,7 @@ fn wait_for_all(out: &Path, expected: &BTreeMap<(String, String, i64), f64>, log
 }
 
 /// Stops a run the way a service manager does, and returns its log.
-fn stop(mut child: Child, log: &Path) -> String {
+fn stop(mut child: Proc, log: &Path) -> String {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -484,7 +511,7 @@ fn two_workers_and_two_processes_agree_with_one_worker() {
         std::fs::create_dir_all(&sub).unwrap();
         let yaml = pipeline(&sub, &t, group, "");
         let log = sub.join("run.log");
-        let children: Vec<Child> = if runs.is_empty() {
+        let children: Vec<Proc> = if runs.is_empty() {
             let hosts = sub.join("hosts");
             let port = 23_000 + (std::process::id() % 1000) as u16 * 2;
             std::fs::write(
@@ -566,13 +593,15 @@ fn a_full_pipeline_pauses_the_partitions_and_loses_nothing() {
     let log = dir.join("run.log");
     // A small queue and in-flight budget: the source can take little at a
     // time, its queue fills, and the consumer must pause.
-    let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["run", yaml.to_str().unwrap(), "--max-in-flight", "100"])
-        .env("TIDEMARK_LOG", "info,tidemark_connectors::kafka=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let child = Proc(
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["run", yaml.to_str().unwrap(), "--max-in-flight", "100"])
+            .env("TIDEMARK_LOG", "info,tidemark_connectors::kafka=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let want = expected_of(series, seconds, base);
     wait_for_all(&dir.join("out.jsonl"), &want, &log);
     let text = stop(child, &log);
