@@ -99,11 +99,6 @@ impl Resume {
     pub fn writes(&self, time: Time) -> bool {
         time >= self.from.load(Ordering::SeqCst) && !self.abandoned.load(Ordering::SeqCst)
     }
-
-    /// The resume frontier.
-    pub fn from(&self) -> Time {
-        self.from.load(Ordering::SeqCst)
-    }
 }
 
 /// How far a source's records can reach downstream, in timely time: a

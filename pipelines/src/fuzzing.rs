@@ -52,7 +52,7 @@ fn check(samples: &[Sample]) {
 pub fn remote_write(data: &[u8]) {
     let mut rejected = BTreeMap::new();
     if let Ok(samples) =
-        crate::server::remote_write::decode(data, control(), Some("fuzz"), &mut rejected)
+        crate::server::remote_write::decode(data, &control().edge, Some("fuzz"), &mut rejected)
     {
         check(&samples);
         assert!(
@@ -68,7 +68,7 @@ pub fn otlp(data: &[u8]) {
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     if let Ok(request) = ExportMetricsServiceRequest::decode(data) {
         let mut rejected = BTreeMap::new();
-        let samples = crate::server::otlp::decode(request, control(), None, &mut rejected);
+        let samples = crate::server::otlp::decode(request, &control().edge, None, &mut rejected);
         check(&samples);
     }
 }
@@ -79,7 +79,7 @@ pub fn ingest(data: &[u8]) {
     if let Ok(request) = WriteRequest::decode(data) {
         let points: usize = request.series.iter().map(|s| s.points.len()).sum();
         let mut reply = WriteResponse::default();
-        let samples = crate::server::ingest::decode(request, control(), None, &mut reply);
+        let samples = crate::server::ingest::decode(request, &control().edge, None, &mut reply);
         check(&samples);
         assert_eq!(samples.len() + reply.rejected as usize, points);
     }

@@ -22,4 +22,3 @@ pub use config::{
     Format, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig, Start, Topics,
 };
 pub use format::{Decode, Encode, Influx, JsonLines, JsonSample, Rejects};
-pub use progress::{Checkpoint, Stamper, Uncommitted};

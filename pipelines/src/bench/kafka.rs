@@ -192,8 +192,7 @@ pub fn kafka(options: &KafkaBenchOptions) -> anyhow::Result<()> {
                     );
                     rates.push(options.samples as f64 / report.elapsed.as_secs_f64());
                 }
-                rates.sort_by(f64::total_cmp);
-                let rate = rates[rates.len() / 2];
+                let rate = super::median(rates.clone());
                 let label = if window {
                     "10 s window per series -> discard"
                 } else {

@@ -144,7 +144,7 @@ fn plan(series: u64, samples: u64, case: Case) -> Plan {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

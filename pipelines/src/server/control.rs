@@ -18,10 +18,9 @@ use serde::{Deserialize, Serialize};
 use tidemark_engine::component::{Resume, Shutdown, SourceClock, StdoutWriter};
 use tidemark_engine::ingest::IngestHub;
 use tidemark_engine::runtime::{ProbeHandle, Worker};
-use tidemark_engine::series::Series;
 use tidemark_engine::stats::{PipelineStats, Totals};
 use tidemark_engine::time::{Millis, Time, now_millis};
-use tidemark_engine::validate::{Check, Limits, RejectReason, SeriesCache, TimeBounds};
+use tidemark_engine::validate::{EdgeCheck, Limits, SeriesCache, TimeBounds};
 use timely::synchronization::Sequencer;
 
 use crate::build::{Env, build};
@@ -176,12 +175,10 @@ pub struct Control {
     max_in_flight: u64,
     /// The hub between the listeners and network sources.
     pub ingest: Arc<IngestHub>,
-    /// Edge limits for samples received over the network.
-    pub limits: Limits,
-    /// How far from this server's clock a received timestamp may be.
-    pub time_bounds: TimeBounds,
-    /// Series validated by the listeners, found again by their labels.
-    pub series: SeriesCache,
+    /// The listeners' edge checks: label limits, how far from this
+    /// server's clock a received timestamp may be, and the series already
+    /// validated, found again by their labels.
+    pub edge: EdgeCheck,
     /// Counters of the network listeners (received, rejected by reason).
     pub listeners: Arc<PipelineStats>,
 }
@@ -213,9 +210,11 @@ impl Control {
             stdout,
             max_in_flight,
             ingest: Arc::default(),
-            limits,
-            time_bounds,
-            series: SeriesCache::default(),
+            edge: EdgeCheck {
+                limits,
+                bounds: time_bounds,
+                series: SeriesCache::default(),
+            },
             listeners: PipelineStats::new("listeners", 1),
         })
     }
@@ -483,25 +482,6 @@ struct Installed {
     name: String,
     stats: Arc<PipelineStats>,
     finished: bool,
-}
-
-impl Check for Control {
-    /// Validates a received series (through the cache).
-    fn check_series<'a, I>(&self, name: &str, labels: I) -> Result<Series, RejectReason>
-    where
-        I: IntoIterator<Item = (&'a str, &'a str)>,
-        I::IntoIter: Clone,
-    {
-        self.series.check(&self.limits, name, labels)
-    }
-
-    /// Checks a received timestamp: not before the epoch, and within the
-    /// time bounds around `now_ms` (read once per request).
-    fn check_timestamp(&self, timestamp: i64, now_ms: i64) -> Result<i64, RejectReason> {
-        self.limits
-            .check_timestamp(timestamp)
-            .and_then(|t| self.time_bounds.check(t, now_ms))
-    }
 }
 
 /// The loop every worker of `tidemark serve` runs until the process stops.

@@ -135,7 +135,7 @@ impl IngestService for Ingest {
         let tenant = request.extensions().get::<Tenant>().map(|t| t.0.clone());
         let samples = decode(
             request.into_inner(),
-            &*self.control,
+            &self.control.edge,
             tenant.as_deref(),
             &mut reply,
         );
@@ -157,7 +157,7 @@ impl IngestService for Ingest {
                 return Err(Status::unavailable("the server is shutting down"));
             }
             let mut reply = WriteResponse::default();
-            let samples = decode(message, &*self.control, tenant.as_deref(), &mut reply);
+            let samples = decode(message, &self.control.edge, tenant.as_deref(), &mut reply);
             offer(&self.control, &samples).map_err(|s| {
                 Status::new(
                     s.code(),

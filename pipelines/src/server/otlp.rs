@@ -111,7 +111,7 @@ fn resource_labels(attributes: &[KeyValue]) -> BTreeMap<String, String> {
 /// Maps an export request to samples, counting rejected points by reason.
 pub fn decode(
     request: ExportMetricsServiceRequest,
-    control: &Control,
+    control: &impl Check,
     tenant: Option<&str>,
     rejected: &mut BTreeMap<RejectReason, u64>,
 ) -> Vec<Sample> {
@@ -283,7 +283,7 @@ pub fn export(
     tenant: Option<&str>,
 ) -> Result<ExportMetricsServiceResponse, OfferError> {
     let mut rejected = BTreeMap::new();
-    let samples = decode(request, control, tenant, &mut rejected);
+    let samples = decode(request, &control.edge, tenant, &mut rejected);
     if !samples.is_empty() {
         control.ingest.offer(Protocol::Otlp, &samples)?;
     }

@@ -127,7 +127,7 @@ pub async fn write(
         );
     }
     let mut rejected = BTreeMap::new();
-    let samples = match decode(&body, &*control, tenant.as_deref(), &mut rejected) {
+    let samples = match decode(&body, &control.edge, tenant.as_deref(), &mut rejected) {
         Ok(s) => s,
         Err(message) => {
             control.count_rejects(
