@@ -7,8 +7,10 @@
 //!
 //! Sources: [`generator`] (synthetic host and service metrics), [`file`]
 //! (JSON lines) and [`network`] (`grpc`, `otlp`, `remote_write`: what the
-//! server's listeners receive). Sinks: [`file`], [`console`] and [`blackhole`].
+//! server's listeners receive). Sinks: [`file`], [`console`], [`blackhole`], [`kafka`], [`timescaledb`]
+//! and [`redis`]; the last two share the batching writer in `batch.rs`.
 
+mod batch;
 pub mod blackhole;
 pub mod console;
 pub mod file;
@@ -16,3 +18,5 @@ mod gather;
 pub mod generator;
 pub mod kafka;
 pub mod network;
+pub mod redis;
+pub mod timescaledb;

@@ -144,6 +144,8 @@ pub type StdoutWriter = Arc<dyn Fn(&[u8]) + Send + Sync>;
 pub struct SinkContext {
     /// The component's name.
     pub name: String,
+    /// The pipeline's name.
+    pub pipeline: String,
     /// Its counters.
     pub stats: Arc<ComponentStats>,
     /// Standard output.

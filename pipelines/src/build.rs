@@ -128,6 +128,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
             let input = merge(scope, &streams, inputs);
             let ctx = SinkContext {
                 name: name.clone(),
+                pipeline: plan.name.clone(),
                 stats: env.stats.component(name, Role::Sink),
                 stdout: Arc::clone(&env.stdout),
                 resume: Arc::clone(&env.resume),
@@ -137,6 +138,8 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 SinkPlan::Console(c) => c.build(input, ctx),
                 SinkPlan::Blackhole(b) => b.build(input, ctx),
                 SinkPlan::Kafka(k) => k.build(input, ctx, formats::encoder(k.format())),
+                SinkPlan::Timescaledb(t) => t.build(input, ctx),
+                SinkPlan::Redis(r) => r.build(input, ctx),
             };
             done.probe_with(&sinks);
         }

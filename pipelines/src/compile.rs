@@ -416,6 +416,8 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
             Ok(SinkConfig::Console(k)) => k.validate().map(|()| SinkPlan::Console(k)),
             Ok(SinkConfig::Blackhole(b)) => b.validate().map(|()| SinkPlan::Blackhole(b)),
             Ok(SinkConfig::Kafka(k)) => k.validate().map(SinkPlan::Kafka),
+            Ok(SinkConfig::Timescaledb(t)) => t.validate().map(SinkPlan::Timescaledb),
+            Ok(SinkConfig::Redis(r)) => r.validate().map(SinkPlan::Redis),
             Err((pos, message)) => {
                 ctx.error(pos, Some(me), message);
                 continue;

@@ -10,6 +10,8 @@ use tidemark_connectors::file::{FileSinkConfig, FileSourceConfig};
 use tidemark_connectors::generator::GeneratorConfig;
 use tidemark_connectors::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 use tidemark_connectors::network::NetworkSourceConfig;
+use tidemark_connectors::redis::RedisSinkConfig;
+use tidemark_connectors::timescaledb::TimescaleSinkConfig;
 
 use crate::transforms::filter::FilterConfig;
 use crate::transforms::labels::LabelsConfig;
@@ -57,6 +59,10 @@ pub enum SinkConfig {
     Blackhole(BlackholeConfig),
     /// Messages written to a Kafka topic.
     Kafka(KafkaSinkConfig),
+    /// Rows upserted into TimescaleDB (or plain PostgreSQL).
+    Timescaledb(TimescaleSinkConfig),
+    /// Latest values, recent history and pub/sub messages in Redis.
+    Redis(RedisSinkConfig),
 }
 
 /// The three sections of a pipeline.

@@ -46,6 +46,10 @@ pub enum SinkPlan {
     Blackhole(BlackholeConfig),
     /// `kafka`.
     Kafka(tidemark_connectors::kafka::KafkaSink),
+    /// `timescaledb`.
+    Timescaledb(tidemark_connectors::timescaledb::TimescaleSink),
+    /// `redis`.
+    Redis(tidemark_connectors::redis::RedisSink),
 }
 
 /// What lies downstream of a source.

@@ -1,0 +1,237 @@
+//! The shared shape of the sinks that write to a networked store
+//! (`timescaledb`, `redis`): a timely operator that gathers each worker's
+//! samples by series, and a writer thread of its own (a current-thread tokio
+//! runtime holding the connection) that writes them in batches.
+//!
+//! - Once the frontier has passed a time, its samples join the batch being
+//!   filled (at most `batch_size` samples; a large time spans several). A
+//!   batch goes to the writer as soon as the writer can take it, so batches
+//!   grow by themselves while the store is slow and stay small (low latency)
+//!   while it keeps up.
+//! - The writer writes batches in order and retries a failed one with
+//!   exponential backoff (100 ms up to 10 s) until it succeeds, re-connecting
+//!   in between. Writes are idempotent, so writing a batch again is harmless.
+//! - The operator holds the capability of every time until the batch holding
+//!   its last sample is written: the sink's frontier is its durable frontier.
+//!   While the store is down nothing is acknowledged, the frontier stops, and
+//!   the sources' flow control stops reading: backpressure, not buffering.
+//! - Times the pipeline's [`Resume`](tidemark_engine::component::Resume)
+//!   says an earlier run wrote are skipped.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use timely::dataflow::operators::Capability;
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use tidemark_engine::Sample;
+use tidemark_engine::component::SinkContext;
+use tidemark_engine::runtime::{
+    Operator, ProgressBuilder, ProgressStream, SampleStream, SyncActivator, by_series, frontier_min,
+};
+use tidemark_engine::stats::{ComponentStats, add};
+use tidemark_engine::time::Time;
+
+/// An error while writing; the batch is written again.
+pub(crate) type WriteError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Writes batches to a store. Runs on the sink's writer thread.
+pub(crate) trait BatchWriter: Send + 'static {
+    /// Writes one batch (connecting first if needed). The batch holds the
+    /// samples of one or more closed times, oldest first; a series and
+    /// timestamp may appear more than once (a late correction), and the
+    /// last one must win.
+    fn write(&mut self, batch: &[Sample]) -> impl Future<Output = Result<(), WriteError>>;
+
+    /// Forgets the connection after an error, so the next write re-connects
+    /// (and re-checks its schema).
+    fn reset(&mut self);
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Samples to write together, and the capabilities to release after.
+type Chunk<C> = (Vec<Sample>, Vec<C>);
+
+/// Builds a batching sink on a worker around `make`, which builds the
+/// writer on the writer thread.
+pub(crate) fn batch_sink<'scope, W: BatchWriter>(
+    stream: SampleStream<'scope>,
+    ctx: SinkContext,
+    batch_size: usize,
+    make: impl FnOnce() -> W + Send + 'static,
+) -> ProgressStream<'scope> {
+    let scope = stream.scope();
+    let name = ctx.name.clone();
+    let batch_size = batch_size.max(1);
+    stream
+        .unary_frontier::<ProgressBuilder, _, _, _>(by_series(), &name, move |_cap, info| {
+            let (tx, rx) = mpsc::channel::<(u64, Vec<Sample>)>(1);
+            let done = Arc::new(AtomicU64::new(0));
+            let activator = scope.worker().sync_activator_for(info.address.to_vec());
+            let thread = format!("tidemark-sink-{}-{}", ctx.name, scope.index());
+            let (stats, label, written) = (Arc::clone(&ctx.stats), ctx.name.clone(), Arc::clone(&done));
+            let spawned = std::thread::Builder::new()
+                .name(thread)
+                .spawn(move || writer_thread(make(), rx, written, activator, stats, label));
+            if let Err(error) = spawned {
+                add(&ctx.stats.errors, 1);
+                tracing::error!(%error, sink = %ctx.name, "Cannot start the sink's writer thread; it holds its input.");
+            }
+            let retry = scope.activator_for(std::rc::Rc::clone(&info.address));
+            let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Sample>)> = BTreeMap::new();
+            let mut ready: VecDeque<Chunk<Capability<Time>>> = VecDeque::new();
+            let mut held: VecDeque<(u64, Vec<Capability<Time>>)> = VecDeque::new();
+            let mut seq = 0u64;
+            let mut closed = false;
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    let Some(cap) = cap.retain_least(output.output_index()) else { return };
+                    add(&ctx.stats.received, data.len() as u64);
+                    stash.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.append(data);
+                });
+                let f = frontier_min(frontier).unwrap_or(Time::MAX);
+                while let Some(entry) = stash.first_entry() {
+                    if *entry.key() >= f {
+                        break;
+                    }
+                    let (cap, samples) = entry.remove();
+                    if !ctx.resume.writes(*cap.time()) || samples.is_empty() {
+                        continue;
+                    }
+                    append(&mut ready, samples, cap, batch_size);
+                }
+                while let Some((samples, caps)) = ready.pop_front() {
+                    match tx.try_send((seq + 1, samples)) {
+                        Ok(()) => {
+                            seq += 1;
+                            held.push_back((seq, caps));
+                        }
+                        Err(TrySendError::Full((_, samples))) => {
+                            ready.push_front((samples, caps));
+                            break;
+                        }
+                        Err(TrySendError::Closed((_, samples))) => {
+                            if !closed {
+                                closed = true;
+                                add(&ctx.stats.errors, 1);
+                                tracing::error!(sink = %ctx.name, "The sink's writer thread has stopped; this sink holds its input.");
+                            }
+                            ready.push_front((samples, caps));
+                            break;
+                        }
+                    }
+                }
+                let written = done.load(Ordering::Acquire);
+                while held.front().is_some_and(|(s, _)| *s <= written) {
+                    held.pop_front();
+                }
+                // The writer wakes this operator when it takes or finishes a
+                // batch; this is a fallback.
+                if !ready.is_empty() || !held.is_empty() {
+                    retry.activate_after(Duration::from_millis(100));
+                }
+            }
+        })
+        .container::<Vec<()>>()
+}
+
+/// Adds a closed time's samples to the tail of `ready`, in chunks of at most
+/// `size`; its capability goes with the chunk holding its last sample.
+fn append<C>(ready: &mut VecDeque<Chunk<C>>, mut samples: Vec<Sample>, cap: C, size: usize) {
+    if let Some((tail, _)) = ready.back_mut()
+        && tail.len() < size
+    {
+        let take = (size - tail.len()).min(samples.len());
+        tail.extend(samples.drain(..take));
+    }
+    while !samples.is_empty() {
+        let rest = if samples.len() > size {
+            samples.split_off(size)
+        } else {
+            Vec::new()
+        };
+        ready.push_back((samples, Vec::new()));
+        samples = rest;
+    }
+    if let Some((_, caps)) = ready.back_mut() {
+        caps.push(cap);
+    }
+}
+
+fn writer_thread<W: BatchWriter>(
+    mut writer: W,
+    mut rx: mpsc::Receiver<(u64, Vec<Sample>)>,
+    done: Arc<AtomicU64>,
+    activator: SyncActivator,
+    stats: Arc<ComponentStats>,
+    name: String,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(error) => {
+            add(&stats.errors, 1);
+            tracing::error!(%error, sink = %name, "Cannot start the sink's runtime; it holds its input.");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        while let Some((seq, batch)) = rx.recv().await {
+            let _ = activator.activate();
+            let mut backoff = FIRST_BACKOFF;
+            loop {
+                match writer.write(&batch).await {
+                    Ok(()) => {
+                        add(&stats.sent, batch.len() as u64);
+                        done.store(seq, Ordering::Release);
+                        let _ = activator.activate();
+                        break;
+                    }
+                    Err(error) => {
+                        add(&stats.errors, 1);
+                        writer.reset();
+                        if rx.is_closed() {
+                            tracing::warn!(%error, sink = %name, "Failed to write a batch, and the pipeline has stopped; giving up.");
+                            return;
+                        }
+                        tracing::warn!(%error, sink = %name, retry_in = ?backoff, "Failed to write a batch; retrying.");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_engine::Series;
+
+    fn samples(n: usize) -> Vec<Sample> {
+        let s = Series::new("m", [("a", "b")]);
+        (0..n)
+            .map(|i| Sample::new(s.clone(), i as i64, 0.0))
+            .collect()
+    }
+
+    #[test]
+    fn times_fill_chunks_and_caps_go_with_their_last_sample() {
+        let mut ready: VecDeque<Chunk<u64>> = VecDeque::new();
+        append(&mut ready, samples(3), 1, 4);
+        append(&mut ready, samples(6), 2, 4);
+        append(&mut ready, samples(1), 3, 4);
+        let shape: Vec<(usize, Vec<u64>)> =
+            ready.iter().map(|(s, c)| (s.len(), c.clone())).collect();
+        // 3 + 1 of the second time; 4 more; the last of it and the third.
+        assert_eq!(shape, vec![(4, vec![1]), (4, vec![]), (2, vec![2, 3])]);
+    }
+}

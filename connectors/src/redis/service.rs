@@ -1,0 +1,177 @@
+//! The `redis` sink's writer: a connection manager (it re-connects by
+//! itself), one script call per series per batch, all pipelined in one
+//! round trip.
+//!
+//! Keys, with `P` the key prefix and `ID` the series id (16 hex digits,
+//! also the Redis Cluster hash tag, so a series' keys share a slot):
+//!
+//! - `P:{ID}:latest`: hash `t` (ms), `v` (value), `series` (its text);
+//!   only ever moved forward in time;
+//! - `P:{ID}:history`: sorted set scored by timestamp, members `<t>:<v>`,
+//!   one per timestamp, the newest `history` kept;
+//! - `P:series`: hash from series id to series text (for discovery);
+//! - channel `P:<sink>`: every batch written, as JSON lines.
+//!
+//! Every write is absolute (set, not increment), so a replay is harmless.
+
+use std::collections::HashSet;
+
+use redis::aio::ConnectionManager;
+
+use tidemark_engine::Sample;
+use tidemark_engine::codec::encode_json;
+
+use super::config::RedisSink;
+use crate::batch::{BatchWriter, WriteError};
+
+/// KEYS: latest, history. ARGV: series text, history length, ttl ms (0:
+/// none), then timestamp and value pairs.
+const SCRIPT: &str = r"
+local n = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local lt = tonumber(redis.call('HGET', KEYS[1], 't'))
+local best = nil
+for i = 4, #ARGV, 2 do
+  local t = tonumber(ARGV[i])
+  if lt == nil or t >= lt then
+    lt = t
+    best = i
+  end
+  if n > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], t, t)
+    redis.call('ZADD', KEYS[2], t, ARGV[i] .. ':' .. ARGV[i + 1])
+  end
+end
+if best then
+  redis.call('HSET', KEYS[1], 't', ARGV[best], 'v', ARGV[best + 1], 'series', ARGV[1])
+end
+if n > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(n + 1))
+end
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  if n > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+return 0
+";
+
+pub(crate) struct Writer {
+    config: RedisSink,
+    prefix: String,
+    channel: Option<String>,
+    password: Option<String>,
+    connection: Option<ConnectionManager>,
+    script: redis::Script,
+    /// Series in `P:series` already (cleared on errors).
+    known: HashSet<u64>,
+    order: Vec<usize>,
+    payload: Vec<u8>,
+}
+
+impl Writer {
+    pub(crate) fn new(config: RedisSink, pipeline: &str, sink: &str) -> Writer {
+        let prefix = config
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| format!("tidemark:{pipeline}"));
+        let channel = match config.channel.as_deref() {
+            Some("off") => None,
+            Some(c) => Some(c.to_owned()),
+            None => Some(format!("{prefix}:{sink}")),
+        };
+        let password = config
+            .password_env
+            .as_deref()
+            .and_then(|v| std::env::var(v).ok());
+        Writer {
+            config,
+            prefix,
+            channel,
+            password,
+            connection: None,
+            script: redis::Script::new(SCRIPT),
+            known: HashSet::new(),
+            order: Vec::new(),
+            payload: Vec::new(),
+        }
+    }
+
+    async fn connect(&mut self) -> Result<ConnectionManager, WriteError> {
+        let mut info = redis::IntoConnectionInfo::into_connection_info(self.config.url.as_str())?;
+        if let Some(p) = &self.password {
+            let settings = info.redis_settings().clone().set_password(p.clone());
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info)?;
+        let mut manager = ConnectionManager::new(client).await?;
+        self.script.load_async(&mut manager).await?;
+        Ok(manager)
+    }
+}
+
+impl BatchWriter for Writer {
+    async fn write(&mut self, batch: &[Sample]) -> Result<(), WriteError> {
+        let mut connection = match self.connection.take() {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
+        // Group by series, keeping each series' samples in batch order.
+        self.order.clear();
+        self.order.extend(0..batch.len());
+        self.order.sort_by_key(|&i| batch[i].series.id());
+        let hash = self.script.get_hash().to_owned();
+        let mut pipe = redis::pipe();
+        let mut fresh = Vec::new();
+        let history = self.config.history.to_string();
+        let ttl = self.config.ttl.map_or(0, |d| d.as_millis()).to_string();
+        for group in self
+            .order
+            .chunk_by(|&a, &b| batch[a].series.id() == batch[b].series.id())
+        {
+            let series = &batch[group[0]].series;
+            let id = series.id();
+            let text = series.to_string();
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(&hash)
+                .arg(2)
+                .arg(format!("{}:{{{id}}}:latest", self.prefix))
+                .arg(format!("{}:{{{id}}}:history", self.prefix))
+                .arg(&text)
+                .arg(&history)
+                .arg(&ttl);
+            for &i in group {
+                cmd.arg(batch[i].timestamp).arg(batch[i].value.to_string());
+            }
+            cmd.ignore();
+            if !self.known.contains(&id.0) {
+                fresh.push((id, text));
+            }
+        }
+        if !fresh.is_empty() {
+            let index = pipe.cmd("HSET").arg(format!("{}:series", self.prefix));
+            for (id, text) in &fresh {
+                index.arg(id.to_string()).arg(text);
+            }
+            index.ignore();
+        }
+        if let Some(channel) = &self.channel {
+            self.payload.clear();
+            for s in batch {
+                encode_json(s, &mut self.payload)?;
+            }
+            pipe.cmd("PUBLISH").arg(channel).arg(&self.payload).ignore();
+        }
+        pipe.query_async::<()>(&mut connection).await?;
+        self.known.extend(fresh.into_iter().map(|(id, _)| id.0));
+        self.connection = Some(connection);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        // A new connection re-loads the script (a restarted Redis has
+        // forgotten it).
+        self.connection = None;
+        self.known.clear();
+    }
+}

@@ -1,0 +1,17 @@
+//! TimescaleDB (and plain PostgreSQL): the `timescaledb` sink.
+//!
+//! Samples go to a samples table `(time, series_id, value)` keyed by series
+//! and time, and each series once to a series table `(series_id, metric,
+//! labels jsonb)`. The sink creates and migrates both ([`schema`]): a
+//! hypertable with compression and retention policies where TimescaleDB is
+//! available, native range partitions otherwise. Writes are upserts of
+//! de-duplicated batches (binary `COPY` into a staging table, or one
+//! `INSERT ... FROM unnest(...)`), so a replay or a late correction leaves
+//! exactly one row per series and time. See `docs/sinks/timescaledb.md`.
+
+mod config;
+mod schema;
+mod service;
+mod sink;
+
+pub use config::{Extension, Method, TimescaleSink, TimescaleSinkConfig};
