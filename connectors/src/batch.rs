@@ -195,9 +195,10 @@ fn writer_thread<W: BatchWriter>(
                         break;
                     }
                     Err(error) => {
-                        add(&stats.errors, 1);
+                        add(&stats.retries, 1);
                         writer.reset();
                         if rx.is_closed() {
+                            add(&stats.errors, 1);
                             tracing::warn!(%error, sink = %name, "Failed to write a batch, and the pipeline has stopped; giving up.");
                             return;
                         }

@@ -67,8 +67,12 @@ pub struct ComponentStats {
     pub sent: AtomicU64,
     /// Late records applied as corrections (`late: update`).
     pub corrections: AtomicU64,
-    /// Errors talking to an external system.
+    /// Errors talking to an external system that lost or held back output
+    /// (what `tidemark run`'s exit status reports).
     pub errors: AtomicU64,
+    /// Writes that failed and were made again (nothing lost; a sink whose
+    /// store was briefly away).
+    pub retries: AtomicU64,
     /// Queue depth: records a source has sent that the pipeline has not yet
     /// retired, summed over this process's workers (see [`crate::flow`]).
     pub in_flight: AtomicU64,

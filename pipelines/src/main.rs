@@ -288,7 +288,10 @@ enum BenchCommand {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // tokio-postgres logs every server notice at info; the sink logs what
+    // matters itself.
+    let filter = EnvFilter::try_from_env("TIDEMARK_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -246,9 +246,10 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
     *current_shutdown().lock().unwrap_or_else(|e| e.into_inner()) = None;
 
     let totals = stats.totals();
-    let mut errors = 0;
+    let (mut errors, mut retries) = (0, 0);
     for (name, role, s) in stats.components() {
         errors += s.errors.load(std::sync::atomic::Ordering::Relaxed);
+        retries += s.retries.load(std::sync::atomic::Ordering::Relaxed);
         for (reason, n) in s.drop_counts() {
             tracing::warn!(component = %name, role = role.as_str(), reason = reason.as_str(), count = n, "Dropped samples.");
         }
@@ -263,6 +264,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         rejected = totals.rejected,
         corrections = totals.corrections,
         errors,
+        retries,
         "Finished."
     );
     Ok(RunReport {

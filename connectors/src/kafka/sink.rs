@@ -58,7 +58,7 @@ impl ProducerContext for Deliveries {
                 add(&self.stats.sent, 1);
             }
             Err((error, message)) => {
-                add(&self.stats.errors, 1);
+                add(&self.stats.retries, 1);
                 tracing::warn!(%error, sink = %self.name, "A message was not delivered; sending it again.");
                 self.failed.lock().unwrap_or_else(|e| e.into_inner()).push((
                     *time,
@@ -167,7 +167,7 @@ impl KafkaSink {
                             payload.clear();
                             encoder.encode(sample, &mut payload);
                             if let Err(error) = send(producer, &config.topic, time, Some(&key), &payload) {
-                                add(&ctx.stats.errors, 1);
+                                add(&ctx.stats.retries, 1);
                                 tracing::warn!(%error, sink = %ctx.name, "Cannot queue a message; sending it again later.");
                                 context.failed.lock().unwrap_or_else(|e| e.into_inner()).push((time, Some(key.clone()), payload.clone()));
                             }

@@ -147,6 +147,8 @@ pub struct ComponentStatus {
     pub sent: u64,
     /// Errors with external systems.
     pub errors: u64,
+    /// Writes made again after a failure.
+    pub retries: u64,
     /// Queue depth (sources): records sent and not yet through the pipeline.
     pub in_flight: u64,
     /// Drops by reason.
@@ -328,6 +330,7 @@ impl Control {
                 received: s.received.load(Ordering::Relaxed),
                 sent: s.sent.load(Ordering::Relaxed),
                 errors: s.errors.load(Ordering::Relaxed),
+                retries: s.retries.load(Ordering::Relaxed),
                 in_flight: s.in_flight.load(Ordering::Relaxed),
                 dropped: s
                     .drop_counts()

@@ -74,6 +74,7 @@ pub fn render(control: &Control) -> String {
     let mut received = Vec::new();
     let mut sent = Vec::new();
     let mut errors = Vec::new();
+    let mut retries = Vec::new();
     let mut dropped = Vec::new();
     let mut in_flight = Vec::new();
     for (pipeline, _, stats) in &pipelines {
@@ -87,6 +88,7 @@ pub fn render(control: &Control) -> String {
             received.push((labels.clone(), s.received.load(Ordering::Relaxed) as f64));
             sent.push((labels.clone(), s.sent.load(Ordering::Relaxed) as f64));
             errors.push((labels.clone(), s.errors.load(Ordering::Relaxed) as f64));
+            retries.push((labels.clone(), s.retries.load(Ordering::Relaxed) as f64));
             if r == Role::Source {
                 in_flight.push((labels.clone(), s.in_flight.load(Ordering::Relaxed) as f64));
             }
@@ -112,6 +114,12 @@ pub fn render(control: &Control) -> String {
         "counter",
         "Errors talking to files or external systems.",
         errors,
+    );
+    family(
+        "tidemark_component_retries_total",
+        "counter",
+        "Writes that failed and were made again (nothing lost).",
+        retries,
     );
     family(
         "tidemark_component_dropped_total",

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod server;
+pub mod tumbling;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

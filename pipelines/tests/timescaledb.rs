@@ -1,0 +1,381 @@
+//! The `timescaledb` sink against real servers: PostgreSQL from
+//! `deploy/postgres.sh start 15432` (`TIDEMARK_POSTGRES` points elsewhere),
+//! and TimescaleDB 2.23 in PGlite from `deploy/timescaledb.sh start 15440`
+//! (`TIDEMARK_TIMESCALEDB`). The outage test starts and stops a PostgreSQL
+//! of its own on port 15433 with `deploy/postgres.sh`. `./deploy/test.sh`
+//! starts them all.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::tumbling::{self, Expected};
+use common::{read_rows, run_text, temp_dir};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn url(var: &str, default: &str, start: &str) -> String {
+    let url = std::env::var(var).unwrap_or_else(|_| default.into());
+    let reachable = runtime().block_on(async {
+        tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .is_ok()
+    });
+    assert!(
+        reachable,
+        "no server at {url}: start one with `{start}` (./deploy/test.sh does), or set {var}"
+    );
+    url
+}
+
+fn postgres() -> String {
+    url(
+        "TIDEMARK_POSTGRES",
+        "postgresql://postgres@127.0.0.1:15432/postgres",
+        "deploy/postgres.sh start 15432",
+    )
+}
+
+fn timescaledb() -> String {
+    url(
+        "TIDEMARK_TIMESCALEDB",
+        "postgresql://postgres:postgres@127.0.0.1:15440/postgres?sslmode=disable",
+        "deploy/timescaledb.sh start 15440",
+    )
+}
+
+/// Runs SQL; every value as text.
+fn query(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    runtime().block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let mut out = Vec::new();
+        for message in client
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+                out.push(
+                    (0..row.len())
+                        .map(|i| row.get(i).map(str::to_owned))
+                        .collect(),
+                );
+            }
+        }
+        out
+    })
+}
+
+fn one(url: &str, sql: &str) -> String {
+    query(url, sql)[0][0].clone().unwrap_or_default()
+}
+
+/// A table name of the test's own, dropped (with its series table and
+/// partitions) if an earlier run left it.
+fn fresh_table(url: &str, name: &str) -> (String, String) {
+    let (table, series) = (format!("{name}_samples"), format!("{name}_series"));
+    query(
+        url,
+        &format!(
+            "DROP VIEW IF EXISTS {table}_labeled; DROP TABLE IF EXISTS {table} CASCADE; DROP TABLE IF EXISTS {series};
+             CREATE TABLE IF NOT EXISTS tidemark_schema (samples_table text PRIMARY KEY, version integer NOT NULL,
+               layout text NOT NULL, partition_ms bigint, updated_at timestamptz NOT NULL DEFAULT now());
+             DELETE FROM tidemark_schema WHERE samples_table = '{table}';"
+        ),
+    );
+    (table, series)
+}
+
+fn sink(url: &str, table: &str, series: &str, extra: &str) -> String {
+    format!(
+        "    type: timescaledb\n    url: \"{url}\"\n    table: {table}\n    series_table: {series}\n    batch_size: 500\n{extra}"
+    )
+}
+
+/// Every row, through the view that joins the labels.
+fn rows(url: &str, table: &str) -> Expected {
+    let mut out = Expected::new();
+    for r in query(
+        url,
+        &format!(
+            "SELECT metric, labels->>'host', (extract(epoch FROM time) * 1000)::bigint, value FROM {table}_labeled"
+        ),
+    ) {
+        let key = (
+            r[0].clone().unwrap(),
+            r[1].clone().unwrap(),
+            r[2].as_deref().unwrap().parse().unwrap(),
+        );
+        let value: f64 = r[3].as_deref().unwrap().parse().unwrap();
+        assert!(out.insert(key.clone(), value).is_none(), "{key:?} twice");
+    }
+    out
+}
+
+#[test]
+fn window_rows_equal_a_from_scratch_computation_and_a_replay_changes_nothing() {
+    let url = postgres();
+    let (table, series) = fresh_table(&url, "pg_window");
+    let dir = temp_dir("pg-window");
+    let input = dir.join("in.jsonl");
+    tumbling::write_input(&input, 40, 300);
+    let expected = tumbling::expected(40, 300);
+
+    // Binary COPY (the default), two workers.
+    let text = tumbling::pipeline(
+        "pg-window",
+        &input.display().to_string(),
+        &sink(&url, &table, &series, ""),
+    );
+    let report = run_text(&text, 2);
+    assert_eq!(report.errors, 0);
+    assert_eq!(rows(&url, &table), expected);
+    assert_eq!(one(&url, &format!("SELECT count(*) FROM {series}")), "120");
+    let schema = query(
+        &url,
+        &format!("SELECT version, layout FROM tidemark_schema WHERE samples_table = '{table}'"),
+    );
+    assert_eq!(
+        schema,
+        vec![vec![Some("1".into()), Some("partitioned".into())]]
+    );
+    let partitions = one(
+        &url,
+        &format!("SELECT count(*) FROM pg_inherits WHERE inhparent = '{table}'::regclass"),
+    );
+    assert_eq!(partitions, "1");
+
+    // The same input again, with the other write method and one worker:
+    // schema setup runs again, and nothing changes (not even a row version:
+    // equal values are not rewritten).
+    let before = one(
+        &url,
+        &format!("SELECT sum(xmin::text::bigint) FROM {table}"),
+    );
+    let text = tumbling::pipeline(
+        "pg-window",
+        &input.display().to_string(),
+        &sink(&url, &table, &series, "    method: insert\n"),
+    );
+    assert_eq!(run_text(&text, 1).errors, 0);
+    assert_eq!(rows(&url, &table), expected);
+    assert_eq!(
+        one(
+            &url,
+            &format!("SELECT sum(xmin::text::bigint) FROM {table}")
+        ),
+        before
+    );
+    assert_eq!(
+        one(
+            &url,
+            &format!("SELECT count(*) FROM tidemark_schema WHERE samples_table = '{table}'")
+        ),
+        "1"
+    );
+}
+
+#[test]
+fn a_late_correction_updates_its_row() {
+    let url = postgres();
+    let (table, series) = fresh_table(&url, "pg_late");
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/late_update");
+    let dir = temp_dir("pg-late");
+    let golden = std::fs::read_to_string(case.join("pipeline.yaml")).unwrap();
+    let text = golden
+        .replace("${DIR}", &case.display().to_string())
+        .replace("${OUT}", &dir.join("out.jsonl").display().to_string())
+        .replace("  out:\n    type: file\n", "  db:\n    type: timescaledb\n    inputs: [w]\n    url: \"URL\"\n    table: TABLE\n    series_table: SERIES\n  out:\n    type: file\n")
+        .replace("URL", &url)
+        .replace("TABLE", &table)
+        .replace("SERIES", &series);
+    assert_eq!(run_text(&text, 2).errors, 0);
+    // The golden output holds the window twice, then corrected; the table
+    // holds the last of each.
+    let mut last: BTreeMap<(String, String, i64), f64> = BTreeMap::new();
+    let emitted = read_rows(&case.join("expected.jsonl"));
+    for r in &emitted {
+        last.insert(
+            (r.name.clone(), r.labels["host"].clone(), r.timestamp),
+            r.value,
+        );
+    }
+    assert!(
+        emitted.len() > last.len(),
+        "the golden case has a correction"
+    );
+    assert_eq!(rows(&url, &table), last);
+}
+
+fn deploy(script: &str, args: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(root.join("deploy").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "deploy/{script} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn count_or_zero(url: &str, table: &str) -> usize {
+    runtime().block_on(async {
+        let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await
+        else {
+            return 0;
+        };
+        tokio::spawn(connection);
+        match client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+        {
+            Ok(row) => row.get::<_, i64>(0) as usize,
+            Err(_) => 0,
+        }
+    })
+}
+
+#[test]
+fn stopping_postgres_mid_run_holds_the_input_and_loses_nothing() {
+    let url = deploy("postgres.sh", &["start", "15433"]);
+    let (table, series) = fresh_table(&url, "pg_outage");
+    let dir = temp_dir("pg-outage");
+    let (hosts, seconds) = (20, 240);
+    let text = tumbling::pipeline("pg-outage", "-", &sink(&url, &table, &series, ""));
+    let yaml = dir.join("p.yaml");
+    std::fs::write(&yaml, text).unwrap();
+    let log = dir.join("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "run",
+            yaml.to_str().unwrap(),
+            "--workers",
+            "2",
+            "--max-in-flight",
+            "200",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The first half, written and visible.
+    stdin
+        .write_all(tumbling::input(hosts, 0, seconds / 2).as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    wait_until(
+        "the first windows in PostgreSQL",
+        Duration::from_secs(60),
+        || count_or_zero(&url, &table) > 0,
+    );
+    // The server goes away; the second half arrives while it is down.
+    deploy("postgres.sh", &["stop", "15433"]);
+    let writer = std::thread::spawn(move || {
+        stdin
+            .write_all(tumbling::input(hosts, seconds / 2, seconds).as_bytes())
+            .unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    deploy("postgres.sh", &["start", "15433"]);
+    writer.join().unwrap();
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("Failed to write a batch; retrying."),
+        "the outage was not noticed:\n{log}"
+    );
+    assert_eq!(rows(&url, &table), tumbling::expected(hosts, seconds));
+}
+
+#[test]
+fn timescaledb_gets_a_hypertable_with_compression_and_retention_policies() {
+    let url = timescaledb();
+    let (table, series) = fresh_table(&url, "ts_window");
+    let dir = temp_dir("ts-window");
+    let input = dir.join("in.jsonl");
+    tumbling::write_input(&input, 10, 120);
+    let extra =
+        "    method: insert\n    chunk_interval: 6h\n    compress_after: 2d\n    retention: 30d\n";
+    let text = tumbling::pipeline(
+        "ts-window",
+        &input.display().to_string(),
+        &sink(&url, &table, &series, extra),
+    );
+    for _ in 0..2 {
+        // Twice: setting up again changes nothing. One worker: PGlite runs
+        // every connection in one session, so two writers' transactions
+        // would interleave.
+        assert_eq!(run_text(&text, 1).errors, 0);
+        assert_eq!(rows(&url, &table), tumbling::expected(10, 120));
+    }
+    let hyper = query(
+        &url,
+        &format!(
+            "SELECT compression_enabled FROM timescaledb_information.hypertables WHERE hypertable_name = '{table}'"
+        ),
+    );
+    assert_eq!(hyper, vec![vec![Some("t".into())]]);
+    let jobs = query(
+        &url,
+        &format!(
+            "SELECT proc_name, config->>'compress_after', config->>'drop_after' FROM timescaledb_information.jobs
+             WHERE hypertable_name = '{table}' ORDER BY proc_name"
+        ),
+    );
+    assert_eq!(
+        jobs,
+        vec![
+            vec![
+                Some("policy_compression".into()),
+                Some("48:00:00".into()),
+                None
+            ],
+            vec![
+                Some("policy_retention".into()),
+                None,
+                Some("720:00:00".into())
+            ],
+        ]
+    );
+    let segment = one(
+        &url,
+        &format!(
+            "SELECT attname FROM timescaledb_information.compression_settings
+             WHERE hypertable_name = '{table}' AND segmentby_column_index = 1"
+        ),
+    );
+    assert_eq!(segment, "series_id");
+    let chunk = one(
+        &url,
+        &format!(
+            "SELECT time_interval::text FROM timescaledb_information.dimensions WHERE hypertable_name = '{table}'"
+        ),
+    );
+    assert_eq!(chunk, "06:00:00");
+}
