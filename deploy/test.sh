@@ -9,7 +9,9 @@
 # .deploy-cache/venv the OpenTelemetry Python SDK and the Kafka clients
 # confluent-kafka and kafka-python; it starts a Kafka-compatible broker,
 # tansu, with deploy/tansu.sh (built once into ~/.cache/tidemark, about 20
-# minutes). Later connectors add their services here (see deploy/README.md).
+# minutes), an S3 server (moto), a private PostgreSQL cluster and Redis
+# server (Debian's packages, installed where missing) and TimescaleDB in
+# PGlite (npm; Node.js from apt-get where missing). See deploy/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,6 +73,15 @@ export TIDEMARK_KAFKA
 # the broker's data there.
 TIDEMARK_S3="${TIDEMARK_S3:-$(deploy/s3.sh start 19100)}"
 export TIDEMARK_S3
+# The timescaledb and redis sinks' tests: a private PostgreSQL cluster
+# (the outage test starts and stops another on 15433 itself), TimescaleDB
+# in PGlite, and a private Redis.
+TIDEMARK_POSTGRES="${TIDEMARK_POSTGRES:-$(deploy/postgres.sh start 15432)}"
+export TIDEMARK_POSTGRES
+TIDEMARK_TIMESCALEDB="${TIDEMARK_TIMESCALEDB:-$(deploy/timescaledb.sh start 15440)}"
+export TIDEMARK_TIMESCALEDB
+TIDEMARK_REDIS="${TIDEMARK_REDIS:-$(deploy/redis.sh start 16379)}"
+export TIDEMARK_REDIS
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check

@@ -283,6 +283,8 @@ enum BenchCommand {
     Window(BenchOptions),
     /// Consume throughput from a Kafka broker (tansu by default).
     Kafka(bench::kafka::KafkaBenchOptions),
+    /// Write throughput of the timescaledb and redis sinks.
+    Sinks(bench::sinks::SinkBenchOptions),
     /// Ingest: p99 ack latency and server CPU against the offered rate (docs/latency.png).
     Latency(bench::latency::LatencyOptions),
 }
@@ -419,6 +421,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             which: BenchCommand::Latency(options),
         } => {
             bench::latency::latency(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which: BenchCommand::Sinks(options),
+        } => {
+            bench::sinks::sinks(&options)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

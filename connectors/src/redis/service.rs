@@ -1,6 +1,6 @@
 //! The `redis` sink's writer: a connection manager (it re-connects by
-//! itself), one script call per series per batch, all pipelined in one
-//! round trip.
+//! itself), one script call per 200 series of a batch, all pipelined in
+//! one round trip.
 //!
 //! Keys, with `P` the key prefix and `ID` the series id (16 hex digits,
 //! also the Redis Cluster hash tag, so a series' keys share a slot):
@@ -24,36 +24,55 @@ use tidemark_engine::codec::encode_json;
 use super::config::RedisSink;
 use crate::batch::{BatchWriter, WriteError};
 
-/// KEYS: latest, history. ARGV: series text, history length, ttl ms (0:
-/// none), then timestamp and value pairs.
+/// Several series in one call. KEYS: latest and history of each series.
+/// ARGV: history length, ttl ms (0: none), then per series its text, its
+/// number of points, and their timestamps and values.
+///
+/// A point newer than the stored latest cannot share its timestamp with a
+/// point in the history, so only older points (a replay, a correction)
+/// pay for removing one.
 const SCRIPT: &str = r"
-local n = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[3])
-local lt = tonumber(redis.call('HGET', KEYS[1], 't'))
-local best = nil
-for i = 4, #ARGV, 2 do
-  local t = tonumber(ARGV[i])
-  if lt == nil or t >= lt then
-    lt = t
-    best = i
+local n = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local a = 3
+for k = 1, #KEYS, 2 do
+  local latest, history = KEYS[k], KEYS[k + 1]
+  local text = ARGV[a]
+  local count = tonumber(ARGV[a + 1])
+  a = a + 2
+  local stored = tonumber(redis.call('HGET', latest, 't'))
+  local lt = stored
+  local best = nil
+  for i = a, a + 2 * count - 1, 2 do
+    local t = tonumber(ARGV[i])
+    if n > 0 then
+      if stored == nil or t <= stored then
+        redis.call('ZREMRANGEBYSCORE', history, t, t)
+      end
+      redis.call('ZADD', history, t, ARGV[i] .. ':' .. ARGV[i + 1])
+    end
+    if lt == nil or t >= lt then
+      lt = t
+      best = i
+    end
+  end
+  a = a + 2 * count
+  if best then
+    redis.call('HSET', latest, 't', ARGV[best], 'v', ARGV[best + 1], 'series', text)
   end
   if n > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], t, t)
-    redis.call('ZADD', KEYS[2], t, ARGV[i] .. ':' .. ARGV[i + 1])
+    redis.call('ZREMRANGEBYRANK', history, 0, -(n + 1))
   end
-end
-if best then
-  redis.call('HSET', KEYS[1], 't', ARGV[best], 'v', ARGV[best + 1], 'series', ARGV[1])
-end
-if n > 0 then
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(n + 1))
-end
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  if n > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+  if ttl > 0 then
+    redis.call('PEXPIRE', latest, ttl)
+    if n > 0 then redis.call('PEXPIRE', history, ttl) end
+  end
 end
 return 0
 ";
+
+/// Series per script call.
+const SERIES_PER_CALL: usize = 200;
 
 pub(crate) struct Writer {
     config: RedisSink,
@@ -124,29 +143,30 @@ impl BatchWriter for Writer {
         let mut fresh = Vec::new();
         let history = self.config.history.to_string();
         let ttl = self.config.ttl.map_or(0, |d| d.as_millis()).to_string();
-        for group in self
+        let groups: Vec<&[usize]> = self
             .order
             .chunk_by(|&a, &b| batch[a].series.id() == batch[b].series.id())
-        {
-            let series = &batch[group[0]].series;
-            let id = series.id();
-            let text = series.to_string();
-            let cmd = pipe
-                .cmd("EVALSHA")
-                .arg(&hash)
-                .arg(2)
-                .arg(format!("{}:{{{id}}}:latest", self.prefix))
-                .arg(format!("{}:{{{id}}}:history", self.prefix))
-                .arg(&text)
-                .arg(&history)
-                .arg(&ttl);
-            for &i in group {
-                cmd.arg(batch[i].timestamp).arg(batch[i].value.to_string());
+            .collect();
+        for call in groups.chunks(SERIES_PER_CALL) {
+            let cmd = pipe.cmd("EVALSHA").arg(&hash).arg(2 * call.len());
+            for group in call {
+                let id = batch[group[0]].series.id();
+                cmd.arg(format!("{}:{{{id}}}:latest", self.prefix))
+                    .arg(format!("{}:{{{id}}}:history", self.prefix));
+            }
+            cmd.arg(&history).arg(&ttl);
+            for group in call {
+                let series = &batch[group[0]].series;
+                let text = series.to_string();
+                cmd.arg(&text).arg(group.len());
+                for &i in *group {
+                    cmd.arg(batch[i].timestamp).arg(batch[i].value.to_string());
+                }
+                if !self.known.contains(&series.id().0) {
+                    fresh.push((series.id(), text));
+                }
             }
             cmd.ignore();
-            if !self.known.contains(&id.0) {
-                fresh.push((id, text));
-            }
         }
         if !fresh.is_empty() {
             let index = pipe.cmd("HSET").arg(format!("{}:series", self.prefix));

@@ -9,6 +9,7 @@
 
 pub mod kafka;
 pub mod latency;
+pub mod sinks;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
