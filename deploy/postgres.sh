@@ -23,10 +23,7 @@ bindir() {
 }
 
 if [ -z "$(bindir)" ]; then
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  echo "deploy/postgres.sh: installing postgresql with apt-get" >&2
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >&2
+  apt_install postgresql
 fi
 bin="$(bindir)"
 

@@ -16,10 +16,7 @@ mkdir -p "$run"
 pidfile="$run/redis-$port.pid"
 
 if ! command -v redis-server >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  echo "deploy/redis.sh: installing redis-server with apt-get" >&2
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >&2
+  apt_install redis-server
 fi
 
 case "$action" in

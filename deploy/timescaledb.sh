@@ -28,10 +28,7 @@ log="$run/pglite-$port.log"
 
 install() {
   if ! command -v npm >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    echo "deploy/timescaledb.sh: installing nodejs and npm with apt-get" >&2
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >&2
+    apt_install nodejs npm
   fi
   if [ ! -x "$dir/node_modules/.bin/pglite-server" ]; then
     echo "deploy/timescaledb.sh: installing PGlite with TimescaleDB into $dir" >&2
