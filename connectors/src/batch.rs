@@ -51,6 +51,22 @@ pub(crate) trait BatchWriter: Send + 'static {
     fn reset(&mut self);
 }
 
+/// The error and its causes, `a: b: c` (drivers often keep the useful part,
+/// such as a certificate problem, in a cause).
+fn chain(error: &WriteError) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -197,6 +213,7 @@ fn writer_thread<W: BatchWriter>(
                     Err(error) => {
                         add(&stats.retries, 1);
                         writer.reset();
+                        let error = chain(&error);
                         if rx.is_closed() {
                             add(&stats.errors, 1);
                             tracing::warn!(%error, sink = %name, "Failed to write a batch, and the pipeline has stopped; giving up.");
@@ -234,5 +251,28 @@ mod tests {
             ready.iter().map(|(s, c)| (s.len(), c.clone())).collect();
         // 3 + 1 of the second time; 4 more; the last of it and the third.
         assert_eq!(shape, vec![(4, vec![1]), (4, vec![]), (2, vec![2, 3])]);
+    }
+
+    #[test]
+    fn errors_show_their_causes_once() {
+        #[derive(Debug)]
+        struct Handshake(std::io::Error);
+        impl std::fmt::Display for Handshake {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error performing TLS handshake")
+            }
+        }
+        impl std::error::Error for Handshake {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e: WriteError = Box::new(Handshake(std::io::Error::other(
+            "certificate verify failed",
+        )));
+        assert_eq!(
+            chain(&e),
+            "error performing TLS handshake: certificate verify failed"
+        );
     }
 }

@@ -379,3 +379,79 @@ fn timescaledb_gets_a_hypertable_with_compression_and_retention_policies() {
     );
     assert_eq!(chunk, "06:00:00");
 }
+
+#[test]
+fn a_ca_file_makes_the_sink_verify_the_server_over_tls() {
+    let url = postgres();
+    let cert = deploy("postgres.sh", &["cert", "15432"]);
+    let (table, series) = fresh_table(&url, "pg_tls");
+    let dir = temp_dir("pg-tls");
+    let input = dir.join("in.jsonl");
+    tumbling::write_input(&input, 3, 30);
+
+    // The server's own certificate as the CA: verified, written.
+    let extra = format!("    ca_file: {cert}\n");
+    let text = tumbling::pipeline(
+        "pg-tls",
+        &input.display().to_string(),
+        &sink(&url, &table, &series, &extra),
+    );
+    assert_eq!(run_text(&text, 1).errors, 0);
+    assert_eq!(rows(&url, &table), tumbling::expected(3, 30));
+
+    // Another CA: the handshake fails, the sink retries and holds its
+    // input, and writes nothing.
+    let (other_table, other_series) = fresh_table(&url, "pg_tls_other");
+    let other = dir.join("other.crt");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args([
+            "-keyout",
+            dir.join("other.key").to_str().unwrap(),
+            "-out",
+            other.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let extra = format!("    ca_file: {}\n", other.display());
+    let yaml = dir.join("p.yaml");
+    std::fs::write(
+        &yaml,
+        tumbling::pipeline(
+            "pg-tls",
+            &input.display().to_string(),
+            &sink(&url, &other_table, &other_series, &extra),
+        ),
+    )
+    .unwrap();
+    let log = dir.join("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", yaml.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("a failed verification", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("certificate verify failed")
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run should wait for the database"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(count_or_zero(&url, &other_table), 0);
+}

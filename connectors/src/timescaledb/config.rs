@@ -56,6 +56,12 @@ pub struct TimescaleSinkConfig {
     /// starts), so that it stays out of the pipeline file.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// CA certificate(s) (PEM) to verify the server with: TLS is then
+    /// required and the server's certificate and host name are checked.
+    /// Without it, TLS follows the URL's `sslmode` as libpq's `prefer` and
+    /// `require` do: encrypted where offered (or required), not verified.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// Schema of the tables (created if missing).
     #[serde(default = "default_schema")]
     pub schema: String,
@@ -115,6 +121,7 @@ fn default_batch_size() -> usize {
 pub struct TimescaleSink {
     pub(crate) url: String,
     pub(crate) password_env: Option<String>,
+    pub(crate) ca_file: Option<String>,
     pub(crate) schema: String,
     pub(crate) table: String,
     pub(crate) series_table: String,
@@ -186,6 +193,9 @@ impl TimescaleSinkConfig {
         if self.password_env.as_deref().is_some_and(str::is_empty) {
             errors.push(ConfigError::field("password_env", "password_env is empty"));
         }
+        if self.ca_file.as_deref().is_some_and(str::is_empty) {
+            errors.push(ConfigError::field("ca_file", "ca_file is empty"));
+        }
         let chunk_interval = duration(&mut errors, "chunk_interval", &self.chunk_interval, false);
         let compress_after = duration(&mut errors, "compress_after", &self.compress_after, true);
         let retention = duration(&mut errors, "retention", &self.retention, true);
@@ -201,6 +211,7 @@ impl TimescaleSinkConfig {
         Ok(TimescaleSink {
             url: self.url.clone(),
             password_env: self.password_env.clone(),
+            ca_file: self.ca_file.clone(),
             schema: self.schema.clone(),
             table: self.table.clone(),
             series_table: self.series_table.clone(),

@@ -5,9 +5,12 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use postgres_openssl::MakeTlsConnector;
+use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls};
 
 use tidemark_engine::Sample;
 
@@ -94,7 +97,17 @@ impl Writer {
         if pg.get_options().is_none() {
             pg.options("-c client_min_messages=warning");
         }
-        let (mut client, connection) = pg.connect(NoTls).await?;
+        let mut tls = SslConnector::builder(SslMethod::tls())?;
+        match &self.config.ca_file {
+            Some(ca) => {
+                tls.set_ca_file(ca)
+                    .map_err(|e| format!("ca_file {ca}: {e}"))?;
+                pg.ssl_mode(SslMode::Require);
+            }
+            // As libpq's prefer and require: encrypted, not verified.
+            None => tls.set_verify(SslVerifyMode::NONE),
+        }
+        let (mut client, connection) = pg.connect(MakeTlsConnector::new(tls.build())).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "PostgreSQL connection closed.");
