@@ -1,7 +1,8 @@
 //! The `kafka` source and sink against a real broker (tansu, started by
 //! `deploy/tansu.sh start 19092`; `TIDEMARK_KAFKA` points elsewhere), fed and
 //! read by two independent clients, confluent-kafka and kafka-python, from
-//! the venv `deploy/test.sh` makes.
+//! the venv `deploy/test.sh` makes. The `kill -9` test also writes to the
+//! PostgreSQL of `deploy/postgres.sh start 15432` (`TIDEMARK_POSTGRES`).
 //!
 //! The producers send one record per batch: tansu 0.6 cannot fetch from an
 //! offset inside a multi-record batch (a restart would read nothing), which
@@ -451,7 +452,15 @@ fn kill_dash_nine_and_a_restart_leave_every_window_complete() {
     let base = base();
     let half = |from, to| every_partition(3, base, from, to);
     produce("produce-confluent", &t, &dir, "first.tsv", &half(0, 47));
-    let yaml = pipeline(&dir, &t, "g1", "");
+    // A timescaledb sink beside the file: after the crash it must hold
+    // every window exactly once (upserts), not merely at least once.
+    let db = common::pg::postgres();
+    let (table, series) = common::pg::fresh_table(&db, "kafka_kill9");
+    let extra = format!(
+        "  db:\n    inputs: [w]\n{}",
+        common::pg::sink(&db, &table, &series, "")
+    );
+    let yaml = pipeline(&dir, &t, "g1", &extra);
     let log = dir.join("run1.log");
     let mut child = start(&yaml, &["--workers", "2"], &log);
     // Wait until some windows are written and a checkpoint is stored, then
@@ -475,6 +484,14 @@ fn kill_dash_nine_and_a_restart_leave_every_window_complete() {
     let child = start(&yaml, &["--workers", "2"], &log);
     let want = expected(base);
     wait_for_all(&out, &want, &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::pg::rows(&db, &table) != want {
+        assert!(
+            Instant::now() < deadline,
+            "the table never held every window"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let text = stop(child, &log);
     assert!(
         text.contains("offset=Offset("),
