@@ -212,18 +212,8 @@ fn two_processes_on_loopback_match_one() {
     let clustered = dir.join("cluster.jsonl");
     let file = dir.join("p.yaml");
     std::fs::write(&file, pipeline(&input, &clustered)).unwrap();
-    // Two ports the system handed out (`port + 1` may be another test's).
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hosts = dir.join("hosts");
-    std::fs::write(&hosts, {
-        let (a, b) = (free(), free());
-        format!(
-            "127.0.0.1:{}\n127.0.0.1:{}\n",
-            a.local_addr().unwrap().port(),
-            b.local_addr().unwrap().port()
-        )
-    })
-    .unwrap();
+    common::write_host_file(&hosts);
     let spawn = |process: usize| {
         std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .args([

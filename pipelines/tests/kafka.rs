@@ -530,17 +530,7 @@ fn two_workers_and_two_processes_agree_with_one_worker() {
         let log = sub.join("run.log");
         let children: Vec<Proc> = if runs.is_empty() {
             let hosts = sub.join("hosts");
-            // Two ports the system handed out (a fixed range may be taken).
-            let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            std::fs::write(&hosts, {
-                let (a, b) = (free(), free());
-                format!(
-                    "127.0.0.1:{}\n127.0.0.1:{}\n",
-                    a.local_addr().unwrap().port(),
-                    b.local_addr().unwrap().port()
-                )
-            })
-            .unwrap();
+            common::write_host_file(&hosts);
             let h = hosts.to_str().unwrap().to_owned();
             (0..2)
                 .map(|i| {

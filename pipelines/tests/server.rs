@@ -180,10 +180,7 @@ fn a_pipeline_applied_to_process_1_runs_on_both_processes() {
     let dir = temp_dir("server-cluster");
     let hosts = dir.join("hosts");
     let (p0, p1) = (free_port(), free_port());
-    // Two ports the system handed out (not `port + 1`, which another test
-    // running in parallel may hold: a CI run failed that way).
-    let (t0, t1) = (free_port(), free_port());
-    std::fs::write(&hosts, format!("127.0.0.1:{t0}\n127.0.0.1:{t1}\n")).unwrap();
+    common::write_host_file(&hosts);
     let h = hosts.to_str().unwrap();
     let spawn = |process: &str, port: u16| {
         Command::new(env!("CARGO_BIN_EXE_tidemark"))

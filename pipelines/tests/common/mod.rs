@@ -19,6 +19,20 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Writes a two-process timely host file on two ports the system hands out
+/// (held together while chosen, so they differ; `port + 1` may be another
+/// test's).
+pub fn write_host_file(path: &Path) {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (a, b) = (bind(), bind());
+    let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
+    std::fs::write(
+        path,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", port(&a), port(&b)),
+    )
+    .unwrap();
+}
+
 /// Compiles and runs pipeline text with `workers` threads.
 pub fn run_text(text: &str, workers: usize) -> RunReport {
     let plan = compile("test.yaml", text).unwrap_or_else(|e| panic!("{e:#?}"));
