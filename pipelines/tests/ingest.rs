@@ -18,7 +18,7 @@ fn the_grpc_ingest_service_feeds_grpc_sources() {
     use tidemark_pipelines::server::ingest::proto::{Label, Point, Series, WriteRequest};
 
     let dir = temp_dir("server-ingest");
-    let server = Server::start(&["--workers", "2"], free_port());
+    let server = Server::start(&["--workers", "2"], 0);
     let output = dir.join("out.jsonl");
     let series = |name: &str, host: &str, points: &[(i64, f64)]| Series {
         name: name.into(),
@@ -192,7 +192,7 @@ fn remote_write_body(series: &[RwSeries<'_>]) -> Vec<u8> {
 #[test]
 fn remote_write_answers_so_that_prometheus_does_the_right_thing() {
     let dir = temp_dir("server-remote-write");
-    let server = Server::start(&[], free_port());
+    let server = Server::start(&[], 0);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -468,7 +468,7 @@ fn otlp_metrics_map_to_prometheus_series() {
     };
 
     let dir = temp_dir("server-otlp");
-    let server = Server::start(&[], free_port());
+    let server = Server::start(&[], 0);
     let output = dir.join("out.jsonl");
     let pipeline = format!(
         "name: otel\nsources:\n  in: {{type: otlp, idle_timeout: 100ms}}\nsinks:\n  out: {{type: file, inputs: [in], path: {}}}\n",
@@ -562,7 +562,7 @@ fn the_opentelemetry_python_sdk_exports_into_a_pipeline() {
         "the OpenTelemetry Python SDK is missing: run ./deploy/test.sh, which installs it into .deploy-cache/venv"
     );
     let dir = temp_dir("server-otel-python");
-    let server = Server::start(&[], free_port());
+    let server = Server::start(&[], 0);
     let output = dir.join("out.jsonl");
     let pipeline = format!(
         "name: py\nsources:\n  in: {{type: otlp, idle_timeout: 100ms}}\nsinks:\n  out: {{type: file, inputs: [in], path: {}}}\n",
@@ -621,7 +621,7 @@ fn overload_is_refused_and_every_accepted_sample_is_processed() {
     use tidemark_pipelines::server::ingest::proto::{Label, Point, Series, WriteRequest};
 
     // A queue that holds one request; eight senders at once offer far more.
-    let server = Server::start(&[], free_port());
+    let server = Server::start(&[], 0);
     let pipeline = "name: slow\nsources:\n  in: {type: grpc, queue: 10000, idle_timeout: 100ms}\n\
                     transforms:\n  w: {type: window, inputs: [in], window: {tumbling: 1s}, aggregates: [count, p99]}\n\
                     sinks:\n  out: {type: blackhole, inputs: [w]}\n";
@@ -702,7 +702,7 @@ fn the_tenant_comes_from_the_credential_never_from_the_sender() {
     let dir = temp_dir("ingest-tenant");
     let tokens = dir.join("tokens");
     std::fs::write(&tokens, "token-acme acme\ntoken-plain\n").unwrap();
-    let server = Server::start(&["--token-file", tokens.to_str().unwrap()], free_port());
+    let server = Server::start(&["--token-file", tokens.to_str().unwrap()], 0);
     let output = dir.join("out.jsonl");
     let pipeline = format!(
         "name: t\nsources:\n  rw: {{type: remote_write, idle_timeout: 100ms}}\n  g: {{type: grpc, idle_timeout: 100ms}}\n\
@@ -775,7 +775,7 @@ fn special_values_and_timestamp_bounds_on_every_protocol() {
 
     let dir = temp_dir("ingest-special");
     // Samples more than an hour old or ten minutes ahead are refused.
-    let server = Server::start(&["--max-age", "1h", "--max-future", "10m"], free_port());
+    let server = Server::start(&["--max-age", "1h", "--max-future", "10m"], 0);
     let output = dir.join("out.jsonl");
     let pipeline = format!(
         "name: special\nsources:\n  g: {{type: grpc, idle_timeout: 100ms}}\n  rw: {{type: remote_write, idle_timeout: 100ms}}\n  \
@@ -949,7 +949,7 @@ fn special_values_and_timestamp_bounds_on_every_protocol() {
 
 #[test]
 fn loadgen_offers_every_protocol_and_reports_what_was_acknowledged() {
-    let server = Server::start(&[], free_port());
+    let server = Server::start(&[], 0);
     let grpc = format!("http://127.0.0.1:{}", server.grpc);
     let loadgen = |protocol: &str, target: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))

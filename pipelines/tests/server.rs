@@ -17,7 +17,7 @@ use common::temp_dir;
 #[test]
 fn apply_list_get_replace_delete_over_http() {
     let dir = temp_dir("server-http");
-    let server = Server::start(&["--workers", "2"], free_port());
+    let server = Server::start(&["--workers", "2"], 0);
     let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
 
     let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&pipeline("a", 5000, &a)));
@@ -195,7 +195,7 @@ fn a_pipeline_applied_to_process_1_runs_on_both_processes() {
                 "--process",
                 process,
             ])
-            .args(["--grpc", &format!("127.0.0.1:{}", free_port())])
+            .args(["--grpc", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .spawn()
             .unwrap()
@@ -404,7 +404,7 @@ fn a_config_file_with_flag_and_environment_overrides() {
             "--http",
             &format!("127.0.0.1:{flag_port}"),
         ])
-        .args(["--grpc", &format!("127.0.0.1:{}", free_port())])
+        .args(["--grpc", "127.0.0.1:0"])
         .env("TIDEMARK_WORKERS", "1")
         .stdout(Stdio::null())
         .spawn()
@@ -448,7 +448,7 @@ fn a_config_file_with_flag_and_environment_overrides() {
 
 #[test]
 fn oversized_requests_are_refused() {
-    let server = Server::start(&[], free_port());
+    let server = Server::start(&[], 0);
     let huge = format!("name: big\n# {}\n", "x".repeat(2 << 20));
     let (status, _) = server
         .request("POST", "/api/v1/pipelines", Some(&huge))
@@ -474,7 +474,7 @@ fn the_grpc_control_service() {
     let dir = temp_dir("server-grpc");
     let tokens = dir.join("tokens");
     std::fs::write(&tokens, "grpc-token\n").unwrap();
-    let server = Server::start(&["--token-file", tokens.to_str().unwrap()], free_port());
+    let server = Server::start(&["--token-file", tokens.to_str().unwrap()], 0);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut client =
@@ -639,7 +639,7 @@ fn tls_on_both_listeners() {
 fn oversized_grpc_requests_are_refused() {
     use tidemark_pipelines::server::grpc::proto::ApplyRequest;
     use tidemark_pipelines::server::grpc::proto::pipeline_service_client::PipelineServiceClient;
-    let server = Server::start(&[], free_port());
+    let server = Server::start(&[], 0);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut client =

@@ -14,6 +14,36 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Reads the server's log until both listeners are reported (or the log
+/// ends), then keeps copying it to this test's output in the background.
+fn listening(stderr: std::process::ChildStderr) -> (Option<u16>, Option<u16>) {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let port_of = |line: &str, key: &str| {
+        let at = line.find(key)? + key.len();
+        let addr = line[at..].split_whitespace().next()?;
+        addr.rsplit(':').next()?.parse::<u16>().ok()
+    };
+    let (mut http, mut grpc) = (None, None);
+    for line in lines.by_ref() {
+        let Ok(line) = line else { break };
+        eprintln!("{line}");
+        if line.contains("Listening.") {
+            http = http.or(port_of(&line, " http="));
+            grpc = grpc.or(port_of(&line, " grpc="));
+        }
+        if http.is_some() && grpc.is_some() {
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("{line}");
+        }
+    });
+    (http, grpc)
+}
+
 pub struct Server {
     pub child: Child,
     pub url: String,
@@ -21,19 +51,28 @@ pub struct Server {
 }
 
 impl Server {
+    /// Starts `tidemark serve`. `port` 0 lets the system choose the HTTP
+    /// port (the gRPC port always is), and the addresses are read back from
+    /// the server's "Listening." log lines: a port picked beforehand could
+    /// be taken by another test before the server binds it.
     pub fn start(args: &[&str], port: u16) -> Server {
-        let grpc = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .arg("serve")
             .args(["--http", &format!("127.0.0.1:{port}")])
-            .args(["--grpc", &format!("127.0.0.1:{grpc}")])
+            .args(["--grpc", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let (http, grpc) = listening(child.stderr.take().unwrap());
+        let (Some(http), Some(grpc)) = (http, grpc) else {
+            let status = child.wait().unwrap();
+            panic!("server exited ({status}) before listening; its log is above");
+        };
         let server = Server {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://127.0.0.1:{http}"),
             grpc,
         };
         server.wait_ready();
