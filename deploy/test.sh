@@ -6,8 +6,9 @@
 # installs with apt-get what is missing of: a C compiler, pkg-config, Python
 # with venv, Prometheus and the node exporter (real clients for the server
 # tests), make and libssl-dev (to build librdkafka), and from PyPI into
-# .deploy-cache/venv the OpenTelemetry Python SDK and the Kafka clients
-# confluent-kafka and kafka-python; it starts a Kafka-compatible broker,
+# .deploy-cache/venv the OpenTelemetry Python SDK, the Kafka clients
+# confluent-kafka and kafka-python, and DuckDB with its httpfs extension;
+# it starts a Kafka-compatible broker,
 # tansu, with deploy/tansu.sh (built once into ~/.cache/tidemark, about 20
 # minutes), an S3 server (moto), a private PostgreSQL cluster and Redis
 # server (Debian's packages, installed where missing) and TimescaleDB in
@@ -49,16 +50,19 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # Real clients in a virtual environment of the project's own (pinned
 # versions): the OpenTelemetry Python SDK (an OTLP exporter for the server
 # tests) and two independent Kafka clients, confluent-kafka (librdkafka) and
-# kafka-python (pure Python), for the Kafka tests.
+# kafka-python (pure Python), for the Kafka tests; DuckDB and its httpfs
+# extension (same version) read the Parquet archive back, from S3 too.
 venv=.deploy-cache/venv
 python_packages=(
   "opentelemetry-sdk==1.45.2"
   "opentelemetry-exporter-otlp-proto-grpc==1.45.2"
   "confluent-kafka==2.16.1"
   "kafka-python==3.0.12"
+  "duckdb==1.4.4"
+  "duckdb-ext-httpfs==1.4.4.20260205"
 )
-if ! "$venv/bin/pip" freeze 2>/dev/null | grep -qxF "kafka-python==3.0.12" \
-   || ! "$venv/bin/python" -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, confluent_kafka, kafka" >/dev/null 2>&1; then
+if ! "$venv/bin/pip" freeze 2>/dev/null | grep -qxF "duckdb-ext-httpfs==1.4.4.20260205" \
+   || ! "$venv/bin/python" -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, confluent_kafka, kafka, duckdb" >/dev/null 2>&1; then
   echo "deploy/test.sh: installing ${python_packages[*]} into $venv" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "${python_packages[@]}"

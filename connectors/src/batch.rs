@@ -53,7 +53,7 @@ pub(crate) trait BatchWriter: Send + 'static {
 
 /// The error and its causes, `a: b: c` (drivers often keep the useful part,
 /// such as a certificate problem, in a cause).
-fn chain(error: &WriteError) -> String {
+pub(crate) fn chain(error: &WriteError) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(c) = cause {
@@ -67,8 +67,8 @@ fn chain(error: &WriteError) -> String {
     text
 }
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Samples to write together, and the capabilities to release after.
 type Chunk<C> = (Vec<Sample>, Vec<C>);

@@ -7,7 +7,7 @@
 //!
 //! Sources: [`generator`] (synthetic host and service metrics), [`file`]
 //! (JSON lines) and [`network`] (`grpc`, `otlp`, `remote_write`: what the
-//! server's listeners receive). Sinks: [`file`], [`console`], [`blackhole`], [`kafka`], [`timescaledb`]
+//! server's listeners receive). Sinks: [`file`], [`console`], [`blackhole`], [`kafka`], [`parquet`], [`timescaledb`]
 //! and [`redis`]; the last two share the batching writer in `batch.rs`.
 
 mod batch;
@@ -18,5 +18,6 @@ mod gather;
 pub mod generator;
 pub mod kafka;
 pub mod network;
+pub mod parquet;
 pub mod redis;
 pub mod timescaledb;

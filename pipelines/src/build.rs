@@ -140,6 +140,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 SinkPlan::Kafka(k) => k.build(input, ctx, formats::encoder(k.format())),
                 SinkPlan::Timescaledb(t) => t.build(input, ctx),
                 SinkPlan::Redis(r) => r.build(input, ctx),
+                SinkPlan::Parquet(p) => p.build(input, ctx),
             };
             done.probe_with(&sinks);
         }

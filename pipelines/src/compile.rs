@@ -418,6 +418,7 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
             Ok(SinkConfig::Kafka(k)) => k.validate().map(SinkPlan::Kafka),
             Ok(SinkConfig::Timescaledb(t)) => t.validate().map(SinkPlan::Timescaledb),
             Ok(SinkConfig::Redis(r)) => r.validate().map(SinkPlan::Redis),
+            Ok(SinkConfig::Parquet(p)) => p.validate().map(SinkPlan::Parquet),
             Err((pos, message)) => {
                 ctx.error(pos, Some(me), message);
                 continue;
@@ -641,11 +642,21 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
     // What lies downstream of each source: the most window lateness on any
     // path to a sink (holdback), and the largest sum of window sizes (reach).
     let mut below: BTreeMap<String, Downstream> = BTreeMap::new();
+    // Sinks that hold output back (parquet) add their own holdback.
     let downstream = |name: &str, below: &BTreeMap<String, Downstream>| -> Downstream {
+        let sinks = plan
+            .sinks
+            .iter()
+            .filter(|(_, _, ins)| ins.iter().any(|i| i == name))
+            .map(|(_, s, _)| Downstream {
+                holdback: s.holdback(),
+                reach: Some(0),
+            });
         plan.transforms
             .iter()
             .filter(|(_, _, ins)| ins.iter().any(|i| i == name))
             .map(|(n, _, _)| below.get(n).copied().unwrap_or_default())
+            .chain(sinks)
             .fold(Downstream::default(), |a, b| Downstream {
                 holdback: a.holdback.max(b.holdback),
                 reach: a.reach.zip(b.reach).map(|(x, y)| x.max(y)),

@@ -10,6 +10,7 @@ use tidemark_connectors::file::{FileSinkConfig, FileSourceConfig};
 use tidemark_connectors::generator::GeneratorConfig;
 use tidemark_connectors::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 use tidemark_connectors::network::NetworkSourceConfig;
+use tidemark_connectors::parquet::ParquetSinkConfig;
 use tidemark_connectors::redis::RedisSinkConfig;
 use tidemark_connectors::timescaledb::TimescaleSinkConfig;
 
@@ -63,6 +64,8 @@ pub enum SinkConfig {
     Timescaledb(TimescaleSinkConfig),
     /// Latest values, recent history and pub/sub messages in Redis.
     Redis(RedisSinkConfig),
+    /// Parquet files on S3, a local directory or memory.
+    Parquet(ParquetSinkConfig),
 }
 
 /// The three sections of a pipeline.

@@ -50,6 +50,19 @@ pub enum SinkPlan {
     Timescaledb(tidemark_connectors::timescaledb::TimescaleSink),
     /// `redis`.
     Redis(tidemark_connectors::redis::RedisSink),
+    /// `parquet`.
+    Parquet(tidemark_connectors::parquet::ParquetSink),
+}
+
+impl SinkPlan {
+    /// How far the sink holds output back before it is durable (flow
+    /// control lets sources run this far ahead of it).
+    pub fn holdback(&self) -> Time {
+        match self {
+            SinkPlan::Parquet(p) => p.holdback(),
+            _ => 0,
+        }
+    }
 }
 
 /// What lies downstream of a source.

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod duckdb;
 pub mod pg;
 pub mod server;
 pub mod tumbling;

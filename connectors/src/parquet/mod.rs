@@ -1,0 +1,16 @@
+//! Parquet: the `parquet` sink, an archive for DuckDB and other analytical
+//! engines, on S3 (any compatible store), a local directory or memory.
+//!
+//! Files sit in hive-style partitions
+//! `pipeline=<pipeline>/output=<sink>/date=<YYYY-MM-DD>/hour=<HH>/` by each
+//! sample's event time, hold sorted, zstd-compressed row groups
+//! ([`encode`]), appear only when complete ([`service`]) and have names that
+//! a replay reproduces, so it overwrites rather than duplicates ([`sink`]).
+//! See `docs/sinks/parquet.md`.
+
+mod config;
+mod encode;
+mod service;
+mod sink;
+
+pub use config::{Location, ParquetSink, ParquetSinkConfig};

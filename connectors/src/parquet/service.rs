@@ -1,0 +1,115 @@
+//! The object store behind a `parquet` sink: S3 (any compatible endpoint),
+//! a local directory or memory, through `object_store`.
+//!
+//! A file becomes visible only when it is complete: a single `PUT`, or for
+//! files above [`MULTIPART_ABOVE`] a multipart upload that is completed last
+//! (and aborted on failure). On a local directory `object_store` writes a
+//! temporary file and renames it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+
+use super::config::{Location, ParquetSink};
+use crate::batch::WriteError;
+
+/// Files larger than this are uploaded in parts of this size.
+pub(crate) const MULTIPART_ABOVE: usize = 16 << 20;
+
+/// A store and the prefix every key of the sink starts with.
+pub(crate) struct Store {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+}
+
+impl Store {
+    /// Opens the store (no request is made yet).
+    pub fn open(config: &ParquetSink) -> Result<Store, WriteError> {
+        Ok(match &config.location {
+            Location::S3 { bucket, prefix } => {
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                if let Some(endpoint) = config
+                    .endpoint
+                    .clone()
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+                {
+                    builder = builder
+                        .with_allow_http(endpoint.starts_with("http://"))
+                        .with_endpoint(endpoint);
+                }
+                let region = config.region.clone().or_else(|| {
+                    std::env::var("AWS_REGION")
+                        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+                        .ok()
+                });
+                builder = builder.with_region(region.unwrap_or_else(|| "us-east-1".into()));
+                if let Some(id) = &config.access_key_id {
+                    builder = builder.with_access_key_id(id);
+                }
+                if let Some(var) = &config.secret_access_key_env {
+                    let secret = std::env::var(var)
+                        .map_err(|_| format!("environment variable {var} is not set"))?;
+                    builder = builder.with_secret_access_key(secret);
+                }
+                Store {
+                    store: Arc::new(builder.build()?),
+                    prefix: prefix.clone(),
+                }
+            }
+            Location::Local(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                Store {
+                    store: Arc::new(LocalFileSystem::new_with_prefix(dir)?),
+                    prefix: String::new(),
+                }
+            }
+            Location::Memory => Store {
+                store: Arc::new(InMemory::new()),
+                prefix: String::new(),
+            },
+        })
+    }
+
+    fn path(&self, key: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    /// Writes `bytes` at `key` (below the prefix), replacing what is there.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), WriteError> {
+        let path = self.path(key);
+        if bytes.len() <= MULTIPART_ABOVE {
+            self.store.put(&path, PutPayload::from(bytes)).await?;
+            return Ok(());
+        }
+        let upload = self.store.put_multipart(&path).await?;
+        let mut parts = WriteMultipart::new_with_chunk_size(upload, MULTIPART_ABOVE);
+        for chunk in bytes.chunks(MULTIPART_ABOVE) {
+            parts.write(chunk);
+        }
+        // Completing is what makes the object visible; an upload that
+        // failed part-way is aborted so that its parts do not linger.
+        match parts.finish().await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Whether `key` (below the prefix) exists.
+    pub async fn exists(&self, key: &str) -> Result<bool, WriteError> {
+        match self.store.head(&self.path(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
