@@ -5,7 +5,8 @@
 # On a fresh Debian machine it needs Rust (1.88 or newer, from rustup); it
 # installs with apt-get what is missing of: a C compiler, pkg-config, Python
 # with venv, Prometheus and the node exporter (real clients for the server
-# tests), make and libssl-dev (to build librdkafka), and from PyPI into
+# tests), make and libssl-dev (to build librdkafka), Chromium and
+# chromedriver (the dashboard test), and from PyPI into
 # .deploy-cache/venv the OpenTelemetry Python SDK, the Kafka clients
 # confluent-kafka and kafka-python, and DuckDB with its httpfs extension;
 # it starts a Kafka-compatible broker,
@@ -27,6 +28,10 @@ dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 # ...and remote-writes the node exporter's metrics into a pipeline.
 command -v prometheus-node-exporter >/dev/null 2>&1 || need_apt+=(prometheus-node-exporter)
+# Headless Chromium and its WebDriver load the live dashboard in
+# pipelines/tests/dashboard.rs.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then

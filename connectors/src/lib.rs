@@ -7,8 +7,9 @@
 //!
 //! Sources: [`generator`] (synthetic host and service metrics), [`file`]
 //! (JSON lines) and [`network`] (`grpc`, `otlp`, `remote_write`: what the
-//! server's listeners receive). Sinks: [`file`], [`console`], [`blackhole`], [`kafka`], [`parquet`], [`timescaledb`]
-//! and [`redis`]; the last two share the batching writer in `batch.rs`.
+//! server's listeners receive). Sinks: [`file`], [`console`], [`blackhole`], [`kafka`],
+//! [`timescaledb`] and [`redis`] (these two share the batching writer in
+//! `batch.rs`), [`parquet`] and [`websocket`].
 
 mod batch;
 pub mod blackhole;
@@ -21,3 +22,4 @@ pub mod network;
 pub mod parquet;
 pub mod redis;
 pub mod timescaledb;
+pub mod websocket;

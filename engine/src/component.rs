@@ -152,4 +152,6 @@ pub struct SinkContext {
     pub stdout: StdoutWriter,
     /// Which outputs to skip (see [`Resume`]).
     pub resume: Arc<Resume>,
+    /// The process's live subscriptions (the `websocket` sink).
+    pub live: Arc<crate::live::LiveHub>,
 }

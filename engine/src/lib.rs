@@ -10,6 +10,7 @@
 //!   exchange), wrapped so that timely's API touches only this crate;
 //! - [`flow`]: probe-based flow control for sources;
 //! - [`ingest`]: the hub between network listeners and pipeline sources;
+//! - [`live`]: the hub between `websocket` sinks and their subscribers;
 //! - [`stats`]: telemetry counters;
 //! - [`codec`]: the JSON-lines sample form;
 //! - [`component`]: what sources and sinks are given, and config errors.
@@ -21,6 +22,7 @@ pub mod codec;
 pub mod component;
 pub mod flow;
 pub mod ingest;
+pub mod live;
 pub mod runtime;
 pub mod selector;
 pub mod series;

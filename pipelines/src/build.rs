@@ -9,6 +9,7 @@ use tidemark_engine::component::{
     Resume, Shutdown, SinkContext, SourceClock, SourceContext, StdoutWriter,
 };
 use tidemark_engine::ingest::IngestHub;
+use tidemark_engine::live::LiveHub;
 use tidemark_engine::runtime::{
     Concatenate, PipelineScope, Probe, ProbeHandle, SampleStream, Worker,
 };
@@ -38,6 +39,8 @@ pub struct Env {
     pub ingest: Option<Arc<IngestHub>>,
     /// Shared by the pipeline's resuming sources and its sinks.
     pub resume: Arc<Resume>,
+    /// The process's live subscriptions (`websocket` sinks).
+    pub live: Arc<LiveHub>,
 }
 
 /// Handles on a built dataflow.
@@ -132,6 +135,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 stats: env.stats.component(name, Role::Sink),
                 stdout: Arc::clone(&env.stdout),
                 resume: Arc::clone(&env.resume),
+                live: Arc::clone(&env.live),
             };
             let done = match sink {
                 SinkPlan::File(f) => f.build(input, ctx, scope.index()),
@@ -141,6 +145,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 SinkPlan::Timescaledb(t) => t.build(input, ctx),
                 SinkPlan::Redis(r) => r.build(input, ctx),
                 SinkPlan::Parquet(p) => p.build(input, ctx),
+                SinkPlan::Websocket(w) => w.build(input, ctx),
             };
             done.probe_with(&sinks);
         }

@@ -419,6 +419,7 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
             Ok(SinkConfig::Timescaledb(t)) => t.validate().map(SinkPlan::Timescaledb),
             Ok(SinkConfig::Redis(r)) => r.validate().map(SinkPlan::Redis),
             Ok(SinkConfig::Parquet(p)) => p.validate().map(SinkPlan::Parquet),
+            Ok(SinkConfig::Websocket(w)) => w.validate().map(SinkPlan::Websocket),
             Err((pos, message)) => {
                 ctx.error(pos, Some(me), message);
                 continue;

@@ -13,6 +13,7 @@ use tidemark_connectors::network::NetworkSourceConfig;
 use tidemark_connectors::parquet::ParquetSinkConfig;
 use tidemark_connectors::redis::RedisSinkConfig;
 use tidemark_connectors::timescaledb::TimescaleSinkConfig;
+use tidemark_connectors::websocket::WebsocketSinkConfig;
 
 use crate::transforms::filter::FilterConfig;
 use crate::transforms::labels::LabelsConfig;
@@ -66,6 +67,8 @@ pub enum SinkConfig {
     Redis(RedisSinkConfig),
     /// Parquet files on S3, a local directory or memory.
     Parquet(ParquetSinkConfig),
+    /// Live values for subscribers of the server's `/ws`.
+    Websocket(WebsocketSinkConfig),
 }
 
 /// The three sections of a pipeline.

@@ -85,6 +85,11 @@ enum Command {
         /// Records each source instance may have in flight before it waits.
         #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
         max_in_flight: u64,
+        /// Where the dashboard and `/ws` listen when the pipeline has a
+        /// `websocket` sink (on process 0 of a cluster unless given)
+        /// [default: 127.0.0.1:8080].
+        #[arg(long, env = "TIDEMARK_HTTP")]
+        http: Option<std::net::SocketAddr>,
     },
     /// Serve: run the pipelines applied over the API until SIGTERM.
     Serve(Box<ServeArgs>),
@@ -355,6 +360,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             cluster,
             progress,
             max_in_flight,
+            http,
         } => {
             let plan = match compile_file(&file) {
                 Ok(p) => p,
@@ -365,10 +371,15 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
+            let cluster = cluster.cluster()?;
+            let http = http.or_else(|| {
+                (cluster.process == 0).then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
+            });
             let options = RunOptions {
-                cluster: cluster.cluster()?,
+                cluster,
                 progress,
                 max_in_flight,
+                http,
                 stop_after_samples: None,
             };
             let report = run(plan, options)?;

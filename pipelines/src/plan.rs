@@ -52,6 +52,8 @@ pub enum SinkPlan {
     Redis(tidemark_connectors::redis::RedisSink),
     /// `parquet`.
     Parquet(tidemark_connectors::parquet::ParquetSink),
+    /// `websocket`.
+    Websocket(tidemark_connectors::websocket::WebsocketSink),
 }
 
 impl SinkPlan {
@@ -107,6 +109,15 @@ impl Plan {
         self.sources
             .iter()
             .filter(|(_, s, _)| matches!(s, SourcePlan::Network(_)))
+            .map(|(n, _, _)| n.as_str())
+            .collect()
+    }
+
+    /// The names of the `websocket` sinks.
+    pub fn websocket_sinks(&self) -> Vec<&str> {
+        self.sinks
+            .iter()
+            .filter(|(_, s, _)| matches!(s, SinkPlan::Websocket(_)))
             .map(|(n, _, _)| n.as_str())
             .collect()
     }

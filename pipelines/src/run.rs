@@ -14,6 +14,8 @@ use tidemark_engine::runtime::{Cluster, execute};
 use tidemark_engine::stats::{PipelineStats, Totals};
 use tidemark_engine::time::format_millis;
 
+use tidemark_engine::live::LiveHub;
+
 use crate::build::{Env, build};
 use crate::plan::Plan;
 
@@ -39,6 +41,9 @@ pub struct RunOptions {
     pub progress: ProgressMode,
     /// Records each source instance may have in flight.
     pub max_in_flight: u64,
+    /// Where to serve the dashboard and `/ws` for the pipeline's
+    /// `websocket` sinks (nothing is served without one).
+    pub http: Option<std::net::SocketAddr>,
     /// Stop (as on Ctrl-C) once the sources have taken this many samples;
     /// the reported time is when they had. For benchmarks of endless
     /// sources.
@@ -52,6 +57,7 @@ impl RunOptions {
             cluster: Cluster::local(workers),
             progress: ProgressMode::Off,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            http: None,
             stop_after_samples: None,
         }
     }
@@ -163,6 +169,13 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
             None => write(),
         }
     });
+    let live: Arc<LiveHub> = Arc::default();
+    let listener = match options.http {
+        Some(addr) if !plan.websocket_sinks().is_empty() => {
+            Some(LiveListener::start(addr, Arc::clone(&live))?)
+        }
+        _ => None,
+    };
     let env = Env {
         stats: Arc::clone(&stats),
         shutdown: shutdown.clone(),
@@ -171,6 +184,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         clock: Arc::default(),
         ingest: None,
         resume: Arc::default(),
+        live,
     };
     let plan = Arc::new(plan);
     let started = Instant::now();
@@ -244,6 +258,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         b.finish_and_clear();
     }
     *current_shutdown().lock().unwrap_or_else(|e| e.into_inner()) = None;
+    drop(listener);
 
     let totals = stats.totals();
     let (mut errors, mut retries) = (0, 0);
@@ -273,4 +288,54 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         elapsed,
         interrupted: shutdown.is_triggered(),
     })
+}
+
+/// The HTTP listener of `tidemark run` for a pipeline with `websocket`
+/// sinks: the dashboard, `/api/v1/live` and `/ws` (no tokens: bind it to a
+/// loopback address, the default, or put it behind a proxy). It stops with
+/// the run.
+struct LiveListener {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl LiveListener {
+    fn start(addr: std::net::SocketAddr, hub: Arc<LiveHub>) -> anyhow::Result<LiveListener> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tidemark-http")
+            .enable_all()
+            .build()?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot serve the dashboard on {addr}: {e} (choose another address with --http, e.g. --http 127.0.0.1:0)"
+                )
+            })?;
+        let bound = listener.local_addr()?;
+        tracing::info!(http = %bound, "Listening.");
+        tracing::info!("Dashboard: http://{bound}/");
+        let router = crate::server::live::router(crate::server::live::LiveState {
+            hub,
+            auth: Arc::default(),
+            control: None,
+        });
+        runtime.spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::warn!(%error, "The dashboard listener stopped.");
+            }
+        });
+        Ok(LiveListener {
+            runtime: Some(runtime),
+        })
+    }
+}
+
+impl Drop for LiveListener {
+    fn drop(&mut self) {
+        // Open subscriptions end with the process; do not wait for them.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }

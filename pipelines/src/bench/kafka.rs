@@ -180,6 +180,7 @@ pub fn kafka(options: &KafkaBenchOptions) -> anyhow::Result<()> {
                     let report = run(
                         plan,
                         RunOptions {
+                            http: None,
                             stop_after_samples: Some(options.samples),
                             ..RunOptions::quiet(workers)
                         },

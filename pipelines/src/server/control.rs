@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use tidemark_engine::component::{Resume, Shutdown, SourceClock, StdoutWriter};
 use tidemark_engine::ingest::IngestHub;
+use tidemark_engine::live::LiveHub;
 use tidemark_engine::runtime::{ProbeHandle, Worker};
 use tidemark_engine::stats::{PipelineStats, Totals};
 use tidemark_engine::time::{Millis, Time, now_millis};
@@ -177,6 +178,8 @@ pub struct Control {
     max_in_flight: u64,
     /// The hub between the listeners and network sources.
     pub ingest: Arc<IngestHub>,
+    /// Live subscriptions to `websocket` sinks, served at `/ws`.
+    pub live: Arc<LiveHub>,
     /// The listeners' edge checks: label limits, how far from this
     /// server's clock a received timestamp may be, and the series already
     /// validated, found again by their labels.
@@ -212,6 +215,7 @@ impl Control {
             stdout,
             max_in_flight,
             ingest: Arc::default(),
+            live: Arc::default(),
             edge: EdgeCheck {
                 limits,
                 bounds: time_bounds,
@@ -242,6 +246,19 @@ impl Control {
             id,
         });
         id
+    }
+
+    /// The names of a pipeline's `websocket` sinks; `None` if there is no
+    /// such pipeline.
+    pub fn websocket_outputs(&self, name: &str) -> Option<Vec<String>> {
+        let yaml = self.entries().get(name)?.yaml.clone();
+        let plan = compile(name, &yaml).ok()?;
+        Some(
+            plan.websocket_sinks()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        )
     }
 
     /// Submits a delete; false if there is no such pipeline here.
@@ -455,6 +472,7 @@ impl Control {
             clock: Arc::clone(&e.clock),
             resume: Arc::clone(&e.resume),
             ingest: Some(Arc::clone(&self.ingest)),
+            live: Arc::clone(&self.live),
         }
     }
 
@@ -529,6 +547,11 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                     if let Some(old) = running.remove(&name) {
                         draining.push(old);
                     }
+                    // Worker 0 holds the websocket outputs: subscribers of
+                    // the replaced pipeline are closed.
+                    if worker.index() == 0 {
+                        control.live.remove_pipeline(&name);
+                    }
                     let env = control.entry_for(&name, &yaml, id);
                     let stats = Arc::clone(&env.stats);
                     let dataflow = worker.next_dataflow_index();
@@ -569,6 +592,9 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                         draining.push(old);
                     }
                     control.stop(&name);
+                    if worker.index() == 0 {
+                        control.live.remove_pipeline(&name);
+                    }
                     if leader {
                         tracing::info!(pipeline = %name, "Pipeline stopping.");
                     }

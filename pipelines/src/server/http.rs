@@ -1,5 +1,7 @@
 //! The HTTP listener (axum): the pipeline control API under
-//! `/api/v1/pipelines`, `/metrics`, `/healthz` and `/readyz`.
+//! `/api/v1/pipelines`, `/metrics`, `/healthz` and `/readyz`, ingest
+//! (remote-write, OTLP/HTTP), and the live routes (`/ws`, `/api/v1/live`,
+//! the dashboard at `/`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -161,6 +163,11 @@ pub fn router(control: Arc<Control>, auth: Auth) -> Router {
             ));
         }
     }
+    let live = super::live::router(super::live::LiveState {
+        hub: Arc::clone(&control.live),
+        auth: Arc::clone(&auth),
+        control: Some(Arc::clone(&control)),
+    });
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -168,6 +175,7 @@ pub fn router(control: Arc<Control>, auth: Auth) -> Router {
         .merge(api.layer(DefaultBodyLimit::max(MAX_BODY)))
         .merge(ingest)
         .with_state(control)
+        .merge(live)
 }
 
 /// A located error as JSON.

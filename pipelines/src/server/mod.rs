@@ -5,9 +5,11 @@
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod dashboard;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod otlp;
 pub mod remote_write;

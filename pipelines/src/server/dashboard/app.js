@@ -1,0 +1,324 @@
+// Tidemark's live dashboard: lists the websocket outputs of this server
+// (/api/v1/live), subscribes to one over /ws with a PromQL selector, and
+// draws its series with uPlot as values arrive. Protocol: docs/sinks/websocket.md.
+//
+// Later layers (anomaly scores, alerts, incidents) draw on the same chart:
+// push a function to `tidemark.overlays`; it is called on every redraw as
+// f(u, ctx, view) with the uPlot instance, its canvas context and the view
+// (series, watermark) after the lines are drawn. u.valToPos(value, "x" | "y",
+// true) turns times (epoch milliseconds) and values into canvas pixels.
+"use strict";
+
+(function () {
+  const MAX_POINTS = 1000; // kept per series
+  const MAX_CHARTED = 10; // lines on the chart at once
+  const MAX_ROWS = 500; // rows in the series table
+  const COLORS = ["#1f6feb", "#e8590c", "#2f9e44", "#c2255c", "#7048e8",
+    "#0c8599", "#f08c00", "#5c940d", "#862e9c", "#495057"];
+
+  const $ = (id) => document.getElementById(id);
+  const params = new URLSearchParams(location.search);
+
+  const view = {
+    pipeline: params.get("pipeline") || "",
+    output: params.get("output") || "",
+    match: params.get("match") || "",
+    token: params.get("token") || localStorage.getItem("tidemark.token") || "",
+    series: new Map(), // key -> {key, name, labels, points: [[t, v]], charted, color}
+    watermark: 0,
+    received: 0,
+    skipped: 0,
+    published: null, // [count, ms] of the last progress message
+  };
+  let socket = null;
+  let chart = null;
+  let redrawTimer = null;
+  let reconnectTimer = null;
+  let reconnectDelay = 1000;
+
+  const tidemark = { view, overlays: [], chart: () => chart, drawnPoints: () => Number($("chart").dataset.points) };
+  window.tidemark = tidemark;
+
+  function say(text) { $("message").textContent = text || ""; }
+
+  function withToken(path) {
+    if (!view.token) return path;
+    return path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(view.token);
+  }
+
+  function formatTime(ms) {
+    if (!ms) return "–";
+    return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z").replace(/Z$/, " UTC");
+  }
+
+  function formatValue(v) {
+    if (v === null || v === undefined) return "–";
+    if (typeof v === "string") return v; // NaN, +Inf, -Inf
+    const a = Math.abs(v);
+    if (a !== 0 && (a >= 1e6 || a < 1e-3)) return v.toExponential(3);
+    return Number.isInteger(v) ? String(v) : v.toFixed(3);
+  }
+
+  function rate(n) {
+    if (n >= 1e6) return (n / 1e6).toFixed(2) + " M/s";
+    if (n >= 1e3) return (n / 1e3).toFixed(1) + " K/s";
+    return n.toFixed(0) + " /s";
+  }
+
+  function seriesKey(s) {
+    const labels = Object.keys(s.labels || {}).sort().map((k) => k + "=" + JSON.stringify(s.labels[k]));
+    return s.name + "{" + labels.join(",") + "}";
+  }
+
+  // ---- outputs ---------------------------------------------------------
+
+  async function loadOutputs() {
+    let response;
+    try {
+      response = await fetch(withToken("/api/v1/live"));
+    } catch (e) {
+      say("Cannot reach the server: " + e.message);
+      return;
+    }
+    if (response.status === 401) {
+      $("token-field").hidden = false;
+      say("This server needs a token: enter it and press Watch.");
+      return;
+    }
+    if (!response.ok) {
+      say("The server answered " + response.status + " to /api/v1/live.");
+      return;
+    }
+    const { outputs } = await response.json();
+    const select = $("output");
+    const current = view.pipeline ? view.pipeline + "/" + view.output : select.value;
+    select.replaceChildren(...outputs.map((o) => {
+      const option = document.createElement("option");
+      option.value = o.pipeline + "/" + o.output;
+      option.textContent = o.pipeline + " / " + o.output;
+      return option;
+    }));
+    if (outputs.length === 0) {
+      say("No pipeline here has a websocket sink yet: add one (docs/sinks/websocket.md).");
+      return;
+    }
+    const found = outputs.find((o) => o.pipeline + "/" + o.output === current)
+      || outputs.find((o) => o.pipeline === view.pipeline) || outputs[0];
+    select.value = found.pipeline + "/" + found.output;
+    if (!socket) {
+      view.pipeline = found.pipeline;
+      view.output = found.output;
+      connect();
+    }
+  }
+
+  // ---- the subscription ------------------------------------------------
+
+  function connect() {
+    clearTimeout(reconnectTimer);
+    if (socket) {
+      socket.onclose = null;
+      socket.close();
+    }
+    const url = new URL("/ws", location.href);
+    url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    url.searchParams.set("pipeline", view.pipeline);
+    if (view.output) url.searchParams.set("output", view.output);
+    if (view.match) url.searchParams.set("match", view.match);
+    if (view.token) url.searchParams.set("token", view.token);
+    const shown = new URL(location.href);
+    for (const [k, v] of [["pipeline", view.pipeline], ["output", view.output], ["match", view.match]]) {
+      if (v) shown.searchParams.set(k, v); else shown.searchParams.delete(k);
+    }
+    shown.searchParams.delete("token");
+    history.replaceState(null, "", shown);
+
+    $("connection").textContent = "connecting";
+    const ws = new WebSocket(url);
+    socket = ws;
+    ws.onopen = () => {
+      $("connection").textContent = "live";
+      reconnectDelay = 1000;
+      say("");
+    };
+    ws.onmessage = (event) => receive(JSON.parse(event.data));
+    ws.onclose = (event) => {
+      if (socket !== ws) return;
+      socket = null;
+      $("connection").textContent = "closed";
+      // 1008: too slow (the queue filled) or a policy reason; 1006: the
+      // server went away or refused the upgrade (see the list below).
+      say(event.reason ? "Closed by the server: " + event.reason + ". Reconnecting." : "Disconnected. Reconnecting.");
+      reconnectTimer = setTimeout(() => { loadOutputs(); connect(); }, reconnectDelay);
+      reconnectDelay = Math.min(reconnectDelay * 2, 15000);
+    };
+  }
+
+  function receive(m) {
+    if (m.type === "snapshot") {
+      view.series.clear();
+      view.received = 0;
+      view.skipped = 0;
+      add(m.samples);
+    } else if (m.type === "samples") {
+      add(m.samples);
+      if (m.skipped) {
+        view.skipped += m.skipped;
+        $("skipped-field").hidden = false;
+        $("skipped").textContent = String(view.skipped);
+      }
+    } else if (m.type === "progress") {
+      const now = performance.now();
+      if (view.published) {
+        const seconds = (now - view.published[1]) / 1000;
+        if (seconds > 0) $("throughput").textContent = rate((m.published - view.published[0]) / seconds);
+      }
+      view.published = [m.published, now];
+    }
+    if (m.watermark !== undefined && m.watermark > view.watermark) {
+      view.watermark = m.watermark;
+      $("watermark").textContent = formatTime(m.watermark);
+    }
+    scheduleRedraw();
+  }
+
+  // New series are drawn while there is room, if they share the metric
+  // name of the first one drawn (one y axis: counts and averages of the
+  // same output differ by orders of magnitude); a click on a row in the
+  // table adds or removes any series.
+  function add(samples) {
+    let charted = 0;
+    let name = null;
+    for (const s of view.series.values()) {
+      if (s.charted) { charted++; name = name || s.name; }
+    }
+    for (const sample of samples) {
+      const key = seriesKey(sample);
+      let s = view.series.get(key);
+      if (!s) {
+        const draw = charted < MAX_CHARTED && (name === null || name === sample.name);
+        s = { key, name: sample.name, labels: sample.labels || {}, points: [], charted: draw };
+        if (draw) { charted++; name = name || sample.name; }
+        view.series.set(key, s);
+      }
+      const v = typeof sample.value === "number" ? sample.value : null; // NaN and infinities are not drawn
+      s.points.push([sample.timestamp, v, sample.value]);
+      if (s.points.length > MAX_POINTS) s.points.splice(0, s.points.length - MAX_POINTS);
+    }
+    view.received += samples.length;
+  }
+
+  // ---- drawing ---------------------------------------------------------
+
+  function scheduleRedraw() {
+    if (redrawTimer) return;
+    redrawTimer = setTimeout(() => { redrawTimer = null; redraw(); }, 200);
+  }
+
+  function chartedSeries() {
+    return [...view.series.values()].filter((s) => s.charted).sort((a, b) => a.key.localeCompare(b.key));
+  }
+
+  // uPlot wants one x array and one y array per line, aligned (null where a
+  // line has no value at that time).
+  function aligned(lines) {
+    const times = new Set();
+    for (const s of lines) for (const p of s.points) times.add(p[0]);
+    const xs = [...times].sort((a, b) => a - b);
+    const index = new Map(xs.map((t, i) => [t, i]));
+    const ys = lines.map((s) => {
+      const y = new Array(xs.length).fill(null);
+      for (const p of s.points) y[index.get(p[0])] = p[1];
+      return y;
+    });
+    return [xs, ...ys];
+  }
+
+  function redraw() {
+    $("received").textContent = String(view.received);
+    $("series-count").textContent = String(view.series.size);
+    const lines = chartedSeries();
+    lines.forEach((s, i) => { s.color = COLORS[i % COLORS.length]; });
+    const data = aligned(lines);
+    const signature = lines.map((s) => s.key).join("\n");
+    const el = $("chart");
+    if (!chart || chart.signature !== signature) {
+      if (chart) chart.destroy();
+      chart = new uPlot({
+        width: el.clientWidth || 800,
+        height: 320,
+        ms: 1, // x values are epoch milliseconds, as in the samples
+        tzDate: (ts) => uPlot.tzDate(new Date(ts), "Etc/UTC"), // times in UTC, like the rest of the page
+        scales: { x: { time: true } },
+        series: [{}, ...lines.map((s) => ({ label: s.key, stroke: s.color, width: 1.5, spanGaps: true, points: { size: 4 } }))],
+        axes: [{}, { size: 70 }],
+        legend: { show: lines.length <= 4 }, // the table's swatches say the rest
+        hooks: {
+          draw: [(u) => {
+            let n = 0;
+            for (let i = 1; i < u.data.length; i++) for (const v of u.data[i]) if (v !== null) n++;
+            el.dataset.points = String(n);
+            for (const overlay of tidemark.overlays) overlay(u, u.ctx, view);
+          }],
+        },
+      }, data, el);
+      chart.signature = signature;
+    } else {
+      chart.setData(data);
+    }
+    renderTable();
+  }
+
+  function renderTable() {
+    const rows = [...view.series.values()].sort((a, b) => a.key.localeCompare(b.key)).slice(0, MAX_ROWS);
+    const body = $("series").tBodies[0];
+    body.replaceChildren(...rows.map((s) => {
+      const tr = document.createElement("tr");
+      const last = s.points[s.points.length - 1];
+      tr.className = s.charted ? "charted" : "";
+      tr.title = s.charted ? "Click to take it off the chart" : "Click to draw it";
+      const swatch = document.createElement("span");
+      if (s.charted) swatch.style.background = s.color;
+      const cells = [swatch, s.key, formatValue(last && last[2]), formatTime(last && last[0])];
+      const classes = ["", "name", "value", "at"];
+      cells.forEach((c, i) => {
+        const td = document.createElement("td");
+        td.className = classes[i];
+        if (typeof c === "string") td.textContent = c; else td.append(c);
+        tr.append(td);
+      });
+      tr.onclick = () => {
+        const charted = chartedSeries().length;
+        if (!s.charted && charted >= MAX_CHARTED) {
+          say("At most " + MAX_CHARTED + " lines at once: take one off first.");
+          return;
+        }
+        s.charted = !s.charted;
+        redraw();
+      };
+      return tr;
+    }));
+  }
+
+  // ---- controls --------------------------------------------------------
+
+  $("match").value = view.match;
+  $("token").value = view.token;
+  $("controls").onsubmit = (event) => {
+    event.preventDefault();
+    const [pipeline, ...rest] = ($("output").value || "").split("/");
+    view.token = $("token").value;
+    if (view.token) localStorage.setItem("tidemark.token", view.token);
+    view.match = $("match").value.trim();
+    if (!pipeline) { loadOutputs(); return; }
+    view.pipeline = pipeline;
+    view.output = rest.join("/");
+    view.series.clear();
+    connect();
+  };
+  $("output").onchange = () => $("controls").requestSubmit();
+  window.addEventListener("resize", () => { if (chart) chart.setSize({ width: $("chart").clientWidth, height: 320 }); });
+
+  loadOutputs();
+  setInterval(() => { if (!socket) loadOutputs(); }, 5000);
+})();
