@@ -292,6 +292,8 @@ enum BenchCommand {
     Sinks(bench::sinks::SinkBenchOptions),
     /// Ingest: p99 ack latency and server CPU against the offered rate (docs/latency.png).
     Latency(bench::latency::LatencyOptions),
+    /// WebSocket fan-out: values delivered to 1, 10 and 100 subscribers.
+    Websocket(bench::websocket::WebsocketBenchOptions),
 }
 
 fn init_logging(format: LogFormat) {
@@ -438,6 +440,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             which: BenchCommand::Sinks(options),
         } => {
             bench::sinks::sinks(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which: BenchCommand::Websocket(options),
+        } => {
+            bench::websocket::websocket(&options)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -94,10 +94,10 @@ sinks:
   out: {type: blackhole, inputs: [w]}
 ";
 
-struct ServerChild {
-    child: Child,
-    http: String,
-    grpc: String,
+pub(super) struct ServerChild {
+    pub(super) child: Child,
+    pub(super) http: String,
+    pub(super) grpc: String,
 }
 
 impl Drop for ServerChild {
@@ -122,7 +122,8 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn start_server(workers: usize) -> anyhow::Result<ServerChild> {
+/// Starts `tidemark serve` with `workers` and applies `pipeline`.
+pub(super) fn start_server(workers: usize, pipeline: &str) -> anyhow::Result<ServerChild> {
     let (http, grpc) = (free_port()?, free_port()?);
     let child = Command::new(std::env::current_exe()?)
         .args(["serve", "--workers", &workers.to_string()])
@@ -152,7 +153,7 @@ fn start_server(workers: usize) -> anyhow::Result<ServerChild> {
     }
     let mut r = agent
         .post(&format!("{}/api/v1/pipelines", server.http))
-        .send(PIPELINE)?;
+        .send(pipeline)?;
     anyhow::ensure!(
         r.status() == 201 || r.status() == 200,
         "applying the pipeline failed: {}",
@@ -162,7 +163,7 @@ fn start_server(workers: usize) -> anyhow::Result<ServerChild> {
 }
 
 /// CPU seconds (user + system) a process has used.
-fn cpu_seconds(pid: u32, ticks_per_second: f64) -> anyhow::Result<f64> {
+pub(super) fn cpu_seconds(pid: u32, ticks_per_second: f64) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which is in parentheses).
     let rest = stat
@@ -175,7 +176,7 @@ fn cpu_seconds(pid: u32, ticks_per_second: f64) -> anyhow::Result<f64> {
     Ok(ticks / ticks_per_second)
 }
 
-fn ticks_per_second() -> f64 {
+pub(super) fn ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -247,7 +248,7 @@ pub fn latency(options: &LatencyOptions) -> anyhow::Result<()> {
         })?;
         Some(Box::leak(bytes.into_boxed_slice()))
     };
-    let server = start_server(options.workers)?;
+    let server = start_server(options.workers, PIPELINE)?;
     eprintln!(
         "Server: {} workers; load: {}, {} connections, {} series, {:?} per rate.",
         options.workers,

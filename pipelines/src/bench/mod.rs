@@ -10,6 +10,7 @@
 pub mod kafka;
 pub mod latency;
 pub mod sinks;
+pub mod websocket;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
-//! `tidemark bench sinks`: how fast the `timescaledb` and `redis` sinks
-//! write.
+//! `tidemark bench sinks`: how fast the `timescaledb`, `redis` and
+//! `parquet` sinks write.
 //!
 //! For each sink setting and worker count: a generator makes `--samples`
 //! samples over `--series` series (one a second of event time, no window),
@@ -59,6 +59,8 @@ enum Target {
     Insert,
     Redis,
     RedisLatest,
+    ParquetMemory,
+    ParquetDirectory,
 }
 
 impl Target {
@@ -69,6 +71,8 @@ impl Target {
             Target::Insert => "timescaledb, method: insert (PostgreSQL)",
             Target::Redis => "redis (history 100, pub/sub)",
             Target::RedisLatest => "redis (latest only: history 0, no pub/sub)",
+            Target::ParquetMemory => "parquet to memory:// (encoding, zstd 3)",
+            Target::ParquetDirectory => "parquet to a local directory",
         }
     }
 }
@@ -93,12 +97,23 @@ fn pipeline(o: &SinkBenchOptions, target: Target, tag: &str) -> String {
             "    type: redis\n    url: \"{}\"\n    key_prefix: {tag}\n    history: 0\n    channel: \"off\"\n",
             o.redis
         ),
+        Target::ParquetMemory => {
+            "    type: parquet\n    path: memory://\n    promote: [host]\n".to_owned()
+        }
+        Target::ParquetDirectory => format!(
+            "    type: parquet\n    path: \"{}\"\n    promote: [host]\n",
+            parquet_dir(tag).display()
+        ),
     };
     format!(
         "name: bench-sinks\nsources:\n  g:\n    type: generator\n    series: {}\n    interval: 1s\n    samples: {}\n    seed: 1\nsinks:\n  out:\n    inputs: [g]\n{sink}",
         o.series,
         o.samples.div_ceil(o.series)
     )
+}
+
+fn parquet_dir(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(tag)
 }
 
 async fn drop_tables(url: &str, tag: &str) -> anyhow::Result<()> {
@@ -115,7 +130,8 @@ async fn drop_tables(url: &str, tag: &str) -> anyhow::Result<()> {
 
 fn clean(o: &SinkBenchOptions, target: Target, tag: &str) -> anyhow::Result<()> {
     match target {
-        Target::Discard => {}
+        Target::Discard | Target::ParquetMemory => {}
+        Target::ParquetDirectory => std::fs::remove_dir_all(parquet_dir(tag))?,
         Target::Copy | Target::Insert => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -157,6 +173,8 @@ pub fn sinks(o: &SinkBenchOptions) -> anyhow::Result<()> {
             Target::Insert,
             Target::Redis,
             Target::RedisLatest,
+            Target::ParquetMemory,
+            Target::ParquetDirectory,
         ] {
             let mut rates = Vec::new();
             for _ in 0..o.repeats.max(1) {
