@@ -211,6 +211,39 @@ fn text(s: String) -> Message {
     Message::Text(Utf8Bytes::from(s))
 }
 
+/// Sends a message; false if the connection is gone, or if the client has
+/// not taken it within [`SILENT_FOR`] (it stopped reading: its queue has
+/// filled and been dealt with meanwhile, but the socket would stay open).
+async fn send(socket: &mut WebSocket, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SILENT_FOR, socket.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The closing handshake: sends a close frame with the reason, then reads
+/// (and drops) what the client still sends until its close frame, for at
+/// most 10 s. Dropping the connection at once would make the kernel answer
+/// the client's next frame (a pong, say) with a reset, and the client could
+/// lose the close frame, and its reason, still in its buffer.
+async fn close(mut socket: WebSocket, code: u16, reason: String) {
+    let handshake = async {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        };
+        if socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), handshake).await;
+}
+
 async fn serve(
     mut socket: WebSocket,
     output: &LiveOutput,
@@ -226,7 +259,7 @@ async fn serve(
         output.watermark(),
         samples_json(&snapshot)
     );
-    if socket.send(text(first)).await.is_err() {
+    if !send(&mut socket, text(first)).await {
         return;
     }
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -237,12 +270,7 @@ async fn serve(
         tokio::select! {
             delivery = sub.next() => {
                 if let Some(reason) = delivery.closed {
-                    let _ = socket
-                        .send(Message::Close(Some(CloseFrame {
-                            code: axum::extract::ws::close_code::POLICY,
-                            reason: Utf8Bytes::from(reason),
-                        })))
-                        .await;
+                    close(socket, axum::extract::ws::close_code::POLICY, reason).await;
                     return;
                 }
                 let mut message = format!(
@@ -254,7 +282,7 @@ async fn serve(
                     message.push_str(&format!(",\"skipped\":{}", delivery.skipped));
                 }
                 message.push('}');
-                if socket.send(text(message)).await.is_err() {
+                if !send(&mut socket, text(message)).await {
                     return;
                 }
             }
@@ -264,15 +292,10 @@ async fn serve(
             },
             _ = ping.tick() => {
                 if heard.elapsed() > SILENT_FOR {
-                    let _ = socket
-                        .send(Message::Close(Some(CloseFrame {
-                            code: axum::extract::ws::close_code::AWAY,
-                            reason: Utf8Bytes::from_static("no pong"),
-                        })))
-                        .await;
+                    close(socket, axum::extract::ws::close_code::AWAY, "no pong".into()).await;
                     return;
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                if !send(&mut socket, Message::Ping(Default::default())).await {
                     return;
                 }
             }
@@ -284,7 +307,7 @@ async fn serve(
                         "{{\"type\":\"progress\",\"watermark\":{},\"published\":{}}}",
                         now.0, now.1
                     );
-                    if socket.send(text(message)).await.is_err() {
+                    if !send(&mut socket, text(message)).await {
                         return;
                     }
                 }
