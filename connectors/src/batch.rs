@@ -73,6 +73,68 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Samples to write together, and the capabilities to release after.
 type Chunk<C> = (Vec<Sample>, Vec<C>);
 
+/// Messages on their way to a sink's writer thread, in order, and the
+/// capabilities held until the writer has finished the message they went
+/// with. The writer stores the sequence number of the last message it
+/// finished in `done`.
+pub(crate) struct Handoff<M, C> {
+    /// Waiting for room in the channel, oldest first.
+    pub(crate) ready: VecDeque<(M, C)>,
+    held: VecDeque<(u64, C)>,
+    seq: u64,
+    stopped: bool,
+}
+
+impl<M, C> Default for Handoff<M, C> {
+    fn default() -> Self {
+        Handoff {
+            ready: VecDeque::new(),
+            held: VecDeque::new(),
+            seq: 0,
+            stopped: false,
+        }
+    }
+}
+
+impl<M, C> Handoff<M, C> {
+    /// Sends what the writer has room for, then drops the capabilities of
+    /// what it has finished. True while something still waits or is held
+    /// (the caller schedules itself again).
+    pub(crate) fn pump(
+        &mut self,
+        tx: &mpsc::Sender<(u64, M)>,
+        done: &AtomicU64,
+        ctx: &SinkContext,
+    ) -> bool {
+        while let Some((message, cap)) = self.ready.pop_front() {
+            match tx.try_send((self.seq + 1, message)) {
+                Ok(()) => {
+                    self.seq += 1;
+                    self.held.push_back((self.seq, cap));
+                }
+                Err(TrySendError::Full((_, message))) => {
+                    self.ready.push_front((message, cap));
+                    break;
+                }
+                Err(TrySendError::Closed((_, message))) => {
+                    if !self.stopped {
+                        self.stopped = true;
+                        add(&ctx.stats.errors, 1);
+                        tracing::error!(sink = %ctx.name, "The sink's writer thread has stopped; this sink holds its input.");
+                    }
+                    self.ready.push_front((message, cap));
+                    break;
+                }
+            }
+        }
+        let written = done.load(Ordering::Acquire);
+        while self.held.front().is_some_and(|(s, _)| *s <= written) {
+            self.held.pop_front();
+        }
+        !self.ready.is_empty() || !self.held.is_empty()
+    }
+}
+
 /// Builds a batching sink on a worker around `make`, which builds the
 /// writer on the writer thread.
 pub(crate) fn batch_sink<'scope, W: BatchWriter>(
@@ -100,10 +162,7 @@ pub(crate) fn batch_sink<'scope, W: BatchWriter>(
             }
             let retry = scope.activator_for(std::rc::Rc::clone(&info.address));
             let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Sample>)> = BTreeMap::new();
-            let mut ready: VecDeque<Chunk<Capability<Time>>> = VecDeque::new();
-            let mut held: VecDeque<(u64, Vec<Capability<Time>>)> = VecDeque::new();
-            let mut seq = 0u64;
-            let mut closed = false;
+            let mut handoff: Handoff<Vec<Sample>, Vec<Capability<Time>>> = Handoff::default();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let Some(cap) = cap.retain_least(output.output_index()) else { return };
@@ -119,36 +178,11 @@ pub(crate) fn batch_sink<'scope, W: BatchWriter>(
                     if !ctx.resume.writes(*cap.time()) || samples.is_empty() {
                         continue;
                     }
-                    append(&mut ready, samples, cap, batch_size);
-                }
-                while let Some((samples, caps)) = ready.pop_front() {
-                    match tx.try_send((seq + 1, samples)) {
-                        Ok(()) => {
-                            seq += 1;
-                            held.push_back((seq, caps));
-                        }
-                        Err(TrySendError::Full((_, samples))) => {
-                            ready.push_front((samples, caps));
-                            break;
-                        }
-                        Err(TrySendError::Closed((_, samples))) => {
-                            if !closed {
-                                closed = true;
-                                add(&ctx.stats.errors, 1);
-                                tracing::error!(sink = %ctx.name, "The sink's writer thread has stopped; this sink holds its input.");
-                            }
-                            ready.push_front((samples, caps));
-                            break;
-                        }
-                    }
-                }
-                let written = done.load(Ordering::Acquire);
-                while held.front().is_some_and(|(s, _)| *s <= written) {
-                    held.pop_front();
+                    append(&mut handoff.ready, samples, cap, batch_size);
                 }
                 // The writer wakes this operator when it takes or finishes a
                 // batch; this is a fallback.
-                if !ready.is_empty() || !held.is_empty() {
+                if handoff.pump(&tx, &done, &ctx) {
                     retry.activate_after(Duration::from_millis(100));
                 }
             }

@@ -21,14 +21,14 @@
 //! - Failed uploads are retried with backoff until they succeed (the file
 //!   stays in memory); the frontier waits, and the sources with it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use timely::dataflow::operators::Capability;
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::mpsc;
 
 use tidemark_engine::Sample;
 use tidemark_engine::component::SinkContext;
@@ -41,7 +41,7 @@ use tidemark_engine::time::Time;
 use super::config::ParquetSink;
 use super::encode::{FileBuilder, Format};
 use super::service::Store;
-use crate::batch::{FIRST_BACKOFF, MAX_BACKOFF, WriteError, chain};
+use crate::batch::{FIRST_BACKOFF, Handoff, MAX_BACKOFF, WriteError, chain};
 
 /// What the operator hands the writer, in order.
 enum Message {
@@ -94,10 +94,8 @@ impl ParquetSink {
                 let retry = scope.activator_for(std::rc::Rc::clone(&info.address));
                 let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Sample>)> = BTreeMap::new();
                 let mut open: Option<(Time, Capability<Time>)> = None;
-                let mut ready: VecDeque<(Message, Option<Capability<Time>>)> = VecDeque::new();
-                let mut held: VecDeque<(u64, Capability<Time>)> = VecDeque::new();
-                let mut seq = 0u64;
-                let mut stopped = false;
+                // An epoch's capability goes with its `Close`.
+                let mut handoff: Handoff<Message, Option<Capability<Time>>> = Handoff::default();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(cap) = cap.retain_least(output.output_index()) else { return };
@@ -118,16 +116,16 @@ impl ParquetSink {
                         if open.as_ref().is_some_and(|(e, _)| *e != epoch)
                             && let Some((e, c)) = open.take()
                         {
-                            ready.push_back((Message::Close { epoch: e }, Some(c)));
+                            handoff.ready.push_back((Message::Close { epoch: e }, Some(c)));
                         }
                         if open.is_none() {
                             open = Some((epoch, cap));
                         }
-                        match ready.back_mut() {
+                        match handoff.ready.back_mut() {
                             Some((Message::Times { epoch: e, times, .. }, _)) if *e == epoch => {
                                 times.push(samples);
                             }
-                            _ => ready.push_back((
+                            _ => handoff.ready.push_back((
                                 Message::Times {
                                     epoch,
                                     resumed: !ctx.resume.writes(epoch),
@@ -140,36 +138,9 @@ impl ParquetSink {
                     if open.as_ref().is_some_and(|(e, _)| f >= e.saturating_add(roll))
                         && let Some((e, c)) = open.take()
                     {
-                        ready.push_back((Message::Close { epoch: e }, Some(c)));
+                        handoff.ready.push_back((Message::Close { epoch: e }, Some(c)));
                     }
-                    while let Some((message, cap)) = ready.pop_front() {
-                        match tx.try_send((seq + 1, message)) {
-                            Ok(()) => {
-                                seq += 1;
-                                if let Some(cap) = cap {
-                                    held.push_back((seq, cap));
-                                }
-                            }
-                            Err(TrySendError::Full((_, message))) => {
-                                ready.push_front((message, cap));
-                                break;
-                            }
-                            Err(TrySendError::Closed((_, message))) => {
-                                if !stopped {
-                                    stopped = true;
-                                    add(&ctx.stats.errors, 1);
-                                    tracing::error!(sink = %ctx.name, "The sink's writer thread has stopped; this sink holds its input.");
-                                }
-                                ready.push_front((message, cap));
-                                break;
-                            }
-                        }
-                    }
-                    let written = done.load(Ordering::Acquire);
-                    while held.front().is_some_and(|(s, _)| *s <= written) {
-                        held.pop_front();
-                    }
-                    if !ready.is_empty() || !held.is_empty() {
+                    if handoff.pump(&tx, &done, &ctx) {
                         retry.activate_after(Duration::from_millis(100));
                     }
                 }
