@@ -374,6 +374,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 }
             };
             let cluster = cluster.cluster()?;
+            let http_required = http.is_some();
             let http = http.or_else(|| {
                 (cluster.process == 0).then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
             });
@@ -382,6 +383,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 progress,
                 max_in_flight,
                 http,
+                http_required,
                 stop_after_samples: None,
             };
             let report = run(plan, options)?;

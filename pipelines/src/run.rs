@@ -44,6 +44,10 @@ pub struct RunOptions {
     /// Where to serve the dashboard and `/ws` for the pipeline's
     /// `websocket` sinks (nothing is served without one).
     pub http: Option<std::net::SocketAddr>,
+    /// Whether `http` was asked for: then a listener that cannot bind
+    /// stops the run; otherwise (the default address) the run goes on
+    /// without it, with a warning.
+    pub http_required: bool,
     /// Stop (as on Ctrl-C) once the sources have taken this many samples;
     /// the reported time is when they had. For benchmarks of endless
     /// sources.
@@ -58,6 +62,7 @@ impl RunOptions {
             progress: ProgressMode::Off,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             http: None,
+            http_required: false,
             stop_after_samples: None,
         }
     }
@@ -172,7 +177,14 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
     let live: Arc<LiveHub> = Arc::default();
     let listener = match options.http {
         Some(addr) if !plan.websocket_sinks().is_empty() => {
-            Some(LiveListener::start(addr, Arc::clone(&live))?)
+            match LiveListener::start(addr, Arc::clone(&live)) {
+                Ok(l) => Some(l),
+                Err(e) if options.http_required => return Err(e),
+                Err(error) => {
+                    tracing::warn!(%error, "Running without the dashboard.");
+                    None
+                }
+            }
         }
         _ => None,
     };

@@ -181,6 +181,7 @@ pub fn kafka(options: &KafkaBenchOptions) -> anyhow::Result<()> {
                         plan,
                         RunOptions {
                             http: None,
+                            http_required: false,
                             stop_after_samples: Some(options.samples),
                             ..RunOptions::quiet(workers)
                         },
