@@ -172,7 +172,12 @@ pub fn router(control: Arc<Control>, auth: Auth) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .merge(metrics)
-        .merge(api.layer(DefaultBodyLimit::max(MAX_BODY)))
+        // A declared Content-Length over the limit is refused (413) before
+        // any of the body is read, so the sender learns at once.
+        .merge(
+            api.layer(DefaultBodyLimit::max(MAX_BODY))
+                .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY)),
+        )
         .merge(ingest)
         .with_state(control)
         .merge(live)
