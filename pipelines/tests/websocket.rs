@@ -163,7 +163,35 @@ fn subscribers_get_a_snapshot_then_new_values_and_a_selector_filters() {
                 other => panic!("{query}: {:?}", other.map(|_| ())),
             }
         }
+        // /api/v1/live lists the output with what it published.
+        let (status, live) = server.json("GET", "/api/v1/live", None);
+        assert_eq!(status, 200);
+        assert_eq!(live["outputs"][0]["pipeline"], "live");
+        assert_eq!(live["outputs"][0]["published"], 10);
+        assert_eq!(live["outputs"][0]["series"], 2);
         all.close(None).await.unwrap();
+
+        // Replacing the pipeline closes its subscribers with the reason;
+        // a new subscription starts from the new pipeline's (empty)
+        // snapshot.
+        assert_eq!(
+            server
+                .json("POST", "/api/v1/pipelines", Some(&pipeline(500)))
+                .0,
+            200
+        );
+        let frame = loop {
+            match tokio::time::timeout(Duration::from_secs(20), only_a.next()).await {
+                Ok(Some(Ok(Message::Close(Some(frame))))) => break frame,
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        assert_eq!(frame.reason.as_str(), "the pipeline was removed");
+        let mut again = connect(&server, "pipeline=live").await;
+        let snapshot = next(&mut again).await;
+        assert_eq!(snapshot["type"], "snapshot");
+        assert_eq!(snapshot["samples"].as_array().unwrap().len(), 0);
     });
     assert!(server.stop().success());
 }
