@@ -231,3 +231,67 @@ fn the_dashboard_on_run_updates_as_windows_close() {
         .status();
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn the_dashboard_asks_for_a_token_when_the_server_has_tokens() {
+    let dir = common::temp_dir("dashboard-tokens");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "s3cret\n").unwrap();
+    let server = Server::start(&["--token-file", tokens.to_str().unwrap()], 0);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let pipeline = "name: live\nsources:\n  in: {type: grpc, idle_timeout: 100ms}\n\
+                    sinks:\n  screen: {type: websocket, inputs: [in]}\n";
+    let status = agent
+        .post(&format!("{}/api/v1/pipelines", server.url))
+        .header("authorization", "Bearer s3cret")
+        .send(pipeline)
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 201);
+    let grpc = format!("http://127.0.0.1:{}", server.grpc);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = IngestServiceClient::connect(grpc).await.unwrap();
+        let mut write = tonic::Request::new(request(0, 3));
+        write
+            .metadata_mut()
+            .insert("authorization", "Bearer s3cret".parse().unwrap());
+        client.write(write).await.unwrap();
+
+        let browser = Browser::start().await;
+        browser
+            .client
+            .goto(&format!("{}/", server.url))
+            .await
+            .unwrap();
+        // Without a token the page shows the field and says why.
+        browser
+            .wait_for(
+                "!document.getElementById('token-field').hidden \
+                 && document.getElementById('message').textContent.includes('token')",
+                WAIT,
+                "the token prompt",
+            )
+            .await;
+        assert_eq!(browser.eval("tidemark.drawnPoints()").await, 0);
+        browser
+            .eval(
+                "(() => { document.getElementById('token').value = 's3cret'; \
+                 document.getElementById('controls').requestSubmit(); return true; })()",
+            )
+            .await;
+        browser
+            .wait_for(
+                "tidemark.drawnPoints() === 3",
+                WAIT,
+                "the snapshot after the token",
+            )
+            .await;
+        assert_eq!(held(&browser).await, expected(&[0, 1, 2], &[2]));
+        browser.close().await;
+    });
+    assert!(server.stop().success());
+}
