@@ -188,14 +188,16 @@ fn the_dashboard_on_run_updates_as_windows_close() {
          sinks:\n  live: {type: websocket, inputs: [per_second]}\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["run", file.to_str().unwrap(), "--progress", "off"])
-        .args(["--http", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["run", file.to_str().unwrap(), "--progress", "off"])
+            .args(["--http", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
     let url = lines
         .by_ref()
         .map_while(Result::ok)
@@ -227,9 +229,19 @@ fn the_dashboard_on_run_updates_as_windows_close() {
         browser.close().await;
     });
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
+}
+
+/// A `tidemark run` that a failing test does not leave running.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]

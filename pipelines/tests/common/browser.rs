@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
 
-/// A chromedriver process and a browser session on it; both end on drop.
+/// A chromedriver process and a browser session on it; both end on drop,
+/// the browser too when a failing test never reaches [`Browser::close`].
 pub struct Browser {
     driver: Child,
+    profile: std::path::PathBuf,
     pub client: Client,
 }
 
@@ -40,6 +42,13 @@ impl Browser {
             })
             .expect("chromedriver did not report its port");
         std::thread::spawn(move || lines.for_each(drop));
+        // A profile of its own, by which a leftover browser is found.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let profile = std::env::temp_dir().join(format!(
+            "tidemark-chromium-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let capabilities = json!({
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
@@ -50,6 +59,7 @@ impl Browser {
                     "--disable-dev-shm-usage",
                     "--disable-gpu",
                     "--window-size=1200,900",
+                    format!("--user-data-dir={}", profile.display()),
                 ],
             }
         });
@@ -61,7 +71,11 @@ impl Browser {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .unwrap_or_else(|e| panic!("cannot open a Chromium session: {e}"));
-        Browser { driver, client }
+        Browser {
+            driver,
+            profile,
+            client,
+        }
     }
 
     /// Evaluates a JavaScript expression in the page.
@@ -90,15 +104,20 @@ impl Browser {
         }
     }
 
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        // Killing chromedriver leaves the browser it started running.
+        let _ = Command::new("pkill")
+            .args(["-f", "--"])
+            .arg(format!("--user-data-dir={}", self.profile.display()))
+            .status();
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
