@@ -95,8 +95,14 @@ fn install_signal_handler() {
             let current = current_shutdown().lock().unwrap_or_else(|e| e.into_inner()).clone();
             match current {
                 Some(s) if !s.is_triggered() => {
-                    eprintln!("\nStopping: finite sources close their windows and sinks flush; Kafka sources commit what is durable and leave open windows to the next run (press Ctrl-C again to exit now).");
+                    // Stop first: with standard error closed (a pipe whose
+                    // reader left), eprintln! would panic this thread and
+                    // the signal would be lost.
                     s.trigger();
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "\nStopping: finite sources close their windows and sinks flush; Kafka sources commit what is durable and leave open windows to the next run (press Ctrl-C again to exit now)."
+                    );
                 }
                 _ => std::process::exit(130),
             }

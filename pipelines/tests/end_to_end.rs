@@ -387,6 +387,51 @@ fn the_binary_runs_a_finite_pipeline_and_stops_cleanly_on_sigterm() {
 }
 
 #[test]
+fn with_its_log_pipe_closed_the_binary_keeps_running_and_stops_on_sigterm() {
+    // `tidemark run ... 2>&1 | head` leaves the process writing its log
+    // into a pipe nobody reads: it must neither die nor ignore SIGTERM.
+    let dir = temp_dir("closed-stderr");
+    let output = dir.join("out.jsonl");
+    let file = dir.join("p.yaml");
+    let endless = generator_pipeline(&output).replace("    samples: 400\n", "    rate: 20000\n");
+    std::fs::write(&file, endless).unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", file.to_str().unwrap(), "--progress", "log"])
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended when its log could not be written"
+    );
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("SIGTERM did not stop the run");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    // Open windows were flushed on the way out.
+    assert!(!read_rows(&output).is_empty());
+}
+
+#[test]
 fn a_tiny_in_flight_budget_changes_nothing_but_speed() {
     // Flow control pauses sources while too many records are unretired;
     // windows hold output back by their lateness, which the budget must
