@@ -18,6 +18,10 @@ use tidemark_pipelines::server::ingest::proto::ingest_service_client::IngestServ
 use tidemark_pipelines::server::ingest::proto::{Label, Point, Series, WriteRequest};
 
 const BASE: i64 = 1_795_564_800_000;
+
+/// gRPC samples straight into a `websocket` sink.
+const PIPELINE: &str = "name: live\nsources:\n  in: {type: grpc, idle_timeout: 100ms}\n\
+                        sinks:\n  screen: {type: websocket, inputs: [in]}\n";
 const WAIT: Duration = Duration::from_secs(30);
 
 fn value(host: usize, i: i64) -> f64 {
@@ -82,10 +86,8 @@ const LINE_PIXELS: &str = "(() => { const c = document.querySelector('#chart can
 #[test]
 fn the_dashboard_on_serve_draws_the_snapshot_and_then_every_new_value() {
     let server = Server::start(&[], 0);
-    let pipeline = "name: live\nsources:\n  in: {type: grpc, idle_timeout: 100ms}\n\
-                    sinks:\n  screen: {type: websocket, inputs: [in]}\n";
     assert_eq!(
-        server.json("POST", "/api/v1/pipelines", Some(pipeline)).0,
+        server.json("POST", "/api/v1/pipelines", Some(PIPELINE)).0,
         201
     );
     let grpc = format!("http://127.0.0.1:{}", server.grpc);
@@ -246,23 +248,11 @@ impl Drop for Running {
 
 #[test]
 fn the_dashboard_asks_for_a_token_when_the_server_has_tokens() {
-    let dir = common::temp_dir("dashboard-tokens");
-    let tokens = dir.join("tokens");
-    std::fs::write(&tokens, "s3cret\n").unwrap();
-    let server = Server::start(&["--token-file", tokens.to_str().unwrap()], 0);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let pipeline = "name: live\nsources:\n  in: {type: grpc, idle_timeout: 100ms}\n\
-                    sinks:\n  screen: {type: websocket, inputs: [in]}\n";
-    let status = agent
-        .post(&format!("{}/api/v1/pipelines", server.url))
-        .header("authorization", "Bearer s3cret")
-        .send(pipeline)
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 201);
+    let server = Server::start_with_token(&common::temp_dir("dashboard-tokens"), "s3cret");
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(PIPELINE)).0,
+        201
+    );
     let grpc = format!("http://127.0.0.1:{}", server.grpc);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {

@@ -361,14 +361,7 @@ fn the_binary_runs_a_finite_pipeline_and_stops_cleanly_on_sigterm() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -407,14 +400,7 @@ fn with_its_log_pipe_closed_the_binary_keeps_running_and_stops_on_sigterm() {
         child.try_wait().unwrap().is_none(),
         "the run ended when its log could not be written"
     );
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     let start = std::time::Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -429,6 +415,15 @@ fn with_its_log_pipe_closed_the_binary_keeps_running_and_stops_on_sigterm() {
     assert!(status.success(), "{status}");
     // Open windows were flushed on the way out.
     assert!(!read_rows(&output).is_empty());
+}
+
+fn sigterm(child: &std::process::Child) {
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
 }
 
 #[test]

@@ -205,11 +205,13 @@ fn a_pipeline_applied_to_process_1_runs_on_both_processes() {
         child: c0,
         url: format!("http://127.0.0.1:{p0}"),
         grpc: 0,
+        token: None,
     };
     let s1 = Server {
         child: c1,
         url: format!("http://127.0.0.1:{p1}"),
         grpc: 0,
+        token: None,
     };
     s0.wait_ready();
     s1.wait_ready();
@@ -413,6 +415,7 @@ fn a_config_file_with_flag_and_environment_overrides() {
         child,
         url: format!("http://127.0.0.1:{flag_port}"),
         grpc: 0,
+        token: None,
     };
     server.wait_ready();
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -619,6 +622,7 @@ fn tls_on_both_listeners() {
         child,
         url: format!("https://localhost:{port}"),
         grpc,
+        token: None,
     };
     // The CLI trusts the certificate through TIDEMARK_CA_CERT.
     let cli = |ca: bool| {

@@ -264,22 +264,13 @@ fn a_slow_subscriber_is_closed_with_a_reason_while_a_fast_one_gets_everything() 
 
 #[test]
 fn subscriptions_need_a_token_when_the_server_has_tokens() {
-    let dir = common::temp_dir("ws-tokens");
-    let tokens = dir.join("tokens");
-    std::fs::write(&tokens, "s3cret\n").unwrap();
-    let server = Server::start(&["--token-file", tokens.to_str().unwrap()], 0);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let status = agent
-        .post(&format!("{}/api/v1/pipelines", server.url))
-        .header("authorization", "Bearer s3cret")
-        .header("content-type", "application/yaml")
-        .send(pipeline(10))
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 201);
+    let server = Server::start_with_token(&common::temp_dir("ws-tokens"), "s3cret");
+    assert_eq!(
+        server
+            .json("POST", "/api/v1/pipelines", Some(&pipeline(10)))
+            .0,
+        201
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let ws = server.url.replace("http://", "ws://");

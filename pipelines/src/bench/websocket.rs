@@ -72,6 +72,23 @@ struct Step {
     cpu: f64,
 }
 
+impl Step {
+    /// The step's row of the markdown table.
+    fn row(&self) -> String {
+        format!(
+            "| {} K | {} | {:.0} K | {:.1}% | {} | {:.1} ms | {:.1} ms | {:.0}% |",
+            self.rate as f64 / 1e3,
+            self.subscribers,
+            self.delivered / 1e3,
+            self.share * 100.0,
+            self.skipped,
+            self.p50,
+            self.p99,
+            self.cpu
+        )
+    }
+}
+
 /// What the subscribers saw, shared.
 struct Seen {
     values: AtomicU64,
@@ -251,17 +268,7 @@ pub fn websocket(o: &WebsocketBenchOptions) -> anyhow::Result<()> {
     for &rate in &o.rates {
         for &subscribers in &o.subscribers {
             let s = runtime.block_on(step(&server, o, rate, subscribers, &mut tick))?;
-            eprintln!(
-                "{} values/s to {} subscriber(s): {:.0} K delivered/s ({:.1}%), skipped {}, p50 {:.1} ms, p99 {:.1} ms, server CPU {:.0}%",
-                s.rate,
-                s.subscribers,
-                s.delivered / 1e3,
-                s.share * 100.0,
-                s.skipped,
-                s.p50,
-                s.p99,
-                s.cpu
-            );
+            eprintln!("{}", s.row());
             steps.push(s);
         }
     }
@@ -272,18 +279,7 @@ pub fn websocket(o: &WebsocketBenchOptions) -> anyhow::Result<()> {
         o.series, o.seconds
     );
     for s in &steps {
-        let _ = writeln!(
-            md,
-            "| {} K | {} | {:.0} K | {:.1}% | {} | {:.1} ms | {:.1} ms | {:.0}% |",
-            s.rate as f64 / 1e3,
-            s.subscribers,
-            s.delivered / 1e3,
-            s.share * 100.0,
-            s.skipped,
-            s.p50,
-            s.p99,
-            s.cpu
-        );
+        let _ = writeln!(md, "{}", s.row());
     }
     eprintln!("\n{md}");
     if !o.no_write {

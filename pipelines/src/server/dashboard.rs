@@ -30,28 +30,33 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     )
 }
 
+/// Path, content type and body of every file of the page.
+const FILES: [(&str, &str, &str); 5] = [
+    ("/", "text/html; charset=utf-8", INDEX),
+    (
+        "/dashboard/app.js",
+        "text/javascript; charset=utf-8",
+        APP_JS,
+    ),
+    ("/dashboard/app.css", "text/css; charset=utf-8", APP_CSS),
+    (
+        "/dashboard/uPlot.min.js",
+        "text/javascript; charset=utf-8",
+        UPLOT_JS,
+    ),
+    (
+        "/dashboard/uPlot.min.css",
+        "text/css; charset=utf-8",
+        UPLOT_CSS,
+    ),
+];
+
 /// `/` and `/dashboard/*`. The page itself needs no token: it holds no
 /// data, and asks for one when `/api/v1/live` answers 401.
 pub fn router() -> Router {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
-        )
-        .route(
-            "/dashboard/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
-            "/dashboard/app.css",
-            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
-        )
-        .route(
-            "/dashboard/uPlot.min.js",
-            get(|| async { asset("text/javascript; charset=utf-8", UPLOT_JS) }),
-        )
-        .route(
-            "/dashboard/uPlot.min.css",
-            get(|| async { asset("text/css; charset=utf-8", UPLOT_CSS) }),
-        )
+    FILES
+        .iter()
+        .fold(Router::new(), |router, &(path, content_type, body)| {
+            router.route(path, get(move || async move { asset(content_type, body) }))
+        })
 }

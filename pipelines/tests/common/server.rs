@@ -44,10 +44,19 @@ fn listening(stderr: std::process::ChildStderr) -> (Option<u16>, Option<u16>) {
     (http, grpc)
 }
 
+fn bearer<B>(request: ureq::RequestBuilder<B>, token: Option<&str>) -> ureq::RequestBuilder<B> {
+    match token {
+        Some(t) => request.header("authorization", format!("Bearer {t}")),
+        None => request,
+    }
+}
+
 pub struct Server {
     pub child: Child,
     pub url: String,
     pub grpc: u16,
+    /// Sent as a bearer token by [`Server::request`], if set.
+    pub token: Option<String>,
 }
 
 impl Server {
@@ -74,8 +83,19 @@ impl Server {
             child,
             url: format!("http://127.0.0.1:{http}"),
             grpc,
+            token: None,
         };
         server.wait_ready();
+        server
+    }
+
+    /// Starts `tidemark serve` with one token (in a token file under
+    /// `dir`), which [`Server::request`] then sends.
+    pub fn start_with_token(dir: &Path, token: &str) -> Server {
+        let file = dir.join("tokens");
+        std::fs::write(&file, format!("{token}\n")).unwrap();
+        let mut server = Server::start(&["--token-file", file.to_str().unwrap()], 0);
+        server.token = Some(token.to_owned());
         server
     }
 
@@ -101,13 +121,13 @@ impl Server {
             .build()
             .into();
         let url = format!("{}{path}", self.url);
+        let token = self.token.as_deref();
         let mut response = match (method, body) {
-            ("POST", Some(b)) => agent
-                .post(&url)
+            ("POST", Some(b)) => bearer(agent.post(&url), token)
                 .header("content-type", "application/yaml")
                 .send(b)?,
-            ("DELETE", _) => agent.delete(&url).call()?,
-            _ => agent.get(&url).call()?,
+            ("DELETE", _) => bearer(agent.delete(&url), token).call()?,
+            _ => bearer(agent.get(&url), token).call()?,
         };
         let status = response.status().as_u16();
         Ok((status, response.body_mut().read_to_string()?))
