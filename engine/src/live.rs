@@ -141,7 +141,7 @@ impl Subscription {
     }
 
     /// Wakes a waiting [`Subscription::next`] (to let it see a shutdown).
-    pub fn wake(&self) {
+    fn wake(&self) {
         self.notify.notify_one();
     }
 }
@@ -277,13 +277,6 @@ impl LiveHub {
             .collect();
         all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         all
-    }
-
-    /// The output of a sink if one was created.
-    pub fn find(&self, pipeline: &str, sink: &str) -> Option<Arc<LiveOutput>> {
-        lock(&self.outputs)
-            .get(&(pipeline.to_owned(), sink.to_owned()))
-            .cloned()
     }
 
     /// Forgets a pipeline's outputs (when it is deleted or replaced);
