@@ -17,6 +17,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Room to build: clippy and the test binaries take about 4 GB of target/
+# (3.4 GB for the tests, measured 2026-12-02; tansu's first build uses a
+# temporary directory of its own besides). A disk that fills mid-link
+# shows up as the linker dying with "signal 7 [Bus error]", so say it
+# plainly before starting.
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+need_mb=$((6 * 1024 - $(du -sm "$target_dir" | cut -f1)))
+free_mb=$(df -Pm "$target_dir" | awk 'NR == 2 {print $4}')
+if ((free_mb < need_mb)); then
+  echo "deploy/test.sh: only ${free_mb} MB free where $target_dir is; the build needs about ${need_mb} MB more (6 GB with what is there). Free some space (cargo clean in other checkouts) and run this again." >&2
+  exit 1
+fi
+
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
