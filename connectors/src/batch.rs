@@ -135,6 +135,41 @@ impl<M, C> Handoff<M, C> {
     }
 }
 
+/// A sink operator's input, gathered by time (with the time's capability)
+/// until the frontier has passed it.
+#[derive(Default)]
+pub(crate) struct ByTime(BTreeMap<Time, (Capability<Time>, Vec<Sample>)>);
+
+impl ByTime {
+    /// Adds samples that arrived at `cap`'s time.
+    pub(crate) fn add(&mut self, cap: Capability<Time>, data: &mut Vec<Sample>) {
+        self.0
+            .entry(*cap.time())
+            .or_insert_with(|| (cap, Vec::new()))
+            .1
+            .append(data);
+    }
+
+    /// Takes the oldest time if the frontier `f` has passed it.
+    pub(crate) fn pop_closed(&mut self, f: Time) -> Option<(Capability<Time>, Vec<Sample>)> {
+        let entry = self.0.first_entry()?;
+        (*entry.key() < f).then(|| entry.remove())
+    }
+}
+
+/// Starts a sink's writer thread, named after the sink and the worker. If
+/// it cannot start, the error is counted and logged, and the sink holds its
+/// input (its frontier stops) rather than dropping it.
+pub(crate) fn spawn_writer(ctx: &SinkContext, worker: usize, run: impl FnOnce() + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("tidemark-sink-{}-{worker}", ctx.name))
+        .spawn(run);
+    if let Err(error) = spawned {
+        add(&ctx.stats.errors, 1);
+        tracing::error!(%error, sink = %ctx.name, "Cannot start the sink's writer thread; it holds its input.");
+    }
+}
+
 /// Builds a batching sink on a worker around `make`, which builds the
 /// writer on the writer thread.
 pub(crate) fn batch_sink<'scope, W: BatchWriter>(
@@ -151,30 +186,24 @@ pub(crate) fn batch_sink<'scope, W: BatchWriter>(
             let (tx, rx) = mpsc::channel::<(u64, Vec<Sample>)>(1);
             let done = Arc::new(AtomicU64::new(0));
             let activator = scope.worker().sync_activator_for(info.address.to_vec());
-            let thread = format!("tidemark-sink-{}-{}", ctx.name, scope.index());
-            let (stats, label, written) = (Arc::clone(&ctx.stats), ctx.name.clone(), Arc::clone(&done));
-            let spawned = std::thread::Builder::new()
-                .name(thread)
-                .spawn(move || writer_thread(make(), rx, written, activator, stats, label));
-            if let Err(error) = spawned {
-                add(&ctx.stats.errors, 1);
-                tracing::error!(%error, sink = %ctx.name, "Cannot start the sink's writer thread; it holds its input.");
-            }
+            let (stats, label, written) =
+                (Arc::clone(&ctx.stats), ctx.name.clone(), Arc::clone(&done));
+            spawn_writer(&ctx, scope.index(), move || {
+                writer_thread(make(), rx, written, activator, stats, label)
+            });
             let retry = scope.activator_for(std::rc::Rc::clone(&info.address));
-            let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Sample>)> = BTreeMap::new();
+            let mut stash = ByTime::default();
             let mut handoff: Handoff<Vec<Sample>, Vec<Capability<Time>>> = Handoff::default();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
-                    let Some(cap) = cap.retain_least(output.output_index()) else { return };
+                    let Some(cap) = cap.retain_least(output.output_index()) else {
+                        return;
+                    };
                     add(&ctx.stats.received, data.len() as u64);
-                    stash.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.append(data);
+                    stash.add(cap, data);
                 });
                 let f = frontier_min(frontier).unwrap_or(Time::MAX);
-                while let Some(entry) = stash.first_entry() {
-                    if *entry.key() >= f {
-                        break;
-                    }
-                    let (cap, samples) = entry.remove();
+                while let Some((cap, samples)) = stash.pop_closed(f) {
                     if !ctx.resume.writes(*cap.time()) || samples.is_empty() {
                         continue;
                     }

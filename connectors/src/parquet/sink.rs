@@ -41,7 +41,7 @@ use tidemark_engine::time::Time;
 use super::config::ParquetSink;
 use super::encode::{FileBuilder, Format};
 use super::service::Store;
-use crate::batch::{FIRST_BACKOFF, Handoff, MAX_BACKOFF, WriteError, chain};
+use crate::batch::{ByTime, FIRST_BACKOFF, Handoff, MAX_BACKOFF, WriteError, chain, spawn_writer};
 
 /// What the operator hands the writer, in order.
 enum Message {
@@ -82,32 +82,25 @@ impl ParquetSink {
                     stats: Arc::clone(&ctx.stats),
                     epoch: None,
                 };
-                let thread = format!("tidemark-sink-{}-{}", ctx.name, scope.index());
                 let written = Arc::clone(&done);
-                let spawned = std::thread::Builder::new()
-                    .name(thread)
-                    .spawn(move || writer.run(rx, written, activator));
-                if let Err(error) = spawned {
-                    add(&ctx.stats.errors, 1);
-                    tracing::error!(%error, sink = %ctx.name, "Cannot start the sink's writer thread; it holds its input.");
-                }
+                spawn_writer(&ctx, scope.index(), move || {
+                    writer.run(rx, written, activator)
+                });
                 let retry = scope.activator_for(std::rc::Rc::clone(&info.address));
-                let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Sample>)> = BTreeMap::new();
+                let mut stash = ByTime::default();
                 let mut open: Option<(Time, Capability<Time>)> = None;
                 // An epoch's capability goes with its `Close`.
                 let mut handoff: Handoff<Message, Option<Capability<Time>>> = Handoff::default();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
-                        let Some(cap) = cap.retain_least(output.output_index()) else { return };
+                        let Some(cap) = cap.retain_least(output.output_index()) else {
+                            return;
+                        };
                         add(&ctx.stats.received, data.len() as u64);
-                        stash.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.append(data);
+                        stash.add(cap, data);
                     });
                     let f = frontier_min(frontier).unwrap_or(Time::MAX);
-                    while let Some(entry) = stash.first_entry() {
-                        if *entry.key() >= f {
-                            break;
-                        }
-                        let (cap, samples) = entry.remove();
+                    while let Some((cap, samples)) = stash.pop_closed(f) {
                         let time = *cap.time();
                         if !ctx.resume.writes(time) || samples.is_empty() {
                             continue;
@@ -116,13 +109,20 @@ impl ParquetSink {
                         if open.as_ref().is_some_and(|(e, _)| *e != epoch)
                             && let Some((e, c)) = open.take()
                         {
-                            handoff.ready.push_back((Message::Close { epoch: e }, Some(c)));
+                            handoff
+                                .ready
+                                .push_back((Message::Close { epoch: e }, Some(c)));
                         }
                         if open.is_none() {
                             open = Some((epoch, cap));
                         }
                         match handoff.ready.back_mut() {
-                            Some((Message::Times { epoch: e, times, .. }, _)) if *e == epoch => {
+                            Some((
+                                Message::Times {
+                                    epoch: e, times, ..
+                                },
+                                _,
+                            )) if *e == epoch => {
                                 times.push(samples);
                             }
                             _ => handoff.ready.push_back((
@@ -135,10 +135,14 @@ impl ParquetSink {
                             )),
                         }
                     }
-                    if open.as_ref().is_some_and(|(e, _)| f >= e.saturating_add(roll))
+                    if open
+                        .as_ref()
+                        .is_some_and(|(e, _)| f >= e.saturating_add(roll))
                         && let Some((e, c)) = open.take()
                     {
-                        handoff.ready.push_back((Message::Close { epoch: e }, Some(c)));
+                        handoff
+                            .ready
+                            .push_back((Message::Close { epoch: e }, Some(c)));
                     }
                     if handoff.pump(&tx, &done, &ctx) {
                         retry.activate_after(Duration::from_millis(100));
