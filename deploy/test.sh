@@ -27,7 +27,7 @@ mkdir -p "$target_dir"
 need_mb=$((6 * 1024 - $(du -sm "$target_dir" | cut -f1)))
 free_mb=$(df -Pm "$target_dir" | awk 'NR == 2 {print $4}')
 if ((free_mb < need_mb)); then
-  echo "deploy/test.sh: only ${free_mb} MB free where $target_dir is; the build needs about ${need_mb} MB more (6 GB with what is there). Free some space (cargo clean in other checkouts) and run this again." >&2
+  echo "deploy/test.sh: only ${free_mb} MB free where $target_dir is; the build needs about ${need_mb} MB more (6 GB in all, counting what it already holds). Free some space (cargo clean in other checkouts) and run this again." >&2
   exit 1
 fi
 
