@@ -154,4 +154,6 @@ pub struct SinkContext {
     pub resume: Arc<Resume>,
     /// The process's live subscriptions (the `websocket` sink).
     pub live: Arc<crate::live::LiveHub>,
+    /// This worker's index.
+    pub worker: usize,
 }

@@ -13,7 +13,9 @@
 //! - [`live`]: the hub between `websocket` sinks and their subscribers;
 //! - [`stats`]: telemetry counters;
 //! - [`codec`]: the JSON-lines sample form;
-//! - [`component`]: what sources and sinks are given, and config errors.
+//! - [`component`]: what sources and sinks are given, and config errors;
+//! - [`spec`]: components as objects (the traits every source, transform
+//!   and sink implements) and stream kinds.
 //!
 //! `tidemark-operators` and `tidemark-connectors` depend on this crate;
 //! `tidemark-pipelines` ties them together.
@@ -26,6 +28,7 @@ pub mod live;
 pub mod runtime;
 pub mod selector;
 pub mod series;
+pub mod spec;
 pub mod stats;
 pub mod time;
 pub mod validate;

@@ -13,14 +13,11 @@ use tidemark_engine::live::LiveHub;
 use tidemark_engine::runtime::{
     Concatenate, PipelineScope, Probe, ProbeHandle, SampleStream, Worker,
 };
+use tidemark_engine::spec::{AnyStream, TransformContext};
 use tidemark_engine::stats::{PipelineStats, Role};
 use tidemark_engine::time::Time;
-use tidemark_operators::filter::Filter;
-use tidemark_operators::labels::Labels;
-use tidemark_operators::window::Window;
 
-use crate::formats;
-use crate::plan::{Plan, SinkPlan, SourcePlan, TransformPlan};
+use crate::plan::Plan;
 
 /// What a run gives every worker.
 #[derive(Clone)]
@@ -51,20 +48,23 @@ pub struct Built {
     pub sources: ProbeHandle<Time>,
 }
 
+/// The streams `inputs` name, as one. The compiler has checked that they
+/// all carry the same kind.
 fn merge<'scope>(
     scope: PipelineScope<'scope>,
-    streams: &HashMap<String, SampleStream<'scope>>,
+    streams: &HashMap<String, AnyStream<'scope>>,
     inputs: &[String],
-) -> SampleStream<'scope> {
-    let mut found: Vec<SampleStream<'scope>> = inputs
+) -> AnyStream<'scope> {
+    let mut found: Vec<AnyStream<'scope>> = inputs
         .iter()
         .filter_map(|i| streams.get(i).cloned())
         .collect();
     if found.len() == 1 {
-        found.swap_remove(0)
-    } else {
-        scope.concatenate::<_, Vec<Sample>>(found)
+        return found.swap_remove(0);
     }
+    let samples: Vec<SampleStream<'scope>> =
+        found.into_iter().map(AnyStream::into_samples).collect();
+    AnyStream::Samples(scope.concatenate::<_, Vec<Sample>>(samples))
 }
 
 /// Builds `plan` on this worker.
@@ -72,7 +72,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
     let sinks = ProbeHandle::new();
     let sources = ProbeHandle::new();
     worker.dataflow_named::<Time, _, _>(&plan.name, |scope| {
-        let mut streams: HashMap<String, SampleStream<'_>> = HashMap::new();
+        let mut streams: HashMap<String, AnyStream<'_>> = HashMap::new();
         for (name, source, downstream) in &plan.sources {
             let ctx = SourceContext {
                 name: name.clone(),
@@ -88,43 +88,28 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 reach: downstream.reach,
                 resume: Arc::clone(&env.resume),
             };
-            let stream = match source {
-                SourcePlan::Generator(g) => g.build(scope, ctx),
-                SourcePlan::File(f) => f.build(scope, ctx),
-                SourcePlan::Network(n) => n.build(scope, ctx),
-                SourcePlan::Kafka(k) => {
-                    k.build(scope, ctx, formats::decoder(k.format(), &plan.limits))
-                }
-            };
-            streams.insert(name.clone(), stream);
+            streams.insert(name.clone(), source.build(scope, ctx));
         }
         let all: Vec<String> = plan.sources.iter().map(|(n, _, _)| n.clone()).collect();
-        merge(scope, &streams, &all).probe_with(&sources);
+        merge(scope, &streams, &all)
+            .into_samples()
+            .probe_with(&sources);
 
         for (name, transform, inputs) in &plan.transforms {
             let input = merge(scope, &streams, inputs);
-            let stats = env.stats.component(name, Role::Transform);
-            let output = match transform {
-                TransformPlan::Window(w) => {
-                    let mut stream = input;
-                    if let Some(selector) = &w.selector {
-                        let filter_stats = env
-                            .stats
-                            .component(&format!("{name}.match"), Role::Transform);
-                        stream = stream.filter_series(
-                            &format!("{name}.match"),
-                            selector.clone(),
-                            filter_stats,
-                        );
-                    }
-                    stream.window(name, w.spec.clone(), stats)
-                }
-                TransformPlan::Filter(selector) => {
-                    input.filter_series(name, selector.clone(), stats)
-                }
-                TransformPlan::Labels(rules) => input.relabel(name, rules.clone(), stats),
+            let ctx = TransformContext {
+                name: name.clone(),
+                stats: Arc::clone(&env.stats),
             };
-            streams.insert(name.clone(), output);
+            let outputs = transform.outputs();
+            for (port, stream) in outputs.iter().zip(transform.build(input, ctx)) {
+                let key = if port.name.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{name}.{}", port.name)
+                };
+                streams.insert(key, stream);
+            }
         }
 
         for (name, sink, inputs) in &plan.sinks {
@@ -136,18 +121,9 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 stdout: Arc::clone(&env.stdout),
                 resume: Arc::clone(&env.resume),
                 live: Arc::clone(&env.live),
+                worker: scope.index(),
             };
-            let done = match sink {
-                SinkPlan::File(f) => f.build(input, ctx, scope.index()),
-                SinkPlan::Console(c) => c.build(input, ctx),
-                SinkPlan::Blackhole(b) => b.build(input, ctx),
-                SinkPlan::Kafka(k) => k.build(input, ctx, formats::encoder(k.format())),
-                SinkPlan::Timescaledb(t) => t.build(input, ctx),
-                SinkPlan::Redis(r) => r.build(input, ctx),
-                SinkPlan::Parquet(p) => p.build(input, ctx),
-                SinkPlan::Websocket(w) => w.build(input, ctx),
-            };
-            done.probe_with(&sinks);
+            sink.build(input, ctx).probe_with(&sinks);
         }
     });
     Built { sinks, sources }

@@ -1,6 +1,11 @@
 //! The component registry: every source, transform and sink type, in one
-//! explicit, compiler-checked place. Adding a type means adding a variant
-//! here and an arm in `compile` and `build`.
+//! explicit, compiler-checked place. A type is one line here, naming its
+//! config struct; the config implements
+//! [`Validate`](tidemark_engine::spec::Validate) and its validated form
+//! answers every question the compiler asks through
+//! [`SourceSpec`], [`TransformSpec`] or [`SinkSpec`].
+
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -8,67 +13,94 @@ use tidemark_connectors::blackhole::BlackholeConfig;
 use tidemark_connectors::console::ConsoleConfig;
 use tidemark_connectors::file::{FileSinkConfig, FileSourceConfig};
 use tidemark_connectors::generator::GeneratorConfig;
-use tidemark_connectors::kafka::{KafkaSinkConfig, KafkaSourceConfig};
-use tidemark_connectors::network::NetworkSourceConfig;
+use tidemark_connectors::network::{GrpcSourceConfig, OtlpSourceConfig, RemoteWriteSourceConfig};
 use tidemark_connectors::parquet::ParquetSinkConfig;
 use tidemark_connectors::redis::RedisSinkConfig;
 use tidemark_connectors::timescaledb::TimescaleSinkConfig;
 use tidemark_connectors::websocket::WebsocketSinkConfig;
+use tidemark_engine::component::ConfigError;
+use tidemark_engine::spec::{SinkSpec, SourceSpec, TransformSpec, Validate};
+use tidemark_operators::filter::FilterConfig;
+use tidemark_operators::labels::LabelsConfig;
+use tidemark_operators::window::WindowConfig;
 
-use crate::transforms::filter::FilterConfig;
-use crate::transforms::labels::LabelsConfig;
-use crate::transforms::window::WindowConfig;
+use crate::formats::{KafkaSinkEntry, KafkaSourceEntry};
 
-/// Every source type.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SourceConfig {
-    /// Synthetic host and service metrics.
-    Generator(GeneratorConfig),
-    /// JSON lines from a file or standard input.
-    File(FileSourceConfig),
-    /// Samples written to the server's Tidemark ingest service (gRPC).
-    Grpc(NetworkSourceConfig),
-    /// Samples Prometheus remote-writes to the server (`/api/v1/write`).
-    RemoteWrite(NetworkSourceConfig),
-    /// OTLP metrics sent to the server (gRPC or `/v1/metrics`).
-    Otlp(NetworkSourceConfig),
-    /// Messages read from Kafka topics.
-    Kafka(KafkaSourceConfig),
+/// Declares a serde-tagged enum of component configs (the `type` field
+/// picks the variant) and its `validate`, which hands each variant to its
+/// config's [`Validate`]. One line per component type.
+macro_rules! registry {
+    ($(#[$meta:meta])* $name:ident => $spec:ty {
+        $($(#[$vmeta:meta])* $variant:ident($config:ty),)*
+    }) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, Deserialize, PartialEq)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant($config),)*
+        }
+
+        impl $name {
+            /// Checks every field, without I/O.
+            pub fn validate(&self) -> Result<Arc<$spec>, Vec<ConfigError>> {
+                match self {
+                    $($name::$variant(config) => Validate::<$spec>::validated(config),)*
+                }
+            }
+        }
+    };
 }
 
-/// Every transform type.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum TransformConfig {
-    /// Windowed aggregation.
-    Window(WindowConfig),
-    /// Keep series matching a selector.
-    Filter(FilterConfig),
-    /// Rewrite labels.
-    Labels(LabelsConfig),
+registry! {
+    /// Every source type.
+    SourceConfig => dyn SourceSpec {
+        /// Synthetic host and service metrics.
+        Generator(GeneratorConfig),
+        /// JSON lines from a file or standard input.
+        File(FileSourceConfig),
+        /// Samples written to the server's Tidemark ingest service (gRPC).
+        Grpc(GrpcSourceConfig),
+        /// Samples Prometheus remote-writes to the server (`/api/v1/write`).
+        RemoteWrite(RemoteWriteSourceConfig),
+        /// OTLP metrics sent to the server (gRPC or `/v1/metrics`).
+        Otlp(OtlpSourceConfig),
+        /// Messages read from Kafka topics.
+        Kafka(KafkaSourceEntry),
+    }
 }
 
-/// Every sink type.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SinkConfig {
-    /// JSON lines to a file or standard output.
-    File(FileSinkConfig),
-    /// Readable lines on standard output.
-    Console(ConsoleConfig),
-    /// Count and discard.
-    Blackhole(BlackholeConfig),
-    /// Messages written to a Kafka topic.
-    Kafka(KafkaSinkConfig),
-    /// Rows upserted into TimescaleDB (or plain PostgreSQL).
-    Timescaledb(TimescaleSinkConfig),
-    /// Latest values, recent history and pub/sub messages in Redis.
-    Redis(RedisSinkConfig),
-    /// Parquet files on S3, a local directory or memory.
-    Parquet(ParquetSinkConfig),
-    /// Live values for subscribers of the server's `/ws`.
-    Websocket(WebsocketSinkConfig),
+registry! {
+    /// Every transform type.
+    TransformConfig => dyn TransformSpec {
+        /// Windowed aggregation.
+        Window(WindowConfig),
+        /// Keep series matching a selector.
+        Filter(FilterConfig),
+        /// Rewrite labels.
+        Labels(LabelsConfig),
+    }
+}
+
+registry! {
+    /// Every sink type.
+    SinkConfig => dyn SinkSpec {
+        /// JSON lines to a file or standard output.
+        File(FileSinkConfig),
+        /// Readable lines on standard output.
+        Console(ConsoleConfig),
+        /// Count and discard.
+        Blackhole(BlackholeConfig),
+        /// Messages written to a Kafka topic.
+        Kafka(KafkaSinkEntry),
+        /// Rows upserted into TimescaleDB (or plain PostgreSQL).
+        Timescaledb(TimescaleSinkConfig),
+        /// Latest values, recent history and pub/sub messages in Redis.
+        Redis(RedisSinkConfig),
+        /// Parquet files on S3, a local directory or memory.
+        Parquet(ParquetSinkConfig),
+        /// Live values for subscribers of the server's `/ws`.
+        Websocket(WebsocketSinkConfig),
+    }
 }
 
 /// The three sections of a pipeline.

@@ -1,15 +1,26 @@
 //! Message formats of the Kafka connectors: the protobuf ones are decoded
 //! and encoded here, with the same code the server's gRPC and remote-write
 //! receivers use; JSON lines and Influx line protocol live beside the
-//! connector.
+//! connector. Because the decoders live here, so do the Kafka components'
+//! registry entries ([`KafkaSourceEntry`], [`KafkaSinkEntry`]): they hand
+//! the connector its decoder or encoder when it is built.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prost::Message;
 
-use tidemark_connectors::kafka::{Decode, Encode, Format, Influx, JsonLines, JsonSample, Rejects};
+use serde::Deserialize;
+
+use tidemark_connectors::kafka::{
+    Decode, Encode, Format, Influx, JsonLines, JsonSample, KafkaSink, KafkaSinkConfig, KafkaSource,
+    KafkaSourceConfig, Rejects,
+};
 use tidemark_engine::Sample;
+use tidemark_engine::component::{ConfigError, SinkContext, SourceContext};
+use tidemark_engine::runtime::{PipelineScope, ProgressStream};
+use tidemark_engine::spec::{AnyStream, SinkSpec, SourceSpec, StreamKind, Validate};
+use tidemark_engine::time::Time;
 use tidemark_engine::validate::{EdgeCheck, Limits, RejectReason};
 
 use crate::server::{ingest, remote_write};
@@ -113,6 +124,72 @@ pub fn encoder(format: Format) -> Arc<dyn Encode> {
     match format {
         Format::Protobuf => Arc::new(ProtobufSample),
         _ => Arc::new(JsonSample),
+    }
+}
+
+/// `type: kafka` as a source.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct KafkaSourceEntry(pub KafkaSourceConfig);
+
+/// A validated Kafka source with its pipeline's edge limits.
+#[derive(Clone, Debug)]
+pub struct KafkaSourceSpec(pub KafkaSource);
+
+impl Validate<dyn SourceSpec> for KafkaSourceEntry {
+    fn validated(&self) -> Result<Arc<dyn SourceSpec>, Vec<ConfigError>> {
+        self.0
+            .validate()
+            .map(|k| Arc::new(KafkaSourceSpec(k)) as Arc<dyn SourceSpec>)
+    }
+}
+
+impl SourceSpec for KafkaSourceSpec {
+    fn emits(&self) -> StreamKind {
+        StreamKind::Samples
+    }
+    fn is_finite(&self) -> bool {
+        false
+    }
+    fn needs_ingest(&self) -> bool {
+        false
+    }
+    fn build<'scope>(&self, scope: PipelineScope<'scope>, ctx: SourceContext) -> AnyStream<'scope> {
+        let decoder = decoder(self.0.format(), &ctx.limits);
+        AnyStream::Samples(self.0.build(scope, ctx, decoder))
+    }
+}
+
+/// `type: kafka` as a sink.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct KafkaSinkEntry(pub KafkaSinkConfig);
+
+/// A validated Kafka sink.
+#[derive(Clone, Debug)]
+pub struct KafkaSinkSpec(pub KafkaSink);
+
+impl Validate<dyn SinkSpec> for KafkaSinkEntry {
+    fn validated(&self) -> Result<Arc<dyn SinkSpec>, Vec<ConfigError>> {
+        self.0
+            .validate()
+            .map(|k| Arc::new(KafkaSinkSpec(k)) as Arc<dyn SinkSpec>)
+    }
+}
+
+impl SinkSpec for KafkaSinkSpec {
+    fn takes(&self) -> StreamKind {
+        StreamKind::Samples
+    }
+    fn holdback(&self) -> Time {
+        0
+    }
+    fn serves_live(&self) -> bool {
+        false
+    }
+    fn build<'scope>(&self, input: AnyStream<'scope>, ctx: SinkContext) -> ProgressStream<'scope> {
+        self.0
+            .build(input.into_samples(), ctx, encoder(self.0.format()))
     }
 }
 

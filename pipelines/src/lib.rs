@@ -19,7 +19,6 @@ pub mod loadgen;
 pub mod plan;
 pub mod run;
 pub mod server;
-pub mod transforms;
 pub mod yaml;
 
 pub use compile::{Diagnostic, compile};

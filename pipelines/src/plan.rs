@@ -1,71 +1,10 @@
 //! A compiled pipeline: validated components in an order that can be built.
 
-use tidemark_connectors::blackhole::BlackholeConfig;
-use tidemark_connectors::console::ConsoleConfig;
-use tidemark_connectors::file::FileSinkConfig;
-use tidemark_connectors::generator::Generator;
-use tidemark_engine::selector::Selector;
+use std::sync::Arc;
+
+use tidemark_engine::spec::{SinkSpec, SourceSpec, TransformSpec};
 use tidemark_engine::time::Time;
 use tidemark_engine::validate::Limits;
-use tidemark_operators::labels::Relabel;
-
-use crate::transforms::window::WindowPlan;
-
-/// A validated source.
-#[derive(Clone, Debug)]
-pub enum SourcePlan {
-    /// `generator`.
-    Generator(Generator),
-    /// `file`.
-    File(tidemark_connectors::file::FileSource),
-    /// `grpc` (and later `otlp`, `remote_write`): needs `tidemark serve`.
-    Network(tidemark_connectors::network::NetworkSource),
-    /// `kafka`.
-    Kafka(tidemark_connectors::kafka::KafkaSource),
-}
-
-/// A validated transform.
-#[derive(Clone, Debug)]
-pub enum TransformPlan {
-    /// `window`.
-    Window(WindowPlan),
-    /// `filter`.
-    Filter(Selector),
-    /// `labels`.
-    Labels(Vec<Relabel>),
-}
-
-/// A validated sink.
-#[derive(Clone, Debug)]
-pub enum SinkPlan {
-    /// `file`.
-    File(FileSinkConfig),
-    /// `console`.
-    Console(ConsoleConfig),
-    /// `blackhole`.
-    Blackhole(BlackholeConfig),
-    /// `kafka`.
-    Kafka(tidemark_connectors::kafka::KafkaSink),
-    /// `timescaledb`.
-    Timescaledb(tidemark_connectors::timescaledb::TimescaleSink),
-    /// `redis`.
-    Redis(tidemark_connectors::redis::RedisSink),
-    /// `parquet`.
-    Parquet(tidemark_connectors::parquet::ParquetSink),
-    /// `websocket`.
-    Websocket(tidemark_connectors::websocket::WebsocketSink),
-}
-
-impl SinkPlan {
-    /// How far the sink holds output back before it is durable (flow
-    /// control lets sources run this far ahead of it).
-    pub fn holdback(&self) -> Time {
-        match self {
-            SinkPlan::Parquet(p) => p.holdback(),
-            _ => 0,
-        }
-    }
-}
 
 /// What lies downstream of a source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,11 +35,12 @@ pub struct Plan {
     /// Edge limits for its sources.
     pub limits: Limits,
     /// Sources with what lies downstream of each.
-    pub sources: Vec<(String, SourcePlan, Downstream)>,
-    /// Transforms in topological order, with their inputs.
-    pub transforms: Vec<(String, TransformPlan, Vec<String>)>,
+    pub sources: Vec<(String, Arc<dyn SourceSpec>, Downstream)>,
+    /// Transforms in topological order, with their inputs (`name` or
+    /// `name.port`).
+    pub transforms: Vec<(String, Arc<dyn TransformSpec>, Vec<String>)>,
     /// Sinks with their inputs.
-    pub sinks: Vec<(String, SinkPlan, Vec<String>)>,
+    pub sinks: Vec<(String, Arc<dyn SinkSpec>, Vec<String>)>,
 }
 
 impl Plan {
@@ -108,26 +48,22 @@ impl Plan {
     pub fn network_sources(&self) -> Vec<&str> {
         self.sources
             .iter()
-            .filter(|(_, s, _)| matches!(s, SourcePlan::Network(_)))
+            .filter(|(_, s, _)| s.needs_ingest())
             .map(|(n, _, _)| n.as_str())
             .collect()
     }
 
-    /// The names of the `websocket` sinks.
+    /// The names of the sinks that serve live subscribers (`websocket`).
     pub fn websocket_sinks(&self) -> Vec<&str> {
         self.sinks
             .iter()
-            .filter(|(_, s, _)| matches!(s, SinkPlan::Websocket(_)))
+            .filter(|(_, s, _)| s.serves_live())
             .map(|(n, _, _)| n.as_str())
             .collect()
     }
 
     /// Whether every source is finite, so a run ends on its own.
     pub fn is_finite(&self) -> bool {
-        self.sources.iter().all(|(_, s, _)| match s {
-            SourcePlan::Generator(g) => g.ticks.is_some(),
-            SourcePlan::File(_) => true,
-            SourcePlan::Network(_) | SourcePlan::Kafka(_) => false,
-        })
+        self.sources.iter().all(|(_, s, _)| s.is_finite())
     }
 }

@@ -3,11 +3,15 @@
 
 use std::io::Write;
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use tidemark_engine::Sample;
 use tidemark_engine::component::{ConfigError, SinkContext, StdoutWriter};
 use tidemark_engine::runtime::{ProgressStream, SampleStream};
+use tidemark_engine::spec::{AnyStream, SinkSpec, StreamKind, Validate};
+use tidemark_engine::time::Time;
 use tidemark_engine::time::format_millis;
 
 use crate::gather::{Writer, gather_sink};
@@ -91,5 +95,27 @@ impl Writer for ConsoleWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+impl Validate<dyn SinkSpec> for ConsoleConfig {
+    fn validated(&self) -> Result<Arc<dyn SinkSpec>, Vec<ConfigError>> {
+        self.validate()?;
+        Ok(Arc::new(self.clone()))
+    }
+}
+
+impl SinkSpec for ConsoleConfig {
+    fn takes(&self) -> StreamKind {
+        StreamKind::Samples
+    }
+    fn holdback(&self) -> Time {
+        0
+    }
+    fn serves_live(&self) -> bool {
+        false
+    }
+    fn build<'scope>(&self, input: AnyStream<'scope>, ctx: SinkContext) -> ProgressStream<'scope> {
+        self.build(input.into_samples(), ctx)
     }
 }

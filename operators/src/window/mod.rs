@@ -14,6 +14,9 @@
 //! its input watermark minus lateness, and chained windows see results on
 //! time.
 
+mod config;
+pub use config::{LateConfig, ShapeConfig, WindowConfig, WindowPlan};
+
 mod aligned;
 mod operator;
 mod session;

@@ -23,9 +23,9 @@ use tidemark_operators::aggregate::{Aggregate, Needs};
 use tidemark_operators::group::Grouping;
 use tidemark_operators::window::{LatePolicy, WindowKind, WindowSpec};
 
-use crate::plan::{Plan, SinkPlan, SourcePlan, TransformPlan};
+use crate::plan::Plan;
 use crate::run::{RunOptions, run};
-use crate::transforms::window::WindowPlan;
+use tidemark_operators::window::WindowPlan;
 
 /// Options of `tidemark bench window`.
 #[derive(Clone, Debug, clap::Args)]
@@ -117,10 +117,10 @@ fn plan(series: u64, samples: u64, case: Case) -> Plan {
         (
             vec![(
                 "w".to_owned(),
-                TransformPlan::Window(WindowPlan {
+                Arc::new(WindowPlan {
                     selector: None,
                     spec: window,
-                }),
+                }) as Arc<dyn tidemark_engine::spec::TransformSpec>,
                 vec!["gen".to_owned()],
             )],
             "w",
@@ -131,7 +131,7 @@ fn plan(series: u64, samples: u64, case: Case) -> Plan {
         limits: Limits::default(),
         sources: vec![(
             "gen".into(),
-            SourcePlan::Generator(generator),
+            Arc::new(generator),
             crate::plan::Downstream {
                 holdback,
                 reach: Some(0),
@@ -140,7 +140,7 @@ fn plan(series: u64, samples: u64, case: Case) -> Plan {
         transforms,
         sinks: vec![(
             "out".into(),
-            SinkPlan::Blackhole(BlackholeConfig {}),
+            Arc::new(BlackholeConfig {}),
             vec![sink_input.into()],
         )],
     }

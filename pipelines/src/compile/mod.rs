@@ -6,11 +6,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use std::sync::Arc;
+
 use tidemark_engine::component::ConfigError;
+use tidemark_engine::spec::{SinkSpec, StreamKind, TransformSpec};
 use tidemark_engine::validate::Limits;
 
 use crate::config::{Section, SinkConfig, SourceConfig, TransformConfig};
-use crate::plan::{Downstream, Plan, SinkPlan, SourcePlan, TransformPlan};
+use crate::plan::{Downstream, Plan};
 use crate::yaml::{self, Node, Pos};
 
 /// One located error.
@@ -214,15 +217,6 @@ fn without_inputs(node: &Node) -> serde_json::Value {
     v
 }
 
-/// What a stream carries, for compatibility checks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Carries {
-    /// Samples as they came in.
-    Raw,
-    /// Window results (gauges, whatever the input was).
-    Aggregates,
-}
-
 /// Compiles a pipeline. `file` names the source in messages.
 pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
     let mut ctx = Ctx {
@@ -324,112 +318,34 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
     };
     for c in &sources {
         let me = (Section::Source, c.name.as_str());
-        match typed::<SourceConfig>(c.node, without_inputs(c.node)) {
-            Ok(SourceConfig::Generator(g)) => match g.validate() {
-                Ok(v) => plan.sources.push((
-                    c.name.clone(),
-                    SourcePlan::Generator(v),
-                    Downstream::default(),
-                )),
-                Err(e) => config_errors(&mut ctx, c.node, me, e),
-            },
-            Ok(SourceConfig::File(f)) => match f.validate() {
-                Ok(v) => {
-                    plan.sources
-                        .push((c.name.clone(), SourcePlan::File(v), Downstream::default()))
-                }
-                Err(e) => config_errors(&mut ctx, c.node, me, e),
-            },
-            Ok(SourceConfig::Otlp(n)) => {
-                match n.validate(tidemark_engine::ingest::Protocol::Otlp) {
-                    Ok(v) => plan.sources.push((
-                        c.name.clone(),
-                        SourcePlan::Network(v),
-                        Downstream::default(),
-                    )),
-                    Err(e) => config_errors(&mut ctx, c.node, me, e),
-                }
-            }
-            Ok(SourceConfig::RemoteWrite(n)) => {
-                match n.validate(tidemark_engine::ingest::Protocol::RemoteWrite) {
-                    Ok(v) => plan.sources.push((
-                        c.name.clone(),
-                        SourcePlan::Network(v),
-                        Downstream::default(),
-                    )),
-                    Err(e) => config_errors(&mut ctx, c.node, me, e),
-                }
-            }
-            Ok(SourceConfig::Grpc(n)) => {
-                match n.validate(tidemark_engine::ingest::Protocol::Grpc) {
-                    Ok(v) => plan.sources.push((
-                        c.name.clone(),
-                        SourcePlan::Network(v),
-                        Downstream::default(),
-                    )),
-                    Err(e) => config_errors(&mut ctx, c.node, me, e),
-                }
-            }
-            Ok(SourceConfig::Kafka(k)) => match k.validate() {
-                Ok(v) => {
-                    plan.sources
-                        .push((c.name.clone(), SourcePlan::Kafka(v), Downstream::default()))
-                }
-                Err(e) => config_errors(&mut ctx, c.node, me, e),
-            },
+        match typed::<SourceConfig>(c.node, without_inputs(c.node)).map(|s| s.validate()) {
+            Ok(Ok(spec)) => plan
+                .sources
+                .push((c.name.clone(), spec, Downstream::default())),
+            Ok(Err(e)) => config_errors(&mut ctx, c.node, me, e),
             Err((pos, message)) => ctx.error(pos, Some(me), message),
         }
     }
-    let mut transform_plans: BTreeMap<String, (TransformPlan, bool)> = BTreeMap::new();
+    let mut transform_plans: BTreeMap<String, Arc<dyn TransformSpec>> = BTreeMap::new();
     for c in &transforms {
         let me = (Section::Transform, c.name.as_str());
-        match typed::<TransformConfig>(c.node, without_inputs(c.node)) {
-            Ok(TransformConfig::Window(w)) => match w.validate() {
-                Ok(v) => {
-                    transform_plans.insert(
-                        c.name.clone(),
-                        (TransformPlan::Window(v), w.reads_counters()),
-                    );
-                }
-                Err(e) => config_errors(&mut ctx, c.node, me, e),
-            },
-            Ok(TransformConfig::Filter(f)) => match f.validate() {
-                Ok(v) => {
-                    transform_plans.insert(c.name.clone(), (TransformPlan::Filter(v), false));
-                }
-                Err(e) => config_errors(&mut ctx, c.node, me, e),
-            },
-            Ok(TransformConfig::Labels(l)) => match l.validate() {
-                Ok(v) => {
-                    transform_plans.insert(c.name.clone(), (TransformPlan::Labels(v), false));
-                }
-                Err(e) => config_errors(&mut ctx, c.node, me, e),
-            },
+        match typed::<TransformConfig>(c.node, without_inputs(c.node)).map(|t| t.validate()) {
+            Ok(Ok(spec)) => {
+                transform_plans.insert(c.name.clone(), spec);
+            }
+            Ok(Err(e)) => config_errors(&mut ctx, c.node, me, e),
             Err((pos, message)) => ctx.error(pos, Some(me), message),
         }
     }
-    let mut sink_plans: BTreeMap<String, SinkPlan> = BTreeMap::new();
+    let mut sink_plans: BTreeMap<String, Arc<dyn SinkSpec>> = BTreeMap::new();
     for c in &sinks {
         let me = (Section::Sink, c.name.as_str());
-        let checked = match typed::<SinkConfig>(c.node, without_inputs(c.node)) {
-            Ok(SinkConfig::File(f)) => f.validate().map(|()| SinkPlan::File(f)),
-            Ok(SinkConfig::Console(k)) => k.validate().map(|()| SinkPlan::Console(k)),
-            Ok(SinkConfig::Blackhole(b)) => b.validate().map(|()| SinkPlan::Blackhole(b)),
-            Ok(SinkConfig::Kafka(k)) => k.validate().map(SinkPlan::Kafka),
-            Ok(SinkConfig::Timescaledb(t)) => t.validate().map(SinkPlan::Timescaledb),
-            Ok(SinkConfig::Redis(r)) => r.validate().map(SinkPlan::Redis),
-            Ok(SinkConfig::Parquet(p)) => p.validate().map(SinkPlan::Parquet),
-            Ok(SinkConfig::Websocket(w)) => w.validate().map(SinkPlan::Websocket),
-            Err((pos, message)) => {
-                ctx.error(pos, Some(me), message);
-                continue;
+        match typed::<SinkConfig>(c.node, without_inputs(c.node)).map(|s| s.validate()) {
+            Ok(Ok(spec)) => {
+                sink_plans.insert(c.name.clone(), spec);
             }
-        };
-        match checked {
-            Ok(p) => {
-                sink_plans.insert(c.name.clone(), p);
-            }
-            Err(e) => config_errors(&mut ctx, c.node, me, e),
+            Ok(Err(e)) => config_errors(&mut ctx, c.node, me, e),
+            Err((pos, message)) => ctx.error(pos, Some(me), message),
         }
     }
 
@@ -438,6 +354,19 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
         for c in list.iter() {
             for (input, pos) in &c.inputs {
                 let me = Some((section, c.name.as_str()));
+                let (component, port) = split_port(input);
+                if let Some(port) = port
+                    && sections.get(component).is_some()
+                    && !has_port(&transform_plans, &transforms, component, port)
+                {
+                    ctx.error(
+                        *pos,
+                        me,
+                        format!("{component:?} has no output {port:?} (a source has one output, read by its name; a transform's outputs are listed in its docs)"),
+                    );
+                    continue;
+                }
+                let input = &component.to_owned();
                 match sections.get(input) {
                     None => {
                         let known: Vec<&str> = sections
@@ -459,14 +388,14 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
                         me,
                         format!("input {input:?} is a sink; inputs name sources or transforms"),
                     ),
-                    Some(_) if input == &c.name => {
+                    Some(_) if input == &c.name && port.is_none() => {
                         ctx.error(*pos, me, "a transform cannot read its own output")
                     }
                     Some(_)
                         if c.inputs
                             .iter()
                             .take_while(|(_, p)| p != pos)
-                            .any(|(i, _)| i == input) =>
+                            .any(|(i, _)| split_port(i) == (input.as_str(), port)) =>
                     {
                         ctx.error(*pos, me, format!("input {input:?} is listed twice"))
                     }
@@ -486,7 +415,7 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
     let read: BTreeSet<&str> = transforms
         .iter()
         .chain(sinks.iter())
-        .flat_map(|c| c.inputs.iter().map(|(i, _)| i.as_str()))
+        .flat_map(|c| c.inputs.iter().map(|(i, _)| split_port(i).0))
         .collect();
     for (section, list) in [
         (Section::Source, &sources),
@@ -512,7 +441,7 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
                 c.name.as_str(),
                 c.inputs
                     .iter()
-                    .map(|(i, _)| i.as_str())
+                    .map(|(i, _)| split_port(i).0)
                     .filter(|i| sections.get(*i) == Some(&Section::Transform))
                     .collect(),
             )
@@ -576,45 +505,15 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
         }
     }
 
-    // What each stream carries: rate and increase need raw counters.
-    let mut carries: BTreeMap<&str, Carries> = sources
-        .iter()
-        .map(|c| (c.name.as_str(), Carries::Raw))
-        .collect();
-    for name in &order {
-        let Some(c) = transforms.iter().find(|c| c.name == *name) else {
-            continue;
-        };
-        let input_carries: Vec<(&str, Carries)> = c
-            .inputs
-            .iter()
-            .filter_map(|(i, _)| carries.get(i.as_str()).map(|k| (i.as_str(), *k)))
-            .collect();
-        let out = match transform_plans.get(*name) {
-            Some((TransformPlan::Window(_), reads_counters)) => {
-                if *reads_counters {
-                    for (input, k) in &input_carries {
-                        if *k == Carries::Aggregates {
-                            ctx.error(
-                                c.key,
-                                Some((Section::Transform, name)),
-                                format!("rate and increase need raw counters, but input {input:?} carries window results; compute them in the first window"),
-                            );
-                        }
-                    }
-                }
-                Carries::Aggregates
-            }
-            _ => {
-                if input_carries.iter().any(|(_, k)| *k == Carries::Aggregates) {
-                    Carries::Aggregates
-                } else {
-                    Carries::Raw
-                }
-            }
-        };
-        carries.insert(name, out);
-    }
+    check_streams(
+        &mut ctx,
+        &transforms,
+        &sinks,
+        &order,
+        &plan,
+        &transform_plans,
+        &sink_plans,
+    );
 
     if !ctx.errors.is_empty() {
         ctx.errors.sort();
@@ -629,7 +528,7 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
             .unwrap_or_default()
     };
     for name in order {
-        if let Some((p, _)) = transform_plans.remove(name) {
+        if let Some(p) = transform_plans.remove(name) {
             plan.transforms
                 .push((name.to_owned(), p, inputs_of(&transforms, name)));
         }
@@ -648,14 +547,14 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
         let sinks = plan
             .sinks
             .iter()
-            .filter(|(_, _, ins)| ins.iter().any(|i| i == name))
+            .filter(|(_, _, ins)| ins.iter().any(|i| split_port(i).0 == name))
             .map(|(_, s, _)| Downstream {
                 holdback: s.holdback(),
                 reach: Some(0),
             });
         plan.transforms
             .iter()
-            .filter(|(_, _, ins)| ins.iter().any(|i| i == name))
+            .filter(|(_, _, ins)| ins.iter().any(|i| split_port(i).0 == name))
             .map(|(n, _, _)| below.get(n).copied().unwrap_or_default())
             .chain(sinks)
             .fold(Downstream::default(), |a, b| Downstream {
@@ -664,10 +563,7 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
             })
     };
     for (name, p, _) in plan.transforms.iter().rev() {
-        let (holdback, reach) = match p {
-            TransformPlan::Window(w) => (w.spec.holdback(), w.spec.reach()),
-            _ => (0, Some(0)),
-        };
+        let (holdback, reach) = (p.holdback(), p.reach());
         let after = downstream(name, &below);
         below.insert(
             name.clone(),
@@ -686,4 +582,130 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
         *d = value;
     }
     Ok(plan)
+}
+
+/// Splits an input into its component and port: `rules.alerts` is the
+/// `alerts` output of `rules`; `rules` its default output.
+pub(crate) fn split_port(input: &str) -> (&str, Option<&str>) {
+    match input.split_once('.') {
+        Some((component, port)) => (component, Some(port)),
+        None => (input, None),
+    }
+}
+
+/// Whether `component` (a transform) has a named output `port`. Sources
+/// have only their default output.
+fn has_port(
+    specs: &BTreeMap<String, Arc<dyn TransformSpec>>,
+    transforms: &[Component<'_>],
+    component: &str,
+    port: &str,
+) -> bool {
+    match specs.get(component) {
+        Some(spec) => spec
+            .outputs()
+            .iter()
+            .any(|p| !p.name.is_empty() && p.name == port),
+        // A transform whose config is wrong: its ports are unknown, and its
+        // own errors are already reported.
+        None => transforms.iter().any(|c| c.name == component),
+    }
+}
+
+/// What a stream carries: its kind, and whether its values are still the
+/// samples as they came in (counters) or derived (window results).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Carries {
+    kind: StreamKind,
+    raw: bool,
+}
+
+/// Checks that every input gives the kind its reader takes, and that
+/// transforms that need raw counters (`rate`, `increase`) get them.
+#[allow(clippy::too_many_arguments)]
+fn check_streams(
+    ctx: &mut Ctx<'_>,
+    transforms: &[Component<'_>],
+    sinks: &[Component<'_>],
+    order: &[&str],
+    plan: &Plan,
+    transform_specs: &BTreeMap<String, Arc<dyn TransformSpec>>,
+    sink_specs: &BTreeMap<String, Arc<dyn SinkSpec>>,
+) {
+    let mut carries: BTreeMap<String, Carries> = plan
+        .sources
+        .iter()
+        .map(|(name, spec, _)| {
+            let carries = Carries {
+                kind: spec.emits(),
+                raw: true,
+            };
+            (name.clone(), carries)
+        })
+        .collect();
+    let reads = |ctx: &mut Ctx<'_>,
+                 carries: &BTreeMap<String, Carries>,
+                 section: Section,
+                 c: &Component<'_>,
+                 takes: StreamKind|
+     -> Vec<(String, Carries)> {
+        let mut found = Vec::new();
+        for (input, _) in &c.inputs {
+            let Some(k) = carries.get(input) else {
+                continue;
+            };
+            if k.kind != takes {
+                ctx.error(
+                    c.key,
+                    Some((section, &c.name)),
+                    format!(
+                        "{} {:?} takes {takes}, but input {input:?} gives {}",
+                        section.word(),
+                        c.name,
+                        k.kind
+                    ),
+                );
+            }
+            found.push((input.clone(), *k));
+        }
+        found
+    };
+    for name in order {
+        let (Some(c), Some(spec)) = (
+            transforms.iter().find(|c| c.name == *name),
+            transform_specs.get(*name),
+        ) else {
+            continue;
+        };
+        let inputs = reads(ctx, &carries, Section::Transform, c, spec.takes());
+        if spec.needs_raw_input() {
+            for (input, _) in inputs.iter().filter(|(_, k)| !k.raw) {
+                ctx.error(
+                    c.key,
+                    Some((Section::Transform, name)),
+                    format!("rate and increase need raw counters, but input {input:?} carries window results; compute them in the first window"),
+                );
+            }
+        }
+        let raw = !spec.derives_values() && inputs.iter().all(|(_, k)| k.raw);
+        for port in spec.outputs() {
+            let key = if port.name.is_empty() {
+                (*name).to_owned()
+            } else {
+                format!("{name}.{}", port.name)
+            };
+            carries.insert(
+                key,
+                Carries {
+                    kind: port.kind,
+                    raw,
+                },
+            );
+        }
+    }
+    for c in sinks {
+        if let Some(spec) = sink_specs.get(&c.name) {
+            reads(ctx, &carries, Section::Sink, c, spec.takes());
+        }
+    }
 }

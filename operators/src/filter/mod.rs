@@ -1,6 +1,9 @@
 //! The `filter` operator: keeps the samples whose series match a PromQL
 //! series selector. Decisions are cached per series id.
 
+mod config;
+pub use config::{FilterConfig, FilterTransform};
+
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;

@@ -4,13 +4,20 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use tidemark_engine::component::ConfigError;
+use crate::aggregate::{Aggregate, Needs};
+use crate::filter::Filter;
+use crate::group::Grouping;
+use crate::window::{LatePolicy, Window, WindowKind, WindowSpec};
+use tidemark_engine::component::{ConfigError, Reach};
+use tidemark_engine::runtime::SampleStream;
 use tidemark_engine::selector::Selector;
+use tidemark_engine::spec::{
+    AnyStream, Port, StreamKind, TransformContext, TransformSpec, Validate,
+};
+use tidemark_engine::stats::Role;
+use tidemark_engine::time::Time;
 use tidemark_engine::time::{Millis, millis, parse_duration};
 use tidemark_engine::validate::is_label_name;
-use tidemark_operators::aggregate::{Aggregate, Needs};
-use tidemark_operators::group::Grouping;
-use tidemark_operators::window::{LatePolicy, WindowKind, WindowSpec};
 
 /// Windowed aggregation.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -239,12 +246,55 @@ impl WindowConfig {
             _ => Err(errors),
         }
     }
+}
 
-    /// Whether the window reads its input as counters (`rate`, `increase`).
-    pub fn reads_counters(&self) -> bool {
-        self.aggregates
+impl Validate<dyn TransformSpec> for WindowConfig {
+    fn validated(&self) -> Result<Arc<dyn TransformSpec>, Vec<ConfigError>> {
+        self.validate()
+            .map(|w| Arc::new(w) as Arc<dyn TransformSpec>)
+    }
+}
+
+impl TransformSpec for WindowPlan {
+    fn takes(&self) -> StreamKind {
+        StreamKind::Samples
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![Port::default_output(StreamKind::Samples)]
+    }
+    fn holdback(&self) -> Time {
+        self.spec.holdback()
+    }
+    fn reach(&self) -> Reach {
+        self.spec.reach()
+    }
+    /// `rate` and `increase` read their input as counters.
+    fn needs_raw_input(&self) -> bool {
+        self.spec
+            .aggregates
             .iter()
-            .any(|a| a == "rate" || a == "increase")
+            .any(|a| matches!(a, Aggregate::Rate | Aggregate::Increase))
+    }
+    fn derives_values(&self) -> bool {
+        true
+    }
+    fn build<'scope>(
+        &self,
+        input: AnyStream<'scope>,
+        ctx: TransformContext,
+    ) -> Vec<AnyStream<'scope>> {
+        let mut stream: SampleStream<'scope> = input.into_samples();
+        if let Some(selector) = &self.selector {
+            let step = format!("{}.match", ctx.name);
+            let stats = ctx.stats.component(&step, Role::Transform);
+            stream = stream.filter_series(&step, selector.clone(), stats);
+        }
+        let stats = ctx.stats.component(&ctx.name, Role::Transform);
+        vec![AnyStream::Samples(stream.window(
+            &ctx.name,
+            self.spec.clone(),
+            stats,
+        ))]
     }
 }
 

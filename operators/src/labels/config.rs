@@ -1,13 +1,19 @@
 //! `type: labels`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
-use tidemark_engine::component::ConfigError;
+use super::{Labels, Relabel};
+use tidemark_engine::component::{ConfigError, Reach};
 use tidemark_engine::series::METRIC_NAME_LABEL;
+use tidemark_engine::spec::{
+    AnyStream, Port, StreamKind, TransformContext, TransformSpec, Validate,
+};
+use tidemark_engine::stats::Role;
+use tidemark_engine::time::Time;
 use tidemark_engine::validate::{is_label_name, is_metric_name};
-use tidemark_operators::labels::Relabel;
 
 /// Rewrites labels, in this order: `keep`, `drop`, `rename`, `set`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -87,5 +93,48 @@ impl LabelsConfig {
         } else {
             Err(errors)
         }
+    }
+}
+
+/// A validated `labels` transform: its rewrite rules, in order.
+#[derive(Clone, Debug)]
+pub struct LabelsTransform(pub Vec<Relabel>);
+
+impl Validate<dyn TransformSpec> for LabelsConfig {
+    fn validated(&self) -> Result<Arc<dyn TransformSpec>, Vec<ConfigError>> {
+        self.validate()
+            .map(|r| Arc::new(LabelsTransform(r)) as Arc<dyn TransformSpec>)
+    }
+}
+
+impl TransformSpec for LabelsTransform {
+    fn takes(&self) -> StreamKind {
+        StreamKind::Samples
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![Port::default_output(StreamKind::Samples)]
+    }
+    fn holdback(&self) -> Time {
+        0
+    }
+    fn reach(&self) -> Reach {
+        Some(0)
+    }
+    fn needs_raw_input(&self) -> bool {
+        false
+    }
+    fn derives_values(&self) -> bool {
+        false
+    }
+    fn build<'scope>(
+        &self,
+        input: AnyStream<'scope>,
+        ctx: TransformContext,
+    ) -> Vec<AnyStream<'scope>> {
+        let stats = ctx.stats.component(&ctx.name, Role::Transform);
+        let out = input
+            .into_samples()
+            .relabel(&ctx.name, self.0.clone(), stats);
+        vec![AnyStream::Samples(out)]
     }
 }

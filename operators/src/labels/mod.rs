@@ -1,6 +1,9 @@
 //! The `labels` operator: keeps, drops, renames or sets labels. The
 //! rewritten series is cached per input series id.
 
+mod config;
+pub use config::{LabelsConfig, LabelsTransform};
+
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;

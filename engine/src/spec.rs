@@ -1,0 +1,204 @@
+//! Components as objects: what every source, transform and sink answers
+//! about itself, so that the pipeline compiler asks each question through
+//! one trait instead of a `match` over component types.
+//!
+//! A component's user-facing config (a serde struct with
+//! `deny_unknown_fields`) implements [`Validate`], a pure step that checks
+//! every field and returns the validated component. The validated component
+//! implements [`SourceSpec`], [`TransformSpec`] or [`SinkSpec`]. Every
+//! property the compiler needs is a required method with no default, so a
+//! new component that forgets one (a transform that delays its output but
+//! says nothing of its reach, say) does not compile.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tidemark_engine::component::{ConfigError, Reach};
+//! use tidemark_engine::spec::{AnyStream, Port, StreamKind, TransformContext, TransformSpec, Validate};
+//! use tidemark_engine::time::Time;
+//!
+//! /// `type: pass`: passes samples on unchanged.
+//! #[derive(Clone, Debug)]
+//! struct Pass;
+//!
+//! impl Validate<dyn TransformSpec> for Pass {
+//!     fn validated(&self) -> Result<Arc<dyn TransformSpec>, Vec<ConfigError>> {
+//!         Ok(Arc::new(self.clone()))
+//!     }
+//! }
+//!
+//! impl TransformSpec for Pass {
+//!     fn takes(&self) -> StreamKind { StreamKind::Samples }
+//!     fn outputs(&self) -> Vec<Port> { vec![Port::default_output(StreamKind::Samples)] }
+//!     fn holdback(&self) -> Time { 0 }
+//!     fn reach(&self) -> Reach { Some(0) }
+//!     fn needs_raw_input(&self) -> bool { false }
+//!     fn derives_values(&self) -> bool { false }
+//!     fn build<'s>(&self, input: AnyStream<'s>, _: TransformContext) -> Vec<AnyStream<'s>> {
+//!         vec![input]
+//!     }
+//! }
+//! assert_eq!(Pass.validated().unwrap().outputs()[0].kind, StreamKind::Samples);
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::component::{ConfigError, Reach, SinkContext, SourceContext};
+use crate::runtime::{PipelineScope, ProgressStream, SampleStream};
+use crate::stats::PipelineStats;
+use crate::time::Time;
+
+/// What a stream carries. Every port of every component declares one, and
+/// the compiler rejects a connection between ports of different kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StreamKind {
+    /// Samples (series, timestamp, value): what sources read and windows
+    /// emit.
+    Samples,
+    /// Alert state changes (labels, annotations, `startsAt`, `endsAt`,
+    /// value): what an `alert` transform's `alerts` output gives and
+    /// notifiers take.
+    Alerts,
+    /// Incidents (opened, updated, merged, resolved; members and an
+    /// explanation): what a `correlate` transform's `incidents` output
+    /// gives.
+    Incidents,
+}
+
+impl StreamKind {
+    /// The word used in messages (`samples`, `alerts`, `incidents`).
+    pub fn word(self) -> &'static str {
+        match self {
+            StreamKind::Samples => "samples",
+            StreamKind::Alerts => "alerts",
+            StreamKind::Incidents => "incidents",
+        }
+    }
+}
+
+impl fmt::Display for StreamKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+/// A built stream of some kind. The variants for alerts and incidents
+/// arrive with their record types (the `alert` and `correlate` transforms);
+/// [`StreamKind`] already names them, so pipelines are checked for them.
+#[derive(Clone)]
+pub enum AnyStream<'scope> {
+    /// A stream of sample batches.
+    Samples(SampleStream<'scope>),
+}
+
+impl<'scope> AnyStream<'scope> {
+    /// What the stream carries.
+    pub fn kind(&self) -> StreamKind {
+        match self {
+            AnyStream::Samples(_) => StreamKind::Samples,
+        }
+    }
+
+    /// The sample stream inside.
+    pub fn into_samples(self) -> SampleStream<'scope> {
+        match self {
+            AnyStream::Samples(s) => s,
+        }
+    }
+}
+
+/// One output of a transform. A transform's first output is its default
+/// one, read by naming the transform (`inputs: [rules]`); the others are
+/// read as `name.port` (`inputs: [rules.alerts]`), as in Vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Port {
+    /// The port's name; empty for the default output.
+    pub name: &'static str,
+    /// What it carries.
+    pub kind: StreamKind,
+}
+
+impl Port {
+    /// The default output, carrying `kind`.
+    pub const fn default_output(kind: StreamKind) -> Port {
+        Port { name: "", kind }
+    }
+
+    /// A named output.
+    pub const fn named(name: &'static str, kind: StreamKind) -> Port {
+        Port { name, kind }
+    }
+}
+
+/// The pure validation step of a component's config: checks every field
+/// without I/O and returns the validated component (`S` is `dyn
+/// SourceSpec`, `dyn TransformSpec` or `dyn SinkSpec`). `tidemark validate`
+/// runs only this.
+pub trait Validate<S: ?Sized> {
+    /// Checks every field; reports every problem at once.
+    fn validated(&self) -> Result<Arc<S>, Vec<ConfigError>>;
+}
+
+/// A validated source.
+pub trait SourceSpec: fmt::Debug + Send + Sync {
+    /// What it emits.
+    fn emits(&self) -> StreamKind;
+    /// Whether it ends on its own (a run then ends when every source has).
+    fn is_finite(&self) -> bool;
+    /// Whether only `tidemark serve`'s listeners can feed it.
+    fn needs_ingest(&self) -> bool;
+    /// Builds it on a worker.
+    fn build<'scope>(&self, scope: PipelineScope<'scope>, ctx: SourceContext) -> AnyStream<'scope>;
+}
+
+/// What a transform is given when it is built on a worker.
+pub struct TransformContext {
+    /// The component's name.
+    pub name: String,
+    /// The pipeline's counters in this process (a transform may register
+    /// parts of itself, such as a window's `match` step).
+    pub stats: Arc<PipelineStats>,
+}
+
+/// A validated transform.
+pub trait TransformSpec: fmt::Debug + Send + Sync {
+    /// What its inputs must carry.
+    fn takes(&self) -> StreamKind;
+    /// Its outputs, the default one first.
+    fn outputs(&self) -> Vec<Port>;
+    /// How far it holds output back behind its input frontier (a window's
+    /// lateness plus one, an alert's `for`): flow control lets sources run
+    /// this far ahead.
+    fn holdback(&self) -> Time;
+    /// How far past a record's event time its outputs can be stamped (a
+    /// window's size); `None` when there is no bound (sessions). Kafka
+    /// offsets are committed only once the sinks have passed this.
+    fn reach(&self) -> Reach;
+    /// Whether its input must be raw samples as they came in (`rate` and
+    /// `increase` need counters, not window results).
+    fn needs_raw_input(&self) -> bool;
+    /// Whether its output values are derived (window results) rather than
+    /// its input passed on.
+    fn derives_values(&self) -> bool;
+    /// Builds it on a worker: one stream for each of [`Self::outputs`], in
+    /// that order.
+    fn build<'scope>(
+        &self,
+        input: AnyStream<'scope>,
+        ctx: TransformContext,
+    ) -> Vec<AnyStream<'scope>>;
+}
+
+/// A validated sink.
+pub trait SinkSpec: fmt::Debug + Send + Sync {
+    /// What its inputs must carry.
+    fn takes(&self) -> StreamKind;
+    /// How far it holds output back before it is durable (a Parquet
+    /// epoch): flow control lets sources run this far ahead of it.
+    fn holdback(&self) -> Time;
+    /// Whether it serves live subscribers at `/ws` (the server lists it).
+    fn serves_live(&self) -> bool;
+    /// Builds it on a worker; the returned stream's frontier is the
+    /// sink's durable frontier.
+    fn build<'scope>(&self, input: AnyStream<'scope>, ctx: SinkContext) -> ProgressStream<'scope>;
+}
