@@ -356,7 +356,7 @@ pub fn compile(file: &str, text: &str) -> Result<Plan, Vec<Diagnostic>> {
                 let me = Some((section, c.name.as_str()));
                 let (component, port) = split_port(input);
                 if let Some(port) = port
-                    && sections.get(component).is_some()
+                    && sections.contains_key(component)
                     && !has_port(&transform_plans, &transforms, component, port)
                 {
                     ctx.error(
