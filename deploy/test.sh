@@ -38,12 +38,12 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 # OpenSSL for TLS and SASL.
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
-# The real Prometheus scrapes `tidemark serve` in pipelines/tests/server.rs.
+# The real Prometheus scrapes `tidemark serve` in cli/tests/server.rs.
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 # ...and remote-writes the node exporter's metrics into a pipeline.
 command -v prometheus-node-exporter >/dev/null 2>&1 || need_apt+=(prometheus-node-exporter)
 # Headless Chromium and its WebDriver load the live dashboard in
-# pipelines/tests/dashboard.rs.
+# cli/tests/dashboard.rs.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)

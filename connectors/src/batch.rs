@@ -10,7 +10,11 @@
 //!   while it keeps up.
 //! - The writer writes batches in order and retries a failed one with
 //!   exponential backoff (100 ms up to 10 s) until it succeeds, re-connecting
-//!   in between. Writes are idempotent, so writing a batch again is harmless.
+//!   in between, as long as the error says a retry can help
+//!   ([`ComponentError::retryable`]). Writes are idempotent, so writing a
+//!   batch again is harmless. An error no retry can mend (a refused
+//!   password, a value the schema refuses) fails the pipeline with its
+//!   cause ([`Failure`]); the batch stays unacknowledged.
 //! - The operator holds the capability of every time until the batch holding
 //!   its last sample is written: the sink's frontier is its durable frontier.
 //!   While the store is down nothing is acknowledged, the frontier stops, and
@@ -28,14 +32,15 @@ use timely::dataflow::operators::Capability;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use tidemark_engine::Sample;
-use tidemark_engine::component::SinkContext;
+use tidemark_engine::component::{Failure, SinkContext};
+use tidemark_engine::error::ComponentError;
 use tidemark_engine::runtime::{
     Operator, ProgressBuilder, ProgressStream, SampleStream, SyncActivator, by_series, frontier_min,
 };
 use tidemark_engine::stats::{ComponentStats, add};
 use tidemark_engine::time::Time;
 
-/// An error while writing; the batch is written again.
+/// A driver's error before it is classified into a [`ComponentError`].
 pub(crate) type WriteError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Writes batches to a store. Runs on the sink's writer thread.
@@ -44,27 +49,11 @@ pub(crate) trait BatchWriter: Send + 'static {
     /// samples of one or more closed times, oldest first; a series and
     /// timestamp may appear more than once (a late correction), and the
     /// last one must win.
-    fn write(&mut self, batch: &[Sample]) -> impl Future<Output = Result<(), WriteError>>;
+    fn write(&mut self, batch: &[Sample]) -> impl Future<Output = Result<(), ComponentError>>;
 
     /// Forgets the connection after an error, so the next write re-connects
     /// (and re-checks its schema).
     fn reset(&mut self);
-}
-
-/// The error and its causes, `a: b: c` (drivers often keep the useful part,
-/// such as a certificate problem, in a cause).
-pub(crate) fn chain(error: &WriteError) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -188,8 +177,9 @@ pub(crate) fn batch_sink<'scope, W: BatchWriter>(
             let activator = scope.worker().sync_activator_for(info.address.to_vec());
             let (stats, label, written) =
                 (Arc::clone(&ctx.stats), ctx.name.clone(), Arc::clone(&done));
+            let failure = Arc::clone(&ctx.failure);
             spawn_writer(&ctx, scope.index(), move || {
-                writer_thread(make(), rx, written, activator, stats, label)
+                writer_thread(make(), rx, written, activator, stats, label, failure)
             });
             let retry = scope.activator_for(std::rc::Rc::clone(&info.address));
             let mut stash = ByTime::default();
@@ -249,6 +239,7 @@ fn writer_thread<W: BatchWriter>(
     activator: SyncActivator,
     stats: Arc<ComponentStats>,
     name: String,
+    failure: Arc<Failure>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -273,10 +264,16 @@ fn writer_thread<W: BatchWriter>(
                         let _ = activator.activate();
                         break;
                     }
+                    Err(error) if !error.retryable => {
+                        add(&stats.errors, 1);
+                        tracing::error!(error = %error.chain(), fault = %error.fault, sink = %name, "Cannot write a batch, and retrying cannot help; the pipeline stops.");
+                        failure.fail(&name, &error);
+                        return;
+                    }
                     Err(error) => {
-                        add(&stats.retries, 1);
                         writer.reset();
-                        let error = chain(&error);
+                        let error = error.chain();
+                        stats.retried(&error);
                         if rx.is_closed() {
                             add(&stats.errors, 1);
                             tracing::warn!(%error, sink = %name, "Failed to write a batch, and the pipeline has stopped; giving up.");
@@ -314,28 +311,5 @@ mod tests {
             ready.iter().map(|(s, c)| (s.len(), c.clone())).collect();
         // 3 + 1 of the second time; 4 more; the last of it and the third.
         assert_eq!(shape, vec![(4, vec![1]), (4, vec![]), (2, vec![2, 3])]);
-    }
-
-    #[test]
-    fn errors_show_their_causes_once() {
-        #[derive(Debug)]
-        struct Handshake(std::io::Error);
-        impl std::fmt::Display for Handshake {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("error performing TLS handshake")
-            }
-        }
-        impl std::error::Error for Handshake {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                Some(&self.0)
-            }
-        }
-        let e: WriteError = Box::new(Handshake(std::io::Error::other(
-            "certificate verify failed",
-        )));
-        assert_eq!(
-            chain(&e),
-            "error performing TLS handshake: certificate verify failed"
-        );
     }
 }

@@ -3,80 +3,164 @@
 //! pipeline is not done before they are written), and once the frontier has
 //! passed a time, write its samples in a canonical order (series, then
 //! timestamp). Output is therefore the same for any number of workers.
+//!
 //! A time's capability is released only once its samples are written and
 //! flushed, so the sink's frontier is its durable frontier; times the
 //! pipeline's [`Resume`] says were written by an earlier run are skipped.
+//! A failed write or flush releases nothing: the writer undoes what it
+//! wrote partly ([`Writer::reset`]), and the times are written again after
+//! a backoff (100 ms to 10 s) while the error may heal (a full disk); an
+//! error that cannot heal (a path below a regular file, a pipe whose reader
+//! left) fails the pipeline with its cause ([`Failure`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use timely::dataflow::operators::Capability;
 
 use tidemark_engine::Sample;
-use tidemark_engine::component::Resume;
+use tidemark_engine::component::{Failure, Resume, SinkContext};
+use tidemark_engine::error::ComponentError;
 use tidemark_engine::runtime::{
     Operator, ProgressBuilder, ProgressStream, SampleStream, frontier_min, to_first_worker,
 };
 use tidemark_engine::stats::{ComponentStats, add};
 use tidemark_engine::time::Time;
 
-/// Writes one time's sorted samples; returns how many were written.
+use crate::batch::{FIRST_BACKOFF, MAX_BACKOFF};
+
+/// Writes one time's sorted samples.
 pub(crate) trait Writer: 'static {
-    fn write(&mut self, samples: &[Sample]) -> std::io::Result<()>;
-    fn flush(&mut self) -> std::io::Result<()>;
+    /// Writes (or buffers) a time's samples.
+    fn write(&mut self, samples: &[Sample]) -> Result<(), ComponentError>;
+    /// Makes everything written so far durable.
+    fn flush(&mut self) -> Result<(), ComponentError>;
+    /// After a failure: forgets what was written since the last flush that
+    /// succeeded, so those times can be written again whole.
+    fn reset(&mut self);
+}
+
+/// What the sink is given besides its writer.
+pub(crate) struct Gather {
+    pub(crate) name: String,
+    pub(crate) stats: Arc<ComponentStats>,
+    pub(crate) resume: Arc<Resume>,
+    pub(crate) failure: Arc<Failure>,
+}
+
+/// A time's capability and samples.
+type Held = (Capability<Time>, Vec<Sample>);
+
+type Stash = BTreeMap<Time, Held>;
+
+impl From<SinkContext> for Gather {
+    fn from(ctx: SinkContext) -> Gather {
+        Gather {
+            name: ctx.name,
+            stats: ctx.stats,
+            resume: ctx.resume,
+            failure: ctx.failure,
+        }
+    }
 }
 
 pub(crate) fn gather_sink<'scope>(
     stream: SampleStream<'scope>,
-    name: &str,
-    stats: Arc<ComponentStats>,
-    resume: Arc<Resume>,
+    sink: Gather,
     mut writer: impl Writer,
 ) -> ProgressStream<'scope> {
-    let label = name.to_owned();
+    let scope = stream.scope();
+    let name = sink.name.clone();
     stream
-        .unary_frontier::<ProgressBuilder, _, _, _>(to_first_worker(), name, move |_cap, _info| {
-            let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Sample>)> = BTreeMap::new();
+        .unary_frontier::<ProgressBuilder, _, _, _>(to_first_worker(), &name, move |_cap, info| {
+            let retry = scope.activator_for(std::rc::Rc::clone(&info.address));
+            let mut stash: Stash = BTreeMap::new();
+            let mut backoff = FIRST_BACKOFF;
+            let mut next_try: Option<Instant> = None;
             let mut failed = false;
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let Some(cap) = cap.retain_least(output.output_index()) else { return };
-                    add(&stats.received, data.len() as u64);
+                    add(&sink.stats.received, data.len() as u64);
                     let time = *cap.time();
                     stash.entry(time).or_insert_with(|| (cap, Vec::new())).1.append(data);
                 });
-                let f = frontier_min(frontier).unwrap_or(Time::MAX);
-                let mut wrote = false;
-                while let Some(entry) = stash.first_entry() {
-                    if *entry.key() >= f {
-                        break;
-                    }
-                    let (cap, mut batch) = entry.remove();
-                    batch.sort_by(|a, b| {
-                        a.series.cmp(&b.series).then(a.timestamp.cmp(&b.timestamp)).then(a.value.total_cmp(&b.value))
-                    });
-                    if failed || !resume.writes(*cap.time()) {
-                        continue;
-                    }
-                    match writer.write(&batch) {
-                        Ok(()) => add(&stats.sent, batch.len() as u64),
-                        Err(error) => {
-                            add(&stats.errors, 1);
-                            tracing::error!(%error, sink = %label, "Failed to write; dropping this sink's output from here on.");
-                            failed = true;
-                        }
-                    }
-                    wrote = true;
+                // Failed: the pipeline stops; nothing more is written or
+                // released. Backing off: input waits in the stash.
+                if failed || next_try.is_some_and(|t| Instant::now() < t) {
+                    return;
                 }
-                if wrote
-                    && !failed
-                    && let Err(error) = writer.flush()
-                {
-                    add(&stats.errors, 1);
-                    tracing::error!(%error, sink = %label, "Failed to flush.");
-                    failed = true;
+                let f = frontier_min(frontier).unwrap_or(Time::MAX);
+                match write_closed(&mut stash, f, &sink, &mut writer) {
+                    Ok(()) => {
+                        backoff = FIRST_BACKOFF;
+                        next_try = None;
+                    }
+                    Err(error) if error.retryable => {
+                        sink.stats.retried(&error.chain());
+                        tracing::warn!(error = %error.chain(), sink = %sink.name, retry_in = ?backoff, "Failed to write; writing it again later.");
+                        retry.activate_after(backoff);
+                        next_try = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                    Err(error) => {
+                        add(&sink.stats.errors, 1);
+                        tracing::error!(error = %error.chain(), fault = %error.fault, sink = %sink.name, "Cannot write, and retrying cannot help; the pipeline stops.");
+                        sink.failure.fail(&sink.name, &error);
+                        failed = true;
+                    }
                 }
             }
         })
         .container::<Vec<()>>()
+}
+
+/// Writes every stashed time below `f` and flushes; the capabilities of the
+/// times written go only once the flush succeeded. On an error, everything
+/// not flushed stays stashed and the writer is reset.
+fn write_closed(
+    stash: &mut Stash,
+    f: Time,
+    sink: &Gather,
+    writer: &mut impl Writer,
+) -> Result<(), ComponentError> {
+    let mut written: Vec<(Time, Held)> = Vec::new();
+    let mut result = Ok(());
+    while let Some(entry) = stash.first_entry() {
+        if *entry.key() >= f {
+            break;
+        }
+        let (time, (cap, mut batch)) = entry.remove_entry();
+        if !sink.resume.writes(time) {
+            continue;
+        }
+        batch.sort_by(|a, b| {
+            a.series
+                .cmp(&b.series)
+                .then(a.timestamp.cmp(&b.timestamp))
+                .then(a.value.total_cmp(&b.value))
+        });
+        result = writer.write(&batch);
+        written.push((time, (cap, batch)));
+        if result.is_err() {
+            break;
+        }
+    }
+    if result.is_ok() && !written.is_empty() {
+        result = writer.flush();
+    }
+    match result {
+        Ok(()) => {
+            for (_, (_, batch)) in &written {
+                add(&sink.stats.sent, batch.len() as u64);
+            }
+            Ok(())
+        }
+        Err(error) => {
+            writer.reset();
+            stash.extend(written);
+            Err(error)
+        }
+    }
 }

@@ -11,6 +11,9 @@
 //! [`timescaledb`] and [`redis`] (these two share the batching writer in
 //! `batch.rs`), [`parquet`] and [`websocket`].
 
+#[macro_use]
+mod spec;
+
 mod batch;
 pub mod blackhole;
 pub mod console;

@@ -101,6 +101,29 @@ impl Resume {
     }
 }
 
+/// The first failure of a pipeline that cannot heal (a write that can
+/// never succeed): the pipeline stops, `tidemark run` exits with it and
+/// `tidemark serve` reports the pipeline as failed with it. Kept once;
+/// later failures are only logged by whoever hit them.
+#[derive(Debug, Default)]
+pub struct Failure(std::sync::OnceLock<String>);
+
+impl Failure {
+    /// Records that `component` failed with `error`; only the first counts.
+    pub fn fail(&self, component: &str, error: &crate::error::ComponentError) {
+        let _ = self.0.set(format!(
+            "{component}: {} ({} error, not retried)",
+            error.chain(),
+            error.fault
+        ));
+    }
+
+    /// The failure, if there was one.
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
 /// How far a source's records can reach downstream, in timely time: a
 /// record that entered at `t` with event time `e` can affect sink output at
 /// times up to `max(t, e + reach)` (each window on the way stamps its
@@ -156,4 +179,6 @@ pub struct SinkContext {
     pub live: Arc<crate::live::LiveHub>,
     /// This worker's index.
     pub worker: usize,
+    /// Set when a write can never succeed: the pipeline stops with it.
+    pub failure: Arc<Failure>,
 }

@@ -12,16 +12,19 @@
 //! - [`ingest`]: the hub between network listeners and pipeline sources;
 //! - [`live`]: the hub between `websocket` sinks and their subscribers;
 //! - [`stats`]: telemetry counters;
-//! - [`codec`]: the JSON-lines sample form;
 //! - [`component`]: what sources and sinks are given, and config errors;
+//! - [`error`]: errors where I/O happens, with whose fault and whether a
+//!   retry can help;
 //! - [`spec`]: components as objects (the traits every source, transform
 //!   and sink implements) and stream kinds.
 //!
-//! `tidemark-operators` and `tidemark-connectors` depend on this crate;
-//! `tidemark-pipelines` ties them together.
+//! `tidemark-codecs`, `tidemark-operators` and `tidemark-connectors`
+//! depend on this crate;
+//! `tidemark-pipelines` ties them together; `tidemark-server` and
+//! `tidemark-cli` sit on top.
 
-pub mod codec;
 pub mod component;
+pub mod error;
 pub mod flow;
 pub mod ingest;
 pub mod live;

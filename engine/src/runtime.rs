@@ -154,6 +154,13 @@ impl<R: Send + 'static> Running<R> {
         self.guards.guards().iter().all(|g| g.is_finished())
     }
 
+    /// Leaves the workers running without waiting for them (dropping a
+    /// `Running` waits): for a process that is about to exit anyway, after a
+    /// stop that did not finish in time.
+    pub fn abandon(self) {
+        std::mem::forget(self.guards);
+    }
+
     /// Waits for the workers and returns what each returned.
     pub fn join(self) -> Result<Vec<R>, ClusterError> {
         self.guards

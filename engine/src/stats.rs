@@ -77,9 +77,26 @@ pub struct ComponentStats {
     /// retired, summed over this process's workers (see [`crate::flow`]).
     pub in_flight: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
+    /// The error the last retry followed (the status API shows it).
+    last_error: Mutex<Option<String>>,
 }
 
 impl ComponentStats {
+    /// Counts a write made again after `error`, and keeps the error as
+    /// the last one.
+    pub fn retried(&self, error: &str) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_owned());
+    }
+
+    /// The error the last retry followed, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Counts dropped records.
     #[inline]
     pub fn dropped(&self, reason: DropReason, n: u64) {
@@ -243,6 +260,16 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_keep_the_last_error() {
+        let stats = ComponentStats::default();
+        assert_eq!(stats.last_error(), None);
+        stats.retried("connection refused");
+        stats.retried("connection reset");
+        assert_eq!(stats.retries.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.last_error().as_deref(), Some("connection reset"));
+    }
 
     #[test]
     fn totals_add_up_by_role() {

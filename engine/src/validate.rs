@@ -40,7 +40,8 @@ pub enum RejectReason {
     /// A label value longer than `max_label_value_length`.
     #[error("label value too long")]
     LabelValueTooLong,
-    /// A timestamp before the Unix epoch.
+    /// A timestamp before the Unix epoch or after the year 9999
+    /// ([`MAX_TIMESTAMP`]).
     #[error("timestamp out of range")]
     TimestampOutOfRange,
     /// A metric kind or temporality Tidemark does not map (OTLP delta sums,
@@ -359,15 +360,20 @@ impl Limits {
         Ok(Series::from_labels(all))
     }
 
-    /// Validates a timestamp.
+    /// Validates a timestamp: from the epoch to [`MAX_TIMESTAMP`], so that
+    /// window arithmetic (an end plus lateness and size) never overflows.
     pub fn check_timestamp(&self, timestamp: i64) -> Result<i64, RejectReason> {
-        if timestamp < 0 {
+        if !(0..=MAX_TIMESTAMP).contains(&timestamp) {
             Err(RejectReason::TimestampOutOfRange)
         } else {
             Ok(timestamp)
         }
     }
 }
+
+/// The last millisecond any source accepts: 9999-12-31T23:59:59.999Z, as
+/// in Prometheus' time parser and PostgreSQL's `timestamptz` range.
+pub const MAX_TIMESTAMP: i64 = 253_402_300_799_999;
 
 #[cfg(test)]
 mod tests {
@@ -406,9 +412,16 @@ mod tests {
         let names: Vec<String> = (0..41).map(|i| format!("l{i}")).collect();
         let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
         assert_eq!(check("cpu", &many), Err(TooManyLabels));
+        for bad in [-1, MAX_TIMESTAMP + 1, i64::MAX] {
+            assert_eq!(
+                Limits::default().check_timestamp(bad),
+                Err(TimestampOutOfRange),
+                "{bad}"
+            );
+        }
         assert_eq!(
-            Limits::default().check_timestamp(-1),
-            Err(TimestampOutOfRange)
+            Limits::default().check_timestamp(MAX_TIMESTAMP),
+            Ok(MAX_TIMESTAMP)
         );
     }
 

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| tidemark_pipelines::fuzzing::remote_write(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tidemark_codecs::fuzzing::remote_write(data));

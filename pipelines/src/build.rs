@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tidemark_engine::Sample;
 use tidemark_engine::component::{
-    Resume, Shutdown, SinkContext, SourceClock, SourceContext, StdoutWriter,
+    Failure, Resume, Shutdown, SinkContext, SourceClock, SourceContext, StdoutWriter,
 };
 use tidemark_engine::ingest::IngestHub;
 use tidemark_engine::live::LiveHub;
@@ -38,6 +38,8 @@ pub struct Env {
     pub resume: Arc<Resume>,
     /// The process's live subscriptions (`websocket` sinks).
     pub live: Arc<LiveHub>,
+    /// Set when a component fails for good: the pipeline stops.
+    pub failure: Arc<Failure>,
 }
 
 /// Handles on a built dataflow.
@@ -46,6 +48,17 @@ pub struct Built {
     pub sinks: ProbeHandle<Time>,
     /// Sees the sources: the watermark.
     pub sources: ProbeHandle<Time>,
+    /// The pipeline's failure, once it has one.
+    pub failure: Arc<Failure>,
+}
+
+impl Built {
+    /// Whether the worker is done with the dataflow: everything was
+    /// written, or the pipeline failed (its dataflow is then dropped with
+    /// what it holds, which was not acknowledged).
+    pub fn over(&self) -> bool {
+        self.sinks.done() || self.failure.get().is_some()
+    }
 }
 
 /// The streams `inputs` name, as one. The compiler has checked that they
@@ -122,9 +135,14 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 resume: Arc::clone(&env.resume),
                 live: Arc::clone(&env.live),
                 worker: scope.index(),
+                failure: Arc::clone(&env.failure),
             };
             sink.build(input, ctx).probe_with(&sinks);
         }
     });
-    Built { sinks, sources }
+    Built {
+        sinks,
+        sources,
+        failure: Arc::clone(&env.failure),
+    }
 }

@@ -13,6 +13,7 @@ use tidemark_connectors::blackhole::BlackholeConfig;
 use tidemark_connectors::console::ConsoleConfig;
 use tidemark_connectors::file::{FileSinkConfig, FileSourceConfig};
 use tidemark_connectors::generator::GeneratorConfig;
+use tidemark_connectors::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 use tidemark_connectors::network::{GrpcSourceConfig, OtlpSourceConfig, RemoteWriteSourceConfig};
 use tidemark_connectors::parquet::ParquetSinkConfig;
 use tidemark_connectors::redis::RedisSinkConfig;
@@ -23,8 +24,6 @@ use tidemark_engine::spec::{SinkSpec, SourceSpec, TransformSpec, Validate};
 use tidemark_operators::filter::FilterConfig;
 use tidemark_operators::labels::LabelsConfig;
 use tidemark_operators::window::WindowConfig;
-
-use crate::formats::{KafkaSinkEntry, KafkaSourceEntry};
 
 /// Declares a serde-tagged enum of component configs (the `type` field
 /// picks the variant) and its `validate`, which hands each variant to its
@@ -65,7 +64,7 @@ registry! {
         /// OTLP metrics sent to the server (gRPC or `/v1/metrics`).
         Otlp(OtlpSourceConfig),
         /// Messages read from Kafka topics.
-        Kafka(KafkaSourceEntry),
+        Kafka(KafkaSourceConfig),
     }
 }
 
@@ -91,7 +90,7 @@ registry! {
         /// Count and discard.
         Blackhole(BlackholeConfig),
         /// Messages written to a Kafka topic.
-        Kafka(KafkaSinkEntry),
+        Kafka(KafkaSinkConfig),
         /// Rows upserted into TimescaleDB (or plain PostgreSQL).
         Timescaledb(TimescaleSinkConfig),
         /// Latest values, recent history and pub/sub messages in Redis.

@@ -4,24 +4,23 @@
 //! ([`yaml`]), the component registry ([`config`]), the compiler that
 //! validates a pipeline without I/O and reports every located error at once
 //! ([`compile`]), the validated [`plan`], the dataflow [`build`]er that every
-//! worker runs, the [`run`]ner (progress, signals, report), and the
-//! benchmarks ([`bench`]), and the load generator ([`loadgen`]). The `tidemark` binary is a thin CLI over these.
+//! worker runs, the [`run`]ner (progress, signals, report) and the
+//! [`fuzzing`] entry point for pipeline text.
 //!
-//! This is the only crate that knows every component.
+//! This is the only crate that knows every component. It has no HTTP or
+//! gRPC stack: `tidemark-server` serves pipelines over the network (and
+//! `tidemark run`'s dashboard, through [`run::Dashboard`]), `tidemark-cli`
+//! is the binary, `tidemark-bench` the benchmarks.
 
-pub mod bench;
 pub mod build;
 pub mod compile;
 pub mod config;
-pub mod formats;
 pub mod fuzzing;
-pub mod loadgen;
 pub mod plan;
 pub mod run;
-pub mod server;
 pub mod yaml;
 
-pub use compile::{Diagnostic, compile};
+pub use compile::{Diagnostic, DiagnosticKind, compile};
 
 /// Compiles a pipeline file (`-` for standard input).
 pub fn compile_file(path: &str) -> Result<plan::Plan, Vec<Diagnostic>> {
@@ -38,6 +37,7 @@ pub fn compile_file(path: &str) -> Result<plan::Plan, Vec<Diagnostic>> {
             pos: yaml::Pos { line: 1, column: 1 },
             component: None,
             message: format!("cannot read the file: {e}"),
+            kind: DiagnosticKind::Yaml,
         }]),
     }
 }

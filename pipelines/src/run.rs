@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use tidemark_engine::component::{Shutdown, StdoutWriter};
+use tidemark_engine::component::{Failure, Shutdown, StdoutWriter};
 use tidemark_engine::flow::DEFAULT_MAX_IN_FLIGHT;
 use tidemark_engine::runtime::{Cluster, execute};
-use tidemark_engine::stats::{PipelineStats, Totals};
+use tidemark_engine::stats::{PipelineStats, Role, Totals};
 use tidemark_engine::time::format_millis;
 
 use tidemark_engine::live::LiveHub;
@@ -41,18 +41,21 @@ pub struct RunOptions {
     pub progress: ProgressMode,
     /// Records each source instance may have in flight.
     pub max_in_flight: u64,
-    /// Where to serve the dashboard and `/ws` for the pipeline's
-    /// `websocket` sinks (nothing is served without one).
-    pub http: Option<std::net::SocketAddr>,
-    /// Whether `http` was asked for: then a listener that cannot bind
-    /// stops the run; otherwise (the default address) the run goes on
-    /// without it, with a warning.
-    pub http_required: bool,
+    /// The dashboard and `/ws` for the pipeline's `websocket` sinks
+    /// (nothing is served without one).
+    pub dashboard: Option<Dashboard>,
     /// Stop (as on Ctrl-C) once the sources have taken this many samples;
     /// the reported time is when they had. For benchmarks of endless
     /// sources.
     pub stop_after_samples: Option<u64>,
+    /// How long a graceful stop may take: past it the run returns an error
+    /// that says what was not written (a sink whose store is gone retries
+    /// until then).
+    pub shutdown_timeout: Duration,
 }
+
+/// The default of [`RunOptions::shutdown_timeout`], as `serve`'s.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl RunOptions {
     /// One process with `workers` threads, no progress display.
@@ -61,11 +64,29 @@ impl RunOptions {
             cluster: Cluster::local(workers),
             progress: ProgressMode::Off,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            http: None,
-            http_required: false,
+            dashboard: None,
             stop_after_samples: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
+}
+
+/// Starts a listener that serves a run's live hub (the dashboard, `/ws`);
+/// what it returns keeps it open until dropped. `tidemark-server` provides
+/// one, so this crate needs no HTTP stack.
+pub type ServeLive = fn(std::net::SocketAddr, Arc<LiveHub>) -> anyhow::Result<Box<dyn Send>>;
+
+/// Where and how a run serves its dashboard.
+#[derive(Clone, Debug)]
+pub struct Dashboard {
+    /// The address to listen on.
+    pub addr: std::net::SocketAddr,
+    /// Whether the address was asked for: then a listener that cannot bind
+    /// stops the run; otherwise (the default address) the run goes on
+    /// without it, with a warning.
+    pub required: bool,
+    /// The listener.
+    pub serve: ServeLive,
 }
 
 /// What a finished run reports.
@@ -86,14 +107,23 @@ fn current_shutdown() -> &'static Mutex<Option<Shutdown>> {
     CURRENT.get_or_init(|| Mutex::new(None))
 }
 
+/// How soon after the first signal a second one is taken as the same
+/// request: GNU `timeout` (without `--foreground`) and some supervisors
+/// signal the process and its group back to back.
+const REPEAT: Duration = Duration::from_secs(1);
+
 /// Installs the Ctrl-C / SIGTERM handler once per process: the first signal
-/// stops the running pipeline gracefully, a second one exits at once.
+/// stops the running pipeline gracefully, a second one (more than a second
+/// later) exits at once.
 fn install_signal_handler() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
+    static FIRST: OnceLock<Instant> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let result = ctrlc::set_handler(|| {
             let current = current_shutdown().lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let first = *FIRST.get_or_init(Instant::now);
             match current {
+                Some(s) if s.is_triggered() && first.elapsed() < REPEAT => {}
                 Some(s) if !s.is_triggered() => {
                     // Stop first: with standard error closed (a pipe whose
                     // reader left), eprintln! would panic this thread and
@@ -113,6 +143,28 @@ fn install_signal_handler() {
     });
 }
 
+/// What each sink took and has not written yet, for the message of a
+/// stop that timed out.
+fn unwritten(stats: &PipelineStats) -> String {
+    let pending: Vec<String> = stats
+        .components()
+        .into_iter()
+        .filter(|(_, role, _)| *role == Role::Sink)
+        .map(|(name, _, s)| {
+            let received = s.received.load(std::sync::atomic::Ordering::Relaxed);
+            let sent = s.sent.load(std::sync::atomic::Ordering::Relaxed);
+            (name, received.saturating_sub(sent))
+        })
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("sink {name:?} holds {n} samples"))
+        .collect();
+    if pending.is_empty() {
+        "the sinks hold nothing, a source or window is still draining".into()
+    } else {
+        pending.join(", ")
+    }
+}
+
 fn human(n: f64) -> String {
     if n >= 1e9 {
         format!("{:.2}G", n / 1e9)
@@ -125,11 +177,22 @@ fn human(n: f64) -> String {
     }
 }
 
-fn progress_line(t: &Totals, rate: f64) -> String {
+/// Retries so far, and the last error one followed.
+fn retries(stats: &PipelineStats) -> (u64, Option<String>) {
+    stats
+        .components()
+        .into_iter()
+        .fold((0, None), |(n, last), (_, _, s)| {
+            let r = s.retries.load(std::sync::atomic::Ordering::Relaxed);
+            (n + r, s.last_error().or(last))
+        })
+}
+
+fn progress_line(t: &Totals, rate: f64, retried: &(u64, Option<String>)) -> String {
     let watermark = t
         .watermark
         .map_or("done".to_owned(), |w| format_millis(w as i64));
-    format!(
+    let mut line = format!(
         "in {} ({}/s) | out {} | watermark {} | late {} | rejected {}",
         human(t.samples_in as f64),
         human(rate),
@@ -137,7 +200,11 @@ fn progress_line(t: &Totals, rate: f64) -> String {
         watermark,
         t.late,
         t.rejected
-    )
+    );
+    if let (n @ 1.., Some(error)) = retried {
+        line.push_str(&format!(" | retries {n} (last: {error})"));
+    }
+    line
 }
 
 /// Runs a pipeline in this process (one process of a cluster when the
@@ -181,11 +248,12 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         }
     });
     let live: Arc<LiveHub> = Arc::default();
-    let listener = match options.http {
-        Some(addr) if !plan.websocket_sinks().is_empty() => {
-            match LiveListener::start(addr, Arc::clone(&live)) {
+    let failure: Arc<Failure> = Arc::default();
+    let listener = match &options.dashboard {
+        Some(d) if !plan.websocket_sinks().is_empty() => {
+            match (d.serve)(d.addr, Arc::clone(&live)) {
                 Ok(l) => Some(l),
-                Err(e) if options.http_required => return Err(e),
+                Err(e) if d.required => return Err(e),
                 Err(error) => {
                     tracing::warn!(%error, "Running without the dashboard.");
                     None
@@ -203,6 +271,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         ingest: None,
         resume: Arc::default(),
         live,
+        failure: Arc::clone(&failure),
     };
     let plan = Arc::new(plan);
     let started = Instant::now();
@@ -215,12 +284,17 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
     );
     let worker_plan = Arc::clone(&plan);
     let running = execute(&options.cluster, move |worker| {
+        let dataflow = worker.next_dataflow_index();
         let built = build(worker, &worker_plan, &env);
         let local = worker.index() % workers;
-        while !built.sinks.done() {
+        while !built.over() {
             worker.step_or_park(Some(Duration::from_millis(50)));
             let w = built.sources.with_frontier(|f| f.iter().min().copied());
             env.stats.set_watermark(local, w);
+        }
+        if built.failure.get().is_some() {
+            env.shutdown.trigger();
+            worker.drop_dataflow(dataflow);
         }
         env.stats.set_watermark(local, None);
     })?;
@@ -232,8 +306,25 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
     let mut reached: Option<Duration> = None;
     // Poll often so that the measured elapsed time is precise; refresh the
     // display five times a second.
+    let mut stopping: Option<Instant> = None;
     while !running.is_finished() {
         std::thread::sleep(Duration::from_millis(5));
+        if shutdown.is_triggered() {
+            let since = *stopping.get_or_insert_with(Instant::now);
+            if since.elapsed() > options.shutdown_timeout {
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                }
+                // The workers may be stuck in a sink's retries: do not wait.
+                running.abandon();
+                anyhow::bail!(
+                    "pipeline {:?} did not stop within {:?} (--shutdown-timeout): {}; what was not written was not acknowledged",
+                    plan.name,
+                    options.shutdown_timeout,
+                    unwritten(&stats)
+                );
+            }
+        }
         if let Some(n) = options.stop_after_samples
             && reached.is_none()
             && stats.totals().samples_in >= n
@@ -246,13 +337,14 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         }
         last_shown = Instant::now();
         let t = stats.totals();
+        let retried = retries(&stats);
         let dt = last.0.elapsed().as_secs_f64();
         if dt >= 1.0 {
             rate = (t.samples_in - last.1) as f64 / dt;
             last = (Instant::now(), t.samples_in);
         }
         match (&bar, options.progress) {
-            (Some(b), _) => b.set_message(progress_line(&t, rate)),
+            (Some(b), _) => b.set_message(progress_line(&t, rate, &retried)),
             (None, ProgressMode::Auto | ProgressMode::Log)
                 if last_log.elapsed() >= Duration::from_secs(10) =>
             {
@@ -264,6 +356,8 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
                     watermark = %t.watermark.map_or("done".to_owned(), |w| format_millis(w as i64)),
                     late = t.late,
                     rejected = t.rejected,
+                    retries = retried.0,
+                    last_error = retried.1.as_deref().unwrap_or(""),
                     "Running."
                 );
             }
@@ -300,60 +394,16 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         retries,
         "Finished."
     );
+    if let Some(failure) = failure.get() {
+        anyhow::bail!(
+            "pipeline {:?} failed: {failure}; what it had not written was not acknowledged, so a Kafka source reads it again after a restart",
+            plan.name
+        );
+    }
     Ok(RunReport {
         totals,
         errors,
         elapsed,
         interrupted: shutdown.is_triggered(),
     })
-}
-
-/// The HTTP listener of `tidemark run` for a pipeline with `websocket`
-/// sinks: the dashboard, `/api/v1/live` and `/ws` (no tokens: bind it to a
-/// loopback address, the default, or put it behind a proxy). It stops with
-/// the run.
-struct LiveListener {
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl LiveListener {
-    fn start(addr: std::net::SocketAddr, hub: Arc<LiveHub>) -> anyhow::Result<LiveListener> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("tidemark-http")
-            .enable_all()
-            .build()?;
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot serve the dashboard on {addr}: {e} (choose another address with --http, e.g. --http 127.0.0.1:0)"
-                )
-            })?;
-        let bound = listener.local_addr()?;
-        tracing::info!(http = %bound, "Listening.");
-        tracing::info!("Dashboard: http://{bound}/");
-        let router = crate::server::live::router(crate::server::live::LiveState {
-            hub,
-            auth: Arc::default(),
-            control: None,
-        });
-        runtime.spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::warn!(%error, "The dashboard listener stopped.");
-            }
-        });
-        Ok(LiveListener {
-            runtime: Some(runtime),
-        })
-    }
-}
-
-impl Drop for LiveListener {
-    fn drop(&mut self) {
-        // Open subscriptions end with the process; do not wait for them.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
 }

@@ -121,17 +121,40 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// How much aliases may copy in one stream, in [`weight`] units (about
+/// bytes): a document that references a large anchor many times (an
+/// "alias bomb") would otherwise grow without bound in memory.
+pub const MAX_ALIAS_EXPANSION: usize = 1 << 20;
+
+/// A collection being built, with its anchor (0 for none).
 enum Frame {
-    Seq(Vec<Node>, Pos),
-    Map(Vec<(String, Pos, Node)>, Pos, Option<(String, Pos)>),
+    Seq(Vec<Node>, Pos, usize),
+    Map(Vec<(String, Pos, Node)>, Pos, Option<(String, Pos)>, usize),
 }
 
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    anchors: Vec<(usize, Node)>,
+    /// Anchored nodes with their weight.
+    anchors: Vec<(usize, Node, usize)>,
+    /// What aliases have copied so far.
+    expanded: usize,
     docs: Vec<Node>,
     error: Option<SyntaxError>,
+}
+
+/// The size of a node: its scalars' bytes plus one per node.
+fn weight(node: &Node) -> usize {
+    match node {
+        Node::Scalar(s, _, _) => s.len() + 1,
+        Node::Seq(items, _) => 1 + items.iter().map(weight).sum::<usize>(),
+        Node::Map(entries, _) => {
+            1 + entries
+                .iter()
+                .map(|(k, _, v)| k.len() + weight(v))
+                .sum::<usize>()
+        }
+    }
 }
 
 fn pos(mark: Marker) -> Pos {
@@ -142,14 +165,22 @@ fn pos(mark: Marker) -> Pos {
 }
 
 impl Builder {
+    fn fail(&mut self, pos: Pos, message: impl Into<String>) {
+        self.error.get_or_insert(SyntaxError {
+            pos,
+            message: message.into(),
+        });
+    }
+
     fn push(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.push((anchor, node.clone()));
+            let w = weight(&node);
+            self.anchors.push((anchor, node.clone(), w));
         }
         match self.stack.last_mut() {
             None => self.docs.push(node),
-            Some(Frame::Seq(items, _)) => items.push(node),
-            Some(Frame::Map(entries, _, pending)) => match pending.take() {
+            Some(Frame::Seq(items, _, _)) => items.push(node),
+            Some(Frame::Map(entries, _, pending, _)) => match pending.take() {
                 None => match node {
                     Node::Scalar(k, _, p) => *pending = Some((k, p)),
                     other => {
@@ -176,37 +207,54 @@ impl Builder {
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.error.is_some() {
+            // The first error is reported; building on would only cost.
+            return;
+        }
         match ev {
             Event::Scalar(value, style, anchor, _tag) => {
                 let quoted = !matches!(style, TScalarStyle::Plain);
                 self.push(Node::Scalar(value, quoted, pos(mark)), anchor);
             }
-            Event::SequenceStart(_, _) => self.stack.push(Frame::Seq(Vec::new(), pos(mark))),
-            Event::MappingStart(_, _) => self.stack.push(Frame::Map(Vec::new(), pos(mark), None)),
+            Event::SequenceStart(anchor, _) => {
+                self.stack.push(Frame::Seq(Vec::new(), pos(mark), anchor))
+            }
+            Event::MappingStart(anchor, _) => {
+                self.stack
+                    .push(Frame::Map(Vec::new(), pos(mark), None, anchor))
+            }
             Event::SequenceEnd | Event::MappingEnd => {
-                let node = match self.stack.pop() {
-                    Some(Frame::Seq(items, p)) => Node::Seq(items, p),
-                    Some(Frame::Map(entries, p, _)) => Node::Map(entries, p),
+                let (node, anchor) = match self.stack.pop() {
+                    Some(Frame::Seq(items, p, a)) => (Node::Seq(items, p), a),
+                    Some(Frame::Map(entries, p, _, a)) => {
+                        if let Some((_, at, _)) = entries.iter().find(|(k, _, _)| k == "<<") {
+                            let at = *at;
+                            self.fail(at, "merge keys (`<<`) are not supported: write the fields out, or anchor the whole map");
+                        }
+                        (Node::Map(entries, p), a)
+                    }
                     None => return,
                 };
-                self.push(node, 0);
+                self.push(node, anchor);
             }
             Event::Alias(id) => {
-                let node = self
-                    .anchors
-                    .iter()
-                    .rev()
-                    .find(|(a, _)| *a == id)
-                    .map(|(_, n)| n.clone());
-                match node {
-                    Some(n) => self.push(n, 0),
-                    None => {
-                        self.error.get_or_insert(SyntaxError {
-                            pos: pos(mark),
-                            message: "unknown alias".into(),
-                        });
-                    }
+                let found = self.anchors.iter().rev().find(|(a, _, _)| *a == id);
+                let Some((_, node, w)) = found.map(|(a, n, w)| (*a, n.clone(), *w)) else {
+                    self.fail(pos(mark), "unknown alias");
+                    return;
+                };
+                self.expanded = self.expanded.saturating_add(w);
+                if self.expanded > MAX_ALIAS_EXPANSION {
+                    self.fail(
+                        pos(mark),
+                        format!(
+                            "aliases expand to more than {} KiB; write the values out",
+                            MAX_ALIAS_EXPANSION >> 10
+                        ),
+                    );
+                    return;
                 }
+                self.push(node, 0);
             }
             _ => {}
         }
@@ -278,6 +326,34 @@ mod tests {
         assert_eq!(json["series"], serde_json::json!(10));
         assert_eq!(json["quoted"], serde_json::json!("10"));
         assert_eq!(json["list"], serde_json::json!([1, 2.5, true, null]));
+    }
+
+    #[test]
+    fn anchors_work_on_every_node_within_a_budget() {
+        let doc = parse("base: &b {type: generator, series: 3}\nlist: &l [1, 2]\na: *b\nc: *l\n")
+            .unwrap();
+        assert_eq!(
+            doc.get("a").unwrap().to_json(),
+            doc.get("base").unwrap().to_json()
+        );
+        assert_eq!(doc.get("c").unwrap().to_json(), serde_json::json!([1, 2]));
+        // 64 KiB referenced 100 times: refused at the alias that crosses
+        // the budget, not expanded to 6 MiB.
+        let big = "x".repeat(64 << 10);
+        let mut text = format!("big: &big {big}\nrefs:\n");
+        for _ in 0..100 {
+            text.push_str("  - *big\n");
+        }
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.message.contains("aliases expand to more than 1024 KiB"),
+            "{e:?}"
+        );
+        // The 16th alias (line 2 + 16) crosses 1 MiB: each copies 64 KiB + 1.
+        assert_eq!(e.pos.line, 2 + (MAX_ALIAS_EXPANSION / (64 << 10)));
+        let e = parse("a: &a {x: 1}\nb:\n  <<: *a\n  y: 2\n").unwrap_err();
+        assert!(e.message.contains("merge keys"), "{e:?}");
+        assert_eq!(e.pos.line, 3);
     }
 
     #[test]

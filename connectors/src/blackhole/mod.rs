@@ -1,16 +1,12 @@
 //! The `blackhole` sink: counts what it receives and discards it. For
 //! benchmarks and for trying pipelines out.
 
-use std::sync::Arc;
-
 use serde::Deserialize;
 use timely::dataflow::channels::pact::Pipeline;
 
 use tidemark_engine::component::{ConfigError, SinkContext};
 use tidemark_engine::runtime::{Operator, ProgressBuilder, ProgressStream, SampleStream};
-use tidemark_engine::spec::{AnyStream, SinkSpec, StreamKind, Validate};
 use tidemark_engine::stats::add;
-use tidemark_engine::time::Time;
 
 /// `type: blackhole` has no fields besides `inputs`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -44,24 +40,4 @@ impl BlackholeConfig {
     }
 }
 
-impl Validate<dyn SinkSpec> for BlackholeConfig {
-    fn validated(&self) -> Result<Arc<dyn SinkSpec>, Vec<ConfigError>> {
-        self.validate()?;
-        Ok(Arc::new(self.clone()))
-    }
-}
-
-impl SinkSpec for BlackholeConfig {
-    fn takes(&self) -> StreamKind {
-        StreamKind::Samples
-    }
-    fn holdback(&self) -> Time {
-        0
-    }
-    fn serves_live(&self) -> bool {
-        false
-    }
-    fn build<'scope>(&self, input: AnyStream<'scope>, ctx: SinkContext) -> ProgressStream<'scope> {
-        self.build(input.into_samples(), ctx)
-    }
-}
+samples_sink!(BlackholeConfig => self, holdback: |_| 0, serves_live: false);

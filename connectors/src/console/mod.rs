@@ -3,18 +3,15 @@
 
 use std::io::Write;
 
-use std::sync::Arc;
-
 use serde::Deserialize;
 
 use tidemark_engine::Sample;
 use tidemark_engine::component::{ConfigError, SinkContext, StdoutWriter};
+use tidemark_engine::error::ComponentError;
 use tidemark_engine::runtime::{ProgressStream, SampleStream};
-use tidemark_engine::spec::{AnyStream, SinkSpec, StreamKind, Validate};
-use tidemark_engine::time::Time;
 use tidemark_engine::time::format_millis;
 
-use crate::gather::{Writer, gather_sink};
+use crate::gather::{Gather, Writer, gather_sink};
 
 /// `type: console`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -51,11 +48,11 @@ impl ConsoleConfig {
         ctx: SinkContext,
     ) -> ProgressStream<'scope> {
         let writer = ConsoleWriter {
-            out: ctx.stdout,
+            out: std::sync::Arc::clone(&ctx.stdout),
             max_lines: self.max_lines,
             buffer: Vec::new(),
         };
-        gather_sink(stream, &ctx.name, ctx.stats, ctx.resume, writer)
+        gather_sink(stream, Gather::from(ctx), writer)
     }
 }
 
@@ -66,7 +63,7 @@ struct ConsoleWriter {
 }
 
 impl Writer for ConsoleWriter {
-    fn write(&mut self, samples: &[Sample]) -> std::io::Result<()> {
+    fn write(&mut self, samples: &[Sample]) -> Result<(), ComponentError> {
         self.buffer.clear();
         let shown = if self.max_lines == 0 {
             samples.len()
@@ -74,48 +71,32 @@ impl Writer for ConsoleWriter {
             samples.len().min(self.max_lines)
         };
         for s in &samples[..shown] {
-            writeln!(
+            // Writing to a Vec cannot fail.
+            let _ = writeln!(
                 self.buffer,
                 "{}  {}  {}",
                 format_millis(s.timestamp),
                 s.series,
                 s.value
-            )?;
+            );
         }
         if shown < samples.len() {
-            writeln!(
+            // Writing to a Vec cannot fail.
+            let _ = writeln!(
                 self.buffer,
                 "... and {} more (raise max_lines to see them)",
                 samples.len() - shown
-            )?;
+            );
         }
         (self.out)(&self.buffer);
         Ok(())
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    fn flush(&mut self) -> Result<(), ComponentError> {
         Ok(())
     }
+
+    fn reset(&mut self) {}
 }
 
-impl Validate<dyn SinkSpec> for ConsoleConfig {
-    fn validated(&self) -> Result<Arc<dyn SinkSpec>, Vec<ConfigError>> {
-        self.validate()?;
-        Ok(Arc::new(self.clone()))
-    }
-}
-
-impl SinkSpec for ConsoleConfig {
-    fn takes(&self) -> StreamKind {
-        StreamKind::Samples
-    }
-    fn holdback(&self) -> Time {
-        0
-    }
-    fn serves_live(&self) -> bool {
-        false
-    }
-    fn build<'scope>(&self, input: AnyStream<'scope>, ctx: SinkContext) -> ProgressStream<'scope> {
-        self.build(input.into_samples(), ctx)
-    }
-}
+samples_sink!(ConsoleConfig => self, holdback: |_| 0, serves_live: false);

@@ -1,50 +1,96 @@
 //! The `file` sink: JSON lines, written per closed time in a canonical order.
+//!
+//! Durable means on disk: a time's lines are written, flushed and, for a
+//! regular file, `fsync`ed before its capability goes (so Kafka offsets
+//! move only after that). Devices, FIFOs and pipes (`/dev/null`, `| jq`)
+//! are written and flushed but not synced, which they do not support. A
+//! write that fails is undone (the file is cut back to its last durable
+//! length, so no truncated line stays) and done again later.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 
+use tidemark_codecs::json::encode_json;
 use tidemark_engine::Sample;
-use tidemark_engine::codec::encode_json;
 use tidemark_engine::component::{SinkContext, StdoutWriter};
+use tidemark_engine::error::{ComponentError, Fault};
 use tidemark_engine::runtime::{ProgressStream, SampleStream};
 
 use super::FileSinkConfig;
-use crate::gather::{Writer, gather_sink};
+use crate::gather::{Gather, Writer, gather_sink};
+
+/// An open output file.
+struct Open {
+    writer: BufWriter<File>,
+    /// Whether it is a regular file (synced, and cut back after a failure).
+    regular: bool,
+    /// Its length after the last flush that succeeded.
+    durable_len: u64,
+}
 
 enum Target {
-    File(Option<BufWriter<File>>, String, bool),
+    File {
+        open: Option<Open>,
+        path: String,
+        append: bool,
+    },
     Stdout(StdoutWriter, Vec<u8>),
 }
 
+/// An I/O error of the file sink: a pipe whose reader left is as final as
+/// a path that cannot be created.
+fn io_error(what: &str, path: &str, error: std::io::Error) -> ComponentError {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        return ComponentError::permanent(Fault::Config, format!("cannot {what} {path}"))
+            .caused_by(error);
+    }
+    ComponentError::io(format!("cannot {what} {path}"), error)
+}
+
+fn open(path: &str, append: bool) -> std::io::Result<Open> {
+    let p = std::path::Path::new(path);
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(p)?;
+    let metadata = file.metadata()?;
+    let regular = metadata.file_type().is_file();
+    Ok(Open {
+        writer: BufWriter::with_capacity(1 << 16, file),
+        regular,
+        durable_len: if regular { metadata.len() } else { 0 },
+    })
+}
+
 impl Writer for Target {
-    fn write(&mut self, samples: &[Sample]) -> std::io::Result<()> {
+    fn write(&mut self, samples: &[Sample]) -> Result<(), ComponentError> {
         match self {
-            Target::File(file, path, append) => {
-                if file.is_none() {
-                    let p = std::path::Path::new(path.as_str());
-                    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                        std::fs::create_dir_all(dir)?;
-                    }
-                    let f = std::fs::OpenOptions::new()
-                        .create(true)
-                        .write(true)
-                        .append(*append)
-                        .truncate(!*append)
-                        .open(p)?;
-                    *file = Some(BufWriter::with_capacity(1 << 16, f));
+            Target::File {
+                open: o,
+                path,
+                append,
+            } => {
+                if o.is_none() {
+                    *o = Some(open(path, *append).map_err(|e| io_error("create", path, e))?);
                 }
-                let Some(w) = file.as_mut() else {
+                let Some(o) = o.as_mut() else {
                     return Ok(());
                 };
                 for s in samples {
-                    encode_json(s, w)?;
+                    encode_json(s, &mut o.writer).map_err(|e| io_error("write", path, e))?;
                 }
                 Ok(())
             }
             Target::Stdout(out, buffer) => {
                 buffer.clear();
                 for s in samples {
-                    encode_json(s, buffer)?;
+                    // Writing to a Vec cannot fail.
+                    let _ = encode_json(s, buffer);
                 }
                 out(buffer);
                 Ok(())
@@ -52,15 +98,47 @@ impl Writer for Target {
         }
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            // Durable means on disk: the sink's frontier (and so Kafka
-            // offsets) moves only after this.
-            Target::File(Some(w), _, _) => {
-                w.flush()?;
-                w.get_ref().sync_data()
-            }
-            _ => Ok(()),
+    fn flush(&mut self) -> Result<(), ComponentError> {
+        let Target::File {
+            open: Some(o),
+            path,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        o.writer.flush().map_err(|e| io_error("write", path, e))?;
+        if o.regular {
+            let file = o.writer.get_ref();
+            file.sync_data().map_err(|e| io_error("sync", path, e))?;
+            o.durable_len = file
+                .metadata()
+                .map_err(|e| io_error("sync", path, e))?
+                .len();
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        let Target::File { open: o, .. } = self else {
+            return;
+        };
+        // Drop what is buffered without writing it; cut a regular file back
+        // to what was durable, or reopen it when that fails.
+        let Some(old) = o.take() else { return };
+        let (file, _buffered) = old.writer.into_parts();
+        if !old.regular {
+            return;
+        }
+        let mut file = file;
+        if file.set_len(old.durable_len).is_ok()
+            && file.seek(SeekFrom::Start(old.durable_len)).is_ok()
+        {
+            *o = Some(Open {
+                writer: BufWriter::with_capacity(1 << 16, file),
+                regular: true,
+                durable_len: old.durable_len,
+            });
         }
     }
 }
@@ -73,19 +151,24 @@ impl FileSinkConfig {
         &self,
         stream: SampleStream<'scope>,
         ctx: SinkContext,
-        worker: usize,
     ) -> ProgressStream<'scope> {
+        let worker = ctx.worker;
         let mut target = if self.path == "-" {
-            Target::Stdout(ctx.stdout, Vec::new())
+            Target::Stdout(std::sync::Arc::clone(&ctx.stdout), Vec::new())
         } else {
-            Target::File(None, self.path.clone(), self.append)
+            Target::File {
+                open: None,
+                path: self.path.clone(),
+                append: self.append,
+            }
         };
         if worker == 0
             && let Err(error) = target.write(&[])
         {
             tidemark_engine::stats::add(&ctx.stats.errors, 1);
-            tracing::error!(%error, path = %self.path, "Cannot create the output file.");
+            tracing::error!(error = %error.chain(), path = %self.path, "Cannot create the output file; writing will be tried again.");
+            target.reset();
         }
-        gather_sink(stream, &ctx.name, ctx.stats, ctx.resume, target)
+        gather_sink(stream, Gather::from(ctx), target)
     }
 }

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
+use tidemark_codecs::json::{DecodeError, decode_json};
 use tidemark_engine::Sample;
-use tidemark_engine::codec::decode_json;
-use tidemark_engine::component::SourceContext;
+use tidemark_engine::component::{Shutdown, SourceContext};
 use tidemark_engine::flow::FlowControl;
 use tidemark_engine::runtime::{PipelineScope, SampleStream, SyncActivator, source};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
@@ -24,9 +24,78 @@ use super::config::FileSource;
 
 const BATCH: usize = 1024;
 
+/// The longest line read; a longer one (or an endless file without
+/// newlines, such as a device) is rejected in pieces as `malformed`
+/// without holding more than this in memory.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// What [`read_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line, in the buffer (without its newline).
+    Text,
+    /// The start of a line longer than [`MAX_LINE`], which is skipped.
+    TooLong,
+    /// More of the line being skipped (a device without newlines goes on
+    /// like this): nothing new to count, but a chance to notice a stop.
+    More,
+    /// The end of the input.
+    End,
+}
+
+/// Reads one line into `buf`, never holding more than [`MAX_LINE`] bytes;
+/// `skipping` carries a long line's skipping over to the next call.
+fn read_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    skipping: &mut bool,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let (mut read_any, mut skipped) = (false, 0usize);
+    let started_skipping = *skipping;
+    let report = |started: bool| if started { Line::More } else { Line::TooLong };
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            let was_skipping = std::mem::take(skipping);
+            return Ok(match (read_any, was_skipping) {
+                (false, false) => Line::End,
+                (_, true) => report(started_skipping),
+                (true, false) => Line::Text,
+            });
+        }
+        read_any = true;
+        let newline = available.iter().position(|&b| b == b'\n');
+        let chunk = &available[..newline.unwrap_or(available.len())];
+        if !*skipping && buf.len() + chunk.len() <= MAX_LINE {
+            buf.extend_from_slice(chunk);
+        } else {
+            *skipping = true;
+            skipped += buf.len() + chunk.len();
+            buf.clear();
+        }
+        let used = newline.map_or(available.len(), |i| i + 1);
+        reader.consume(used);
+        if newline.is_some() {
+            return Ok(if std::mem::take(skipping) {
+                report(started_skipping)
+            } else {
+                Line::Text
+            });
+        }
+        if skipped >= MAX_LINE {
+            // An endless line: report now and go on skipping next time, so
+            // that a device without newlines is seen (and a stop noticed)
+            // between pieces.
+            return Ok(report(started_skipping));
+        }
+    }
+}
+
 fn read_lines(
     input: Box<dyn Read + Send>,
     origin: &str,
+    shutdown: &Shutdown,
     limits: &Limits,
     stats: &ComponentStats,
     tx: &SyncSender<Vec<Sample>>,
@@ -34,19 +103,34 @@ fn read_lines(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut logged = 0;
-    for (n, line) in BufReader::with_capacity(1 << 16, input).lines().enumerate() {
-        let line = match line {
-            Ok(l) => l,
+    let mut reader = BufReader::with_capacity(1 << 16, input);
+    let (mut buf, mut skipping) = (Vec::new(), false);
+    for n in 0.. {
+        if shutdown.is_triggered() {
+            return;
+        }
+        let decoded = match read_line(&mut reader, &mut buf, &mut skipping) {
+            Ok(Line::End) => break,
+            Ok(Line::More) => continue,
             Err(error) => {
                 add(&stats.errors, 1);
                 tracing::error!(%error, file = origin, line = n + 1, "Failed to read; stopping this source.");
                 break;
             }
+            Ok(Line::TooLong) => Err(DecodeError {
+                reason: RejectReason::Malformed,
+                detail: format!("line longer than {} KiB", MAX_LINE >> 10),
+            }),
+            Ok(Line::Text) => match std::str::from_utf8(&buf) {
+                Ok(line) if line.trim().is_empty() => continue,
+                Ok(line) => decode_json(line, limits),
+                Err(e) => Err(DecodeError {
+                    reason: RejectReason::Malformed,
+                    detail: format!("not UTF-8: {e}"),
+                }),
+            },
         };
-        if line.trim().is_empty() {
-            continue;
-        }
-        match decode_json(&line, limits) {
+        match decoded {
             Ok(sample) => batch.push(sample),
             Err(error) => {
                 stats.dropped(DropReason::Rejected(error.reason), 1);
@@ -82,6 +166,20 @@ fn read_lines(
     }
 }
 
+/// Opens a source file; devices (`/dev/zero`, `/dev/urandom`) are refused:
+/// they never end and have no lines. FIFOs are read like files.
+fn open(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::metadata(path)?.file_type();
+    if kind.is_char_device() || kind.is_block_device() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a device is not a file of JSON lines",
+        ));
+    }
+    std::fs::File::open(path)
+}
+
 fn spawn_reader(
     config: &FileSource,
     ctx: &SourceContext,
@@ -91,6 +189,7 @@ fn spawn_reader(
     let path = config.path.clone();
     let limits = ctx.limits.clone();
     let stats = Arc::clone(&ctx.stats);
+    let shutdown = ctx.shutdown.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("file-{}", ctx.name))
         .spawn(move || {
@@ -99,7 +198,7 @@ fn spawn_reader(
                 .map_or("-".to_owned(), |p| p.display().to_string());
             let input: Box<dyn Read + Send> = match &path {
                 None => Box::new(std::io::stdin()),
-                Some(p) => match std::fs::File::open(p) {
+                Some(p) => match open(p) {
                     Ok(f) => Box::new(f),
                     Err(error) => {
                         add(&stats.errors, 1);
@@ -108,7 +207,7 @@ fn spawn_reader(
                     }
                 },
             };
-            read_lines(input, &origin, &limits, &stats, &tx, &activator);
+            read_lines(input, &origin, &shutdown, &limits, &stats, &tx, &activator);
             drop(tx);
             let _ = activator.activate();
         });
@@ -207,3 +306,64 @@ impl FileSource {
 }
 
 use std::rc::Rc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8]) -> Vec<(Line, Vec<u8>)> {
+        let mut reader = BufReader::with_capacity(7, input);
+        let (mut buf, mut skipping) = (Vec::new(), false);
+        let mut out = Vec::new();
+        loop {
+            let line = read_line(&mut reader, &mut buf, &mut skipping).unwrap();
+            if line == Line::End {
+                return out;
+            }
+            out.push((line, buf.clone()));
+        }
+    }
+
+    #[test]
+    fn lines_are_read_whole_and_long_ones_skipped_in_bounded_memory() {
+        assert_eq!(
+            lines(b"ab\n\nlonger than seven\nlast"),
+            [
+                (Line::Text, b"ab".to_vec()),
+                (Line::Text, b"".to_vec()),
+                (Line::Text, b"longer than seven".to_vec()),
+                (Line::Text, b"last".to_vec()),
+            ]
+        );
+        let mut input = vec![b'x'; MAX_LINE + 10];
+        input.extend_from_slice(b"\nok\n");
+        // One rejection for the long line (its rest may come as `More`),
+        // then the next line whole.
+        let got: Vec<_> = lines(&input)
+            .into_iter()
+            .filter(|(l, _)| *l != Line::More)
+            .collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, Line::TooLong);
+        assert!(got[0].1.is_empty());
+        assert_eq!(got[1], (Line::Text, b"ok".to_vec()));
+        // No newline at all (a device): one rejection, then pieces of
+        // about MAX_LINE bytes, never held.
+        let endless = vec![0u8; 3 * MAX_LINE];
+        let got = lines(&endless);
+        assert_eq!(got[0], (Line::TooLong, Vec::new()));
+        assert!(
+            got[1..]
+                .iter()
+                .all(|(l, b)| *l == Line::More && b.is_empty())
+        );
+        assert!(got.len() >= 3, "{}", got.len());
+    }
+
+    #[test]
+    fn devices_are_refused_as_sources() {
+        let error = open(std::path::Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(open(std::path::Path::new("/dev/zero/x")).is_err());
+    }
+}

@@ -16,12 +16,6 @@
 //! per series in tick order, so the output does not depend on how series
 //! are spread over workers.
 
-use std::sync::Arc;
-
-use tidemark_engine::component::{ConfigError, SourceContext};
-use tidemark_engine::runtime::PipelineScope;
-use tidemark_engine::spec::{AnyStream, SourceSpec, StreamKind, Validate};
-
 mod config;
 mod source;
 mod values;
@@ -29,23 +23,5 @@ mod values;
 pub use config::{Generator, GeneratorConfig};
 pub use values::{METRICS, series_for};
 
-impl Validate<dyn SourceSpec> for GeneratorConfig {
-    fn validated(&self) -> Result<Arc<dyn SourceSpec>, Vec<ConfigError>> {
-        self.validate().map(|s| Arc::new(s) as Arc<dyn SourceSpec>)
-    }
-}
-
-impl SourceSpec for Generator {
-    fn emits(&self) -> StreamKind {
-        StreamKind::Samples
-    }
-    fn is_finite(&self) -> bool {
-        self.ticks.is_some()
-    }
-    fn needs_ingest(&self) -> bool {
-        false
-    }
-    fn build<'scope>(&self, scope: PipelineScope<'scope>, ctx: SourceContext) -> AnyStream<'scope> {
-        AnyStream::Samples(self.build(scope, ctx))
-    }
-}
+// Finite when `ticks` is set.
+samples_source!(GeneratorConfig => Generator, finite: |g| g.ticks.is_some(), needs_ingest: false);

@@ -5,38 +5,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use tidemark_codecs::Codec;
+
 use tidemark_engine::component::ConfigError;
 use tidemark_engine::time::{Millis, parse_duration};
 
 /// How a message's payload is read or written.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    /// JSON samples, one per line (`{"name", "labels", "timestamp", "value"}`);
-    /// a message may hold several lines.
-    #[default]
-    Json,
-    /// A Tidemark ingest `WriteRequest` (protobuf, `proto/tidemark/ingest.proto`).
-    Protobuf,
-    /// A Prometheus remote-write body: snappy-compressed `WriteRequest`.
-    RemoteWrite,
-    /// InfluxDB line protocol (what Telegraf's Kafka output sends): one
-    /// sample per numeric field, named `<measurement>_<field>`.
-    Influx,
-}
-
-impl Format {
-    /// The name as written in pipelines.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Json => "json",
-            Format::Protobuf => "protobuf",
-            Format::RemoteWrite => "remote_write",
-            Format::Influx => "influx",
-        }
-    }
-}
-
 /// Where a partition without a committed offset starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {
@@ -79,9 +53,10 @@ pub struct KafkaSourceConfig {
     /// `2026-11-25T00:00:00Z`, or milliseconds since the epoch).
     #[serde(default = "earliest")]
     pub start: String,
-    /// Payload format: `json` (default), `protobuf`, `remote_write`, `influx`.
+    /// Payload format: `json` (default), `protobuf`, `remote_write`, `influx`,
+    /// `otlp` (an `ExportMetricsServiceRequest`).
     #[serde(default)]
-    pub format: Format,
+    pub format: Codec,
     /// Messages that do not parse are copied here (same key and payload,
     /// with headers saying why and where from). Default: only counted.
     #[serde(default)]
@@ -131,7 +106,7 @@ pub struct KafkaSinkConfig {
     /// `json` (default: one sample per message, as the `file` sink writes
     /// it) or `protobuf` (a Tidemark `WriteRequest` with one point).
     #[serde(default)]
-    pub format: Format,
+    pub format: Codec,
     /// librdkafka producer properties passed as they are (security,
     /// `compression.type`, `linger.ms`, ...).
     #[serde(default)]
@@ -186,7 +161,7 @@ pub struct KafkaSource {
     pub(crate) topics: Topics,
     pub(crate) group: String,
     pub(crate) start: Start,
-    pub(crate) format: Format,
+    pub(crate) format: Codec,
     pub(crate) dead_letter_topic: Option<String>,
     pub(crate) checkpoint_topic: String,
     pub(crate) max_out_of_orderness: Duration,
@@ -199,7 +174,7 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     /// The payload format.
-    pub fn format(&self) -> Format {
+    pub fn format(&self) -> Codec {
         self.format
     }
 }
@@ -209,13 +184,13 @@ impl KafkaSource {
 pub struct KafkaSink {
     pub(crate) brokers: String,
     pub(crate) topic: String,
-    pub(crate) format: Format,
+    pub(crate) format: Codec,
     pub(crate) options: BTreeMap<String, String>,
 }
 
 impl KafkaSink {
     /// The payload format.
-    pub fn format(&self) -> Format {
+    pub fn format(&self) -> Codec {
         self.format
     }
 }
@@ -373,7 +348,7 @@ impl KafkaSinkConfig {
         if self.topic.is_empty() {
             errors.push(ConfigError::field("topic", "topic is empty"));
         }
-        if !matches!(self.format, Format::Json | Format::Protobuf) {
+        if !self.format.encodes() {
             errors.push(ConfigError::field(
                 "format",
                 format!(
@@ -412,7 +387,7 @@ mod tests {
         .unwrap();
         let v = c.validate().unwrap();
         assert_eq!(v.start, Start::Time(1_795_564_800_000));
-        assert_eq!(v.format, Format::Influx);
+        assert_eq!(v.format, Codec::Influx);
         assert_eq!(v.idle_timeout, Duration::from_secs(10));
     }
 
@@ -465,5 +440,28 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(c.validate().unwrap_err()[0].field, ["format"]);
+        let c: KafkaSinkConfig = serde_json::from_value(serde_json::json!({
+            "brokers": "b:9092", "topic": "out", "format": "otlp"
+        }))
+        .unwrap();
+        assert_eq!(c.validate().unwrap_err()[0].field, ["format"]);
+    }
+
+    #[test]
+    fn the_source_reads_every_codec_by_name() {
+        for (name, codec) in [
+            ("json", Codec::Json),
+            ("protobuf", Codec::Protobuf),
+            ("remote_write", Codec::RemoteWrite),
+            ("influx", Codec::Influx),
+            ("otlp", Codec::Otlp),
+        ] {
+            let c: KafkaSourceConfig = serde_json::from_value(serde_json::json!({
+                "brokers": "b:9092", "topics": ["m"], "group": "g", "format": name
+            }))
+            .unwrap();
+            assert_eq!(c.validate().unwrap().format, codec);
+            assert_eq!(codec.as_str(), name);
+        }
     }
 }

@@ -12,13 +12,13 @@
 
 mod checkpoint;
 mod config;
-mod format;
 mod progress;
 mod service;
 mod sink;
 mod source;
 
-pub use config::{
-    Format, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig, Start, Topics,
-};
-pub use format::{Decode, Encode, Influx, JsonLines, JsonSample, Rejects};
+pub use config::{KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig, Start, Topics};
+
+samples_source!(KafkaSourceConfig => KafkaSource, finite: |_| false, needs_ingest: false);
+
+samples_sink!(KafkaSinkConfig => KafkaSink, holdback: |_| 0, serves_live: false);

@@ -26,8 +26,8 @@ use tidemark_engine::time::{Time, millis, now_millis};
 
 use super::checkpoint::{self, Acks, Positions};
 use super::config::{KafkaSource, Start, Topics};
-use super::format::{Decode, Rejects};
 use super::progress::{Checkpoint, Stamper};
+use tidemark_codecs::{Decoder, Rejects};
 
 /// A partition this instance reads.
 #[derive(Clone, Debug)]
@@ -87,7 +87,7 @@ pub(crate) fn owner(topic: &str, partition: i32, peers: usize) -> usize {
 
 pub(crate) struct Service {
     pub config: KafkaSource,
-    pub decoder: Arc<dyn Decode>,
+    pub decoder: Arc<Decoder>,
     pub stats: Arc<ComponentStats>,
     pub name: String,
     pub client_id: String,
@@ -590,6 +590,7 @@ impl Service {
                     None => rejects.add(
                         tidemark_engine::validate::RejectReason::Malformed,
                         1,
+                        0,
                         || "empty message".into(),
                     ),
                 }
@@ -619,7 +620,7 @@ impl Service {
                     for (reason, n) in &rejects.counts {
                         self.stats.dropped(DropReason::Rejected(*reason), *n);
                     }
-                    let error = rejects.first.unwrap_or_default();
+                    let error = rejects.first().unwrap_or_default();
                     if logged < 10 {
                         logged += 1;
                         tracing::warn!(source = %self.name, topic = message.topic(), partition = message.partition(), offset = message.offset(), %error, "Rejected samples in a message.");

@@ -28,7 +28,6 @@ use tidemark_engine::stats::{ComponentStats, add};
 use tidemark_engine::time::Time;
 
 use super::config::KafkaSink;
-use super::format::Encode;
 
 type Failed = Vec<(Time, Option<Vec<u8>>, Vec<u8>)>;
 
@@ -58,7 +57,7 @@ impl ProducerContext for Deliveries {
                 add(&self.stats.sent, 1);
             }
             Err((error, message)) => {
-                add(&self.stats.retries, 1);
+                self.stats.retried(&error.to_string());
                 tracing::warn!(%error, sink = %self.name, "A message was not delivered; sending it again.");
                 self.failed.lock().unwrap_or_else(|e| e.into_inner()).push((
                     *time,
@@ -103,12 +102,11 @@ fn send(
 }
 
 impl KafkaSink {
-    /// Builds the sink on a worker; `encoder` writes the payloads.
+    /// Builds the sink on a worker.
     pub fn build<'scope>(
         &self,
         stream: SampleStream<'scope>,
         ctx: SinkContext,
-        encoder: Arc<dyn Encode>,
     ) -> ProgressStream<'scope> {
         let config = self.clone();
         let scope = stream.scope();
@@ -165,9 +163,9 @@ impl KafkaSink {
                             key.clear();
                             key.extend_from_slice(sample.series.to_string().as_bytes());
                             payload.clear();
-                            encoder.encode(sample, &mut payload);
+                            tidemark_codecs::encode(config.format, sample, &mut payload);
                             if let Err(error) = send(producer, &config.topic, time, Some(&key), &payload) {
-                                add(&ctx.stats.retries, 1);
+                                ctx.stats.retried(&error.to_string());
                                 tracing::warn!(%error, sink = %ctx.name, "Cannot queue a message; sending it again later.");
                                 context.failed.lock().unwrap_or_else(|e| e.into_inner()).push((time, Some(key.clone()), payload.clone()));
                             }

@@ -18,9 +18,10 @@ use tidemark_engine::stats::add;
 use tidemark_engine::time::Time;
 
 use super::config::KafkaSource;
-use super::format::Decode;
 use super::progress::Uncommitted;
 use super::service::{Command, Event, Service};
+use tidemark_codecs::Decoder;
+use tidemark_engine::validate::EdgeCheck;
 
 struct Slot {
     watermark: Option<Time>,
@@ -29,14 +30,23 @@ struct Slot {
 }
 
 impl KafkaSource {
-    /// Builds the source on a worker; `decoder` reads the payloads.
+    /// Builds the source on a worker.
     pub fn build<'scope>(
         &self,
         scope: PipelineScope<'scope>,
         ctx: SourceContext,
-        decoder: Arc<dyn Decode>,
     ) -> SampleStream<'scope> {
         let config = self.clone();
+        // The pipeline's label limits, and the default time bounds (ten
+        // minutes ahead; no age limit, since a topic's backlog is
+        // legitimately old).
+        let decoder = Arc::new(Decoder {
+            codec: self.format,
+            check: EdgeCheck {
+                limits: ctx.limits.clone(),
+                ..EdgeCheck::default()
+            },
+        });
         source(scope, &ctx.name.clone(), move |capability, info| {
             let activator = scope.activator_for(Rc::clone(&info.address));
             // About `queue` samples wait here, in batches of up to 4096;

@@ -8,13 +8,6 @@
 //! a replay reproduces, so it overwrites rather than duplicates ([`sink`]).
 //! See `docs/sinks/parquet.md`.
 
-use std::sync::Arc;
-
-use tidemark_engine::component::{ConfigError, SinkContext};
-use tidemark_engine::runtime::ProgressStream;
-use tidemark_engine::spec::{AnyStream, SinkSpec, StreamKind, Validate};
-use tidemark_engine::time::Time;
-
 mod config;
 mod encode;
 mod service;
@@ -22,23 +15,5 @@ mod sink;
 
 pub use config::{Location, ParquetSink, ParquetSinkConfig};
 
-impl Validate<dyn SinkSpec> for ParquetSinkConfig {
-    fn validated(&self) -> Result<Arc<dyn SinkSpec>, Vec<ConfigError>> {
-        self.validate().map(|s| Arc::new(s) as Arc<dyn SinkSpec>)
-    }
-}
-
-impl SinkSpec for ParquetSink {
-    fn takes(&self) -> StreamKind {
-        StreamKind::Samples
-    }
-    fn holdback(&self) -> Time {
-        ParquetSink::holdback(self)
-    }
-    fn serves_live(&self) -> bool {
-        false
-    }
-    fn build<'scope>(&self, input: AnyStream<'scope>, ctx: SinkContext) -> ProgressStream<'scope> {
-        self.build(input.into_samples(), ctx)
-    }
-}
+// The open epoch is held back (flow control lets sources run past it).
+samples_sink!(ParquetSinkConfig => ParquetSink, holdback: ParquetSink::holdback, serves_live: false);

@@ -16,7 +16,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use super::config::{Location, ParquetSink};
-use crate::batch::WriteError;
+use tidemark_engine::error::{ComponentError, Fault};
 
 /// Files larger than this are uploaded in parts of this size.
 pub(crate) const MULTIPART_ABOVE: usize = 16 << 20;
@@ -28,8 +28,11 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    /// Opens the store (no request is made yet).
-    pub fn open(config: &ParquetSink) -> Result<Store, WriteError> {
+    /// Opens the store (no request is made yet). What fails here is the
+    /// configuration (a missing variable, a directory that cannot be
+    /// created, an invalid endpoint), which no retry mends.
+    pub fn open(config: &ParquetSink) -> Result<Store, ComponentError> {
+        let config_error = |message: String| ComponentError::permanent(Fault::Config, message);
         Ok(match &config.location {
             Location::S3 { bucket, prefix } => {
                 let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
@@ -52,20 +55,27 @@ impl Store {
                     builder = builder.with_access_key_id(id);
                 }
                 if let Some(var) = &config.secret_access_key_env {
-                    let secret = std::env::var(var)
-                        .map_err(|_| format!("environment variable {var} is not set"))?;
+                    let secret = std::env::var(var).map_err(|_| {
+                        config_error(format!("environment variable {var} is not set"))
+                    })?;
                     builder = builder.with_secret_access_key(secret);
                 }
+                let store = builder
+                    .build()
+                    .map_err(|e| config_error(format!("invalid S3 settings: {e}")))?;
                 Store {
-                    store: Arc::new(builder.build()?),
+                    store: Arc::new(store),
                     prefix: prefix.clone(),
                 }
             }
             Location::Local(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    ComponentError::io(format!("cannot create {}", dir.display()), e)
+                })?;
+                let store = LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| config_error(format!("cannot open {}: {e}", dir.display())))?;
                 Store {
-                    store: Arc::new(LocalFileSystem::new_with_prefix(dir)?),
+                    store: Arc::new(store),
                     prefix: String::new(),
                 }
             }
@@ -85,31 +95,49 @@ impl Store {
     }
 
     /// Writes `bytes` at `key` (below the prefix), replacing what is there.
-    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), WriteError> {
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), ComponentError> {
         let path = self.path(key);
         if bytes.len() <= MULTIPART_ABOVE {
-            self.store.put(&path, PutPayload::from(bytes)).await?;
+            self.store
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map_err(classify)?;
             return Ok(());
         }
-        let upload = self.store.put_multipart(&path).await?;
+        let upload = self.store.put_multipart(&path).await.map_err(classify)?;
         let mut parts = WriteMultipart::new_with_chunk_size(upload, MULTIPART_ABOVE);
         for chunk in bytes.chunks(MULTIPART_ABOVE) {
             parts.write(chunk);
         }
         // Completing is what makes the object visible; an upload that
         // failed part-way is aborted so that its parts do not linger.
-        match parts.finish().await {
-            Ok(_) => Ok(()),
-            Err(error) => Err(error.into()),
-        }
+        parts.finish().await.map(|_| ()).map_err(classify)
     }
 
     /// Whether `key` (below the prefix) exists.
-    pub async fn exists(&self, key: &str) -> Result<bool, WriteError> {
+    pub async fn exists(&self, key: &str) -> Result<bool, ComponentError> {
         match self.store.head(&self.path(key)).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(classify(e)),
         }
     }
+}
+
+/// What a retry can mend: refused credentials or permissions and requests
+/// the store does not support are the configuration's fault; the rest
+/// (connections, throttling, a store that is down) may heal.
+fn classify(error: object_store::Error) -> ComponentError {
+    let message = error.to_string();
+    let classified = match &error {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. }
+        | object_store::Error::NotSupported { .. }
+        | object_store::Error::NotImplemented { .. }
+        | object_store::Error::UnknownConfigurationKey { .. } => {
+            ComponentError::permanent(Fault::Config, message)
+        }
+        _ => ComponentError::transient(Fault::External, message),
+    };
+    classified.caused_by(error)
 }

@@ -31,7 +31,8 @@ use timely::dataflow::operators::Capability;
 use tokio::sync::mpsc;
 
 use tidemark_engine::Sample;
-use tidemark_engine::component::SinkContext;
+use tidemark_engine::component::{Failure, SinkContext};
+use tidemark_engine::error::ComponentError;
 use tidemark_engine::runtime::{
     Operator, ProgressBuilder, ProgressStream, SampleStream, SyncActivator, by_series, frontier_min,
 };
@@ -41,7 +42,7 @@ use tidemark_engine::time::Time;
 use super::config::ParquetSink;
 use super::encode::{FileBuilder, Format};
 use super::service::Store;
-use crate::batch::{ByTime, FIRST_BACKOFF, Handoff, MAX_BACKOFF, WriteError, chain, spawn_writer};
+use crate::batch::{ByTime, FIRST_BACKOFF, Handoff, MAX_BACKOFF, spawn_writer};
 
 /// What the operator hands the writer, in order.
 enum Message {
@@ -80,6 +81,7 @@ impl ParquetSink {
                         worker: scope.index(),
                     },
                     stats: Arc::clone(&ctx.stats),
+                    failure: Arc::clone(&ctx.failure),
                     epoch: None,
                 };
                 let written = Arc::clone(&done);
@@ -203,6 +205,7 @@ struct Writer {
     format: Option<Format>,
     keys: Keys,
     stats: Arc<ComponentStats>,
+    failure: Arc<Failure>,
     epoch: Option<Epoch>,
 }
 
@@ -230,7 +233,8 @@ impl Writer {
                 Ok(s) => s,
                 Err(error) => {
                     add(&self.stats.errors, 1);
-                    tracing::error!(error = %chain(&error), sink = %name, "Cannot open the object store; this sink holds its input.");
+                    tracing::error!(error = %error.chain(), sink = %name, "Cannot open the object store; the pipeline stops.");
+                    self.failure.fail(&name, &error);
                     return;
                 }
             };
@@ -427,7 +431,8 @@ impl Writer {
     }
 
     /// Runs `op` until it succeeds, with backoff; `None` if the pipeline
-    /// has stopped meanwhile (the output is then lost, and counted).
+    /// has stopped meanwhile (the output is then lost, and counted), or if
+    /// the error says no retry can help (the pipeline then fails with it).
     async fn retry<T, F>(
         &self,
         rx: &mpsc::Receiver<(u64, Message)>,
@@ -435,15 +440,21 @@ impl Writer {
         mut op: impl FnMut() -> F,
     ) -> Option<T>
     where
-        F: Future<Output = Result<T, WriteError>>,
+        F: Future<Output = Result<T, ComponentError>>,
     {
         let mut backoff = FIRST_BACKOFF;
         loop {
             match op().await {
                 Ok(v) => return Some(v),
+                Err(error) if !error.retryable => {
+                    add(&self.stats.errors, 1);
+                    tracing::error!(error = %error.chain(), fault = %error.fault, sink = %self.keys.sink, "Failed to {what}, and retrying cannot help; the pipeline stops.");
+                    self.failure.fail(&self.keys.sink, &error);
+                    return None;
+                }
                 Err(error) => {
-                    add(&self.stats.retries, 1);
-                    let error = chain(&error);
+                    let error = error.chain();
+                    self.stats.retried(&error);
                     if rx.is_closed() {
                         add(&self.stats.errors, 1);
                         tracing::warn!(%error, sink = %self.keys.sink, "Failed to {what}, and the pipeline has stopped; giving up.");

@@ -18,10 +18,12 @@ use std::collections::HashSet;
 
 use redis::aio::ConnectionManager;
 
+use tidemark_codecs::json::encode_json;
 use tidemark_engine::Sample;
-use tidemark_engine::codec::encode_json;
 
 use super::config::RedisSink;
+use tidemark_engine::error::{ComponentError, Fault};
+
 use crate::batch::{BatchWriter, WriteError};
 
 /// Several series in one call. KEYS: latest and history of each series.
@@ -128,8 +130,43 @@ impl Writer {
     }
 }
 
+/// What a retry can mend: a refused password or permission, an invalid
+/// URL and a key of another type under the sink's prefix
+/// (`WRONGTYPE`) are the configuration's fault and permanent; the rest
+/// (connections, a server loading, out of memory, a failover) may heal.
+fn classify(error: WriteError) -> ComponentError {
+    let message = error.to_string();
+    let permanent = error.downcast_ref::<redis::RedisError>().is_some_and(|e| {
+        matches!(
+            e.kind(),
+            redis::ErrorKind::AuthenticationFailed
+                | redis::ErrorKind::InvalidClientConfig
+                | redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+        ) || e.code() == Some("WRONGTYPE")
+    });
+    let classified = if permanent {
+        ComponentError::permanent(Fault::Config, message)
+    } else {
+        ComponentError::transient(Fault::External, message)
+    };
+    classified.caused_by(error)
+}
+
 impl BatchWriter for Writer {
-    async fn write(&mut self, batch: &[Sample]) -> Result<(), WriteError> {
+    async fn write(&mut self, batch: &[Sample]) -> Result<(), ComponentError> {
+        self.write_batch(batch).await.map_err(classify)
+    }
+
+    fn reset(&mut self) {
+        // A new connection re-loads the script (a restarted Redis has
+        // forgotten it).
+        self.connection = None;
+        self.known.clear();
+    }
+}
+
+impl Writer {
+    async fn write_batch(&mut self, batch: &[Sample]) -> Result<(), WriteError> {
         let mut connection = match self.connection.take() {
             Some(c) => c,
             None => self.connect().await?,
@@ -186,12 +223,5 @@ impl BatchWriter for Writer {
         self.known.extend(fresh.into_iter().map(|(id, _)| id.0));
         self.connection = Some(connection);
         Ok(())
-    }
-
-    fn reset(&mut self) {
-        // A new connection re-loads the script (a restarted Redis has
-        // forgotten it).
-        self.connection = None;
-        self.known.clear();
     }
 }

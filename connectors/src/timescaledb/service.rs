@@ -16,6 +16,8 @@ use tidemark_engine::Sample;
 
 use super::config::{Method, TimescaleSink};
 use super::schema::{self, Layout, qualified};
+use tidemark_engine::error::{ComponentError, Fault};
+
 use crate::batch::{BatchWriter, WriteError};
 
 /// How often a plain-PostgreSQL table's expired partitions are dropped.
@@ -152,12 +154,55 @@ fn labels_json(sample: &Sample) -> String {
 }
 
 fn time(ms: i64) -> Result<DateTime<Utc>, WriteError> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| format!("timestamp {ms} ms is out of range").into())
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| OutOfRange(ms).into())
 }
 
+/// What a retry can mend, by the error's SQLSTATE class: authorization
+/// (`28`), a database that does not exist (`3D`) and missing privileges
+/// (`42501`) are the configuration's fault; data exceptions (`22`) and
+/// constraint violations (`23`) are ours. Everything else may heal: lost
+/// connections, a server shutting down or out of resources, and statement
+/// errors of class `42` after a reconnect (a table dropped meanwhile, which
+/// the schema check creates again; a prepared statement a pooler or PGlite
+/// kept from the last connection, `42P05`).
+fn classify(error: WriteError) -> ComponentError {
+    let code = error
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        .map(|c| c.code().to_owned());
+    let message = error.to_string();
+    let classified = match code.as_deref() {
+        Some(c) if c.starts_with("28") || c.starts_with("3D") || c == "42501" => {
+            ComponentError::permanent(Fault::Config, message)
+        }
+        Some(c) if c.starts_with("22") || c.starts_with("23") => {
+            ComponentError::permanent(Fault::Internal, message)
+        }
+        _ if error.is::<OutOfRange>() => ComponentError::permanent(Fault::Internal, message),
+        _ => ComponentError::transient(Fault::External, message),
+    };
+    classified.caused_by(error)
+}
+
+/// A timestamp PostgreSQL cannot store.
+#[derive(Debug, thiserror::Error)]
+#[error("timestamp {0} ms is out of range")]
+struct OutOfRange(i64);
+
 impl BatchWriter for Writer {
-    async fn write(&mut self, batch: &[Sample]) -> Result<(), WriteError> {
+    async fn write(&mut self, batch: &[Sample]) -> Result<(), ComponentError> {
+        self.write_batch(batch).await.map_err(classify)
+    }
+
+    fn reset(&mut self) {
+        self.client = None;
+        self.known.clear();
+        self.partitions.clear();
+    }
+}
+
+impl Writer {
+    async fn write_batch(&mut self, batch: &[Sample]) -> Result<(), WriteError> {
         if self.client.is_none() {
             self.connect().await?;
         }
@@ -240,12 +285,6 @@ impl BatchWriter for Writer {
         }
         self.known.extend(fresh.iter().map(|s| s.series.id().0));
         Ok(())
-    }
-
-    fn reset(&mut self) {
-        self.client = None;
-        self.known.clear();
-        self.partitions.clear();
     }
 }
 

@@ -1,0 +1,22 @@
+//! # tidemark-bench
+//!
+//! Tidemark's benchmarks and its load generator, in a crate of their own so
+//! that what only they need (hdrhistogram, plotters, a WebSocket client)
+//! stays out of the server and the language crates. The `tidemark` binary
+//! runs them as `tidemark bench ...` and `tidemark load`; every benchmark
+//! prints its figures and rewrites its section of `docs/benchmarks.md`.
+//!
+//! - [`window`]: engine throughput (generator, window, discard);
+//! - [`sinks`]: the database and archive sinks against real services;
+//! - [`kafka`]: reading and writing a real broker;
+//! - [`latency`]: ingest latency under offered load, driving [`loadgen`];
+//! - [`websocket`]: live fan-out to many subscribers.
+
+pub mod kafka;
+pub mod latency;
+pub mod loadgen;
+pub mod sinks;
+pub mod websocket;
+pub mod window;
+
+pub use window::{BenchOptions, window, write_section};

@@ -1,0 +1,481 @@
+//! The `tidemark` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use tidemark_bench::{self as bench, BenchOptions};
+use tidemark_engine::flow::DEFAULT_MAX_IN_FLIGHT;
+use tidemark_engine::runtime::Cluster;
+use tidemark_pipelines::Diagnostic;
+use tidemark_pipelines::compile_file;
+use tidemark_pipelines::run::{Dashboard, ProgressMode, RunOptions, run};
+use tidemark_server::config::{ServerConfig, parse_bound};
+use tidemark_server::http::Auth;
+use tidemark_server::{ServeOptions, TlsFiles, client, serve};
+
+// glibc's malloc spent a third of the ingest path's time in allocation and
+// consolidation under load (perf, docs/benchmarks.md); mimalloc's per-thread
+// free lists suit many small, short-lived allocations across threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Tidemark: a stream-processing engine for metrics.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format on standard error.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "TIDEMARK_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// Worker threads in this process.
+    #[arg(short, long, default_value_t = 1, env = "TIDEMARK_WORKERS")]
+    workers: usize,
+    /// File listing every process of a cluster, one `host:port` a line.
+    #[arg(long, requires = "process", env = "TIDEMARK_HOSTFILE")]
+    hostfile: Option<PathBuf>,
+    /// This process's index in the host file (0-based).
+    #[arg(long, requires = "hostfile", env = "TIDEMARK_PROCESS")]
+    process: Option<usize>,
+}
+
+impl ClusterArgs {
+    fn cluster(&self) -> anyhow::Result<Cluster> {
+        Ok(match (&self.hostfile, self.process) {
+            (Some(path), Some(process)) => Cluster::from_host_file(self.workers, process, path)?,
+            _ => {
+                let c = Cluster::local(self.workers);
+                c.check()?;
+                c
+            }
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline until its sources end or Ctrl-C / SIGTERM.
+    Run {
+        /// The pipeline file (`-` for standard input).
+        file: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Progress display on standard error.
+        #[arg(long, value_enum, default_value = "auto")]
+        progress: ProgressMode,
+        /// Records each source instance may have in flight before it waits.
+        #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+        max_in_flight: u64,
+        /// Where the dashboard and `/ws` listen when the pipeline has a
+        /// `websocket` sink (on process 0 of a cluster unless given)
+        /// [default: 127.0.0.1:8080].
+        #[arg(long, env = "TIDEMARK_HTTP")]
+        http: Option<std::net::SocketAddr>,
+        /// How long a graceful stop (Ctrl-C, SIGTERM) may take before the
+        /// run exits with 1 and says what was not written.
+        #[arg(long, default_value = "30s", env = "TIDEMARK_SHUTDOWN_TIMEOUT")]
+        shutdown_timeout: String,
+    },
+    /// Serve: run the pipelines applied over the API until SIGTERM.
+    Serve(Box<ServeArgs>),
+    /// Manage the pipelines of a running server.
+    Pipeline {
+        /// The server's HTTP address.
+        #[arg(
+            long,
+            global = true,
+            default_value = "http://127.0.0.1:8080",
+            env = "TIDEMARK_SERVER"
+        )]
+        server: String,
+        #[command(subcommand)]
+        action: PipelineCommand,
+    },
+    /// Check pipeline files and report every error, without running them.
+    Validate {
+        /// Pipeline files.
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Offer load to a server's ingest listeners at a fixed rate (open loop) and report ack latency.
+    Loadgen {
+        #[command(flatten)]
+        options: bench::loadgen::LoadOptions,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks that print figures and write them to docs/benchmarks.md.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+/// `tidemark serve`: flags and variables win over `--config`, which wins
+/// over the defaults shown.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Configuration file (see docs/configuration.md).
+    #[arg(long, env = "TIDEMARK_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP listen address (control API, /metrics, /healthz) [default: 0.0.0.0:8080].
+    #[arg(long, env = "TIDEMARK_HTTP")]
+    http: Option<std::net::SocketAddr>,
+    /// gRPC listen address (control service, ingest, OTLP) [default: 0.0.0.0:4317].
+    #[arg(long, env = "TIDEMARK_GRPC")]
+    grpc: Option<std::net::SocketAddr>,
+    /// Worker threads in this process [default: 1].
+    #[arg(short, long, env = "TIDEMARK_WORKERS")]
+    workers: Option<usize>,
+    /// File listing every process of a cluster, one `host:port` a line.
+    #[arg(long, env = "TIDEMARK_HOSTFILE")]
+    hostfile: Option<PathBuf>,
+    /// This process's index in the host file (0-based).
+    #[arg(long, env = "TIDEMARK_PROCESS")]
+    process: Option<usize>,
+    /// Apply every `*.yaml` in this directory at start.
+    #[arg(long, env = "TIDEMARK_PIPELINES")]
+    pipelines: Option<PathBuf>,
+    /// Records each source instance may have in flight before it waits [default: 1048576].
+    #[arg(long, env = "TIDEMARK_MAX_IN_FLIGHT")]
+    max_in_flight: Option<u64>,
+    /// How long a graceful stop may take before the process exits anyway [default: 30s].
+    #[arg(long, env = "TIDEMARK_SHUTDOWN_TIMEOUT")]
+    shutdown_timeout: Option<String>,
+    /// File of bearer tokens (one a line) required by the control API.
+    #[arg(long, env = "TIDEMARK_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for the HTTP and gRPC listeners; with --tls-key.
+    #[arg(long, env = "TIDEMARK_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM); with --tls-cert.
+    #[arg(long, env = "TIDEMARK_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// How far ahead of this server's clock a received timestamp may be: a duration or `off` [default: 10m].
+    #[arg(long, env = "TIDEMARK_MAX_FUTURE")]
+    max_future: Option<String>,
+    /// How far behind this server's clock a received timestamp may be: a duration or `off` [default: off].
+    #[arg(long, env = "TIDEMARK_MAX_AGE")]
+    max_age: Option<String>,
+    /// Require a token for /metrics too (health checks stay open).
+    #[arg(long, env = "TIDEMARK_PROTECT_METRICS", num_args = 0..=1, default_missing_value = "true")]
+    protect_metrics: Option<bool>,
+}
+
+impl ServeArgs {
+    fn options(self) -> anyhow::Result<Result<ServeOptions, Vec<Diagnostic>>> {
+        let file = match &self.config {
+            Some(path) => match ServerConfig::load(path) {
+                Ok(c) => c,
+                Err(errors) => return Ok(Err(errors)),
+            },
+            None => ServerConfig::default(),
+        };
+        let workers = self.workers.or(file.workers).unwrap_or(1);
+        let cluster = match (
+            self.hostfile.or(file.hostfile),
+            self.process.or(file.process),
+        ) {
+            (Some(path), Some(process)) => Cluster::from_host_file(workers, process, &path)?,
+            (None, None) => Cluster::local(workers),
+            _ => anyhow::bail!("give both a host file and a process index, or neither"),
+        };
+        cluster.check()?;
+        let timeout = self
+            .shutdown_timeout
+            .or(file.shutdown_timeout)
+            .unwrap_or_else(|| "30s".into());
+        let shutdown_timeout = tidemark_engine::time::parse_duration(&timeout)?;
+        let protect_metrics = self
+            .protect_metrics
+            .or(file.protect_metrics)
+            .unwrap_or(false);
+        let auth = match self.token_file.or(file.token_file) {
+            Some(path) => Auth::from_file(&path, protect_metrics)?,
+            None if protect_metrics => anyhow::bail!("protect_metrics needs a token file"),
+            None => Auth::default(),
+        };
+        let tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both a certificate (--tls-cert) and a key (--tls-key)"),
+        };
+        let bound = |flag: &str, text: Option<String>, default: Option<i64>| match text {
+            Some(t) => parse_bound(&t).map_err(|e| anyhow::anyhow!("--{flag}: {e}")),
+            None => Ok(default),
+        };
+        let defaults = tidemark_engine::validate::TimeBounds::default();
+        let time_bounds = tidemark_engine::validate::TimeBounds {
+            max_future_ms: bound(
+                "max-future",
+                self.max_future.or(file.limits.max_future.clone()),
+                defaults.max_future_ms,
+            )?,
+            max_age_ms: bound(
+                "max-age",
+                self.max_age.or(file.limits.max_age.clone()),
+                defaults.max_age_ms,
+            )?,
+        };
+        Ok(Ok(ServeOptions {
+            limits: file.limits.labels(),
+            time_bounds,
+            cluster,
+            http: self
+                .http
+                .or(file.http)
+                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
+            grpc: self
+                .grpc
+                .or(file.grpc)
+                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 4317))),
+            pipelines: self.pipelines.or(file.pipelines),
+            max_in_flight: self
+                .max_in_flight
+                .or(file.max_in_flight)
+                .unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            shutdown_timeout,
+            auth,
+            tls,
+        }))
+    }
+}
+
+#[derive(Subcommand)]
+enum PipelineCommand {
+    /// Create or replace a pipeline from a file (`-` for standard input).
+    Apply {
+        /// The pipeline file.
+        #[arg(short, long)]
+        file: String,
+    },
+    /// List pipelines with their state and counters.
+    List,
+    /// Show one pipeline's status and definition as JSON.
+    Get {
+        /// Pipeline name.
+        name: String,
+    },
+    /// Stop a pipeline (sources end, windows flush) and remove it.
+    Delete {
+        /// Pipeline name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Engine throughput: generator, 10 s tumbling window per series, discard.
+    Window(BenchOptions),
+    /// Consume throughput from a Kafka broker (tansu by default).
+    Kafka(bench::kafka::KafkaBenchOptions),
+    /// Write throughput of the timescaledb and redis sinks.
+    Sinks(bench::sinks::SinkBenchOptions),
+    /// Ingest: p99 ack latency and server CPU against the offered rate (docs/latency.png).
+    Latency(bench::latency::LatencyOptions),
+    /// WebSocket fan-out: values delivered to 1, 10 and 100 subscribers.
+    Websocket(bench::websocket::WebsocketBenchOptions),
+}
+
+fn init_logging(format: LogFormat) {
+    // tokio-postgres logs every server notice at info; the sink logs what
+    // matters itself.
+    let filter = EnvFilter::try_from_env("TIDEMARK_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // With standard error closed (a pipe whose reader left), reporting
+        // the failed write would panic (it uses eprintln!): drop the line
+        // and keep running.
+        .log_internal_errors(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match execute(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate { files } => {
+            let mut failed = false;
+            for file in &files {
+                match compile_file(file) {
+                    Ok(plan) => {
+                        eprintln!(
+                            "{file}: ok (pipeline {:?}: {} sources, {} transforms, {} sinks)",
+                            plan.name,
+                            plan.sources.len(),
+                            plan.transforms.len(),
+                            plan.sinks.len()
+                        );
+                    }
+                    Err(errors) => {
+                        failed = true;
+                        for e in &errors {
+                            eprintln!("{e}");
+                        }
+                        eprintln!(
+                            "{file}: {} error{}",
+                            errors.len(),
+                            if errors.len() == 1 { "" } else { "s" }
+                        );
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Run {
+            file,
+            cluster,
+            progress,
+            max_in_flight,
+            http,
+            shutdown_timeout,
+        } => {
+            let shutdown_timeout = tidemark_engine::time::parse_duration(&shutdown_timeout)
+                .map_err(|e| anyhow::anyhow!("--shutdown-timeout: {e}"))?;
+            let plan = match compile_file(&file) {
+                Ok(p) => p,
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let cluster = cluster.cluster()?;
+            let required = http.is_some();
+            let http = http.or_else(|| {
+                (cluster.process == 0).then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
+            });
+            let options = RunOptions {
+                cluster,
+                progress,
+                max_in_flight,
+                dashboard: http.map(|addr| Dashboard {
+                    addr,
+                    required,
+                    serve: tidemark_server::live::serve_dashboard,
+                }),
+                stop_after_samples: None,
+                shutdown_timeout,
+            };
+            let report = run(plan, options)?;
+            Ok(if report.errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Serve(args) => match (*args).options()? {
+            Ok(options) => {
+                serve(options)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Pipeline { server, action } => {
+            let ok = match action {
+                PipelineCommand::Apply { file } => client::apply(&server, &file)?,
+                PipelineCommand::List => client::list(&server)?,
+                PipelineCommand::Get { name } => client::get(&server, &name)?,
+                PipelineCommand::Delete { name } => client::delete(&server, &name)?,
+            };
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Loadgen { options, json } => {
+            let report = bench::loadgen::run_load(&options)?;
+            let text = if json {
+                serde_json::to_string(&report)?
+            } else {
+                report.summary()
+            };
+            std::io::Write::write_all(&mut std::io::stdout(), format!("{text}\n").as_bytes())?;
+            Ok(if report.batches_failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Bench {
+            which: BenchCommand::Latency(options),
+        } => {
+            bench::latency::latency(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which: BenchCommand::Sinks(options),
+        } => {
+            bench::sinks::sinks(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which: BenchCommand::Websocket(options),
+        } => {
+            bench::websocket::websocket(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which: BenchCommand::Kafka(options),
+        } => {
+            bench::kafka::kafka(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which: BenchCommand::Window(options),
+        } => {
+            bench::window(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The live dashboard in headless Chromium (Debian's package, driven over
+//! WebDriver): the page loads from `tidemark serve` and `tidemark run`,
+//! subscribes over `/ws`, and draws the points that arrive.
+
+use tidemark_testkit as common;
+use tidemark_testkit::browser;
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use browser::Browser;
+use common::server::Server;
+use tidemark_server::ingest::proto::ingest_service_client::IngestServiceClient;
+use tidemark_server::ingest::proto::{Label, Point, Series, WriteRequest};
+
+const BASE: i64 = 1_795_564_800_000;
+
+/// gRPC samples straight into a `websocket` sink.
+const PIPELINE: &str = "name: live\nsources:\n  in: {type: grpc, idle_timeout: 100ms}\n\
+                        sinks:\n  screen: {type: websocket, inputs: [in]}\n";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn value(host: usize, i: i64) -> f64 {
+    i as f64 * 10.0 + host as f64 + 0.5
+}
+
+/// Points `from..to` (one a second) of `cpu{host="h<k>"}` for three hosts.
+fn request(from: i64, to: i64) -> WriteRequest {
+    WriteRequest {
+        series: (0..3)
+            .map(|h| Series {
+                name: "cpu".into(),
+                labels: vec![Label {
+                    name: "host".into(),
+                    value: format!("h{h}"),
+                }],
+                points: (from..to)
+                    .map(|i| Point {
+                        timestamp_ms: BASE + i * 1000,
+                        value: value(h, i),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// What the page holds: each series' key and its (time, value) points.
+async fn held(browser: &Browser) -> Value {
+    browser
+        .eval(
+            "[...tidemark.view.series.values()].sort((a, b) => a.key.localeCompare(b.key))\
+             .map(s => [s.key, s.points.map(p => [p[0], p[1]])])",
+        )
+        .await
+}
+
+fn expected(hosts: &[usize], points: &[i64]) -> Value {
+    Value::Array(
+        hosts
+            .iter()
+            .map(|&h| {
+                json!([
+                    format!("cpu{{host=\"h{h}\"}}"),
+                    points
+                        .iter()
+                        .map(|&i| json!([BASE + i * 1000, value(h, i)]))
+                        .collect::<Vec<_>>()
+                ])
+            })
+            .collect(),
+    )
+}
+
+/// Pixels of the chart's canvas close to the first line's colour
+/// (#1f6feb): the lines were drawn, not just the axes.
+const LINE_PIXELS: &str = "(() => { const c = document.querySelector('#chart canvas'); \
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; \
+    for (let i = 0; i < d.length; i += 4) { if (d[i+3] > 200 && Math.abs(d[i]-31) < 40 \
+    && Math.abs(d[i+1]-111) < 40 && Math.abs(d[i+2]-235) < 40) n++; } return n; })()";
+
+#[test]
+fn the_dashboard_on_serve_draws_the_snapshot_and_then_every_new_value() {
+    let server = Server::start(&[], 0);
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(PIPELINE)).0,
+        201
+    );
+    let grpc = format!("http://127.0.0.1:{}", server.grpc);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = IngestServiceClient::connect(grpc).await.unwrap();
+        client.write(request(0, 5)).await.unwrap();
+
+        let browser = Browser::start().await;
+        browser
+            .client
+            .goto(&format!("{}/", server.url))
+            .await
+            .unwrap();
+        // The page finds the only websocket output by itself.
+        browser
+            .wait_for(
+                "document.getElementById('connection').textContent === 'live' \
+                 && tidemark.drawnPoints() === 3",
+                WAIT,
+                "the snapshot drawn",
+            )
+            .await;
+        assert_eq!(held(&browser).await, expected(&[0, 1, 2], &[4]));
+        assert_eq!(
+            browser
+                .eval("document.getElementById('output').value")
+                .await,
+            "live/screen"
+        );
+
+        // New values arrive over the socket and are drawn.
+        client.write(request(5, 20)).await.unwrap();
+        browser
+            .wait_for("tidemark.drawnPoints() === 48", WAIT, "48 points drawn")
+            .await;
+        let points: Vec<i64> = (4..20).collect();
+        assert_eq!(held(&browser).await, expected(&[0, 1, 2], &points));
+        let pixels = browser.eval(LINE_PIXELS).await.as_i64().unwrap();
+        assert!(
+            pixels > 50,
+            "only {pixels} pixels of the first line's colour"
+        );
+        let watermark = browser
+            .eval("document.getElementById('watermark').textContent")
+            .await;
+        assert!(
+            watermark.as_str().unwrap().starts_with("2026-11-25 00:00:"),
+            "watermark shown: {watermark}"
+        );
+        assert_eq!(
+            browser
+                .eval("document.getElementById('series-count').textContent")
+                .await,
+            "3"
+        );
+
+        // A selector typed into the form: only that series, from its
+        // latest value on.
+        browser
+            .eval(
+                "(() => { const m = document.getElementById('match'); m.value = '{host=\"h1\"}'; \
+                   document.getElementById('controls').requestSubmit(); return true; })()",
+            )
+            .await;
+        browser
+            .wait_for(
+                "tidemark.view.series.size === 1 && tidemark.drawnPoints() === 1",
+                WAIT,
+                "the filtered snapshot",
+            )
+            .await;
+        client.write(request(20, 25)).await.unwrap();
+        browser
+            .wait_for("tidemark.drawnPoints() === 6", WAIT, "6 filtered points")
+            .await;
+        let points: Vec<i64> = (19..25).collect();
+        assert_eq!(held(&browser).await, expected(&[1], &points));
+        // The link names what is shown, so it can be shared.
+        let url = browser.client.current_url().await.unwrap();
+        assert!(
+            url.as_str().contains("match=%7Bhost%3D%22h1%22%7D"),
+            "{url}"
+        );
+        browser.close().await;
+    });
+    assert!(server.stop().success());
+}
+
+#[test]
+fn the_dashboard_on_run_updates_as_windows_close() {
+    let dir = common::temp_dir("dashboard-run");
+    let file = dir.join("live.yaml");
+    std::fs::write(
+        &file,
+        "name: hosts\n\
+         sources:\n  gen: {type: generator, series: 20, interval: 100ms, rate: 200, seed: 7}\n\
+         transforms:\n  per_second:\n    type: window\n    inputs: [gen]\n    \
+         window: {tumbling: 1s}\n    by: [region]\n    aggregates: [avg]\n\
+         sinks:\n  live: {type: websocket, inputs: [per_second]}\n",
+    )
+    .unwrap();
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["run", file.to_str().unwrap(), "--progress", "off"])
+            .args(["--http", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .inspect(|l| eprintln!("{l}"))
+        .find_map(|l| l.split("Dashboard: ").nth(1).map(str::to_owned))
+        .expect("tidemark run did not report its dashboard");
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let browser = Browser::start().await;
+        browser.client.goto(url.trim()).await.unwrap();
+        browser
+            .wait_for("tidemark.drawnPoints() >= 2", WAIT, "window results drawn")
+            .await;
+        let first = browser.eval("tidemark.drawnPoints()").await.as_i64().unwrap();
+        // One second later, more windows have closed and been drawn.
+        browser
+            .wait_for(
+                &format!("tidemark.drawnPoints() > {first}"),
+                WAIT,
+                "more windows drawn",
+            )
+            .await;
+        let names = browser
+            .eval("[...tidemark.view.series.values()].every(s => s.name.startsWith('cpu') || s.name.includes(':1s'))")
+            .await;
+        assert_eq!(names, Value::Bool(true));
+        browser.close().await;
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    assert!(child.0.wait().unwrap().success());
+}
+
+/// A `tidemark run` that a failing test does not leave running.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_dashboard_asks_for_a_token_when_the_server_has_tokens() {
+    let server = Server::start_with_token(&common::temp_dir("dashboard-tokens"), "s3cret");
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(PIPELINE)).0,
+        201
+    );
+    let grpc = format!("http://127.0.0.1:{}", server.grpc);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = IngestServiceClient::connect(grpc).await.unwrap();
+        let mut write = tonic::Request::new(request(0, 3));
+        write
+            .metadata_mut()
+            .insert("authorization", "Bearer s3cret".parse().unwrap());
+        client.write(write).await.unwrap();
+
+        let browser = Browser::start().await;
+        browser
+            .client
+            .goto(&format!("{}/", server.url))
+            .await
+            .unwrap();
+        // Without a token the page shows the field and says why.
+        browser
+            .wait_for(
+                "!document.getElementById('token-field').hidden \
+                 && document.getElementById('message').textContent.includes('token')",
+                WAIT,
+                "the token prompt",
+            )
+            .await;
+        assert_eq!(browser.eval("tidemark.drawnPoints()").await, 0);
+        browser
+            .eval(
+                "(() => { document.getElementById('token').value = 's3cret'; \
+                 document.getElementById('controls').requestSubmit(); return true; })()",
+            )
+            .await;
+        browser
+            .wait_for(
+                "tidemark.drawnPoints() === 3",
+                WAIT,
+                "the snapshot after the token",
+            )
+            .await;
+        assert_eq!(held(&browser).await, expected(&[0, 1, 2], &[2]));
+        browser.close().await;
+    });
+    assert!(server.stop().success());
+}

@@ -1,0 +1,938 @@
+//! The `kafka` source and sink against a real broker (tansu, started by
+//! `deploy/tansu.sh start 19092`; `TIDEMARK_KAFKA` points elsewhere), fed and
+//! read by two independent clients, confluent-kafka and kafka-python, from
+//! the venv `deploy/test.sh` makes. The `kill -9` test also writes to the
+//! PostgreSQL of `deploy/postgres.sh start 15432` (`TIDEMARK_POSTGRES`).
+//!
+//! The producers send one record per batch: tansu 0.6 cannot fetch from an
+//! offset inside a multi-record batch (a restart would read nothing), which
+//! is the broker's limitation, not the source's.
+
+use tidemark_testkit as common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Row, read_rows, temp_dir};
+
+fn brokers() -> String {
+    let b = std::env::var("TIDEMARK_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    let addr = b.split(',').next().unwrap_or_default().to_owned();
+    assert!(
+        std::net::TcpStream::connect_timeout(
+            &addr.parse().expect("TIDEMARK_KAFKA is host:port"),
+            Duration::from_secs(2)
+        )
+        .is_ok(),
+        "no Kafka broker at {b}: start one with `deploy/tansu.sh start 19092` (./deploy/test.sh does), or set TIDEMARK_KAFKA"
+    );
+    b
+}
+
+fn python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deploy-cache/venv/bin/python");
+    assert!(
+        p.exists(),
+        "the Kafka Python clients are missing: run ./deploy/test.sh, which installs confluent-kafka and kafka-python into .deploy-cache/venv"
+    );
+    p
+}
+
+/// Runs the test client; returns its standard output.
+fn client(args: &[&str]) -> String {
+    client_of(&brokers(), args)
+}
+
+/// Runs the test client against `brokers`.
+fn client_of(brokers: &str, args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/client.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args(args)
+        .env("TIDEMARK_KAFKA", brokers)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A topic name no earlier run used.
+fn topic(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+const SERIES: usize = 12;
+const SECONDS: i64 = 90;
+const WINDOW: i64 = 10_000;
+
+/// Two hours ago, on a window boundary.
+fn base() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    (now - 2 * 3_600_000) / WINDOW * WINDOW
+}
+
+fn value(s: usize, i: i64) -> f64 {
+    ((s as i64 * 7919 + i * 104_729) % 1000) as f64 / 10.0
+}
+
+fn sample(name: &str, host: &str, ts: i64, v: f64) -> String {
+    serde_json::json!({"name": name, "labels": {"host": host}, "timestamp": ts, "value": v})
+        .to_string()
+}
+
+/// The messages of one partition, in order: the seconds `from..to` of its
+/// series (series `s` lives in partition `s % partitions`), three samples to
+/// a message where they fit.
+fn messages(partition: usize, partitions: usize, base: i64, from: i64, to: i64) -> Vec<String> {
+    messages_of(SERIES, 3, partition, partitions, base, from, to)
+}
+
+/// As [`messages`], for `series` series and `per_message` samples a message.
+fn messages_of(
+    series: usize,
+    per_message: usize,
+    partition: usize,
+    partitions: usize,
+    base: i64,
+    from: i64,
+    to: i64,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in from..to {
+        let lines: Vec<String> = (0..series)
+            .filter(|s| s % partitions == partition)
+            .map(|s| sample("cpu", &format!("h{s}"), base + i * 1000, value(s, i)))
+            .collect();
+        for chunk in lines.chunks(per_message) {
+            out.push(chunk.join("\\n"));
+        }
+    }
+    out
+}
+
+/// One sample per partition an hour ahead: every partition's watermark
+/// passes every data window (its own series is filtered out).
+fn sentinel(base: i64) -> String {
+    sample("sentinel", "x", base + 3_600_000, 0.0)
+}
+
+/// The seconds `from..to` of every partition, as `(partition, message)`.
+fn every_partition(partitions: usize, base: i64, from: i64, to: i64) -> Vec<(usize, String)> {
+    (0..partitions)
+        .flat_map(|p| {
+            messages(p, partitions, base, from, to)
+                .into_iter()
+                .map(move |m| (p, m))
+        })
+        .collect()
+}
+
+fn write_tsv(dir: &Path, name: &str, rows: &[(usize, String)]) -> PathBuf {
+    let path = dir.join(name);
+    let text: String = rows.iter().map(|(p, m)| format!("{p}\t{m}\n")).collect();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn produce(tool: &str, topic: &str, dir: &Path, name: &str, rows: &[(usize, String)]) {
+    produce_to(&brokers(), tool, topic, dir, name, rows);
+}
+
+fn produce_to(
+    brokers: &str,
+    tool: &str,
+    topic: &str,
+    dir: &Path,
+    name: &str,
+    rows: &[(usize, String)],
+) {
+    let path = write_tsv(dir, name, rows);
+    let sent: usize = client_of(brokers, &[tool, topic, path.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(sent, rows.len());
+}
+
+/// The windows computed from scratch: 10 s tumbling windows `(end - 10s,
+/// end]` per series, with count, sum, min and max.
+fn expected(base: i64) -> BTreeMap<(String, String, i64), f64> {
+    expected_of(SERIES, SECONDS, base)
+}
+
+fn expected_of(series: usize, seconds: i64, base: i64) -> BTreeMap<(String, String, i64), f64> {
+    let mut out = BTreeMap::new();
+    for s in 0..series {
+        let mut windows: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+        for i in 0..seconds {
+            let ts = base + i * 1000;
+            let end = (ts + WINDOW - 1).div_euclid(WINDOW) * WINDOW;
+            windows.entry(end).or_default().push(value(s, i));
+        }
+        for (end, values) in windows {
+            let host = format!("h{s}");
+            let mut put = |agg: &str, v: f64| {
+                out.insert((format!("cpu:10s_{agg}"), host.clone(), end), v);
+            };
+            put("count", values.len() as f64);
+            put("sum", values.iter().sum());
+            put("min", values.iter().copied().fold(f64::INFINITY, f64::min));
+            put(
+                "max",
+                values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            );
+        }
+    }
+    out
+}
+
+fn key(r: &Row) -> (String, String, i64) {
+    (r.name.clone(), r.labels["host"].clone(), r.timestamp)
+}
+
+fn pipeline(dir: &Path, topic: &str, group: &str, extra_sink: &str) -> PathBuf {
+    pipeline_on(&brokers(), dir, topic, group, extra_sink)
+}
+
+fn pipeline_on(brokers: &str, dir: &Path, topic: &str, group: &str, extra_sink: &str) -> PathBuf {
+    let text = format!(
+        r#"name: kafka-test
+sources:
+  k:
+    type: kafka
+    brokers: {brokers}
+    topics: [{topic}]
+    group: {group}
+    dead_letter_topic: {topic}-dlq
+    checkpoint_topic: {topic}-checkpoints
+    idle_timeout: 30s
+transforms:
+  w:
+    type: window
+    inputs: [k]
+    match: '{{__name__="cpu"}}'
+    window: {{tumbling: 10s}}
+    aggregates: [count, sum, min, max]
+sinks:
+  out:
+    type: file
+    inputs: [w]
+    path: {out}
+    append: true
+{extra_sink}"#,
+        out = dir.join("out.jsonl").display(),
+    );
+    let path = dir.join(format!("{group}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running `tidemark`, killed if the test fails before stopping it.
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start(yaml: &Path, args: &[&str], log: &Path) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .arg("run")
+            .arg(yaml)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn rows(path: &Path) -> Vec<Row> {
+    if path.exists() {
+        read_rows(path)
+    } else {
+        Vec::new()
+    }
+}
+
+/// Waits until the output has at least `n` rows.
+fn wait_for_rows(out: &Path, n: usize, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rows(out).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "no output: {}",
+            std::fs::read_to_string(log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the output holds every expected window.
+fn wait_for_all(out: &Path, expected: &BTreeMap<(String, String, i64), f64>, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got: std::collections::BTreeSet<_> = rows(out).iter().map(key).collect();
+        if expected.keys().all(|k| got.contains(k)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {} windows after 120 s; log:\n{}",
+            got.len(),
+            expected.len(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Stops a run the way a service manager does, and returns its log.
+fn stop(mut child: Proc, log: &Path) -> String {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "tidemark did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::read_to_string(log).unwrap()
+}
+
+/// Every row is an expected window with the expected value (a window may
+/// appear more than once after a restart, always complete and equal).
+fn check_rows(rows: &[Row], expected: &BTreeMap<(String, String, i64), f64>, allow_repeats: bool) {
+    let mut seen = BTreeMap::new();
+    for r in rows {
+        let k = key(r);
+        let want = expected
+            .get(&k)
+            .unwrap_or_else(|| panic!("unexpected row {r:?}"));
+        assert_eq!(r.value, *want, "{k:?}");
+        *seen.entry(k).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), expected.len(), "windows missing");
+    if !allow_repeats {
+        assert!(seen.values().all(|&n| n == 1), "repeated windows");
+    }
+}
+
+#[test]
+fn two_clients_feed_a_window_pipeline_and_bad_messages_are_counted() {
+    let t = topic("two-clients");
+    let dir = temp_dir(&t);
+    client(&["create", &t, "4"]);
+    client(&["create", &format!("{t}-out"), "2"]);
+    let base = base();
+    // confluent-kafka writes partitions 0 and 1, kafka-python 2 and 3.
+    let mut a: Vec<(usize, String)> = Vec::new();
+    let mut b: Vec<(usize, String)> = Vec::new();
+    for p in 0..4 {
+        let target = if p < 2 { &mut a } else { &mut b };
+        target.extend(messages(p, 4, base, 0, SECONDS).into_iter().map(|m| (p, m)));
+    }
+    a.insert(5, (0, "not json".into()));
+    a.insert(
+        9,
+        (
+            1,
+            r#"{"name":"cpu","labels":{"bad-label":"x"},"timestamp":1,"value":1}"#.into(),
+        ),
+    );
+    for p in 0..4 {
+        let target = if p < 2 { &mut a } else { &mut b };
+        target.push((p, sentinel(base)));
+    }
+    produce("produce-confluent", &t, &dir, "a.tsv", &a);
+    produce("produce-kafka-python", &t, &dir, "b.tsv", &b);
+
+    // One record per batch, for tansu (see the top of this file).
+    let sink = format!(
+        "  back:\n    type: kafka\n    inputs: [w]\n    brokers: {}\n    topic: {t}-out\n    options: {{batch.num.messages: \"1\"}}\n",
+        brokers()
+    );
+    let yaml = pipeline(&dir, &t, "g1", &sink);
+    let log = dir.join("run.log");
+    let child = start(&yaml, &["--workers", "2"], &log);
+    let want = expected(base);
+    wait_for_all(&dir.join("out.jsonl"), &want, &log);
+    let log = stop(child, &log);
+    check_rows(&rows(&dir.join("out.jsonl")), &want, false);
+    assert!(log.contains("reason=\"malformed\" count=1"), "{log}");
+    assert!(
+        log.contains("reason=\"invalid_label_name\" count=1"),
+        "{log}"
+    );
+
+    // Both bad messages are in the dead-letter topic, saying why.
+    let dlq: Vec<serde_json::Value> = client(&["read", &format!("{t}-dlq"), "2", "30"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dlq.len(), 2);
+    assert!(dlq.iter().any(|m| {
+        m["value"] == "not json"
+            && m["headers"]["tidemark-error"]
+                .as_str()
+                .unwrap()
+                .starts_with("malformed")
+    }));
+    assert!(dlq.iter().any(|m| {
+        m["headers"]["tidemark-error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid label name")
+    }));
+
+    // The Kafka sink's output, read back with kafka-python, is the same
+    // windows, keyed by series.
+    let back: Vec<serde_json::Value> =
+        client(&["read", &format!("{t}-out"), &want.len().to_string(), "60"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let mut got = BTreeMap::new();
+    for m in &back {
+        let v: serde_json::Value = serde_json::from_str(m["value"].as_str().unwrap()).unwrap();
+        let k = (
+            v["name"].as_str().unwrap().to_owned(),
+            v["labels"]["host"].as_str().unwrap().to_owned(),
+            v["timestamp"].as_i64().unwrap(),
+        );
+        assert_eq!(
+            m["key"].as_str().unwrap(),
+            format!("{}{{host=\"{}\"}}", k.0, k.1)
+        );
+        got.insert(k, v["value"].as_f64().unwrap());
+    }
+    assert_eq!(back.len(), want.len());
+    assert_eq!(got, want);
+}
+
+#[test]
+fn kill_dash_nine_and_a_restart_leave_every_window_complete() {
+    let t = topic("kill9");
+    let dir = temp_dir(&t);
+    client(&["create", &t, "3"]);
+    let base = base();
+    let half = |from, to| every_partition(3, base, from, to);
+    produce("produce-confluent", &t, &dir, "first.tsv", &half(0, 47));
+    // A timescaledb sink beside the file: after the crash it must hold
+    // every window exactly once (upserts), not merely at least once.
+    let db = common::pg::postgres();
+    let (table, series) = common::pg::fresh_table(&db, "kafka_kill9");
+    let extra = format!(
+        "  db:\n    inputs: [w]\n{}",
+        common::pg::sink(&db, &table, &series, "")
+    );
+    let yaml = pipeline(&dir, &t, "g1", &extra);
+    let log = dir.join("run1.log");
+    let mut child = start(&yaml, &["--workers", "2"], &log);
+    // Wait until some windows are written and a checkpoint is stored, then
+    // kill without warning.
+    let out = dir.join("out.jsonl");
+    wait_for_rows(&out, 40, &log);
+    let stored = client(&["read", &format!("{t}-checkpoints"), "1", "30"]);
+    assert!(
+        !stored.is_empty(),
+        "no checkpoint: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = rows(&out).len();
+
+    let mut rest = half(47, SECONDS);
+    rest.extend((0..3).map(|p| (p, sentinel(base))));
+    produce("produce-kafka-python", &t, &dir, "rest.tsv", &rest);
+    let log = dir.join("run2.log");
+    let child = start(&yaml, &["--workers", "2"], &log);
+    let want = expected(base);
+    wait_for_all(&out, &want, &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::pg::rows(&db, &table) != want {
+        assert!(
+            Instant::now() < deadline,
+            "the table never held every window"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = stop(child, &log);
+    assert!(
+        text.contains("offset=Offset("),
+        "the restart did not resume from a checkpoint:\n{text}"
+    );
+    let all = rows(&out);
+    assert!(all.len() > before);
+    check_rows(&all, &want, true);
+}
+
+#[test]
+fn two_workers_and_two_processes_agree_with_one_worker() {
+    let t = topic("parallel");
+    let dir = temp_dir(&t);
+    client(&["create", &t, "6"]);
+    let base = base();
+    let mut all: Vec<(usize, String)> = (0..6)
+        .flat_map(|p| {
+            messages(p, 6, base, 0, SECONDS)
+                .into_iter()
+                .map(move |m| (p, m))
+        })
+        .collect();
+    all.extend((0..6).map(|p| (p, sentinel(base))));
+    produce("produce-confluent", &t, &dir, "all.tsv", &all);
+    let want = expected(base);
+    let mut outputs = Vec::new();
+    for (group, runs) in [
+        ("one", vec![vec!["--workers", "1"]]),
+        ("two", vec![vec!["--workers", "2"]]),
+        ("procs", vec![]),
+    ] {
+        let sub = dir.join(group);
+        std::fs::create_dir_all(&sub).unwrap();
+        let yaml = pipeline(&sub, &t, group, "");
+        let log = sub.join("run.log");
+        let children: Vec<Proc> = if runs.is_empty() {
+            let hosts = sub.join("hosts");
+            common::write_host_file(&hosts);
+            let h = hosts.to_str().unwrap().to_owned();
+            (0..2)
+                .map(|i| {
+                    start(
+                        &yaml,
+                        &[
+                            "--workers",
+                            "1",
+                            "--hostfile",
+                            &h,
+                            "--process",
+                            &i.to_string(),
+                        ],
+                        &sub.join(format!("run{i}.log")),
+                    )
+                })
+                .collect()
+        } else {
+            vec![start(&yaml, &runs[0], &log)]
+        };
+        let log = if runs.is_empty() {
+            sub.join("run0.log")
+        } else {
+            log
+        };
+        wait_for_all(&sub.join("out.jsonl"), &want, &log);
+        // Every process is asked to stop before any is waited for: a
+        // process leaves only once the whole cluster has.
+        for c in &children {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        for (i, c) in children.into_iter().enumerate() {
+            let l = if runs.is_empty() {
+                sub.join(format!("run{i}.log"))
+            } else {
+                log.clone()
+            };
+            stop(c, &l);
+        }
+        let text = std::fs::read_to_string(sub.join("out.jsonl")).unwrap();
+        check_rows(&rows(&sub.join("out.jsonl")), &want, false);
+        outputs.push(text);
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0], outputs[2]);
+}
+
+#[test]
+fn a_full_pipeline_pauses_the_partitions_and_loses_nothing() {
+    let t = topic("backpressure");
+    let dir = temp_dir(&t);
+    client(&["create", &t, "4"]);
+    let base = base();
+    let (series, seconds) = (100, 1000);
+    let mut all: Vec<(usize, String)> = (0..4)
+        .flat_map(|p| {
+            messages_of(series, 25, p, 4, base, 0, seconds)
+                .into_iter()
+                .map(move |m| (p, m))
+        })
+        .collect();
+    all.extend((0..4).map(|p| (p, sentinel(base))));
+    produce("produce-confluent", &t, &dir, "all.tsv", &all);
+    let yaml = pipeline(&dir, &t, "g1", "");
+    let text = std::fs::read_to_string(&yaml).unwrap().replace(
+        "    idle_timeout: 30s",
+        "    idle_timeout: 30s\n    queue: 500",
+    );
+    std::fs::write(&yaml, text).unwrap();
+    let log = dir.join("run.log");
+    // A small queue and in-flight budget: the source can take little at a
+    // time, its queue fills, and the consumer must pause.
+    let child = Proc(
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["run", yaml.to_str().unwrap(), "--max-in-flight", "100"])
+            .env("TIDEMARK_LOG", "info,tidemark_connectors::kafka=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let want = expected_of(series, seconds, base);
+    wait_for_all(&dir.join("out.jsonl"), &want, &log);
+    let text = stop(child, &log);
+    check_rows(&rows(&dir.join("out.jsonl")), &want, false);
+    assert!(
+        text.contains("partitions paused"),
+        "never paused:\n{}",
+        &text[..text.len().min(3000)]
+    );
+    assert!(text.contains("partitions resumed"));
+    assert!(
+        text.contains("samples_in=100004"),
+        "{}",
+        &text[text.len().saturating_sub(2000)..]
+    );
+}
+
+/// A broker of its own on the local S3 server, which keeps its data when it
+/// is stopped.
+struct S3Broker {
+    port: u16,
+    bucket: String,
+}
+
+impl S3Broker {
+    fn script(&self, action: &str) {
+        let endpoint =
+            std::env::var("TIDEMARK_S3").unwrap_or_else(|_| "http://127.0.0.1:19100".into());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let status = Command::new(root.join("deploy/tansu.sh"))
+            .args([
+                action,
+                &self.port.to_string(),
+                &format!("s3://{}/", self.bucket),
+            ])
+            .env("AWS_ENDPOINT", &endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ALLOW_HTTP", "true")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "deploy/tansu.sh {action} {} failed",
+            self.port
+        );
+    }
+
+    fn start(endpoint: &str, port: u16, bucket: &str) -> S3Broker {
+        client_of("unused:1", &["create-bucket", endpoint, bucket]);
+        let b = S3Broker {
+            port,
+            bucket: bucket.to_owned(),
+        };
+        b.script("start");
+        b
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for S3Broker {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
+}
+
+#[test]
+fn a_broker_restart_mid_stream_loses_nothing() {
+    let endpoint = std::env::var("TIDEMARK_S3").unwrap_or_else(|_| "http://127.0.0.1:19100".into());
+    let addr = endpoint.trim_start_matches("http://").to_owned();
+    assert!(
+        std::net::TcpStream::connect_timeout(
+            &addr.parse().expect("TIDEMARK_S3 is http://host:port"),
+            Duration::from_secs(2)
+        )
+        .is_ok(),
+        "no S3 server at {endpoint}: start one with `deploy/s3.sh start 19100` (./deploy/test.sh does), or set TIDEMARK_S3"
+    );
+    let t = topic("broker-restart");
+    let dir = temp_dir(&t);
+    let broker = S3Broker::start(&endpoint, 19093, &t);
+    let brokers = broker.brokers();
+    client_of(&brokers, &["create", &t, "3"]);
+    let base = base();
+    let part = |from, to| every_partition(3, base, from, to);
+    produce_to(
+        &brokers,
+        "produce-confluent",
+        &t,
+        &dir,
+        "first.tsv",
+        &part(0, 45),
+    );
+    let yaml = pipeline_on(&brokers, &dir, &t, "g1", "");
+    let log = dir.join("run.log");
+    let child = start(&yaml, &["--workers", "2"], &log);
+    let out = dir.join("out.jsonl");
+    wait_for_rows(&out, 40, &log);
+    // The broker goes away for a while; Tidemark keeps running.
+    broker.script("stop");
+    std::thread::sleep(Duration::from_secs(3));
+    broker.script("start");
+    let mut rest = part(45, SECONDS);
+    rest.extend((0..3).map(|p| (p, sentinel(base))));
+    produce_to(
+        &brokers,
+        "produce-kafka-python",
+        &t,
+        &dir,
+        "rest.tsv",
+        &rest,
+    );
+    let want = expected(base);
+    wait_for_all(&out, &want, &log);
+    stop(child, &log);
+    // Nothing lost, nothing repeated: the process never restarted.
+    check_rows(&rows(&out), &want, false);
+}
+
+/// The shape of issue #22's reproduction: 6 hosts of 10 series on 3
+/// partitions keyed by host, one sample per series every 10-20 s for an
+/// hour, a few 0.2-3 s out of order and a few 150-200 s late; a 1-minute
+/// window by host with `lateness: 10s`; `idle_timeout: 3s`; 2 workers.
+/// `(partition, event time, message)` in the order produced, plus the
+/// samples a from-scratch computation counts (all but the late ones).
+struct Hour {
+    messages: Vec<(usize, i64, String)>,
+    on_time: Vec<(String, i64, f64)>,
+}
+
+/// Where the first half of the hour ends (event time from its start).
+const SPLIT: i64 = 1_800_000;
+
+fn hour(base: i64) -> Hour {
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let (mut messages, mut on_time) = (Vec::new(), Vec::new());
+    let mut per_partition: Vec<Vec<(i64, String, String, f64)>> = vec![Vec::new(); 3];
+    for host in 0..6usize {
+        for i in 0..10 {
+            let mut t = next(10_000) as i64;
+            while t < 3_600_000 {
+                let host_name = format!("h{host}");
+                let v = (host * 10 + i) as f64 + (t / 1000) as f64 / 1000.0;
+                let line = serde_json::json!({"name": "m", "labels": {"host": host_name, "i": i.to_string()}, "timestamp": base + t, "value": v}).to_string();
+                per_partition[host % 3].push((t, line, host_name, v));
+                t += 10_000 + next(10_000) as i64;
+            }
+        }
+    }
+    for (p, samples) in per_partition.iter_mut().enumerate() {
+        samples.sort_by_key(|(t, _, _, _)| *t);
+        let mut ordered: Vec<(i64, String, String, f64, bool)> = samples
+            .iter()
+            .map(|(t, l, h, v)| (*t, l.clone(), h.clone(), *v, true))
+            .collect();
+        // A few swapped with their neighbour (0.2-3 s out of order) and a
+        // few sent 150-200 s after their time (late).
+        let n = ordered.len();
+        for k in (50..n - 1).step_by(97) {
+            if ordered[k + 1].0 - ordered[k].0 <= 3_000 && ordered[k + 1].0 > ordered[k].0 + 200 {
+                ordered.swap(k, k + 1);
+            }
+        }
+        for k in (200..n).step_by(401) {
+            // Late in both runs: far enough from the split that the sample
+            // and the messages it is sent among are in the same half.
+            let t = ordered[k].0;
+            if (SPLIT - 300_000..=SPLIT + 60_000).contains(&t) {
+                continue;
+            }
+            let late = ordered.remove(k);
+            let at = ordered
+                .iter()
+                .position(|s| s.0 >= late.0 + 150_000 + next(50_000) as i64)
+                .unwrap_or(ordered.len());
+            ordered.insert(at, (late.0, late.1, late.2, late.3, false));
+        }
+        for (t, line, host, v, kept) in ordered {
+            if kept {
+                on_time.push((host, t, v));
+            }
+            messages.push((p, t, line));
+        }
+    }
+    Hour { messages, on_time }
+}
+
+/// 1-minute tumbling windows by host of the on-time samples.
+fn hour_expected(
+    base: i64,
+    on_time: &[(String, i64, f64)],
+) -> BTreeMap<(String, String, i64), f64> {
+    let mut windows: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
+    for (host, t, v) in on_time {
+        let ts = base + t;
+        let end = (ts + 60_000 - 1).div_euclid(60_000) * 60_000;
+        windows.entry((host.clone(), end)).or_default().push(*v);
+    }
+    let mut out = BTreeMap::new();
+    for ((host, end), values) in windows {
+        let mut put = |agg: &str, v: f64| {
+            out.insert((format!("m:1m_by_host_{agg}"), host.clone(), end), v);
+        };
+        put("count", values.len() as f64);
+        put(
+            "max",
+            values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        );
+        put("min", values.iter().copied().fold(f64::INFINITY, f64::min));
+    }
+    out
+}
+
+fn hour_pipeline(dir: &Path, topic: &str) -> PathBuf {
+    let text = format!(
+        r#"name: kafka-hour
+sources:
+  k:
+    type: kafka
+    brokers: {brokers}
+    topics: [{topic}]
+    group: g
+    checkpoint_topic: {topic}-checkpoints
+    max_out_of_orderness: 5s
+    idle_timeout: 3s
+transforms:
+  w:
+    type: window
+    inputs: [k]
+    match: '{{__name__="m"}}'
+    window: {{tumbling: 1m}}
+    by: [host]
+    aggregates: [count, min, max]
+    lateness: 10s
+sinks:
+  out:
+    type: file
+    inputs: [w]
+    path: {out}
+    append: true
+"#,
+        brokers = brokers(),
+        out = dir.join("out.jsonl").display(),
+    );
+    let path = dir.join("hour.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Issue #22, item 1: kill -9 at a moment that may fall while a window is
+/// open and partitions are idle, produce the rest, restart: every window
+/// the watermark passed equals the from-scratch computation.
+fn kill_at(delay_ms: u64) {
+    let t = topic(&format!("hour{delay_ms}"));
+    let dir = temp_dir(&t);
+    client(&["create", &t, "3"]);
+    let base = base();
+    let hour = hour(base);
+    let split = SPLIT;
+    let rows_of = |first: bool| -> Vec<(usize, String)> {
+        hour.messages
+            .iter()
+            .filter(|(_, at, _)| (*at < split) == first)
+            .map(|(p, _, m)| (*p, m.clone()))
+            .collect()
+    };
+    produce("produce-confluent", &t, &dir, "first.tsv", &rows_of(true));
+    let yaml = hour_pipeline(&dir, &t);
+    let out = dir.join("out.jsonl");
+    let log = dir.join("run1.log");
+    let mut child = start(&yaml, &["--workers", "2"], &log);
+    wait_for_rows(&out, 1, &log);
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut rest = rows_of(false);
+    rest.extend((0..3).map(|p| (p, sample("sentinel", "x", base + 7_200_000, 0.0))));
+    produce("produce-kafka-python", &t, &dir, "rest.tsv", &rest);
+    let log = dir.join("run2.log");
+    let child = start(&yaml, &["--workers", "2"], &log);
+    let want = hour_expected(base, &hour.on_time);
+    wait_for_all(&out, &want, &log);
+    let text = stop(child, &log);
+    let all: Vec<Row> = rows(&out)
+        .into_iter()
+        .filter(|r| r.name.starts_with("m:"))
+        .collect();
+    let wrong: Vec<String> = all
+        .iter()
+        .filter(|r| want.get(&key(r)) != Some(&r.value))
+        .map(|r| format!("{:?} = {} (want {:?})", key(r), r.value, want.get(&key(r))))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} rows differ from a from-scratch computation after kill -9 at +{delay_ms} ms, e.g. {:?}\nrestart log:\n{}",
+        wrong.len(),
+        all.len(),
+        &wrong[..wrong.len().min(5)],
+        text.lines()
+            .filter(|l| l.contains("Reading a partition") || l.contains("Finished"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn kill_dash_nine_at_any_moment_writes_no_partial_window() {
+    for delay in [0, 2_000, 5_000] {
+        kill_at(delay);
+    }
+}

@@ -1,0 +1,668 @@
+//! The control plane: pipelines applied to a running process reach every
+//! worker of every process in the same order, as timely requires.
+//!
+//! A request is validated where it arrives, then becomes a [`Command`] that
+//! this process's first worker pushes into a timely `Sequencer`; every
+//! worker of every process reads the same sequence and installs or stops
+//! dataflows accordingly. [`Control`] is the process's shared view: one
+//! entry per pipeline with its counters and state, read by the HTTP API.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use tidemark_engine::component::{Failure, Resume, Shutdown, SourceClock, StdoutWriter};
+use tidemark_engine::ingest::IngestHub;
+use tidemark_engine::live::LiveHub;
+use tidemark_engine::runtime::Worker;
+use tidemark_engine::stats::{PipelineStats, Totals};
+use tidemark_engine::time::{Millis, Time, now_millis};
+use tidemark_engine::validate::{EdgeCheck, Limits, SeriesCache, TimeBounds};
+use timely::synchronization::Sequencer;
+
+use tidemark_pipelines::build::{Built, Env, build};
+use tidemark_pipelines::compile;
+
+/// A command every worker applies, in one order everywhere.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Command {
+    /// Install (or replace) a pipeline.
+    Apply {
+        /// Pipeline name.
+        name: String,
+        /// Its YAML, already validated.
+        yaml: String,
+        /// Unique id: (process, counter).
+        id: (usize, u64),
+    },
+    /// Stop a pipeline: its sources end, windows flush, then it is dropped.
+    Delete {
+        /// Pipeline name.
+        name: String,
+    },
+    /// Stop every pipeline and then the workers, in every process: a timely
+    /// cluster stops as a whole.
+    Shutdown,
+    /// A process's counters, so that every process can report the cluster.
+    Report {
+        /// The reporting process.
+        process: usize,
+        /// Totals per pipeline (name, id, totals).
+        pipelines: Report,
+    },
+}
+
+/// A process's counters: (pipeline, id, totals).
+pub type Report = Vec<(String, (usize, u64), Totals)>;
+
+/// A pipeline's state in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Not yet installed on every local worker.
+    Starting,
+    /// Running.
+    Running,
+    /// Its sources ended and everything was written.
+    Finished,
+    /// Stopping: sources ended early, windows flushing.
+    Stopping,
+    /// Stopped by a failure that cannot heal (see `error`).
+    Failed,
+}
+
+impl State {
+    /// Every state, for `/metrics`.
+    pub const ALL: [State; 5] = [
+        State::Starting,
+        State::Running,
+        State::Finished,
+        State::Stopping,
+        State::Failed,
+    ];
+}
+
+struct Entry {
+    yaml: String,
+    id: (usize, u64),
+    stats: Arc<PipelineStats>,
+    shutdown: Shutdown,
+    clock: Arc<SourceClock>,
+    resume: Arc<Resume>,
+    failure: Arc<Failure>,
+    installed: usize,
+    finished: usize,
+    applied_at: Millis,
+}
+
+/// A pipeline's status as the API reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// Name.
+    pub name: String,
+    /// State in this process.
+    pub state: State,
+    /// When it was applied (ms since the epoch).
+    pub applied_at: Millis,
+    /// Records read by sources in this process.
+    pub samples_in: u64,
+    /// Records written by sinks in this process.
+    pub samples_out: u64,
+    /// Rejected at the edge.
+    pub rejected: u64,
+    /// Dropped as late.
+    pub late: u64,
+    /// Late samples applied as corrections.
+    pub corrections: u64,
+    /// The watermark (ms since the epoch), if its sources still run.
+    pub watermark: Option<Time>,
+    /// Watermark lag behind the wall clock, in seconds.
+    pub watermark_lag_seconds: Option<f64>,
+    /// Per component: received, sent, errors and drops by reason.
+    pub components: Vec<ComponentStatus>,
+    /// Totals over every process of the cluster (each other process as of
+    /// its last report, at most about a second old).
+    pub cluster: ClusterTotals,
+    /// Why it failed, when `state` is `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The pipeline as applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub yaml: Option<String>,
+}
+
+/// A pipeline's totals over the cluster.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterTotals {
+    /// Processes counted (this one included).
+    pub processes: usize,
+    /// Sum of samples read.
+    pub samples_in: u64,
+    /// Sum of samples written.
+    pub samples_out: u64,
+    /// Sum of rejected samples.
+    pub rejected: u64,
+    /// Sum of late samples.
+    pub late: u64,
+    /// The lowest watermark.
+    pub watermark: Option<Time>,
+}
+
+/// One component's counters.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentStatus {
+    /// Name.
+    pub name: String,
+    /// `source`, `transform` or `sink`.
+    pub role: &'static str,
+    /// Records in.
+    pub received: u64,
+    /// Records out.
+    pub sent: u64,
+    /// Errors with external systems.
+    pub errors: u64,
+    /// Writes made again after a failure.
+    pub retries: u64,
+    /// The error the last retry followed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Queue depth (sources): records sent and not yet through the pipeline.
+    pub in_flight: u64,
+    /// Drops by reason.
+    pub dropped: BTreeMap<&'static str, u64>,
+}
+
+/// This process's control plane.
+pub struct Control {
+    /// This process's index.
+    pub process: usize,
+    /// Worker threads in this process.
+    pub workers: usize,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    tx: Mutex<Sender<Command>>,
+    rx: Mutex<Option<Receiver<Command>>>,
+    next_id: AtomicU64,
+    /// Stop request for the whole process.
+    pub shutdown: Shutdown,
+    /// Set once every local worker runs.
+    pub ready: AtomicBool,
+    started: AtomicU64,
+    /// Processes in the cluster.
+    pub processes: usize,
+    reports: Mutex<BTreeMap<usize, Report>>,
+    stdout: StdoutWriter,
+    max_in_flight: u64,
+    /// The hub between the listeners and network sources.
+    pub ingest: Arc<IngestHub>,
+    /// Live subscriptions to `websocket` sinks, served at `/ws`.
+    pub live: Arc<LiveHub>,
+    /// The listeners' edge checks: label limits, how far from this
+    /// server's clock a received timestamp may be, and the series already
+    /// validated, found again by their labels.
+    pub edge: EdgeCheck,
+    /// Counters of the network listeners (received, rejected by reason).
+    pub listeners: Arc<PipelineStats>,
+}
+
+impl Control {
+    /// A control plane for `workers` local workers.
+    pub fn new(
+        process: usize,
+        processes: usize,
+        workers: usize,
+        stdout: StdoutWriter,
+        max_in_flight: u64,
+        limits: Limits,
+        time_bounds: TimeBounds,
+    ) -> Arc<Control> {
+        let (tx, rx) = channel();
+        Arc::new(Control {
+            process,
+            workers,
+            entries: Mutex::default(),
+            tx: Mutex::new(tx),
+            rx: Mutex::new(Some(rx)),
+            next_id: AtomicU64::new(0),
+            shutdown: Shutdown::default(),
+            ready: AtomicBool::new(false),
+            started: AtomicU64::new(0),
+            processes,
+            reports: Mutex::default(),
+            stdout,
+            max_in_flight,
+            ingest: Arc::default(),
+            live: Arc::default(),
+            edge: EdgeCheck {
+                limits,
+                bounds: time_bounds,
+                series: SeriesCache::default(),
+            },
+            listeners: PipelineStats::new("listeners", 1),
+        })
+    }
+
+    fn entries(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, command: Command) {
+        let _ = self
+            .tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(command);
+    }
+
+    /// Submits a validated pipeline; returns the id to wait for.
+    pub fn apply(&self, name: &str, yaml: &str) -> (usize, u64) {
+        let id = (self.process, self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.send(Command::Apply {
+            name: name.to_owned(),
+            yaml: yaml.to_owned(),
+            id,
+        });
+        id
+    }
+
+    /// The names of a pipeline's `websocket` sinks; `None` if there is no
+    /// such pipeline.
+    pub fn websocket_outputs(&self, name: &str) -> Option<Vec<String>> {
+        let yaml = self.entries().get(name)?.yaml.clone();
+        let plan = compile(name, &yaml).ok()?;
+        Some(
+            plan.websocket_sinks()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+
+    /// Submits a delete; false if there is no such pipeline here.
+    pub fn delete(&self, name: &str) -> bool {
+        if !self.entries().contains_key(name) {
+            return false;
+        }
+        self.send(Command::Delete {
+            name: name.to_owned(),
+        });
+        true
+    }
+
+    /// Counts samples a listener rejected, by reason.
+    pub fn count_rejects(
+        &self,
+        listener: &str,
+        counts: &[(tidemark_engine::stats::DropReason, u64)],
+    ) {
+        let stats = self
+            .listeners
+            .component(listener, tidemark_engine::stats::Role::Source);
+        for (reason, n) in counts {
+            stats.dropped(*reason, *n);
+        }
+    }
+
+    /// Counts samples a listener accepted.
+    pub fn count_accepted(&self, listener: &str, n: u64) {
+        let stats = self
+            .listeners
+            .component(listener, tidemark_engine::stats::Role::Source);
+        tidemark_engine::stats::add(&stats.received, n);
+    }
+
+    /// Asks the whole cluster to stop: this process stops accepting requests
+    /// at once, and every worker of every process stops once it sees the
+    /// sequenced command (pipelines drain first).
+    pub fn request_shutdown(&self) {
+        self.shutdown.trigger();
+        self.send(Command::Shutdown);
+    }
+
+    /// Whether pipeline `name` with `id` is installed on every local worker.
+    pub fn is_installed(&self, name: &str, id: (usize, u64)) -> bool {
+        self.entries()
+            .get(name)
+            .is_some_and(|e| e.id >= id && e.installed >= self.workers)
+    }
+
+    /// Whether `name` is gone from this process.
+    pub fn is_gone(&self, name: &str) -> bool {
+        !self.entries().contains_key(name)
+    }
+
+    /// Waits (polling) until `check` holds or `timeout` passes.
+    pub async fn wait_for(&self, timeout: Duration, check: impl Fn(&Control) -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if check(self) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        check(self)
+    }
+
+    fn status_of(&self, name: &str, e: &Entry, with_yaml: bool) -> Status {
+        let t: Totals = e.stats.totals();
+        let state = if e.failure.get().is_some() {
+            State::Failed
+        } else if e.installed < self.workers {
+            State::Starting
+        } else if e.finished >= self.workers {
+            State::Finished
+        } else if e.shutdown.is_triggered() {
+            State::Stopping
+        } else {
+            State::Running
+        };
+        let components = e
+            .stats
+            .components()
+            .into_iter()
+            .map(|(name, r, s)| ComponentStatus {
+                name,
+                role: r.as_str(),
+                received: s.received.load(Ordering::Relaxed),
+                sent: s.sent.load(Ordering::Relaxed),
+                errors: s.errors.load(Ordering::Relaxed),
+                retries: s.retries.load(Ordering::Relaxed),
+                last_error: s.last_error(),
+                in_flight: s.in_flight.load(Ordering::Relaxed),
+                dropped: s
+                    .drop_counts()
+                    .into_iter()
+                    .map(|(r, n)| (r.as_str(), n))
+                    .collect(),
+            })
+            .collect();
+        Status {
+            name: name.to_owned(),
+            state,
+            applied_at: e.applied_at,
+            samples_in: t.samples_in,
+            samples_out: t.samples_out,
+            rejected: t.rejected,
+            late: t.late,
+            corrections: t.corrections,
+            watermark: t.watermark,
+            watermark_lag_seconds: t
+                .watermark
+                .map(|w| (now_millis() - w as Millis) as f64 / 1000.0),
+            cluster: self.cluster_totals(name, e.id, &t),
+            components,
+            error: e.failure.get().map(str::to_owned),
+            yaml: with_yaml.then(|| e.yaml.clone()),
+        }
+    }
+
+    fn cluster_totals(&self, name: &str, id: (usize, u64), own: &Totals) -> ClusterTotals {
+        let mut sum = own.clone();
+        let mut processes = 1;
+        let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        for (process, pipelines) in reports.iter() {
+            if *process == self.process {
+                continue;
+            }
+            if let Some((_, _, t)) = pipelines.iter().find(|(n, i, _)| n == name && *i == id) {
+                sum.merge(t);
+                processes += 1;
+            }
+        }
+        ClusterTotals {
+            processes,
+            samples_in: sum.samples_in,
+            samples_out: sum.samples_out,
+            rejected: sum.rejected,
+            late: sum.late,
+            watermark: sum.watermark,
+        }
+    }
+
+    fn report(&self) -> Command {
+        let pipelines = self
+            .entries()
+            .iter()
+            .map(|(n, e)| (n.clone(), e.id, e.stats.totals()))
+            .collect();
+        Command::Report {
+            process: self.process,
+            pipelines,
+        }
+    }
+
+    /// Every pipeline's status.
+    pub fn list(&self) -> Vec<Status> {
+        self.entries()
+            .iter()
+            .map(|(n, e)| self.status_of(n, e, false))
+            .collect()
+    }
+
+    /// One pipeline's status, with its YAML.
+    pub fn get(&self, name: &str) -> Option<Status> {
+        self.entries()
+            .get(name)
+            .map(|e| self.status_of(name, e, true))
+    }
+
+    /// Every pipeline's counters, for `/metrics`.
+    pub fn stats(&self) -> Vec<(String, State, Arc<PipelineStats>)> {
+        self.list()
+            .into_iter()
+            .filter_map(|s| {
+                self.entries()
+                    .get(&s.name)
+                    .map(|e| (s.name.clone(), s.state, Arc::clone(&e.stats)))
+            })
+            .collect()
+    }
+
+    /// The shared parts of a pipeline for a worker installing `id`,
+    /// replacing (and stopping) an older entry of the same name.
+    fn entry_for(&self, name: &str, yaml: &str, id: (usize, u64)) -> Env {
+        let mut entries = self.entries();
+        let stale = entries.get(name).is_none_or(|e| e.id != id);
+        if stale {
+            if let Some(old) = entries.get(name) {
+                old.shutdown.trigger();
+            }
+            entries.insert(
+                name.to_owned(),
+                Entry {
+                    yaml: yaml.to_owned(),
+                    id,
+                    stats: PipelineStats::new(name, self.workers),
+                    shutdown: Shutdown::default(),
+                    clock: Arc::default(),
+                    resume: Arc::default(),
+                    failure: Arc::default(),
+                    installed: 0,
+                    finished: 0,
+                    applied_at: now_millis(),
+                },
+            );
+        }
+        let e = entries
+            .get(name)
+            .unwrap_or_else(|| unreachable!("inserted above"));
+        Env {
+            stats: Arc::clone(&e.stats),
+            shutdown: e.shutdown.clone(),
+            stdout: Arc::clone(&self.stdout),
+            max_in_flight: self.max_in_flight,
+            clock: Arc::clone(&e.clock),
+            resume: Arc::clone(&e.resume),
+            ingest: Some(Arc::clone(&self.ingest)),
+            live: Arc::clone(&self.live),
+            failure: Arc::clone(&e.failure),
+        }
+    }
+
+    fn update(&self, name: &str, id: (usize, u64), f: impl FnOnce(&mut Entry)) {
+        if let Some(e) = self.entries().get_mut(name).filter(|e| e.id == id) {
+            f(e);
+        }
+    }
+
+    fn stop(&self, name: &str) {
+        if let Some(e) = self.entries().remove(name) {
+            e.shutdown.trigger();
+        }
+    }
+
+    fn stop_all(&self) {
+        for e in self.entries().values() {
+            e.shutdown.trigger();
+        }
+    }
+}
+
+/// A pipeline's dataflow on one worker.
+struct Installed {
+    dataflow: usize,
+    id: (usize, u64),
+    name: String,
+    stats: Arc<PipelineStats>,
+    finished: bool,
+    built: Built,
+}
+
+/// The loop every worker of `tidemark serve` runs until the process stops.
+pub fn worker_loop(worker: &mut Worker, control: &Control) {
+    let local = worker.index() % control.workers;
+    let leader = local == 0;
+    let rx = if leader {
+        control.rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    } else {
+        None
+    };
+    let timer = worker.timer().unwrap_or_else(Instant::now);
+    let mut sequencer: Sequencer<Command> = Sequencer::new(worker, timer);
+    let mut running: BTreeMap<String, Installed> = BTreeMap::new();
+    let mut draining: Vec<Installed> = Vec::new();
+    let mut stopping = false;
+    let mut last_report = Instant::now();
+    if control.started.fetch_add(1, Ordering::SeqCst) + 1 == control.workers as u64 {
+        control.ready.store(true, Ordering::SeqCst);
+    }
+    loop {
+        if let Some(rx) = &rx {
+            while let Ok(command) = rx.try_recv() {
+                sequencer.push(command);
+            }
+            // In a cluster, share this process's counters once a second.
+            if control.processes > 1 && last_report.elapsed() >= Duration::from_secs(1) {
+                last_report = Instant::now();
+                sequencer.push(control.report());
+            }
+        }
+        for command in sequencer.by_ref() {
+            match command {
+                Command::Apply { name, yaml, id } => {
+                    let plan = match compile(&name, &yaml) {
+                        Ok(p) => p,
+                        Err(errors) => {
+                            tracing::error!(pipeline = %name, errors = errors.len(), "A sequenced pipeline does not compile here; skipped.");
+                            continue;
+                        }
+                    };
+                    if let Some(old) = running.remove(&name) {
+                        draining.push(old);
+                    }
+                    // Worker 0 holds the websocket outputs: subscribers of
+                    // the replaced pipeline are closed.
+                    if worker.index() == 0 {
+                        control.live.remove_pipeline(&name);
+                    }
+                    let env = control.entry_for(&name, &yaml, id);
+                    let stats = Arc::clone(&env.stats);
+                    let dataflow = worker.next_dataflow_index();
+                    let built = build(worker, &plan, &env);
+                    if leader {
+                        tracing::info!(pipeline = %name, process = control.process, "Pipeline installed.");
+                    }
+                    running.insert(
+                        name.clone(),
+                        Installed {
+                            dataflow,
+                            id,
+                            name: name.clone(),
+                            stats,
+                            finished: false,
+                            built,
+                        },
+                    );
+                    control.update(&name, id, |e| e.installed += 1);
+                }
+                Command::Report { process, pipelines } => {
+                    if leader {
+                        control
+                            .reports
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(process, pipelines);
+                    }
+                }
+                Command::Shutdown => {
+                    stopping = true;
+                    control.shutdown.trigger();
+                    control.stop_all();
+                }
+                Command::Delete { name } => {
+                    if let Some(old) = running.remove(&name) {
+                        draining.push(old);
+                    }
+                    control.stop(&name);
+                    if worker.index() == 0 {
+                        control.live.remove_pipeline(&name);
+                    }
+                    if leader {
+                        tracing::info!(pipeline = %name, "Pipeline stopping.");
+                    }
+                }
+            }
+        }
+        // A failed pipeline stops here with what it holds (nothing of it
+        // was acknowledged); its entry reports the failure.
+        running.retain(|name, p| {
+            let Some(error) = p.built.failure.get() else {
+                return true;
+            };
+            if leader {
+                tracing::error!(pipeline = %name, %error, "Pipeline failed; stopped.");
+            }
+            control.update(name, p.id, |e| e.shutdown.trigger());
+            worker.drop_dataflow(p.dataflow);
+            false
+        });
+        for p in running.values_mut() {
+            let w = p.built.sources.with_frontier(|f| f.iter().min().copied());
+            p.stats.set_watermark(local, w);
+            if !p.finished && p.built.sinks.done() {
+                p.finished = true;
+                control.update(&p.name, p.id, |e| e.finished += 1);
+            }
+        }
+        draining.retain(|p| {
+            if p.built.over() {
+                worker.drop_dataflow(p.dataflow);
+                false
+            } else {
+                true
+            }
+        });
+        // Leave only once the sequenced shutdown arrived, so that every
+        // process leaves: a timely cluster finishes together.
+        if stopping {
+            control.stop_all();
+            if running.values().all(|p| p.built.over()) && draining.is_empty() {
+                break;
+            }
+        }
+        worker.step_or_park(Some(Duration::from_millis(10)));
+    }
+}

@@ -1,0 +1,209 @@
+//! The gRPC listener (tonic): `tidemark.control.v1.PipelineService`, the
+//! twin of the REST control API (`proto/tidemark/control/v1/control.proto`).
+//! The ingest and OTLP services will share this listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use super::control::{self, Control};
+use super::http::Auth;
+
+/// Generated protobuf and gRPC code.
+#[allow(missing_docs, unused_qualifications, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("tidemark.control.v1");
+}
+
+use proto::pipeline_service_server::{PipelineService, PipelineServiceServer};
+use proto::{
+    ApplyRequest, ApplyResponse, ClusterTotals, DeleteRequest, DeleteResponse, GetRequest,
+    ListRequest, ListResponse, PipelineStatus,
+};
+
+/// The control service.
+pub struct ControlService {
+    control: Arc<Control>,
+}
+
+fn to_proto(s: control::Status) -> PipelineStatus {
+    PipelineStatus {
+        name: s.name,
+        state: serde_json::to_value(s.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        applied_at_ms: s.applied_at,
+        samples_in: s.samples_in,
+        samples_out: s.samples_out,
+        rejected: s.rejected,
+        late: s.late,
+        corrections: s.corrections,
+        watermark_ms: s.watermark.map(|w| w as i64),
+        definition: s.yaml.unwrap_or_default(),
+        cluster: Some(ClusterTotals {
+            processes: s.cluster.processes as u32,
+            samples_in: s.cluster.samples_in,
+            samples_out: s.cluster.samples_out,
+            rejected: s.cluster.rejected,
+            late: s.cluster.late,
+            watermark_ms: s.cluster.watermark.map(|w| w as i64),
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl PipelineService for ControlService {
+    async fn apply(
+        &self,
+        request: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, Status> {
+        let text = request.into_inner().definition;
+        // CPU work, off the async threads (as the HTTP API does it).
+        let owned = text.clone();
+        let plan =
+            tokio::task::spawn_blocking(move || tidemark_pipelines::compile("request", &owned))
+                .await
+                .map_err(|e| Status::internal(format!("validation failed: {e}")))?
+                .map_err(|errors| {
+                    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    Status::invalid_argument(lines.join("\n"))
+                })?;
+        if self.control.shutdown.is_triggered() {
+            return Err(Status::unavailable("the server is shutting down"));
+        }
+        let created = self.control.get(&plan.name).is_none();
+        let id = self.control.apply(&plan.name, &text);
+        let name = plan.name.clone();
+        if !self
+            .control
+            .wait_for(Duration::from_secs(30), |c| c.is_installed(&name, id))
+            .await
+        {
+            return Err(Status::deadline_exceeded(
+                "the pipeline was accepted but is not running on every worker yet",
+            ));
+        }
+        let status = self
+            .control
+            .get(&name)
+            .ok_or_else(|| Status::internal("the pipeline disappeared"))?;
+        Ok(Response::new(ApplyResponse {
+            created,
+            status: Some(to_proto(status)),
+        }))
+    }
+
+    async fn list(&self, _request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        Ok(Response::new(ListResponse {
+            pipelines: self.control.list().into_iter().map(to_proto).collect(),
+        }))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<PipelineStatus>, Status> {
+        let name = request.into_inner().name;
+        match self.control.get(&name) {
+            Some(s) => Ok(Response::new(to_proto(s))),
+            None => Err(Status::not_found(format!("no pipeline named {name:?}"))),
+        }
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let name = request.into_inner().name;
+        if !self.control.delete(&name) {
+            return Err(Status::not_found(format!("no pipeline named {name:?}")));
+        }
+        let n = name.clone();
+        self.control
+            .wait_for(Duration::from_secs(10), |c| c.is_gone(&n))
+            .await;
+        Ok(Response::new(DeleteResponse {}))
+    }
+}
+
+/// Serves gRPC on `listener` until `control` is shutting down.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    control: Arc<Control>,
+    auth: Auth,
+    tls: Option<tonic::transport::Identity>,
+) -> anyhow::Result<()> {
+    let service = ControlService {
+        control: Arc::clone(&control),
+    };
+    let auth = Arc::new(auth);
+    let check = move |request: Request<()>| -> Result<Request<()>, Status> {
+        if auth.tokens.is_empty() {
+            return Ok(request);
+        }
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        match auth.check(header) {
+            Some(tenant) => {
+                let mut request = request;
+                if let Some(t) = tenant {
+                    request.extensions_mut().insert(t);
+                }
+                Ok(request)
+            }
+            None => Err(Status::unauthenticated("missing or invalid bearer token")),
+        }
+    };
+    let ingest = super::ingest::Ingest {
+        control: Arc::clone(&control),
+    };
+    let otlp = super::otlp::Otlp {
+        control: Arc::clone(&control),
+    };
+    let stopping = async move {
+        while !control.shutdown.is_triggered() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(identity) = tls {
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    builder
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            PipelineServiceServer::new(service).max_decoding_message_size(super::http::MAX_BODY),
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            super::ingest::proto::ingest_service_server::IngestServiceServer::new(ingest)
+                .max_decoding_message_size(super::ingest::MAX_MESSAGE)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer::new(otlp)
+                .max_decoding_message_size(super::ingest::MAX_MESSAGE)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
+            check,
+        ))
+        .serve_with_incoming_shutdown(tokio_stream_listener(listener), stopping)
+        .await?;
+    Ok(())
+}
+
+fn tokio_stream_listener(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    // Small replies must not wait for Nagle's algorithm to meet the
+    // client's delayed ACK (a 40 ms stall per request otherwise).
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            let _ = stream.set_nodelay(true);
+        })
+    })
+}

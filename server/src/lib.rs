@@ -1,0 +1,250 @@
+//! # tidemark-server
+//!
+//! `tidemark serve`: a long-lived process that runs the pipelines submitted
+//! to it. Timely workers run the [`control::worker_loop`]; a tokio runtime
+//! serves HTTP ([`http`]) and gRPC ([`grpc`]). The ingest listeners
+//! ([`ingest`], [`remote_write`], [`otlp`]) are thin adapters over
+//! `tidemark_codecs` and one [`admit`] path; [`live`] serves `/ws` and the
+//! [`dashboard`], also for `tidemark run` ([`live::serve_dashboard`]).
+//! See `docs/server.md`.
+
+pub mod admit;
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod dashboard;
+pub mod grpc;
+pub mod http;
+pub mod ingest;
+pub mod live;
+pub mod metrics;
+pub mod otlp;
+pub mod remote_write;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tidemark_engine::component::StdoutWriter;
+use tidemark_engine::runtime::{Cluster, execute};
+
+use control::Control;
+
+/// How to serve.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Workers and processes.
+    pub cluster: Cluster,
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// gRPC listen address.
+    pub grpc: SocketAddr,
+    /// Pipelines to apply at start (every `*.yaml` in the directory).
+    pub pipelines: Option<PathBuf>,
+    /// Records each source instance may have in flight.
+    pub max_in_flight: u64,
+    /// How long a graceful stop may take before the process exits anyway.
+    pub shutdown_timeout: Duration,
+    /// Bearer tokens.
+    pub auth: http::Auth,
+    /// TLS certificate chain and key (PEM) for both listeners.
+    pub tls: Option<TlsFiles>,
+    /// Limits on samples received over the network.
+    pub limits: tidemark_engine::validate::Limits,
+    /// How far from this server's clock a received timestamp may be.
+    pub time_bounds: tidemark_engine::validate::TimeBounds,
+}
+
+/// PEM files for TLS.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+struct LoadedTls {
+    http: axum_server::tls_rustls::RustlsConfig,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+impl TlsFiles {
+    async fn load(&self) -> anyhow::Result<LoadedTls> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+        };
+        let (cert_pem, key_pem) = (read(&self.cert)?, read(&self.key)?);
+        let http =
+            axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem.clone(), key_pem.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("invalid TLS certificate or key: {e}"))?;
+        Ok(LoadedTls {
+            http,
+            cert_pem,
+            key_pem,
+        })
+    }
+}
+
+fn read_pipelines(dir: &PathBuf) -> anyhow::Result<Vec<(String, String)>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("cannot read the pipelines directory {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    let mut failed = false;
+    for f in files {
+        let text = std::fs::read_to_string(&f)?;
+        match tidemark_pipelines::compile(&f.display().to_string(), &text) {
+            Ok(plan) => out.push((plan.name, text)),
+            Err(errors) => {
+                failed = true;
+                for e in errors {
+                    tracing::error!("{e}");
+                }
+            }
+        }
+    }
+    anyhow::ensure!(!failed, "pipelines in {} have errors", dir.display());
+    Ok(out)
+}
+
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Runs the server until Ctrl-C or SIGTERM: then it stops accepting
+/// requests, stops every pipeline's sources, flushes windows and sinks, and
+/// returns (or exits with an error after `shutdown_timeout`).
+pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    // One TLS implementation for every listener and client: ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let initial = match &options.pipelines {
+        Some(dir) => read_pipelines(dir)?,
+        None => Vec::new(),
+    };
+    let stdout: StdoutWriter = Arc::new(|bytes: &[u8]| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(bytes).and_then(|()| out.flush());
+    });
+    let cluster = options.cluster.clone();
+    let control = Control::new(
+        cluster.process,
+        cluster.processes(),
+        cluster.workers,
+        stdout,
+        options.max_in_flight,
+        options.limits.clone(),
+        options.time_bounds,
+    );
+    let for_workers = Arc::clone(&control);
+    let running = execute(&cluster, move |worker| {
+        control::worker_loop(worker, &for_workers)
+    })?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let served: anyhow::Result<()> = runtime.block_on(async {
+        let tls = match &options.tls {
+            Some(t) => Some(t.load().await?),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(options.http)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.http))?;
+        tracing::info!(http = %listener.local_addr()?, tls = tls.is_some(), process = cluster.process, workers = cluster.workers, "Listening.");
+        let grpc_listener = tokio::net::TcpListener::bind(options.grpc)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.grpc))?;
+        tracing::info!(grpc = %grpc_listener.local_addr()?, tls = tls.is_some(), "Listening.");
+        let grpc_identity = tls.as_ref().map(|t| tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem));
+        let grpc = tokio::spawn(grpc::serve(grpc_listener, Arc::clone(&control), options.auth.clone(), grpc_identity));
+        if cluster.process == 0 {
+            for (name, yaml) in &initial {
+                control.apply(name, yaml);
+            }
+        }
+        // Stop on a signal here, or on a shutdown sequenced by another process.
+        let stopping = Arc::clone(&control);
+        let stop = async move {
+            let remote = async {
+                while !stopping.shutdown.is_triggered() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            tokio::select! {
+                () = stop_signal() => {},
+                () = remote => {},
+            }
+            tracing::info!("Stopping: sources end, windows and sinks flush.");
+            stopping.request_shutdown();
+        };
+        let router = http::router(Arc::clone(&control), options.auth.clone());
+        match tls {
+            None => {
+                use axum::serve::ListenerExt;
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, router).with_graceful_shutdown(stop).await?
+            }
+            Some(t) => {
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                tokio::spawn(async move {
+                    stop.await;
+                    stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+                });
+                axum_server::from_tcp_rustls(listener.into_std()?, t.http)?
+                    .handle(handle)
+                    .serve(router.into_make_service())
+                    .await?;
+            }
+        }
+        grpc.await??;
+        Ok(())
+    });
+    if let Err(e) = served {
+        control.request_shutdown();
+        return Err(e);
+    }
+    let deadline = Instant::now() + options.shutdown_timeout;
+    while !running.is_finished() {
+        if Instant::now() > deadline {
+            tracing::error!(
+                seconds = options.shutdown_timeout.as_secs(),
+                "Pipelines did not drain in time; exiting."
+            );
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running.join()?;
+    tracing::info!("Stopped.");
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! `/metrics`: the engine's own telemetry in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use tidemark_engine::stats::Role;
+use tidemark_engine::time::now_millis;
+
+use super::control::{Control, State};
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders every pipeline's counters.
+pub fn render(control: &Control) -> String {
+    let mut out = String::new();
+    let pipelines = control.stats();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    };
+    let per = |f: &dyn Fn(&tidemark_engine::stats::Totals) -> Option<f64>| -> Vec<(String, f64)> {
+        pipelines
+            .iter()
+            .filter_map(|(n, _, s)| {
+                f(&s.totals()).map(|v| (format!("pipeline=\"{}\"", escape(n)), v))
+            })
+            .collect()
+    };
+    family(
+        "tidemark_samples_in_total",
+        "counter",
+        "Samples read by a pipeline's sources.",
+        per(&|t| Some(t.samples_in as f64)),
+    );
+    family(
+        "tidemark_samples_out_total",
+        "counter",
+        "Samples written by a pipeline's sinks.",
+        per(&|t| Some(t.samples_out as f64)),
+    );
+    family(
+        "tidemark_samples_rejected_total",
+        "counter",
+        "Samples rejected at the edge.",
+        per(&|t| Some(t.rejected as f64)),
+    );
+    family(
+        "tidemark_samples_late_total",
+        "counter",
+        "Samples dropped as late.",
+        per(&|t| Some(t.late as f64)),
+    );
+    family(
+        "tidemark_watermark_seconds",
+        "gauge",
+        "The pipeline's watermark (seconds since the epoch).",
+        per(&|t| t.watermark.map(|w| w as f64 / 1000.0)),
+    );
+    family(
+        "tidemark_watermark_lag_seconds",
+        "gauge",
+        "How far the watermark is behind the wall clock.",
+        per(&|t| {
+            t.watermark
+                .map(|w| (now_millis() as f64 - w as f64) / 1000.0)
+        }),
+    );
+    let mut received = Vec::new();
+    let mut sent = Vec::new();
+    let mut errors = Vec::new();
+    let mut retries = Vec::new();
+    let mut dropped = Vec::new();
+    let mut in_flight = Vec::new();
+    for (pipeline, _, stats) in &pipelines {
+        for (component, r, s) in stats.components() {
+            let labels = format!(
+                "pipeline=\"{}\",component=\"{}\",role=\"{}\"",
+                escape(pipeline),
+                escape(&component),
+                r.as_str()
+            );
+            received.push((labels.clone(), s.received.load(Ordering::Relaxed) as f64));
+            sent.push((labels.clone(), s.sent.load(Ordering::Relaxed) as f64));
+            errors.push((labels.clone(), s.errors.load(Ordering::Relaxed) as f64));
+            retries.push((labels.clone(), s.retries.load(Ordering::Relaxed) as f64));
+            if r == Role::Source {
+                in_flight.push((labels.clone(), s.in_flight.load(Ordering::Relaxed) as f64));
+            }
+            for (reason, n) in s.drop_counts() {
+                dropped.push((format!("{labels},reason=\"{}\"", reason.as_str()), n as f64));
+            }
+        }
+    }
+    family(
+        "tidemark_component_received_total",
+        "counter",
+        "Records a component received.",
+        received,
+    );
+    family(
+        "tidemark_component_sent_total",
+        "counter",
+        "Records a component sent on or wrote.",
+        sent,
+    );
+    family(
+        "tidemark_component_errors_total",
+        "counter",
+        "Errors talking to files or external systems.",
+        errors,
+    );
+    family(
+        "tidemark_component_retries_total",
+        "counter",
+        "Writes that failed and were made again (nothing lost).",
+        retries,
+    );
+    family(
+        "tidemark_component_dropped_total",
+        "counter",
+        "Records a component dropped, by reason.",
+        dropped,
+    );
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for (listener, _, s) in control.listeners.components() {
+        accepted.push((
+            format!("listener=\"{listener}\""),
+            s.received.load(Ordering::Relaxed) as f64,
+        ));
+        for (reason, n) in s.drop_counts() {
+            refused.push((
+                format!("listener=\"{listener}\",reason=\"{}\"", reason.as_str()),
+                n as f64,
+            ));
+        }
+    }
+    family(
+        "tidemark_ingest_accepted_total",
+        "counter",
+        "Samples a network listener accepted.",
+        accepted,
+    );
+    family(
+        "tidemark_ingest_rejected_total",
+        "counter",
+        "Samples (or requests) a network listener rejected, by reason.",
+        refused,
+    );
+    let states = State::ALL;
+    let count = |s: State| pipelines.iter().filter(|(_, st, _)| *st == s).count() as f64;
+    family(
+        "tidemark_pipelines",
+        "gauge",
+        "Pipelines in this process by state.",
+        states
+            .iter()
+            .map(|s| {
+                (
+                    format!(
+                        "state=\"{}\"",
+                        serde_json::to_value(s)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    ),
+                    count(*s),
+                )
+            })
+            .collect(),
+    );
+    family(
+        "tidemark_up",
+        "gauge",
+        "1 while the process runs.",
+        vec![(format!("process=\"{}\"", control.process), 1.0)],
+    );
+    out
+}

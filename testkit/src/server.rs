@@ -1,0 +1,216 @@
+//! Running `tidemark serve` in tests: start, wait until ready, call, stop.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Reads the server's log until both listeners are reported (or the log
+/// ends), then keeps copying it to this test's output in the background.
+fn listening(stderr: std::process::ChildStderr) -> (Option<u16>, Option<u16>) {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let port_of = |line: &str, key: &str| {
+        let at = line.find(key)? + key.len();
+        let addr = line[at..].split_whitespace().next()?;
+        addr.rsplit(':').next()?.parse::<u16>().ok()
+    };
+    let (mut http, mut grpc) = (None, None);
+    for line in lines.by_ref() {
+        let Ok(line) = line else { break };
+        eprintln!("{line}");
+        if line.contains("Listening.") {
+            http = http.or(port_of(&line, " http="));
+            grpc = grpc.or(port_of(&line, " grpc="));
+        }
+        if http.is_some() && grpc.is_some() {
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("{line}");
+        }
+    });
+    (http, grpc)
+}
+
+fn bearer<B>(request: ureq::RequestBuilder<B>, token: Option<&str>) -> ureq::RequestBuilder<B> {
+    match token {
+        Some(t) => request.header("authorization", format!("Bearer {t}")),
+        None => request,
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub grpc: u16,
+    /// Sent as a bearer token by [`Server::request`], if set.
+    pub token: Option<String>,
+}
+
+impl Server {
+    /// Starts `tidemark serve`. `port` 0 lets the system choose the HTTP
+    /// port (the gRPC port always is), and the addresses are read back from
+    /// the server's "Listening." log lines: a port picked beforehand could
+    /// be taken by another test before the server binds it.
+    pub fn start(args: &[&str], port: u16) -> Server {
+        let mut child = Command::new(crate::tidemark_bin())
+            .arg("serve")
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(["--grpc", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (http, grpc) = listening(child.stderr.take().unwrap());
+        let (Some(http), Some(grpc)) = (http, grpc) else {
+            let status = child.wait().unwrap();
+            panic!("server exited ({status}) before listening; its log is above");
+        };
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{http}"),
+            grpc,
+            token: None,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// Starts `tidemark serve` with one token (in a token file under
+    /// `dir`), which [`Server::request`] then sends.
+    pub fn start_with_token(dir: &Path, token: &str) -> Server {
+        let file = dir.join("tokens");
+        std::fs::write(&file, format!("{token}\n")).unwrap();
+        let mut server = Server::start(&["--token-file", file.to_str().unwrap()], 0);
+        server.token = Some(token.to_owned());
+        server
+    }
+
+    pub fn wait_ready(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok((200, _)) = self.request("GET", "/readyz", None) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server at {} did not become ready", self.url);
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String), ureq::Error> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}{path}", self.url);
+        let token = self.token.as_deref();
+        let mut response = match (method, body) {
+            ("POST", Some(b)) => bearer(agent.post(&url), token)
+                .header("content-type", "application/yaml")
+                .send(b)?,
+            ("DELETE", _) => bearer(agent.delete(&url), token).call()?,
+            _ => bearer(agent.get(&url), token).call()?,
+        };
+        let status = response.status().as_u16();
+        Ok((status, response.body_mut().read_to_string()?))
+    }
+
+    pub fn json(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let (status, text) = self.request(method, path, body).unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub fn stop(self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.wait_exit()
+    }
+
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+pub fn pipeline(name: &str, rate: u32, output: &Path) -> String {
+    format!(
+        r#"name: {name}
+sources:
+  gen:
+    type: generator
+    series: 50
+    interval: 1s
+    start: 2026-01-01T00:00:00Z
+    rate: {rate}
+    seed: 1
+transforms:
+  w:
+    type: window
+    inputs: [gen]
+    window: {{tumbling: 10s}}
+    by: [region]
+    aggregates: [count, avg]
+sinks:
+  out:
+    type: file
+    inputs: [w]
+    path: {}
+"#,
+        output.display()
+    )
+}
+
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A program on `PATH`.
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
