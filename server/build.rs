@@ -2,19 +2,20 @@
 //! so building needs no `protoc` on the machine: the control service with
 //! its messages, and the ingest service over the messages that
 //! `tidemark-codecs` generates (`extern_path`), so both crates share one
-//! `WriteRequest` type.
+//! `WriteRequest` type. The ingest service decodes with
+//! `crate::codec::StrictCodec` (a malformed message is the sender's
+//! `INVALID_ARGUMENT`, counted).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = [
-        "../proto/tidemark/control/v1/control.proto",
-        "../proto/tidemark/ingest/v1/ingest.proto",
-    ];
-    for p in &protos {
+    let control = "../proto/tidemark/control/v1/control.proto";
+    let ingest = "../proto/tidemark/ingest/v1/ingest.proto";
+    for p in [control, ingest] {
         println!("cargo:rerun-if-changed={p}");
     }
-    let descriptors = protox::compile(protos, ["../proto"])?;
+    tonic_prost_build::configure().compile_fds(protox::compile([control], ["../proto"])?)?;
     tonic_prost_build::configure()
         .extern_path(".tidemark.ingest.v1", "::tidemark_codecs::ingest::proto")
-        .compile_fds(descriptors)?;
+        .codec_path("crate::codec::StrictCodec")
+        .compile_fds(protox::compile([ingest], ["../proto"])?)?;
     Ok(())
 }

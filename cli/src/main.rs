@@ -242,6 +242,10 @@ impl ServeArgs {
         };
         Ok(Ok(ServeOptions {
             limits: file.limits.labels(),
+            max_decode_mb: file
+                .limits
+                .max_decode_mb
+                .unwrap_or(tidemark_server::DEFAULT_MAX_DECODE_MB),
             time_bounds,
             cluster,
             http: self

@@ -152,6 +152,81 @@ sinks:
     assert!(server.stop().success());
 }
 
+/// A gRPC codec that sends and receives bytes as they are, to send what
+/// no generated client would.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+#[test]
+fn a_malformed_grpc_message_is_the_senders_error_and_counted() {
+    let server = Server::start(&[], 0);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let err = runtime.block_on(async {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", server.grpc))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/tidemark.ingest.v1.IngestService/Write",
+        );
+        // Field 1 (series) with a length past the end of the message.
+        grpc.unary(tonic::Request::new(vec![0x0a, 0x7f, 0x01]), path, RawCodec)
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("not a valid protobuf"), "{err}");
+    let (_, metrics) = server.request("GET", "/metrics", None).unwrap();
+    assert!(
+        metrics
+            .contains("tidemark_ingest_rejected_total{listener=\"grpc\",reason=\"malformed\"} 1"),
+        "{metrics}"
+    );
+    assert!(server.stop().success());
+}
+
 fn tokio_stream_of<T: Send + 'static>(
     items: Vec<T>,
 ) -> impl tokio_stream::Stream<Item = T> + Send + 'static {
@@ -250,6 +325,125 @@ fn remote_write_answers_so_that_prometheus_does_the_right_thing() {
     assert!(server.stop().success());
     let rows = std::fs::read_to_string(&output).unwrap();
     assert_eq!(rows.lines().count(), 3, "{rows}");
+}
+
+/// Peak resident memory of a process so far, in MiB (Linux's `VmHWM`).
+fn peak_rss_mb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb / 1024
+}
+
+/// One value of a `/metrics` family (the first row).
+fn metric(server: &Server, name: &str) -> f64 {
+    let (_, text) = server.request("GET", "/metrics", None).unwrap();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+#[test]
+fn remote_write_decoding_is_bounded_in_memory() {
+    let dir = temp_dir("server-remote-write-bounds");
+    let config = dir.join("tidemark.yaml");
+    std::fs::write(&config, "limits:\n  max_decode_mb: 32\n").unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()], 0);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |body: &[u8]| {
+        let mut r = agent
+            .post(&format!("{}/api/v1/write", server.url))
+            .header("content-encoding", "snappy")
+            .send(body)
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        )
+    };
+    // Refused requests leave nothing behind: with no pipeline reading
+    // remote-write, 200 requests of new series with 4 KB label values
+    // are answered 503 and none of their series is cached.
+    let long = "v".repeat(4000);
+    for i in 0..200 {
+        let names: Vec<String> = (0..50).map(|j| format!("{i}-{j}")).collect();
+        let series: Vec<[(&str, &str); 3]> = names
+            .iter()
+            .map(|n| [("__name__", "up"), ("i", n.as_str()), ("x", long.as_str())])
+            .collect();
+        let series: Vec<RwSeries<'_>> = series
+            .iter()
+            .map(|l| (&l[..], &[(1_000, 1.0)][..]))
+            .collect();
+        assert_eq!(post(&remote_write_body(&series)).0, 503);
+    }
+    assert_eq!(metric(&server, "tidemark_ingest_series_cache_bytes"), 0.0);
+
+    let output = dir.join("out.jsonl");
+    let pipeline = format!(
+        "name: rw\nsources:\n  in: {{type: remote_write, idle_timeout: 200ms}}\nsinks:\n  out: {{type: file, inputs: [in], path: {}}}\n",
+        output.display()
+    );
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
+        201
+    );
+    // One series of 8 M empty labels (16 MiB on the wire, 400 MB if built)
+    // beside a good one: the bad one is rejected without being built.
+    let mut raw = vec![0x0a];
+    let mut labels = [0x0a, 0x00].repeat(8 << 20);
+    labels.extend([0x12, 0x00]); // and one sample
+    prost::encoding::encode_varint(labels.len() as u64, &mut raw);
+    raw.extend(&labels);
+    let good = snap::raw::Decoder::new()
+        .decompress_vec(&remote_write_body(&[(
+            &[("__name__", "up"), ("job", "a")],
+            &[(1_000, 1.0)],
+        )]))
+        .unwrap();
+    raw.extend(good);
+    let bomb = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let (status, text) = post(&bomb);
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("accepted 1 samples") && text.contains("too_many_labels"),
+        "{text}"
+    );
+    // A request that alone needs more than the budget (40 MiB of empty
+    // labels against 32 MiB) is refused before it is uncompressed.
+    let huge = snap::raw::Encoder::new()
+        .compress_vec(&[0x0a, 0x00].repeat(20 << 20))
+        .unwrap();
+    let (status, text) = post(&huge);
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("more than the server's limit of 32 MiB"),
+        "{text}"
+    );
+    // More samples than one request may carry.
+    let mut raw = vec![0x0a];
+    let samples = [0x12, 0x00].repeat(tidemark_server::remote_write::MAX_SAMPLES + 1);
+    prost::encoding::encode_varint(samples.len() as u64, &mut raw);
+    raw.extend(&samples);
+    let (status, text) = post(&snap::raw::Encoder::new().compress_vec(&raw).unwrap());
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("more than 1048576 samples"), "{text}");
+    assert_eq!(metric(&server, "tidemark_ingest_decoding_bytes"), 0.0);
+    let peak = peak_rss_mb(server.child.id());
+    // Built naively, the first body alone takes 400 MB.
+    assert!(peak < 200, "peak resident memory {peak} MiB");
+    assert!(server.stop().success());
+    let rows = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(rows.lines().count(), 1, "{rows}");
 }
 
 #[test]

@@ -120,6 +120,220 @@ fn apply_list_get_replace_delete_over_http() {
 }
 
 #[test]
+fn concurrent_applies_of_one_name_all_answer_and_the_last_runs_on_every_worker() {
+    let dir = temp_dir("server-concurrent-applies");
+    let server = Server::start(&["--workers", "2"], 0);
+    // Ten versions of one pipeline, each writing its own file, applied at
+    // once: every request gets an answer, and the one the server sequenced
+    // last runs on both workers (all 40 series, which the generator splits
+    // between them).
+    let version = |v: usize| {
+        format!(
+            "name: p\nsources:\n  gen: {{type: generator, series: 40, interval: 1s, rate: 400, seed: {v}}}\n\
+             sinks:\n  out: {{type: file, inputs: [gen], path: {}}}\n",
+            dir.join(format!("{v}.jsonl")).display()
+        )
+    };
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..10)
+            .map(|v| {
+                let (server, yaml) = (&server, version(v));
+                s.spawn(move || {
+                    server
+                        .request("POST", "/api/v1/pipelines", Some(&yaml))
+                        .unwrap()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for (status, body) in &answers {
+        assert!(*status == 200 || *status == 201, "{status} {body}");
+    }
+    let (_, p) = server.json("GET", "/api/v1/pipelines/p", None);
+    assert_eq!(p["state"], "running", "{p}");
+    let yaml = p["yaml"].as_str().unwrap();
+    let last = (0..10).find(|v| yaml == version(*v)).unwrap();
+    let output = dir.join(format!("{last}.jsonl"));
+    wait_until("the last version to write all of its series", || {
+        let text = std::fs::read_to_string(&output).unwrap_or_default();
+        let series: std::collections::BTreeSet<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| format!("{}{}", v["name"], v["labels"]))
+            .collect();
+        series.len() == 40
+    });
+    let (_, list) = server.json("GET", "/api/v1/pipelines", None);
+    assert_eq!(list["pipelines"].as_array().unwrap().len(), 1, "{list}");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_file_sink_on_a_fifo_nobody_reads_blocks_nothing() {
+    let dir = temp_dir("server-fifo");
+    let fifo = dir.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let server = Server::start(&[], 0);
+    let reads_fifo = format!(
+        "name: f\nsources:\n  gen: {{type: generator, series: 3, interval: 100ms, rate: 30}}\n\
+         sinks:\n  out: {{type: file, inputs: [gen], path: {}}}\n",
+        fifo.display()
+    );
+    // Applied at once, though no process reads the FIFO: opening it
+    // blocks nothing.
+    let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&reads_fifo));
+    assert_eq!(status, 201, "{body}");
+    // Another pipeline on the same worker runs.
+    let other = dir.join("other.jsonl");
+    let (status, body) = server.json(
+        "POST",
+        "/api/v1/pipelines",
+        Some(&pipeline("other", 1000, &other)),
+    );
+    assert_eq!(status, 201, "{body}");
+    wait_until("the other pipeline to write", || {
+        std::fs::metadata(&other).is_ok_and(|m| m.len() > 0)
+    });
+    // The sink says why it waits, and writes once a reader comes.
+    let (_, f) = server.json("GET", "/api/v1/pipelines/f", None);
+    let sink = f["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "out")
+        .unwrap()
+        .clone();
+    assert!(
+        sink["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no process reads"),
+        "{f}"
+    );
+    // The reader reads until the sink closes the FIFO (a full pipe would
+    // hold the sink, as a slow `| jq` does).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let file = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+        for line in file.lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let sample: Value = serde_json::from_str(&line).unwrap();
+    assert!(sample["value"].is_number(), "{line}");
+    assert_eq!(
+        server
+            .request("DELETE", "/api/v1/pipelines/f", None)
+            .unwrap()
+            .0,
+        204
+    );
+    reader.join().unwrap();
+    let (_, list) = server.json("GET", "/api/v1/pipelines", None);
+    let names: Vec<&str> = list["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["other"]);
+    assert!(server.stop().success());
+}
+
+/// A sink blocked in a write (a FIFO whose reader stopped reading) stalls
+/// its worker: `/readyz` says so, and recovers once the reader reads.
+#[test]
+fn readyz_notices_a_stalled_worker() {
+    let dir = temp_dir("server-stalled");
+    let fifo = dir.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // A reader that opens the FIFO and reads nothing until told to.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        let mut file = std::fs::File::open(&path).unwrap();
+        wait.recv().unwrap();
+        std::io::copy(&mut file, &mut std::io::sink()).unwrap();
+    });
+    let server = Server::start(&[], 0);
+    assert_eq!(server.request("GET", "/readyz", None).unwrap().0, 200);
+    let yaml = format!(
+        "name: f\nsources:\n  gen: {{type: generator, series: 100, interval: 10ms, rate: 100000}}\n\
+         sinks:\n  out: {{type: file, inputs: [gen], path: {}}}\n",
+        fifo.display()
+    );
+    let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&yaml));
+    assert_eq!(status, 201, "{body}");
+    let start = Instant::now();
+    let text = loop {
+        let (status, text) = server.request("GET", "/readyz", None).unwrap();
+        if status == 503 {
+            break text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "/readyz stayed {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(text.contains("worker 0 for"), "{text}");
+    go.send(()).unwrap();
+    wait_until("/readyz to recover", || {
+        server.request("GET", "/readyz", None).unwrap().0 == 200
+    });
+    assert_eq!(
+        server
+            .request("DELETE", "/api/v1/pipelines/f", None)
+            .unwrap()
+            .0,
+        204
+    );
+    assert!(server.stop().success());
+    reader.join().unwrap();
+}
+
+/// A thousand idle sockets must not exhaust the server's descriptors: it
+/// raises its soft limit on open files to the hard limit at start.
+#[test]
+fn the_server_raises_its_open_files_limit() {
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=256:4096")
+        .arg(common::tidemark_bin())
+        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("prlimit (util-linux) runs the server with a low limit");
+    let (http, _) = common::server::listening(child.stderr.take().unwrap());
+    assert!(http.is_some(), "the server did not start");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, vec!["4096", "4096"], "{line}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
 fn the_cli_talks_to_a_server() {
     let dir = temp_dir("server-cli");
     let port = free_port();

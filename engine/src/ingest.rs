@@ -153,6 +153,17 @@ impl IngestHub {
         s
     }
 
+    /// Whether a source reads `protocol` now: a listener asks before it
+    /// decodes, so that nothing of a request no one would take is kept.
+    pub fn subscribed(&self, protocol: Protocol) -> bool {
+        self.subscriptions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .any(|s| s.protocol == protocol)
+    }
+
     /// Offers validated samples to every subscriber of `protocol`. Returns
     /// how many subscribers took them; refuses the whole offer if any
     /// matching queue is full.

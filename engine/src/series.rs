@@ -99,6 +99,20 @@ impl Series {
             .map(|i| self.0.labels[i].1.as_ref())
     }
 
+    /// Memory the series holds, in bytes: its labels' text and the
+    /// allocations around them (what a cache of series counts).
+    pub fn heap_bytes(&self) -> usize {
+        const ARC_HEADER: usize = 2 * size_of::<usize>();
+        size_of::<SeriesInner>()
+            + ARC_HEADER
+            + self
+                .0
+                .labels
+                .iter()
+                .map(|(n, v)| size_of::<Label>() + 2 * ARC_HEADER + n.len() + v.len())
+                .sum::<usize>()
+    }
+
     /// All labels sorted by name, `__name__` included.
     pub fn labels(&self) -> &[Label] {
         &self.0.labels

@@ -166,31 +166,49 @@ impl TimeBounds {
 /// does) costs a lookup instead of a validation and a fresh allocation, and
 /// every sample of a series shares one [`Series`].
 ///
-/// Sharded by hash; a shard that reaches its capacity is emptied and refills
-/// with what is current (as VictoriaMetrics rotates its caches). A hit is
-/// checked against the labels, so a hash collision costs a rebuild, never a
-/// wrong series.
+/// Sharded by hash and bounded in bytes (what the series hold, counted by
+/// [`Series::heap_bytes`], and the map's own entries): a shard that reaches
+/// its share of the budget is emptied and refills with what is current (as
+/// VictoriaMetrics rotates its caches). A hit is checked against the
+/// labels, so a hash collision costs a rebuild, never a wrong series.
 pub struct SeriesCache {
-    shards: Box<[std::sync::Mutex<rustc_hash::FxHashMap<u64, Series>>]>,
-    per_shard: usize,
+    shards: Box<[std::sync::Mutex<CacheShard>]>,
+    bytes_per_shard: usize,
+}
+
+#[derive(Default)]
+struct CacheShard {
+    series: rustc_hash::FxHashMap<u64, Series>,
+    bytes: usize,
 }
 
 impl Default for SeriesCache {
-    /// Room for about a million series.
+    /// 128 MiB: about a million series of a few short labels.
     fn default() -> Self {
-        SeriesCache::new(1 << 20)
+        SeriesCache::new(128 << 20)
     }
 }
 
 impl SeriesCache {
     const SHARDS: usize = 16;
+    /// What one map entry costs besides its series: key, pointer, control
+    /// byte, and the table's spare room.
+    const ENTRY: usize = 32;
 
-    /// A cache for about `capacity` series.
-    pub fn new(capacity: usize) -> SeriesCache {
+    /// A cache of at most about `bytes` bytes.
+    pub fn new(bytes: usize) -> SeriesCache {
         SeriesCache {
             shards: (0..Self::SHARDS).map(|_| Default::default()).collect(),
-            per_shard: (capacity / Self::SHARDS).max(1),
+            bytes_per_shard: (bytes / Self::SHARDS).max(1),
         }
+    }
+
+    /// Bytes held now, by the count of [`Series::heap_bytes`].
+    pub fn bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).bytes)
+            .sum()
     }
 
     /// The series of `name` and `labels` as [`Limits::check`] builds it,
@@ -219,6 +237,7 @@ impl SeriesCache {
         let cached = shard
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .series
             .get(&key)
             .cloned();
         if let Some(series) = cached
@@ -227,11 +246,16 @@ impl SeriesCache {
             return Ok(series);
         }
         let series = limits.check(name, labels)?;
-        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= self.per_shard {
-            map.clear();
+        let cost = series.heap_bytes() + Self::ENTRY;
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if shard.bytes + cost > self.bytes_per_shard {
+            // Emptied, and the table's memory returned too.
+            *shard = CacheShard::default();
         }
-        map.insert(key, series.clone());
+        if let Some(old) = shard.series.insert(key, series.clone()) {
+            shard.bytes -= old.heap_bytes() + Self::ENTRY;
+        }
+        shard.bytes += cost;
         Ok(series)
     }
 }
@@ -445,6 +469,23 @@ mod tests {
             bounded.check(now - 1001, now),
             Err(RejectReason::TimestampTooOld)
         );
+    }
+
+    #[test]
+    fn the_series_cache_is_bounded_in_bytes() {
+        let cache = SeriesCache::new(1 << 20);
+        let limits = Limits::default();
+        let long = "v".repeat(4000);
+        for i in 0..10_000 {
+            let s = cache
+                .check(&limits, "m", [("i", i.to_string().as_str()), ("x", &long)])
+                .unwrap();
+            assert!(s.heap_bytes() > 4000);
+            // Each shard may go one series over its share.
+            assert!(cache.bytes() <= (1 << 20) + 16 * 4200, "{}", cache.bytes());
+        }
+        // Filled, not merely emptied every time.
+        assert!(cache.bytes() > (1 << 19), "{}", cache.bytes());
     }
 
     #[test]

@@ -13,6 +13,10 @@ use tidemark_engine::validate::RejectReason;
 
 use crate::control::Control;
 
+/// How long a request waits for room in the decoding budget before it is
+/// refused as [`Refusal::Busy`].
+pub const DECODE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why a request was not taken; nothing of it was queued, so the sender
 /// may send it again.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +24,11 @@ pub enum Refusal {
     /// The server is stopping.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Other requests hold the server's memory budget for decoding.
+    #[error(
+        "the server is decoding other requests with all of its decoding memory ({0} MiB); send this one again"
+    )]
+    Busy(u64),
     /// A pipeline is not keeping up, or none reads this protocol.
     #[error(transparent)]
     Offer(#[from] OfferError),
@@ -40,12 +49,45 @@ fn source_type(protocol: Protocol) -> &'static str {
 }
 
 impl Control {
-    /// Refuses at once while the server is stopping.
-    pub fn accepting(&self) -> Result<(), Refusal> {
+    /// Refuses at once while the server is stopping, or when no pipeline
+    /// reads `protocol`: before anything of the request is decoded, so
+    /// that a refused request leaves nothing behind (not even its series
+    /// in the edge cache).
+    pub fn accepting(&self, protocol: Protocol) -> Result<(), Refusal> {
         if self.shutdown.is_triggered() {
             return Err(Refusal::ShuttingDown);
         }
+        if !self.ingest.subscribed(protocol) {
+            return Err(Refusal::Offer(OfferError::NoSubscriber(protocol)));
+        }
         Ok(())
+    }
+
+    /// Bytes of the decoding budget held now.
+    pub fn decoding_bytes(&self) -> u64 {
+        let free = self.decode_budget.available_permits() as u64;
+        self.decode_budget_kib.saturating_sub(free) * 1024
+    }
+
+    /// Holds `bytes` of the server's memory budget for decoding
+    /// (`limits.max_decode_mb`) until the permit is dropped, waiting up to
+    /// [`DECODE_WAIT`] for other requests to finish; `None` when the
+    /// request alone is over the whole budget.
+    pub async fn reserve_decode(
+        &self,
+        bytes: usize,
+    ) -> Option<Result<tokio::sync::SemaphorePermit<'_>, Refusal>> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        if u64::from(kib) > self.decode_budget_kib {
+            return None;
+        }
+        let busy = || Refusal::Busy(self.decode_budget_kib / 1024);
+        Some(
+            match tokio::time::timeout(DECODE_WAIT, self.decode_budget.acquire_many(kib)).await {
+                Ok(Ok(permit)) => Ok(permit),
+                _ => Err(busy()),
+            },
+        )
     }
 
     /// Offers `samples` and counts them with `rejects`; on a refusal
@@ -56,7 +98,9 @@ impl Control {
         samples: &[Sample],
         rejects: &Rejects,
     ) -> Result<(), Refusal> {
-        self.accepting()?;
+        if self.shutdown.is_triggered() {
+            return Err(Refusal::ShuttingDown);
+        }
         if !samples.is_empty() {
             self.ingest.offer(protocol, samples)?;
         }
@@ -68,6 +112,18 @@ impl Control {
             .collect();
         self.count_rejects(listener(protocol), &counts);
         Ok(())
+    }
+
+    /// Adds the ingest messages that the gRPC codec could not decode
+    /// ([`crate::codec`]) to the `grpc` listener's `malformed` count.
+    pub fn collect_malformed_grpc(&self) {
+        let n = crate::codec::take_malformed();
+        if n > 0 {
+            self.count_rejects(
+                listener(Protocol::Grpc),
+                &[(DropReason::Rejected(RejectReason::Malformed), n)],
+            );
+        }
     }
 
     /// Counts one request that could not be read at all.
@@ -93,6 +149,7 @@ impl Refusal {
         };
         match self {
             Refusal::ShuttingDown => tonic::Status::unavailable(self.to_string()),
+            Refusal::Busy(_) => tonic::Status::resource_exhausted(self.to_string()),
             Refusal::Offer(OfferError::Full { .. }) => {
                 tonic::Status::resource_exhausted(self.to_string())
             }
@@ -117,7 +174,7 @@ impl Refusal {
                 format!("{self}\n"),
             )
                 .into_response(),
-            Refusal::Offer(_) => (
+            Refusal::Offer(_) | Refusal::Busy(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, "1")],
                 format!("{self}\n"),

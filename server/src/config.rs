@@ -59,6 +59,10 @@ pub struct EdgeLimits {
     /// How far behind the server's clock a timestamp may be: a duration or
     /// `off`. Default `off`.
     pub max_age: Option<String>,
+    /// Memory, in MiB, that remote-write requests being decoded may hold
+    /// together; a request waits up to 5 s for room, then is answered 503.
+    /// Default 256.
+    pub max_decode_mb: Option<u64>,
 }
 
 /// Parses a time bound: a duration such as `10m`, or `off` for no limit.

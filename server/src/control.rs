@@ -21,7 +21,7 @@ use tidemark_engine::live::LiveHub;
 use tidemark_engine::runtime::Worker;
 use tidemark_engine::stats::{PipelineStats, Totals};
 use tidemark_engine::time::{Millis, Time, now_millis};
-use tidemark_engine::validate::{EdgeCheck, Limits, SeriesCache, TimeBounds};
+use tidemark_engine::validate::{EdgeCheck, SeriesCache};
 use timely::synchronization::Sequencer;
 
 use tidemark_pipelines::build::{Built, Env, build};
@@ -97,7 +97,17 @@ struct Entry {
     installed: usize,
     finished: usize,
     applied_at: Millis,
+    /// Earlier applies of the name that this one replaced (the last few),
+    /// so that their requests are answered too.
+    replaced: Vec<(usize, u64)>,
 }
+
+/// How long a worker may spend in one step before `/readyz` calls it
+/// stalled.
+pub const STALLED: Duration = Duration::from_secs(10);
+
+/// How many replaced applies an entry remembers.
+const REMEMBERED: usize = 64;
 
 /// A pipeline's status as the API reports it.
 #[derive(Clone, Debug, Serialize)]
@@ -206,19 +216,27 @@ pub struct Control {
     pub edge: EdgeCheck,
     /// Counters of the network listeners (received, rejected by reason).
     pub listeners: Arc<PipelineStats>,
+    /// Memory, in KiB, that requests being decoded may hold together.
+    pub(crate) decode_budget: tokio::sync::Semaphore,
+    pub(crate) decode_budget_kib: u64,
+    /// When each local worker last went round its loop (ms since the
+    /// epoch): a worker stuck in one operator (a sink blocked on a full
+    /// pipe) stops updating it, and `/readyz` says so.
+    heartbeats: Box<[AtomicU64]>,
+    /// The position in the command sequence of the last apply or delete
+    /// of each name, as the first local worker to get there saw it.
+    positions: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Control {
-    /// A control plane for `workers` local workers.
-    pub fn new(
-        process: usize,
-        processes: usize,
-        workers: usize,
-        stdout: StdoutWriter,
-        max_in_flight: u64,
-        limits: Limits,
-        time_bounds: TimeBounds,
-    ) -> Arc<Control> {
+    /// A control plane for this process's workers, as `options` say.
+    pub fn new(options: &crate::ServeOptions, stdout: StdoutWriter) -> Arc<Control> {
+        let cluster = &options.cluster;
+        let (process, processes, workers) = (cluster.process, cluster.processes(), cluster.workers);
+        let decode_budget_kib = options
+            .max_decode_mb
+            .saturating_mul(1024)
+            .clamp(1, u64::from(u32::MAX) / 2);
         let (tx, rx) = channel();
         Arc::new(Control {
             process,
@@ -233,15 +251,21 @@ impl Control {
             processes,
             reports: Mutex::default(),
             stdout,
-            max_in_flight,
+            max_in_flight: options.max_in_flight,
             ingest: Arc::default(),
             live: Arc::default(),
             edge: EdgeCheck {
-                limits,
-                bounds: time_bounds,
+                limits: options.limits.clone(),
+                bounds: options.time_bounds,
                 series: SeriesCache::default(),
             },
             listeners: PipelineStats::new("listeners", 1),
+            decode_budget: tokio::sync::Semaphore::new(decode_budget_kib as usize),
+            decode_budget_kib,
+            positions: Mutex::default(),
+            heartbeats: (0..workers)
+                .map(|_| AtomicU64::new(now_millis() as u64))
+                .collect(),
         })
     }
 
@@ -322,11 +346,25 @@ impl Control {
         self.send(Command::Shutdown);
     }
 
+    /// The local workers that have not gone round their loop for `STALLED`
+    /// or longer, with how long (seconds).
+    pub fn stalled_workers(&self) -> Vec<(usize, u64)> {
+        let now = now_millis() as u64;
+        self.heartbeats
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                let age = now.saturating_sub(h.load(Ordering::Relaxed));
+                (age >= STALLED.as_millis() as u64).then_some((i, age / 1000))
+            })
+            .collect()
+    }
+
     /// Whether pipeline `name` with `id` is installed on every local worker.
     pub fn is_installed(&self, name: &str, id: (usize, u64)) -> bool {
-        self.entries()
-            .get(name)
-            .is_some_and(|e| e.id >= id && e.installed >= self.workers)
+        self.entries().get(name).is_some_and(|e| {
+            (e.id == id || e.replaced.contains(&id)) && e.installed >= self.workers
+        })
     }
 
     /// Whether `name` is gone from this process.
@@ -461,14 +499,43 @@ impl Control {
             .collect()
     }
 
-    /// The shared parts of a pipeline for a worker installing `id`,
-    /// replacing (and stopping) an older entry of the same name.
-    fn entry_for(&self, name: &str, yaml: &str, id: (usize, u64)) -> Env {
+    /// The shared parts of a pipeline for a worker installing `id`, the
+    /// command at `position` of the sequence: the first local worker to
+    /// get there replaces (and stops) an older entry of the same name. A
+    /// worker that lags behind another, and gets to an apply that a later
+    /// command already replaced or deleted, must still build its dataflow
+    /// (timely needs every worker to build the same dataflows in the same
+    /// order), but gets parts of its own, already stopped, and leaves the
+    /// newer entry alone.
+    fn entry_for(&self, name: &str, yaml: &str, id: (usize, u64), position: u64) -> Env {
         let mut entries = self.entries();
-        let stale = entries.get(name).is_none_or(|e| e.id != id);
-        if stale {
+        let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let newest = positions.get(name).copied();
+        if newest.is_some_and(|p| p > position) {
+            let shutdown = Shutdown::default();
+            shutdown.trigger();
+            return Env {
+                stats: PipelineStats::new(name, self.workers),
+                shutdown,
+                stdout: Arc::clone(&self.stdout),
+                max_in_flight: self.max_in_flight,
+                clock: Arc::default(),
+                resume: Arc::default(),
+                ingest: Some(Arc::clone(&self.ingest)),
+                live: Arc::clone(&self.live),
+                failure: Arc::default(),
+            };
+        }
+        if newest != Some(position) {
+            positions.insert(name.to_owned(), position);
+            let mut replaced = Vec::new();
             if let Some(old) = entries.get(name) {
                 old.shutdown.trigger();
+                replaced = old.replaced.clone();
+                replaced.push(old.id);
+                if replaced.len() > REMEMBERED {
+                    replaced.remove(0);
+                }
             }
             entries.insert(
                 name.to_owned(),
@@ -483,6 +550,7 @@ impl Control {
                     installed: 0,
                     finished: 0,
                     applied_at: now_millis(),
+                    replaced,
                 },
             );
         }
@@ -508,8 +576,14 @@ impl Control {
         }
     }
 
-    fn stop(&self, name: &str) {
-        if let Some(e) = self.entries().remove(name) {
+    /// Deletes `name`, the command at `position` of the sequence.
+    fn stop(&self, name: &str, position: u64) {
+        let mut entries = self.entries();
+        self.positions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), position);
+        if let Some(e) = entries.remove(name) {
             e.shutdown.trigger();
         }
     }
@@ -546,10 +620,12 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
     let mut draining: Vec<Installed> = Vec::new();
     let mut stopping = false;
     let mut last_report = Instant::now();
+    let mut position: u64 = 0;
     if control.started.fetch_add(1, Ordering::SeqCst) + 1 == control.workers as u64 {
         control.ready.store(true, Ordering::SeqCst);
     }
     loop {
+        control.heartbeats[local].store(now_millis() as u64, Ordering::Relaxed);
         if let Some(rx) = &rx {
             while let Ok(command) = rx.try_recv() {
                 sequencer.push(command);
@@ -561,6 +637,8 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
             }
         }
         for command in sequencer.by_ref() {
+            // Every worker reads the same sequence, so positions agree.
+            position += 1;
             match command {
                 Command::Apply { name, yaml, id } => {
                     let plan = match compile(&name, &yaml) {
@@ -578,7 +656,7 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                     if worker.index() == 0 {
                         control.live.remove_pipeline(&name);
                     }
-                    let env = control.entry_for(&name, &yaml, id);
+                    let env = control.entry_for(&name, &yaml, id, position);
                     let stats = Arc::clone(&env.stats);
                     let dataflow = worker.next_dataflow_index();
                     let built = build(worker, &plan, &env);
@@ -616,7 +694,7 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                     if let Some(old) = running.remove(&name) {
                         draining.push(old);
                     }
-                    control.stop(&name);
+                    control.stop(&name, position);
                     if worker.index() == 0 {
                         control.live.remove_pipeline(&name);
                     }

@@ -200,11 +200,25 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn ready(State(control): State<Arc<Control>>) -> Response {
-    if control.ready.load(Ordering::SeqCst) && !control.shutdown.is_triggered() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    if !control.ready.load(Ordering::SeqCst) || control.shutdown.is_triggered() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
     }
+    let stalled = control.stalled_workers();
+    if !stalled.is_empty() {
+        let list: Vec<String> = stalled
+            .iter()
+            .map(|(w, s)| format!("worker {w} for {s} s"))
+            .collect();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: stalled in one step ({}); a sink or source is blocking it (a full pipe, a call that does not return)\n",
+                list.join(", ")
+            ),
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
 }
 
 async fn metrics_handler(State(control): State<Arc<Control>>) -> Response {

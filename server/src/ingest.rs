@@ -40,7 +40,7 @@ impl Ingest {
         tenant: Option<&str>,
     ) -> Result<(u64, Rejects), Status> {
         let status = |r: crate::admit::Refusal| r.status(Protocol::Grpc);
-        self.control.accepting().map_err(status)?;
+        self.control.accepting(Protocol::Grpc).map_err(status)?;
         let (mut samples, mut rejects) = (Vec::new(), Rejects::default());
         tidemark_codecs::ingest::decode_request(
             message,

@@ -10,6 +10,7 @@
 
 pub mod admit;
 pub mod client;
+pub mod codec;
 pub mod config;
 pub mod control;
 pub mod dashboard;
@@ -54,6 +55,29 @@ pub struct ServeOptions {
     pub limits: tidemark_engine::validate::Limits,
     /// How far from this server's clock a received timestamp may be.
     pub time_bounds: tidemark_engine::validate::TimeBounds,
+    /// Memory, in MiB, that requests being decoded may hold together.
+    pub max_decode_mb: u64,
+}
+
+/// The default of [`ServeOptions::max_decode_mb`].
+pub const DEFAULT_MAX_DECODE_MB: u64 = 256;
+
+/// Raises the soft limit on open files to the hard limit: every client
+/// connection, Kafka broker connection and output file takes a descriptor,
+/// and the usual soft limit (1 024) is reached by a thousand idle sockets.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let before = limit.current;
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit) {
+            Ok(()) => {
+                tracing::debug!(?before, now = ?limit.current, "Raised the open files limit.")
+            }
+            Err(error) => tracing::warn!(%error, ?before, "Cannot raise the open files limit."),
+        }
+    }
 }
 
 /// PEM files for TLS.
@@ -139,6 +163,7 @@ async fn stop_signal() {
 /// requests, stops every pipeline's sources, flushes windows and sinks, and
 /// returns (or exits with an error after `shutdown_timeout`).
 pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    raise_open_files_limit();
     // One TLS implementation for every listener and client: ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let initial = match &options.pipelines {
@@ -151,15 +176,7 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
         let _ = out.write_all(bytes).and_then(|()| out.flush());
     });
     let cluster = options.cluster.clone();
-    let control = Control::new(
-        cluster.process,
-        cluster.processes(),
-        cluster.workers,
-        stdout,
-        options.max_in_flight,
-        options.limits.clone(),
-        options.time_bounds,
-    );
+    let control = Control::new(&options, stdout);
     let for_workers = Arc::clone(&control);
     let running = execute(&cluster, move |worker| {
         control::worker_loop(worker, &for_workers)

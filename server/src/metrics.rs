@@ -129,6 +129,7 @@ pub fn render(control: &Control) -> String {
     );
     let mut accepted = Vec::new();
     let mut refused = Vec::new();
+    control.collect_malformed_grpc();
     for (listener, _, s) in control.listeners.components() {
         accepted.push((
             format!("listener=\"{listener}\""),
@@ -174,6 +175,19 @@ pub fn render(control: &Control) -> String {
                 )
             })
             .collect(),
+    );
+    let process = format!("process=\"{}\"", control.process);
+    family(
+        "tidemark_ingest_series_cache_bytes",
+        "gauge",
+        "Memory held by the listeners' cache of validated series.",
+        vec![(process.clone(), control.edge.series.bytes() as f64)],
+    );
+    family(
+        "tidemark_ingest_decoding_bytes",
+        "gauge",
+        "Memory held by requests being decoded, of the budget limits.max_decode_mb.",
+        vec![(process, control.decoding_bytes() as f64)],
     );
     family(
         "tidemark_up",

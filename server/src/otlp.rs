@@ -25,7 +25,7 @@ pub fn export(
     request: ExportMetricsServiceRequest,
     tenant: Option<&str>,
 ) -> Result<ExportMetricsServiceResponse, Refusal> {
-    control.accepting()?;
+    control.accepting(Protocol::Otlp)?;
     let (mut samples, mut rejects) = (Vec::new(), Rejects::default());
     tidemark_codecs::otlp::decode_request(
         request,

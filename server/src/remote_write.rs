@@ -23,7 +23,8 @@ use tidemark_engine::ingest::Protocol;
 use crate::control::Control;
 use crate::http::Tenant;
 
-pub use tidemark_codecs::remote_write::{MAX_DECOMPRESSED, proto};
+use tidemark_codecs::remote_write;
+pub use tidemark_codecs::remote_write::{MAX_DECOMPRESSED, MAX_SAMPLES, proto};
 
 /// Largest compressed body accepted.
 pub const MAX_COMPRESSED: usize = 16 << 20;
@@ -45,7 +46,7 @@ pub async fn write(
     body: Bytes,
 ) -> Response {
     let tenant = tenant.map(|Extension(t)| t.0);
-    if let Err(refusal) = control.accepting() {
+    if let Err(refusal) = control.accepting(Protocol::RemoteWrite) {
         return refusal.response();
     }
     let encoding = headers
@@ -53,30 +54,52 @@ pub async fn write(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !encoding.eq_ignore_ascii_case("snappy") {
-        control.count_malformed(Protocol::RemoteWrite);
-        return text(
-            StatusCode::BAD_REQUEST,
+        return malformed(
+            &control,
             format!("expected Content-Encoding: snappy, got {encoding:?}"),
         );
     }
-    let request = match tidemark_codecs::remote_write::parse(&body) {
-        Ok(request) => request,
-        Err(message) => {
-            control.count_malformed(Protocol::RemoteWrite);
-            return text(StatusCode::BAD_REQUEST, message);
-        }
+    // The uncompressed body is charged to the decoding budget before it
+    // is uncompressed, and the samples it holds once they are counted.
+    let len = match remote_write::decompressed_len(&body) {
+        Ok(len) => len,
+        Err(message) => return malformed(&control, message),
     };
-    let (mut samples, mut rejects) = (Vec::new(), Rejects::default());
-    tidemark_codecs::remote_write::decode_request(
-        request,
-        Arrival::now(tenant.as_deref()),
-        &control.edge,
-        &mut samples,
-        &mut rejects,
-    );
+    let mut held = match control.reserve_decode(len).await {
+        Some(Ok(permit)) => permit,
+        Some(Err(refusal)) => return refusal.response(),
+        None => return over_budget(&control, len),
+    };
+    let decoded = tokio::task::spawn_blocking(move || remote_write::uncompress(&body)).await;
+    let decoded = match decoded {
+        Ok(Ok(decoded)) => decoded,
+        Ok(Err(message)) => return malformed(&control, message),
+        Err(e) => return malformed(&control, format!("the request could not be decoded: {e}")),
+    };
+    match control.reserve_decode(decoded.decoded_bytes() - len).await {
+        Some(Ok(more)) => held.merge(more),
+        Some(Err(refusal)) => return refusal.response(),
+        None => return over_budget(&control, decoded.decoded_bytes()),
+    }
+    let for_decoding = Arc::clone(&control);
+    let decoded = tokio::task::spawn_blocking(move || {
+        let (mut samples, mut rejects) = (Vec::new(), Rejects::default());
+        decoded.decode(
+            Arrival::now(tenant.as_deref()),
+            &for_decoding.edge,
+            &mut samples,
+            &mut rejects,
+        );
+        (samples, rejects)
+    })
+    .await;
+    let Ok((samples, rejects)) = decoded else {
+        return malformed(&control, "the request could not be decoded".to_owned());
+    };
     if let Err(refusal) = control.admit(Protocol::RemoteWrite, &samples, &rejects) {
         return refusal.response();
     }
+    drop(held);
     if rejects.is_empty() {
         return StatusCode::NO_CONTENT.into_response();
     }
@@ -86,6 +109,25 @@ pub async fn write(
             "accepted {} samples; rejected {}",
             samples.len(),
             rejects.summary()
+        ),
+    )
+}
+
+/// A body that cannot be read: counted, and answered 400 (not retried).
+fn malformed(control: &Control, message: String) -> Response {
+    control.count_malformed(Protocol::RemoteWrite);
+    text(StatusCode::BAD_REQUEST, message)
+}
+
+/// A request that alone needs more than the whole decoding budget.
+fn over_budget(control: &Control, bytes: usize) -> Response {
+    malformed(
+        control,
+        format!(
+            "decoding this request takes {} MiB, more than the server's limit of {} MiB \
+             (limits.max_decode_mb); send fewer samples per request",
+            bytes.div_ceil(1 << 20),
+            control.decode_budget_kib / 1024
         ),
     )
 }

@@ -16,7 +16,7 @@ pub fn free_port() -> u16 {
 
 /// Reads the server's log until both listeners are reported (or the log
 /// ends), then keeps copying it to this test's output in the background.
-fn listening(stderr: std::process::ChildStderr) -> (Option<u16>, Option<u16>) {
+pub fn listening(stderr: std::process::ChildStderr) -> (Option<u16>, Option<u16>) {
     use std::io::BufRead;
     let mut lines = std::io::BufReader::new(stderr).lines();
     let port_of = |line: &str, key: &str| {

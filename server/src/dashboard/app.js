@@ -239,6 +239,9 @@
     $("series-count").textContent = String(view.series.size);
     const lines = chartedSeries();
     lines.forEach((s, i) => { s.color = COLORS[i % COLORS.length]; });
+    // Quantiles repeat values to the last digit (DDSketch bins): say so
+    // when one is on the chart or in the table.
+    $("quantile-note").hidden = ![...view.series.values()].some((s) => /_p\d+(\.\d+)?$/.test(s.name));
     const data = aligned(lines);
     const signature = lines.map((s) => s.key).join("\n");
     const el = $("chart");
