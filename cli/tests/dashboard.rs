@@ -185,7 +185,7 @@ fn the_dashboard_on_run_updates_as_windows_close() {
         "name: hosts\n\
          sources:\n  gen: {type: generator, series: 20, interval: 100ms, rate: 200, seed: 7}\n\
          transforms:\n  per_second:\n    type: window\n    inputs: [gen]\n    \
-         window: {tumbling: 1s}\n    by: [region]\n    aggregates: [avg]\n\
+         window: {tumbling: 1s}\n    by: [region]\n    aggregates: [avg, p99]\n\
          sinks:\n  live: {type: websocket, inputs: [per_second]}\n",
     )
     .unwrap();
@@ -227,6 +227,14 @@ fn the_dashboard_on_run_updates_as_windows_close() {
             .eval("[...tidemark.view.series.values()].every(s => s.name.startsWith('cpu') || s.name.includes(':1s'))")
             .await;
         assert_eq!(names, Value::Bool(true));
+        // A quantile is charted, so the note on DDSketch's rounding shows.
+        browser
+            .wait_for(
+                "!document.getElementById('quantile-note').hidden",
+                WAIT,
+                "the note on quantiles",
+            )
+            .await;
         browser.close().await;
     });
     let _ = Command::new("kill")

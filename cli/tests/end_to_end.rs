@@ -666,3 +666,95 @@ sinks:
     assert!(log.contains("did not stop within 2s"), "{log}");
     assert!(log.contains("sink \"pg\" holds"), "{log}");
 }
+
+/// A line on standard input goes on at once, not when 1 024 have
+/// gathered or at EOF (before, nothing was written until then); SIGTERM stops the run while standard input is
+/// still open.
+#[test]
+fn standard_input_is_read_line_by_line_and_a_stop_does_not_wait_for_eof() {
+    use std::io::Write;
+    let dir = temp_dir("e2e-stdin");
+    let output = dir.join("out.jsonl");
+    let file = dir.join("p.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: stdin\nsources:\n  in: {{type: file, path: \"-\"}}\nsinks:\n  out: {{type: file, inputs: [in], path: {}}}\n",
+            output.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", file.to_str().unwrap(), "--progress", "off"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Each line moves the watermark past the one before it, which the
+    // sink then writes.
+    for i in 0..4 {
+        let ts = 1_000 * (i + 1);
+        writeln!(stdin, r#"{{"name":"m","timestamp":{ts},"value":{i}}}"#).unwrap();
+        stdin.flush().unwrap();
+        wait_until_lines(&output, i);
+    }
+    // Standard input stays open: the stop must not wait for it.
+    sigterm(&child);
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the run waited for standard input to end"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    drop(stdin);
+    // The stop flushed the last one.
+    assert_eq!(std::fs::read_to_string(&output).unwrap().lines().count(), 4);
+}
+
+/// Waits up to 10 s for `path` to hold `n` lines.
+fn wait_until_lines(path: &Path, n: usize) {
+    let start = std::time::Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if lines >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "{} holds {lines} lines, not {n}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A Kafka producer that can never be created (a property librdkafka
+/// refuses) fails the run with its cause; before, the sink held its input
+/// and the run never ended.
+#[test]
+fn a_kafka_sink_that_can_never_write_fails_the_run() {
+    let yaml = "name: k\nsources:\n  gen: {type: generator, series: 5, samples: 100}\n\
+                sinks:\n  out:\n    type: kafka\n    inputs: [gen]\n    brokers: 127.0.0.1:1\n    topic: t\n    \
+                options: {compression.type: nonsense}\n";
+    let plan = tidemark_pipelines::compile("kafka.yaml", yaml).unwrap();
+    let error = tidemark_pipelines::run::run(plan, tidemark_pipelines::run::RunOptions::quiet(1))
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(error.contains("cannot write to Kafka"), "{error}");
+    assert!(error.contains("compression.type"), "{error}");
+    assert!(
+        error.contains("configuration error, not retried"),
+        "{error}"
+    );
+}

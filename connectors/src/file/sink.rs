@@ -5,7 +5,8 @@
 //! move only after that). Devices, FIFOs and pipes (`/dev/null`, `| jq`)
 //! are written and flushed but not synced, which they do not support. A
 //! write that fails is undone (the file is cut back to its last durable
-//! length, so no truncated line stays) and done again later.
+//! length, so no truncated line stays) and done again later. A FIFO with
+//! no reader yet is opened again later, without blocking the worker.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -48,16 +49,33 @@ fn io_error(what: &str, path: &str, error: std::io::Error) -> ComponentError {
 }
 
 fn open(path: &str, append: bool) -> std::io::Result<Open> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+
     let p = std::path::Path::new(path);
     if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    // A FIFO that nobody reads would block `open`, and the worker with it
+    // (every pipeline on it): opened without blocking, it fails with ENXIO
+    // instead, which is retried. Writes then block as usual, so a slow
+    // reader slows the sink down and loses nothing.
     let file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .append(append)
         .truncate(!append)
-        .open(p)?;
+        .custom_flags(OFlags::NONBLOCK.bits() as i32)
+        .open(p)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) {
+                std::io::Error::new(e.kind(), "a FIFO that no process reads yet")
+            } else {
+                e
+            }
+        })?;
+    fcntl_setfl(&file, fcntl_getfl(&file)? - OFlags::NONBLOCK)?;
     let metadata = file.metadata()?;
     let regular = metadata.file_type().is_file();
     Ok(Open {
@@ -165,8 +183,16 @@ impl FileSinkConfig {
         if worker == 0
             && let Err(error) = target.write(&[])
         {
-            tidemark_engine::stats::add(&ctx.stats.errors, 1);
-            tracing::error!(error = %error.chain(), path = %self.path, "Cannot create the output file; writing will be tried again.");
+            if error.retryable {
+                // Tried again with the first write (a FIFO with no reader
+                // yet, a full disk): the status API shows why it waits.
+                ctx.stats.retried(&error.chain());
+                tracing::warn!(error = %error.chain(), path = %self.path, "Cannot open the output file yet; it will be tried again.");
+            } else {
+                tidemark_engine::stats::add(&ctx.stats.errors, 1);
+                tracing::error!(error = %error.chain(), path = %self.path, "Cannot create the output file; the pipeline stops.");
+                ctx.failure.fail(&ctx.name, &error);
+            }
             target.reset();
         }
         gather_sink(stream, Gather::from(ctx), target)

@@ -105,8 +105,19 @@ fn read_lines(
     let mut logged = 0;
     let mut reader = BufReader::with_capacity(1 << 16, input);
     let (mut buf, mut skipping) = (Vec::new(), false);
+    let send = |batch: &mut Vec<Sample>| {
+        let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
+        let sent = tx.send(full).is_ok();
+        let _ = activator.activate();
+        sent
+    };
     for n in 0.. {
         if shutdown.is_triggered() {
+            return;
+        }
+        // What was read goes on before a read that may wait (stdin, a pipe
+        // or a FIFO with one line a second), not only when a batch fills.
+        if reader.buffer().is_empty() && !batch.is_empty() && !send(&mut batch) {
             return;
         }
         let decoded = match read_line(&mut reader, &mut buf, &mut skipping) {
@@ -140,18 +151,12 @@ fn read_lines(
                 }
             }
         }
-        if batch.len() == BATCH {
-            if tx
-                .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
-                .is_err()
-            {
-                return;
-            }
-            let _ = activator.activate();
+        if batch.len() == BATCH && !send(&mut batch) {
+            return;
         }
     }
-    if !batch.is_empty() && tx.send(batch).is_ok() {
-        let _ = activator.activate();
+    if !batch.is_empty() {
+        send(&mut batch);
     }
     let rejected: u64 = RejectReason::ALL
         .iter()
@@ -266,6 +271,10 @@ impl FileSource {
                                     }
                                 }
                                 activator.activate_after(timeout.min(Duration::from_millis(100)));
+                            } else {
+                                // Look again soon, to notice a stop while
+                                // the reader waits (standard input).
+                                activator.activate_after(Duration::from_millis(100));
                             }
                             return;
                         }

@@ -4,8 +4,11 @@
 //! has passed it; the sink holds a capability for that time until the broker
 //! has acknowledged every one of them, so its frontier is its durable
 //! frontier. A message that fails after librdkafka's own retries is sent
-//! again (and counted as an error): nothing is dropped, and the time stays
-//! held until it is delivered.
+//! again (and counted as a retry): nothing is dropped, and the time stays
+//! held until it is delivered. An error no retry can mend (a message over
+//! the broker's size limit, a topic the credentials may not write, an
+//! invalid topic name, failed authentication, a producer that cannot be
+//! created) stops the pipeline with its cause instead.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,7 +23,8 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 
 use tidemark_engine::Sample;
-use tidemark_engine::component::SinkContext;
+use tidemark_engine::component::{Failure, SinkContext};
+use tidemark_engine::error::{ComponentError, Fault};
 use tidemark_engine::runtime::{
     Operator, ProgressBuilder, ProgressStream, SampleStream, SyncActivator, frontier_min,
 };
@@ -37,9 +41,42 @@ struct Deliveries {
     activator: Mutex<Option<SyncActivator>>,
     stats: Arc<ComponentStats>,
     name: String,
+    failure: Arc<Failure>,
 }
 
 impl ClientContext for Deliveries {}
+
+/// Whether a send or delivery error can heal: what the broker or
+/// librdkafka says can never succeed for this message or these settings
+/// is permanent; the rest (timeouts, a broker down, a leader moving) is
+/// retried.
+fn classify(error: &KafkaError) -> ComponentError {
+    use RDKafkaErrorCode as C;
+    let message = format!("cannot write to Kafka: {error}");
+    let permanent = match error {
+        KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..) => true,
+        e => matches!(
+            e.rdkafka_error_code(),
+            Some(
+                C::MessageSizeTooLarge
+                    | C::InvalidMessageSize
+                    | C::InvalidTopic
+                    | C::TopicAuthorizationFailed
+                    | C::ClusterAuthorizationFailed
+                    | C::SaslAuthenticationFailed
+                    | C::Authentication
+                    | C::InvalidRecord
+                    | C::InvalidArgument
+                    | C::Fatal
+            )
+        ),
+    };
+    if permanent {
+        ComponentError::permanent(Fault::Config, message)
+    } else {
+        ComponentError::transient(Fault::External, message)
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = Box<Time>;
@@ -57,6 +94,13 @@ impl ProducerContext for Deliveries {
                 add(&self.stats.sent, 1);
             }
             Err((error, message)) => {
+                let classified = classify(error);
+                if !classified.retryable {
+                    add(&self.stats.errors, 1);
+                    tracing::error!(error = %classified.chain(), sink = %self.name, "A message can never be delivered; the pipeline stops.");
+                    self.failure.fail(&self.name, &classified);
+                    return;
+                }
                 self.stats.retried(&error.to_string());
                 tracing::warn!(%error, sink = %self.name, "A message was not delivered; sending it again.");
                 self.failed.lock().unwrap_or_else(|e| e.into_inner()).push((
@@ -118,6 +162,7 @@ impl KafkaSink {
                     activator: Mutex::new(Some(scope.worker().sync_activator_for(info.address.to_vec()))),
                     stats: Arc::clone(&ctx.stats),
                     name: ctx.name.clone(),
+                    failure: Arc::clone(&ctx.failure),
                 };
                 let mut c = ClientConfig::new();
                 c.set("bootstrap.servers", &config.brokers)
@@ -130,7 +175,8 @@ impl KafkaSink {
                     Ok(p) => Some(p),
                     Err(error) => {
                         add(&ctx.stats.errors, 1);
-                        tracing::error!(%error, sink = %ctx.name, "Cannot create the Kafka producer; this sink holds its input.");
+                        tracing::error!(%error, sink = %ctx.name, "Cannot create the Kafka producer; the pipeline stops.");
+                        ctx.failure.fail(&ctx.name, &classify(&error));
                         None
                     }
                 };
@@ -165,6 +211,12 @@ impl KafkaSink {
                             payload.clear();
                             tidemark_codecs::encode(config.format, sample, &mut payload);
                             if let Err(error) = send(producer, &config.topic, time, Some(&key), &payload) {
+                                let classified = classify(&error);
+                                if !classified.retryable {
+                                    add(&ctx.stats.errors, 1);
+                                    ctx.failure.fail(&ctx.name, &classified);
+                                    return;
+                                }
                                 ctx.stats.retried(&error.to_string());
                                 tracing::warn!(%error, sink = %ctx.name, "Cannot queue a message; sending it again later.");
                                 context.failed.lock().unwrap_or_else(|e| e.into_inner()).push((time, Some(key.clone()), payload.clone()));
