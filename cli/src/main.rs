@@ -246,6 +246,15 @@ impl ServeArgs {
                 .limits
                 .max_decode_mb
                 .unwrap_or(tidemark_server::DEFAULT_MAX_DECODE_MB),
+            max_connections: file
+                .limits
+                .max_connections
+                .unwrap_or(tidemark_server::conn::DEFAULT_MAX_CONNECTIONS),
+            header_timeout: match &file.limits.header_timeout {
+                Some(t) => tidemark_engine::time::parse_duration(t)
+                    .map_err(|e| anyhow::anyhow!("limits.header_timeout: {e}"))?,
+                None => tidemark_server::conn::DEFAULT_HEADER_TIMEOUT,
+            },
             time_bounds,
             cluster,
             http: self

@@ -333,6 +333,73 @@ fn the_server_raises_its_open_files_limit() {
     let _ = child.wait();
 }
 
+/// A client that never finishes its request head is disconnected after
+/// `limits.header_timeout`; past `limits.max_connections`, a connection
+/// waits until another closes (idle sockets cannot take every descriptor).
+#[test]
+fn slow_clients_are_cut_off_and_connections_are_capped() {
+    use std::io::{Read, Write};
+    let dir = temp_dir("server-connections");
+    let config = dir.join("tidemark.yaml");
+    std::fs::write(
+        &config,
+        "limits:\n  max_connections: 5\n  header_timeout: 1s\n",
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()], 0);
+    let http = server.url.trim_start_matches("http://").to_owned();
+
+    // A slowloris: half a request head, then nothing.
+    let mut slow = std::net::TcpStream::connect(&http).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let waited = start.elapsed();
+    assert!(
+        n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        "cut off after {waited:?}"
+    );
+    drop(slow);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Five idle connections to the gRPC listener use up the budget
+    // (HTTP/2 keeps a silent connection open)...
+    let idle: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", server.grpc)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // ...so a sixth waits, unanswered...
+    let mut waiting = std::net::TcpStream::connect(&http).unwrap();
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    assert!(
+        waiting.read(&mut buf).is_err(),
+        "answered past the connection limit"
+    );
+    // ...until one closes.
+    drop(idle);
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = waiting.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(server.stop().success());
+}
+
 #[test]
 fn the_cli_talks_to_a_server() {
     let dir = temp_dir("server-cli");

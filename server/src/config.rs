@@ -63,6 +63,13 @@ pub struct EdgeLimits {
     /// together; a request waits up to 5 s for room, then is answered 503.
     /// Default 256.
     pub max_decode_mb: Option<u64>,
+    /// Connections both listeners may hold open together; more wait.
+    /// Default 10000.
+    pub max_connections: Option<usize>,
+    /// How long an HTTP client may take to send a request's headers, and
+    /// how long a keep-alive connection may stay idle, such as `30s`.
+    /// Default `30s`.
+    pub header_timeout: Option<String>,
 }
 
 /// Parses a time bound: a duration such as `10m`, or `off` for no limit.
@@ -114,6 +121,12 @@ impl ServerConfig {
             && let Err(e) = tidemark_engine::time::parse_duration(t)
         {
             let pos = node.locate(&["shutdown_timeout".to_owned()], false);
+            return Err(located(pos, e.to_string()));
+        }
+        if let Some(t) = &config.limits.header_timeout
+            && let Err(e) = tidemark_engine::time::parse_duration(t)
+        {
+            let pos = node.locate(&["limits".to_owned(), "header_timeout".to_owned()], false);
             return Err(located(pos, e.to_string()));
         }
         for (key, value) in [

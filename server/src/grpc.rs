@@ -131,6 +131,7 @@ pub async fn serve(
     control: Arc<Control>,
     auth: Auth,
     tls: Option<tonic::transport::Identity>,
+    connections: crate::conn::Connections,
 ) -> anyhow::Result<()> {
     let service = ControlService {
         control: Arc::clone(&control),
@@ -166,7 +167,10 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    let mut builder = tonic::transport::Server::builder();
+    // Keep-alive pings close connections whose peer went away.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     if let Some(identity) = tls {
         builder =
             builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
@@ -190,20 +194,20 @@ pub async fn serve(
                 .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
             check,
         ))
-        .serve_with_incoming_shutdown(tokio_stream_listener(listener), stopping)
+        .serve_with_incoming_shutdown(counted(listener, connections), stopping)
         .await?;
     Ok(())
 }
 
-fn tokio_stream_listener(
+/// Accepted connections, each counted against the shared budget (waiting
+/// for room when it is used up).
+fn counted(
     listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    connections: crate::conn::Connections,
+) -> impl tokio_stream::Stream<Item = std::io::Result<crate::conn::Counted>> {
     use tokio_stream::StreamExt;
-    // Small replies must not wait for Nagle's algorithm to meet the
-    // client's delayed ACK (a 40 ms stall per request otherwise).
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|stream| {
-            let _ = stream.set_nodelay(true);
-        })
+    tokio_stream::wrappers::TcpListenerStream::new(listener).then(move |accepted| {
+        let connections = connections.clone();
+        async move { connections.admit(accepted?).await }
     })
 }

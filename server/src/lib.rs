@@ -12,6 +12,7 @@ pub mod admit;
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod conn;
 pub mod control;
 pub mod dashboard;
 pub mod grpc;
@@ -57,6 +58,11 @@ pub struct ServeOptions {
     pub time_bounds: tidemark_engine::validate::TimeBounds,
     /// Memory, in MiB, that requests being decoded may hold together.
     pub max_decode_mb: u64,
+    /// Connections both listeners may hold open together.
+    pub max_connections: usize,
+    /// How long an HTTP client may take to send a request's headers (and
+    /// how long a keep-alive connection may stay idle).
+    pub header_timeout: Duration,
 }
 
 /// The default of [`ServeOptions::max_decode_mb`].
@@ -200,7 +206,8 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.grpc))?;
         tracing::info!(grpc = %grpc_listener.local_addr()?, tls = tls.is_some(), "Listening.");
         let grpc_identity = tls.as_ref().map(|t| tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem));
-        let grpc = tokio::spawn(grpc::serve(grpc_listener, Arc::clone(&control), options.auth.clone(), grpc_identity));
+        let connections = conn::Connections::new(options.max_connections);
+        let grpc = tokio::spawn(grpc::serve(grpc_listener, Arc::clone(&control), options.auth.clone(), grpc_identity, connections.clone()));
         if cluster.process == 0 {
             for (name, yaml) in &initial {
                 control.apply(name, yaml);
@@ -222,25 +229,34 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
             stopping.request_shutdown();
         };
         let router = http::router(Arc::clone(&control), options.auth.clone());
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            stop.await;
+            stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+        let configure = |builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>| {
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(options.header_timeout);
+            builder
+                .http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(20));
+        };
         match tls {
             None => {
-                use axum::serve::ListenerExt;
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(listener, router).with_graceful_shutdown(stop).await?
+                let mut server = axum_server::from_tcp(listener.into_std()?)?.acceptor(connections);
+                configure(server.http_builder());
+                server.handle(handle).serve(router.into_make_service()).await?;
             }
             Some(t) => {
-                let handle = axum_server::Handle::new();
-                let stopper = handle.clone();
-                tokio::spawn(async move {
-                    stop.await;
-                    stopper.graceful_shutdown(Some(Duration::from_secs(10)));
-                });
-                axum_server::from_tcp_rustls(listener.into_std()?, t.http)?
-                    .handle(handle)
-                    .serve(router.into_make_service())
-                    .await?;
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(t.http).acceptor(connections);
+                let mut server = axum_server::from_tcp(listener.into_std()?)?.acceptor(acceptor);
+                configure(server.http_builder());
+                server.handle(handle).serve(router.into_make_service()).await?;
             }
         }
         grpc.await??;
