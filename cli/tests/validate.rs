@@ -288,3 +288,44 @@ fn unused_components_and_repeated_inputs() {
     assert_eq!((col, comp), (17, Some((Section::Sink, "out".into()))));
     assert_eq!(msg, "input \"w\" is listed twice");
 }
+
+/// Type errors point at the field, name it, and every bad field of a
+/// component is reported (before: the component's `type` line, serde's
+/// message alone, one error per component).
+#[test]
+fn type_errors_name_their_field_and_all_are_reported() {
+    let text = "name: t\nsources:\n  gen:\n    type: generator\n    series: lots\n    interval: 1s\n\
+                transforms:\n  w:\n    type: window\n    inputs: [gen]\n    window: {tumbling: 10s}\n    \
+                aggregates: [count]\n    lateness: 3\nsinks:\n  out:\n    type: file\n    inputs: [w]\n    \
+                path: 7\n    append: maybe\n";
+    let found = errors(text);
+    let brief: Vec<(usize, usize, String)> = found
+        .iter()
+        .map(|(line, column, _, message)| {
+            (
+                *line,
+                *column,
+                message.split(':').next().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        brief,
+        vec![
+            (5, 5, "series".to_owned()),
+            (13, 5, "lateness".to_owned()),
+            (18, 5, "path".to_owned()),
+            (19, 5, "append".to_owned()),
+        ],
+        "{found:#?}"
+    );
+    assert!(found[0].3.contains("expected u64"), "{:?}", found[0]);
+    assert_eq!(found[3].2, Some((Section::Sink, "out".to_owned())));
+    // A required field with a bad value ends the search in its component
+    // (its "missing field" would repeat the error).
+    let text = BASE.replace("    window: {tumbling: 1m}\n", "    window: 5\n");
+    let (line, column, component, message) = one(&text);
+    assert_eq!((line, column), (10, 5), "{message}");
+    assert_eq!(component, transform("w"));
+    assert!(message.starts_with("window: "), "{message}");
+}

@@ -25,6 +25,9 @@ use tidemark_operators::filter::FilterConfig;
 use tidemark_operators::labels::LabelsConfig;
 use tidemark_operators::window::WindowConfig;
 
+use crate::compile::{TypeErrors, typed};
+use crate::yaml::Node;
+
 /// Declares a serde-tagged enum of component configs (the `type` field
 /// picks the variant) and its `validate`, which hands each variant to its
 /// config's [`Validate`]. One line per component type.
@@ -44,6 +47,34 @@ macro_rules! registry {
             pub fn validate(&self) -> Result<Arc<$spec>, Vec<ConfigError>> {
                 match self {
                     $($name::$variant(config) => Validate::<$spec>::validated(config),)*
+                }
+            }
+
+            /// Reads a component's config: `type` picks the config struct,
+            /// which is then read on its own, so that each error names the
+            /// field it is about (serde loses the path inside a tagged
+            /// enum), and every field with an error is reported.
+            pub fn from_node(
+                node: &Node,
+                mut value: serde_json::Value,
+            ) -> Result<Self, TypeErrors> {
+                #[derive(Deserialize)]
+                #[serde(rename_all = "snake_case")]
+                enum Kind {
+                    $($variant,)*
+                }
+                let Some(kind) = value.as_object_mut().and_then(|m| m.remove("type")) else {
+                    return Err(vec![(node.locate(&[], false), "missing field `type`".to_owned())]);
+                };
+                let kind: Kind = serde_json::from_value(kind).map_err(|e| {
+                    let message = e
+                        .to_string()
+                        .replace("unknown variant", "unknown type")
+                        .replace("variant identifier", "type");
+                    vec![(node.locate(&["type".to_owned()], false), message)]
+                })?;
+                match kind {
+                    $(Kind::$variant => typed::<$config>(node, value).map($name::$variant),)*
                 }
             }
         }

@@ -116,7 +116,12 @@ impl ServerConfig {
         let node = yaml::parse(&text)
             .map_err(|e| located(e.pos, format!("invalid YAML: {}", e.message)))?;
         let config: ServerConfig = tidemark_pipelines::compile::typed(&node, node.to_json())
-            .map_err(|(pos, m)| located(pos, m))?;
+            .map_err(|errors| {
+                errors
+                    .into_iter()
+                    .flat_map(|(pos, m)| located(pos, m))
+                    .collect::<Vec<_>>()
+            })?;
         if let Some(t) = &config.shutdown_timeout
             && let Err(e) = tidemark_engine::time::parse_duration(t)
         {

@@ -85,13 +85,15 @@ pub(super) fn parse<'a>(ctx: &mut Ctx<'_>, root: &'a Node) -> Option<Parsed<'a>>
     }
     let name = pipeline_name(ctx, root);
     let limits = match root.get("limits") {
-        Some(node) => typed::<Limits>(node, node.to_json()).unwrap_or_else(|(pos, message)| {
-            ctx.error(
-                DiagnosticKind::Pipeline,
-                pos,
-                None,
-                format!("limits: {message}"),
-            );
+        Some(node) => typed::<Limits>(node, node.to_json()).unwrap_or_else(|errors| {
+            for (pos, message) in errors {
+                ctx.error(
+                    DiagnosticKind::Pipeline,
+                    pos,
+                    None,
+                    format!("limits: {message}"),
+                );
+            }
             Limits::default()
         }),
         None => Limits::default(),
@@ -110,14 +112,27 @@ pub(super) fn parse<'a>(ctx: &mut Ctx<'_>, root: &'a Node) -> Option<Parsed<'a>>
     Some(Parsed {
         name,
         limits,
-        source_specs: validate(ctx, Section::Source, &sources, SourceConfig::validate),
+        source_specs: validate(
+            ctx,
+            Section::Source,
+            &sources,
+            SourceConfig::from_node,
+            SourceConfig::validate,
+        ),
         transform_specs: validate(
             ctx,
             Section::Transform,
             &transforms,
+            TransformConfig::from_node,
             TransformConfig::validate,
         ),
-        sink_specs: validate(ctx, Section::Sink, &sinks, SinkConfig::validate),
+        sink_specs: validate(
+            ctx,
+            Section::Sink,
+            &sinks,
+            SinkConfig::from_node,
+            SinkConfig::validate,
+        ),
         sources,
         transforms,
         sinks,
@@ -175,26 +190,28 @@ fn unique_names(
     sections
 }
 
-/// Deserialises each component's config (the registry enum `C`) and
-/// validates it into its spec `S`.
+/// Reads each component's config (the registry enum `C`, by
+/// `from_node`) and validates it into its spec `S`.
 fn validate<C, S: ?Sized>(
     ctx: &mut Ctx<'_>,
     section: Section,
     list: &[Component<'_>],
+    read: fn(&Node, serde_json::Value) -> Result<C, TypeErrors>,
     validated: fn(&C) -> Result<Arc<S>, Vec<ConfigError>>,
-) -> BTreeMap<String, Arc<S>>
-where
-    C: serde::de::DeserializeOwned,
-{
+) -> BTreeMap<String, Arc<S>> {
     let mut specs = BTreeMap::new();
     for c in list {
         let me = (section, c.name.as_str());
-        match typed::<C>(c.node, without_inputs(c.node)).map(|config| validated(&config)) {
+        match read(c.node, without_inputs(c.node)).map(|config| validated(&config)) {
             Ok(Ok(spec)) => {
                 specs.insert(c.name.clone(), spec);
             }
             Ok(Err(e)) => config_errors(ctx, c.node, me, e),
-            Err((pos, message)) => ctx.error(DiagnosticKind::Config, pos, Some(me), message),
+            Err(errors) => {
+                for (pos, message) in errors {
+                    ctx.error(DiagnosticKind::Config, pos, Some(me), message);
+                }
+            }
         }
     }
     specs
@@ -208,43 +225,77 @@ fn without_inputs(node: &Node) -> serde_json::Value {
     v
 }
 
-/// Deserialises a component, placing serde's error at the field it names.
+/// Errors found reading a config, each where it belongs.
+pub type TypeErrors = Vec<(Pos, String)>;
+
+/// The most errors reported for one config.
+const MAX_ERRORS: usize = 16;
+
+/// Deserialises a config, placing each of serde's errors at the field it
+/// names: after an error in a field, the field is left out and the rest is
+/// read again, so that every bad field is reported, not only the first
+/// (a required field left out ends the search: its error is already told).
 pub fn typed<T: serde::de::DeserializeOwned>(
     node: &Node,
-    value: serde_json::Value,
-) -> Result<T, (Pos, String)> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path: Vec<String> = e
-            .path()
-            .iter()
-            .filter_map(|seg| match seg {
-                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
-                _ => None,
-            })
-            .collect();
-        let message = e.inner().to_string();
-        // serde names unknown or missing fields in backticks; point at the key.
-        let mut pos = node.locate(&path, true);
-        if let Some(field) = message.split('`').nth(1)
-            && message.starts_with("unknown field")
-        {
-            let mut with = path.clone();
-            if with.last().is_none_or(|last| last != field) {
-                with.push(field.to_owned());
+    mut value: serde_json::Value,
+) -> Result<T, TypeErrors> {
+    let mut errors = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    loop {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(config) if errors.is_empty() => return Ok(config),
+            Ok(_) => return Err(errors),
+            Err(e) => {
+                let path: Vec<String> = e
+                    .path()
+                    .iter()
+                    .filter_map(|seg| match seg {
+                        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                        serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                let message = e.inner().to_string();
+                if let Some(field) = message.strip_prefix("missing field `")
+                    && removed.iter().any(|r| field.starts_with(&format!("{r}`")))
+                {
+                    return Err(errors);
+                }
+                errors.push(locate(node, &path, message));
+                let Some(first) = path.first() else {
+                    return Err(errors);
+                };
+                let left_out = value.as_object_mut().and_then(|m| m.remove(first));
+                if left_out.is_none() || errors.len() >= MAX_ERRORS {
+                    return Err(errors);
+                }
+                removed.push(first.clone());
             }
-            pos = node.locate(&with, true);
         }
-        if message.starts_with("unknown variant") {
-            pos = node.locate(&["type".to_owned()], false);
+    }
+}
+
+/// Where an error at `path` belongs, and its message for a reader: the
+/// field is named when serde's message does not name it.
+fn locate(node: &Node, path: &[String], message: String) -> (Pos, String) {
+    // serde names unknown or missing fields in backticks; point at the key.
+    let mut pos = node.locate(path, true);
+    if let Some(field) = message.split('`').nth(1)
+        && message.starts_with("unknown field")
+    {
+        let mut with = path.to_vec();
+        if with.last().is_none_or(|last| last != field) {
+            with.push(field.to_owned());
         }
-        (
-            pos,
-            message
-                .replace("unknown variant", "unknown type")
-                .replace("variant identifier", "type"),
-        )
-    })
+        pos = node.locate(&with, true);
+    }
+    let named = message.starts_with("unknown field") || message.starts_with("missing field");
+    let message = if path.is_empty() || named {
+        message
+    } else {
+        format!("{}: {message}", path.join("."))
+    };
+    (pos, message)
 }
 
 /// Places each config error at the field it names.

@@ -18,7 +18,7 @@ mod components;
 mod downstream;
 mod graph;
 
-pub use components::typed;
+pub use components::{TypeErrors, typed};
 
 /// What kind of mistake a [`Diagnostic`] reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
