@@ -12,6 +12,7 @@
 //! - [`latency`]: ingest latency under offered load, driving [`loadgen`];
 //! - [`websocket`]: live fan-out to many subscribers.
 
+pub mod anomaly;
 pub mod kafka;
 pub mod latency;
 pub mod loadgen;

@@ -303,6 +303,8 @@ enum PipelineCommand {
 enum BenchCommand {
     /// Engine throughput: generator, 10 s tumbling window per series, discard.
     Window(BenchOptions),
+    /// Anomaly scoring quality on NAB and its cost.
+    Anomaly(bench::anomaly::AnomalyBenchOptions),
     /// Consume throughput from a Kafka broker (tansu by default).
     Kafka(bench::kafka::KafkaBenchOptions),
     /// Write throughput of the timescaledb and redis sinks.
@@ -482,6 +484,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             which: BenchCommand::Kafka(options),
         } => {
             bench::kafka::kafka(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which: BenchCommand::Anomaly(options),
+        } => {
+            bench::anomaly::anomaly(&options)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

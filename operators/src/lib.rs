@@ -7,10 +7,12 @@
 //! - [`window`]: tumbling, hopping and session windows with aggregates;
 //! - [`filter`]: PromQL series selectors;
 //! - [`labels`]: keep, drop, rename and set labels;
+//! - [`score`]: streaming anomaly scoring per series;
 //! - [`aggregate`] and [`group`]: what windows compute and how they group.
 
 pub mod aggregate;
 pub mod filter;
 pub mod group;
 pub mod labels;
+pub mod score;
 pub mod window;

@@ -23,6 +23,7 @@ use tidemark_engine::component::ConfigError;
 use tidemark_engine::spec::{SinkSpec, SourceSpec, TransformSpec, Validate};
 use tidemark_operators::filter::FilterConfig;
 use tidemark_operators::labels::LabelsConfig;
+use tidemark_operators::score::config::ScoreConfig;
 use tidemark_operators::window::WindowConfig;
 
 use crate::compile::{TypeErrors, typed};
@@ -108,6 +109,8 @@ registry! {
         Filter(FilterConfig),
         /// Rewrite labels.
         Labels(LabelsConfig),
+        /// Streaming anomaly scores per series.
+        Score(ScoreConfig),
     }
 }
 

@@ -1,0 +1,208 @@
+//! `type: score`.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use tidemark_engine::component::{ConfigError, Reach};
+use tidemark_engine::runtime::SampleStream;
+use tidemark_engine::selector::Selector;
+use tidemark_engine::spec::{
+    AnyStream, Port, StreamKind, TransformContext, TransformSpec, Validate,
+};
+use tidemark_engine::stats::Role;
+use tidemark_engine::time::{Time, parse_duration};
+
+use super::Params;
+use super::operator::{ScoreSamples, ScoreSpec};
+use crate::filter::Filter;
+
+/// Streaming anomaly scoring, per series.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreConfig {
+    /// Only score series matching this PromQL selector; others are
+    /// dropped. Default: every series.
+    #[serde(default, rename = "match")]
+    pub selector: Option<String>,
+    /// The detector: `robust` (the default, and for now the only one).
+    #[serde(default)]
+    pub detector: DetectorConfig,
+    /// Bounds the metric keeps to (a percentage: `{min: 0, max: 100}`):
+    /// sets the detector's scale and flags values outside.
+    #[serde(default)]
+    pub range: Option<RangeConfig>,
+    /// Scores at or above this are flagged in `<metric>:anomaly`, in
+    /// (0, 1]. Default 0.5 (a tail probability of 1e-5).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// Recent values the detector compares with, 8 to 4096. Default 64.
+    #[serde(default)]
+    pub window: Option<usize>,
+    /// Samples a series needs before it is scored (0 until then).
+    /// Default 32.
+    #[serde(default)]
+    pub warmup: Option<u64>,
+    /// Also write `<metric>:expected`, `:lower` and `:upper`: the band the
+    /// detector expected. Default false.
+    #[serde(default)]
+    pub explain: bool,
+    /// Also write each input sample unchanged. Default false.
+    #[serde(default)]
+    pub passthrough: bool,
+    /// A series with no sample for this long (event time) is forgotten.
+    /// Default `1h`.
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+}
+
+/// The detectors.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorConfig {
+    /// Distance from the recent median in robust deviations, calibrated
+    /// per series (see `tidemark_operators::score`).
+    #[default]
+    Robust,
+}
+
+/// `range: {min, max}`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RangeConfig {
+    /// Smallest value the metric takes.
+    pub min: f64,
+    /// Largest value the metric takes.
+    pub max: f64,
+}
+
+/// A validated `score`.
+#[derive(Clone, Debug)]
+pub struct ScoreTransform {
+    selector: Option<Selector>,
+    spec: ScoreSpec,
+}
+
+impl ScoreConfig {
+    /// Checks every field; every problem is reported with its field.
+    pub fn validate(&self) -> Result<ScoreTransform, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let selector = match &self.selector {
+            Some(s) => Selector::parse(s)
+                .map_err(|e| errors.push(ConfigError::field("match", e.to_string())))
+                .ok(),
+            None => None,
+        };
+        let d = Params::default();
+        let threshold = self.threshold.unwrap_or(d.threshold);
+        if !(threshold > 0.0 && threshold <= 1.0) {
+            errors.push(ConfigError::field(
+                "threshold",
+                format!("threshold is a score in (0, 1], not {threshold}"),
+            ));
+        }
+        let window = self.window.unwrap_or(d.window);
+        if !(8..=4096).contains(&window) {
+            errors.push(ConfigError::field(
+                "window",
+                format!("window is 8 to 4096 values, not {window}"),
+            ));
+        }
+        if let Some(r) = self.range
+            && !(r.min.is_finite() && r.max.is_finite() && r.min < r.max)
+        {
+            errors.push(ConfigError::field(
+                "range",
+                format!(
+                    "range needs finite min < max, not min {} and max {}",
+                    r.min, r.max
+                ),
+            ));
+        }
+        let idle = match &self.idle_timeout {
+            Some(t) => match parse_duration(t) {
+                Ok(d) if !d.is_zero() => d.as_millis().min(i64::MAX as u128) as i64,
+                Ok(_) => {
+                    errors.push(ConfigError::field(
+                        "idle_timeout",
+                        "idle_timeout must be more than 0",
+                    ));
+                    0
+                }
+                Err(e) => {
+                    errors.push(ConfigError::field("idle_timeout", e.to_string()));
+                    0
+                }
+            },
+            None => 3_600_000,
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let DetectorConfig::Robust = self.detector;
+        Ok(ScoreTransform {
+            selector,
+            spec: ScoreSpec {
+                params: Params {
+                    window,
+                    warmup: self.warmup.unwrap_or(d.warmup),
+                    threshold,
+                    refractory: d.refractory,
+                    range: self.range.map(|r| (r.min, r.max)),
+                },
+                explain: self.explain,
+                passthrough: self.passthrough,
+                idle_ms: idle,
+            },
+        })
+    }
+}
+
+impl Validate<dyn TransformSpec> for ScoreConfig {
+    fn validated(&self) -> Result<Arc<dyn TransformSpec>, Vec<ConfigError>> {
+        self.validate()
+            .map(|t| Arc::new(t) as Arc<dyn TransformSpec>)
+    }
+}
+
+impl TransformSpec for ScoreTransform {
+    fn takes(&self) -> StreamKind {
+        StreamKind::Samples
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![Port::default_output(StreamKind::Samples)]
+    }
+    /// Scores are written at their sample's time once the frontier passes
+    /// it: nothing held back past the frontier.
+    fn holdback(&self) -> Time {
+        0
+    }
+    /// A score is stamped with its sample's event time.
+    fn reach(&self) -> Reach {
+        Some(0)
+    }
+    fn needs_raw_input(&self) -> bool {
+        false
+    }
+    fn derives_values(&self) -> bool {
+        true
+    }
+    fn build<'scope>(
+        &self,
+        input: AnyStream<'scope>,
+        ctx: TransformContext,
+    ) -> Vec<AnyStream<'scope>> {
+        let mut stream: SampleStream<'scope> = input.into_samples();
+        if let Some(selector) = &self.selector {
+            let step = format!("{}.match", ctx.name);
+            let stats = ctx.stats.component(&step, Role::Transform);
+            stream = stream.filter_series(&step, selector.clone(), stats);
+        }
+        let stats = ctx.stats.component(&ctx.name, Role::Transform);
+        vec![AnyStream::Samples(stream.score(
+            &ctx.name,
+            self.spec.clone(),
+            stats,
+        ))]
+    }
+}

@@ -1,0 +1,314 @@
+//! `type: score`: streaming anomaly scoring, per series, in event time.
+//!
+//! [`Model`] is the plain state machine of one series (`update(t, v) ->
+//! Score`), tested without timely; [`operator`] is the thin wrapper that
+//! exchanges samples by series, orders each series' samples by event time
+//! up to the frontier and writes the output series; [`config`] is the YAML.
+//!
+//! The default detector (`robust`) compares each value with the median of
+//! the series' recent values, in units of their median absolute deviation
+//! (with a scale floor, so a series that was constant still has a finite
+//! scale), and calibrates that distance the way HTM's anomaly likelihood
+//! does: the mean of the last few distances is compared with the
+//! distribution of distances the series has shown so far, so a series that
+//! is always noisy does not alarm all the time, and a change in a quiet one
+//! does. The score is that comparison's tail probability turned around
+//! (0 normal, 1 most anomalous), the same scale for every series. A sample
+//! depends only on earlier samples of its series (no look-ahead).
+
+pub mod config;
+pub mod operator;
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// What the detector says of one sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Score {
+    /// In [0, 1]: 0 normal, higher more anomalous; one threshold fits every
+    /// series.
+    pub score: f64,
+    /// The detector's own decision (its label-free threshold, warm-up and
+    /// de-duplication applied).
+    pub anomaly: bool,
+    /// The value the model expected (the recent median).
+    pub expected: f64,
+    /// The band the model expected the value in.
+    pub lower: f64,
+    /// See `lower`.
+    pub upper: f64,
+}
+
+/// The detector's parameters (one set for every series).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    /// Recent values the median and deviation are taken over.
+    pub window: usize,
+    /// Samples a series must have before it is scored (its score is 0
+    /// until then).
+    pub warmup: u64,
+    /// Scores at or above this are anomalies (0.5: a tail probability of
+    /// 1e-5).
+    pub threshold: f64,
+    /// Samples after an anomaly during which no other is flagged (one
+    /// event, one alarm).
+    pub refractory: u64,
+    /// Bounds the user knows the metric keeps to (a percentage, a ratio).
+    pub range: Option<(f64, f64)>,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            window: 64,
+            warmup: 32,
+            threshold: 0.5,
+            refractory: 32,
+            range: None,
+        }
+    }
+}
+
+/// Distances averaged for the short-term side of the calibration.
+const RECENT: usize = 8;
+/// Weight of a new distance in the long-term mean and variance.
+const LEARN: f64 = 1.0 / 256.0;
+/// Smallest long-term deviation of the distances.
+const MIN_SPREAD: f64 = 0.1;
+/// Half-width of the expected band, in deviations.
+const BAND: f64 = 4.0;
+
+/// One series' state: bounded (`window` values, `RECENT` distances and a
+/// few numbers: about 8 × (window + RECENT) + 64 bytes, 640 bytes by
+/// default) and serialisable, so that it can be checkpointed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    values: VecDeque<f64>,
+    recent: VecDeque<f64>,
+    seen: u64,
+    since_flag: u64,
+    mean: f64,
+    var: f64,
+    /// Event time of the last sample scored.
+    pub last: i64,
+}
+
+/// The score of a standardised distance `d`: its upper tail probability
+/// on a log scale, as HTM scales its anomaly likelihood, so that 0.5 is a
+/// tail of 1e-5 (`d` = 4.26) and 1 a tail of 1e-10 or less; an ordinary
+/// value (`d` = 0) scores 0.03.
+fn calibrated(d: f64) -> f64 {
+    let tail = 0.5 * libm::erfc(d / std::f64::consts::SQRT_2);
+    ((tail + 1e-10).ln() / 1e-10f64.ln()).clamp(0.0, 1.0)
+}
+
+/// The median of `v` (sorted in place); `v` is not empty.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+impl Model {
+    /// Bytes the model holds (its buffers at capacity included).
+    pub fn bytes(&self) -> usize {
+        size_of::<Model>() + 8 * (self.values.capacity() + self.recent.capacity())
+    }
+
+    /// Scores `value` at event time `t` and learns it. NaN (a stale
+    /// marker) scores 0 and teaches nothing; an infinity, or a value
+    /// outside the range hint, scores 1 and teaches nothing.
+    pub fn update(&mut self, p: &Params, t: i64, value: f64) -> Score {
+        self.last = t;
+        let (expected, scale) = self.center_and_scale(p);
+        let band = |s: f64| Score {
+            score: s,
+            anomaly: false,
+            expected,
+            lower: expected - BAND * scale,
+            upper: expected + BAND * scale,
+        };
+        if value.is_nan() {
+            return band(0.0);
+        }
+        let outside = p.range.is_some_and(|(lo, hi)| value < lo || value > hi);
+        if value.is_infinite() || outside {
+            let mut s = band(1.0);
+            s.anomaly = self.flag(p, 1.0);
+            return s;
+        }
+        self.seen += 1;
+        let mut score = 0.0;
+        if !self.values.is_empty() {
+            let distance = ((value - expected).abs() / scale).min(1e6);
+            let raw = distance.ln_1p();
+            if self.recent.len() == RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(raw);
+            let n = self.recent.len() as f64;
+            let short = self.recent.iter().sum::<f64>() / n;
+            let spread = self.var.sqrt().max(MIN_SPREAD);
+            // How unusual this distance is, and how unusual the recent
+            // ones are together (their mean varies √n times less): a spike
+            // shows in the first, a shift or a noisier stretch in both.
+            let d = ((raw - self.mean) / spread).max((short - self.mean) * n.sqrt() / spread);
+            if self.seen > p.warmup {
+                score = calibrated(d);
+            }
+            // Learn the distance after scoring it.
+            let delta = raw - self.mean;
+            let learn = if self.seen <= p.warmup {
+                1.0 / self.seen as f64
+            } else {
+                LEARN
+            };
+            self.mean += learn * delta;
+            self.var = (1.0 - learn) * (self.var + learn * delta * delta);
+        }
+        if self.values.len() == p.window {
+            self.values.pop_front();
+        }
+        self.values.push_back(value);
+        let mut s = band(score);
+        s.anomaly = self.seen > p.warmup && self.flag(p, score);
+        s
+    }
+
+    /// Whether a score flags an anomaly, at most one per `refractory`.
+    fn flag(&mut self, p: &Params, score: f64) -> bool {
+        self.since_flag = self.since_flag.saturating_add(1);
+        if score >= p.threshold && self.since_flag > p.refractory {
+            self.since_flag = 0;
+            return true;
+        }
+        false
+    }
+
+    /// The recent median and deviation (1.4826 × MAD, floored).
+    fn center_and_scale(&self, p: &Params) -> (f64, f64) {
+        if self.values.is_empty() {
+            return (0.0, 1.0);
+        }
+        let mut v: Vec<f64> = self.values.iter().copied().collect();
+        let m = median(&mut v);
+        for x in v.iter_mut() {
+            *x = (*x - m).abs();
+        }
+        let mad = median(&mut v);
+        let floor = match p.range {
+            Some((lo, hi)) => 0.005 * (hi - lo),
+            None => 1e-3 * m.abs(),
+        }
+        .max(1e-9);
+        (m, (1.4826 * mad).max(floor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(values: &[f64], p: &Params) -> Vec<Score> {
+        let mut m = Model::default();
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| m.update(p, i as i64 * 1000, *v))
+            .collect()
+    }
+
+    /// A deterministic noisy series around 50.
+    fn noise(n: usize, seed: u64) -> Vec<f64> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                50.0 + (x % 1000) as f64 / 100.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_spike_is_flagged_once_and_noise_is_not() {
+        let mut v = noise(600, 7);
+        v[400] = 200.0;
+        let s = run(&v, &Params::default());
+        assert!(s.iter().all(|s| (0.0..=1.0).contains(&s.score)));
+        let flagged: Vec<usize> = (0..v.len()).filter(|&i| s[i].anomaly).collect();
+        assert_eq!(flagged, vec![400], "{:?}", &s[395..405]);
+        assert!(s[400].score > 0.5, "{:?}", s[400]);
+        assert!(s[400].upper < 200.0 && s[400].lower < 60.0);
+        // Warm-up scores 0.
+        assert!(s[..32].iter().all(|s| s.score == 0.0 && !s.anomaly));
+    }
+
+    #[test]
+    fn a_level_shift_alarms_once() {
+        let mut v = noise(800, 3);
+        for x in &mut v[500..] {
+            *x += 40.0;
+        }
+        let s = run(&v, &Params::default());
+        let flagged: Vec<usize> = (0..v.len()).filter(|&i| s[i].anomaly).collect();
+        assert_eq!(flagged.first(), Some(&500), "{flagged:?}");
+        assert!(flagged.len() <= 2, "{flagged:?}");
+    }
+
+    #[test]
+    fn constant_series_nan_and_infinities() {
+        let mut v = vec![5.0; 200];
+        v[150] = 5.5;
+        let s = run(&v, &Params::default());
+        assert!(
+            s[..150].iter().all(|s| s.score < 0.5),
+            "a constant is normal"
+        );
+        assert!(s[150].anomaly, "a change after a constant is an anomaly");
+        let p = Params::default();
+        let mut m = Model::default();
+        for i in 0..100 {
+            m.update(&p, i, 1.0);
+        }
+        let before = m.clone();
+        let nan = m.update(&p, 100, f64::NAN);
+        assert_eq!((nan.score, nan.anomaly), (0.0, false));
+        let inf = m.update(&p, 101, f64::INFINITY);
+        assert_eq!((inf.score, inf.anomaly), (1.0, true));
+        assert_eq!(m.values, before.values, "nothing learnt from them");
+        let huge = m.update(&p, 102, 1e300);
+        assert!(huge.score.is_finite() && huge.score > 0.99);
+    }
+
+    #[test]
+    fn the_range_hint_sets_the_scale_and_flags_values_outside() {
+        let p = Params {
+            range: Some((0.0, 100.0)),
+            ..Params::default()
+        };
+        let s = run(&[50.0; 100], &p);
+        assert!((s[99].upper - s[99].lower - 2.0 * BAND * 0.5).abs() < 1e-9);
+        let mut m = Model::default();
+        assert!(m.update(&p, 0, 101.0).score == 1.0);
+    }
+
+    #[test]
+    fn state_is_small_and_serialisable() {
+        let mut m = Model::default();
+        let p = Params::default();
+        for (i, v) in noise(1000, 5).into_iter().enumerate() {
+            m.update(&p, i as i64, v);
+        }
+        assert!(m.bytes() <= 2048, "{}", m.bytes());
+        let text = serde_json::to_string(&m).unwrap();
+        let back: Model = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, m);
+    }
+}
