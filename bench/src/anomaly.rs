@@ -157,8 +157,13 @@ pub fn anomaly(o: &AnomalyBenchOptions) -> anyhow::Result<()> {
         eprintln!("{label}: {:.0} samples/s end to end\n{report}", rate);
         let _ = writeln!(
             md,
-            "{label} ({:.0} K samples/s through the whole pipeline, files read and written included):\n\n```\n{}```\n",
+            "{label} ({:.0} K samples/s through the whole pipeline, files read and written and a pipeline started per file included, {} build):\n\n```\n{}```\n",
             rate / 1e3,
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
             report
         );
     }

@@ -329,3 +329,29 @@ fn type_errors_name_their_field_and_all_are_reported() {
     assert_eq!(component, transform("w"));
     assert!(message.starts_with("window: "), "{message}");
 }
+
+#[test]
+fn score_parameters_are_checked_and_located() {
+    let text = BASE.replace(
+        "sinks:\n",
+        "  s:\n    type: score\n    inputs: [gen]\n    threshold: 2\n    window: 3\n    range: {min: 5, max: 1}\nsinks:\n",
+    )
+    .replace("inputs: [w]", "inputs: [w, s]");
+    let found = errors(&text);
+    let brief: Vec<(usize, String)> = found
+        .iter()
+        .map(|(line, _, component, message)| {
+            assert_eq!(component, &transform("s"));
+            (*line, message.split(' ').next().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(
+        brief,
+        vec![
+            (15, "threshold".to_owned()),
+            (16, "window".to_owned()),
+            (17, "range".to_owned())
+        ],
+        "{found:#?}"
+    );
+}

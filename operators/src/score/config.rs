@@ -36,7 +36,7 @@ pub struct ScoreConfig {
     /// (0, 1]. Default 0.5 (a tail probability of 1e-5).
     #[serde(default)]
     pub threshold: Option<f64>,
-    /// Recent values the detector compares with, 8 to 4096. Default 64.
+    /// Recent values the detector compares with, 8 to 4096. Default 256.
     #[serde(default)]
     pub window: Option<usize>,
     /// Samples a series needs before it is scored (0 until then).

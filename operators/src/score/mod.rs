@@ -61,10 +61,10 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
-            window: 64,
+            window: 256,
             warmup: 32,
             threshold: 0.5,
-            refractory: 32,
+            refractory: 150,
             range: None,
         }
     }
@@ -80,7 +80,7 @@ const MIN_SPREAD: f64 = 0.1;
 const BAND: f64 = 4.0;
 
 /// One series' state: bounded (`window` values, `RECENT` distances and a
-/// few numbers: about 8 × (window + RECENT) + 64 bytes, 640 bytes by
+/// few numbers: about 8 × (window + RECENT) + 100 bytes, 2.2 KB by
 /// default) and serialisable, so that it can be checkpointed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Model {
@@ -88,6 +88,7 @@ pub struct Model {
     recent: VecDeque<f64>,
     seen: u64,
     since_flag: u64,
+    flagged_once: bool,
     mean: f64,
     var: f64,
     /// Event time of the last sample scored.
@@ -175,6 +176,15 @@ impl Model {
             self.values.pop_front();
         }
         self.values.push_back(value);
+        // One event, one alarm: after a flag, scores come back gradually
+        // over `refractory` samples, so an anomaly that lasts is not
+        // counted again and again.
+        let quiet = (self.since_flag as f64 / p.refractory.max(1) as f64).min(1.0);
+        let score = if self.flagged_once {
+            score * quiet
+        } else {
+            score
+        };
         let mut s = band(score);
         s.anomaly = self.seen > p.warmup && self.flag(p, score);
         s
@@ -183,8 +193,9 @@ impl Model {
     /// Whether a score flags an anomaly, at most one per `refractory`.
     fn flag(&mut self, p: &Params, score: f64) -> bool {
         self.since_flag = self.since_flag.saturating_add(1);
-        if score >= p.threshold && self.since_flag > p.refractory {
+        if score >= p.threshold && (!self.flagged_once || self.since_flag > p.refractory) {
             self.since_flag = 0;
+            self.flagged_once = true;
             return true;
         }
         false
@@ -202,7 +213,7 @@ impl Model {
         }
         let mad = median(&mut v);
         let floor = match p.range {
-            Some((lo, hi)) => 0.005 * (hi - lo),
+            Some((lo, hi)) => 0.001 * (hi - lo),
             None => 1e-3 * m.abs(),
         }
         .max(1e-9);
@@ -283,8 +294,15 @@ mod tests {
         let inf = m.update(&p, 101, f64::INFINITY);
         assert_eq!((inf.score, inf.anomaly), (1.0, true));
         assert_eq!(m.values, before.values, "nothing learnt from them");
-        let huge = m.update(&p, 102, 1e300);
-        assert!(huge.score.is_finite() && huge.score > 0.99);
+        // A huge value (in a model that has flagged nothing yet).
+        let mut fresh = before.clone();
+        let huge = fresh.update(&p, 102, 1e300);
+        assert!(huge.score.is_finite() && huge.score > 0.99, "{huge:?}");
+        assert!(huge.anomaly);
+        // Right after an alarm, scores come back gradually (one event,
+        // one alarm).
+        let after = fresh.update(&p, 103, 1e300);
+        assert!(after.score < 0.1 && !after.anomaly, "{after:?}");
     }
 
     #[test]
@@ -294,7 +312,7 @@ mod tests {
             ..Params::default()
         };
         let s = run(&[50.0; 100], &p);
-        assert!((s[99].upper - s[99].lower - 2.0 * BAND * 0.5).abs() < 1e-9);
+        assert!((s[99].upper - s[99].lower - 2.0 * BAND * 0.1).abs() < 1e-9);
         let mut m = Model::default();
         assert!(m.update(&p, 0, 101.0).score == 1.0);
     }
@@ -306,7 +324,7 @@ mod tests {
         for (i, v) in noise(1000, 5).into_iter().enumerate() {
             m.update(&p, i as i64, v);
         }
-        assert!(m.bytes() <= 2048, "{}", m.bytes());
+        assert!(m.bytes() <= 4096, "{}", m.bytes());
         let text = serde_json::to_string(&m).unwrap();
         let back: Model = serde_json::from_str(&text).unwrap();
         assert_eq!(back, m);

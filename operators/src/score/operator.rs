@@ -230,3 +230,55 @@ impl<'scope> ScoreSamples<'scope> for SampleStream<'scope> {
         .container::<Vec<Sample>>()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ScoreSpec {
+        ScoreSpec {
+            params: Params::default(),
+            explain: false,
+            passthrough: false,
+            idle_ms: 10_000,
+        }
+    }
+
+    fn scored(scorer: &mut Scorer, frontier: Option<Time>) -> Vec<i64> {
+        let mut times = Vec::new();
+        scorer.advance(frontier, &mut |ts, batch| {
+            assert_eq!(batch.len(), 2, "a score and a flag per sample");
+            times.push(ts);
+        });
+        times
+    }
+
+    #[test]
+    fn samples_wait_for_the_frontier_and_late_ones_are_dropped() {
+        let s = Series::new("m", [("a", "1")]);
+        let mut scorer = Scorer::new(spec());
+        for ts in [3000, 1000, 2000] {
+            scorer.insert(Sample::new(s.clone(), ts, 1.0));
+        }
+        // In event-time order, up to the frontier.
+        assert_eq!(scored(&mut scorer, Some(2500)), vec![1000, 2000]);
+        // Older than the last scored sample of its series: late.
+        scorer.insert(Sample::new(s.clone(), 1500, 1.0));
+        assert_eq!(scored(&mut scorer, Some(2600)), Vec::<i64>::new());
+        assert_eq!(scorer.late, 1);
+        // Newer than the last scored, though behind the frontier: scored.
+        scorer.insert(Sample::new(s.clone(), 2400, 1.0));
+        assert_eq!(scored(&mut scorer, None), vec![2400, 3000]);
+    }
+
+    #[test]
+    fn idle_series_are_forgotten() {
+        let mut scorer = Scorer::new(spec());
+        scorer.insert(Sample::new(Series::new("m", [("a", "1")]), 1000, 1.0));
+        scorer.insert(Sample::new(Series::new("m", [("a", "2")]), 9_000, 1.0));
+        scored(&mut scorer, Some(9_001));
+        assert_eq!(scorer.tracked(), 2);
+        scored(&mut scorer, Some(15_000));
+        assert_eq!(scorer.tracked(), 1, "idle for more than 10 s");
+    }
+}
