@@ -30,9 +30,62 @@ pub struct AnomalyBenchOptions {
     /// Markdown file whose anomaly section is rewritten.
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub output: PathBuf,
+    /// Series counts of the cost measurement.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 100_000])]
+    pub series: Vec<u64>,
+    /// Samples per series in the cost measurement (the models fill their
+    /// 256-value windows in the first 256).
+    #[arg(long, default_value_t = 300)]
+    pub samples: u64,
     /// Print only; do not write the file.
     #[arg(long)]
     pub no_write: bool,
+}
+
+/// Samples per second of generator -> score -> blackhole with `series`
+/// series on 1 worker, the median of three runs (one run past 5 M
+/// samples); and the bytes a series holds once its model is full.
+fn cost(series: u64, samples: u64) -> anyhow::Result<(f64, f64, f64)> {
+    let yaml = format!(
+        "name: cost\nsources:\n  gen: {{type: generator, series: {series}, interval: 1s, start: 2026-01-01T00:00:00Z, samples: {samples}, seed: 1}}\n\
+         transforms:\n  s: {{type: score, inputs: [gen]}}\nsinks:\n  out: {{type: blackhole, inputs: [s]}}\n\
+         "
+    );
+    let baseline = format!(
+        "name: cost\nsources:\n  gen: {{type: generator, series: {series}, interval: 1s, start: 2026-01-01T00:00:00Z, samples: {samples}, seed: 1}}\n\
+         sinks:\n  out: {{type: blackhole, inputs: [gen]}}\n"
+    );
+    let rate = |text: &str| -> anyhow::Result<f64> {
+        let mut rates = Vec::new();
+        let runs = if series * samples > 5_000_000 { 1 } else { 3 };
+        for _ in 0..runs {
+            let plan = tidemark_pipelines::compile("cost.yaml", text)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let start = Instant::now();
+            let report =
+                tidemark_pipelines::run::run(plan, tidemark_pipelines::run::RunOptions::quiet(1))?;
+            rates.push(report.totals.samples_in as f64 / start.elapsed().as_secs_f64());
+        }
+        Ok(crate::window::median(rates))
+    };
+    let scored = rate(&yaml)?;
+    let generated = rate(&baseline)?;
+    // Bytes per series: a full model, and its two output series.
+    let p = tidemark_operators::score::Params::default();
+    let mut m = tidemark_operators::score::Model::default();
+    for i in 0..(p.window as i64 * 2) {
+        m.update(&p, i * 1000, (i % 17) as f64);
+    }
+    let out = tidemark_engine::Series::new(
+        "cpu_usage:anomaly_score",
+        [
+            ("host", "host-0001"),
+            ("region", "eu-west"),
+            ("service", "web"),
+        ],
+    );
+    let bytes = m.bytes() as f64 + 2.0 * out.heap_bytes() as f64 + 64.0;
+    Ok((scored, generated, bytes))
 }
 
 /// One NAB file: its path under `data/` and its rows.
@@ -167,6 +220,29 @@ pub fn anomaly(o: &AnomalyBenchOptions) -> anyhow::Result<()> {
             report
         );
     }
+    let _ = writeln!(
+        md,
+        "Cost of `detector: robust` ({} build, 1 worker, generator -> score -> blackhole, {} samples per series, median of 3 runs, 1 run past 5 M samples; the generator alone beside it; bytes per series: the model with its window full, its two output series and the map entry):\n\n| series | samples/s scored | generator alone | bytes per series |\n|---:|---:|---:|---:|",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        o.samples
+    );
+    for &n in &o.series {
+        let (scored, generated, bytes) = cost(n, o.samples)?;
+        eprintln!(
+            "{n} series: {scored:.0} samples/s scored, {generated:.0} generated, {bytes:.0} bytes per series"
+        );
+        let _ = writeln!(
+            md,
+            "| {n} | {:.0} K | {:.0} K | {bytes:.0} |",
+            scored / 1e3,
+            generated / 1e3
+        );
+    }
+    md.push('\n');
     eprintln!("\n{md}");
     if !o.no_write {
         crate::write_section(&o.output, "anomaly", &md)?;

@@ -81,6 +81,7 @@ fn plan(series: u64, samples: u64, case: Case) -> Plan {
         out_of_order: 0.0,
         late: 0.0,
         max_out_of_orderness: 0,
+        anomalies: None,
     };
     let mut aggregates = vec![
         Aggregate::Count,

@@ -152,3 +152,64 @@ fn explain_and_passthrough_write_the_band_and_the_input() {
     assert!(last("cpu:lower") < last("cpu:expected") && last("cpu:expected") < last("cpu:upper"));
     assert!((40.0..47.0).contains(&last("cpu:expected")));
 }
+
+/// The generator's injected anomalies are marked, and the detector finds
+/// spikes and level shifts among them (recall per kind printed; precision
+/// over all flags).
+#[test]
+fn injected_anomalies_are_marked_and_spikes_and_shifts_are_found() {
+    let dir = temp_dir("score-injected");
+    let (scores, markers) = (dir.join("scores.jsonl"), dir.join("markers.jsonl"));
+    let pipeline = format!(
+        "name: injected\nsources:\n  gen:\n    type: generator\n    series: 20\n    interval: 1m\n    \
+         start: 2026-01-01T00:00:00Z\n    samples: 3000\n    seed: 5\n    anomalies: {{probability: 0.5, every: 500}}\n\
+         transforms:\n  s:\n    type: score\n    inputs: [gen]\n    match: '{{__name__=~\".+\", __name__!=\"tidemark_injected_anomaly\"}}'\n  \
+         m: {{type: filter, inputs: [gen], match: tidemark_injected_anomaly}}\n\
+         sinks:\n  scores: {{type: file, inputs: [s], path: {}}}\n  markers: {{type: file, inputs: [m], path: {}}}\n",
+        scores.display(),
+        markers.display()
+    );
+    run_text(&pipeline, 2);
+    let markers = read_rows(&markers);
+    assert!(markers.len() >= 20, "{} episodes", markers.len());
+    let flags: std::collections::BTreeSet<(String, String, i64)> = read_rows(&scores)
+        .into_iter()
+        .filter(|r| r.name.ends_with(":anomaly") && r.value == 1.0)
+        .map(|r| {
+            (
+                r.name.trim_end_matches(":anomaly").to_owned(),
+                r.labels["host"].clone(),
+                r.timestamp,
+            )
+        })
+        .collect();
+    // Detected: a flag of the series from the episode's start to 10
+    // minutes after the longest episode (125 samples) ends.
+    let mut per_kind: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut true_flags = std::collections::BTreeSet::new();
+    for m in &markers {
+        let (metric, host) = (m.labels["metric"].clone(), m.labels["host"].clone());
+        let until = m.timestamp + 135 * 60_000;
+        let hit: Vec<_> = flags
+            .range((metric.clone(), host.clone(), m.timestamp)..=(metric, host, until))
+            .cloned()
+            .collect();
+        let entry = per_kind.entry(m.labels["kind"].clone()).or_default();
+        entry.0 += 1;
+        if !hit.is_empty() {
+            entry.1 += 1;
+        }
+        true_flags.extend(hit);
+    }
+    for (kind, (n, found)) in &per_kind {
+        eprintln!("{kind}: {found} of {n} found");
+    }
+    eprintln!("precision: {} of {} flags", true_flags.len(), flags.len());
+    let recall = |kind: &str| {
+        let (n, found) = per_kind.get(kind).copied().unwrap_or((0, 0));
+        found as f64 / n.max(1) as f64
+    };
+    assert!(recall("spike") >= 0.8, "{per_kind:?}");
+    assert!(recall("level_shift") >= 0.5, "{per_kind:?}");
+    assert!(per_kind.len() == 5, "{per_kind:?}");
+}

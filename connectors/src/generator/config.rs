@@ -46,6 +46,28 @@ pub struct GeneratorConfig {
     /// Default `0s`.
     #[serde(default = "default_ooo")]
     pub max_out_of_orderness: String,
+    /// Inject labelled anomalies into the gauge series:
+    /// `{probability: 0.2, every: 1000}` gives each block of 1000 samples
+    /// of a gauge a 20% chance of one anomaly (spike, level shift, variance
+    /// change, trend or stuck value), each marked by a
+    /// `tidemark_injected_anomaly` sample. Default: none.
+    #[serde(default)]
+    pub anomalies: Option<AnomaliesConfig>,
+}
+
+/// `anomalies:` of the generator.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AnomaliesConfig {
+    /// Chance, 0 to 1, that a block of a gauge series holds an anomaly.
+    pub probability: f64,
+    /// Samples per block, at least 4. Default 1000.
+    #[serde(default = "default_every")]
+    pub every: u64,
+}
+
+fn default_every() -> u64 {
+    1000
 }
 
 fn default_series() -> u64 {
@@ -74,6 +96,7 @@ impl Default for GeneratorConfig {
             out_of_order: 0.0,
             late: 0.0,
             max_out_of_orderness: default_ooo(),
+            anomalies: None,
         }
     }
 }
@@ -99,6 +122,8 @@ pub struct Generator {
     pub late: f64,
     /// Watermark delay in milliseconds.
     pub max_out_of_orderness: Millis,
+    /// Injected anomalies, if any.
+    pub anomalies: Option<super::values::Injection>,
 }
 
 impl GeneratorConfig {
@@ -166,6 +191,20 @@ impl GeneratorConfig {
                 "out_of_order plus late must not exceed 1",
             ));
         }
+        if let Some(a) = self.anomalies {
+            if !(0.0..=1.0).contains(&a.probability) {
+                errors.push(ConfigError {
+                    field: vec!["anomalies".into(), "probability".into()],
+                    message: format!("probability is between 0 and 1, not {}", a.probability),
+                });
+            }
+            if a.every < 4 {
+                errors.push(ConfigError {
+                    field: vec!["anomalies".into(), "every".into()],
+                    message: format!("every is at least 4 samples, not {}", a.every),
+                });
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -182,6 +221,10 @@ impl GeneratorConfig {
             out_of_order: self.out_of_order,
             late: self.late,
             max_out_of_orderness: ooo,
+            anomalies: self.anomalies.map(|a| super::values::Injection {
+                probability: a.probability,
+                every: a.every,
+            }),
         })
     }
 }

@@ -15,7 +15,7 @@ use tidemark_engine::time::{Millis, Time, now_millis, to_time};
 use tidemark_engine::{Sample, Series};
 
 use super::config::Generator;
-use super::values::{METRICS, series_for, unit, value};
+use super::values::{ANOMALY_KINDS, MARKER, METRICS, inject, series_for, unit, value};
 
 /// Samples one activation may produce before yielding to other operators.
 const BUDGET: usize = 16 * 1024;
@@ -91,7 +91,27 @@ impl Generator {
                 let ts0 = start.saturating_add(tick as i64 * g.interval);
                 while made < budget && next < locals.len() {
                     let l = &mut locals[next];
-                    let v = value(g.seed, l.index, tick, ts0, g.interval, &mut l.counter);
+                    let mut v = value(g.seed, l.index, tick, ts0, g.interval, &mut l.counter);
+                    if let Some((kind, first)) =
+                        g.anomalies.and_then(|a| a.active(g.seed, l.index, tick))
+                    {
+                        // Gauges are pure functions of the tick: the value
+                        // at the anomaly's start is computed again.
+                        let first_ts = start.saturating_add(first as i64 * g.interval);
+                        let at_start =
+                            value(g.seed, l.index, first, first_ts, g.interval, &mut 0.0);
+                        let noise = 2.0 * unit(g.seed, l.index, tick, 14) - 1.0;
+                        v = inject(kind, v, tick - first, at_start, noise);
+                        if l.index.is_multiple_of(METRICS.len() as u64) {
+                            v = v.clamp(0.0, 100.0);
+                        }
+                        if tick == first {
+                            let mut labels: Vec<(&str, &str)> = l.series.tags().collect();
+                            labels.push(("metric", l.series.name()));
+                            labels.push(("kind", ANOMALY_KINDS[kind]));
+                            session.give(Sample::new(Series::new(MARKER, labels), ts0, 1.0));
+                        }
+                    }
                     let mut ts = ts0;
                     if g.out_of_order > 0.0 || g.late > 0.0 {
                         let u = unit(g.seed, l.index, tick, 9);

@@ -97,6 +97,59 @@ pub fn value(seed: u64, i: u64, tick: u64, ts: Millis, interval: Millis, counter
     }
 }
 
+/// The kinds of anomaly the generator injects (`anomalies:`), by index.
+pub const ANOMALY_KINDS: [&str; 5] = ["spike", "level_shift", "variance", "trend", "stuck"];
+
+/// The metric name of the markers of injected anomalies.
+pub const MARKER: &str = "tidemark_injected_anomaly";
+
+/// Where the generator injects anomalies: in each block of `every` ticks
+/// of a gauge series, with probability `probability`, one anomaly of a kind
+/// drawn at random starts at a random tick of the block's first half and
+/// lasts one tick (a spike) or a quarter of the block. Counters are left
+/// alone (they keep counting).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Injection {
+    /// Chance that a block of a gauge series holds an anomaly.
+    pub probability: f64,
+    /// Ticks per block.
+    pub every: u64,
+}
+
+impl Injection {
+    /// The anomaly of series `i` active at `tick`: its kind (an index into
+    /// [`ANOMALY_KINDS`]) and its first tick.
+    pub fn active(&self, seed: u64, i: u64, tick: u64) -> Option<(usize, u64)> {
+        if matches!(i % METRICS.len() as u64, 2 | 4) {
+            return None;
+        }
+        let every = self.every.max(4);
+        let block = tick / every;
+        if unit(seed, i, block, 11) >= self.probability {
+            return None;
+        }
+        let start = block * every + (unit(seed, i, block, 12) * (every / 2) as f64) as u64;
+        let kind = ((unit(seed, i, block, 13) * ANOMALY_KINDS.len() as f64) as usize)
+            .min(ANOMALY_KINDS.len() - 1);
+        let length = if kind == 0 { 1 } else { every / 4 };
+        (tick >= start && tick < start + length).then_some((kind, start))
+    }
+}
+
+/// `v` changed by an anomaly of `kind` that started `age` ticks ago;
+/// `at_start` is the series' value at its start (what `stuck` repeats) and
+/// `noise` a number in [-1, 1].
+pub fn inject(kind: usize, v: f64, age: u64, at_start: f64, noise: f64) -> f64 {
+    let size = v.abs().max(1.0);
+    match kind {
+        0 => v + 4.0 * size,
+        1 => v + size,
+        2 => v + size * noise,
+        3 => v * (1.0 + 0.01 * age as f64),
+        _ => at_start,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +193,32 @@ mod tests {
             prev = v;
         }
         assert!((1..50).contains(&resets), "{resets} resets");
+    }
+
+    #[test]
+    fn injected_anomalies_are_deterministic_and_only_in_gauges() {
+        let inj = Injection {
+            probability: 0.5,
+            every: 100,
+        };
+        let mut episodes = std::collections::BTreeSet::new();
+        for i in 0..20 {
+            for tick in 0..2_000 {
+                let a = inj.active(3, i, tick);
+                assert_eq!(a, inj.active(3, i, tick));
+                if let Some((kind, start)) = a {
+                    assert!(!matches!(i % 5, 2 | 4), "a counter got an anomaly");
+                    assert!(start <= tick && kind < ANOMALY_KINDS.len());
+                    episodes.insert((i, start, kind));
+                }
+            }
+        }
+        // About half of 12 gauges x 20 blocks, of every kind.
+        assert!((80..160).contains(&episodes.len()), "{}", episodes.len());
+        let kinds: std::collections::BTreeSet<usize> = episodes.iter().map(|e| e.2).collect();
+        assert_eq!(kinds.len(), ANOMALY_KINDS.len());
+        assert_eq!(inject(0, 10.0, 0, 0.0, 0.0), 50.0);
+        assert_eq!(inject(4, 10.0, 3, 7.0, 0.0), 7.0);
     }
 
     #[test]
