@@ -104,15 +104,17 @@ fn calibrated(d: f64) -> f64 {
     ((tail + 1e-10).ln() / 1e-10f64.ln()).clamp(0.0, 1.0)
 }
 
-/// The median of `v` (sorted in place); `v` is not empty.
+/// The median of `v` (reordered in place; linear time, not a sort); `v`
+/// is not empty.
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_unstable_by(f64::total_cmp);
     let n = v.len();
+    let (left, mid, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
+    let upper = *mid;
     if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+        return upper;
     }
+    let lower = left.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lower + upper) / 2.0
 }
 
 impl Model {
