@@ -304,3 +304,67 @@ fn the_dashboard_asks_for_a_token_when_the_server_has_tokens() {
     });
     assert!(server.stop().success());
 }
+
+/// A scored series: the band the detector expected is shaded and the
+/// flagged points ringed (the `score` transform with `explain` and
+/// `passthrough` into a `websocket` sink, generator anomalies injected).
+#[test]
+fn the_dashboard_draws_the_expected_band_and_marks_anomalies() {
+    let dir = common::temp_dir("dashboard-score");
+    let file = dir.join("scored.yaml");
+    std::fs::write(
+        &file,
+        "name: scored\n\
+         sources:\n  gen:\n    type: generator\n    series: 25\n    interval: 1m\n    rate: 500\n    seed: 3\n    \
+         anomalies: {probability: 1, every: 100}\n\
+         transforms:\n  s:\n    type: score\n    inputs: [gen]\n    match: cpu_usage\n    warmup: 5\n    \
+         explain: true\n    passthrough: true\n\
+         sinks:\n  live: {type: websocket, inputs: [s]}\n",
+    )
+    .unwrap();
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["run", file.to_str().unwrap(), "--progress", "off"])
+            .args(["--http", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split("Dashboard: ").nth(1).map(str::to_owned))
+        .expect("tidemark run did not report its dashboard");
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let browser = Browser::start().await;
+        browser.client.goto(url.trim()).await.unwrap();
+        browser
+            .wait_for(
+                "Number(document.getElementById('chart').dataset.bands || 0) >= 1",
+                WAIT,
+                "the expected band",
+            )
+            .await;
+        browser
+            .wait_for(
+                "Number(document.getElementById('chart').dataset.anomalies || 0) >= 1",
+                WAIT,
+                "an anomaly ringed",
+            )
+            .await;
+        // The line drawn is the metric itself, not its scores.
+        let names = browser
+            .eval("[...tidemark.view.series.values()].filter(s => s.charted).every(s => s.name === 'cpu_usage')")
+            .await;
+        assert_eq!(names, Value::Bool(true));
+        browser.close().await;
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    assert!(child.0.wait().unwrap().success());
+}

@@ -82,6 +82,11 @@ fn outputs(
 ) {
     let t = sample.timestamp;
     let o = &tracked.outputs;
+    // The sample first, then what was said of it (a dashboard charts the
+    // first name it sees).
+    if spec.passthrough {
+        out.push(sample.clone());
+    }
     out.push(Sample::new(o[0].clone(), t, score.score));
     out.push(Sample::new(
         o[1].clone(),
@@ -92,9 +97,6 @@ fn outputs(
         out.push(Sample::new(o[2].clone(), t, score.expected));
         out.push(Sample::new(o[3].clone(), t, score.lower));
         out.push(Sample::new(o[4].clone(), t, score.upper));
-    }
-    if spec.passthrough {
-        out.push(sample.clone());
     }
 }
 

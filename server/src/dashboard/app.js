@@ -13,6 +13,7 @@
   const MAX_POINTS = 1000; // kept per series
   const MAX_CHARTED = 10; // lines on the chart at once
   const MAX_ROWS = 500; // rows in the series table
+  const SCORED = /:(anomaly_score|anomaly|expected|lower|upper)$/; // a score transform's outputs
   const COLORS = ["#1f6feb", "#e8590c", "#2f9e44", "#c2255c", "#7048e8",
     "#0c8599", "#f08c00", "#5c940d", "#862e9c", "#495057"];
 
@@ -196,6 +197,14 @@
       const key = seriesKey(sample);
       let s = view.series.get(key);
       if (!s) {
+        // What a `score` transform says of a metric (`m:lower`, ...) gives
+        // way to the metric itself when it comes: the metric is charted,
+        // its band and flags drawn over it (see scoreOverlay).
+        if (name !== null && name.startsWith(sample.name + ":") && SCORED.test(name)) {
+          for (const other of view.series.values()) other.charted = false;
+          charted = 0;
+          name = null;
+        }
         const draw = charted < MAX_CHARTED && (name === null || name === sample.name);
         s = { key, name: sample.name, labels: sample.labels || {}, points: [], charted: draw };
         if (draw) { charted++; name = name || sample.name; }
@@ -302,6 +311,62 @@
       return tr;
     }));
   }
+
+  // ---- anomaly scores ----------------------------------------------------
+
+  // A charted series `m{...}` scored by a `score` transform with
+  // `explain: true` has `m:lower{...}` and `m:upper{...}` in the same
+  // output: the band the detector expected is shaded behind the line, and
+  // the points where `m:anomaly{...}` is 1 are ringed in red. (The score,
+  // `m:anomaly_score`, is a series of its own: click its row to draw it.)
+  function scoreOverlay(u, ctx) {
+    let bands = 0;
+    let marks = 0;
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height);
+    ctx.clip();
+    for (const s of view.series.values()) {
+      if (!s.charted) continue;
+      const other = (suffix) => view.series.get(seriesKey({ name: s.name + suffix, labels: s.labels }));
+      const lower = other(":lower");
+      const upper = other(":upper");
+      const flags = other(":anomaly");
+      if (lower && upper) {
+        const up = new Map(upper.points.filter((p) => p[1] !== null).map((p) => [p[0], p[1]]));
+        const pts = lower.points.filter((p) => p[1] !== null && up.has(p[0]));
+        if (pts.length > 1) {
+          const at = (t, v) => [u.valToPos(t, "x", true), u.valToPos(v, "y", true)];
+          ctx.fillStyle = "rgba(31, 111, 235, 0.12)";
+          ctx.beginPath();
+          pts.forEach((p, i) => {
+            const [x, y] = at(p[0], up.get(p[0]));
+            if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+          });
+          for (let i = pts.length - 1; i >= 0; i--) ctx.lineTo(...at(pts[i][0], pts[i][1]));
+          ctx.closePath();
+          ctx.fill();
+          bands++;
+        }
+      }
+      if (flags) {
+        const values = new Map(s.points.filter((p) => p[1] !== null).map((p) => [p[0], p[1]]));
+        ctx.strokeStyle = "#e03131";
+        ctx.lineWidth = 2;
+        for (const p of flags.points) {
+          if (p[1] !== 1 || !values.has(p[0])) continue;
+          ctx.beginPath();
+          ctx.arc(u.valToPos(p[0], "x", true), u.valToPos(values.get(p[0]), "y", true), 6, 0, 2 * Math.PI);
+          ctx.stroke();
+          marks++;
+        }
+      }
+    }
+    ctx.restore();
+    $("chart").dataset.bands = String(bands);
+    $("chart").dataset.anomalies = String(marks);
+  }
+  tidemark.overlays.push(scoreOverlay);
 
   // ---- controls --------------------------------------------------------
 
