@@ -107,6 +107,8 @@ pub struct Scorer {
     spec: ScoreSpec,
     series: FxHashMap<SeriesId, Tracked>,
     waiting: BTreeMap<i64, Vec<Sample>>,
+    /// The frontier at the last sweep of idle series.
+    swept: i64,
     /// Samples dropped because a later sample of their series was scored.
     pub late: u64,
 }
@@ -118,6 +120,7 @@ impl Scorer {
             spec,
             series: FxHashMap::default(),
             waiting: BTreeMap::new(),
+            swept: 0,
             late: 0,
         }
     }
@@ -161,9 +164,14 @@ impl Scorer {
                 emit(ts, out);
             }
         }
+        // Idle series are swept out every quarter of `idle_ms` of event
+        // time (at most every minute), not on every frontier step.
         if let Some(f) = frontier {
-            let horizon = (f as i64).saturating_sub(self.spec.idle_ms);
-            if self.series.len() > 1024 || self.series.values().any(|t| t.model.last < horizon) {
+            let f = i64::try_from(f).unwrap_or(i64::MAX);
+            let every = (self.spec.idle_ms / 4).clamp(1, 60_000);
+            if f.saturating_sub(self.swept) >= every {
+                self.swept = f;
+                let horizon = f.saturating_sub(self.spec.idle_ms);
                 self.series.retain(|_, t| t.model.last >= horizon);
             }
         }
