@@ -189,23 +189,7 @@ fn the_dashboard_on_run_updates_as_windows_close() {
          sinks:\n  live: {type: websocket, inputs: [per_second]}\n",
     )
     .unwrap();
-    let mut child = Running(
-        Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(["run", file.to_str().unwrap(), "--progress", "off"])
-            .args(["--http", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
-    let url = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .inspect(|l| eprintln!("{l}"))
-        .find_map(|l| l.split("Dashboard: ").nth(1).map(str::to_owned))
-        .expect("tidemark run did not report its dashboard");
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
+    let (mut child, url) = run_with_dashboard(&file);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -241,6 +225,29 @@ fn the_dashboard_on_run_updates_as_windows_close() {
         .args(["-TERM", &child.0.id().to_string()])
         .status();
     assert!(child.0.wait().unwrap().success());
+}
+
+/// Starts `tidemark run` on `file` with its dashboard on a free port; the
+/// process and the dashboard's address (its log is copied to the test's).
+fn run_with_dashboard(file: &std::path::Path) -> (Running, String) {
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["run", file.to_str().unwrap(), "--progress", "off"])
+            .args(["--http", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .inspect(|l| eprintln!("{l}"))
+        .find_map(|l| l.split("Dashboard: ").nth(1).map(str::to_owned))
+        .expect("tidemark run did not report its dashboard");
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
+    (child, url)
 }
 
 /// A `tidemark run` that a failing test does not leave running.
@@ -322,22 +329,7 @@ fn the_dashboard_draws_the_expected_band_and_marks_anomalies() {
          sinks:\n  live: {type: websocket, inputs: [s]}\n",
     )
     .unwrap();
-    let mut child = Running(
-        Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(["run", file.to_str().unwrap(), "--progress", "off"])
-            .args(["--http", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
-    let url = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.split("Dashboard: ").nth(1).map(str::to_owned))
-        .expect("tidemark run did not report its dashboard");
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
+    let (mut child, url) = run_with_dashboard(&file);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let browser = Browser::start().await;

@@ -262,6 +262,21 @@ fn remote_write_body(series: &[RwSeries<'_>]) -> Vec<u8> {
         .unwrap()
 }
 
+/// Applies a pipeline from the remote-write listener to `dir/out.jsonl`;
+/// the output's path.
+fn apply_remote_write_to_file(server: &Server, dir: &Path) -> std::path::PathBuf {
+    let output = dir.join("out.jsonl");
+    let pipeline = format!(
+        "name: rw\nsources:\n  in: {{type: remote_write, idle_timeout: 200ms}}\nsinks:\n  out: {{type: file, inputs: [in], path: {}}}\n",
+        output.display()
+    );
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
+        201
+    );
+    output
+}
+
 #[test]
 fn remote_write_answers_so_that_prometheus_does_the_right_thing() {
     let dir = temp_dir("server-remote-write");
@@ -288,15 +303,7 @@ fn remote_write_answers_so_that_prometheus_does_the_right_thing() {
     )]);
     // No pipeline reads remote-write yet: 503, so Prometheus keeps the data.
     assert_eq!(post(&good, "snappy").0, 503);
-    let output = dir.join("out.jsonl");
-    let pipeline = format!(
-        "name: rw\nsources:\n  in: {{type: remote_write, idle_timeout: 200ms}}\nsinks:\n  out: {{type: file, inputs: [in], path: {}}}\n",
-        output.display()
-    );
-    assert_eq!(
-        server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
-        201
-    );
+    let output = apply_remote_write_to_file(&server, &dir);
     assert_eq!(post(&good, "snappy").0, 204);
     // Malformed input: 400, not retried.
     assert_eq!(post(&good, "gzip").0, 400);
@@ -387,15 +394,7 @@ fn remote_write_decoding_is_bounded_in_memory() {
     }
     assert_eq!(metric(&server, "tidemark_ingest_series_cache_bytes"), 0.0);
 
-    let output = dir.join("out.jsonl");
-    let pipeline = format!(
-        "name: rw\nsources:\n  in: {{type: remote_write, idle_timeout: 200ms}}\nsinks:\n  out: {{type: file, inputs: [in], path: {}}}\n",
-        output.display()
-    );
-    assert_eq!(
-        server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
-        201
-    );
+    let output = apply_remote_write_to_file(&server, &dir);
     // One series of 8 M empty labels (16 MiB on the wire, 400 MB if built)
     // beside a good one: the bad one is rejected without being built.
     let mut raw = vec![0x0a];

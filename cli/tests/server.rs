@@ -169,17 +169,18 @@ fn concurrent_applies_of_one_name_all_answer_and_the_last_runs_on_every_worker()
     assert!(server.stop().success());
 }
 
+/// A FIFO named `fifo` in `dir`.
+fn mkfifo(dir: &std::path::Path) -> std::path::PathBuf {
+    let fifo = dir.join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    fifo
+}
+
 #[test]
 fn a_file_sink_on_a_fifo_nobody_reads_blocks_nothing() {
     let dir = temp_dir("server-fifo");
-    let fifo = dir.join("fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let fifo = mkfifo(&dir);
     let server = Server::start(&[], 0);
     let reads_fifo = format!(
         "name: f\nsources:\n  gen: {{type: generator, series: 3, interval: 100ms, rate: 30}}\n\
@@ -255,14 +256,7 @@ fn a_file_sink_on_a_fifo_nobody_reads_blocks_nothing() {
 #[test]
 fn readyz_notices_a_stalled_worker() {
     let dir = temp_dir("server-stalled");
-    let fifo = dir.join("fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let fifo = mkfifo(&dir);
     // A reader that opens the FIFO and reads nothing until told to.
     let (go, wait) = std::sync::mpsc::channel::<()>();
     let path = fifo.clone();

@@ -31,6 +31,17 @@ pub struct SelectorError {
 }
 
 impl Selector {
+    /// Parses a component's optional `match` field; an error is added to
+    /// `errors`, located at `match`.
+    pub fn parse_match(
+        text: Option<&str>,
+        errors: &mut Vec<crate::component::ConfigError>,
+    ) -> Option<Selector> {
+        Selector::parse(text?)
+            .map_err(|e| errors.push(crate::component::ConfigError::field("match", e.to_string())))
+            .ok()
+    }
+
     /// Parses a series selector.
     pub fn parse(text: &str) -> Result<Selector, SelectorError> {
         let fail = |message: String| SelectorError {

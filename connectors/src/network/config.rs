@@ -54,12 +54,7 @@ impl NetworkSourceConfig {
     /// Checks the fields.
     pub fn validate(&self, protocol: Protocol) -> Result<NetworkSource, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let selector = match &self.selector {
-            Some(s) => Selector::parse(s)
-                .map_err(|e| errors.push(ConfigError::field("match", e.to_string())))
-                .ok(),
-            None => None,
-        };
+        let selector = Selector::parse_match(self.selector.as_deref(), &mut errors);
         let ooo = parse_duration(&self.max_out_of_orderness)
             .map_err(|e| errors.push(ConfigError::field("max_out_of_orderness", e.to_string())))
             .unwrap_or_default();

@@ -14,6 +14,24 @@ use tidemark_engine::selector::Selector;
 use tidemark_engine::stats::{ComponentStats, add};
 use tidemark_engine::{Sample, SeriesId};
 
+/// A transform's optional `match` step: with a selector, the samples of
+/// other series are dropped by a filter named `<name>.match` (with its own
+/// counters); without one, the stream as it is.
+pub fn match_step<'scope>(
+    stream: SampleStream<'scope>,
+    selector: Option<&Selector>,
+    ctx: &tidemark_engine::spec::TransformContext,
+) -> SampleStream<'scope> {
+    let Some(selector) = selector else {
+        return stream;
+    };
+    let step = format!("{}.match", ctx.name);
+    let stats = ctx
+        .stats
+        .component(&step, tidemark_engine::stats::Role::Transform);
+    stream.filter_series(&step, selector.clone(), stats)
+}
+
 /// Selector-based filtering.
 pub trait Filter<'scope> {
     /// Keeps samples whose series match `selector`.

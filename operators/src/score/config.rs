@@ -5,7 +5,6 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use tidemark_engine::component::{ConfigError, Reach};
-use tidemark_engine::runtime::SampleStream;
 use tidemark_engine::selector::Selector;
 use tidemark_engine::spec::{
     AnyStream, Port, StreamKind, TransformContext, TransformSpec, Validate,
@@ -15,7 +14,7 @@ use tidemark_engine::time::{Time, parse_duration};
 
 use super::Params;
 use super::operator::{ScoreSamples, ScoreSpec};
-use crate::filter::Filter;
+use crate::filter::match_step;
 
 /// Streaming anomaly scoring, per series.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -87,12 +86,7 @@ impl ScoreConfig {
     /// Checks every field; every problem is reported with its field.
     pub fn validate(&self) -> Result<ScoreTransform, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let selector = match &self.selector {
-            Some(s) => Selector::parse(s)
-                .map_err(|e| errors.push(ConfigError::field("match", e.to_string())))
-                .ok(),
-            None => None,
-        };
+        let selector = Selector::parse_match(self.selector.as_deref(), &mut errors);
         let d = Params::default();
         let threshold = self.threshold.unwrap_or(d.threshold);
         if !(threshold > 0.0 && threshold <= 1.0) {
@@ -192,12 +186,7 @@ impl TransformSpec for ScoreTransform {
         input: AnyStream<'scope>,
         ctx: TransformContext,
     ) -> Vec<AnyStream<'scope>> {
-        let mut stream: SampleStream<'scope> = input.into_samples();
-        if let Some(selector) = &self.selector {
-            let step = format!("{}.match", ctx.name);
-            let stats = ctx.stats.component(&step, Role::Transform);
-            stream = stream.filter_series(&step, selector.clone(), stats);
-        }
+        let stream = match_step(input.into_samples(), self.selector.as_ref(), &ctx);
         let stats = ctx.stats.component(&ctx.name, Role::Transform);
         vec![AnyStream::Samples(stream.score(
             &ctx.name,

@@ -5,11 +5,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::aggregate::{Aggregate, Needs};
-use crate::filter::Filter;
+use crate::filter::match_step;
 use crate::group::Grouping;
 use crate::window::{LatePolicy, Window, WindowKind, WindowSpec};
 use tidemark_engine::component::{ConfigError, Reach};
-use tidemark_engine::runtime::SampleStream;
 use tidemark_engine::selector::Selector;
 use tidemark_engine::spec::{
     AnyStream, Port, StreamKind, TransformContext, TransformSpec, Validate,
@@ -220,16 +219,7 @@ impl WindowConfig {
                 }),
             }
         }
-        let selector = match &self.selector {
-            Some(s) => match Selector::parse(s) {
-                Ok(sel) => Some(sel),
-                Err(e) => {
-                    errors.push(ConfigError::field("match", e.to_string()));
-                    None
-                }
-            },
-            None => None,
-        };
+        let selector = Selector::parse_match(self.selector.as_deref(), &mut errors);
         match (kind, errors.is_empty()) {
             (Some(kind), true) => Ok(WindowPlan {
                 selector,
@@ -283,12 +273,7 @@ impl TransformSpec for WindowPlan {
         input: AnyStream<'scope>,
         ctx: TransformContext,
     ) -> Vec<AnyStream<'scope>> {
-        let mut stream: SampleStream<'scope> = input.into_samples();
-        if let Some(selector) = &self.selector {
-            let step = format!("{}.match", ctx.name);
-            let stats = ctx.stats.component(&step, Role::Transform);
-            stream = stream.filter_series(&step, selector.clone(), stats);
-        }
+        let stream = match_step(input.into_samples(), self.selector.as_ref(), &ctx);
         let stats = ctx.stats.component(&ctx.name, Role::Transform);
         vec![AnyStream::Samples(stream.window(
             &ctx.name,
