@@ -138,12 +138,33 @@ struct ServeArgs {
     /// Configuration file (see docs/configuration.md).
     #[arg(long, env = "TIDEMARK_CONFIG")]
     config: Option<PathBuf>,
-    /// HTTP listen address (control API, /metrics, /healthz) [default: 0.0.0.0:8080].
+    /// HTTP listen address (control API, /metrics, /healthz) [default: 0.0.0.0:8080 with a token file, 127.0.0.1:8080 without].
     #[arg(long, env = "TIDEMARK_HTTP")]
     http: Option<std::net::SocketAddr>,
-    /// gRPC listen address (control service, ingest, OTLP) [default: 0.0.0.0:4317].
+    /// gRPC listen address (control service, ingest, OTLP) [default: 0.0.0.0:4317 with a token file, 127.0.0.1:4317 without].
     #[arg(long, env = "TIDEMARK_GRPC")]
     grpc: Option<std::net::SocketAddr>,
+    /// Listen beyond loopback without a token file: anyone who reaches the server can run pipelines.
+    #[arg(long, env = "TIDEMARK_ALLOW_UNAUTHENTICATED", num_args = 0..=1, default_missing_value = "true")]
+    allow_unauthenticated: Option<bool>,
+    /// An origin (`https://grafana.example.com`) whose pages may call the server; repeatable.
+    #[arg(long = "allowed-origin")]
+    allowed_origins: Vec<String>,
+    /// A directory whose files pipelines' `file` sources may read (access.read_dirs); repeatable.
+    #[arg(long = "allow-read-dir")]
+    allow_read_dirs: Vec<PathBuf>,
+    /// A directory where pipelines' `file` and `parquet` sinks may write (access.write_dirs); repeatable.
+    #[arg(long = "allow-write-dir")]
+    allow_write_dirs: Vec<PathBuf>,
+    /// A directory (also allowed for writing) where a `file` sink with `append: false` may replace an existing file (access.replace_dirs); repeatable.
+    #[arg(long = "allow-replace-dir")]
+    allow_replace_dirs: Vec<PathBuf>,
+    /// A host pipelines may connect to: `host:port`, `host`, `*.domain`, a network, `*` (access.hosts); repeatable.
+    #[arg(long = "allow-host")]
+    allow_hosts: Vec<String>,
+    /// An environment variable `*_env` fields may name (access.env); repeatable.
+    #[arg(long = "allow-env")]
+    allow_env: Vec<String>,
     /// Worker threads in this process [default: 1].
     #[arg(short, long, env = "TIDEMARK_WORKERS")]
     workers: Option<usize>,
@@ -240,7 +261,29 @@ impl ServeArgs {
                 defaults.max_age_ms,
             )?,
         };
+        let mut access = file.access.clone();
+        access.read_dirs.extend(self.allow_read_dirs);
+        access.write_dirs.extend(self.allow_write_dirs);
+        access.replace_dirs.extend(self.allow_replace_dirs);
+        access.hosts.extend(self.allow_hosts);
+        access.env.extend(self.allow_env);
+        // Without tokens, loopback only unless the operator says otherwise.
+        let everywhere = auth.enabled();
+        let default_ip = if everywhere {
+            std::net::IpAddr::from([0, 0, 0, 0])
+        } else {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        };
+        let mut allowed_origins = file.allowed_origins.clone();
+        allowed_origins.extend(self.allowed_origins);
         Ok(Ok(ServeOptions {
+            allow_unauthenticated: self
+                .allow_unauthenticated
+                .or(file.allow_unauthenticated)
+                .unwrap_or(false),
+            allowed_origins,
+            access,
+            quotas: file.quotas.clone(),
             limits: file.limits.labels(),
             max_decode_mb: file
                 .limits
@@ -260,11 +303,11 @@ impl ServeArgs {
             http: self
                 .http
                 .or(file.http)
-                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
+                .unwrap_or_else(|| std::net::SocketAddr::new(default_ip, 8080)),
             grpc: self
                 .grpc
                 .or(file.grpc)
-                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 4317))),
+                .unwrap_or_else(|| std::net::SocketAddr::new(default_ip, 4317)),
             pipelines: self.pipelines.or(file.pipelines),
             max_in_flight: self
                 .max_in_flight

@@ -471,6 +471,7 @@ fn a_pipeline_applied_to_process_1_runs_on_both_processes() {
                 process,
             ])
             .args(["--grpc", "127.0.0.1:0"])
+            .args(common::server::open_access())
             .stdout(Stdio::null())
             .spawn()
             .unwrap()

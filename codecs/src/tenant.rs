@@ -2,8 +2,7 @@
 //! carries that tenant as its `tenant` label, and any `tenant` label the
 //! sender wrote is replaced; without a tenant, labels pass as sent.
 
-/// The label ingest sets to the credential's tenant.
-pub const TENANT_LABEL: &str = "tenant";
+pub use tidemark_engine::ingest::TENANT_LABEL;
 
 /// `labels` under the tenant rule: a sender's own `tenant` label is dropped
 /// when `tenant` is set, and `tenant` is added.

@@ -13,6 +13,7 @@
 
 #[macro_use]
 mod spec;
+mod touches;
 
 mod batch;
 pub mod blackhole;

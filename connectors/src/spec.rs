@@ -32,20 +32,21 @@ macro_rules! validated {
 /// sink of samples built by its inherent `build(samples, ctx)`. With
 /// `$config => $sink`, the config's `validate()` returns the validated
 /// sink; with `$config => self`, it returns `()` and the config is the
-/// sink. `holdback` is a `fn(&$sink) -> Time`.
+/// sink. `holdback` is a `fn(&$sink) -> Time`; `touches` a
+/// `fn(&$sink) -> Vec<Resource>`.
 macro_rules! samples_sink {
-    ($config:ty => self, holdback: $holdback:expr, serves_live: $live:expr $(,)?) => {
+    ($config:ty => self, holdback: $holdback:expr, serves_live: $live:expr, touches: $touches:expr $(,)?) => {
         validated!($config, SinkSpec, |c| {
             c.validate()?;
             Ok(std::sync::Arc::new(c.clone()))
         });
-        samples_sink!(@spec $config, $holdback, $live);
+        samples_sink!(@spec $config, $holdback, $live, $touches);
     };
-    ($config:ty => $sink:ty, holdback: $holdback:expr, serves_live: $live:expr $(,)?) => {
+    ($config:ty => $sink:ty, holdback: $holdback:expr, serves_live: $live:expr, touches: $touches:expr $(,)?) => {
         validated!($config, SinkSpec, |c| c.validate().map(|s| std::sync::Arc::new(s) as _));
-        samples_sink!(@spec $sink, $holdback, $live);
+        samples_sink!(@spec $sink, $holdback, $live, $touches);
     };
-    (@spec $sink:ty, $holdback:expr, $live:expr) => {
+    (@spec $sink:ty, $holdback:expr, $live:expr, $touches:expr) => {
         impl tidemark_engine::spec::SinkSpec for $sink {
             fn takes(&self) -> tidemark_engine::spec::StreamKind {
                 tidemark_engine::spec::StreamKind::Samples
@@ -56,6 +57,10 @@ macro_rules! samples_sink {
             }
             fn serves_live(&self) -> bool {
                 $live
+            }
+            fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
+                let touches: fn(&$sink) -> Vec<tidemark_engine::spec::Resource> = $touches;
+                touches(self)
             }
             fn build<'scope>(
                 &self,
@@ -70,9 +75,10 @@ macro_rules! samples_sink {
 
 /// `Validate<dyn SourceSpec>` for `$config`, whose `validate()` returns
 /// `$source`, and `SourceSpec` for `$source`, a source of samples built by
-/// its inherent `build(scope, ctx)`. `finite` is a `fn(&$source) -> bool`.
+/// its inherent `build(scope, ctx)`. `finite` is a `fn(&$source) -> bool`;
+/// `touches` a `fn(&$source) -> Vec<Resource>`.
 macro_rules! samples_source {
-    ($config:ty => $source:ty, finite: $finite:expr, needs_ingest: $ingest:expr $(,)?) => {
+    ($config:ty => $source:ty, finite: $finite:expr, needs_ingest: $ingest:expr, touches: $touches:expr $(,)?) => {
         validated!($config, SourceSpec, |c| c
             .validate()
             .map(|s| std::sync::Arc::new(s) as _));
@@ -86,6 +92,10 @@ macro_rules! samples_source {
             }
             fn needs_ingest(&self) -> bool {
                 $ingest
+            }
+            fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
+                let touches: fn(&$source) -> Vec<tidemark_engine::spec::Resource> = $touches;
+                touches(self)
             }
             fn build<'scope>(
                 &self,

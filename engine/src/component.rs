@@ -157,6 +157,9 @@ pub struct SourceContext {
     pub reach: Reach,
     /// Shared with the pipeline's sinks in this process.
     pub resume: Arc<Resume>,
+    /// The tenant that owns the pipeline, if one does: its network sources
+    /// then receive only that tenant's samples.
+    pub tenant: Option<String>,
 }
 
 /// Writes a line to the process's standard output, coordinating with any

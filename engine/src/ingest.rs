@@ -15,6 +15,10 @@ use crate::Sample;
 use crate::runtime::SyncActivator;
 use crate::selector::Selector;
 
+/// The label that names a sample's tenant: ingest sets it from the
+/// credential, and a tenant's pipelines receive only samples carrying it.
+pub const TENANT_LABEL: &str = "tenant";
+
 /// The protocols a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -48,6 +52,9 @@ pub struct Subscription {
     pub protocol: Protocol,
     /// Only samples of matching series; `None` for all.
     pub selector: Option<Selector>,
+    /// Only samples of this tenant (its `tenant` label): a tenant's
+    /// pipeline sees its own data and nothing else.
+    pub tenant: Option<String>,
     /// Pipeline name.
     pub pipeline: String,
     /// Source name.
@@ -120,6 +127,7 @@ impl IngestHub {
         &self,
         protocol: Protocol,
         selector: Option<Selector>,
+        tenant: Option<&str>,
         pipeline: &str,
         source: &str,
         capacity: usize,
@@ -140,6 +148,7 @@ impl IngestHub {
         let s = Arc::new(Subscription {
             protocol,
             selector,
+            tenant: tenant.map(str::to_owned),
             pipeline: pipeline.to_owned(),
             source: source.to_owned(),
             capacity: capacity.max(1),
@@ -181,11 +190,16 @@ impl IngestHub {
         }
         let batches: Vec<Vec<Sample>> = subs
             .iter()
-            .map(|s| match &s.selector {
-                None => samples.to_vec(),
-                Some(sel) => samples
+            .map(|s| match (&s.selector, &s.tenant) {
+                (None, None) => samples.to_vec(),
+                (selector, tenant) => samples
                     .iter()
-                    .filter(|x| sel.matches(&x.series))
+                    .filter(|x| {
+                        tenant
+                            .as_deref()
+                            .is_none_or(|t| x.series.get(TENANT_LABEL) == Some(t))
+                            && selector.as_ref().is_none_or(|sel| sel.matches(&x.series))
+                    })
                     .cloned()
                     .collect(),
             })
@@ -236,10 +250,10 @@ mod tests {
             hub.offer(Protocol::Grpc, &samples(1)),
             Err(OfferError::NoSubscriber(Protocol::Grpc))
         );
-        let a = hub.subscribe(Protocol::Grpc, None, "p", "a", 10);
-        let b = hub.subscribe(Protocol::Grpc, None, "q", "b", 4);
+        let a = hub.subscribe(Protocol::Grpc, None, None, "p", "a", 10);
+        let b = hub.subscribe(Protocol::Grpc, None, None, "q", "b", 4);
         assert!(
-            Arc::ptr_eq(&a, &hub.subscribe(Protocol::Grpc, None, "p", "a", 10)),
+            Arc::ptr_eq(&a, &hub.subscribe(Protocol::Grpc, None, None, "p", "a", 10)),
             "workers share one queue"
         );
         assert_eq!(hub.offer(Protocol::Grpc, &samples(3)), Ok(2));
@@ -261,8 +275,27 @@ mod tests {
     fn selectors_filter_per_subscriber() {
         let hub = IngestHub::default();
         let sel = Selector::parse(r#"m{i="1"}"#).unwrap();
-        let a = hub.subscribe(Protocol::RemoteWrite, Some(sel), "p", "a", 100);
+        let a = hub.subscribe(Protocol::RemoteWrite, Some(sel), None, "p", "a", 100);
         assert_eq!(hub.offer(Protocol::RemoteWrite, &samples(3)), Ok(1));
         assert_eq!(a.pop().map(|x| x.len()), Some(1));
+    }
+
+    #[test]
+    fn a_tenants_subscription_sees_only_its_tenants_samples() {
+        let hub = IngestHub::default();
+        let acme = hub.subscribe(Protocol::Otlp, None, Some("acme"), "p", "a", 100);
+        let all = hub.subscribe(Protocol::Otlp, None, None, "q", "a", 100);
+        let mut batch = samples(2);
+        batch.push(Sample::new(Series::new("m", [("tenant", "acme")]), 1, 1.0));
+        batch.push(Sample::new(
+            Series::new("m", [("tenant", "globex")]),
+            1,
+            1.0,
+        ));
+        assert_eq!(hub.offer(Protocol::Otlp, &batch), Ok(2));
+        let seen = acme.pop().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].series.get(TENANT_LABEL), Some("acme"));
+        assert_eq!(all.pop().map(|x| x.len()), Some(4));
     }
 }

@@ -130,6 +130,65 @@ impl Port {
     }
 }
 
+/// Something outside the process that a source or sink uses, and the
+/// field of its config that says so (for located errors).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    /// Path of the field inside the component (`["path"]`,
+    /// `["options", "ssl.key.location"]`).
+    pub field: Vec<String>,
+    /// What it uses.
+    pub kind: ResourceKind,
+}
+
+impl Resource {
+    /// A resource named by one field.
+    pub fn new(field: &str, kind: ResourceKind) -> Resource {
+        Resource {
+            field: vec![field.to_owned()],
+            kind,
+        }
+    }
+}
+
+/// What a [`Resource`] is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResourceKind {
+    /// Reads this file.
+    ReadFile(std::path::PathBuf),
+    /// Writes this file, or files in this directory.
+    WriteFile(std::path::PathBuf, WriteMode),
+    /// Connects to this host and port.
+    Connect {
+        /// A name or an IP address, as the config gives it.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+    /// Reads this environment variable (a secret, usually).
+    Env(String),
+    /// Runs a program or loads a library that the config names
+    /// (librdkafka's `plugin.library.paths`, say); what it is.
+    Exec(String),
+    /// Holds up to this many records in memory (a queue or buffer size the
+    /// config chooses).
+    Queue(usize),
+}
+
+/// How a [`ResourceKind::WriteFile`] treats what is already there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// The default: an existing file is replaced (truncated) when the
+    /// pipeline starts; the config did not say.
+    Truncate,
+    /// Replaces an existing file, as the config says explicitly.
+    Replace,
+    /// Appends to an existing file.
+    Append,
+    /// Adds new files to a directory, never rewriting one.
+    NewFiles,
+}
+
 /// The pure validation step of a component's config: checks every field
 /// without I/O and returns the validated component (`S` is `dyn
 /// SourceSpec`, `dyn TransformSpec` or `dyn SinkSpec`). `tidemark validate`
@@ -147,6 +206,10 @@ pub trait SourceSpec: fmt::Debug + Send + Sync {
     fn is_finite(&self) -> bool;
     /// Whether only `tidemark serve`'s listeners can feed it.
     fn needs_ingest(&self) -> bool;
+    /// What outside the process it reads, connects to or holds (files,
+    /// hosts, environment variables, queues): `tidemark serve` checks each
+    /// against its access policy and quotas before installing a pipeline.
+    fn touches(&self) -> Vec<Resource>;
     /// Builds it on a worker.
     fn build<'scope>(&self, scope: PipelineScope<'scope>, ctx: SourceContext) -> AnyStream<'scope>;
 }
@@ -198,6 +261,9 @@ pub trait SinkSpec: fmt::Debug + Send + Sync {
     fn holdback(&self) -> Time;
     /// Whether it serves live subscribers at `/ws` (the server lists it).
     fn serves_live(&self) -> bool;
+    /// What outside the process it writes, connects to or holds (see
+    /// [`SourceSpec::touches`]).
+    fn touches(&self) -> Vec<Resource>;
     /// Builds it on a worker; the returned stream's frontier is the
     /// sink's durable frontier.
     fn build<'scope>(&self, input: AnyStream<'scope>, ctx: SinkContext) -> ProgressStream<'scope>;

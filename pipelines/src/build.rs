@@ -40,6 +40,8 @@ pub struct Env {
     pub live: Arc<LiveHub>,
     /// Set when a component fails for good: the pipeline stops.
     pub failure: Arc<Failure>,
+    /// The tenant that owns the pipeline (`tidemark serve`), if one does.
+    pub tenant: Option<String>,
 }
 
 /// Handles on a built dataflow.
@@ -100,6 +102,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 ingest: env.ingest.clone(),
                 reach: downstream.reach,
                 resume: Arc::clone(&env.resume),
+                tenant: env.tenant.clone(),
             };
             streams.insert(name.clone(), source.build(scope, ctx));
         }

@@ -12,6 +12,7 @@
 //! `tidemark run`'s dashboard, through [`run::Dashboard`]), `tidemark-cli`
 //! is the binary, `tidemark-bench` the benchmarks.
 
+pub mod access;
 pub mod build;
 pub mod compile;
 pub mod config;

@@ -272,6 +272,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         resume: Arc::default(),
         live,
         failure: Arc::clone(&failure),
+        tenant: None,
     };
     let plan = Arc::new(plan);
     let started = Instant::now();

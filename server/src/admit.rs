@@ -32,6 +32,9 @@ pub enum Refusal {
     /// A pipeline is not keeping up, or none reads this protocol.
     #[error(transparent)]
     Offer(#[from] OfferError),
+    /// The sender's tenant is over its ingest quota.
+    #[error("{0}")]
+    OverQuota(String),
 }
 
 /// The listener's name in `/metrics`.
@@ -90,17 +93,22 @@ impl Control {
         )
     }
 
-    /// Offers `samples` and counts them with `rejects`; on a refusal
-    /// nothing is counted (the sender sends the request again).
+    /// Offers `samples`, sent by `tenant`, and counts them with
+    /// `rejects`; on a refusal nothing is counted (the sender sends the
+    /// request again).
     pub fn admit(
         &self,
         protocol: Protocol,
+        tenant: Option<&str>,
         samples: &[Sample],
         rejects: &Rejects,
     ) -> Result<(), Refusal> {
         if self.shutdown.is_triggered() {
             return Err(Refusal::ShuttingDown);
         }
+        self.quotas
+            .ingest(tenant, samples.len())
+            .map_err(Refusal::OverQuota)?;
         if !samples.is_empty() {
             self.ingest.offer(protocol, samples)?;
         }
@@ -149,7 +157,9 @@ impl Refusal {
         };
         match self {
             Refusal::ShuttingDown => tonic::Status::unavailable(self.to_string()),
-            Refusal::Busy(_) => tonic::Status::resource_exhausted(self.to_string()),
+            Refusal::Busy(_) | Refusal::OverQuota(_) => {
+                tonic::Status::resource_exhausted(self.to_string())
+            }
             Refusal::Offer(OfferError::Full { .. }) => {
                 tonic::Status::resource_exhausted(self.to_string())
             }
@@ -163,7 +173,8 @@ impl Refusal {
     }
 
     /// The HTTP answer: `503` with `Retry-After`, which Prometheus and
-    /// OTLP exporters retry.
+    /// OTLP exporters retry (`429` over a tenant's ingest quota, which they
+    /// retry too).
     pub fn response(&self) -> axum::response::Response {
         use axum::http::{StatusCode, header};
         use axum::response::IntoResponse;
@@ -171,6 +182,12 @@ impl Refusal {
             Refusal::ShuttingDown => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("{self}\n"),
+            )
+                .into_response(),
+            Refusal::OverQuota(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, "1")],
                 format!("{self}\n"),
             )
                 .into_response(),

@@ -14,10 +14,24 @@ use tidemark_pipelines::yaml::{self, Pos};
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// HTTP listen address (control API, /metrics, /healthz). Default `0.0.0.0:8080`.
+    /// HTTP listen address (control API, /metrics, /healthz). Default
+    /// `0.0.0.0:8080` with a token file, `127.0.0.1:8080` without.
     pub http: Option<std::net::SocketAddr>,
-    /// gRPC listen address (control service). Default `0.0.0.0:4317`.
+    /// gRPC listen address (control service, ingest, OTLP). Default
+    /// `0.0.0.0:4317` with a token file, `127.0.0.1:4317` without.
     pub grpc: Option<std::net::SocketAddr>,
+    /// Listen beyond loopback without a token file. Default false.
+    pub allow_unauthenticated: Option<bool>,
+    /// Origins (`https://grafana.example.com`) whose pages may call the
+    /// server, beside its own.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// What pipelines applied over the API may touch.
+    #[serde(default)]
+    pub access: tidemark_pipelines::access::Access,
+    /// Quotas per tenant.
+    #[serde(default)]
+    pub quotas: crate::quota::QuotaConfig,
     /// Worker threads in this process. Default 1.
     pub workers: Option<usize>,
     /// Cluster host file (one `host:port` a line); with `process`.
@@ -133,6 +147,10 @@ impl ServerConfig {
         {
             let pos = node.locate(&["limits".to_owned(), "header_timeout".to_owned()], false);
             return Err(located(pos, e.to_string()));
+        }
+        if let Err(e) = config.access.validate() {
+            let pos = node.locate(&["access".to_owned(), "hosts".to_owned()], false);
+            return Err(located(pos, e));
         }
         for (key, value) in [
             ("max_future", &config.limits.max_future),

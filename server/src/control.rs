@@ -38,6 +38,9 @@ pub enum Command {
         yaml: String,
         /// Unique id: (process, counter).
         id: (usize, u64),
+        /// The tenant that owns it (`None`: an admin's, or the server's
+        /// pipelines directory's).
+        owner: Option<String>,
     },
     /// Stop a pipeline: its sources end, windows flush, then it is dropped.
     Delete {
@@ -88,6 +91,7 @@ impl State {
 
 struct Entry {
     yaml: String,
+    owner: Option<String>,
     id: (usize, u64),
     stats: Arc<PipelineStats>,
     shutdown: Shutdown,
@@ -114,6 +118,9 @@ const REMEMBERED: usize = 64;
 pub struct Status {
     /// Name.
     pub name: String,
+    /// The tenant that owns it, if one does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// State in this process.
     pub state: State,
     /// When it was applied (ms since the epoch).
@@ -216,6 +223,12 @@ pub struct Control {
     pub edge: EdgeCheck,
     /// Counters of the network listeners (received, rejected by reason).
     pub listeners: Arc<PipelineStats>,
+    /// Every HTTP request's gate: tokens, origins, refusals.
+    pub gate: Arc<crate::gate::Gate>,
+    /// Quotas per tenant.
+    pub quotas: crate::quota::Quotas,
+    /// What pipelines applied over the API may touch.
+    pub access: tidemark_pipelines::access::Access,
     /// Memory, in KiB, that requests being decoded may hold together.
     pub(crate) decode_budget: tokio::sync::Semaphore,
     pub(crate) decode_budget_kib: u64,
@@ -260,6 +273,12 @@ impl Control {
                 series: SeriesCache::default(),
             },
             listeners: PipelineStats::new("listeners", 1),
+            gate: Arc::new(crate::gate::Gate::new(
+                options.auth.clone(),
+                options.allowed_origins.clone(),
+            )),
+            quotas: crate::quota::Quotas::new(&options.quotas),
+            access: options.access.clone(),
             decode_budget: tokio::sync::Semaphore::new(decode_budget_kib as usize),
             decode_budget_kib,
             positions: Mutex::default(),
@@ -282,14 +301,29 @@ impl Control {
     }
 
     /// Submits a validated pipeline; returns the id to wait for.
-    pub fn apply(&self, name: &str, yaml: &str) -> (usize, u64) {
+    pub fn apply(&self, name: &str, yaml: &str, owner: Option<&str>) -> (usize, u64) {
         let id = (self.process, self.next_id.fetch_add(1, Ordering::Relaxed));
         self.send(Command::Apply {
             name: name.to_owned(),
             yaml: yaml.to_owned(),
             id,
+            owner: owner.map(str::to_owned),
         });
         id
+    }
+
+    /// The owner of a pipeline: `None` if there is no such pipeline,
+    /// `Some(None)` if no tenant owns it.
+    pub fn owner(&self, name: &str) -> Option<Option<String>> {
+        self.entries().get(name).map(|e| e.owner.clone())
+    }
+
+    /// How many pipelines `owner` runs (for its quota).
+    pub fn owned_by(&self, owner: Option<&str>) -> usize {
+        self.entries()
+            .values()
+            .filter(|e| e.owner.as_deref() == owner)
+            .count()
     }
 
     /// The names of a pipeline's `websocket` sinks; `None` if there is no
@@ -419,6 +453,7 @@ impl Control {
             .collect();
         Status {
             name: name.to_owned(),
+            tenant: e.owner.clone(),
             state,
             applied_at: e.applied_at,
             samples_in: t.samples_in,
@@ -433,7 +468,7 @@ impl Control {
             cluster: self.cluster_totals(name, e.id, &t),
             components,
             error: e.failure.get().map(str::to_owned),
-            yaml: with_yaml.then(|| e.yaml.clone()),
+            yaml: with_yaml.then(|| tidemark_pipelines::access::redact(&e.yaml)),
         }
     }
 
@@ -507,7 +542,14 @@ impl Control {
     /// (timely needs every worker to build the same dataflows in the same
     /// order), but gets parts of its own, already stopped, and leaves the
     /// newer entry alone.
-    fn entry_for(&self, name: &str, yaml: &str, id: (usize, u64), position: u64) -> Env {
+    fn entry_for(
+        &self,
+        name: &str,
+        yaml: &str,
+        owner: Option<&str>,
+        id: (usize, u64),
+        position: u64,
+    ) -> Env {
         let mut entries = self.entries();
         let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
         let newest = positions.get(name).copied();
@@ -524,6 +566,7 @@ impl Control {
                 ingest: Some(Arc::clone(&self.ingest)),
                 live: Arc::clone(&self.live),
                 failure: Arc::default(),
+                tenant: owner.map(str::to_owned),
             };
         }
         if newest != Some(position) {
@@ -541,6 +584,7 @@ impl Control {
                 name.to_owned(),
                 Entry {
                     yaml: yaml.to_owned(),
+                    owner: owner.map(str::to_owned),
                     id,
                     stats: PipelineStats::new(name, self.workers),
                     shutdown: Shutdown::default(),
@@ -567,6 +611,7 @@ impl Control {
             ingest: Some(Arc::clone(&self.ingest)),
             live: Arc::clone(&self.live),
             failure: Arc::clone(&e.failure),
+            tenant: e.owner.clone(),
         }
     }
 
@@ -640,7 +685,12 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
             // Every worker reads the same sequence, so positions agree.
             position += 1;
             match command {
-                Command::Apply { name, yaml, id } => {
+                Command::Apply {
+                    name,
+                    yaml,
+                    id,
+                    owner,
+                } => {
                     let plan = match compile(&name, &yaml) {
                         Ok(p) => p,
                         Err(errors) => {
@@ -656,7 +706,7 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                     if worker.index() == 0 {
                         control.live.remove_pipeline(&name);
                     }
-                    let env = control.entry_for(&name, &yaml, id, position);
+                    let env = control.entry_for(&name, &yaml, owner.as_deref(), id, position);
                     let stats = Arc::clone(&env.stats);
                     let dataflow = worker.next_dataflow_index();
                     let built = build(worker, &plan, &env);

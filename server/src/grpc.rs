@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::control::{self, Control};
-use super::http::Auth;
+use crate::auth::{Auth, Principal, Scope};
 
 /// Generated protobuf and gRPC code.
 #[allow(missing_docs, unused_qualifications, clippy::all)]
@@ -59,22 +59,33 @@ impl PipelineService for ControlService {
         &self,
         request: Request<ApplyRequest>,
     ) -> Result<Response<ApplyResponse>, Status> {
+        let principal = allowed(&request, Scope::Control)?;
         let text = request.into_inner().definition;
         // CPU work, off the async threads (as the HTTP API does it).
         let owned = text.clone();
-        let plan =
-            tokio::task::spawn_blocking(move || tidemark_pipelines::compile("request", &owned))
-                .await
-                .map_err(|e| Status::internal(format!("validation failed: {e}")))?
-                .map_err(|errors| {
-                    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                    Status::invalid_argument(lines.join("\n"))
-                })?;
+        let checking = Arc::clone(&self.control);
+        let plan = tokio::task::spawn_blocking(move || checking.compile_request(&owned))
+            .await
+            .map_err(|e| Status::internal(format!("validation failed: {e}")))?
+            .map_err(|errors| {
+                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                Status::invalid_argument(lines.join("\n"))
+            })?;
         if self.control.shutdown.is_triggered() {
             return Err(Status::unavailable("the server is shutting down"));
         }
+        let owner =
+            self.control
+                .may_apply(&principal, &plan.name)
+                .map_err(|(conflict, message)| {
+                    if conflict {
+                        Status::already_exists(message)
+                    } else {
+                        Status::resource_exhausted(message)
+                    }
+                })?;
         let created = self.control.get(&plan.name).is_none();
-        let id = self.control.apply(&plan.name, &text);
+        let id = self.control.apply(&plan.name, &text, owner.as_deref());
         let name = plan.name.clone();
         if !self
             .control
@@ -95,15 +106,22 @@ impl PipelineService for ControlService {
         }))
     }
 
-    async fn list(&self, _request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let principal = allowed(&request, Scope::Read)?;
         Ok(Response::new(ListResponse {
-            pipelines: self.control.list().into_iter().map(to_proto).collect(),
+            pipelines: self
+                .control
+                .list_for(&principal)
+                .into_iter()
+                .map(to_proto)
+                .collect(),
         }))
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<PipelineStatus>, Status> {
+        let principal = allowed(&request, Scope::Read)?;
         let name = request.into_inner().name;
-        match self.control.get(&name) {
+        match self.control.get_for(&principal, &name) {
             Some(s) => Ok(Response::new(to_proto(s))),
             None => Err(Status::not_found(format!("no pipeline named {name:?}"))),
         }
@@ -113,8 +131,9 @@ impl PipelineService for ControlService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let principal = allowed(&request, Scope::Control)?;
         let name = request.into_inner().name;
-        if !self.control.delete(&name) {
+        if !self.control.may_see(&principal, &name) || !self.control.delete(&name) {
             return Err(Status::not_found(format!("no pipeline named {name:?}")));
         }
         let n = name.clone();
@@ -123,6 +142,19 @@ impl PipelineService for ControlService {
             .await;
         Ok(Response::new(DeleteResponse {}))
     }
+}
+
+/// The caller of a control method, if its role grants `scope`.
+fn allowed<T>(request: &Request<T>, scope: Scope) -> Result<Principal, Status> {
+    let principal = request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or_else(Principal::local_admin);
+    principal
+        .require(scope)
+        .map_err(Status::permission_denied)?;
+    Ok(principal)
 }
 
 /// Serves gRPC on `listener` until `control` is shutting down.
@@ -137,23 +169,34 @@ pub async fn serve(
         control: Arc::clone(&control),
     };
     let auth = Arc::new(auth);
-    let check = move |request: Request<()>| -> Result<Request<()>, Status> {
-        if auth.tokens.is_empty() {
-            return Ok(request);
-        }
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        match auth.check(header) {
-            Some(tenant) => {
-                let mut request = request;
-                if let Some(t) = tenant {
-                    request.extensions_mut().insert(t);
-                }
-                Ok(request)
+    let gate = Arc::clone(&control.gate);
+    // The control service checks each method's scope itself; the ingest
+    // services need `ingest`.
+    let check = |scope: Option<Scope>| {
+        let auth = Arc::clone(&auth);
+        let gate = Arc::clone(&gate);
+        move |mut request: Request<()>| -> Result<Request<()>, Status> {
+            let header = request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            let Some(principal) = auth.check(header) else {
+                gate.count("unauthenticated");
+                return Err(Status::unauthenticated("missing or invalid bearer token"));
+            };
+            if let Some(scope) = scope
+                && let Err(message) = principal.require(scope)
+            {
+                gate.count("forbidden");
+                return Err(Status::permission_denied(message));
             }
-            None => Err(Status::unauthenticated("missing or invalid bearer token")),
+            if let Some(t) = &principal.tenant {
+                request
+                    .extensions_mut()
+                    .insert(crate::gate::Tenant(t.clone()));
+            }
+            request.extensions_mut().insert(principal);
+            Ok(request)
         }
     };
     let ingest = super::ingest::Ingest {
@@ -178,21 +221,21 @@ pub async fn serve(
     builder
         .add_service(tonic::service::interceptor::InterceptedService::new(
             PipelineServiceServer::new(service).max_decoding_message_size(super::http::MAX_BODY),
-            check.clone(),
+            check(None),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             super::ingest::proto::ingest_service_server::IngestServiceServer::new(ingest)
                 .max_decoding_message_size(super::ingest::MAX_MESSAGE)
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                 .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
-            check.clone(),
+            check(Some(Scope::Ingest)),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer::new(otlp)
                 .max_decoding_message_size(super::ingest::MAX_MESSAGE)
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                 .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
-            check,
+            check(Some(Scope::Ingest)),
         ))
         .serve_with_incoming_shutdown(counted(listener, connections), stopping)
         .await?;

@@ -50,7 +50,7 @@ impl Ingest {
             &mut rejects,
         );
         self.control
-            .admit(Protocol::Grpc, &samples, &rejects)
+            .admit(Protocol::Grpc, tenant, &samples, &rejects)
             .map_err(status)?;
         Ok((samples.len() as u64, rejects))
     }

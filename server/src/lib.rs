@@ -9,19 +9,23 @@
 //! See `docs/server.md`.
 
 pub mod admit;
+pub mod auth;
 pub mod client;
 pub mod codec;
 pub mod config;
 pub mod conn;
 pub mod control;
 pub mod dashboard;
+pub mod gate;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod otlp;
+pub mod quota;
 pub mod remote_write;
+pub mod tenancy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +67,42 @@ pub struct ServeOptions {
     /// How long an HTTP client may take to send a request's headers (and
     /// how long a keep-alive connection may stay idle).
     pub header_timeout: Duration,
+    /// Listen beyond loopback without tokens (a warning at every start).
+    pub allow_unauthenticated: bool,
+    /// Origins whose pages may call the server, beside its own.
+    pub allowed_origins: Vec<String>,
+    /// What pipelines applied over the API may touch.
+    pub access: tidemark_pipelines::access::Access,
+    /// Quotas per tenant.
+    pub quotas: quota::QuotaConfig,
+}
+
+impl ServeOptions {
+    /// Refuses to listen beyond loopback without tokens unless the
+    /// operator said so; says so loudly when they did.
+    pub fn check_exposure(&self) -> anyhow::Result<()> {
+        if self.auth.enabled() {
+            return Ok(());
+        }
+        let exposed: Vec<String> = [self.http, self.grpc]
+            .iter()
+            .filter(|a| !a.ip().is_loopback())
+            .map(ToString::to_string)
+            .collect();
+        if exposed.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            self.allow_unauthenticated,
+            "refusing to listen on {} without tokens: anyone who reaches it could run pipelines and read their data. Give --token-file (docs/security.md), listen on 127.0.0.1, or pass --allow-unauthenticated to accept the risk",
+            exposed.join(" and ")
+        );
+        tracing::warn!(
+            addresses = %exposed.join(", "),
+            "Listening beyond loopback WITHOUT TOKENS (--allow-unauthenticated): anyone who reaches these addresses can apply pipelines and read every output."
+        );
+        Ok(())
+    }
 }
 
 /// The default of [`ServeOptions::max_decode_mb`].
@@ -169,6 +209,11 @@ async fn stop_signal() {
 /// requests, stops every pipeline's sources, flushes windows and sinks, and
 /// returns (or exits with an error after `shutdown_timeout`).
 pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    options.check_exposure()?;
+    options
+        .access
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     raise_open_files_limit();
     // One TLS implementation for every listener and client: ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -210,7 +255,7 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
         let grpc = tokio::spawn(grpc::serve(grpc_listener, Arc::clone(&control), options.auth.clone(), grpc_identity, connections.clone()));
         if cluster.process == 0 {
             for (name, yaml) in &initial {
-                control.apply(name, yaml);
+                control.apply(name, yaml, None);
             }
         }
         // Stop on a signal here, or on a shutdown sequenced by another process.
@@ -228,7 +273,7 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
             tracing::info!("Stopping: sources end, windows and sinks flush.");
             stopping.request_shutdown();
         };
-        let router = http::router(Arc::clone(&control), options.auth.clone());
+        let router = http::router(Arc::clone(&control));
         let handle = axum_server::Handle::new();
         let stopper = handle.clone();
         tokio::spawn(async move {

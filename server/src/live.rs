@@ -19,10 +19,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -34,7 +35,7 @@ use tidemark_engine::live::{LiveHub, LiveOutput, Subscription};
 use tidemark_engine::selector::Selector;
 
 use super::control::Control;
-use super::http::Auth;
+use crate::auth::Principal;
 
 /// What `/ws`, `/api/v1/live` and the dashboard need: the process's live
 /// hub, the tokens, and (on `tidemark serve`) the control plane, to tell a
@@ -43,24 +44,18 @@ use super::http::Auth;
 pub struct LiveState {
     /// The outputs of this process's `websocket` sinks.
     pub hub: Arc<LiveHub>,
-    /// Tokens; empty means none needed.
-    pub auth: Arc<Auth>,
     /// The server's pipelines (`None` under `tidemark run`).
     pub control: Option<Arc<Control>>,
 }
 
 impl LiveState {
-    fn authorized(&self, headers: &HeaderMap, token: Option<&str>) -> bool {
-        if self.auth.tokens.is_empty() {
-            return true;
+    /// Whether `principal` may see `pipeline`'s outputs: any under `tidemark
+    /// run`; its own tenant's on `tidemark serve`.
+    fn sees(&self, principal: &Principal, pipeline: &str) -> bool {
+        match &self.control {
+            None => true,
+            Some(control) => control.may_see(principal, pipeline),
         }
-        // Browsers cannot set headers on a WebSocket: `?token=` works too.
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| token.map(|t| format!("Bearer {t}")));
-        self.auth.check(given.as_deref()).is_some()
     }
 }
 
@@ -80,13 +75,6 @@ pub struct WsQuery {
     output: Option<String>,
     #[serde(rename = "match")]
     selector: Option<String>,
-    token: Option<String>,
-}
-
-/// Query parameters of `/api/v1/live`.
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    token: Option<String>,
 }
 
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -100,16 +88,13 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// here, with their watermark, values published and subscribers.
 pub async fn outputs(
     State(state): State<LiveState>,
-    Query(q): Query<ListQuery>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
 ) -> Response {
-    if !state.authorized(&headers, q.token.as_deref()) {
-        return error(StatusCode::UNAUTHORIZED, "missing or invalid token");
-    }
     let list: Vec<_> = state
         .hub
         .list()
         .into_iter()
+        .filter(|(pipeline, _, _)| state.sees(&principal, pipeline))
         .map(|(pipeline, output, o)| {
             json!({
                 "pipeline": pipeline,
@@ -127,13 +112,10 @@ pub async fn outputs(
 /// Checks the request and upgrades it.
 pub async fn subscribe(
     State(state): State<LiveState>,
+    Extension(principal): Extension<Principal>,
     Query(q): Query<WsQuery>,
-    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !state.authorized(&headers, q.token.as_deref()) {
-        return error(StatusCode::UNAUTHORIZED, "missing or invalid token");
-    }
     let selector = match q.selector.as_deref().filter(|s| !s.trim().is_empty()) {
         None => None,
         Some(text) => match Selector::parse(text) {
@@ -145,7 +127,7 @@ pub async fn subscribe(
         .hub
         .list()
         .into_iter()
-        .filter(|(p, _, _)| *p == q.pipeline)
+        .filter(|(p, _, _)| *p == q.pipeline && state.sees(&principal, p))
         .map(|(_, s, o)| (s, o))
         .collect();
     let found = match (&q.output, here.as_slice()) {
@@ -160,10 +142,23 @@ pub async fn subscribe(
         (None, []) => None,
     };
     let Some((name, output)) = found else {
-        return error(StatusCode::NOT_FOUND, not_here(&state, &q));
+        let message = if state.sees(&principal, &q.pipeline) {
+            not_here(&state, &q)
+        } else {
+            format!("no pipeline {:?}", q.pipeline)
+        };
+        return error(StatusCode::NOT_FOUND, message);
+    };
+    let place = match &state.control {
+        Some(control) => match control.quotas.subscribe(principal.tenant.as_deref()) {
+            Ok(place) => Some(place),
+            Err(message) => return error(StatusCode::TOO_MANY_REQUESTS, message),
+        },
+        None => None,
     };
     let pipeline = q.pipeline.clone();
     upgrade.on_upgrade(move |socket| async move {
+        let _place = place;
         let (snapshot, sub) = output.subscribe(selector);
         serve(socket, &output, &sub, snapshot, &pipeline, &name).await;
         output.unsubscribe(&sub);
@@ -317,10 +312,11 @@ async fn serve(
 }
 
 /// The HTTP listener of `tidemark run` for a pipeline with `websocket`
-/// sinks: the dashboard, `/api/v1/live` and `/ws` (no tokens: bind it to a
-/// loopback address, the default, or put it behind a proxy). It stops when
-/// what it returns is dropped. This is the run's
-/// [`tidemark_pipelines::run::ServeLive`].
+/// sinks: the dashboard, `/api/v1/live` and `/ws`, behind the same
+/// [`gate`](crate::gate) as `tidemark serve`'s, with a token made for this
+/// run: the dashboard's address, with the token, is logged (`Dashboard:
+/// http://127.0.0.1:8080/?token=...`). It stops when what it returns is
+/// dropped. This is the run's [`tidemark_pipelines::run::ServeLive`].
 pub fn serve_dashboard(
     addr: std::net::SocketAddr,
     hub: Arc<LiveHub>,
@@ -338,13 +334,17 @@ pub fn serve_dashboard(
             )
         })?;
     let bound = listener.local_addr()?;
+    let token = crate::auth::random_token()?;
     tracing::info!(http = %bound, "Listening.");
-    tracing::info!("Dashboard: http://{bound}/");
-    let app = router(LiveState {
-        hub,
-        auth: Arc::default(),
-        control: None,
-    });
+    tracing::info!("Dashboard: http://{bound}/?token={token}");
+    let gate = Arc::new(crate::gate::Gate::new(
+        crate::auth::Auth::single(token),
+        Vec::new(),
+    ));
+    let app = router(LiveState { hub, control: None }).layer(axum::middleware::from_fn_with_state(
+        gate,
+        crate::gate::check,
+    ));
     runtime.spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::warn!(%error, "The dashboard listener stopped.");

@@ -187,7 +187,29 @@ pub fn render(control: &Control) -> String {
         "tidemark_ingest_decoding_bytes",
         "gauge",
         "Memory held by requests being decoded, of the budget limits.max_decode_mb.",
-        vec![(process, control.decoding_bytes() as f64)],
+        vec![(process.clone(), control.decoding_bytes() as f64)],
+    );
+    family(
+        "tidemark_http_refusals_total",
+        "counter",
+        "Requests refused before any handler ran, by reason (unauthenticated, forbidden, origin, host, content_type).",
+        control
+            .gate
+            .refusals()
+            .into_iter()
+            .map(|(reason, n)| (format!("{process},reason=\"{reason}\""), n as f64))
+            .collect(),
+    );
+    family(
+        "tidemark_quota_refusals_total",
+        "counter",
+        "Requests and pipelines refused by a quota or the access policy, by quota (pipelines, subscribers, max_queue, ingest_rate, access).",
+        control
+            .quotas
+            .refusals()
+            .into_iter()
+            .map(|(quota, n)| (format!("{process},quota=\"{quota}\""), n as f64))
+            .collect(),
     );
     family(
         "tidemark_up",

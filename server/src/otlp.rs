@@ -34,7 +34,7 @@ pub fn export(
         &mut samples,
         &mut rejects,
     );
-    control.admit(Protocol::Otlp, &samples, &rejects)?;
+    control.admit(Protocol::Otlp, tenant, &samples, &rejects)?;
     let partial_success = (!rejects.is_empty()).then(|| ExportMetricsPartialSuccess {
         rejected_data_points: rejects.total() as i64,
         error_message: rejects.summary(),

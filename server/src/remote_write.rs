@@ -46,6 +46,7 @@ pub async fn write(
     body: Bytes,
 ) -> Response {
     let tenant = tenant.map(|Extension(t)| t.0);
+    let quota_tenant = tenant.clone();
     if let Err(refusal) = control.accepting(Protocol::RemoteWrite) {
         return refusal.response();
     }
@@ -96,7 +97,12 @@ pub async fn write(
     let Ok((samples, rejects)) = decoded else {
         return malformed(&control, "the request could not be decoded".to_owned());
     };
-    if let Err(refusal) = control.admit(Protocol::RemoteWrite, &samples, &rejects) {
+    if let Err(refusal) = control.admit(
+        Protocol::RemoteWrite,
+        quota_tenant.as_deref(),
+        &samples,
+        &rejects,
+    ) {
         return refusal.response();
     }
     drop(held);

@@ -64,11 +64,13 @@ impl Server {
     /// port (the gRPC port always is), and the addresses are read back from
     /// the server's "Listening." log lines: a port picked beforehand could
     /// be taken by another test before the server binds it.
+    /// What tests' pipelines may touch ([`open_access`]) is allowed.
     pub fn start(args: &[&str], port: u16) -> Server {
         let mut child = Command::new(crate::tidemark_bin())
             .arg("serve")
             .args(["--http", &format!("127.0.0.1:{port}")])
             .args(["--grpc", "127.0.0.1:0"])
+            .args(open_access())
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -167,6 +169,27 @@ impl Drop for Server {
     }
 }
 
+/// The `serve` flags that let tests' pipelines touch what they need: the
+/// system's temporary directory, where tests keep their files (read,
+/// written, replaced), and services on 127.0.0.1.
+pub fn open_access() -> Vec<String> {
+    let tmp = std::env::temp_dir().display().to_string();
+    [
+        "--allow-read-dir",
+        &tmp,
+        "--allow-write-dir",
+        &tmp,
+        "--allow-replace-dir",
+        &tmp,
+        "--allow-host",
+        "127.0.0.1",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// A generator, a window by region and a `file` sink that replaces
+/// `output` if it exists (`append: false`).
 pub fn pipeline(name: &str, rate: u32, output: &Path) -> String {
     format!(
         r#"name: {name}
@@ -190,6 +213,7 @@ sinks:
     type: file
     inputs: [w]
     path: {}
+    append: false
 "#,
         output.display()
     )

@@ -40,4 +40,4 @@ impl BlackholeConfig {
     }
 }
 
-samples_sink!(BlackholeConfig => self, holdback: |_| 0, serves_live: false);
+samples_sink!(BlackholeConfig => self, holdback: |_| 0, serves_live: false, touches: |_| Vec::new());

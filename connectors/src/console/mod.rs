@@ -99,4 +99,4 @@ impl Writer for ConsoleWriter {
     fn reset(&mut self) {}
 }
 
-samples_sink!(ConsoleConfig => self, holdback: |_| 0, serves_live: false);
+samples_sink!(ConsoleConfig => self, holdback: |_| 0, serves_live: false, touches: |_| Vec::new());

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use tidemark_engine::component::ConfigError;
+use tidemark_engine::spec::{Resource, ResourceKind, WriteMode};
 use tidemark_engine::time::parse_duration;
 
 /// `type: file` as a source.
@@ -34,11 +35,42 @@ pub struct FileSinkConfig {
     /// File to write (created with its directories); `-` writes standard
     /// output.
     pub path: String,
-    /// Append to the file instead of truncating it when the run starts: for
-    /// pipelines that resume (a `kafka` source), so a restart keeps what the
-    /// earlier run wrote. Default `false`.
+    /// `true` appends to the file instead of truncating it when the run
+    /// starts: for pipelines that resume (a `kafka` source), so a restart
+    /// keeps what the earlier run wrote. `false` replaces an existing file.
+    /// Unset, the file is replaced under `tidemark run`; `tidemark serve`
+    /// refuses a pipeline that would replace an existing file unless it says
+    /// `append: false` and the server's `access.replace_dirs` allows it.
     #[serde(default)]
-    pub append: bool,
+    pub append: Option<bool>,
+}
+
+impl FileSinkConfig {
+    /// The file it writes, and how.
+    pub fn touches(&self) -> Vec<Resource> {
+        if self.path == "-" {
+            return Vec::new();
+        }
+        let mode = match self.append {
+            None => WriteMode::Truncate,
+            Some(true) => WriteMode::Append,
+            Some(false) => WriteMode::Replace,
+        };
+        vec![Resource::new(
+            "path",
+            ResourceKind::WriteFile(PathBuf::from(&self.path), mode),
+        )]
+    }
+}
+
+impl FileSource {
+    /// The file it reads.
+    pub fn touches(&self) -> Vec<Resource> {
+        self.path
+            .iter()
+            .map(|p| Resource::new("path", ResourceKind::ReadFile(p.clone())))
+            .collect()
+    }
 }
 
 fn zero() -> String {

@@ -8,6 +8,6 @@ mod source;
 
 pub use config::{FileSinkConfig, FileSource, FileSourceConfig};
 
-samples_sink!(FileSinkConfig => self, holdback: |_| 0, serves_live: false);
+samples_sink!(FileSinkConfig => self, holdback: |_| 0, serves_live: false, touches: FileSinkConfig::touches);
 
-samples_source!(FileSourceConfig => FileSource, finite: |_| true, needs_ingest: false);
+samples_source!(FileSourceConfig => FileSource, finite: |_| true, needs_ingest: false, touches: FileSource::touches);

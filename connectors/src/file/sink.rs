@@ -177,7 +177,7 @@ impl FileSinkConfig {
             Target::File {
                 open: None,
                 path: self.path.clone(),
-                append: self.append,
+                append: self.append.unwrap_or(false),
             }
         };
         if worker == 0

@@ -369,6 +369,26 @@ impl KafkaSinkConfig {
     }
 }
 
+impl KafkaSource {
+    /// Its brokers, what its librdkafka options touch, and its queue.
+    pub fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
+        use tidemark_engine::spec::{Resource, ResourceKind};
+        let mut out = crate::touches::brokers(vec!["brokers".to_owned()], &self.brokers);
+        out.extend(crate::touches::kafka_options(&self.options));
+        out.push(Resource::new("queue", ResourceKind::Queue(self.queue)));
+        out
+    }
+}
+
+impl KafkaSink {
+    /// Its brokers and what its librdkafka options touch.
+    pub fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
+        let mut out = crate::touches::brokers(vec!["brokers".to_owned()], &self.brokers);
+        out.extend(crate::touches::kafka_options(&self.options));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,6 +69,12 @@ impl SourceSpec for NetworkSource {
     fn needs_ingest(&self) -> bool {
         true
     }
+    fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
+        vec![tidemark_engine::spec::Resource::new(
+            "queue",
+            tidemark_engine::spec::ResourceKind::Queue(self.queue),
+        )]
+    }
     fn build<'scope>(&self, scope: PipelineScope<'scope>, ctx: SourceContext) -> AnyStream<'scope> {
         AnyStream::Samples(self.build(scope, ctx))
     }

@@ -30,7 +30,7 @@ impl NetworkSource {
             let activator = scope.activator_for(Rc::clone(&info.address));
             let subscription = match &ctx.ingest {
                 Some(hub) => {
-                    let s = hub.subscribe(config.protocol, config.selector.clone(), &ctx.pipeline, &ctx.name, config.queue);
+                    let s = hub.subscribe(config.protocol, config.selector.clone(), ctx.tenant.as_deref(), &ctx.pipeline, &ctx.name, config.queue);
                     s.wake(scope.worker().sync_activator_for(info.address.to_vec()));
                     Some(s)
                 }

@@ -272,6 +272,42 @@ impl ParquetSinkConfig {
     }
 }
 
+impl ParquetSink {
+    /// The directory it writes, or the S3 endpoint it connects to (AWS's
+    /// own when none is given), and the secret key's variable.
+    pub fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
+        use tidemark_engine::spec::{Resource, ResourceKind, WriteMode};
+        let mut out = Vec::new();
+        match &self.location {
+            Location::Local(dir) => out.push(Resource::new(
+                "path",
+                ResourceKind::WriteFile(dir.clone(), WriteMode::NewFiles),
+            )),
+            Location::S3 { .. } => match &self.endpoint {
+                Some(endpoint) => out.push(crate::touches::url("endpoint", endpoint, 443)),
+                None => {
+                    let host = match &self.region {
+                        Some(region) => format!("s3.{region}.amazonaws.com"),
+                        None => "s3.amazonaws.com".to_owned(),
+                    };
+                    out.push(Resource::new(
+                        "path",
+                        ResourceKind::Connect { host, port: 443 },
+                    ));
+                }
+            },
+            Location::Memory => {}
+        }
+        if let Some(name) = &self.secret_access_key_env {
+            out.push(Resource::new(
+                "secret_access_key_env",
+                ResourceKind::Env(name.clone()),
+            ));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

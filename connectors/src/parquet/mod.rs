@@ -16,4 +16,4 @@ mod sink;
 pub use config::{Location, ParquetSink, ParquetSinkConfig};
 
 // The open epoch is held back (flow control lets sources run past it).
-samples_sink!(ParquetSinkConfig => ParquetSink, holdback: ParquetSink::holdback, serves_live: false);
+samples_sink!(ParquetSinkConfig => ParquetSink, holdback: ParquetSink::holdback, serves_live: false, touches: ParquetSink::touches);

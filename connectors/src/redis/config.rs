@@ -138,6 +138,21 @@ impl RedisSinkConfig {
     }
 }
 
+impl RedisSink {
+    /// The server it connects to and the password variable it reads.
+    pub fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
+        use tidemark_engine::spec::{Resource, ResourceKind};
+        let mut out = vec![crate::touches::url("url", &self.url, 6379)];
+        if let Some(name) = &self.password_env {
+            out.push(Resource::new(
+                "password_env",
+                ResourceKind::Env(name.clone()),
+            ));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,4 +9,4 @@ mod sink;
 
 pub use config::{RedisSink, RedisSinkConfig};
 
-samples_sink!(RedisSinkConfig => RedisSink, holdback: |_| 0, serves_live: false);
+samples_sink!(RedisSinkConfig => RedisSink, holdback: |_| 0, serves_live: false, touches: RedisSink::touches);

@@ -225,6 +225,53 @@ impl TimescaleSinkConfig {
     }
 }
 
+impl TimescaleSink {
+    /// The database hosts it connects to, the password variable and the CA
+    /// file it reads.
+    pub fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
+        use tidemark_engine::spec::{Resource, ResourceKind};
+        let mut out = Vec::new();
+        match self.url.parse::<tokio_postgres::Config>() {
+            Ok(config) => {
+                let ports = config.get_ports();
+                for (i, host) in config.get_hosts().iter().enumerate() {
+                    let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                    let host = match host {
+                        tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                        #[cfg(unix)]
+                        tokio_postgres::config::Host::Unix(path) => {
+                            format!("unix:{}", path.display())
+                        }
+                    };
+                    out.push(Resource::new("url", ResourceKind::Connect { host, port }));
+                }
+                if config.get_hosts().is_empty() {
+                    // libpq's default: the local socket.
+                    let host = "unix:/var/run/postgresql".to_owned();
+                    out.push(Resource::new(
+                        "url",
+                        ResourceKind::Connect { host, port: 5432 },
+                    ));
+                }
+            }
+            Err(_) => out.push(crate::touches::url("url", &self.url, 5432)),
+        }
+        if let Some(name) = &self.password_env {
+            out.push(Resource::new(
+                "password_env",
+                ResourceKind::Env(name.clone()),
+            ));
+        }
+        if let Some(file) = &self.ca_file {
+            out.push(Resource::new(
+                "ca_file",
+                ResourceKind::ReadFile(file.into()),
+            ));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

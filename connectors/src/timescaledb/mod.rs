@@ -16,4 +16,4 @@ mod sink;
 
 pub use config::{Extension, Method, TimescaleSink, TimescaleSinkConfig};
 
-samples_sink!(TimescaleSinkConfig => TimescaleSink, holdback: |_| 0, serves_live: false);
+samples_sink!(TimescaleSinkConfig => TimescaleSink, holdback: |_| 0, serves_live: false, touches: TimescaleSink::touches);

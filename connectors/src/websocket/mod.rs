@@ -13,4 +13,4 @@ mod sink;
 pub use config::{WebsocketSink, WebsocketSinkConfig};
 
 // Serves `/ws`; holds nothing back (best effort).
-samples_sink!(WebsocketSinkConfig => WebsocketSink, holdback: |_| 0, serves_live: true);
+samples_sink!(WebsocketSinkConfig => WebsocketSink, holdback: |_| 0, serves_live: true, touches: |s| vec![tidemark_engine::spec::Resource::new("queue", tidemark_engine::spec::ResourceKind::Queue(s.queue))]);

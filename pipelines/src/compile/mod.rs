@@ -44,6 +44,10 @@ pub enum DiagnosticKind {
     /// An input of another stream kind than its reader takes, or window
     /// results where raw counters are needed.
     Stream,
+    /// Something the server's access policy or quotas do not allow (a
+    /// file, a host, an environment variable, a queue size): `tidemark
+    /// serve` only.
+    Access,
 }
 
 /// One located error.
