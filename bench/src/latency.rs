@@ -153,6 +153,7 @@ pub(super) fn start_server(workers: usize, pipeline: &str) -> anyhow::Result<Ser
     }
     let mut r = agent
         .post(&format!("{}/api/v1/pipelines", server.http))
+        .header("content-type", "application/yaml")
         .send(pipeline)?;
     anyhow::ensure!(
         r.status() == 201 || r.status() == 200,

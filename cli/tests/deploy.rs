@@ -38,6 +38,27 @@ fn compose_runs_tidemark_with_its_services() {
         .collect();
     assert_eq!(ports, vec!["8080:8080", "4317:4317"]);
     assert_eq!(t["build"]["dockerfile"], "deploy/Dockerfile");
+    // It listens beyond loopback, so it requires a token: the token file
+    // is a secret made from TIDEMARK_TOKEN, which compose insists on.
+    let command: Vec<&str> = t["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let at = command.iter().position(|a| *a == "--token-file").expect("--token-file");
+    assert_eq!(command[at + 1], "/run/secrets/tokens");
+    assert_eq!(t["secrets"], serde_json::json!(["tokens"]));
+    assert_eq!(
+        compose["secrets"]["tokens"]["environment"],
+        "TIDEMARK_TOKEN"
+    );
+    assert!(
+        t["environment"]["TIDEMARK_TOKEN"]
+            .as_str()
+            .unwrap()
+            .starts_with("${TIDEMARK_TOKEN:?")
+    );
 }
 
 #[test]
@@ -46,6 +67,7 @@ fn the_dockerfile_builds_and_exposes_the_binary() {
     assert!(d.contains("cargo build --release --locked --bin tidemark"));
     assert!(d.lines().any(|l| l.trim() == "EXPOSE 8080 4317 2101"));
     assert!(d.contains("ENTRYPOINT [\"tidemark\"]"));
+    assert!(d.contains("\"--token-file\", \"/etc/tidemark/tokens\"]"));
 }
 
 #[test]
@@ -130,6 +152,29 @@ fn kubernetes_manifests_run_a_timely_cluster_from_pod_ordinals() {
         Some(Path::new("/etc/tidemark/hosts"))
     );
     assert_eq!(c.http, Some("0.0.0.0:8080".parse().unwrap()));
+    // Beyond loopback, so with tokens: the token file is the Secret's.
+    assert_eq!(
+        c.token_file.as_deref(),
+        Some(Path::new("/etc/tidemark/secret/tokens"))
+    );
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["name"] == "tokens" && m["mountPath"] == "/etc/tidemark/secret")
+    );
+    let volumes = sts["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    assert!(volumes.iter().any(|v| v["name"] == "tokens"
+        && v["secret"]["secretName"] == "demo-tidemark-tokens"));
+    // The chart makes the Secret itself when none is named: a random token,
+    // kept across upgrades.
+    let secret = deploy("helm/tidemark/templates/secret.yaml");
+    assert!(secret.contains("{{- if not .Values.tokenSecret }}"));
+    assert!(secret.contains("randAlphaNum 48"));
+    assert!(secret.contains("lookup \"v1\" \"Secret\""));
+    let statefulset = deploy("helm/tidemark/templates/statefulset.yaml");
+    assert!(statefulset.contains("secretName: {{ include \"tidemark.tokenSecret\" . }}"));
+    assert!(!statefulset.contains("if .Values.tokenSecret"), "the token is always mounted");
 
     // The chart's defaults are what was rendered.
     let values = json(&parse(&deploy("helm/tidemark/values.yaml")).unwrap());

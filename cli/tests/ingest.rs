@@ -907,6 +907,7 @@ fn the_tenant_comes_from_the_credential_never_from_the_sender() {
     let applied = agent
         .post(&format!("{}/api/v1/pipelines", server.url))
         .header("authorization", "Bearer token-plain")
+        .header("content-type", "application/yaml")
         .send(&pipeline)
         .unwrap();
     assert_eq!(applied.status().as_u16(), 201);
