@@ -46,7 +46,10 @@ fn compose_runs_tidemark_with_its_services() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    let at = command.iter().position(|a| *a == "--token-file").expect("--token-file");
+    let at = command
+        .iter()
+        .position(|a| *a == "--token-file")
+        .expect("--token-file");
     assert_eq!(command[at + 1], "/run/secrets/tokens");
     assert_eq!(t["secrets"], serde_json::json!(["tokens"]));
     assert_eq!(
@@ -163,9 +166,14 @@ fn kubernetes_manifests_run_a_timely_cluster_from_pod_ordinals() {
             .iter()
             .any(|m| m["name"] == "tokens" && m["mountPath"] == "/etc/tidemark/secret")
     );
-    let volumes = sts["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
-    assert!(volumes.iter().any(|v| v["name"] == "tokens"
-        && v["secret"]["secretName"] == "demo-tidemark-tokens"));
+    let volumes = sts["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["name"] == "tokens" && v["secret"]["secretName"] == "demo-tidemark-tokens")
+    );
     // The chart makes the Secret itself when none is named: a random token,
     // kept across upgrades.
     let secret = deploy("helm/tidemark/templates/secret.yaml");
@@ -174,7 +182,10 @@ fn kubernetes_manifests_run_a_timely_cluster_from_pod_ordinals() {
     assert!(secret.contains("lookup \"v1\" \"Secret\""));
     let statefulset = deploy("helm/tidemark/templates/statefulset.yaml");
     assert!(statefulset.contains("secretName: {{ include \"tidemark.tokenSecret\" . }}"));
-    assert!(!statefulset.contains("if .Values.tokenSecret"), "the token is always mounted");
+    assert!(
+        !statefulset.contains("if .Values.tokenSecret"),
+        "the token is always mounted"
+    );
 
     // The chart's defaults are what was rendered.
     let values = json(&parse(&deploy("helm/tidemark/values.yaml")).unwrap());
