@@ -190,6 +190,23 @@ fn the_dashboard_on_run_updates_as_windows_close() {
     )
     .unwrap();
     let (mut child, url) = run_with_dashboard(&file);
+    // The run made a token for its dashboard: its address carries it, and
+    // the live routes refuse a request without it.
+    let token = url
+        .trim()
+        .split("?token=")
+        .nth(1)
+        .expect("a token in the address");
+    assert_eq!(token.len(), 64);
+    let base = url.trim().split("/?").next().unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let live = format!("{base}/api/v1/live");
+    assert_eq!(agent.get(&live).call().unwrap().status().as_u16(), 401);
+    let with = format!("{live}?token={token}");
+    assert_eq!(agent.get(&with).call().unwrap().status().as_u16(), 200);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -359,4 +376,96 @@ fn the_dashboard_draws_the_expected_band_and_marks_anomalies() {
         .args(["-TERM", &child.0.id().to_string()])
         .status();
     assert!(child.0.wait().unwrap().success());
+}
+
+/// Serves `page` as HTML to every request on a port of its own: a web page
+/// of another origin than the server's.
+fn serve_page(page: String) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    port
+}
+
+/// The attack of issue 23 in a real browser: a page on another origin
+/// POSTs a pipeline as `text/plain` (no CORS preflight) and as YAML, and
+/// opens a WebSocket to read an output. On a server without tokens
+/// (loopback), none of it may work.
+#[test]
+fn a_page_of_another_origin_can_neither_apply_nor_subscribe() {
+    let server = Server::start(&[], 0);
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(PIPELINE)).0,
+        201
+    );
+    let target = server.url.clone();
+    let attack = "name: attack\\nsources:\\n  gen: {type: generator, series: 1}\\nsinks:\\n  out: {type: blackhole, inputs: [gen]}\\n";
+    let page = format!(
+        r#"<!doctype html><title>evil</title><script>
+window.results = {{plain: "pending", yaml: "pending", ws: "pending"}};
+fetch("{target}/api/v1/pipelines", {{method: "POST", mode: "no-cors", headers: {{"Content-Type": "text/plain"}}, body: "{attack}"}})
+  .then(() => results.plain = "sent", () => results.plain = "failed");
+fetch("{target}/api/v1/pipelines", {{method: "POST", headers: {{"Content-Type": "application/yaml"}}, body: "{attack}".replace("attack", "attack2")}})
+  .then(r => results.yaml = "status " + r.status, () => results.yaml = "failed");
+const ws = new WebSocket("{ws}/ws?pipeline=live");
+ws.onopen = () => results.ws = "open";
+ws.onmessage = () => results.ws = "message";
+ws.onerror = () => {{ if (results.ws === "pending") results.ws = "error"; }};
+</script>"#,
+        ws = target.replace("http://", "ws://"),
+    );
+    let port = serve_page(page);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let results = runtime.block_on(async {
+        let browser = Browser::start().await;
+        browser
+            .client
+            .goto(&format!("http://127.0.0.1:{port}/"))
+            .await
+            .unwrap();
+        browser
+            .wait_for(
+                "window.results && results.plain !== 'pending' && results.yaml !== 'pending' && results.ws !== 'pending'",
+                WAIT,
+                "the page's attempts",
+            )
+            .await;
+        let results = browser.eval("JSON.stringify(window.results)").await;
+        browser.close().await;
+        results
+    });
+    let results: Value = serde_json::from_str(results.as_str().unwrap()).unwrap();
+    // The opaque POST was sent (the page cannot tell); the preflighted one
+    // and the socket failed.
+    assert_eq!(results["yaml"], "failed", "{results}");
+    assert_eq!(results["ws"], "error", "{results}");
+    let (_, list) = server.json("GET", "/api/v1/pipelines", None);
+    let names: Vec<&str> = list["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["live"], "the page applied a pipeline");
+    let (_, metrics) = server.request("GET", "/metrics", None).unwrap();
+    let refused: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("tidemark_http_refusals_total") && l.contains("reason=\"origin\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 3.0, "origin refusals: {refused}\n{metrics}");
+    assert!(server.stop().success());
 }
