@@ -19,6 +19,9 @@
 
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
+  // A token in the address (the one `tidemark run` prints) is kept for
+  // this origin, so that the page still works once it is reloaded without it.
+  if (params.get("token")) localStorage.setItem("tidemark.token", params.get("token"));
 
   const view = {
     pipeline: params.get("pipeline") || "",
