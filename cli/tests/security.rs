@@ -82,6 +82,8 @@ fn call(
             }
             if path == "/api/v1/write" {
                 r = r.header("content-encoding", "snappy");
+            } else if path == "/v1/metrics" {
+                r = r.header("content-type", "application/x-protobuf");
             } else {
                 r = r.header("content-type", "application/yaml");
             }
@@ -157,8 +159,10 @@ fn count(body: &str, key: &str) -> usize {
 /// table is the contract: a change in any cell fails the test.
 #[test]
 fn the_authorization_matrix() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
     use tidemark_server::grpc::proto::pipeline_service_client::PipelineServiceClient;
-    use tidemark_server::grpc::proto::{GetRequest, ListRequest};
+    use tidemark_server::grpc::proto::{ApplyRequest, DeleteRequest, GetRequest, ListRequest};
     use tidemark_server::ingest::proto::ingest_service_client::IngestServiceClient;
     use tidemark_server::ingest::proto::{Point, Series, WriteRequest};
 
@@ -173,8 +177,8 @@ fn the_authorization_matrix() {
         ],
         0,
     );
-    let shared = "name: shared\nsources:\n  g: {type: grpc, idle_timeout: 100ms}\n  rw: {type: remote_write, idle_timeout: 100ms}\n\
-                  sinks:\n  live: {type: websocket, inputs: [g, rw]}\n";
+    let shared = "name: shared\nsources:\n  g: {type: grpc, idle_timeout: 100ms}\n  rw: {type: remote_write, idle_timeout: 100ms}\n  \
+                  o: {type: otlp, idle_timeout: 100ms}\nsinks:\n  live: {type: websocket, inputs: [g, rw, o]}\n";
     let apply = |yaml: &str, token: &str| {
         let (status, body) = call(
             &server,
@@ -199,6 +203,7 @@ fn the_authorization_matrix() {
             call(&server, method, path, token, body)
         };
         cells.push(http("GET", "/healthz", None).0.to_string());
+        cells.push(http("GET", "/readyz", None).0.to_string());
         cells.push(http("GET", "/metrics", None).0.to_string());
         cells.push(http("GET", "/", None).0.to_string());
         let (status, body) = http("GET", "/api/v1/pipelines", None);
@@ -219,6 +224,7 @@ fn the_authorization_matrix() {
             apply(&live("globex-p"), CALLERS[4].1.unwrap());
         }
         cells.push(http("POST", "/api/v1/write", Some(&rw)).0.to_string());
+        cells.push(http("POST", "/v1/metrics", Some(&[])).0.to_string());
         let (status, body) = http("GET", "/api/v1/live", None);
         cells.push(format!("{status}:{}", count(&body, "outputs")));
         cells.push(
@@ -267,20 +273,61 @@ fn the_authorization_matrix() {
                     Err(e) => code(e),
                 },
             );
+            let mut otlp = MetricsServiceClient::connect(grpc.clone()).await.unwrap();
+            let export = ExportMetricsServiceRequest::default();
+            cells.push(
+                match otlp
+                    .export(authed(tonic::Request::new(export), token))
+                    .await
+                {
+                    Ok(_) => "Ok".into(),
+                    Err(e) => code(e),
+                },
+            );
+            let name = format!("g-{caller}");
+            let definition = live(&name);
+            let applied = control
+                .apply(authed(
+                    tonic::Request::new(ApplyRequest { definition }),
+                    token,
+                ))
+                .await;
+            cells.push(match applied {
+                Ok(_) => "Ok".into(),
+                Err(e) => code(e),
+            });
+            // Delete what it applied, or, when it could not, acme's.
+            let target = if cells.last().is_some_and(|c| c == "Ok") {
+                name
+            } else {
+                "acme-p".into()
+            };
+            let delete = DeleteRequest { name: target };
+            cells.push(
+                match control
+                    .delete(authed(tonic::Request::new(delete), token))
+                    .await
+                {
+                    Ok(_) => "Ok".into(),
+                    Err(e) => code(e),
+                },
+            );
         });
         rows.push(format!("{caller:<9} {}", cells.join(" ")));
     }
     let table = rows.join("\n");
-    // healthz metrics dashboard list get-acme apply delete-globex write live ws-acme | grpc: list get-acme write
+    // healthz readyz metrics dashboard list get-acme apply delete-globex
+    // remote-write otlp-http live ws-acme | gRPC: list get-acme ingest
+    // otlp-export apply delete
     let expected = "\
-none      200 401 200 401:0 401 401 401 401 401:0 401 Unauthenticated Unauthenticated Unauthenticated
-wrong     200 401 200 401:0 401 401 401 401 401:0 401 Unauthenticated Unauthenticated Unauthenticated
-admin     200 200 200 200:3 200 201 204 204 200:3 101 Ok:3 Ok Ok
-acme      200 403 200 200:1 200 201 404 204 200:1 101 Ok:1 Ok Ok
-globex    200 403 200 200:1 404 201 204 204 200:1 404 Ok:1 NotFound Ok
-ingest    200 403 200 403:0 403 403 403 204 403:0 403 PermissionDenied PermissionDenied Ok
-read      200 200 200 200:3 200 403 403 403 200:3 101 Ok:3 Ok PermissionDenied
-read-acme 200 403 200 200:1 200 403 403 403 200:1 101 Ok:1 Ok PermissionDenied";
+none      200 200 401 200 401:0 401 401 401 401 401 401:0 401 Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated
+wrong     200 200 401 200 401:0 401 401 401 401 401 401:0 401 Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated
+admin     200 200 200 200 200:3 200 201 204 204 200 200:3 101 Ok:3 Ok Ok Ok Ok Ok
+acme      200 200 403 200 200:1 200 201 404 204 200 200:1 101 Ok:1 Ok Ok Ok Ok Ok
+globex    200 200 403 200 200:1 404 201 204 204 200 200:1 404 Ok:1 NotFound Ok Ok Ok Ok
+ingest    200 200 403 200 403:0 403 403 403 204 200 403:0 403 PermissionDenied PermissionDenied Ok Ok PermissionDenied PermissionDenied
+read      200 200 200 200 200:3 200 403 403 403 403 200:3 101 Ok:3 Ok PermissionDenied PermissionDenied PermissionDenied PermissionDenied
+read-acme 200 200 403 200 200:1 200 403 403 403 403 200:1 101 Ok:1 Ok PermissionDenied PermissionDenied PermissionDenied PermissionDenied";
     assert_eq!(table, expected, "\n{table}\n");
     // Every refusal was counted by reason.
     let (_, metrics) = call(&server, "GET", "/metrics", CALLERS[2].1, None);

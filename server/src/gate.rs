@@ -10,7 +10,7 @@
 //!    not browsers send no `Origin` and pass.
 //! 3. **Token and scope**: the bearer token (or `?token=` on `/ws` and
 //!    `/api/v1/live`, which browsers cannot give headers) names a
-//!    [`Principal`]; the route's [`Scope`] must be one its role has.
+//!    [`Principal`](crate::auth::Principal); the route's [`Scope`] must be one its role has.
 //! 4. **Content type**: a pipeline is applied only as YAML or JSON, so a
 //!    page cannot send one as `text/plain` (which needs no CORS preflight).
 //!
@@ -25,7 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::auth::{Auth, Principal, Scope};
+use crate::auth::{Auth, Scope};
 
 /// The tenant ingest adds as the `tenant` label (from the principal).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,7 +172,8 @@ impl Gate {
 }
 
 /// The middleware: refuses what the gate does not let through, else
-/// passes the request on with its [`Principal`] (and [`Tenant`]).
+/// passes the request on with its [`Principal`](crate::auth::Principal)
+/// (and [`Tenant`]).
 pub async fn check(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     // Orchestrators' probes pass whatever their Host.
@@ -270,15 +271,6 @@ fn percent_decode(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The principal a handler runs for (the gate always sets one on the
-/// routes that need one; the local admin otherwise).
-pub fn principal(request_extensions: &axum::http::Extensions) -> Principal {
-    request_extensions
-        .get::<Principal>()
-        .cloned()
-        .unwrap_or_else(Principal::local_admin)
 }
 
 #[cfg(test)]

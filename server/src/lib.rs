@@ -126,6 +126,23 @@ fn raise_open_files_limit() {
     }
 }
 
+type HttpBuilder = hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>;
+
+/// What every HTTP listener's connections get: a client must send a
+/// request head within `header_timeout` (slowloris, idle keep-alive
+/// connections), and HTTP/2 peers that went away are found by pings.
+fn configure_http(builder: &mut HttpBuilder, header_timeout: Duration) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+}
+
 /// PEM files for TLS.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
@@ -280,17 +297,7 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
             stop.await;
             stopper.graceful_shutdown(Some(Duration::from_secs(10)));
         });
-        let configure = |builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>| {
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(options.header_timeout);
-            builder
-                .http2()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .keep_alive_interval(Some(Duration::from_secs(30)))
-                .keep_alive_timeout(Duration::from_secs(20));
-        };
+        let configure = |builder: &mut HttpBuilder| configure_http(builder, options.header_timeout);
         match tls {
             None => {
                 let mut server = axum_server::from_tcp(listener.into_std()?)?.acceptor(connections);

@@ -326,8 +326,8 @@ pub fn serve_dashboard(
         .thread_name("tidemark-http")
         .enable_all()
         .build()?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(addr))
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot serve the dashboard on {addr}: {e} (choose another address with --http, e.g. --http 127.0.0.1:0)"
@@ -345,8 +345,15 @@ pub fn serve_dashboard(
         gate,
         crate::gate::check,
     ));
+    // The same connection limits as `tidemark serve`'s listener: a head
+    // within the header timeout.
+    let mut server = {
+        let _entered = runtime.enter();
+        axum_server::from_tcp(listener)?
+    };
+    crate::configure_http(server.http_builder(), crate::conn::DEFAULT_HEADER_TIMEOUT);
     runtime.spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
+        if let Err(error) = server.serve(app.into_make_service()).await {
             tracing::warn!(%error, "The dashboard listener stopped.");
         }
     });
