@@ -451,14 +451,11 @@ ws.onerror = () => {{ if (results.ws === "pending") results.ws = "error"; }};
     // and the socket failed.
     assert_eq!(results["yaml"], "failed", "{results}");
     assert_eq!(results["ws"], "error", "{results}");
-    let (_, list) = server.json("GET", "/api/v1/pipelines", None);
-    let names: Vec<&str> = list["pipelines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["live"], "the page applied a pipeline");
+    assert_eq!(
+        server.pipeline_names(),
+        ["live"],
+        "the page applied a pipeline"
+    );
     let (_, metrics) = server.request("GET", "/metrics", None).unwrap();
     let refused: f64 = metrics
         .lines()

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{RwSeries, remote_write_body};
 use common::server::{Server, free_port, wait_until, which};
 use common::temp_dir;
 
@@ -231,35 +232,6 @@ fn tokio_stream_of<T: Send + 'static>(
     items: Vec<T>,
 ) -> impl tokio_stream::Stream<Item = T> + Send + 'static {
     tokio_stream::iter(items)
-}
-
-/// Labels and (timestamp, value) points of one remote-write series.
-type RwSeries<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
-
-fn remote_write_body(series: &[RwSeries<'_>]) -> Vec<u8> {
-    use prost::Message;
-    use tidemark_server::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
-    let request = WriteRequest {
-        timeseries: series
-            .iter()
-            .map(|(labels, samples)| TimeSeries {
-                labels: labels
-                    .iter()
-                    .map(|(n, v)| Label {
-                        name: (*n).into(),
-                        value: (*v).into(),
-                    })
-                    .collect(),
-                samples: samples
-                    .iter()
-                    .map(|&(timestamp, value)| Sample { value, timestamp })
-                    .collect(),
-            })
-            .collect(),
-    };
-    snap::raw::Encoder::new()
-        .compress_vec(&request.encode_to_vec())
-        .unwrap()
 }
 
 /// Applies a pipeline from the remote-write listener to `dir/out.jsonl`;

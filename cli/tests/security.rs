@@ -97,23 +97,8 @@ fn call(
 }
 
 fn remote_write_body() -> Vec<u8> {
-    use prost::Message;
-    use tidemark_server::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
-    let request = WriteRequest {
-        timeseries: vec![TimeSeries {
-            labels: vec![Label {
-                name: "__name__".into(),
-                value: "up".into(),
-            }],
-            samples: vec![Sample {
-                value: 1.0,
-                timestamp: tidemark_engine::time::now_millis(),
-            }],
-        }],
-    };
-    snap::raw::Encoder::new()
-        .compress_vec(&request.encode_to_vec())
-        .unwrap()
+    let now = tidemark_engine::time::now_millis();
+    common::remote_write_body(&[(&[("__name__", "up")], &[(now, 1.0)])])
 }
 
 /// The WebSocket handshake's answer: 101, or the refusal's status.
@@ -510,10 +495,7 @@ sinks:
         assert_eq!((*line, *column), (l, c), "{message}");
         assert!(message.starts_with(m), "{message}\nexpected: {m}");
     }
-    assert_eq!(
-        server.json("GET", "/api/v1/pipelines", None).1["pipelines"],
-        Value::Array(Vec::new())
-    );
+    assert!(server.pipeline_names().is_empty());
 
     // Inside write_dirs: a new file is written; an existing one is not
     // replaced unless the sink says so, and then only in replace_dirs.
@@ -673,30 +655,12 @@ fn quotas_are_enforced_and_counted() {
     });
 
     // Ingest: 10 samples a second for acme; one request over it is 429.
-    let many: Vec<(String, f64)> = (0..8).map(|i| (format!("s{i}"), 1.0)).collect();
-    let body = {
-        use prost::Message;
-        use tidemark_server::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
-        let now = tidemark_engine::time::now_millis();
-        let request = WriteRequest {
-            timeseries: many
-                .iter()
-                .map(|(n, v)| TimeSeries {
-                    labels: vec![Label {
-                        name: "__name__".into(),
-                        value: n.clone(),
-                    }],
-                    samples: vec![Sample {
-                        value: *v,
-                        timestamp: now,
-                    }],
-                })
-                .collect(),
-        };
-        snap::raw::Encoder::new()
-            .compress_vec(&request.encode_to_vec())
-            .unwrap()
-    };
+    let now = tidemark_engine::time::now_millis();
+    let names: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+    let labels: Vec<[(&str, &str); 1]> = names.iter().map(|n| [("__name__", n.as_str())]).collect();
+    let points = [(now, 1.0)];
+    let series: Vec<common::RwSeries<'_>> = labels.iter().map(|l| (&l[..], &points[..])).collect();
+    let body = common::remote_write_body(&series);
     assert_eq!(
         call(&server, "POST", "/api/v1/write", acme, Some(&body)).0,
         204
@@ -785,10 +749,7 @@ fn safe_defaults_without_tokens() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 403, "{name}: {value}");
     }
-    assert_eq!(
-        server.json("GET", "/api/v1/pipelines", None).1["pipelines"],
-        Value::Array(Vec::new())
-    );
+    assert!(server.pipeline_names().is_empty());
     let (_, metrics) = server.request("GET", "/metrics", None).unwrap();
     for reason in ["content_type", "origin", "host"] {
         assert!(

@@ -240,14 +240,7 @@ fn a_file_sink_on_a_fifo_nobody_reads_blocks_nothing() {
         204
     );
     reader.join().unwrap();
-    let (_, list) = server.json("GET", "/api/v1/pipelines", None);
-    let names: Vec<&str> = list["pipelines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, vec!["other"]);
+    assert_eq!(server.pipeline_names(), ["other"]);
     assert!(server.stop().success());
 }
 

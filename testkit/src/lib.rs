@@ -129,3 +129,33 @@ pub fn increase(points: &[(i64, f64)], start: i64, end: i64) -> Option<f64> {
     }
     Some(inc * (sampled + to_start + to_end) / sampled)
 }
+
+/// Labels and (timestamp, value) points of one remote-write series.
+pub type RwSeries<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
+
+/// A Prometheus remote-write request body (snappy-compressed protobuf).
+pub fn remote_write_body(series: &[RwSeries<'_>]) -> Vec<u8> {
+    use prost::Message;
+    use tidemark_server::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
+    let request = WriteRequest {
+        timeseries: series
+            .iter()
+            .map(|(labels, samples)| TimeSeries {
+                labels: labels
+                    .iter()
+                    .map(|(n, v)| Label {
+                        name: (*n).into(),
+                        value: (*v).into(),
+                    })
+                    .collect(),
+                samples: samples
+                    .iter()
+                    .map(|&(timestamp, value)| Sample { value, timestamp })
+                    .collect(),
+            })
+            .collect(),
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .unwrap()
+}

@@ -135,6 +135,20 @@ impl Server {
         Ok((status, response.body_mut().read_to_string()?))
     }
 
+    /// The names of the pipelines the server lists (to a caller without a
+    /// token, or with [`Server::token`]).
+    pub fn pipeline_names(&self) -> Vec<String> {
+        let (_, list) = self.json("GET", "/api/v1/pipelines", None);
+        list["pipelines"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn json(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         let (status, text) = self.request(method, path, body).unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
