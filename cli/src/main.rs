@@ -198,7 +198,7 @@ struct ServeArgs {
     /// How far behind this server's clock a received timestamp may be: a duration or `off` [default: off].
     #[arg(long, env = "TIDEMARK_MAX_AGE")]
     max_age: Option<String>,
-    /// Require a token for /metrics too (health checks stay open).
+    /// Require a token for /metrics [default: true with a token file; `false` opens it to scrapers without tokens].
     #[arg(long, env = "TIDEMARK_PROTECT_METRICS", num_args = 0..=1, default_missing_value = "true")]
     protect_metrics: Option<bool>,
 }
@@ -227,13 +227,14 @@ impl ServeArgs {
             .or(file.shutdown_timeout)
             .unwrap_or_else(|| "30s".into());
         let shutdown_timeout = tidemark_engine::time::parse_duration(&timeout)?;
-        let protect_metrics = self
-            .protect_metrics
-            .or(file.protect_metrics)
-            .unwrap_or(false);
+        let protect_metrics = self.protect_metrics.or(file.protect_metrics);
+        // With tokens `/metrics` needs one too unless the operator opens it:
+        // it names every pipeline and tenant.
         let auth = match self.token_file.or(file.token_file) {
-            Some(path) => Auth::from_file(&path, protect_metrics)?,
-            None if protect_metrics => anyhow::bail!("protect_metrics needs a token file"),
+            Some(path) => Auth::from_file(&path, protect_metrics.unwrap_or(true))?,
+            None if protect_metrics == Some(true) => {
+                anyhow::bail!("protect_metrics needs a token file")
+            }
             None => Auth::default(),
         };
         let tls = match (

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{RwSeries, remote_write_body};
 use common::server::{Server, free_port, wait_until, which};
 use common::temp_dir;
+use common::{RwSeries, remote_write_body};
 
 #[test]
 fn the_grpc_ingest_service_feeds_grpc_sources() {

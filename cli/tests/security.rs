@@ -154,14 +154,7 @@ fn the_authorization_matrix() {
     let dir = temp_dir("security-matrix");
     let tokens = dir.join("tokens");
     std::fs::write(&tokens, TOKENS).unwrap();
-    let server = Server::start(
-        &[
-            "--token-file",
-            tokens.to_str().unwrap(),
-            "--protect-metrics",
-        ],
-        0,
-    );
+    let server = Server::start(&["--token-file", tokens.to_str().unwrap()], 0);
     let shared = "name: shared\nsources:\n  g: {type: grpc, idle_timeout: 100ms}\n  rw: {type: remote_write, idle_timeout: 100ms}\n  \
                   o: {type: otlp, idle_timeout: 100ms}\nsinks:\n  live: {type: websocket, inputs: [g, rw, o]}\n";
     let apply = |yaml: &str, token: &str| {
@@ -680,6 +673,23 @@ fn quotas_are_enforced_and_counted() {
             "{quota}: {metrics}"
         );
     }
+    assert!(server.stop().success());
+}
+
+/// With tokens `/metrics` needs an admin or read token unless the operator
+/// opens it for scrapers without one.
+#[test]
+fn metrics_are_protected_with_tokens_unless_opened() {
+    let dir = temp_dir("security-metrics");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, TOKENS).unwrap();
+    let file = tokens.to_str().unwrap();
+    let server = Server::start(&["--token-file", file], 0);
+    assert_eq!(call(&server, "GET", "/metrics", None, None).0, 401);
+    assert_eq!(call(&server, "GET", "/metrics", CALLERS[6].1, None).0, 200);
+    assert!(server.stop().success());
+    let server = Server::start(&["--token-file", file, "--protect-metrics", "false"], 0);
+    assert_eq!(call(&server, "GET", "/metrics", None, None).0, 200);
     assert!(server.stop().success());
 }
 

@@ -46,7 +46,7 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM); with `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// Require a token for `/metrics` too. Default false.
+    /// Require a token for `/metrics` too. Default true with a token file.
     pub protect_metrics: Option<bool>,
     /// How long a graceful stop may take, such as `30s`. Default `30s`.
     pub shutdown_timeout: Option<String>,
