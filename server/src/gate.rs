@@ -113,11 +113,17 @@ impl Gate {
         }
     }
 
-    /// Checks `Host` (without tokens) and `Origin`.
-    fn browser(&self, headers: &HeaderMap) -> Result<(), (&'static str, String)> {
+    /// Checks `Host` (without tokens) and `Origin`. `authority` is the
+    /// request URI's, which HTTP/2 clients send instead of `Host`.
+    fn browser(
+        &self,
+        headers: &HeaderMap,
+        authority: Option<&str>,
+    ) -> Result<(), (&'static str, String)> {
         let host = headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
+            .or(authority)
             .unwrap_or_default()
             .to_ascii_lowercase();
         if !self.auth.enabled() && !host.is_empty() && !self.trusted_host(&host) {
@@ -178,7 +184,9 @@ pub async fn check(State(gate): State<Arc<Gate>>, mut request: Request, next: Ne
     let path = request.uri().path().to_owned();
     // Orchestrators' probes pass whatever their Host.
     let probe = path == "/healthz" || path == "/readyz";
-    if !probe && let Err((reason, message)) = gate.browser(request.headers()) {
+    let authority = request.uri().authority().map(|a| a.as_str().to_owned());
+    if !probe && let Err((reason, message)) = gate.browser(request.headers(), authority.as_deref())
+    {
         return gate.refuse(reason, StatusCode::FORBIDDEN, message);
     }
     let scope = gate.scope(request.method(), &path);
@@ -307,7 +315,7 @@ mod tests {
                 ("origin", "https://dash.example.com/"),
             ],
         ] {
-            assert!(gate.browser(&headers(&ok)).is_ok(), "{ok:?}");
+            assert!(gate.browser(&headers(&ok), None).is_ok(), "{ok:?}");
         }
         for (bad, reason) in [
             (vec![("host", "evil.example:8080")], "host"),
@@ -331,7 +339,7 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                gate.browser(&headers(&bad)).unwrap_err().0,
+                gate.browser(&headers(&bad), None).unwrap_err().0,
                 reason,
                 "{bad:?}"
             );
@@ -342,21 +350,24 @@ mod tests {
     fn with_tokens_any_host_but_still_only_own_origins() {
         let gate = Gate::new(Auth::single("0123456789abcdef0".into()), Vec::new());
         assert!(
-            gate.browser(&headers(&[("host", "tidemark.internal:8080")]))
+            gate.browser(&headers(&[("host", "tidemark.internal:8080")]), None)
                 .is_ok()
         );
         assert!(
-            gate.browser(&headers(&[
-                ("host", "tidemark.internal:8080"),
-                ("origin", "https://tidemark.internal:8080")
-            ]))
+            gate.browser(
+                &headers(&[("origin", "https://tidemark.internal:8080")]),
+                Some("tidemark.internal:8080")
+            )
             .is_ok()
         );
         assert!(
-            gate.browser(&headers(&[
-                ("host", "tidemark.internal:8080"),
-                ("origin", "https://tidemark.internal.evil.example")
-            ]))
+            gate.browser(
+                &headers(&[
+                    ("host", "tidemark.internal:8080"),
+                    ("origin", "https://tidemark.internal.evil.example")
+                ]),
+                None
+            )
             .is_err()
         );
     }
