@@ -129,7 +129,6 @@ impl Access {
     /// `file`) against this policy and the largest queue a component may
     /// ask for: one located error per thing not allowed.
     pub fn check(&self, file: &str, text: &str, plan: &Plan, max_queue: usize) -> Vec<Diagnostic> {
-        let root = yaml::parse(text).ok();
         let hosts: Vec<HostRule> = self
             .hosts
             .iter()
@@ -144,26 +143,33 @@ impl Access {
                     .iter()
                     .map(|(n, s, _)| (Section::Sink, n, s.touches())),
             );
-        let mut errors = Vec::new();
+        let mut refused = Vec::new();
         for (section, name, resources) in touched {
             for r in resources {
                 if let Err(message) = self.allows(&r, &hosts, max_queue) {
                     let mut path = vec![section.key().to_owned(), name.clone()];
                     path.extend(r.field.iter().cloned());
-                    let pos = root
-                        .as_ref()
-                        .map_or(yaml::Pos { line: 1, column: 1 }, |n| n.locate(&path, false));
-                    errors.push(Diagnostic {
-                        file: file.to_owned(),
-                        pos,
-                        component: Some((section, name.clone())),
-                        message,
-                        kind: DiagnosticKind::Access,
-                    });
+                    refused.push((section, name, path, message));
                 }
             }
         }
-        errors
+        if refused.is_empty() {
+            return Vec::new();
+        }
+        // The text is parsed again only to locate what was refused.
+        let root = yaml::parse(text).ok();
+        refused
+            .into_iter()
+            .map(|(section, name, path, message)| Diagnostic {
+                file: file.to_owned(),
+                pos: root
+                    .as_ref()
+                    .map_or(yaml::Pos { line: 1, column: 1 }, |n| n.locate(&path, false)),
+                component: Some((section, name.clone())),
+                message,
+                kind: DiagnosticKind::Access,
+            })
+            .collect()
     }
 
     fn allows(&self, r: &Resource, hosts: &[HostRule], max_queue: usize) -> Result<(), String> {

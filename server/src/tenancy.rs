@@ -59,6 +59,7 @@ impl Control {
         name: &str,
     ) -> Result<Option<String>, (bool, String)> {
         let existing = self.owner(name);
+        let replacing = existing.is_some();
         if let Some(owner) = &existing
             && !principal.sees(owner.as_deref())
         {
@@ -73,7 +74,6 @@ impl Control {
             (None, Some(owner)) => owner,
             (None, None) => None,
         };
-        let replacing = self.owner(name).is_some();
         if !replacing && self.owned_by(owner.as_deref()) >= self.quotas.pipelines {
             self.quotas.refused("pipelines");
             let who = owner
