@@ -10,6 +10,7 @@
 pub mod browser;
 pub mod duckdb;
 pub mod pg;
+pub mod promtool;
 pub mod server;
 pub mod tumbling;
 

@@ -1,0 +1,265 @@
+//! Where an evaluation reads samples: the [`Storage`] trait and
+//! [`MemStore`], the recent samples of each series in memory.
+
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+
+use promql_parser::parser::VectorSelector;
+use tidemark_engine::{Series, SeriesId};
+
+/// Prometheus's staleness marker: a NaN with this bit pattern says that
+/// a series ended (it was not in the last scrape, or its rule stopped
+/// producing it).
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// Whether `v` is a staleness marker.
+#[inline]
+pub fn is_stale(v: f64) -> bool {
+    v.to_bits() == STALE_NAN
+}
+
+/// One sample of a series: event time in milliseconds and value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    /// Milliseconds since the epoch.
+    pub t: i64,
+    /// The value (a staleness marker included).
+    pub v: f64,
+}
+
+/// Samples an evaluation can read.
+pub trait Storage {
+    /// Calls `each` for every series that matches `selector`, with its
+    /// points whose time is in `[start, end]`, oldest first (staleness
+    /// markers included); series with no point there may be skipped.
+    fn select(
+        &self,
+        selector: &VectorSelector,
+        start: i64,
+        end: i64,
+        each: &mut dyn FnMut(&Series, &[Point]),
+    );
+}
+
+/// The points of one series, oldest first; `head` points at the first one
+/// kept (trimming moves it, and compacts once half the vector is dead).
+#[derive(Debug)]
+struct Buffer {
+    series: Series,
+    points: Vec<Point>,
+    head: usize,
+}
+
+impl Buffer {
+    fn live(&self) -> &[Point] {
+        &self.points[self.head..]
+    }
+}
+
+/// The recent samples of every series it was given, indexed by metric
+/// name. Samples may arrive out of order; each series keeps its points
+/// sorted by time (a sample at a time the series already has replaces it).
+#[derive(Debug, Default)]
+pub struct MemStore {
+    series: FxHashMap<SeriesId, Buffer>,
+    by_name: FxHashMap<Arc<str>, Vec<SeriesId>>,
+    points: usize,
+}
+
+impl MemStore {
+    /// Adds a sample.
+    pub fn insert(&mut self, series: &Series, t: i64, v: f64) {
+        let id = series.id();
+        let buffer = self.series.entry(id).or_insert_with(|| {
+            let name: Arc<str> = Arc::from(series.name());
+            self.by_name.entry(name).or_default().push(id);
+            Buffer {
+                series: series.clone(),
+                points: Vec::new(),
+                head: 0,
+            }
+        });
+        let live = buffer.live();
+        match live.last() {
+            Some(last) if last.t >= t => {
+                let at = live.partition_point(|p| p.t < t) + buffer.head;
+                if buffer.points.get(at).is_some_and(|p| p.t == t) {
+                    buffer.points[at].v = v;
+                    return;
+                }
+                buffer.points.insert(at, Point { t, v });
+            }
+            _ => buffer.points.push(Point { t, v }),
+        }
+        self.points += 1;
+    }
+
+    /// Forgets points older than `before`, and series left with none.
+    pub fn trim(&mut self, before: i64) {
+        let mut dropped = 0usize;
+        let mut emptied = Vec::new();
+        for (id, buffer) in self.series.iter_mut() {
+            let live = buffer.live();
+            let old = live.partition_point(|p| p.t < before);
+            if old == 0 {
+                continue;
+            }
+            buffer.head += old;
+            dropped += old;
+            if buffer.head == buffer.points.len() {
+                emptied.push(*id);
+            } else if buffer.head * 2 >= buffer.points.len() {
+                buffer.points.drain(..buffer.head);
+                buffer.head = 0;
+            }
+        }
+        self.points -= dropped;
+        for id in emptied {
+            let Some(buffer) = self.series.remove(&id) else {
+                continue;
+            };
+            if let Some(ids) = self.by_name.get_mut(buffer.series.name()) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    self.by_name.remove(buffer.series.name());
+                }
+            }
+        }
+    }
+
+    /// Series held.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Points held.
+    pub fn point_count(&self) -> usize {
+        self.points
+    }
+
+    /// The latest point of a series, if it has one.
+    pub fn last(&self, id: SeriesId) -> Option<Point> {
+        self.series.get(&id).and_then(|b| b.live().last().copied())
+    }
+}
+
+/// Whether `series` matches every matcher of `selector` (or one of its
+/// `or` groups); the metric name is a matcher like any other.
+pub(crate) fn matches(selector: &VectorSelector, series: &Series) -> bool {
+    use promql_parser::label::Matcher;
+    if selector
+        .name
+        .as_ref()
+        .is_some_and(|name| series.name() != name)
+    {
+        return false;
+    }
+    let all = |ms: &[Matcher]| {
+        ms.iter()
+            .all(|m| m.is_match(series.get(&m.name).unwrap_or("")))
+    };
+    let m = &selector.matchers;
+    if m.or_matchers.is_empty() {
+        all(&m.matchers)
+    } else {
+        m.or_matchers.iter().any(|group| all(group))
+    }
+}
+
+/// The metric name a selector fixes, if it fixes one.
+fn fixed_name(selector: &VectorSelector) -> Option<&str> {
+    use promql_parser::label::MatchOp;
+    if let Some(name) = &selector.name {
+        return Some(name);
+    }
+    if !selector.matchers.or_matchers.is_empty() {
+        return None;
+    }
+    selector
+        .matchers
+        .matchers
+        .iter()
+        .find(|m| m.name == tidemark_engine::series::METRIC_NAME_LABEL && m.op == MatchOp::Equal)
+        .map(|m| m.value.as_str())
+}
+
+impl Storage for MemStore {
+    fn select(
+        &self,
+        selector: &VectorSelector,
+        start: i64,
+        end: i64,
+        each: &mut dyn FnMut(&Series, &[Point]),
+    ) {
+        let mut visit = |buffer: &Buffer| {
+            if !matches(selector, &buffer.series) {
+                return;
+            }
+            let live = buffer.live();
+            let from = live.partition_point(|p| p.t < start);
+            let to = live.partition_point(|p| p.t <= end);
+            if from < to {
+                each(&buffer.series, &live[from..to]);
+            }
+        };
+        match fixed_name(selector) {
+            Some(name) => {
+                for id in self.by_name.get(name).into_iter().flatten() {
+                    if let Some(buffer) = self.series.get(id) {
+                        visit(buffer);
+                    }
+                }
+            }
+            None => self.series.values().for_each(visit),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn selector(text: &str) -> VectorSelector {
+        match promql_parser::parser::parse(text).unwrap() {
+            promql_parser::parser::Expr::VectorSelector(vs) => vs,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn collect(store: &MemStore, sel: &str, start: i64, end: i64) -> Vec<(String, Vec<i64>)> {
+        let mut out = Vec::new();
+        store.select(&selector(sel), start, end, &mut |s, ps| {
+            out.push((s.to_string(), ps.iter().map(|p| p.t).collect()))
+        });
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn keeps_points_sorted_and_selects_closed_ranges() {
+        let mut store = MemStore::default();
+        let a = Series::new("a", [("x", "1")]);
+        for t in [10, 30, 20, 40, 30] {
+            store.insert(&a, t, t as f64);
+        }
+        assert_eq!(store.point_count(), 4);
+        assert_eq!(
+            collect(&store, "a", 20, 30),
+            vec![("a{x=\"1\"}".into(), vec![20, 30])]
+        );
+        assert!(collect(&store, r#"a{x="2"}"#, 0, 100).is_empty());
+        assert_eq!(collect(&store, r#"{__name__=~"a|b"}"#, 0, 100).len(), 1);
+        store.trim(25);
+        assert_eq!(store.point_count(), 2);
+        assert_eq!(collect(&store, "a", 0, 100)[0].1, vec![30, 40]);
+        store.trim(100);
+        assert_eq!(store.series_count(), 0);
+        assert!(collect(&store, "a", 0, 1000).is_empty());
+    }
+
+    #[test]
+    fn stale_markers_are_recognised() {
+        assert!(is_stale(f64::from_bits(STALE_NAN)));
+        assert!(!is_stale(f64::NAN));
+    }
+}
