@@ -23,6 +23,7 @@
 //! `tidemark-pipelines` ties them together; `tidemark-server` and
 //! `tidemark-cli` sit on top.
 
+pub mod alert;
 pub mod component;
 pub mod error;
 pub mod flow;
@@ -36,6 +37,7 @@ pub mod stats;
 pub mod time;
 pub mod validate;
 pub mod watermark;
+pub mod yaml;
 
 pub use series::{Sample, Series, SeriesId};
 pub use time::{Millis, Time};

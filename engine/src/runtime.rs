@@ -25,6 +25,9 @@ pub type ProgressBuilder = timely::container::CapacityContainerBuilder<Vec<()>>;
 /// A stream of sample batches.
 pub type SampleStream<'scope> = Stream<'scope, Time, Vec<Sample>>;
 
+/// A stream of alert state changes (an `alert` transform's `alerts`).
+pub type AlertStream<'scope> = Stream<'scope, Time, Vec<crate::alert::Alert>>;
+
 /// A stream that carries no data, only progress: what sinks return.
 pub type ProgressStream<'scope> = Stream<'scope, Time, Vec<()>>;
 

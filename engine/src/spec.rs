@@ -33,6 +33,7 @@
 //!     fn reach(&self) -> Reach { Some(0) }
 //!     fn needs_raw_input(&self) -> bool { false }
 //!     fn derives_values(&self) -> bool { false }
+//!     fn touches(&self) -> Vec<tidemark_engine::spec::Resource> { Vec::new() }
 //!     fn build<'s>(&self, input: AnyStream<'s>, _: TransformContext) -> Vec<AnyStream<'s>> {
 //!         vec![input]
 //!     }
@@ -44,7 +45,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::component::{ConfigError, Reach, SinkContext, SourceContext};
-use crate::runtime::{PipelineScope, ProgressStream, SampleStream};
+use crate::runtime::{AlertStream, PipelineScope, ProgressStream, SampleStream};
 use crate::stats::PipelineStats;
 use crate::time::Time;
 
@@ -82,13 +83,15 @@ impl fmt::Display for StreamKind {
     }
 }
 
-/// A built stream of some kind. The variants for alerts and incidents
-/// arrive with their record types (the `alert` and `correlate` transforms);
-/// [`StreamKind`] already names them, so pipelines are checked for them.
+/// A built stream of some kind. The variant for incidents arrives with
+/// its record type (the `correlate` transform); [`StreamKind`] already
+/// names it, so pipelines are checked for it.
 #[derive(Clone)]
 pub enum AnyStream<'scope> {
     /// A stream of sample batches.
     Samples(SampleStream<'scope>),
+    /// A stream of alert state changes.
+    Alerts(AlertStream<'scope>),
 }
 
 impl<'scope> AnyStream<'scope> {
@@ -96,13 +99,30 @@ impl<'scope> AnyStream<'scope> {
     pub fn kind(&self) -> StreamKind {
         match self {
             AnyStream::Samples(_) => StreamKind::Samples,
+            AnyStream::Alerts(_) => StreamKind::Alerts,
         }
     }
 
-    /// The sample stream inside.
+    /// The sample stream inside. The compiler connects only ports of the
+    /// same kind, so a component that takes samples is never given
+    /// anything else; asking a stream of another kind for samples is a
+    /// bug in the compiler, and says so.
     pub fn into_samples(self) -> SampleStream<'scope> {
         match self {
             AnyStream::Samples(s) => s,
+            AnyStream::Alerts(_) => {
+                panic!("bug: a stream of alerts was given where samples were expected")
+            }
+        }
+    }
+
+    /// The alert stream inside (see [`Self::into_samples`]).
+    pub fn into_alerts(self) -> AlertStream<'scope> {
+        match self {
+            AnyStream::Alerts(s) => s,
+            AnyStream::Samples(_) => {
+                panic!("bug: a stream of samples was given where alerts were expected")
+            }
         }
     }
 }
@@ -243,6 +263,10 @@ pub trait TransformSpec: fmt::Debug + Send + Sync {
     /// Whether its output values are derived (window results) rather than
     /// its input passed on.
     fn derives_values(&self) -> bool;
+    /// What outside the process it reads (an `alert` transform's rule
+    /// files); `tidemark serve` checks each like a source's (see
+    /// [`SourceSpec::touches`]).
+    fn touches(&self) -> Vec<Resource>;
     /// Builds it on a worker: one stream for each of [`Self::outputs`], in
     /// that order.
     fn build<'scope>(

@@ -11,6 +11,7 @@
 //! - [`aggregate`] and [`group`]: what windows compute and how they group.
 
 pub mod aggregate;
+pub mod alert;
 pub mod filter;
 pub mod group;
 pub mod labels;

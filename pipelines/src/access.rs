@@ -139,6 +139,11 @@ impl Access {
             .iter()
             .map(|(n, s, _)| (Section::Source, n, s.touches()))
             .chain(
+                plan.transforms
+                    .iter()
+                    .map(|(n, t, _)| (Section::Transform, n, t.touches())),
+            )
+            .chain(
                 plan.sinks
                     .iter()
                     .map(|(n, s, _)| (Section::Sink, n, s.touches())),

@@ -13,7 +13,8 @@ use tidemark_engine::live::LiveHub;
 use tidemark_engine::runtime::{
     Concatenate, PipelineScope, Probe, ProbeHandle, SampleStream, Worker,
 };
-use tidemark_engine::spec::{AnyStream, TransformContext};
+use tidemark_engine::alert::Alert;
+use tidemark_engine::spec::{AnyStream, StreamKind, TransformContext};
 use tidemark_engine::stats::{PipelineStats, Role};
 use tidemark_engine::time::Time;
 
@@ -76,6 +77,10 @@ fn merge<'scope>(
         .collect();
     if found.len() == 1 {
         return found.swap_remove(0);
+    }
+    if found.first().is_some_and(|s| s.kind() == StreamKind::Alerts) {
+        let alerts: Vec<_> = found.into_iter().map(AnyStream::into_alerts).collect();
+        return AnyStream::Alerts(scope.concatenate::<_, Vec<Alert>>(alerts));
     }
     let samples: Vec<SampleStream<'scope>> =
         found.into_iter().map(AnyStream::into_samples).collect();

@@ -21,6 +21,7 @@ use tidemark_connectors::timescaledb::TimescaleSinkConfig;
 use tidemark_connectors::websocket::WebsocketSinkConfig;
 use tidemark_engine::component::ConfigError;
 use tidemark_engine::spec::{SinkSpec, SourceSpec, TransformSpec, Validate};
+use tidemark_operators::alert::config::AlertConfig;
 use tidemark_operators::filter::FilterConfig;
 use tidemark_operators::labels::LabelsConfig;
 use tidemark_operators::score::config::ScoreConfig;
@@ -111,6 +112,8 @@ registry! {
         Labels(LabelsConfig),
         /// Streaming anomaly scores per series.
         Score(ScoreConfig),
+        /// Prometheus recording and alerting rules in event time.
+        Alert(AlertConfig),
     }
 }
 

@@ -19,7 +19,9 @@ pub mod config;
 pub mod fuzzing;
 pub mod plan;
 pub mod run;
-pub mod yaml;
+/// YAML with positions (in the engine, so that components can read their own
+/// files, such as rule files, with located errors).
+pub use tidemark_engine::yaml;
 
 pub use compile::{Diagnostic, DiagnosticKind, compile};
 

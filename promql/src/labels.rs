@@ -39,7 +39,7 @@ pub(crate) fn remove(series: &Series, names: &[String]) -> Series {
 }
 
 /// The series with label `name` set to `value` (removed when empty).
-pub(crate) fn set(series: &Series, name: &str, value: &str) -> Series {
+pub fn set(series: &Series, name: &str, value: &str) -> Series {
     let mut labels: Vec<Label> = series
         .labels()
         .iter()

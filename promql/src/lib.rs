@@ -46,8 +46,8 @@ mod value;
 
 pub use check::{Unsupported, check, parse};
 pub use eval::{EvalError, Evaluator};
-pub use labels::{drop_name, format_value};
-pub use store::{MemStore, Point, STALE_NAN, Storage, is_stale};
+pub use labels::{drop_name, format_value, set as set_label};
+pub use store::{MemStore, Point, STALE_NAN, Storage, is_stale, selects};
 pub use value::{Element, RangeSeries, Value};
 
 /// Prometheus's default lookback delta: an instant selector finds a

@@ -145,7 +145,7 @@ impl MemStore {
 
 /// Whether `series` matches every matcher of `selector` (or one of its
 /// `or` groups); the metric name is a matcher like any other.
-pub(crate) fn matches(selector: &VectorSelector, series: &Series) -> bool {
+pub fn selects(selector: &VectorSelector, series: &Series) -> bool {
     use promql_parser::label::Matcher;
     if selector
         .name
@@ -192,7 +192,7 @@ impl Storage for MemStore {
         each: &mut dyn FnMut(&Series, &[Point]),
     ) {
         let mut visit = |buffer: &Buffer| {
-            if !matches(selector, &buffer.series) {
+            if !selects(selector, &buffer.series) {
                 return;
             }
             let live = buffer.live();

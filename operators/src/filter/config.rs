@@ -61,6 +61,9 @@ impl TransformSpec for FilterTransform {
     fn derives_values(&self) -> bool {
         false
     }
+    fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
+        Vec::new() // nothing outside the process
+    }
     fn build<'scope>(
         &self,
         input: AnyStream<'scope>,

@@ -126,6 +126,9 @@ impl TransformSpec for LabelsTransform {
     fn derives_values(&self) -> bool {
         false
     }
+    fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
+        Vec::new() // nothing outside the process
+    }
     fn build<'scope>(
         &self,
         input: AnyStream<'scope>,

@@ -181,6 +181,9 @@ impl TransformSpec for ScoreTransform {
     fn derives_values(&self) -> bool {
         true
     }
+    fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
+        Vec::new() // nothing outside the process
+    }
     fn build<'scope>(
         &self,
         input: AnyStream<'scope>,

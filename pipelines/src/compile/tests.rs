@@ -38,6 +38,9 @@ impl TransformSpec for Rules {
     fn derives_values(&self) -> bool {
         true
     }
+    fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
+        Vec::new() // nothing outside the process
+    }
     fn build<'s>(&self, _: AnyStream<'s>, _: TransformContext) -> Vec<AnyStream<'s>> {
         unreachable!("the compiler never builds")
     }

@@ -1,0 +1,440 @@
+//! The timely wrapper: samples go to the worker that evaluates the groups
+//! whose rules select them (a copy for each such worker), are kept in that
+//! worker's store, and every group step runs once the watermark has passed
+//! it (plus `lateness`).
+//!
+//! Groups that read what another group records (or `ALERTS`) are
+//! evaluated together, on one worker, in file order, so that every
+//! worker count gives the same results.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use promql_parser::parser::{Expr, VectorSelector};
+use rustc_hash::FxHashMap;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+
+use tidemark_engine::alert::Alert;
+use tidemark_engine::runtime::{AlertStream, Operator, SampleStream, frontier_min};
+use tidemark_engine::stats::{ComponentStats, DropReason, add};
+use tidemark_engine::time::Time;
+use tidemark_engine::{Sample, SeriesId};
+use tidemark_promql::MemStore;
+
+use super::group::{GroupState, Output, Settings};
+use super::rules::{Group, RuleKind};
+use super::template::Cache;
+
+/// Groups evaluated together, and the selectors their rules read.
+#[derive(Clone, Debug)]
+pub struct Unit {
+    /// Indexes into [`AlertSpec::groups`], in file order.
+    pub groups: Vec<usize>,
+    /// Every selector of every rule of those groups.
+    pub selectors: Vec<VectorSelector>,
+    /// How far back (ms) the rules read: the longest range plus offset,
+    /// plus the lookback delta.
+    pub retention: i64,
+    /// Decides the worker.
+    pub key: u64,
+}
+
+/// What the operator evaluates.
+#[derive(Clone, Debug)]
+pub struct AlertSpec {
+    /// The groups.
+    pub groups: Vec<Arc<Group>>,
+    /// The groups by evaluation unit.
+    pub units: Vec<Unit>,
+    /// Shared settings.
+    pub settings: Settings,
+    /// How long after a step's time its inputs may still arrive (ms).
+    pub lateness: i64,
+}
+
+/// Calls `f` with every selector of `expr`, its range (0 for an instant
+/// selector) and its offset, in milliseconds.
+pub fn selectors(expr: &Expr, f: &mut impl FnMut(&VectorSelector, i64, i64)) {
+    let offset = |vs: &VectorSelector| tidemark_promql_offset(vs);
+    match expr {
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                selectors(p, f);
+            }
+            selectors(&a.expr, f);
+        }
+        Expr::Unary(u) => selectors(&u.expr, f),
+        Expr::Binary(b) => {
+            selectors(&b.lhs, f);
+            selectors(&b.rhs, f);
+        }
+        Expr::Paren(p) => selectors(&p.expr, f),
+        Expr::Subquery(s) => selectors(&s.expr, f),
+        Expr::VectorSelector(vs) => f(vs, 0, offset(vs)),
+        Expr::MatrixSelector(ms) => f(&ms.vs, ms.range.as_millis() as i64, offset(&ms.vs)),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| selectors(a, f)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// The offset of a selector in milliseconds (negative for `offset -5m`).
+pub fn tidemark_promql_offset(vs: &VectorSelector) -> i64 {
+    use promql_parser::parser::Offset;
+    match &vs.offset {
+        None => 0,
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+    }
+}
+
+/// The metric name a selector fixes, if any.
+fn fixed_name(vs: &VectorSelector) -> Option<String> {
+    use promql_parser::label::MatchOp;
+    vs.name.clone().or_else(|| {
+        vs.matchers
+            .matchers
+            .iter()
+            .find(|m| m.name == "__name__" && m.op == MatchOp::Equal)
+            .map(|m| m.value.clone())
+    })
+}
+
+impl AlertSpec {
+    /// Groups the groups into units: a group that reads a series another
+    /// group writes (a recorded name, `ALERTS`, or anything, for a selector
+    /// without a fixed name) is evaluated with it.
+    pub fn new(groups: Vec<Arc<Group>>, settings: Settings, lateness: i64) -> AlertSpec {
+        let n = groups.len();
+        let mut parent: Vec<usize> = (0..n).collect();
+        fn root(parent: &mut [usize], mut i: usize) -> usize {
+            while parent[i] != i {
+                parent[i] = parent[parent[i]];
+                i = parent[i];
+            }
+            i
+        }
+        let writes: Vec<Vec<String>> = groups
+            .iter()
+            .map(|g| {
+                g.rules
+                    .iter()
+                    .flat_map(|r| match r.kind {
+                        RuleKind::Record => vec![r.name.clone()],
+                        RuleKind::Alert { .. } => {
+                            vec!["ALERTS".to_owned(), "ALERTS_FOR_STATE".to_owned()]
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut reads: Vec<Vec<VectorSelector>> = vec![Vec::new(); n];
+        let mut reach = vec![0i64; n];
+        for (i, g) in groups.iter().enumerate() {
+            for r in &g.rules {
+                selectors(&r.expr, &mut |vs, range, offset| {
+                    reads[i].push(vs.clone());
+                    reach[i] = reach[i].max(range + offset.max(0));
+                });
+            }
+        }
+        for i in 0..n {
+            for j in 0..n {
+                let depends = i != j
+                    && reads[i].iter().any(|vs| match fixed_name(vs) {
+                        Some(name) => writes[j].contains(&name),
+                        None => !writes[j].is_empty(),
+                    });
+                if depends {
+                    let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                    parent[a] = b;
+                }
+            }
+        }
+        let mut units: Vec<Unit> = Vec::new();
+        let mut unit_of: FxHashMap<usize, usize> = FxHashMap::default();
+        for i in 0..n {
+            let r = root(&mut parent, i);
+            let u = *unit_of.entry(r).or_insert_with(|| {
+                let mut h = DefaultHasher::new();
+                (&groups[i].file, &groups[i].name).hash(&mut h);
+                units.push(Unit {
+                    groups: Vec::new(),
+                    selectors: Vec::new(),
+                    retention: settings.lookback,
+                    key: h.finish(),
+                });
+                units.len() - 1
+            });
+            units[u].groups.push(i);
+            units[u].selectors.extend(reads[i].iter().cloned());
+            units[u].retention = units[u].retention.max(reach[i] + settings.lookback);
+        }
+        AlertSpec {
+            groups,
+            units,
+            settings,
+            lateness,
+        }
+    }
+
+    /// The longest group interval (ms).
+    pub fn max_interval(&self) -> i64 {
+        self.groups.iter().map(|g| g.interval).max().unwrap_or(0)
+    }
+
+    /// The longest retention of any unit (ms).
+    pub fn max_retention(&self) -> i64 {
+        self.units.iter().map(|u| u.retention).max().unwrap_or(0)
+    }
+}
+
+/// One unit's state on the worker that evaluates it.
+struct Local {
+    unit: usize,
+    store: MemStore,
+    groups: Vec<GroupState>,
+    next: Vec<Option<i64>>,
+    first: Option<i64>,
+    last: i64,
+}
+
+/// What the evaluation operator gives, split into the two outputs after.
+#[derive(Clone, Debug)]
+enum Out {
+    Sample(Sample),
+    Alert(Box<Alert>),
+}
+
+/// Alert and recording rules on a stream of samples.
+pub trait Alerting<'scope> {
+    /// Evaluates `spec`'s groups in event time; returns the samples
+    /// (recording rules, `ALERTS`, `ALERTS_FOR_STATE`) and the alert state
+    /// changes.
+    fn alert_rules(
+        self,
+        name: &str,
+        spec: Arc<AlertSpec>,
+        stats: Arc<ComponentStats>,
+    ) -> (SampleStream<'scope>, AlertStream<'scope>);
+}
+
+impl<'scope> Alerting<'scope> for SampleStream<'scope> {
+    fn alert_rules(
+        self,
+        name: &str,
+        spec: Arc<AlertSpec>,
+        stats: Arc<ComponentStats>,
+    ) -> (SampleStream<'scope>, AlertStream<'scope>) {
+        let peers = self.scope().peers() as u64;
+        let index = self.scope().index() as u64;
+        let routed = route(self, name, Arc::clone(&spec), peers);
+        let evaluated = routed
+            .unary_frontier(
+                Exchange::new(|(w, _): &(u64, Sample)| *w),
+                name,
+                move |capability, _info| {
+                    let mut held = Some(capability);
+                    let mut locals: Vec<Local> = spec
+                        .units
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, u)| u.key % peers == index)
+                        .map(|(i, u)| Local {
+                            unit: i,
+                            store: MemStore::default(),
+                            groups: u
+                                .groups
+                                .iter()
+                                .map(|g| GroupState::new(Arc::clone(&spec.groups[*g])))
+                                .collect(),
+                            next: vec![None; u.groups.len()],
+                            first: None,
+                            last: i64::MIN,
+                        })
+                        .collect();
+                    let mut matches: FxHashMap<SeriesId, Vec<usize>> = FxHashMap::default();
+                    let mut cache = Cache::default();
+                    let mut last_frontier: Option<Option<Time>> = None;
+                    move |(input, frontier), output| {
+                        let mut late = 0u64;
+                        input.for_each(|cap, data| {
+                            let Some(&time) = cap.least() else { return };
+                            add(&stats.received, data.len() as u64);
+                            for (_, sample) in data.drain(..) {
+                                if sample.timestamp.saturating_add(spec.lateness) < time as i64 {
+                                    late += 1;
+                                    continue;
+                                }
+                                let targets = matches.entry(sample.series.id()).or_insert_with(|| {
+                                    locals
+                                        .iter()
+                                        .enumerate()
+                                        .filter(|(_, l)| {
+                                            spec.units[l.unit].selectors.iter().any(|vs| {
+                                                tidemark_promql::selects(vs, &sample.series)
+                                            })
+                                        })
+                                        .map(|(i, _)| i)
+                                        .collect()
+                                });
+                                for &i in targets.iter() {
+                                    let l = &mut locals[i];
+                                    l.store.insert(&sample.series, sample.timestamp, sample.value);
+                                    l.first = Some(l.first.map_or(sample.timestamp, |f| f.min(sample.timestamp)));
+                                    l.last = l.last.max(sample.timestamp);
+                                }
+                            }
+                        });
+                        stats.dropped(DropReason::Late, late);
+                        let f = frontier_min(frontier);
+                        if last_frontier == Some(f) {
+                            return;
+                        }
+                        last_frontier = Some(f);
+                        if let Some(cap) = held.as_ref() {
+                            let mut sent = 0u64;
+                            for l in locals.iter_mut() {
+                                let bound = match f {
+                                    Some(f) => f as i64 - spec.lateness - 1,
+                                    None => l.last,
+                                };
+                                step_until(l, &spec, bound, &mut cache, &stats, &mut |t, out| {
+                                    sent += out.len() as u64;
+                                    let at = cap.delayed(&(t.max(0) as Time).max(*cap.time()));
+                                    output.session(&at).give_iterator(out.into_iter());
+                                });
+                            }
+                            add(&stats.sent, sent);
+                        }
+                        match f {
+                            Some(f) => {
+                                if let Some(cap) = held.as_mut() {
+                                    let to = f.saturating_sub(spec.lateness as Time);
+                                    if to > *cap.time() {
+                                        cap.downgrade(&to);
+                                    }
+                                }
+                            }
+                            None => held = None,
+                        }
+                    }
+                },
+            )
+            .container::<Vec<Out>>();
+        let samples = evaluated
+            .clone()
+            .unary(Pipeline, "alert.samples", |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let mut session = output.session(&cap);
+                        session.give_iterator(data.drain(..).filter_map(|o| match o {
+                            Out::Sample(s) => Some(s),
+                            Out::Alert(_) => None,
+                        }));
+                    });
+                }
+            })
+            .container::<Vec<Sample>>();
+        let alerts = evaluated
+            .unary(Pipeline, "alert.alerts", |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let mut session = output.session(&cap);
+                        session.give_iterator(data.drain(..).filter_map(|o| match o {
+                            Out::Alert(a) => Some(*a),
+                            Out::Sample(_) => None,
+                        }));
+                    });
+                }
+            })
+            .container::<Vec<Alert>>();
+        (samples, alerts)
+    }
+}
+
+/// Tags each sample with the worker of every unit whose selectors match
+/// it (once per worker); samples no rule reads go nowhere.
+fn route<'scope>(
+    stream: SampleStream<'scope>,
+    name: &str,
+    spec: Arc<AlertSpec>,
+    peers: u64,
+) -> timely::dataflow::Stream<'scope, Time, Vec<(u64, Sample)>> {
+    let mut cache: FxHashMap<SeriesId, Vec<u64>> = FxHashMap::default();
+    stream
+        .unary(Pipeline, &format!("{name}.route"), move |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for sample in data.drain(..) {
+                        let workers = cache.entry(sample.series.id()).or_insert_with(|| {
+                            let mut w: Vec<u64> = spec
+                                .units
+                                .iter()
+                                .filter(|u| {
+                                    u.selectors
+                                        .iter()
+                                        .any(|vs| tidemark_promql::selects(vs, &sample.series))
+                                })
+                                .map(|u| u.key % peers)
+                                .collect();
+                            w.sort_unstable();
+                            w.dedup();
+                            w
+                        });
+                        for &w in workers.iter() {
+                            session.give((w, sample.clone()));
+                        }
+                    }
+                });
+            }
+        })
+        .container::<Vec<(u64, Sample)>>()
+}
+
+/// Runs every step of `l`'s groups up to `bound` (inclusive), in time
+/// order (file order within a step), handing each step's output to
+/// `emit`, then forgets samples no later step reads.
+fn step_until(
+    l: &mut Local,
+    spec: &AlertSpec,
+    bound: i64,
+    cache: &mut Cache,
+    stats: &ComponentStats,
+    emit: &mut impl FnMut(i64, Vec<Out>),
+) {
+    let Some(first) = l.first else { return };
+    for (g, next) in l.next.iter_mut().enumerate() {
+        let interval = l.groups[g].group.interval;
+        next.get_or_insert_with(|| first.div_euclid(interval) * interval + if first.rem_euclid(interval) == 0 { 0 } else { interval });
+    }
+    loop {
+        let Some((g, t)) = l
+            .next
+            .iter()
+            .enumerate()
+            .filter_map(|(g, n)| n.map(|t| (g, t)))
+            .filter(|(_, t)| *t <= bound)
+            .min_by_key(|(g, t)| (*t, *g))
+        else {
+            break;
+        };
+        let mut out = Output::default();
+        l.groups[g].evaluate(&mut l.store, t, &spec.settings, cache, &mut out);
+        if !out.failures.is_empty() {
+            add(&stats.errors, out.failures.len() as u64);
+            for (rule, error) in &out.failures {
+                tracing::debug!(%error, rule, group = %l.groups[g].group.name, "Rule evaluation failed.");
+            }
+        }
+        let mut batch: Vec<Out> = out.samples.into_iter().map(Out::Sample).collect();
+        batch.extend(out.alerts.into_iter().map(|a| Out::Alert(Box::new(a))));
+        if !batch.is_empty() {
+            emit(t, batch);
+        }
+        l.next[g] = Some(t + l.groups[g].group.interval);
+    }
+    let oldest_next = l.next.iter().flatten().min().copied().unwrap_or(bound);
+    l.store.trim(oldest_next - spec.units[l.unit].retention);
+}
