@@ -407,6 +407,6 @@ mod tests {
         }
         assert_eq!(errors.len(), 7, "{all}");
         let unknown = parse_file("r.yml", "groups:\n- name: a\n  rules:\n  - alert: X\n    expr: up\n    fore: 5m\n", 1).unwrap_err();
-        assert!(unknown[0].starts_with("r.yml:4:5: unknown field `fore`"), "{unknown:?}");
+        assert!(unknown[0].starts_with("r.yml:6:11: unknown field `fore`"), "{unknown:?}");
     }
 }
