@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tidemark_engine::Sample;
+use tidemark_engine::alert::Alert;
 use tidemark_engine::component::{
     Failure, Resume, Shutdown, SinkContext, SourceClock, SourceContext, StdoutWriter,
 };
@@ -13,7 +14,6 @@ use tidemark_engine::live::LiveHub;
 use tidemark_engine::runtime::{
     Concatenate, PipelineScope, Probe, ProbeHandle, SampleStream, Worker,
 };
-use tidemark_engine::alert::Alert;
 use tidemark_engine::spec::{AnyStream, StreamKind, TransformContext};
 use tidemark_engine::stats::{PipelineStats, Role};
 use tidemark_engine::time::Time;
@@ -78,7 +78,10 @@ fn merge<'scope>(
     if found.len() == 1 {
         return found.swap_remove(0);
     }
-    if found.first().is_some_and(|s| s.kind() == StreamKind::Alerts) {
+    if found
+        .first()
+        .is_some_and(|s| s.kind() == StreamKind::Alerts)
+    {
         let alerts: Vec<_> = found.into_iter().map(AnyStream::into_alerts).collect();
         return AnyStream::Alerts(scope.concatenate::<_, Vec<Alert>>(alerts));
     }

@@ -121,10 +121,8 @@ pub fn evaluate(
                 Some((_, err)) => Err(err.to_owned()),
                 None => Ok(Vec::new()),
             });
-        } else if let Some(rest) = line.strip_prefix("got: ") {
-            if let Some(Ok(last)) = got.last_mut() {
-                *last = parse_got(rest);
-            }
+        } else if let (Some(rest), Some(Ok(last))) = (line.strip_prefix("got: "), got.last_mut()) {
+            *last = parse_got(rest);
         }
     }
     assert_eq!(
@@ -133,6 +131,74 @@ pub fn evaluate(
         "promtool did not evaluate every query:\n{text}\n--- test file:\n{test}"
     );
     got
+}
+
+/// An expected alert: labels (without `alertname`) and annotations.
+pub type ExpAlert = (Vec<(String, String)>, Vec<(String, String)>);
+
+/// Runs promtool's `alert_rule_test` over `inputs` and `rule_files`: each
+/// `(alertname, seconds, alerts)` says which alerts of that name fire at
+/// that time, with which labels and annotations. promtool compares them
+/// exactly; its report is the error.
+pub fn check_alerts(
+    dir: &Path,
+    rule_files: &[&Path],
+    interval_s: u64,
+    inputs: &[Input],
+    tests: &[(String, u64, Vec<ExpAlert>)],
+) -> Result<(), String> {
+    let map = |pairs: &[(String, String)]| {
+        let items: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{}: {}", yaml_string(k), yaml_string(v)))
+            .collect();
+        format!("{{{}}}", items.join(", "))
+    };
+    let mut test = String::from("rule_files:\n");
+    for f in rule_files {
+        test.push_str(&format!("  - {}\n", f.display()));
+    }
+    test.push_str(&format!(
+        "evaluation_interval: {interval_s}s\ntests:\n- interval: {interval_s}s\n  input_series:\n"
+    ));
+    for i in inputs {
+        test.push_str(&format!(
+            "  - series: {}\n    values: {}\n",
+            yaml_string(i.series),
+            yaml_string(i.values)
+        ));
+    }
+    test.push_str("  alert_rule_test:\n");
+    for (name, at, alerts) in tests {
+        test.push_str(&format!(
+            "  - alertname: {}\n    eval_time: {at}s\n    exp_alerts:\n",
+            yaml_string(name)
+        ));
+        if alerts.is_empty() {
+            test.push_str("    - null\n");
+            test = test.replace("    exp_alerts:\n    - null\n", "    exp_alerts: []\n");
+        }
+        for (labels, annotations) in alerts {
+            test.push_str(&format!(
+                "    - exp_labels: {}\n      exp_annotations: {}\n",
+                map(labels),
+                map(annotations)
+            ));
+        }
+    }
+    let file = dir.join("promtool-alerts.yml");
+    std::fs::write(&file, &test).unwrap();
+    let out = Command::new(promtool())
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr))
+    }
 }
 
 /// A YAML double-quoted string.

@@ -85,7 +85,11 @@ impl AlertConfig {
             }),
         };
         let interval = duration("interval", &self.interval, 60_000);
-        let lookback = duration("lookback", &self.lookback, tidemark_promql::DEFAULT_LOOKBACK);
+        let lookback = duration(
+            "lookback",
+            &self.lookback,
+            tidemark_promql::DEFAULT_LOOKBACK,
+        );
         let lateness = duration("lateness", &self.lateness, 0);
         if interval <= 0 {
             errors.push(ConfigError::field("interval", "must be greater than 0"));
@@ -102,7 +106,10 @@ impl AlertConfig {
                 });
                 (groups, Vec::new())
             }
-            RulesField::File(f) => (read(&[f.clone()], interval, &mut errors), vec![f.clone()]),
+            RulesField::File(f) => (
+                read(std::slice::from_ref(f), interval, &mut errors),
+                vec![f.clone()],
+            ),
             RulesField::Files(fs) => (read(fs, interval, &mut errors), fs.clone()),
         };
         for g in &groups {
@@ -133,7 +140,11 @@ impl AlertConfig {
             external_labels: self.external_labels.clone().into_iter().collect(),
             external_url: self.external_url.clone(),
         };
-        let spec = AlertSpec::new(groups.into_iter().map(Arc::new).collect(), settings, lateness);
+        let spec = AlertSpec::new(
+            groups.into_iter().map(Arc::new).collect(),
+            settings,
+            lateness,
+        );
         Ok(AlertTransform {
             spec: Arc::new(spec),
             files,
@@ -169,9 +180,13 @@ fn reach(groups: &[Group], lookback: i64) -> i64 {
     for g in groups {
         for r in &g.rules {
             let mut read = 0i64;
-            selectors(&r.expr, &mut |_, range, offset| read = read.max(range + offset));
+            selectors(&r.expr, &mut |_, range, offset| {
+                read = read.max(range + offset)
+            });
             let hold = match r.kind {
-                RuleKind::Alert { hold, keep_firing, .. } => hold + keep_firing,
+                RuleKind::Alert {
+                    hold, keep_firing, ..
+                } => hold + keep_firing,
                 RuleKind::Record => 0,
             };
             longest = longest.max(read + lookback + hold + g.interval);

@@ -56,7 +56,6 @@ fn with_name(series: &Series, name: &str) -> Series {
     Series::from_labels(labels)
 }
 
-
 /// Go's `url.QueryEscape`.
 fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -227,8 +226,7 @@ fn found(
         series = set_label(&series, "alertname", &rule.name);
         if !seen.insert(series.id()) {
             return Err(
-                "vector contains metrics with the same labelset after applying alert labels"
-                    .into(),
+                "vector contains metrics with the same labelset after applying alert labels".into(),
             );
         }
         let annotations: Vec<(String, String)> = annotations

@@ -138,12 +138,12 @@ impl AlertSpec {
                 });
             }
         }
-        for i in 0..n {
-            for j in 0..n {
+        for (i, read) in reads.iter().enumerate() {
+            for (j, written) in writes.iter().enumerate() {
                 let depends = i != j
-                    && reads[i].iter().any(|vs| match fixed_name(vs) {
-                        Some(name) => writes[j].contains(&name),
-                        None => !writes[j].is_empty(),
+                    && read.iter().any(|vs| match fixed_name(vs) {
+                        Some(name) => written.contains(&name),
+                        None => !written.is_empty(),
                     });
                 if depends {
                     let (a, b) = (root(&mut parent, i), root(&mut parent, j));
@@ -266,22 +266,27 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                                     late += 1;
                                     continue;
                                 }
-                                let targets = matches.entry(sample.series.id()).or_insert_with(|| {
-                                    locals
-                                        .iter()
-                                        .enumerate()
-                                        .filter(|(_, l)| {
-                                            spec.units[l.unit].selectors.iter().any(|vs| {
-                                                tidemark_promql::selects(vs, &sample.series)
+                                let targets =
+                                    matches.entry(sample.series.id()).or_insert_with(|| {
+                                        locals
+                                            .iter()
+                                            .enumerate()
+                                            .filter(|(_, l)| {
+                                                spec.units[l.unit].selectors.iter().any(|vs| {
+                                                    tidemark_promql::selects(vs, &sample.series)
+                                                })
                                             })
-                                        })
-                                        .map(|(i, _)| i)
-                                        .collect()
-                                });
+                                            .map(|(i, _)| i)
+                                            .collect()
+                                    });
                                 for &i in targets.iter() {
                                     let l = &mut locals[i];
-                                    l.store.insert(&sample.series, sample.timestamp, sample.value);
-                                    l.first = Some(l.first.map_or(sample.timestamp, |f| f.min(sample.timestamp)));
+                                    l.store
+                                        .insert(&sample.series, sample.timestamp, sample.value);
+                                    l.first = Some(
+                                        l.first
+                                            .map_or(sample.timestamp, |f| f.min(sample.timestamp)),
+                                    );
                                     l.last = l.last.max(sample.timestamp);
                                 }
                             }
@@ -407,19 +412,23 @@ fn step_until(
     let Some(first) = l.first else { return };
     for (g, next) in l.next.iter_mut().enumerate() {
         let interval = l.groups[g].group.interval;
-        next.get_or_insert_with(|| first.div_euclid(interval) * interval + if first.rem_euclid(interval) == 0 { 0 } else { interval });
+        next.get_or_insert_with(|| {
+            first.div_euclid(interval) * interval
+                + if first.rem_euclid(interval) == 0 {
+                    0
+                } else {
+                    interval
+                }
+        });
     }
-    loop {
-        let Some((g, t)) = l
-            .next
-            .iter()
-            .enumerate()
-            .filter_map(|(g, n)| n.map(|t| (g, t)))
-            .filter(|(_, t)| *t <= bound)
-            .min_by_key(|(g, t)| (*t, *g))
-        else {
-            break;
-        };
+    while let Some((g, t)) = l
+        .next
+        .iter()
+        .enumerate()
+        .filter_map(|(g, n)| n.map(|t| (g, t)))
+        .filter(|(_, t)| *t <= bound)
+        .min_by_key(|(g, t)| (*t, *g))
+    {
         let mut out = Output::default();
         l.groups[g].evaluate(&mut l.store, t, &spec.settings, cache, &mut out);
         if !out.failures.is_empty() {

@@ -139,9 +139,16 @@ fn valid_label_name(name: &str) -> bool {
 }
 
 /// Parses a rule file's text; errors name `file`, line and column.
-pub fn parse_file(file: &str, text: &str, default_interval: i64) -> Result<Vec<Group>, Vec<String>> {
+pub fn parse_file(
+    file: &str,
+    text: &str,
+    default_interval: i64,
+) -> Result<Vec<Group>, Vec<String>> {
     let root = yaml::parse(text).map_err(|e| {
-        vec![format!("{file}:{}:{}: {}", e.pos.line, e.pos.column, e.message)]
+        vec![format!(
+            "{file}:{}:{}: {}",
+            e.pos.line, e.pos.column, e.message
+        )]
     })?;
     let json = root.to_json();
     from_json(&json, default_interval, file).map_err(|errors| {
@@ -229,12 +236,12 @@ pub fn from_json(
             };
             match validate_rule(rule) {
                 Ok(rule) => rules.push(rule),
-                Err(problems) => errors.extend(problems.into_iter().map(|(field, message)| {
-                    ConfigError {
+                Err(problems) => {
+                    errors.extend(problems.into_iter().map(|(field, message)| ConfigError {
                         field: rule_at(field),
                         message,
-                    }
-                })),
+                    }))
+                }
             }
         }
         groups.push(Group {
@@ -245,7 +252,11 @@ pub fn from_json(
             rules,
         });
     }
-    if errors.is_empty() { Ok(groups) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(groups)
+    } else {
+        Err(errors)
+    }
 }
 
 /// A serde message without the value it quotes (`invalid type: string
@@ -383,10 +394,18 @@ mod tests {
         assert_eq!(groups.len(), 1);
         assert_eq!(groups[0].interval, 30_000);
         assert_eq!(groups[0].rules.len(), 2);
-        let RuleKind::Alert { hold, keep_firing, annotations } = &groups[0].rules[1].kind else {
+        let RuleKind::Alert {
+            hold,
+            keep_firing,
+            annotations,
+        } = &groups[0].rules[1].kind
+        else {
             panic!()
         };
-        assert_eq!((*hold, *keep_firing, annotations.len()), (300_000, 60_000, 1));
+        assert_eq!(
+            (*hold, *keep_firing, annotations.len()),
+            (300_000, 60_000, 1)
+        );
     }
 
     #[test]
@@ -406,7 +425,15 @@ mod tests {
             assert!(all.contains(want), "missing {want:?} in\n{all}");
         }
         assert_eq!(errors.len(), 7, "{all}");
-        let unknown = parse_file("r.yml", "groups:\n- name: a\n  rules:\n  - alert: X\n    expr: up\n    fore: 5m\n", 1).unwrap_err();
-        assert!(unknown[0].starts_with("r.yml:6:11: unknown field `fore`"), "{unknown:?}");
+        let unknown = parse_file(
+            "r.yml",
+            "groups:\n- name: a\n  rules:\n  - alert: X\n    expr: up\n    fore: 5m\n",
+            1,
+        )
+        .unwrap_err();
+        assert!(
+            unknown[0].starts_with("r.yml:6:11: unknown field `fore`"),
+            "{unknown:?}"
+        );
     }
 }

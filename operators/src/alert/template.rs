@@ -114,7 +114,10 @@ impl Template {
         let mut root = HashMap::new();
         root.insert("Labels".to_owned(), map(data.labels));
         root.insert("ExternalLabels".to_owned(), map(data.external_labels));
-        root.insert("ExternalURL".to_owned(), Value::String(data.external_url.to_owned()));
+        root.insert(
+            "ExternalURL".to_owned(),
+            Value::String(data.external_url.to_owned()),
+        );
         root.insert("Value".to_owned(), Value::String(go_float(data.value)));
         match t.render(&Context::from(Value::Map(root))) {
             Ok(s) => s,
@@ -135,10 +138,18 @@ pub fn go_float(v: f64) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if v.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let e = format!("{v:e}");
     let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
@@ -339,7 +350,9 @@ fn match_(args: &[Value]) -> Result<Value, FuncError> {
     let [pattern, text] = args else {
         return Err(FuncError::ExactlyXArgs("match".into(), 2));
     };
-    Ok(Value::Bool(regex(&string(pattern))?.is_match(&string(text))))
+    Ok(Value::Bool(
+        regex(&string(pattern))?.is_match(&string(text)),
+    ))
 }
 
 fn re_replace_all(args: &[Value]) -> Result<Value, FuncError> {
@@ -356,9 +369,10 @@ fn re_replace_all(args: &[Value]) -> Result<Value, FuncError> {
 fn strip_port(args: &[Value]) -> Result<Value, FuncError> {
     let s = string(one("stripPort", args)?);
     let host = match s.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => {
-            host.trim_start_matches('[').trim_end_matches(']').to_owned()
-        }
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
         _ => s,
     };
     Ok(Value::String(host))
@@ -420,17 +434,32 @@ mod tests {
 
     #[test]
     fn expands_as_prometheus_does() {
-        assert_eq!(expand("{{ $labels.job }} at {{ $value }}", 18.0), "api at 18");
+        assert_eq!(
+            expand("{{ $labels.job }} at {{ $value }}", 18.0),
+            "api at 18"
+        );
         assert_eq!(expand("{{ $value }}", 1234567.0), "1.234567e+06");
         assert_eq!(expand("{{ $value | humanize }}", 1234567.0), "1.235M");
         assert_eq!(expand("{{ humanize $value }}", 0.0123), "12.3m");
         assert_eq!(expand("{{ $value | humanize1024 }}", 2048.0), "2ki");
         assert_eq!(expand("{{ $value | humanizePercentage }}", 0.256), "25.6%");
-        assert_eq!(expand("{{ $value | humanizeDuration }}", 3725.0), "1h 2m 5s");
+        assert_eq!(
+            expand("{{ $value | humanizeDuration }}", 3725.0),
+            "1h 2m 5s"
+        );
         assert_eq!(expand("{{ humanizeDuration 0.5 }}", 0.0), "500ms");
-        assert_eq!(expand("{{ $value | humanizeTimestamp }}", 10.0), "1970-01-01 00:00:10 +0000 UTC");
-        assert_eq!(expand("{{ if gt $value 10.0 }}high{{ else }}low{{ end }}", 12.0), "high");
-        assert_eq!(expand("{{ .Labels.job | toUpper }} {{ $externalURL }}", 1.0), "API http://tidemark");
+        assert_eq!(
+            expand("{{ $value | humanizeTimestamp }}", 10.0),
+            "1970-01-01 00:00:10 +0000 UTC"
+        );
+        assert_eq!(
+            expand("{{ if gt $value 10.0 }}high{{ else }}low{{ end }}", 12.0),
+            "high"
+        );
+        assert_eq!(
+            expand("{{ .Labels.job | toUpper }} {{ $externalURL }}", 1.0),
+            "API http://tidemark"
+        );
         assert_eq!(expand("plain", 1.0), "plain");
         assert!(Template::parse("t", "{{ .Foo").is_err());
     }

@@ -31,7 +31,13 @@ fn reference(conds: &[bool], step: i64, hold: i64, keep: i64) -> Vec<(Option<Ale
                 stopped = None;
             }
         }
-        let state = start.map(|_| if firing { AlertState::Firing } else { AlertState::Pending });
+        let state = start.map(|_| {
+            if firing {
+                AlertState::Firing
+            } else {
+                AlertState::Pending
+            }
+        });
         out.push((state, start.unwrap_or(-1)));
     }
     out
@@ -53,13 +59,24 @@ fn instances_follow_the_reference_on_random_conditions() {
         for (k, &c) in conds.iter().enumerate() {
             let ts = k as i64 * step;
             let found = if c {
-                vec![Found { labels: labels.clone(), value: 1.0, annotations: Arc::from(vec![]) }]
+                vec![Found {
+                    labels: labels.clone(),
+                    value: 1.0,
+                    annotations: Arc::from(vec![]),
+                }]
             } else {
                 vec![]
             };
-            let active = instances.step(ts, found, hold, keep, &mut |i| changes.push((ts, i.state)));
-            let got = active.first().map(|a| (Some(a.state), a.active_at)).unwrap_or((None, -1));
-            assert_eq!(got, want[k], "case {case} step {k} hold {hold} keep {keep} conds {conds:?}");
+            let active =
+                instances.step(ts, found, hold, keep, &mut |i| changes.push((ts, i.state)));
+            let got = active
+                .first()
+                .map(|a| (Some(a.state), a.active_at))
+                .unwrap_or((None, -1));
+            assert_eq!(
+                got, want[k],
+                "case {case} step {k} hold {hold} keep {keep} conds {conds:?}"
+            );
         }
         // Every change is one the reference shows between two steps.
         for (ts, state) in changes {
@@ -68,7 +85,9 @@ fn instances_follow_the_reference_on_random_conditions() {
             let now = want[k].0;
             let expected = match state {
                 AlertState::Pending => now.is_some() && (k == 0 || want[k - 1].1 != want[k].1),
-                AlertState::Firing => now == Some(AlertState::Firing) && before != Some(AlertState::Firing),
+                AlertState::Firing => {
+                    now == Some(AlertState::Firing) && before != Some(AlertState::Firing)
+                }
                 AlertState::Resolved => before == Some(AlertState::Firing) && now.is_none(),
             };
             assert!(expected, "case {case}: change to {state:?} at step {k}");

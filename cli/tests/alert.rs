@@ -1,0 +1,422 @@
+//! `type: alert` against Prometheus itself: rule files and input series in
+//! promtool's test format go through `promtool test rules` and through a
+//! Tidemark pipeline (file source, alert transform, file sink) with 1, 2
+//! and 4 workers. At every evaluation step, the alert instances (`ALERTS`
+//! with their labels and states), their active times (`ALERTS_FOR_STATE`)
+//! and every recorded series must agree (values within 1e-9 relative),
+//! and at every step where an alert started firing, its annotations must
+//! be the ones promtool expects.
+
+use tidemark_testkit as common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use common::promtool::{self, Input, close, evaluate, expand};
+use common::{read_rows, run_text, temp_dir};
+
+/// One scenario: rules, the evaluation interval (every group uses it, as
+/// promtool evaluates every group at each tick), the input spacing, and
+/// the series.
+struct Case {
+    name: &'static str,
+    rules: &'static str,
+    interval_s: u64,
+    inputs: &'static [(&'static str, &'static str)],
+}
+
+const SERVICE: Case = Case {
+    name: "service",
+    interval_s: 30,
+    rules: r#"
+groups:
+- name: requests
+  interval: 30s
+  rules:
+  - record: job:requests:rate2m
+    expr: sum by (job) (rate(http_requests_total[2m]))
+  - record: job:errors:ratio
+    expr: sum by (job) (rate(http_requests_total{code="500"}[2m])) / job:requests:rate2m
+  - alert: HighErrorRatio
+    expr: job:errors:ratio > 0.1
+    for: 90s
+    labels:
+      severity: page
+      team: '{{ $labels.job }}-oncall'
+    annotations:
+      summary: 'High error ratio on {{ $labels.job }}'
+      description: '{{ $value | humanizePercentage }} of requests fail'
+  - alert: NoApiTraffic
+    expr: absent(http_requests_total{job="api"})
+    annotations:
+      summary: 'no api traffic'
+- name: hosts
+  interval: 30s
+  rules:
+  - alert: InstanceDown
+    expr: up == 0
+    for: 1m
+    keep_firing_for: 90s
+    labels: {severity: ticket}
+    annotations:
+      summary: '{{ $labels.instance }} of {{ $labels.job }} is down'
+  - record: instance:temp:avg1m
+    expr: avg_over_time(temp[1m])
+  - alert: Hot
+    expr: max_over_time(temp[1m]) > 30
+    annotations:
+      summary: '{{ $labels.instance }} reached {{ $value }} degrees'
+  - alert: Warming
+    expr: deriv(temp[2m]) > 0.05
+    for: 30s
+  - alert: Counters
+    expr: increase(http_requests_total[1m]) < 5 and on(job, instance) up == 1
+"#,
+    inputs: &[
+        (
+            r#"http_requests_total{job="api", instance="a", code="200"}"#,
+            "0+30x12 0+30x12 _x6 400+30x10",
+        ),
+        (
+            r#"http_requests_total{job="api", instance="a", code="500"}"#,
+            "0+1x8 10+9x12 200+0x20",
+        ),
+        (
+            r#"http_requests_total{job="web", instance="b", code="200"}"#,
+            "0+2x40",
+        ),
+        (
+            r#"http_requests_total{job="web", instance="b", code="500"}"#,
+            "0+0x20 0+3x20",
+        ),
+        (
+            r#"up{job="api", instance="a"}"#,
+            "1+0x10 0 0 0 0 1 0 0 0 0 0 0 1+0x18",
+        ),
+        (r#"up{job="web", instance="b"}"#, "1+0x15 0+0x8 _x3 1+0x14"),
+        (r#"temp{instance="a"}"#, "20+0.5x24 32 33 20+0x14"),
+        (r#"temp{instance="b"}"#, "25-0.1x40"),
+    ],
+};
+
+/// Reads `series{...}` into a name and labels.
+fn parse_series(text: &str) -> (String, BTreeMap<String, String>) {
+    let Ok(promql_parser::parser::Expr::VectorSelector(vs)) = promql_parser::parser::parse(text)
+    else {
+        panic!("{text}");
+    };
+    let labels = vs
+        .matchers
+        .matchers
+        .iter()
+        .map(|m| (m.name.clone(), m.value.clone()))
+        .collect();
+    (vs.name.unwrap_or_default(), labels)
+}
+
+/// The input series as JSON lines, in time order.
+fn input_lines(case: &Case) -> (String, i64) {
+    let mut rows = Vec::new();
+    for (series, values) in case.inputs {
+        let (name, labels) = parse_series(series);
+        for (i, v) in expand(values).into_iter().enumerate() {
+            if let Some(v) = v {
+                rows.push((
+                    i as i64 * case.interval_s as i64 * 1000,
+                    name.clone(),
+                    labels.clone(),
+                    v,
+                ));
+            }
+        }
+    }
+    rows.sort_by_key(|r| r.0);
+    let last = rows.last().map_or(0, |r| r.0);
+    let mut text = String::new();
+    for (t, name, labels, v) in rows {
+        let labels = serde_json::to_string(&labels).unwrap();
+        let _ = writeln!(
+            text,
+            r#"{{"name":"{name}","labels":{labels},"timestamp":{t},"value":{v}}}"#
+        );
+    }
+    (text, last)
+}
+
+/// Samples by (step, metric name): sorted label sets and values.
+type ByStep = BTreeMap<(i64, String), Vec<(Vec<(String, String)>, f64)>>;
+
+fn tidemark_outputs(case: &Case, dir: &Path, workers: usize) -> (ByStep, Vec<serde_json::Value>) {
+    let rules = dir.join("rules.yml");
+    let input = dir.join("input.jsonl");
+    let out = dir.join(format!("out-{workers}.jsonl"));
+    let pipeline = format!(
+        r#"
+name: alert-oracle
+sources:
+  in:
+    type: file
+    path: {input}
+    max_out_of_orderness: 0s
+transforms:
+  rules:
+    type: alert
+    inputs: [in]
+    rules: {rules}
+sinks:
+  out:
+    type: file
+    inputs: [rules]
+    path: {out}
+"#,
+        input = input.display(),
+        rules = rules.display(),
+        out = out.display(),
+    );
+    let report = run_text(&pipeline, workers);
+    assert_eq!(
+        report.errors,
+        0,
+        "{case_name}: {report:?}",
+        case_name = case.name
+    );
+    let mut by_step = ByStep::new();
+    for row in read_rows(&out) {
+        let mut labels: Vec<(String, String)> = row.labels.into_iter().collect();
+        labels.push(("__name__".into(), row.name.clone()));
+        labels.sort();
+        by_step
+            .entry((row.timestamp, row.name))
+            .or_default()
+            .push((labels, row.value));
+    }
+    for v in by_step.values_mut() {
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    (by_step, Vec::new())
+}
+
+/// What promtool gets for `ALERTS`, `ALERTS_FOR_STATE` and each recorded
+/// series at every step.
+fn promtool_outputs(case: &Case, dir: &Path, last: i64, names: &[String]) -> ByStep {
+    let inputs: Vec<Input> = case
+        .inputs
+        .iter()
+        .map(|(series, values)| Input { series, values })
+        .collect();
+    let step = case.interval_s as i64 * 1000;
+    let steps: Vec<i64> = (0..=last / step).map(|k| k * step).collect();
+    let queries: Vec<(String, u64)> = steps
+        .iter()
+        .flat_map(|t| names.iter().map(move |n| (n.clone(), (*t / 1000) as u64)))
+        .collect();
+    let got = evaluate(
+        dir,
+        &[&dir.join("rules.yml")],
+        case.interval_s,
+        &inputs,
+        &queries,
+    );
+    let mut by_step = ByStep::new();
+    for ((name, at), result) in queries.iter().zip(got) {
+        let result = result.unwrap_or_else(|e| panic!("promtool failed on {name} at {at}s: {e}"));
+        if result.is_empty() {
+            continue;
+        }
+        let mut result = result;
+        result.sort_by(|a, b| a.0.cmp(&b.0));
+        by_step.insert((*at as i64 * 1000, name.clone()), result);
+    }
+    by_step
+}
+
+fn agree(want: &ByStep, got: &ByStep) -> Vec<String> {
+    let keys: BTreeSet<_> = want.keys().chain(got.keys()).collect();
+    let mut diffs = Vec::new();
+    for k in keys {
+        let (w, g) = (want.get(k), got.get(k));
+        let same = match (w, g) {
+            (Some(w), Some(g)) => {
+                w.len() == g.len()
+                    && w.iter()
+                        .zip(g)
+                        .all(|(a, b)| a.0 == b.0 && close(a.1, b.1, 1e-9))
+            }
+            _ => false,
+        };
+        if !same {
+            diffs.push(format!(
+                "{}s {}:\n  promtool: {w:?}\n  tidemark: {g:?}",
+                k.0 / 1000,
+                k.1
+            ));
+        }
+    }
+    diffs
+}
+
+fn check_case(case: &Case) {
+    let dir = temp_dir(&format!("alert-{}", case.name));
+    std::fs::write(dir.join("rules.yml"), case.rules).unwrap();
+    let (lines, last) = input_lines(case);
+    std::fs::write(dir.join("input.jsonl"), lines).unwrap();
+    let groups: serde_json::Value = {
+        let root = tidemark_engine::yaml::parse(case.rules).unwrap();
+        root.to_json()
+    };
+    let mut names = vec!["ALERTS".to_owned(), "ALERTS_FOR_STATE".to_owned()];
+    for g in groups["groups"].as_array().unwrap() {
+        for r in g["rules"].as_array().unwrap() {
+            if let Some(name) = r["record"].as_str() {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    let want = promtool_outputs(case, &dir, last, &names);
+    assert!(
+        want.keys().any(|k| k.1 == "ALERTS"),
+        "{}: promtool fired no alert; the scenario tests nothing",
+        case.name
+    );
+    for workers in [1, 2, 4] {
+        let (got, _) = tidemark_outputs(case, &dir, workers);
+        let diffs = agree(&want, &got);
+        assert!(
+            diffs.is_empty(),
+            "{} with {workers} workers: {} steps differ from promtool:\n{}",
+            case.name,
+            diffs.len(),
+            diffs.join("\n")
+        );
+    }
+}
+
+#[test]
+fn alerts_and_recording_rules_agree_with_promtool() {
+    check_case(&SERVICE);
+}
+
+/// The firing alerts of every alerting rule at every step, with the
+/// labels and annotations Tidemark's group evaluation gives them (the
+/// operator's own code, over a store holding the whole input), checked by
+/// promtool's `alert_rule_test`, which compares them exactly.
+#[test]
+fn annotations_and_labels_agree_with_promtool() {
+    use tidemark_engine::Series;
+    use tidemark_operators::alert::group::{GroupState, Output, Settings};
+    use tidemark_operators::alert::rules::{RuleKind, parse_file};
+    use tidemark_operators::alert::template::Cache;
+
+    let case = &SERVICE;
+    let dir = temp_dir("alert-annotations");
+    let rules_path = dir.join("rules.yml");
+    std::fs::write(&rules_path, case.rules).unwrap();
+    let step = case.interval_s as i64 * 1000;
+    let groups = parse_file("rules.yml", case.rules, step).unwrap();
+    let mut store = tidemark_promql::MemStore::default();
+    let mut last = 0;
+    for (series, values) in case.inputs {
+        let (name, labels) = parse_series(series);
+        let s = Series::new(&name, labels);
+        for (i, v) in expand(values).into_iter().enumerate() {
+            if let Some(v) = v {
+                store.insert(&s, i as i64 * step, v);
+                last = last.max(i as i64 * step);
+            }
+        }
+    }
+    let settings = Settings {
+        lookback: tidemark_promql::DEFAULT_LOOKBACK,
+        external_labels: Vec::new(),
+        external_url: String::new(),
+    };
+    let mut states: Vec<GroupState> = groups
+        .into_iter()
+        .map(|g| GroupState::new(std::sync::Arc::new(g)))
+        .collect();
+    let mut cache = Cache::default();
+    let mut tests = Vec::new();
+    let mut firing_seen = 0;
+    for t in (0..=last).step_by(step as usize) {
+        for gs in states.iter_mut() {
+            let mut out = Output::default();
+            gs.evaluate(&mut store, t, &settings, &mut cache, &mut out);
+            assert!(out.failures.is_empty(), "{:?}", out.failures);
+            for (rule, instances) in gs.instances() {
+                if !matches!(rule.kind, RuleKind::Alert { .. }) {
+                    continue;
+                }
+                let firing: Vec<_> = instances
+                    .all()
+                    .filter(|a| a.state == tidemark_engine::alert::AlertState::Firing)
+                    .map(|a| {
+                        let labels = a
+                            .labels
+                            .labels()
+                            .iter()
+                            .filter(|(k, _)| k.as_ref() != "alertname")
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect();
+                        (labels, a.annotations.to_vec())
+                    })
+                    .collect();
+                firing_seen += firing.len();
+                tests.push((rule.name.clone(), (t / 1000) as u64, firing));
+            }
+        }
+    }
+    assert!(
+        firing_seen > 20,
+        "only {firing_seen} firing alerts: the scenario tests too little"
+    );
+    let inputs: Vec<Input> = case
+        .inputs
+        .iter()
+        .map(|(series, values)| Input { series, values })
+        .collect();
+    if let Err(report) =
+        promtool::check_alerts(&dir, &[&rules_path], case.interval_s, &inputs, &tests)
+    {
+        panic!("promtool disagrees with Tidemark's alerts:\n{report}");
+    }
+}
+
+#[test]
+fn promtool_check_rules_accepts_what_validate_accepts() {
+    // The same rule file passes both checkers; a broken one fails both.
+    let dir = temp_dir("alert-check");
+    let good = dir.join("good.yml");
+    std::fs::write(&good, SERVICE.rules).unwrap();
+    let bad = dir.join("bad.yml");
+    std::fs::write(
+        &bad,
+        "groups:\n- name: a\n  rules:\n  - alert: X\n    expr: rate(x[5m]\n",
+    )
+    .unwrap();
+    let promtool_ok = |p: &Path| {
+        Command::new(promtool::promtool())
+            .args(["check", "rules"])
+            .arg(p)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(promtool_ok(&good));
+    assert!(!promtool_ok(&bad));
+    let pipeline = |rules: &Path| {
+        format!(
+            "name: v\nsources:\n  in: {{type: generator, series: 1}}\ntransforms:\n  rules:\n    type: alert\n    inputs: [in]\n    rules: {}\nsinks:\n  out: {{type: blackhole, inputs: [rules]}}\n",
+            rules.display()
+        )
+    };
+    assert!(tidemark_pipelines::compile("p.yaml", &pipeline(&good)).is_ok());
+    let errors = tidemark_pipelines::compile("p.yaml", &pipeline(&bad)).unwrap_err();
+    let text = format!("{errors:?}");
+    assert!(
+        text.contains("bad.yml:5:11: could not parse expression"),
+        "{text}"
+    );
+}
