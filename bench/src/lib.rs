@@ -7,11 +7,13 @@
 //! prints its figures and rewrites its section of `docs/benchmarks.md`.
 //!
 //! - [`window`]: engine throughput (generator, window, discard);
+//! - [`alert`]: rule evaluation throughput (generator, alert rules, discard);
 //! - [`sinks`]: the database and archive sinks against real services;
 //! - [`kafka`]: reading and writing a real broker;
 //! - [`latency`]: ingest latency under offered load, driving [`loadgen`];
 //! - [`websocket`]: live fan-out to many subscribers.
 
+pub mod alert;
 pub mod anomaly;
 pub mod kafka;
 pub mod latency;

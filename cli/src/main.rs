@@ -349,6 +349,8 @@ enum BenchCommand {
     Window(BenchOptions),
     /// Anomaly scoring quality on NAB and its cost.
     Anomaly(bench::anomaly::AnomalyBenchOptions),
+    /// Alert rules: samples and rule evaluations per second, 100 to 10 000 rules.
+    Alert(bench::alert::AlertBenchOptions),
     /// Consume throughput from a Kafka broker (tansu by default).
     Kafka(bench::kafka::KafkaBenchOptions),
     /// Write throughput of the timescaledb and redis sinks.
@@ -534,6 +536,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             which: BenchCommand::Anomaly(options),
         } => {
             bench::anomaly::anomaly(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which: BenchCommand::Alert(options),
+        } => {
+            bench::alert::alert(&options)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -40,12 +40,14 @@ pub mod check;
 mod eval;
 mod functions;
 mod histogram;
+mod index;
 mod labels;
 mod store;
 mod value;
 
 pub use check::{Unsupported, check, parse};
 pub use eval::{EvalError, Evaluator};
+pub use index::SelectorIndex;
 pub use labels::{drop_name, format_value, set as set_label};
 pub use store::{MemStore, Point, STALE_NAN, Storage, is_stale, selects};
 pub use value::{Element, RangeSeries, Value};

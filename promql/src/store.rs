@@ -56,13 +56,20 @@ impl Buffer {
     }
 }
 
-/// The recent samples of every series it was given, indexed by metric
-/// name. Samples may arrive out of order; each series keeps its points
-/// sorted by time (a sample at a time the series already has replaces it).
+/// The recent samples of every series it was given, with an inverted
+/// index from each label pair (`__name__` included) to the series that
+/// have it, so that a selector with an equality matcher reads only its
+/// candidates. Samples may arrive out of order; each series keeps its
+/// points sorted by time (a sample at a time the series already has
+/// replaces it).
 #[derive(Debug, Default)]
 pub struct MemStore {
     series: FxHashMap<SeriesId, Buffer>,
-    by_name: FxHashMap<Arc<str>, Vec<SeriesId>>,
+    /// Series by label pair, in the order they came; ids of series since
+    /// forgotten stay until `dead` makes a rebuild worth it.
+    postings: FxHashMap<(Arc<str>, Arc<str>), Vec<SeriesId>>,
+    /// Forgotten series whose ids are still in `postings`.
+    dead: rustc_hash::FxHashSet<SeriesId>,
     points: usize,
 }
 
@@ -70,9 +77,16 @@ impl MemStore {
     /// Adds a sample.
     pub fn insert(&mut self, series: &Series, t: i64, v: f64) {
         let id = series.id();
+        let dead = &mut self.dead;
         let buffer = self.series.entry(id).or_insert_with(|| {
-            let name: Arc<str> = Arc::from(series.name());
-            self.by_name.entry(name).or_default().push(id);
+            // A series that comes back is still in the index.
+            let indexed = dead.remove(&id);
+            for (n, v) in series.labels().iter().filter(|_| !indexed) {
+                self.postings
+                    .entry((Arc::clone(n), Arc::clone(v)))
+                    .or_default()
+                    .push(id);
+            }
             Buffer {
                 series: series.clone(),
                 points: Vec::new(),
@@ -115,16 +129,28 @@ impl MemStore {
         }
         self.points -= dropped;
         for id in emptied {
-            let Some(buffer) = self.series.remove(&id) else {
-                continue;
-            };
-            if let Some(ids) = self.by_name.get_mut(buffer.series.name()) {
-                ids.retain(|i| *i != id);
-                if ids.is_empty() {
-                    self.by_name.remove(buffer.series.name());
-                }
+            self.series.remove(&id);
+            self.dead.insert(id);
+        }
+        if self.dead.len() > 1024 && self.dead.len() > self.series.len() {
+            self.rebuild_postings();
+        }
+    }
+
+    /// Rebuilds the index from the series held (after many were forgotten).
+    fn rebuild_postings(&mut self) {
+        self.postings.clear();
+        let mut ids: Vec<&Buffer> = self.series.values().collect();
+        ids.sort_by_key(|b| b.series.id());
+        for b in ids {
+            for (n, v) in b.series.labels() {
+                self.postings
+                    .entry((Arc::clone(n), Arc::clone(v)))
+                    .or_default()
+                    .push(b.series.id());
             }
         }
+        self.dead.clear();
     }
 
     /// Series held.
@@ -166,23 +192,6 @@ pub fn selects(selector: &VectorSelector, series: &Series) -> bool {
     }
 }
 
-/// The metric name a selector fixes, if it fixes one.
-fn fixed_name(selector: &VectorSelector) -> Option<&str> {
-    use promql_parser::label::MatchOp;
-    if let Some(name) = &selector.name {
-        return Some(name);
-    }
-    if !selector.matchers.or_matchers.is_empty() {
-        return None;
-    }
-    selector
-        .matchers
-        .matchers
-        .iter()
-        .find(|m| m.name == tidemark_engine::series::METRIC_NAME_LABEL && m.op == MatchOp::Equal)
-        .map(|m| m.value.as_str())
-}
-
 impl Storage for MemStore {
     fn select(
         &self,
@@ -202,9 +211,9 @@ impl Storage for MemStore {
                 each(&buffer.series, &live[from..to]);
             }
         };
-        match fixed_name(selector) {
-            Some(name) => {
-                for id in self.by_name.get(name).into_iter().flatten() {
+        match self.candidates(selector) {
+            Some(ids) => {
+                for id in ids {
                     if let Some(buffer) = self.series.get(id) {
                         visit(buffer);
                     }
@@ -212,6 +221,36 @@ impl Storage for MemStore {
             }
             None => self.series.values().for_each(visit),
         }
+    }
+}
+
+impl MemStore {
+    /// The shortest posting list among the selector's equality matchers
+    /// with a non-empty value (the metric name included); `None` when it
+    /// has none, and then every series is a candidate.
+    fn candidates(&self, selector: &VectorSelector) -> Option<&[SeriesId]> {
+        use promql_parser::label::MatchOp;
+        if !selector.matchers.or_matchers.is_empty() {
+            return None;
+        }
+        let lookup = |name: &str, value: &str| -> &[SeriesId] {
+            self.postings
+                .get(&(Arc::from(name), Arc::from(value)))
+                .map_or(&[][..], |v| v.as_slice())
+        };
+        let mut best: Option<&[SeriesId]> = selector
+            .name
+            .as_deref()
+            .map(|n| lookup(tidemark_engine::series::METRIC_NAME_LABEL, n));
+        for m in &selector.matchers.matchers {
+            if m.op == MatchOp::Equal && !m.value.is_empty() {
+                let ids = lookup(&m.name, &m.value);
+                if best.is_none_or(|b| ids.len() < b.len()) {
+                    best = Some(ids);
+                }
+            }
+        }
+        best
     }
 }
 
@@ -255,6 +294,10 @@ mod tests {
         store.trim(100);
         assert_eq!(store.series_count(), 0);
         assert!(collect(&store, "a", 0, 1000).is_empty());
+        // A series that comes back is found once.
+        store.insert(&a, 200, 1.0);
+        assert_eq!(collect(&store, r#"a{x="1"}"#, 0, 1000).len(), 1);
+        assert_eq!(collect(&store, "a", 0, 1000).len(), 1);
     }
 
     #[test]

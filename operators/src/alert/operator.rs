@@ -20,7 +20,7 @@ use tidemark_engine::runtime::{AlertStream, Operator, SampleStream, frontier_min
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 use tidemark_engine::{Sample, SeriesId};
-use tidemark_promql::MemStore;
+use tidemark_promql::{MemStore, SelectorIndex};
 
 use super::group::{GroupState, Output, Settings};
 use super::rules::{Group, RuleKind};
@@ -254,6 +254,18 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                         })
                         .collect();
                     let mut matches: FxHashMap<SeriesId, Vec<usize>> = FxHashMap::default();
+                    let index = SelectorIndex::new(
+                        locals
+                            .iter()
+                            .enumerate()
+                            .flat_map(|(i, l)| {
+                                spec.units[l.unit]
+                                    .selectors
+                                    .iter()
+                                    .map(move |vs| (vs.clone(), i))
+                            })
+                            .collect(),
+                    );
                     let mut cache = Cache::default();
                     let mut last_frontier: Option<Option<Time>> = None;
                     move |(input, frontier), output| {
@@ -268,16 +280,11 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                                 }
                                 let targets =
                                     matches.entry(sample.series.id()).or_insert_with(|| {
-                                        locals
-                                            .iter()
-                                            .enumerate()
-                                            .filter(|(_, l)| {
-                                                spec.units[l.unit].selectors.iter().any(|vs| {
-                                                    tidemark_promql::selects(vs, &sample.series)
-                                                })
-                                            })
-                                            .map(|(i, _)| i)
-                                            .collect()
+                                        let mut t: Vec<usize> =
+                                            index.matching(&sample.series).copied().collect();
+                                        t.sort_unstable();
+                                        t.dedup();
+                                        t
                                     });
                                 for &i in targets.iter() {
                                     let l = &mut locals[i];
@@ -367,6 +374,16 @@ fn route<'scope>(
     peers: u64,
 ) -> timely::dataflow::Stream<'scope, Time, Vec<(u64, Sample)>> {
     let mut cache: FxHashMap<SeriesId, Vec<u64>> = FxHashMap::default();
+    let index = SelectorIndex::new(
+        spec.units
+            .iter()
+            .flat_map(|u| {
+                u.selectors
+                    .iter()
+                    .map(move |vs| (vs.clone(), u.key % peers))
+            })
+            .collect(),
+    );
     stream
         .unary(Pipeline, &format!("{name}.route"), move |_, _| {
             move |input, output| {
@@ -374,16 +391,7 @@ fn route<'scope>(
                     let mut session = output.session(&cap);
                     for sample in data.drain(..) {
                         let workers = cache.entry(sample.series.id()).or_insert_with(|| {
-                            let mut w: Vec<u64> = spec
-                                .units
-                                .iter()
-                                .filter(|u| {
-                                    u.selectors
-                                        .iter()
-                                        .any(|vs| tidemark_promql::selects(vs, &sample.series))
-                                })
-                                .map(|u| u.key % peers)
-                                .collect();
+                            let mut w: Vec<u64> = index.matching(&sample.series).copied().collect();
                             w.sort_unstable();
                             w.dedup();
                             w
