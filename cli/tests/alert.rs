@@ -420,3 +420,139 @@ fn promtool_check_rules_accepts_what_validate_accepts() {
         "{text}"
     );
 }
+
+/// `tidemark serve` shows the groups of a running pipeline at
+/// `/api/v1/rules` and its active alerts at `/api/v1/alerts`, in
+/// Prometheus's shapes, to the callers that may see the pipeline.
+#[test]
+fn the_server_lists_rules_and_alerts_as_prometheus_does() {
+    use common::server::{Server, wait_until};
+
+    let dir = temp_dir("alert-api");
+    let tokens = dir.join("tokens");
+    let (admin, tenant) = ("admin-token-0123456789", "tenant-token-0123456789");
+    std::fs::write(
+        &tokens,
+        format!("{admin}\n{tenant} role=tenant tenant=blue\n"),
+    )
+    .unwrap();
+    let mut server = Server::start(&["--token-file", tokens.to_str().unwrap()], 0);
+    server.token = Some(admin.to_owned());
+    let pipeline = r#"
+name: rules-api
+sources:
+  gen: {type: generator, series: 50, interval: 1s, start: 2026-01-01T00:00:00Z, rate: 5000, seed: 1}
+transforms:
+  rules:
+    type: alert
+    inputs: [gen]
+    rules:
+      groups:
+      - name: hosts
+        interval: 10s
+        rules:
+        - alert: CpuBusy
+          expr: cpu_usage > 0
+          for: 30s
+          labels: {severity: page}
+          annotations: {summary: '{{ $labels.host }} is busy'}
+        - record: region:cpu_usage:avg
+          expr: avg by (region) (cpu_usage)
+sinks:
+  out: {type: blackhole, inputs: [rules]}
+"#;
+    let (status, body) = server
+        .request("POST", "/api/v1/pipelines", Some(pipeline))
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let firing = |server: &Server| {
+        let (_, v) = server.json("GET", "/api/v1/alerts", None);
+        v["data"]["alerts"]
+            .as_array()
+            .map(|a| a.iter().filter(|x| x["state"] == "firing").count())
+            .unwrap_or(0)
+    };
+    wait_until("ten firing alerts", || firing(&server) == 10);
+    let (status, alerts) = server.json("GET", "/api/v1/alerts", None);
+    assert_eq!(status, 200);
+    assert_eq!(alerts["status"], "success");
+    let first = &alerts["data"]["alerts"][0];
+    assert_eq!(first["labels"]["alertname"], "CpuBusy");
+    assert_eq!(first["labels"]["severity"], "page");
+    assert!(first["labels"].get("__name__").is_none(), "{first}");
+    let host = first["labels"]["host"].as_str().unwrap();
+    assert_eq!(first["annotations"]["summary"], format!("{host} is busy"));
+    assert!(first["value"].as_str().unwrap().contains("e+"), "{first}");
+    assert!(
+        first["activeAt"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-01-01T"),
+        "{first}"
+    );
+
+    let (status, rules) = server.json("GET", "/api/v1/rules", None);
+    assert_eq!(status, 200);
+    let group = &rules["data"]["groups"][0];
+    assert_eq!(group["name"], "hosts");
+    assert_eq!(group["file"], "inline");
+    assert_eq!(group["pipeline"], "rules-api");
+    assert_eq!(group["interval"], 10.0);
+    let alerting = &group["rules"][0];
+    assert_eq!(alerting["type"], "alerting");
+    assert_eq!(alerting["name"], "CpuBusy");
+    assert_eq!(alerting["query"], "cpu_usage > 0");
+    assert_eq!(alerting["duration"], 30.0);
+    assert_eq!(alerting["health"], "ok");
+    assert_eq!(alerting["state"], "firing");
+    assert_eq!(
+        alerting["annotations"]["summary"],
+        "{{ $labels.host }} is busy"
+    );
+    assert!(alerting["alerts"].as_array().unwrap().len() >= 10);
+    let recording = &group["rules"][1];
+    assert_eq!(recording["type"], "recording");
+    assert_eq!(recording["health"], "ok");
+    assert!(
+        recording["lastEvaluation"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-01-01T")
+    );
+
+    let (_, only_records) = server.json("GET", "/api/v1/rules?type=record", None);
+    let kinds: Vec<&str> = only_records["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["recording"]);
+    let (status, bad) = server.json("GET", "/api/v1/rules?type=alerts", None);
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["errorType"], "bad_data");
+
+    // Another tenant sees none of it; a caller without a token is refused.
+    server.token = Some(tenant.to_owned());
+    let (_, theirs) = server.json("GET", "/api/v1/rules", None);
+    assert_eq!(theirs["data"]["groups"], serde_json::json!([]));
+    let (_, theirs) = server.json("GET", "/api/v1/alerts", None);
+    assert_eq!(theirs["data"]["alerts"], serde_json::json!([]));
+    server.token = None;
+    assert_eq!(
+        server.request("GET", "/api/v1/alerts", None).unwrap().0,
+        401
+    );
+
+    // Deleting the pipeline withdraws its groups.
+    server.token = Some(admin.to_owned());
+    let (status, _) = server
+        .request("DELETE", "/api/v1/pipelines/rules-api", None)
+        .unwrap();
+    assert_eq!(status, 204);
+    wait_until("the groups to go", || {
+        let (_, v) = server.json("GET", "/api/v1/rules", None);
+        v["data"]["groups"] == serde_json::json!([])
+    });
+    server.stop();
+}

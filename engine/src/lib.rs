@@ -29,6 +29,7 @@ pub mod error;
 pub mod flow;
 pub mod ingest;
 pub mod live;
+pub mod rules;
 pub mod runtime;
 pub mod selector;
 pub mod series;

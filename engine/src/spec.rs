@@ -238,6 +238,11 @@ pub trait SourceSpec: fmt::Debug + Send + Sync {
 pub struct TransformContext {
     /// The component's name.
     pub name: String,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Where `alert` transforms show their groups' state (the server's
+    /// rules and alerts APIs read it).
+    pub rules: Arc<crate::rules::RulesHub>,
     /// The pipeline's counters in this process (a transform may register
     /// parts of itself, such as a window's `match` step).
     pub stats: Arc<PipelineStats>,

@@ -39,6 +39,8 @@ pub struct Env {
     pub resume: Arc<Resume>,
     /// The process's live subscriptions (`websocket` sinks).
     pub live: Arc<LiveHub>,
+    /// The process's rule groups (`alert` transforms).
+    pub rules: Arc<tidemark_engine::rules::RulesHub>,
     /// Set when a component fails for good: the pipeline stops.
     pub failure: Arc<Failure>,
     /// The tenant that owns the pipeline (`tidemark serve`), if one does.
@@ -123,6 +125,8 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
             let input = merge(scope, &streams, inputs);
             let ctx = TransformContext {
                 name: name.clone(),
+                pipeline: plan.name.clone(),
+                rules: Arc::clone(&env.rules),
                 stats: Arc::clone(&env.stats),
             };
             let outputs = transform.outputs();

@@ -271,6 +271,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         ingest: None,
         resume: Arc::default(),
         live,
+        rules: Arc::default(),
         failure: Arc::clone(&failure),
         tenant: None,
     };

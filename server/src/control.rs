@@ -217,6 +217,8 @@ pub struct Control {
     pub ingest: Arc<IngestHub>,
     /// Live subscriptions to `websocket` sinks, served at `/ws`.
     pub live: Arc<LiveHub>,
+    /// The rule groups of this process's `alert` transforms.
+    pub rules: Arc<tidemark_engine::rules::RulesHub>,
     /// The listeners' edge checks: label limits, how far from this
     /// server's clock a received timestamp may be, and the series already
     /// validated, found again by their labels.
@@ -267,6 +269,7 @@ impl Control {
             max_in_flight: options.max_in_flight,
             ingest: Arc::default(),
             live: Arc::default(),
+            rules: Arc::default(),
             edge: EdgeCheck {
                 limits: options.limits.clone(),
                 bounds: options.time_bounds,
@@ -565,6 +568,7 @@ impl Control {
                 resume: Arc::default(),
                 ingest: Some(Arc::clone(&self.ingest)),
                 live: Arc::clone(&self.live),
+                rules: Arc::clone(&self.rules),
                 failure: Arc::default(),
                 tenant: owner.map(str::to_owned),
             };
@@ -610,6 +614,7 @@ impl Control {
             resume: Arc::clone(&e.resume),
             ingest: Some(Arc::clone(&self.ingest)),
             live: Arc::clone(&self.live),
+            rules: Arc::clone(&self.rules),
             failure: Arc::clone(&e.failure),
             tenant: e.owner.clone(),
         }

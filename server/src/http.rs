@@ -33,7 +33,9 @@ pub use tidemark_codecs::tenant::TENANT_LABEL;
 pub fn router(control: Arc<Control>) -> Router {
     let api = Router::new()
         .route("/api/v1/pipelines", get(list).post(apply))
-        .route("/api/v1/pipelines/{name}", get(get_one).delete(delete));
+        .route("/api/v1/pipelines/{name}", get(get_one).delete(delete))
+        .route("/api/v1/rules", get(super::rules::rules))
+        .route("/api/v1/alerts", get(super::rules::alerts));
     let ingest = Router::new()
         .route(
             "/api/v1/write",

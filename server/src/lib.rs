@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod quota;
 pub mod remote_write;
+pub mod rules;
 pub mod tenancy;
 
 use std::net::SocketAddr;

@@ -13,7 +13,7 @@ use tidemark_engine::stats::Role;
 use tidemark_engine::time::Time;
 
 use super::group::Settings;
-use super::operator::{AlertSpec, Alerting, selectors};
+use super::operator::{AlertSpec, Alerting, Publish, selectors};
 use super::rules::{self, Group, RuleKind, duration_ms};
 
 /// Prometheus recording and alerting rules, evaluated in event time.
@@ -236,10 +236,14 @@ impl TransformSpec for AlertTransform {
         ctx: TransformContext,
     ) -> Vec<AnyStream<'scope>> {
         let stats = ctx.stats.component(&ctx.name, Role::Transform);
+        let publish = Publish {
+            hub: Arc::clone(&ctx.rules),
+            pipeline: ctx.pipeline.clone(),
+        };
         let (samples, alerts) =
             input
                 .into_samples()
-                .alert_rules(&ctx.name, Arc::clone(&self.spec), stats);
+                .alert_rules(&ctx.name, Arc::clone(&self.spec), stats, publish);
         vec![AnyStream::Samples(samples), AnyStream::Alerts(alerts)]
     }
 }

@@ -6,9 +6,11 @@
 //! in the store.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use rustc_hash::FxHashSet;
 use tidemark_engine::alert::{Alert, AlertState};
+use tidemark_engine::rules::{AlertSnapshot, GroupSnapshot, RuleSnapshot, RuleType};
 use tidemark_engine::series::{Label, METRIC_NAME_LABEL};
 use tidemark_engine::{Sample, Series};
 use tidemark_promql::{Element, Evaluator, MemStore, STALE_NAN, Value, drop_name, set_label};
@@ -39,14 +41,25 @@ pub struct Output {
     pub failures: Vec<(String, String)>,
 }
 
-/// A group's state: its alert instances and the series each rule wrote
-/// at the last step.
+/// A group's state: its alert instances, the series each rule wrote at
+/// the last step, and how each rule's last evaluation went.
 #[derive(Debug)]
 pub struct GroupState {
     /// The group.
     pub group: Arc<Group>,
     instances: Vec<Instances>,
     previous: Vec<Vec<Series>>,
+    health: Vec<Health>,
+    last_step: Option<i64>,
+    step_seconds: f64,
+}
+
+/// How a rule's last evaluation went.
+#[derive(Clone, Debug, Default)]
+struct Health {
+    last_error: Option<String>,
+    last_evaluation: Option<i64>,
+    seconds: f64,
 }
 
 fn with_name(series: &Series, name: &str) -> Series {
@@ -79,6 +92,9 @@ impl GroupState {
             group,
             instances: vec![Instances::default(); n],
             previous: vec![Vec::new(); n],
+            health: vec![Health::default(); n],
+            last_step: None,
+            step_seconds: 0.0,
         }
     }
 
@@ -98,79 +114,151 @@ impl GroupState {
         out: &mut Output,
     ) {
         let group = Arc::clone(&self.group);
+        let step_started = Instant::now();
         for (i, rule) in group.rules.iter().enumerate() {
-            let result = Evaluator::new(store)
-                .with_lookback(settings.lookback)
-                .eval(&rule.expr, ts);
-            let vector = match result {
-                Ok(Value::Vector(v)) => v,
-                Ok(Value::Scalar(v)) => vec![Element {
-                    series: Series::from_labels(Vec::new()),
-                    t: ts,
-                    v,
-                }],
-                Ok(other) => {
-                    let e = format!("rule result is a {}, not a vector", other.type_name());
-                    out.failures.push((rule.name.clone(), e));
-                    continue;
+            let started = Instant::now();
+            let result = self.rule_step(i, rule, store, ts, settings, cache, &mut out.alerts);
+            let health = &mut self.health[i];
+            match result {
+                Ok(samples) => {
+                    let now: FxHashSet<_> = samples.iter().map(|s| s.series.id()).collect();
+                    for gone in self.previous[i].iter().filter(|s| !now.contains(&s.id())) {
+                        store.insert(gone, ts, f64::from_bits(STALE_NAN));
+                    }
+                    self.previous[i] = samples.iter().map(|s| s.series.clone()).collect();
+                    for s in &samples {
+                        store.insert(&s.series, s.timestamp, s.value);
+                    }
+                    out.samples.extend(samples);
+                    health.last_error = None;
                 }
                 Err(e) => {
-                    out.failures.push((rule.name.clone(), e.to_string()));
-                    continue;
+                    out.failures.push((rule.name.clone(), e.clone()));
+                    health.last_error = Some(e);
                 }
-            };
-            if group.limit > 0 && vector.len() as u64 > group.limit {
-                let e = format!(
-                    "exceeded limit of {} with {} series",
-                    group.limit,
-                    vector.len()
+            }
+            health.last_evaluation = Some(ts);
+            health.seconds = started.elapsed().as_secs_f64();
+        }
+        self.last_step = Some(ts);
+        self.step_seconds = step_started.elapsed().as_secs_f64();
+    }
+
+    /// One rule at `ts`: the samples it writes, or why it failed.
+    #[allow(clippy::too_many_arguments)]
+    fn rule_step(
+        &mut self,
+        i: usize,
+        rule: &Rule,
+        store: &MemStore,
+        ts: i64,
+        settings: &Settings,
+        cache: &mut Cache,
+        alerts: &mut Vec<Alert>,
+    ) -> Result<Vec<Sample>, String> {
+        let vector = match Evaluator::new(store)
+            .with_lookback(settings.lookback)
+            .eval(&rule.expr, ts)
+        {
+            Ok(Value::Vector(v)) => v,
+            Ok(Value::Scalar(v)) => vec![Element {
+                series: Series::from_labels(Vec::new()),
+                t: ts,
+                v,
+            }],
+            Ok(other) => {
+                return Err(format!(
+                    "rule result is a {}, not a vector",
+                    other.type_name()
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        if self.group.limit > 0 && vector.len() as u64 > self.group.limit {
+            return Err(format!(
+                "exceeded limit of {} with {} series",
+                self.group.limit,
+                vector.len()
+            ));
+        }
+        match &rule.kind {
+            RuleKind::Record => record(rule, vector, ts),
+            RuleKind::Alert {
+                hold,
+                keep_firing,
+                annotations,
+            } => {
+                let found = found(rule, annotations, vector, settings, cache)?;
+                let url = format!(
+                    "{}/graph?g0.expr={}&g0.tab=1",
+                    settings.external_url.trim_end_matches('/'),
+                    query_escape(&rule.text)
                 );
-                out.failures.push((rule.name.clone(), e));
-                continue;
+                let active = self.instances[i].step(ts, found, *hold, *keep_firing, &mut |a| {
+                    alerts.push(alert(a, ts, &url))
+                });
+                Ok(alerts_series(&active, ts))
             }
-            let written = match &rule.kind {
-                RuleKind::Record => record(rule, vector, ts),
-                RuleKind::Alert {
-                    hold,
-                    keep_firing,
-                    annotations,
-                } => {
-                    let found = match found(rule, annotations, vector, settings, cache) {
-                        Ok(found) => found,
-                        Err(e) => {
-                            out.failures.push((rule.name.clone(), e));
-                            continue;
-                        }
-                    };
-                    let url = format!(
-                        "{}/graph?g0.expr={}&g0.tab=1",
-                        settings.external_url.trim_end_matches('/'),
-                        query_escape(&rule.text)
-                    );
-                    let mut changes = Vec::new();
-                    let active = self.instances[i].step(ts, found, *hold, *keep_firing, &mut |a| {
-                        changes.push(alert(a, ts, &url))
-                    });
-                    out.alerts.extend(changes);
-                    Ok(alerts_series(&active, ts))
-                }
-            };
-            let samples = match written {
-                Ok(samples) => samples,
-                Err(e) => {
-                    out.failures.push((rule.name.clone(), e));
-                    continue;
-                }
-            };
-            let now: FxHashSet<_> = samples.iter().map(|s| s.series.id()).collect();
-            for gone in self.previous[i].iter().filter(|s| !now.contains(&s.id())) {
-                store.insert(gone, ts, f64::from_bits(STALE_NAN));
-            }
-            self.previous[i] = samples.iter().map(|s| s.series.clone()).collect();
-            for s in &samples {
-                store.insert(&s.series, s.timestamp, s.value);
-            }
-            out.samples.extend(samples);
+        }
+    }
+
+    /// The group's state as the rules and alerts APIs show it.
+    pub fn snapshot(&self, pipeline: &str, transform: &str) -> GroupSnapshot {
+        let rules = self
+            .group
+            .rules
+            .iter()
+            .zip(&self.instances)
+            .zip(&self.health)
+            .map(|((rule, instances), health)| RuleSnapshot {
+                name: rule.name.clone(),
+                query: rule.text.clone(),
+                labels: rule
+                    .labels
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.text().to_owned()))
+                    .collect(),
+                kind: match &rule.kind {
+                    RuleKind::Record => RuleType::Recording,
+                    RuleKind::Alert {
+                        hold,
+                        keep_firing,
+                        annotations,
+                    } => RuleType::Alerting {
+                        hold: *hold,
+                        keep_firing: *keep_firing,
+                        annotations: annotations
+                            .iter()
+                            .map(|(k, t)| (k.clone(), t.text().to_owned()))
+                            .collect(),
+                        alerts: instances
+                            .all()
+                            .filter(|a| a.state != AlertState::Resolved)
+                            .map(|a| AlertSnapshot {
+                                labels: a.labels.clone(),
+                                annotations: a.annotations.to_vec(),
+                                state: a.state,
+                                active_at: a.active_at,
+                                value: a.value,
+                            })
+                            .collect(),
+                    },
+                },
+                last_error: health.last_error.clone(),
+                last_evaluation: health.last_evaluation,
+                evaluation_seconds: health.seconds,
+            })
+            .collect();
+        GroupSnapshot {
+            pipeline: pipeline.to_owned(),
+            transform: transform.to_owned(),
+            file: self.group.file.clone(),
+            name: self.group.name.clone(),
+            interval: self.group.interval,
+            limit: self.group.limit,
+            rules,
+            last_evaluation: self.last_step,
+            evaluation_seconds: self.step_seconds,
         }
     }
 }

@@ -10,12 +10,14 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use promql_parser::parser::{Expr, VectorSelector};
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
 use tidemark_engine::alert::Alert;
+use tidemark_engine::rules::RulesHub;
 use tidemark_engine::runtime::{AlertStream, Operator, SampleStream, frontier_min};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
@@ -199,6 +201,29 @@ struct Local {
     last: i64,
 }
 
+/// Where the operator shows its groups' state (the server's rules and
+/// alerts APIs), and under which pipeline and transform.
+#[derive(Clone, Debug)]
+pub struct Publish {
+    /// The process's hub.
+    pub hub: Arc<RulesHub>,
+    /// The pipeline's name.
+    pub pipeline: String,
+}
+
+/// Withdraws an operator's groups from the hub when the operator goes
+/// (its pipeline was deleted, replaced or finished).
+struct Withdraw(Arc<RulesHub>, u64);
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        self.0.withdraw(self.1);
+    }
+}
+
+/// How often (wall clock) a unit's groups are published at most.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
 /// What the evaluation operator gives, split into the two outputs after.
 #[derive(Clone, Debug)]
 enum Out {
@@ -210,12 +235,13 @@ enum Out {
 pub trait Alerting<'scope> {
     /// Evaluates `spec`'s groups in event time; returns the samples
     /// (recording rules, `ALERTS`, `ALERTS_FOR_STATE`) and the alert state
-    /// changes.
+    /// changes. Group states are shown on `publish`'s hub as they step.
     fn alert_rules(
         self,
         name: &str,
         spec: Arc<AlertSpec>,
         stats: Arc<ComponentStats>,
+        publish: Publish,
     ) -> (SampleStream<'scope>, AlertStream<'scope>);
 }
 
@@ -225,7 +251,9 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
         name: &str,
         spec: Arc<AlertSpec>,
         stats: Arc<ComponentStats>,
+        publish: Publish,
     ) -> (SampleStream<'scope>, AlertStream<'scope>) {
+        let transform = name.to_owned();
         let peers = self.scope().peers() as u64;
         let index = self.scope().index() as u64;
         let routed = route(self, name, Arc::clone(&spec), peers);
@@ -268,6 +296,10 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                     );
                     let mut cache = Cache::default();
                     let mut last_frontier: Option<Option<Time>> = None;
+                    let publisher = publish.hub.publisher();
+                    let _withdraw = Withdraw(Arc::clone(&publish.hub), publisher);
+                    let mut published: Vec<Option<Instant>> = vec![None; locals.len()];
+                    let mut dirty = vec![false; locals.len()];
                     move |(input, frontier), output| {
                         let mut late = 0u64;
                         input.for_each(|cap, data| {
@@ -306,16 +338,36 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                         last_frontier = Some(f);
                         if let Some(cap) = held.as_ref() {
                             let mut sent = 0u64;
-                            for l in locals.iter_mut() {
+                            for (i, l) in locals.iter_mut().enumerate() {
                                 let bound = match f {
                                     Some(f) => f as i64 - spec.lateness - 1,
                                     None => l.last,
                                 };
-                                step_until(l, &spec, bound, &mut cache, &stats, &mut |t, out| {
-                                    sent += out.len() as u64;
-                                    let at = cap.delayed(&(t.max(0) as Time).max(*cap.time()));
-                                    output.session(&at).give_iterator(out.into_iter());
-                                });
+                                let stepped = step_until(
+                                    l,
+                                    &spec,
+                                    bound,
+                                    &mut cache,
+                                    &stats,
+                                    &mut |t, out| {
+                                        sent += out.len() as u64;
+                                        let at = cap.delayed(&(t.max(0) as Time).max(*cap.time()));
+                                        output.session(&at).give_iterator(out.into_iter());
+                                    },
+                                );
+                                dirty[i] |= stepped;
+                                let due = f.is_none()
+                                    || published[i].is_none_or(|p| p.elapsed() >= PUBLISH_EVERY);
+                                if dirty[i] && due {
+                                    for g in &l.groups {
+                                        publish.hub.publish(
+                                            publisher,
+                                            g.snapshot(&publish.pipeline, &transform),
+                                        );
+                                    }
+                                    published[i] = Some(Instant::now());
+                                    dirty[i] = false;
+                                }
                             }
                             add(&stats.sent, sent);
                         }
@@ -408,7 +460,8 @@ fn route<'scope>(
 
 /// Runs every step of `l`'s groups up to `bound` (inclusive), in time
 /// order (file order within a step), handing each step's output to
-/// `emit`, then forgets samples no later step reads.
+/// `emit`, then forgets samples no later step reads. Says whether any
+/// step ran.
 fn step_until(
     l: &mut Local,
     spec: &AlertSpec,
@@ -416,8 +469,9 @@ fn step_until(
     cache: &mut Cache,
     stats: &ComponentStats,
     emit: &mut impl FnMut(i64, Vec<Out>),
-) {
-    let Some(first) = l.first else { return };
+) -> bool {
+    let Some(first) = l.first else { return false };
+    let mut stepped = false;
     for (g, next) in l.next.iter_mut().enumerate() {
         let interval = l.groups[g].group.interval;
         next.get_or_insert_with(|| {
@@ -451,7 +505,9 @@ fn step_until(
             emit(t, batch);
         }
         l.next[g] = Some(t + l.groups[g].group.interval);
+        stepped = true;
     }
     let oldest_next = l.next.iter().flatten().min().copied().unwrap_or(bound);
     l.store.trim(oldest_next - spec.units[l.unit].retention);
+    stepped
 }
