@@ -10,7 +10,6 @@
 use tidemark_testkit as common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -101,6 +100,57 @@ groups:
     ],
 };
 
+const FLAPPING: Case = Case {
+    name: "flapping",
+    interval_s: 15,
+    rules: r#"
+groups:
+- name: flaps
+  interval: 15s
+  rules:
+  - alert: Flapping
+    expr: queue_depth > 50
+    for: 45s
+    keep_firing_for: 30s
+    labels:
+      queue: '{{ $labels.queue | toUpper }}'
+    annotations:
+      summary: 'queue {{ $labels.queue }} holds {{ $value | humanize }}'
+  - record: queue:depth:changes2m
+    expr: changes(queue_depth[2m])
+  - alert: QueueWillFill
+    expr: predict_linear(queue_depth[2m], 300) > 200
+    for: 30s
+  - alert: SilentWorker
+    expr: absent_over_time(worker_heartbeat{worker="w1"}[1m])
+  - alert: SlowRequests
+    expr: histogram_quantile(0.9, sum by (le) (rate(latency_bucket[1m]))) > 0.4
+  - alert: Renamed
+    expr: label_replace(queue_depth, "q", "$1", "queue", "(.*)") > 120
+- name: meta
+  interval: 15s
+  rules:
+  - record: alerts:firing:count
+    expr: count by (alertname) (ALERTS{alertstate="firing"})
+  - alert: ManyAlerts
+    expr: sum(alerts:firing:count) >= 3
+"#,
+    inputs: &[
+        (
+            r#"queue_depth{queue="a"}"#,
+            "10 60 70 40 80 90 95 30 20 60 65 70 75 80 10 10 10 100 110 120 130 140 150 160 10+0x10 55 56 57 58 59 60 61 62",
+        ),
+        (r#"queue_depth{queue="b"}"#, "0+5x50"),
+        (
+            r#"worker_heartbeat{worker="w1"}"#,
+            "1+1x10 _x8 20+1x10 _x10 40+1x12",
+        ),
+        (r#"latency_bucket{le="0.1"}"#, "0+10x25 250+1x25"),
+        (r#"latency_bucket{le="0.5"}"#, "0+12x25 300+2x25"),
+        (r#"latency_bucket{le="+Inf"}"#, "0+13x25 325+10x25"),
+    ],
+};
+
 /// Reads `series{...}` into a name and labels.
 fn parse_series(text: &str) -> (String, BTreeMap<String, String>) {
     let Ok(promql_parser::parser::Expr::VectorSelector(vs)) = promql_parser::parser::parse(text)
@@ -116,8 +166,10 @@ fn parse_series(text: &str) -> (String, BTreeMap<String, String>) {
     (vs.name.unwrap_or_default(), labels)
 }
 
-/// The input series as JSON lines, in time order.
-fn input_lines(case: &Case) -> (String, i64) {
+/// The input series as JSON lines, in time order, and the same lines
+/// moved by up to a minute each (a deterministic shuffle), for a source
+/// that allows 90 s out of order.
+fn input_lines(case: &Case) -> (String, String, i64) {
     let mut rows = Vec::new();
     for (series, values) in case.inputs {
         let (name, labels) = parse_series(series);
@@ -134,24 +186,37 @@ fn input_lines(case: &Case) -> (String, i64) {
     }
     rows.sort_by_key(|r| r.0);
     let last = rows.last().map_or(0, |r| r.0);
-    let mut text = String::new();
-    for (t, name, labels, v) in rows {
-        let labels = serde_json::to_string(&labels).unwrap();
-        let _ = writeln!(
-            text,
-            r#"{{"name":"{name}","labels":{labels},"timestamp":{t},"value":{v}}}"#
-        );
-    }
-    (text, last)
+    let line = |(t, name, labels, v): &(i64, String, BTreeMap<String, String>, f64)| {
+        let labels = serde_json::to_string(labels).unwrap();
+        format!(r#"{{"name":"{name}","labels":{labels},"timestamp":{t},"value":{v}}}"#)
+    };
+    let ordered: String = rows.iter().map(|r| line(r) + "\n").collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut keyed: Vec<(i64, String)> = rows
+        .iter()
+        .map(|r| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (r.0 + (x % 60_000) as i64, line(r))
+        })
+        .collect();
+    keyed.sort_by_key(|k| k.0);
+    let shuffled: String = keyed.into_iter().map(|(_, l)| l + "\n").collect();
+    (ordered, shuffled, last)
 }
 
 /// Samples by (step, metric name): sorted label sets and values.
 type ByStep = BTreeMap<(i64, String), Vec<(Vec<(String, String)>, f64)>>;
 
-fn tidemark_outputs(case: &Case, dir: &Path, workers: usize) -> (ByStep, Vec<serde_json::Value>) {
+fn tidemark_outputs(case: &Case, dir: &Path, workers: usize, shuffled: bool) -> ByStep {
     let rules = dir.join("rules.yml");
-    let input = dir.join("input.jsonl");
-    let out = dir.join(format!("out-{workers}.jsonl"));
+    let (input, slack) = if shuffled {
+        (dir.join("shuffled.jsonl"), "90s")
+    } else {
+        (dir.join("input.jsonl"), "0s")
+    };
+    let out = dir.join(format!("out-{workers}-{shuffled}.jsonl"));
     let pipeline = format!(
         r#"
 name: alert-oracle
@@ -159,7 +224,7 @@ sources:
   in:
     type: file
     path: {input}
-    max_out_of_orderness: 0s
+    max_out_of_orderness: {slack}
 transforms:
   rules:
     type: alert
@@ -195,7 +260,7 @@ sinks:
     for v in by_step.values_mut() {
         v.sort_by(|a, b| a.0.cmp(&b.0));
     }
-    (by_step, Vec::new())
+    by_step
 }
 
 /// What promtool gets for `ALERTS`, `ALERTS_FOR_STATE` and each recorded
@@ -260,8 +325,9 @@ fn agree(want: &ByStep, got: &ByStep) -> Vec<String> {
 fn check_case(case: &Case) {
     let dir = temp_dir(&format!("alert-{}", case.name));
     std::fs::write(dir.join("rules.yml"), case.rules).unwrap();
-    let (lines, last) = input_lines(case);
-    std::fs::write(dir.join("input.jsonl"), lines).unwrap();
+    let (ordered, shuffled, last) = input_lines(case);
+    std::fs::write(dir.join("input.jsonl"), ordered).unwrap();
+    std::fs::write(dir.join("shuffled.jsonl"), shuffled).unwrap();
     let groups: serde_json::Value = {
         let root = tidemark_engine::yaml::parse(case.rules).unwrap();
         root.to_json()
@@ -280,12 +346,13 @@ fn check_case(case: &Case) {
         "{}: promtool fired no alert; the scenario tests nothing",
         case.name
     );
-    for workers in [1, 2, 4] {
-        let (got, _) = tidemark_outputs(case, &dir, workers);
+    for (workers, shuffled) in [(1, false), (2, false), (4, false), (2, true)] {
+        let got = tidemark_outputs(case, &dir, workers, shuffled);
         let diffs = agree(&want, &got);
         assert!(
             diffs.is_empty(),
-            "{} with {workers} workers: {} steps differ from promtool:\n{}",
+            "{} with {workers} workers (input out of order: {shuffled}): {} steps differ from \
+             promtool:\n{}",
             case.name,
             diffs.len(),
             diffs.join("\n")
@@ -296,6 +363,11 @@ fn check_case(case: &Case) {
 #[test]
 fn alerts_and_recording_rules_agree_with_promtool() {
     check_case(&SERVICE);
+}
+
+#[test]
+fn flapping_alerts_and_rules_over_alerts_agree_with_promtool() {
+    check_case(&FLAPPING);
 }
 
 /// The firing alerts of every alerting rule at every step, with the
