@@ -378,6 +378,74 @@ fn the_dashboard_draws_the_expected_band_and_marks_anomalies() {
     assert!(child.0.wait().unwrap().success());
 }
 
+/// Alerts of an `alert` transform are listed above the chart, and the
+/// charted series they involve are shaded from the time they became
+/// active.
+#[test]
+fn the_dashboard_lists_alerts_and_marks_the_series_involved() {
+    let server = Server::start(&[], 0);
+    let pipeline = r#"
+name: alerting
+sources:
+  gen: {type: generator, series: 50, interval: 1s, start: 2026-01-01T00:00:00Z, rate: 2000, seed: 1}
+transforms:
+  rules:
+    type: alert
+    inputs: [gen]
+    rules:
+      groups:
+      - name: hosts
+        interval: 10s
+        rules:
+        - alert: CpuBusy
+          expr: cpu_usage > 0
+          for: 30s
+          annotations: {summary: '{{ $labels.host }} is busy'}
+sinks:
+  live: {type: websocket, inputs: [gen]}
+  rules_out: {type: blackhole, inputs: [rules]}
+"#;
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(pipeline)).0,
+        201
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let browser = Browser::start().await;
+        browser
+            .client
+            .goto(&format!("{}/", server.url))
+            .await
+            .unwrap();
+        browser
+            .wait_for(
+                "!document.getElementById('alerts').hidden \
+                 && document.querySelectorAll('#alert-table tbody tr.firing').length === 10",
+                WAIT,
+                "ten firing alerts listed",
+            )
+            .await;
+        let summary = browser
+            .eval("document.querySelector('#alert-table tbody tr.firing').lastChild.textContent")
+            .await;
+        assert!(
+            summary
+                .as_str()
+                .is_some_and(|s| s.starts_with("host-") && s.ends_with(" is busy")),
+            "{summary}"
+        );
+        browser
+            .wait_for(
+                "Number(document.getElementById('chart').dataset.alerts || 0) >= 1",
+                WAIT,
+                "a charted series marked",
+            )
+            .await;
+        browser.close().await;
+    });
+    assert!(server.stop().success());
+}
+
 /// Serves `page` as HTML to every request on a port of its own: a web page
 /// of another origin than the server's.
 fn serve_page(page: String) -> u16 {

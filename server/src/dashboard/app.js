@@ -371,6 +371,92 @@
   }
   tidemark.overlays.push(scoreOverlay);
 
+  // ---- alerts ------------------------------------------------------------
+
+  // The pending and firing alerts of the server's `alert` transforms
+  // (/api/v1/alerts, Prometheus's shape), listed above the chart and
+  // polled every 2 s. A charted series is involved in an alert when they
+  // share a label (other than the metric name) and agree on every label
+  // both have: the time since the alert became active is shaded on the
+  // chart, orange while pending, red once firing. `tidemark run` has no
+  // alerts API; the section then stays hidden.
+  view.alerts = [];
+  async function loadAlerts() {
+    let response;
+    try {
+      const headers = view.token ? { Authorization: "Bearer " + view.token } : {};
+      response = await fetch("/api/v1/alerts", { headers });
+    } catch (e) {
+      return;
+    }
+    if (!response.ok) return;
+    const body = await response.json();
+    view.alerts = (body.data && body.data.alerts) || [];
+    renderAlerts();
+    scheduleRedraw();
+  }
+
+  function renderAlerts() {
+    const rank = (a) => (a.state === "firing" ? 0 : 1);
+    const alerts = [...view.alerts].sort((a, b) => rank(a) - rank(b)
+      || a.labels.alertname.localeCompare(b.labels.alertname) || a.activeAt.localeCompare(b.activeAt));
+    $("alerts").hidden = alerts.length === 0;
+    const firing = alerts.filter((a) => a.state === "firing").length;
+    $("alert-count").textContent = "(" + firing + " firing, " + (alerts.length - firing) + " pending)";
+    $("alert-table").tBodies[0].replaceChildren(...alerts.slice(0, MAX_ROWS).map((a) => {
+      const tr = document.createElement("tr");
+      tr.className = a.state;
+      const labels = Object.keys(a.labels).filter((k) => k !== "alertname").sort()
+        .map((k) => k + "=" + JSON.stringify(a.labels[k])).join(", ");
+      const cells = [a.state, a.labels.alertname, labels, a.activeAt.replace("T", " ").replace(/\.\d+Z$/, " UTC"),
+        a.value, (a.annotations && (a.annotations.summary || a.annotations.description)) || ""];
+      for (const c of cells) {
+        const td = document.createElement("td");
+        td.textContent = c;
+        tr.append(td);
+      }
+      return tr;
+    }));
+  }
+
+  function involved(alert, s) {
+    let shared = 0;
+    for (const [k, v] of Object.entries(alert.labels)) {
+      if (k === "alertname" || k === "__name__" || !(k in s.labels)) continue;
+      if (s.labels[k] !== v) return false;
+      shared++;
+    }
+    return shared > 0;
+  }
+
+  function alertOverlay(u, ctx) {
+    let marked = 0;
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height);
+    ctx.clip();
+    for (const s of view.series.values()) {
+      if (!s.charted) continue;
+      const alerts = view.alerts.filter((a) => involved(a, s));
+      if (alerts.length === 0) continue;
+      const firing = alerts.some((a) => a.state === "firing");
+      const since = Math.min(...alerts.map((a) => Date.parse(a.activeAt)));
+      const x0 = Math.max(u.bbox.left, u.valToPos(since, "x", true));
+      ctx.fillStyle = firing ? "rgba(224, 49, 49, 0.10)" : "rgba(240, 140, 0, 0.10)";
+      ctx.fillRect(x0, u.bbox.top, u.bbox.left + u.bbox.width - x0, u.bbox.height);
+      ctx.strokeStyle = firing ? "#e03131" : "#f08c00";
+      ctx.lineWidth = 2;
+      ctx.beginPath();
+      ctx.moveTo(x0, u.bbox.top);
+      ctx.lineTo(x0, u.bbox.top + u.bbox.height);
+      ctx.stroke();
+      marked++;
+    }
+    ctx.restore();
+    $("chart").dataset.alerts = String(marked);
+  }
+  tidemark.overlays.push(alertOverlay);
+
   // ---- controls --------------------------------------------------------
 
   $("match").value = view.match;
@@ -392,4 +478,6 @@
 
   loadOutputs();
   setInterval(() => { if (!socket) loadOutputs(); }, 5000);
+  loadAlerts();
+  setInterval(loadAlerts, 2000);
 })();
