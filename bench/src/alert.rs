@@ -48,6 +48,9 @@ pub struct AlertBenchOptions {
     /// Print only; do not write the file.
     #[arg(long)]
     pub no_write: bool,
+    /// Rounds of the server-mode latency measurement (0: skip it).
+    #[arg(long, default_value_t = 200)]
+    pub latency_rounds: usize,
 }
 
 const GROUP_SIZE: usize = 100;
@@ -210,6 +213,19 @@ pub fn alert(options: &AlertBenchOptions) -> anyhow::Result<()> {
             "| {rules} | {workers} | {:.2} M | {:.0} | {goal} |",
             rate / 1e6,
             evals
+        );
+    }
+    if options.latency_rounds > 0 {
+        let (p50, p99, max) = crate::alert_latency::measure(options.latency_rounds)?;
+        eprintln!("latency p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms");
+        let _ = writeln!(
+            md,
+            "\nLatency in server mode (`tidemark serve`, 1 worker; {} rounds): from sending the sample that \
+             moves the watermark past a step (gRPC) to a WebSocket subscriber receiving the `ALERTS` sample \
+             that step fires: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (goal: under 100 ms). \
+             Before that sample, the step waits for the watermark: with real-time data, up to one \
+             interval plus the sources' `max_out_of_orderness`.",
+            options.latency_rounds
         );
     }
     eprintln!("\n{md}");

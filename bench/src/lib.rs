@@ -14,6 +14,7 @@
 //! - [`websocket`]: live fan-out to many subscribers.
 
 pub mod alert;
+pub mod alert_latency;
 pub mod anomaly;
 pub mod kafka;
 pub mod latency;

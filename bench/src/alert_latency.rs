@@ -1,0 +1,113 @@
+//! `tidemark bench alert --latency`: from the sample that lets a step run
+//! to the alert it decides, in server mode.
+//!
+//! `tidemark serve` (1 worker) runs a gRPC source (no out-of-order slack)
+//! into an `alert` transform (interval 1 s, `Probe: probe > 0`) whose
+//! samples go to a `websocket` sink. Each round writes `probe{i="k"} 1`
+//! stamped exactly at a step, then, 20 ms later, a sample of another
+//! series stamped 1 ms after the step: that one moves the watermark past
+//! the step, which runs and fires `Probe{i="k"}`. The latency is from
+//! sending it to a WebSocket subscriber receiving `ALERTS{i="k"}`: the
+//! gRPC write and acknowledgement, the watermark, the step, the sink and
+//! the WebSocket, all on this machine.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use tokio_tungstenite::tungstenite::Message;
+
+use tidemark_codecs::ingest::proto::{Label, Point, Series, WriteRequest};
+use tidemark_server::ingest::proto::ingest_service_client::IngestServiceClient;
+
+use crate::latency::start_server;
+
+const PIPELINE: &str = "name: alert-latency
+sources:
+  in: {type: grpc, max_out_of_orderness: 0s, idle_timeout: 1h}
+transforms:
+  rules:
+    type: alert
+    inputs: [in]
+    lookback: 2s
+    rules:
+      groups:
+      - name: probe
+        interval: 1s
+        rules:
+        - alert: Probe
+          expr: probe > 0
+sinks:
+  live: {type: websocket, inputs: [rules]}
+";
+
+const BASE: i64 = 1_795_564_800_000;
+
+fn write(name: &str, label: Option<(&str, String)>, t: i64, value: f64) -> WriteRequest {
+    WriteRequest {
+        series: vec![Series {
+            name: name.into(),
+            labels: label
+                .into_iter()
+                .map(|(name, value)| Label {
+                    name: name.into(),
+                    value,
+                })
+                .collect(),
+            points: vec![Point {
+                timestamp_ms: t,
+                value,
+            }],
+        }],
+    }
+}
+
+/// Latency percentiles (ms): p50, p99, max, over `rounds` rounds.
+pub fn measure(rounds: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let server = start_server(1, PIPELINE)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let url = format!(
+            "{}/ws?pipeline=alert-latency",
+            server.http.replace("http://", "ws://")
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
+        let mut client = IngestServiceClient::connect(server.grpc.clone()).await?;
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        for k in 0..rounds + 10 {
+            let step = BASE + k as i64 * 1000;
+            let id = format!("{k}");
+            client
+                .write(write("probe", Some(("i", id.clone())), step, 1.0))
+                .await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let sent = Instant::now();
+            client.write(write("tick", None, step + 1, 0.0)).await?;
+            let wanted = format!("\"i\":\"{id}\"");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let message = tokio::time::timeout_at(deadline, socket.next())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("no alert for round {k} within 10 s"))?;
+                let text = match message {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => anyhow::bail!("the WebSocket failed: {e}"),
+                    None => anyhow::bail!("the server closed the WebSocket"),
+                };
+                if text.contains("\"ALERTS\"") && text.contains(&wanted) {
+                    break;
+                }
+            }
+            // The first rounds warm the connections up.
+            if k >= 10 {
+                h.record((sent.elapsed().as_micros() as u64).max(1))?;
+            }
+        }
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Ok((ms(0.5), ms(0.99), h.max() as f64 / 1000.0))
+    })
+}
