@@ -12,7 +12,7 @@ use tidemark_engine::{Series, SeriesId};
 
 use crate::eval::{EvalError, Evaluator};
 use crate::functions::{kahan, quantile};
-use crate::labels::{format_value, keep_only, remove, set};
+use crate::labels::{keep_only, remove, set};
 use crate::value::{Element, Value};
 
 /// One group's running values: every aggregation's, folded as the
@@ -87,7 +87,7 @@ pub(crate) fn eval(ev: &Evaluator, agg: &AggregateExpr, t: i64) -> Result<Value,
         let relabelled = input
             .into_iter()
             .map(|e| Element {
-                series: set(&e.series, &label, &format_value(e.v)),
+                series: set(&e.series, &label, &crate::gofmt::f(e.v)),
                 t,
                 v: e.v,
             })

@@ -52,24 +52,6 @@ pub fn set(series: &Series, name: &str, value: &str) -> Series {
     Series::from_labels(labels)
 }
 
-/// A float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` writes it (the
-/// shortest form that reads back exactly, no exponent), which Prometheus
-/// uses for `count_values` labels and `$value` in templates: `+Inf`,
-/// `-Inf` and `NaN` for the special values.
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        format!("{v}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,14 +64,5 @@ mod tests {
         assert_eq!(remove(&s, &["b".into()]).to_string(), r#"{a="1"}"#);
         assert_eq!(set(&s, "a", "").to_string(), r#"m{b="2"}"#);
         assert_eq!(set(&s, "c", "3").get("c"), Some("3"));
-    }
-
-    #[test]
-    fn values_format_as_go_does() {
-        assert_eq!(format_value(1.0), "1");
-        assert_eq!(format_value(0.1), "0.1");
-        assert_eq!(format_value(1e21), "1000000000000000000000");
-        assert_eq!(format_value(f64::INFINITY), "+Inf");
-        assert_eq!(format_value(f64::NAN), "NaN");
     }
 }

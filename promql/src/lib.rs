@@ -39,6 +39,7 @@ mod binary;
 pub mod check;
 mod eval;
 mod functions;
+pub mod gofmt;
 mod histogram;
 mod index;
 mod labels;
@@ -48,7 +49,7 @@ mod value;
 pub use check::{Unsupported, check, parse};
 pub use eval::{EvalError, Evaluator};
 pub use index::SelectorIndex;
-pub use labels::{drop_name, format_value, set as set_label};
+pub use labels::{drop_name, set as set_label};
 pub use store::{MemStore, Point, STALE_NAN, Storage, is_stale, selects};
 pub use value::{Element, RangeSeries, Value};
 

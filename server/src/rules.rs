@@ -52,33 +52,13 @@ fn time(ms: Option<i64>) -> String {
     ms.map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), format_millis)
 }
 
-/// A float as Go's `strconv.FormatFloat(v, 'e', -1, 64)`: `1e+00`,
-/// `1.2345e+03`, `NaN`, `+Inf`.
-pub fn go_e(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    let text = format!("{v:e}");
-    let (mantissa, exp) = text.split_once('e').unwrap_or((&text, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let sign = if exp < 0 { '-' } else { '+' };
-    format!("{mantissa}e{sign}{:02}", exp.abs())
-}
-
 fn alert_json(a: &AlertSnapshot) -> Value {
     json!({
         "labels": labels(&a.labels),
         "annotations": pairs(&a.annotations),
         "state": a.state.word(),
         "activeAt": format_millis(a.active_at),
-        "value": go_e(a.value),
+        "value": tidemark_promql::gofmt::e(a.value),
     })
 }
 
@@ -202,17 +182,4 @@ pub async fn alerts(
         })
         .collect();
     axum::Json(json!({"status": "success", "data": {"alerts": alerts}})).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_are_written_as_go_does() {
-        assert_eq!(go_e(1.0), "1e+00");
-        assert_eq!(go_e(1234.5), "1.2345e+03");
-        assert_eq!(go_e(0.05), "5e-02");
-        assert_eq!(go_e(f64::INFINITY), "+Inf");
-    }
 }

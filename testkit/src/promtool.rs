@@ -78,24 +78,7 @@ pub fn evaluate(
     inputs: &[Input],
     queries: &[(String, u64)],
 ) -> Vec<Result<Got, String>> {
-    let mut test = String::new();
-    test.push_str("rule_files:\n");
-    for f in rule_files {
-        test.push_str(&format!("  - {}\n", f.display()));
-    }
-    if rule_files.is_empty() {
-        test = "rule_files: []\n".into();
-    }
-    test.push_str(&format!(
-        "evaluation_interval: {interval_s}s\ntests:\n- interval: {interval_s}s\n  input_series:\n"
-    ));
-    for i in inputs {
-        test.push_str(&format!(
-            "  - series: {}\n    values: {}\n",
-            yaml_string(i.series),
-            yaml_string(i.values)
-        ));
-    }
+    let mut test = header(rule_files, interval_s, inputs);
     test.push_str("  promql_expr_test:\n");
     for (expr, at) in queries {
         test.push_str(&format!(
@@ -154,30 +137,14 @@ pub fn check_alerts(
             .collect();
         format!("{{{}}}", items.join(", "))
     };
-    let mut test = String::from("rule_files:\n");
-    for f in rule_files {
-        test.push_str(&format!("  - {}\n", f.display()));
-    }
-    test.push_str(&format!(
-        "evaluation_interval: {interval_s}s\ntests:\n- interval: {interval_s}s\n  input_series:\n"
-    ));
-    for i in inputs {
-        test.push_str(&format!(
-            "  - series: {}\n    values: {}\n",
-            yaml_string(i.series),
-            yaml_string(i.values)
-        ));
-    }
+    let mut test = header(rule_files, interval_s, inputs);
     test.push_str("  alert_rule_test:\n");
     for (name, at, alerts) in tests {
+        let empty = if alerts.is_empty() { " []" } else { "" };
         test.push_str(&format!(
-            "  - alertname: {}\n    eval_time: {at}s\n    exp_alerts:\n",
+            "  - alertname: {}\n    eval_time: {at}s\n    exp_alerts:{empty}\n",
             yaml_string(name)
         ));
-        if alerts.is_empty() {
-            test.push_str("    - null\n");
-            test = test.replace("    exp_alerts:\n    - null\n", "    exp_alerts: []\n");
-        }
         for (labels, annotations) in alerts {
             test.push_str(&format!(
                 "    - exp_labels: {}\n      exp_annotations: {}\n",
@@ -199,6 +166,29 @@ pub fn check_alerts(
         Err(String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr))
     }
+}
+
+/// The start of a test file: rule files, intervals, input series.
+fn header(rule_files: &[&Path], interval_s: u64, inputs: &[Input]) -> String {
+    let mut test = String::from("rule_files:");
+    if rule_files.is_empty() {
+        test.push_str(" []");
+    }
+    test.push('\n');
+    for f in rule_files {
+        test.push_str(&format!("  - {}\n", f.display()));
+    }
+    test.push_str(&format!(
+        "evaluation_interval: {interval_s}s\ntests:\n- interval: {interval_s}s\n  input_series:\n"
+    ));
+    for i in inputs {
+        test.push_str(&format!(
+            "  - series: {}\n    values: {}\n",
+            yaml_string(i.series),
+            yaml_string(i.values)
+        ));
+    }
+    test
 }
 
 /// A YAML double-quoted string.

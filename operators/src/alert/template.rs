@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use gtmpl::{Context, Func, FuncError, Value};
+use tidemark_promql::gofmt;
 
 /// A parsed template and its text.
 #[derive(Clone)]
@@ -118,7 +119,7 @@ impl Template {
             "ExternalURL".to_owned(),
             Value::String(data.external_url.to_owned()),
         );
-        root.insert("Value".to_owned(), Value::String(go_float(data.value)));
+        root.insert("Value".to_owned(), Value::String(gofmt::v(data.value)));
         match t.render(&Context::from(Value::Map(root))) {
             Ok(s) => s,
             Err(e) => format!("<error expanding template: {e}>"),
@@ -129,64 +130,6 @@ impl Template {
 /// Compiled templates of one operator, by text (compiled once).
 #[derive(Default)]
 pub struct Cache(HashMap<String, Option<gtmpl::Template>>);
-
-/// A float as Go's `%v` writes it (`strconv.FormatFloat(v, 'g', -1,
-/// 64)`): the shortest digits that read back, in exponent form when the
-/// exponent is below -4 or at least 6.
-pub fn go_float(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() {
-            "-0".into()
-        } else {
-            "0".into()
-        };
-    }
-    let e = format!("{v:e}");
-    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..6).contains(&exp) {
-        exponent_form(mantissa, exp)
-    } else {
-        format!("{v}")
-    }
-}
-
-fn exponent_form(mantissa: &str, exp: i32) -> String {
-    let sign = if exp < 0 { '-' } else { '+' };
-    format!("{mantissa}e{sign}{:02}", exp.abs())
-}
-
-/// Go's `%.4g`: four significant digits, trailing zeros dropped, exponent
-/// form when the exponent is below -4 or at least 4.
-pub fn go_g4(v: f64) -> String {
-    if !v.is_finite() || v == 0.0 {
-        return go_float(v);
-    }
-    let e = format!("{v:.3e}");
-    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..4).contains(&exp) {
-        let trimmed = if mantissa.contains('.') {
-            mantissa.trim_end_matches('0').trim_end_matches('.')
-        } else {
-            mantissa
-        };
-        exponent_form(trimmed, exp)
-    } else {
-        let rounded: f64 = e.parse().unwrap_or(v);
-        format!("{rounded}")
-    }
-}
 
 fn number(v: &Value) -> Result<f64, FuncError> {
     match v {
@@ -220,7 +163,7 @@ fn string(v: &Value) -> String {
 fn humanize(args: &[Value]) -> Result<Value, FuncError> {
     let mut v = number(one("humanize", args)?)?;
     if v == 0.0 || !v.is_finite() {
-        return Ok(Value::String(go_g4(v)));
+        return Ok(Value::String(gofmt::g4(v)));
     }
     let mut prefix = "";
     if v.abs() >= 1.0 {
@@ -240,13 +183,13 @@ fn humanize(args: &[Value]) -> Result<Value, FuncError> {
             v *= 1000.0;
         }
     }
-    Ok(Value::String(format!("{}{prefix}", go_g4(v))))
+    Ok(Value::String(format!("{}{prefix}", gofmt::g4(v))))
 }
 
 fn humanize1024(args: &[Value]) -> Result<Value, FuncError> {
     let mut v = number(one("humanize1024", args)?)?;
     if v.abs() <= 1.0 || !v.is_finite() {
-        return Ok(Value::String(go_g4(v)));
+        return Ok(Value::String(gofmt::g4(v)));
     }
     let mut prefix = "";
     for p in ["ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"] {
@@ -256,16 +199,16 @@ fn humanize1024(args: &[Value]) -> Result<Value, FuncError> {
         prefix = p;
         v /= 1024.0;
     }
-    Ok(Value::String(format!("{}{prefix}", go_g4(v))))
+    Ok(Value::String(format!("{}{prefix}", gofmt::g4(v))))
 }
 
 fn humanize_duration(args: &[Value]) -> Result<Value, FuncError> {
     let mut v = number(one("humanizeDuration", args)?)?;
     if !v.is_finite() {
-        return Ok(Value::String(go_g4(v)));
+        return Ok(Value::String(gofmt::g4(v)));
     }
     if v == 0.0 {
-        return Ok(Value::String(format!("{}s", go_g4(v))));
+        return Ok(Value::String(format!("{}s", gofmt::g4(v))));
     }
     if v.abs() >= 1.0 {
         let sign = if v < 0.0 { "-" } else { "" };
@@ -279,7 +222,7 @@ fn humanize_duration(args: &[Value]) -> Result<Value, FuncError> {
         } else if m != 0 {
             format!("{sign}{m}m {s}s")
         } else {
-            format!("{sign}{}s", go_g4(v))
+            format!("{sign}{}s", gofmt::g4(v))
         };
         return Ok(Value::String(text));
     }
@@ -291,18 +234,18 @@ fn humanize_duration(args: &[Value]) -> Result<Value, FuncError> {
         prefix = p;
         v *= 1000.0;
     }
-    Ok(Value::String(format!("{}{prefix}s", go_g4(v))))
+    Ok(Value::String(format!("{}{prefix}s", gofmt::g4(v))))
 }
 
 fn humanize_percentage(args: &[Value]) -> Result<Value, FuncError> {
     let v = number(one("humanizePercentage", args)?)?;
-    Ok(Value::String(format!("{}%", go_g4(v * 100.0))))
+    Ok(Value::String(format!("{}%", gofmt::g4(v * 100.0))))
 }
 
 fn humanize_timestamp(args: &[Value]) -> Result<Value, FuncError> {
     let v = number(one("humanizeTimestamp", args)?)?;
     if !v.is_finite() {
-        return Ok(Value::String(go_g4(v)));
+        return Ok(Value::String(gofmt::g4(v)));
     }
     let secs = v.floor() as i64;
     let nanos = ((v - v.floor()) * 1e9).round() as u32;
@@ -462,17 +405,5 @@ mod tests {
         );
         assert_eq!(expand("plain", 1.0), "plain");
         assert!(Template::parse("t", "{{ .Foo").is_err());
-    }
-
-    #[test]
-    fn go_float_formatting() {
-        assert_eq!(go_float(0.1), "0.1");
-        assert_eq!(go_float(123456.0), "123456");
-        assert_eq!(go_float(1e6), "1e+06");
-        assert_eq!(go_float(0.00001), "1e-05");
-        assert_eq!(go_float(f64::INFINITY), "+Inf");
-        assert_eq!(go_g4(1234.5), "1234");
-        assert_eq!(go_g4(12345.0), "1.234e+04");
-        assert_eq!(go_g4(12.5), "12.5");
     }
 }
