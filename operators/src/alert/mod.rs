@@ -6,7 +6,8 @@
 //! is the plain state machine of one alerting rule's instances (pending,
 //! firing, resolved, `for`, `keep_firing_for`), as Prometheus's rule
 //! manager keeps them; [`group`] evaluates a group at one step over a
-//! [`tidemark_promql::MemStore`]; [`operator`] is the thin timely wrapper
+//! [`tidemark_promql::MemStore`]; [`unit`] holds the groups evaluated
+//! together and runs their steps as the watermark passes them; [`operator`] is the thin timely wrapper
 //! that routes samples to the worker that evaluates each group and runs
 //! every step once the watermark has passed it; [`config`] is the YAML.
 
@@ -15,6 +16,7 @@ pub mod group;
 pub mod operator;
 pub mod rules;
 pub mod template;
+pub mod unit;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

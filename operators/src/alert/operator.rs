@@ -22,11 +22,11 @@ use tidemark_engine::runtime::{AlertStream, Operator, SampleStream, frontier_min
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 use tidemark_engine::{Sample, SeriesId};
-use tidemark_promql::{MemStore, SelectorIndex};
+use tidemark_promql::SelectorIndex;
 
-use super::group::{GroupState, Output, Settings};
+use super::group::{Output, Settings};
 use super::rules::{Group, RuleKind};
-use super::template::Cache;
+use super::unit::{UnitState, is_late};
 
 /// Groups evaluated together, and the selectors their rules read.
 #[derive(Clone, Debug)]
@@ -191,16 +191,6 @@ impl AlertSpec {
     }
 }
 
-/// One unit's state on the worker that evaluates it.
-struct Local {
-    unit: usize,
-    store: MemStore,
-    groups: Vec<GroupState>,
-    next: Vec<Option<i64>>,
-    first: Option<i64>,
-    last: i64,
-}
-
 /// Where the operator shows its groups' state (the server's rules and
 /// alerts APIs), and under which pipeline and transform.
 #[derive(Clone, Debug)]
@@ -263,38 +253,24 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                 name,
                 move |capability, _info| {
                     let mut held = Some(capability);
-                    let mut locals: Vec<Local> = spec
-                        .units
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, u)| u.key % peers == index)
-                        .map(|(i, u)| Local {
-                            unit: i,
-                            store: MemStore::default(),
-                            groups: u
-                                .groups
-                                .iter()
-                                .map(|g| GroupState::new(Arc::clone(&spec.groups[*g])))
-                                .collect(),
-                            next: vec![None; u.groups.len()],
-                            first: None,
-                            last: i64::MIN,
-                        })
+                    let units: Vec<usize> = (0..spec.units.len())
+                        .filter(|u| spec.units[*u].key % peers == index)
                         .collect();
+                    let mut locals: Vec<UnitState> =
+                        units.iter().map(|u| UnitState::new(&spec, *u)).collect();
                     let mut matches: FxHashMap<SeriesId, Vec<usize>> = FxHashMap::default();
                     let index = SelectorIndex::new(
-                        locals
+                        units
                             .iter()
                             .enumerate()
-                            .flat_map(|(i, l)| {
-                                spec.units[l.unit]
+                            .flat_map(|(i, u)| {
+                                spec.units[*u]
                                     .selectors
                                     .iter()
                                     .map(move |vs| (vs.clone(), i))
                             })
                             .collect(),
                     );
-                    let mut cache = Cache::default();
                     let mut last_frontier: Option<Option<Time>> = None;
                     let publisher = publish.hub.publisher();
                     let _withdraw = Withdraw(Arc::clone(&publish.hub), publisher);
@@ -306,7 +282,7 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                             let Some(&time) = cap.least() else { return };
                             add(&stats.received, data.len() as u64);
                             for (_, sample) in data.drain(..) {
-                                if sample.timestamp.saturating_add(spec.lateness) < time as i64 {
+                                if is_late(&sample, time, spec.lateness) {
                                     late += 1;
                                     continue;
                                 }
@@ -319,14 +295,7 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                                         t
                                     });
                                 for &i in targets.iter() {
-                                    let l = &mut locals[i];
-                                    l.store
-                                        .insert(&sample.series, sample.timestamp, sample.value);
-                                    l.first = Some(
-                                        l.first
-                                            .map_or(sample.timestamp, |f| f.min(sample.timestamp)),
-                                    );
-                                    l.last = l.last.max(sample.timestamp);
+                                    locals[i].insert(&sample);
                                 }
                             }
                         });
@@ -339,27 +308,19 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                         if let Some(cap) = held.as_ref() {
                             let mut sent = 0u64;
                             for (i, l) in locals.iter_mut().enumerate() {
-                                let bound = match f {
-                                    Some(f) => f as i64 - spec.lateness - 1,
-                                    None => l.last,
-                                };
-                                let stepped = step_until(
-                                    l,
-                                    &spec,
-                                    bound,
-                                    &mut cache,
-                                    &stats,
-                                    &mut |t, out| {
-                                        sent += out.len() as u64;
+                                let stepped = l.advance(f, &spec, &mut |t, out| {
+                                    let batch = outputs(out, &stats);
+                                    if !batch.is_empty() {
+                                        sent += batch.len() as u64;
                                         let at = cap.delayed(&(t.max(0) as Time).max(*cap.time()));
-                                        output.session(&at).give_iterator(out.into_iter());
-                                    },
-                                );
+                                        output.session(&at).give_iterator(batch.into_iter());
+                                    }
+                                });
                                 dirty[i] |= stepped;
                                 let due = f.is_none()
                                     || published[i].is_none_or(|p| p.elapsed() >= PUBLISH_EVERY);
                                 if dirty[i] && due {
-                                    for g in &l.groups {
+                                    for g in l.groups() {
                                         publish.hub.publish(
                                             publisher,
                                             g.snapshot(&publish.pipeline, &transform),
@@ -458,56 +419,16 @@ fn route<'scope>(
         .container::<Vec<(u64, Sample)>>()
 }
 
-/// Runs every step of `l`'s groups up to `bound` (inclusive), in time
-/// order (file order within a step), handing each step's output to
-/// `emit`, then forgets samples no later step reads. Says whether any
-/// step ran.
-fn step_until(
-    l: &mut Local,
-    spec: &AlertSpec,
-    bound: i64,
-    cache: &mut Cache,
-    stats: &ComponentStats,
-    emit: &mut impl FnMut(i64, Vec<Out>),
-) -> bool {
-    let Some(first) = l.first else { return false };
-    let mut stepped = false;
-    for (g, next) in l.next.iter_mut().enumerate() {
-        let interval = l.groups[g].group.interval;
-        next.get_or_insert_with(|| {
-            first.div_euclid(interval) * interval
-                + if first.rem_euclid(interval) == 0 {
-                    0
-                } else {
-                    interval
-                }
-        });
-    }
-    while let Some((g, t)) = l
-        .next
-        .iter()
-        .enumerate()
-        .filter_map(|(g, n)| n.map(|t| (g, t)))
-        .filter(|(_, t)| *t <= bound)
-        .min_by_key(|(g, t)| (*t, *g))
-    {
-        let mut out = Output::default();
-        l.groups[g].evaluate(&mut l.store, t, &spec.settings, cache, &mut out);
-        if !out.failures.is_empty() {
-            add(&stats.errors, out.failures.len() as u64);
-            for (rule, error) in &out.failures {
-                tracing::debug!(%error, rule, group = %l.groups[g].group.name, "Rule evaluation failed.");
-            }
+/// A step's output as the operator's records; failures counted and
+/// logged.
+fn outputs(out: Output, stats: &ComponentStats) -> Vec<Out> {
+    if !out.failures.is_empty() {
+        add(&stats.errors, out.failures.len() as u64);
+        for (rule, error) in &out.failures {
+            tracing::debug!(%error, rule, "Rule evaluation failed.");
         }
-        let mut batch: Vec<Out> = out.samples.into_iter().map(Out::Sample).collect();
-        batch.extend(out.alerts.into_iter().map(|a| Out::Alert(Box::new(a))));
-        if !batch.is_empty() {
-            emit(t, batch);
-        }
-        l.next[g] = Some(t + l.groups[g].group.interval);
-        stepped = true;
     }
-    let oldest_next = l.next.iter().flatten().min().copied().unwrap_or(bound);
-    l.store.trim(oldest_next - spec.units[l.unit].retention);
-    stepped
+    let mut batch: Vec<Out> = out.samples.into_iter().map(Out::Sample).collect();
+    batch.extend(out.alerts.into_iter().map(|a| Out::Alert(Box::new(a))));
+    batch
 }

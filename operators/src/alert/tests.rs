@@ -5,6 +5,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use tidemark_engine::time::Time;
 
 /// What Prometheus's documentation says, step by step, for one label set:
 /// an episode starts at a step where the condition holds and no episode is
@@ -91,6 +92,109 @@ fn instances_follow_the_reference_on_random_conditions() {
                 AlertState::Resolved => before == Some(AlertState::Firing) && now.is_none(),
             };
             assert!(expected, "case {case}: change to {state:?} at step {k}");
+        }
+    }
+}
+
+/// The samples and alert changes a unit gives for `inputs` (time-sorted),
+/// delivered in an order jittered by up to `slack` ms, with the watermark
+/// (`max seen - slack`) as each sample's entry time, in random batches
+/// with the frontier advanced after each.
+fn through_unit(inputs: &[(Series, i64, f64)], slack: i64, seed: u64) -> Vec<String> {
+    use crate::alert::config::{AlertConfig, RulesField};
+    use crate::alert::unit::{UnitState, is_late};
+    use tidemark_engine::Sample;
+
+    let config = AlertConfig {
+        rules: RulesField::Inline(serde_json::json!({"groups": [
+            {"name": "g", "interval": "10s", "rules": [
+                {"record": "x:sum", "expr": "sum(x)"},
+                {"record": "x:count30s", "expr": "count_over_time(x[30s])"},
+                {"alert": "High", "expr": "x > 5", "for": "20s",
+                 "annotations": {"summary": "{{ $labels.s }} at {{ $value }}"}},
+                {"alert": "Sum", "expr": "x:sum > 12", "keep_firing_for": "10s"},
+            ]},
+        ]})),
+        interval: None,
+        lookback: Some("1m".into()),
+        lateness: None,
+        external_labels: Default::default(),
+        external_url: String::new(),
+    };
+    let spec = config.validate().unwrap().spec().clone();
+    assert_eq!(spec.units.len(), 1);
+    let mut unit = UnitState::new(&spec, 0);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut order: Vec<(i64, &(Series, i64, f64))> = inputs
+        .iter()
+        .map(|i| {
+            (
+                i.1 + if slack > 0 {
+                    rng.random_range(0..slack)
+                } else {
+                    0
+                },
+                i,
+            )
+        })
+        .collect();
+    order.sort_by_key(|o| o.0);
+    let mut out = Vec::new();
+    let mut emit = |t: i64, o: super::group::Output| {
+        for s in o.samples {
+            out.push(format!("{t} {} {}", s.series, s.value));
+        }
+        for a in o.alerts {
+            out.push(format!(
+                "{t} {} {:?} {} {:?}",
+                a.labels, a.state, a.active_at, a.annotations
+            ));
+        }
+        assert!(o.failures.is_empty(), "{:?}", o.failures);
+    };
+    let mut max_seen = i64::MIN;
+    let mut batch = 0;
+    for (_, (series, t, v)) in order {
+        max_seen = max_seen.max(*t);
+        let watermark = (max_seen - slack).max(0) as Time;
+        let sample = Sample::new(series.clone(), *t, *v);
+        assert!(!is_late(&sample, watermark, spec.lateness));
+        unit.insert(&sample);
+        batch += 1;
+        if batch >= rng.random_range(1..20) {
+            batch = 0;
+            unit.advance(Some(watermark), &spec, &mut emit);
+        }
+    }
+    unit.advance(None, &spec, &mut emit);
+    out.sort();
+    out
+}
+
+#[test]
+fn steps_do_not_depend_on_delivery_order_or_batching() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for case in 0..20 {
+        let mut inputs = Vec::new();
+        for s in 0..3 {
+            let series = Series::new("x", [("s", format!("{s}"))]);
+            // Series start in different steps, so the first step depends
+            // on which sample is the earliest.
+            let mut t = 1_000 + s * 11_000 + rng.random_range(0..4_000);
+            while t < 400_000 {
+                inputs.push((series.clone(), t, rng.random_range(0.0..10.0f64).floor()));
+                t += rng.random_range(2_000..9_000);
+            }
+        }
+        inputs.sort_by_key(|i| i.1);
+        let want = through_unit(&inputs, 0, case);
+        assert!(
+            want.iter().any(|l| l.contains("Firing")),
+            "case {case}: nothing fired"
+        );
+        for seed in 0..5 {
+            let got = through_unit(&inputs, 20_000, 100 * case + seed);
+            assert_eq!(got, want, "case {case}, seed {seed}");
         }
     }
 }

@@ -1,0 +1,130 @@
+//! One evaluation unit (groups evaluated together) as a plain state
+//! machine: samples in with the watermark they entered at, steps out once
+//! the watermark has passed them. The operator is a thin wrapper around
+//! it; tests drive it directly.
+
+use tidemark_engine::Sample;
+use tidemark_engine::time::Time;
+use tidemark_promql::MemStore;
+
+use super::group::{GroupState, Output};
+use super::operator::AlertSpec;
+use super::template::Cache;
+
+/// A unit's groups, the samples they can still read, and each group's
+/// next step.
+pub struct UnitState {
+    store: MemStore,
+    groups: Vec<GroupState>,
+    next: Vec<Option<i64>>,
+    first: Option<i64>,
+    last: i64,
+    retention: i64,
+    cache: Cache,
+}
+
+/// Whether a sample that entered at watermark `time` comes too late for
+/// the steps it belongs to: its time plus `lateness` is behind the
+/// watermark, so those steps may have run.
+pub fn is_late(sample: &Sample, time: Time, lateness: i64) -> bool {
+    sample.timestamp.saturating_add(lateness) < time.min(i64::MAX as Time) as i64
+}
+
+impl UnitState {
+    /// Unit `unit` of `spec`, with no samples yet.
+    pub fn new(spec: &AlertSpec, unit: usize) -> UnitState {
+        let u = &spec.units[unit];
+        UnitState {
+            store: MemStore::default(),
+            groups: u
+                .groups
+                .iter()
+                .map(|g| GroupState::new(std::sync::Arc::clone(&spec.groups[*g])))
+                .collect(),
+            next: vec![None; u.groups.len()],
+            first: None,
+            last: i64::MIN,
+            retention: u.retention,
+            cache: Cache::default(),
+        }
+    }
+
+    /// Keeps a sample (one that is not late).
+    pub fn insert(&mut self, sample: &Sample) {
+        self.store
+            .insert(&sample.series, sample.timestamp, sample.value);
+        self.first = Some(
+            self.first
+                .map_or(sample.timestamp, |f| f.min(sample.timestamp)),
+        );
+        self.last = self.last.max(sample.timestamp);
+    }
+
+    /// The groups and their state.
+    pub fn groups(&self) -> &[GroupState] {
+        &self.groups
+    }
+
+    /// Runs every step the watermark `frontier` has passed (`lateness`
+    /// after it; all remaining steps up to the last sample when the input
+    /// ended, `None`), in time order and file order within a step, handing
+    /// each step's output to `emit`; then forgets samples no later step
+    /// reads. Says whether any step ran.
+    pub fn advance(
+        &mut self,
+        frontier: Option<Time>,
+        spec: &AlertSpec,
+        emit: &mut impl FnMut(i64, Output),
+    ) -> bool {
+        let bound = match frontier {
+            Some(f) => (f.min(i64::MAX as Time) as i64).saturating_sub(spec.lateness + 1),
+            None => self.last,
+        };
+        let Some(first) = self.first else {
+            return false;
+        };
+        // A group's first step is the first multiple of its interval at or
+        // after the earliest sample. It is fixed only once the watermark
+        // has passed it: every on-time sample stamped before it has then
+        // arrived, so the earliest one is known whatever order the input
+        // came in.
+        for (g, next) in self.next.iter_mut().enumerate() {
+            if next.is_none() {
+                let interval = self.groups[g].group.interval;
+                let start = first.div_euclid(interval) * interval;
+                let start = if start < first {
+                    start + interval
+                } else {
+                    start
+                };
+                if start <= bound {
+                    *next = Some(start);
+                }
+            }
+        }
+        let mut stepped = false;
+        while let Some((g, t)) = self
+            .next
+            .iter()
+            .enumerate()
+            .filter_map(|(g, n)| n.map(|t| (g, t)))
+            .filter(|(_, t)| *t <= bound)
+            .min_by_key(|(g, t)| (*t, *g))
+        {
+            let mut out = Output::default();
+            self.groups[g].evaluate(
+                &mut self.store,
+                t,
+                &spec.settings,
+                &mut self.cache,
+                &mut out,
+            );
+            emit(t, out);
+            self.next[g] = Some(t + self.groups[g].group.interval);
+            stepped = true;
+        }
+        let oldest_next = self.next.iter().flatten().min().copied().unwrap_or(bound);
+        self.store.trim(oldest_next.saturating_sub(self.retention));
+        stepped
+    }
+}
