@@ -140,7 +140,7 @@ fn through_unit(inputs: &[(Series, i64, f64)], slack: i64, seed: u64) -> Vec<Str
         .collect();
     order.sort_by_key(|o| o.0);
     let mut out = Vec::new();
-    let mut emit = |t: i64, o: super::group::Output| {
+    let mut emit = |t: i64, o: group::Output| {
         for s in o.samples {
             out.push(format!("{t} {} {}", s.series, s.value));
         }
