@@ -7,8 +7,6 @@
 //! evaluated together, on one worker, in file order, so that every
 //! worker count gives the same results.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -158,13 +156,19 @@ impl AlertSpec {
         for i in 0..n {
             let r = root(&mut parent, i);
             let u = *unit_of.entry(r).or_insert_with(|| {
-                let mut h = DefaultHasher::new();
-                (&groups[i].file, &groups[i].name).hash(&mut h);
+                // A fixed hash (the series identity's XXH3), so that every
+                // process of a cluster places the unit on the same worker.
+                let key = tidemark_engine::Series::from_labels(vec![
+                    ("file".into(), groups[i].file.as_str().into()),
+                    ("group".into(), groups[i].name.as_str().into()),
+                ])
+                .id()
+                .0;
                 units.push(Unit {
                     groups: Vec::new(),
                     selectors: Vec::new(),
                     retention: settings.lookback,
-                    key: h.finish(),
+                    key,
                 });
                 units.len() - 1
             });
@@ -276,6 +280,7 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                     let _withdraw = Withdraw(Arc::clone(&publish.hub), publisher);
                     let mut published: Vec<Option<Instant>> = vec![None; locals.len()];
                     let mut dirty = vec![false; locals.len()];
+                    let mut warned = rustc_hash::FxHashSet::default();
                     move |(input, frontier), output| {
                         let mut late = 0u64;
                         input.for_each(|cap, data| {
@@ -309,7 +314,7 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                             let mut sent = 0u64;
                             for (i, l) in locals.iter_mut().enumerate() {
                                 let stepped = l.advance(f, &spec, &mut |t, out| {
-                                    let batch = outputs(out, &stats);
+                                    let batch = outputs(out, &stats, &mut warned);
                                     if !batch.is_empty() {
                                         sent += batch.len() as u64;
                                         let at = cap.delayed(&(t.max(0) as Time).max(*cap.time()));
@@ -421,11 +426,21 @@ fn route<'scope>(
 
 /// A step's output as the operator's records; failures counted and
 /// logged.
-fn outputs(out: Output, stats: &ComponentStats) -> Vec<Out> {
+fn outputs(
+    out: Output,
+    stats: &ComponentStats,
+    warned: &mut rustc_hash::FxHashSet<String>,
+) -> Vec<Out> {
     if !out.failures.is_empty() {
         add(&stats.errors, out.failures.len() as u64);
         for (rule, error) in &out.failures {
-            tracing::debug!(%error, rule, "Rule evaluation failed.");
+            // Warned once per rule; every failure is counted, and the last
+            // one is in /api/v1/rules (`lastError`).
+            if warned.insert(rule.clone()) {
+                tracing::warn!(%error, rule, "Rule evaluation failed; later failures of this rule are counted, not logged.");
+            } else {
+                tracing::debug!(%error, rule, "Rule evaluation failed.");
+            }
         }
     }
     let mut batch: Vec<Out> = out.samples.into_iter().map(Out::Sample).collect();
