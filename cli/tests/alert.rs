@@ -153,17 +153,8 @@ groups:
 
 /// Reads `series{...}` into a name and labels.
 fn parse_series(text: &str) -> (String, BTreeMap<String, String>) {
-    let Ok(promql_parser::parser::Expr::VectorSelector(vs)) = promql_parser::parser::parse(text)
-    else {
-        panic!("{text}");
-    };
-    let labels = vs
-        .matchers
-        .matchers
-        .iter()
-        .map(|m| (m.name.clone(), m.value.clone()))
-        .collect();
-    (vs.name.unwrap_or_default(), labels)
+    let (name, labels) = promtool::series(text);
+    (name, labels.into_iter().collect())
 }
 
 /// The input series as JSON lines, in time order, and the same lines

@@ -32,8 +32,11 @@ impl AlertState {
     }
 }
 
-/// A state change of one alert instance.
+/// A state change of one alert instance. Serialised with Alertmanager's
+/// field names (`startsAt`, `endsAt`, `generatorURL`; `activeAt` as in
+/// Prometheus's API).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Alert {
     /// The instance's labels: the result's without `__name__`, the rule's
     /// labels, and `alertname`.
@@ -54,5 +57,39 @@ pub struct Alert {
     /// The evaluation step (event time, ms) of this change.
     pub at: i64,
     /// Where the rule is described (`generatorURL`).
+    #[serde(rename = "generatorURL")]
     pub generator_url: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_have_alertmanagers_names() {
+        let alert = Alert {
+            labels: Series::new("", [("alertname", "A")]),
+            annotations: Arc::from(vec![]),
+            state: AlertState::Firing,
+            active_at: 1,
+            starts_at: 2,
+            ends_at: None,
+            value: 1.0,
+            at: 2,
+            generator_url: "/graph".into(),
+        };
+        let json = serde_json::to_value(&alert).unwrap();
+        for key in [
+            "labels",
+            "annotations",
+            "state",
+            "activeAt",
+            "startsAt",
+            "endsAt",
+            "generatorURL",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing in {json}");
+        }
+        assert_eq!(json["state"], "firing");
+    }
 }

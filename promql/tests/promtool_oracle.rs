@@ -211,17 +211,8 @@ const EXPRS: &[&str] = &[
 fn store() -> MemStore {
     let mut store = MemStore::default();
     for (series, values) in INPUTS {
-        let Ok(promql_parser::parser::Expr::VectorSelector(vs)) =
-            promql_parser::parser::parse(series)
-        else {
-            panic!("{series}");
-        };
-        let labels = vs
-            .matchers
-            .matchers
-            .iter()
-            .map(|m| (m.name.clone(), m.value.clone()));
-        let s = Series::new(vs.name.as_deref().unwrap_or(""), labels);
+        let (name, labels) = promtool::series(series);
+        let s = Series::new(&name, labels);
         for (i, v) in expand(values).into_iter().enumerate() {
             if let Some(v) = v {
                 store.insert(&s, i as i64 * INTERVAL_S as i64 * 1000, v);

@@ -86,15 +86,7 @@ pub fn evaluate(
             yaml_string(expr)
         ));
     }
-    let file = dir.join("promtool-test.yml");
-    std::fs::write(&file, &test).unwrap();
-    let out = Command::new(promtool())
-        .args(["test", "rules"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (_, text) = test_rules(&dir.join("promtool-test.yml"), &test);
     // Each query prints an `expr:` line, then `got:` (or an `err:` on the
     // same line when the evaluation failed).
     let mut got: Vec<Result<Got, String>> = Vec::new();
@@ -153,19 +145,40 @@ pub fn check_alerts(
             ));
         }
     }
-    let file = dir.join("promtool-alerts.yml");
-    std::fs::write(&file, &test).unwrap();
+    match test_rules(&dir.join("promtool-alerts.yml"), &test) {
+        (true, _) => Ok(()),
+        (false, report) => Err(report),
+    }
+}
+
+/// Writes `test` to `file` and runs `promtool test rules` on it: whether
+/// it passed, and what it printed.
+fn test_rules(file: &Path, test: &str) -> (bool, String) {
+    std::fs::write(file, test).unwrap();
     let out = Command::new(promtool())
         .args(["test", "rules"])
-        .arg(&file)
+        .arg(file)
         .output()
         .unwrap();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr))
-    }
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// An input series as promtool's tests write it (`name{a="1"}`): its
+/// metric name and labels.
+pub fn series(text: &str) -> (String, Vec<(String, String)>) {
+    let Ok(promql_parser::parser::Expr::VectorSelector(vs)) = promql_parser::parser::parse(text)
+    else {
+        panic!("not a series: {text}");
+    };
+    let labels = vs
+        .matchers
+        .matchers
+        .iter()
+        .map(|m| (m.name.clone(), m.value.clone()))
+        .collect();
+    (vs.name.unwrap_or_default(), labels)
 }
 
 /// The start of a test file: rule files, intervals, input series.
