@@ -45,7 +45,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::component::{ConfigError, Reach, SinkContext, SourceContext};
-use crate::runtime::{AlertStream, PipelineScope, ProgressStream, SampleStream};
+use crate::runtime::{
+    AlertStream, NotificationStream, PipelineScope, ProgressStream, SampleStream,
+};
 use crate::stats::PipelineStats;
 use crate::time::Time;
 
@@ -64,6 +66,9 @@ pub enum StreamKind {
     /// explanation): what a `correlate` transform's `incidents` output
     /// gives.
     Incidents,
+    /// Notifications (one flush of an alert group to a receiver): what a
+    /// `route` transform gives and the `notify` sink delivers.
+    Notifications,
 }
 
 impl StreamKind {
@@ -73,6 +78,7 @@ impl StreamKind {
             StreamKind::Samples => "samples",
             StreamKind::Alerts => "alerts",
             StreamKind::Incidents => "incidents",
+            StreamKind::Notifications => "notifications",
         }
     }
 }
@@ -92,6 +98,8 @@ pub enum AnyStream<'scope> {
     Samples(SampleStream<'scope>),
     /// A stream of alert state changes.
     Alerts(AlertStream<'scope>),
+    /// A stream of notifications.
+    Notifications(NotificationStream<'scope>),
 }
 
 impl<'scope> AnyStream<'scope> {
@@ -100,6 +108,7 @@ impl<'scope> AnyStream<'scope> {
         match self {
             AnyStream::Samples(_) => StreamKind::Samples,
             AnyStream::Alerts(_) => StreamKind::Alerts,
+            AnyStream::Notifications(_) => StreamKind::Notifications,
         }
     }
 
@@ -110,9 +119,7 @@ impl<'scope> AnyStream<'scope> {
     pub fn into_samples(self) -> SampleStream<'scope> {
         match self {
             AnyStream::Samples(s) => s,
-            AnyStream::Alerts(_) => {
-                panic!("bug: a stream of alerts was given where samples were expected")
-            }
+            other => other.mismatch(StreamKind::Samples),
         }
     }
 
@@ -120,10 +127,23 @@ impl<'scope> AnyStream<'scope> {
     pub fn into_alerts(self) -> AlertStream<'scope> {
         match self {
             AnyStream::Alerts(s) => s,
-            AnyStream::Samples(_) => {
-                panic!("bug: a stream of samples was given where alerts were expected")
-            }
+            other => other.mismatch(StreamKind::Alerts),
         }
+    }
+
+    /// The notification stream inside (see [`Self::into_samples`]).
+    pub fn into_notifications(self) -> NotificationStream<'scope> {
+        match self {
+            AnyStream::Notifications(s) => s,
+            other => other.mismatch(StreamKind::Notifications),
+        }
+    }
+
+    fn mismatch(&self, wanted: StreamKind) -> ! {
+        panic!(
+            "bug: a stream of {} was given where {wanted} were expected",
+            self.kind()
+        )
     }
 }
 

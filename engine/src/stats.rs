@@ -22,10 +22,13 @@ pub enum DropReason {
     TooLate,
     /// A NaN value (including Prometheus stale markers), which windows ignore.
     NotANumber,
+    /// An alert left out of a notification because an inhibition rule
+    /// muted it.
+    Inhibited,
 }
 
 impl DropReason {
-    const COUNT: usize = RejectReason::ALL.len() + 3;
+    const COUNT: usize = RejectReason::ALL.len() + 4;
 
     fn index(self) -> usize {
         match self {
@@ -33,6 +36,7 @@ impl DropReason {
             DropReason::Late => RejectReason::ALL.len(),
             DropReason::TooLate => RejectReason::ALL.len() + 1,
             DropReason::NotANumber => RejectReason::ALL.len() + 2,
+            DropReason::Inhibited => RejectReason::ALL.len() + 3,
         }
     }
 
@@ -44,6 +48,7 @@ impl DropReason {
                 DropReason::Late,
                 DropReason::TooLate,
                 DropReason::NotANumber,
+                DropReason::Inhibited,
             ])
     }
 
@@ -54,6 +59,7 @@ impl DropReason {
             DropReason::Late => "late",
             DropReason::TooLate => "too_late",
             DropReason::NotANumber => "nan",
+            DropReason::Inhibited => "inhibited",
         }
     }
 }
@@ -226,7 +232,7 @@ impl PipelineStats {
                 match reason {
                     DropReason::Rejected(_) => t.rejected += n,
                     DropReason::Late | DropReason::TooLate => t.late += n,
-                    DropReason::NotANumber => {}
+                    DropReason::NotANumber | DropReason::Inhibited => {}
                 }
             }
             t.corrections += load(&s.corrections);

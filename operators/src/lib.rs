@@ -8,6 +8,8 @@
 //! - [`filter`]: PromQL series selectors;
 //! - [`labels`]: keep, drop, rename and set labels;
 //! - [`score`]: streaming anomaly scoring per series;
+//! - [`alert`]: Prometheus recording and alerting rules in event time;
+//! - [`notify`]: Alertmanager's routing, grouping and inhibition of alerts;
 //! - [`aggregate`] and [`group`]: what windows compute and how they group.
 
 pub mod aggregate;
@@ -15,5 +17,6 @@ pub mod alert;
 pub mod filter;
 pub mod group;
 pub mod labels;
+pub mod notify;
 pub mod score;
 pub mod window;

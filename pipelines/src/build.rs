@@ -11,6 +11,7 @@ use tidemark_engine::component::{
 };
 use tidemark_engine::ingest::IngestHub;
 use tidemark_engine::live::LiveHub;
+use tidemark_engine::notify::Notification;
 use tidemark_engine::runtime::{
     Concatenate, PipelineScope, Probe, ProbeHandle, SampleStream, Worker,
 };
@@ -80,16 +81,24 @@ fn merge<'scope>(
     if found.len() == 1 {
         return found.swap_remove(0);
     }
-    if found
-        .first()
-        .is_some_and(|s| s.kind() == StreamKind::Alerts)
-    {
-        let alerts: Vec<_> = found.into_iter().map(AnyStream::into_alerts).collect();
-        return AnyStream::Alerts(scope.concatenate::<_, Vec<Alert>>(alerts));
+    match found.first().map(AnyStream::kind) {
+        Some(StreamKind::Alerts) => {
+            let alerts: Vec<_> = found.into_iter().map(AnyStream::into_alerts).collect();
+            AnyStream::Alerts(scope.concatenate::<_, Vec<Alert>>(alerts))
+        }
+        Some(StreamKind::Notifications) => {
+            let all: Vec<_> = found
+                .into_iter()
+                .map(AnyStream::into_notifications)
+                .collect();
+            AnyStream::Notifications(scope.concatenate::<_, Vec<Notification>>(all))
+        }
+        Some(StreamKind::Samples | StreamKind::Incidents) | None => {
+            let samples: Vec<SampleStream<'scope>> =
+                found.into_iter().map(AnyStream::into_samples).collect();
+            AnyStream::Samples(scope.concatenate::<_, Vec<Sample>>(samples))
+        }
     }
-    let samples: Vec<SampleStream<'scope>> =
-        found.into_iter().map(AnyStream::into_samples).collect();
-    AnyStream::Samples(scope.concatenate::<_, Vec<Sample>>(samples))
 }
 
 /// Builds `plan` on this worker.

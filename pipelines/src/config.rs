@@ -24,6 +24,7 @@ use tidemark_engine::spec::{SinkSpec, SourceSpec, TransformSpec, Validate};
 use tidemark_operators::alert::config::AlertConfig;
 use tidemark_operators::filter::FilterConfig;
 use tidemark_operators::labels::LabelsConfig;
+use tidemark_operators::notify::RouteConfig;
 use tidemark_operators::score::config::ScoreConfig;
 use tidemark_operators::window::WindowConfig;
 
@@ -114,6 +115,8 @@ registry! {
         Score(ScoreConfig),
         /// Prometheus recording and alerting rules in event time.
         Alert(AlertConfig),
+        /// Alertmanager's routing, grouping and inhibition of alerts.
+        Route(RouteConfig),
     }
 }
 

@@ -144,14 +144,23 @@ pub fn parse_file(
     text: &str,
     default_interval: i64,
 ) -> Result<Vec<Group>, Vec<String>> {
+    located(file, text, |json| from_json(json, default_interval, file))
+}
+
+/// Parses YAML `text` from `file` and checks it with `check`; every error
+/// is given as `FILE:LINE:COLUMN: message`.
+pub(crate) fn located<T>(
+    file: &str,
+    text: &str,
+    check: impl FnOnce(&serde_json::Value) -> Result<T, Vec<ConfigError>>,
+) -> Result<T, Vec<String>> {
     let root = yaml::parse(text).map_err(|e| {
         vec![format!(
             "{file}:{}:{}: {}",
             e.pos.line, e.pos.column, e.message
         )]
     })?;
-    let json = root.to_json();
-    from_json(&json, default_interval, file).map_err(|errors| {
+    check(&root.to_json()).map_err(|errors| {
         errors
             .into_iter()
             .map(|e| {
@@ -169,22 +178,7 @@ pub fn from_json(
     default_interval: i64,
     file: &str,
 ) -> Result<Vec<Group>, Vec<ConfigError>> {
-    let config: RuleFileConfig = serde_path_to_error::deserialize(json).map_err(|e| {
-        let field = e
-            .path()
-            .iter()
-            .map(|seg| match seg {
-                serde_path_to_error::Segment::Seq { index } => index.to_string(),
-                serde_path_to_error::Segment::Map { key } => key.clone(),
-                serde_path_to_error::Segment::Enum { variant } => variant.clone(),
-                serde_path_to_error::Segment::Unknown => "?".into(),
-            })
-            .collect();
-        vec![ConfigError {
-            field,
-            message: without_content(&e.inner().to_string()),
-        }]
-    })?;
+    let config: RuleFileConfig = deserialize(json)?;
     let mut errors = Vec::new();
     let mut groups = Vec::new();
     let mut names = std::collections::HashSet::new();
@@ -262,6 +256,30 @@ pub fn from_json(
 /// A serde message without the value it quotes (`invalid type: string
 /// "...", expected ...`), so that reading a file that is not a rule file
 /// repeats none of it.
+/// Deserialises `json` into `T`; an error names the path of the field it
+/// is about and repeats none of the file's content (a refused secret
+/// stays out of logs).
+pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(
+    json: &serde_json::Value,
+) -> Result<T, Vec<ConfigError>> {
+    serde_path_to_error::deserialize(json).map_err(|e| {
+        let field = e
+            .path()
+            .iter()
+            .map(|seg| match seg {
+                serde_path_to_error::Segment::Seq { index } => index.to_string(),
+                serde_path_to_error::Segment::Map { key } => key.clone(),
+                serde_path_to_error::Segment::Enum { variant } => variant.clone(),
+                serde_path_to_error::Segment::Unknown => "?".into(),
+            })
+            .collect();
+        vec![ConfigError {
+            field,
+            message: without_content(&e.inner().to_string()),
+        }]
+    })
+}
+
 fn without_content(message: &str) -> String {
     match (message.strip_prefix("invalid "), message.find(", expected")) {
         (Some(rest), Some(at)) => {

@@ -1,0 +1,110 @@
+//! The `route` operator: every alert of the pipeline goes to one worker
+//! (worker 0, as Alertmanager is one process), which runs the
+//! [`Dispatcher`] in event time. Alerts are applied in time order once the
+//! frontier has passed their time; a flush due at `T` runs once the
+//! frontier has passed `T`, after the alerts stamped `T`, and its
+//! notification is stamped `T`. When the input ends, the flushes still
+//! due run once more without repeats (so a replay's last changes are told).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Operator;
+
+use tidemark_engine::alert::Alert;
+use tidemark_engine::notify::Notification;
+use tidemark_engine::runtime::{AlertStream, NotificationStream, frontier_min};
+use tidemark_engine::stats::{ComponentStats, DropReason, add};
+use tidemark_engine::time::Time;
+
+use super::amconfig::Routing;
+use super::dispatch::Dispatcher;
+
+/// Routes an alert stream into notifications.
+pub trait Route<'scope> {
+    /// Groups, inhibits and routes the alerts as `routing` says; the
+    /// output is one notification per flush that has something to tell.
+    fn route_alerts(
+        self,
+        name: &str,
+        routing: Arc<Routing>,
+        external_url: &str,
+        stats: Arc<ComponentStats>,
+    ) -> NotificationStream<'scope>;
+}
+
+impl<'scope> Route<'scope> for AlertStream<'scope> {
+    fn route_alerts(
+        self,
+        name: &str,
+        routing: Arc<Routing>,
+        external_url: &str,
+        stats: Arc<ComponentStats>,
+    ) -> NotificationStream<'scope> {
+        let external_url = external_url.to_owned();
+        self.unary_frontier(
+            Exchange::new(|_: &Alert| 0u64),
+            name,
+            move |capability, _info| {
+                let mut held = Some(capability);
+                let mut pending: BTreeMap<Time, Vec<Alert>> = BTreeMap::new();
+                let mut dispatcher = Dispatcher::new(routing, &external_url);
+                let mut inhibited = 0u64;
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        let Some(&time) = cap.least() else { return };
+                        add(&stats.received, data.len() as u64);
+                        pending.entry(time).or_default().append(data);
+                    });
+                    let Some(cap) = held.as_mut() else {
+                        pending.clear();
+                        return;
+                    };
+                    let f = frontier_min(frontier);
+                    let limit = f.unwrap_or(Time::MAX);
+                    let mut out: Vec<Notification> = Vec::new();
+                    while let Some(entry) = pending.first_entry() {
+                        if *entry.key() >= limit {
+                            break;
+                        }
+                        let (t, alerts) = entry.remove_entry();
+                        let t = t as i64;
+                        out.extend(dispatcher.fire(t - 1));
+                        for alert in &alerts {
+                            dispatcher.insert(alert, t);
+                        }
+                    }
+                    match f {
+                        Some(f) => out.extend(dispatcher.fire(f as i64 - 1)),
+                        None => out.extend(dispatcher.finish()),
+                    }
+                    add(&stats.sent, out.len() as u64);
+                    for n in out {
+                        let at = cap.delayed(&(n.at.max(0) as Time).max(*cap.time()));
+                        output.session(&at).give(n);
+                    }
+                    let counts = dispatcher.counts();
+                    stats.dropped(DropReason::Inhibited, counts.inhibited - inhibited);
+                    inhibited = counts.inhibited;
+                    let next = [
+                        f,
+                        pending.keys().next().copied(),
+                        dispatcher.next_due().map(|t| t.max(0) as Time),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                    match next {
+                        Some(t) if f.is_some() => {
+                            if t > *cap.time() {
+                                cap.downgrade(&t);
+                            }
+                        }
+                        _ => held = None,
+                    }
+                }
+            },
+        )
+    }
+}
