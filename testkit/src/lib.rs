@@ -7,6 +7,8 @@
 
 #![allow(missing_docs)] // test helpers, documented where not obvious
 
+pub mod alertmanager;
+pub mod amtool;
 pub mod browser;
 pub mod duckdb;
 pub mod pg;
