@@ -15,14 +15,17 @@
 mod spec;
 mod touches;
 
+pub mod alertmanager;
 mod batch;
 pub mod blackhole;
 pub mod console;
+mod deliver;
 pub mod file;
 mod gather;
 pub mod generator;
 pub mod kafka;
 pub mod network;
+pub mod notify;
 pub mod parquet;
 pub mod redis;
 pub mod timescaledb;

@@ -85,7 +85,15 @@ pub struct ComponentStats {
     drops: [AtomicU64; DropReason::COUNT],
     /// The error the last retry followed (the status API shows it).
     last_error: Mutex<Option<String>>,
+    /// Notifier outcomes by (receiver, outcome, reason).
+    notifications: Mutex<BTreeMap<NotifyKey, u64>>,
 }
+
+/// A notifier counter's labels: the receiver (or Alertmanager), what
+/// happened (`sent`, `failed`, `retried`, `too_old`, `silenced`) and why
+/// (`rejected`, `gave_up`, `rate_limited`, `server_error`, ...; empty
+/// when there is no reason).
+pub type NotifyKey = (String, &'static str, &'static str);
 
 impl ComponentStats {
     /// Counts a write made again after `error`, and keeps the error as
@@ -93,6 +101,29 @@ impl ComponentStats {
     pub fn retried(&self, error: &str) {
         self.retries.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_owned());
+    }
+
+    /// Counts `n` notifier outcomes for `receiver` (see [`NotifyKey`]).
+    pub fn notified(&self, receiver: &str, outcome: &'static str, reason: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        *self
+            .notifications
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((receiver.to_owned(), outcome, reason))
+            .or_default() += n;
+    }
+
+    /// Every notifier count so far.
+    pub fn notify_counts(&self) -> Vec<(NotifyKey, u64)> {
+        self.notifications
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, n)| (k.clone(), *n))
+            .collect()
     }
 
     /// The error the last retry followed, if any.

@@ -9,12 +9,14 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use tidemark_connectors::alertmanager::AlertmanagerSinkConfig;
 use tidemark_connectors::blackhole::BlackholeConfig;
 use tidemark_connectors::console::ConsoleConfig;
 use tidemark_connectors::file::{FileSinkConfig, FileSourceConfig};
 use tidemark_connectors::generator::GeneratorConfig;
 use tidemark_connectors::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 use tidemark_connectors::network::{GrpcSourceConfig, OtlpSourceConfig, RemoteWriteSourceConfig};
+use tidemark_connectors::notify::NotifySinkConfig;
 use tidemark_connectors::parquet::ParquetSinkConfig;
 use tidemark_connectors::redis::RedisSinkConfig;
 use tidemark_connectors::timescaledb::TimescaleSinkConfig;
@@ -139,6 +141,10 @@ registry! {
         Parquet(ParquetSinkConfig),
         /// Live values for subscribers of the server's `/ws`.
         Websocket(WebsocketSinkConfig),
+        /// Alerts to Alertmanager's API v2.
+        Alertmanager(AlertmanagerSinkConfig),
+        /// Notifications to the receivers of an Alertmanager configuration.
+        Notify(NotifySinkConfig),
     }
 }
 

@@ -77,6 +77,7 @@ pub fn render(control: &Control) -> String {
     let mut retries = Vec::new();
     let mut dropped = Vec::new();
     let mut in_flight = Vec::new();
+    let mut notifications = Vec::new();
     for (pipeline, _, stats) in &pipelines {
         for (component, r, s) in stats.components() {
             let labels = format!(
@@ -95,8 +96,23 @@ pub fn render(control: &Control) -> String {
             for (reason, n) in s.drop_counts() {
                 dropped.push((format!("{labels},reason=\"{}\"", reason.as_str()), n as f64));
             }
+            for ((receiver, outcome, reason), n) in s.notify_counts() {
+                notifications.push((
+                    format!(
+                        "{labels},receiver=\"{}\",outcome=\"{outcome}\",reason=\"{reason}\"",
+                        escape(&receiver)
+                    ),
+                    n as f64,
+                ));
+            }
         }
     }
+    family(
+        "tidemark_notifications_total",
+        "counter",
+        "Notifications and alerts a notifier sink sent, failed to send, retried or left out, by receiver, outcome and reason.",
+        notifications,
+    );
     family(
         "tidemark_component_received_total",
         "counter",

@@ -49,4 +49,3 @@ pub fn routes_test(config: &Path, labels: &[(String, String)]) -> Vec<String> {
 fn go_quoted(v: &str) -> String {
     format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
 }
-

@@ -11,6 +11,7 @@ pub mod alertmanager;
 pub mod amtool;
 pub mod browser;
 pub mod duckdb;
+pub mod http;
 pub mod pg;
 pub mod promtool;
 pub mod server;

@@ -177,6 +177,9 @@ pub struct Routing {
     pub inhibit: Vec<InhibitRule>,
     /// Every receiver's name.
     pub receivers: Vec<String>,
+    /// Receivers told of resolutions by some integration (see
+    /// [`sends_resolved`]).
+    pub send_resolved: HashSet<String>,
 }
 
 /// Alertmanager's defaults.
@@ -251,7 +254,35 @@ pub fn from_json(json: &serde_json::Value) -> Result<Routing, Vec<ConfigError>> 
     Ok(Routing {
         root,
         inhibit,
+        send_resolved: file
+            .receivers
+            .iter()
+            .filter(|r| sends_resolved(&r.rest))
+            .map(|r| r.name.clone())
+            .collect(),
         receivers: file.receivers.into_iter().map(|r| r.name).collect(),
+    })
+}
+
+/// Whether a receiver is told of resolutions by any of its integrations
+/// (Alertmanager's defaults: webhook, PagerDuty and most others yes;
+/// Slack, email and WeChat no). Such a receiver is notified when an alert
+/// of a group resolves; one that is not, only when the firing alerts
+/// change (or all resolve) or `repeat_interval` has passed.
+pub fn sends_resolved(integrations: &BTreeMap<String, serde_json::Value>) -> bool {
+    integrations.iter().any(|(kind, list)| {
+        let default = !matches!(
+            kind.as_str(),
+            "slack_configs" | "email_configs" | "wechat_configs"
+        );
+        kind.ends_with("_configs")
+            && list.as_array().is_some_and(|l| {
+                l.iter().any(|c| {
+                    c.get("send_resolved")
+                        .and_then(serde_json::Value::as_bool)
+                        .unwrap_or(default)
+                })
+            })
     })
 }
 

@@ -214,6 +214,7 @@ impl Dispatcher {
             group.last.as_ref(),
             &firing,
             &resolved,
+            self.routing.send_resolved.contains(&route.receiver),
             at,
             repeats.then_some(route.repeat_interval),
         );
@@ -240,12 +241,12 @@ impl Dispatcher {
     }
 }
 
-/// Alertmanager's deduplication (`DedupStage.needsUpdate`), with
-/// resolved alerts notified.
+/// Alertmanager's deduplication (`DedupStage.needsUpdate`).
 fn needs_update(
     last: Option<&Sent>,
     firing: &BTreeSet<u64>,
     resolved: &BTreeSet<u64>,
+    send_resolved: bool,
     now: i64,
     repeat: Option<i64>,
 ) -> bool {
@@ -258,7 +259,7 @@ fn needs_update(
     if firing.is_empty() {
         return !last.firing.is_empty();
     }
-    if !resolved.is_subset(&last.resolved) {
+    if send_resolved && !resolved.is_subset(&last.resolved) {
         return true;
     }
     repeat.is_some_and(|r| last.at + r <= now)

@@ -81,7 +81,7 @@ route:
   group_wait: 30s
   group_interval: 5m
   repeat_interval: 1h
-receivers: [{name: team}]
+receivers: [{name: team, webhook_configs: [{url: "http://hooks"}]}]
 "#;
 
 #[test]
@@ -144,6 +144,28 @@ fn resolution_is_told_once_and_the_group_ends() {
     assert_eq!(ns[1].alerts[0].ends_at, Some(40 * S));
     assert_eq!(d.groups(), 0);
     assert_eq!(d.next_due(), None);
+}
+
+#[test]
+fn a_receiver_without_resolutions_hears_only_of_firing_changes() {
+    let quiet = TIMERS.replace(
+        r#"webhook_configs: [{url: "http://hooks"}]"#,
+        r#"slack_configs: [{api_url: "http://slack"}]"#,
+    );
+    let events = vec![
+        (0, firing("Down", &[("host", "a")], 0)),
+        (0, firing("Down", &[("host", "b")], 0)),
+        (100 * S, resolved("Down", &[("host", "a")], 0, 100 * S)),
+    ];
+    let mut d = Dispatcher::new(routing(&quiet), "");
+    let ns = run(&mut d, events.clone(), 1000 * S);
+    assert_eq!(
+        summary(&ns),
+        vec![(30, "team".into(), vec!["Downa".into(), "Downb".into()])]
+    );
+    let mut d = Dispatcher::new(routing(TIMERS), "");
+    let ns = run(&mut d, events, 1000 * S);
+    assert_eq!(ns.len(), 2, "a webhook is told of the resolution");
 }
 
 #[test]

@@ -1,0 +1,281 @@
+//! Notifications end to end: an `alert` transform's alerts sent to a real
+//! Alertmanager (Debian's `prometheus-alertmanager`) by the
+//! `alertmanager` sink, and Tidemark's own notifier (`route` transform,
+//! `notify` sink) paging local stand-ins for a webhook receiver, Slack and
+//! PagerDuty that check each request against the service's documented
+//! payload and answer with its real status codes and bodies.
+
+use tidemark_testkit as common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::alertmanager::Alertmanager;
+use common::http::{Received, Recorder};
+use common::{run_text, temp_dir};
+
+const STEP: i64 = 15_000;
+
+/// `up` of two instances every 15 s for 20 minutes ending now: up, down
+/// from minute 5, and (with `recover`) up again from minute 15.
+fn write_input(path: &Path, recover: bool) -> i64 {
+    let now = tidemark_engine::time::now_millis();
+    let t0 = (now - 20 * 60_000) / STEP * STEP;
+    let mut text = String::new();
+    for i in 0..80 {
+        let t = t0 + i * STEP;
+        let minute = i * STEP / 60_000;
+        let up = if minute < 5 || (recover && minute >= 15) {
+            1
+        } else {
+            0
+        };
+        for instance in ["a", "b"] {
+            text.push_str(&format!(
+                "{{\"name\":\"up\",\"labels\":{{\"job\":\"api\",\"instance\":\"{instance}\"}},\"timestamp\":{t},\"value\":{up}}}\n"
+            ));
+        }
+    }
+    std::fs::write(path, text).unwrap();
+    t0
+}
+
+const RULES: &str = r#"
+groups:
+  - name: api
+    rules:
+      - alert: ApiDown
+        expr: up == 0
+        for: 1m
+        labels: {severity: page}
+        annotations:
+          summary: "{{ $labels.job }} {{ $labels.instance }} is down"
+"#;
+
+fn pipeline(dir: &Path, input: &Path, transforms: &str, sinks: &str) -> String {
+    let rules = dir.join("rules.yml");
+    std::fs::write(&rules, RULES).unwrap();
+    format!(
+        "name: notify\nsources:\n  in: {{type: file, path: {}}}\ntransforms:\n  rules: {{type: alert, inputs: [in], rules: {}, interval: 15s}}\n{transforms}sinks:\n{sinks}",
+        input.display(),
+        rules.display()
+    )
+}
+
+fn label<'a>(alert: &'a serde_json::Value, name: &str) -> &'a str {
+    alert["labels"][name].as_str().unwrap_or("")
+}
+
+#[test]
+fn a_real_alertmanager_gets_alerts_and_their_resolution() {
+    let dir = temp_dir("notify-am");
+    let hook = Recorder::start(|_, _| (200, vec![], String::new()));
+    let am = Alertmanager::start(
+        &dir.join("am"),
+        &format!(
+            "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs: [{{url: '{}/am', send_resolved: true}}]\n",
+            hook.url
+        ),
+    );
+    let input = dir.join("in.jsonl");
+    write_input(&input, false);
+    let sinks = format!(
+        "  am: {{type: alertmanager, inputs: [rules.alerts], url: '{}'}}\n",
+        am.url
+    );
+    let report = run_text(&pipeline(&dir, &input, "", &sinks), 2);
+    assert_eq!(report.errors, 0);
+
+    // Alertmanager holds both instances, firing, with labels and
+    // annotations as the rule gave them.
+    let mut alerts = am.alerts();
+    alerts.sort_by_key(|a| label(a, "instance").to_owned());
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    for (a, instance) in alerts.iter().zip(["a", "b"]) {
+        assert_eq!(label(a, "alertname"), "ApiDown");
+        assert_eq!(label(a, "severity"), "page");
+        assert_eq!(label(a, "instance"), instance);
+        assert_eq!(
+            a["annotations"]["summary"],
+            format!("api {instance} is down")
+        );
+        assert_eq!(a["status"]["state"], "active");
+        assert!(a["generatorURL"].as_str().unwrap().contains("up"), "{a}");
+    }
+    // ... and its own webhook receiver delivers them.
+    let got = hook.wait_for(1, Duration::from_secs(20));
+    assert_eq!(got[0].json["status"], "firing", "{:#?}", got[0].json);
+    assert_eq!(got[0].json["alerts"].as_array().unwrap().len(), 2);
+
+    // The whole history, recovery included: the alerts resolve.
+    write_input(&input, true);
+    let report = run_text(&pipeline(&dir, &input, "", &sinks), 1);
+    assert_eq!(report.errors, 0);
+    let resolved = (0..200).find_map(|_| {
+        let got = hook.received();
+        if got.iter().any(|r| r.json["status"] == "resolved") {
+            return Some(got);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    });
+    let got = resolved.expect("Alertmanager's webhook never told of the resolution");
+    let last = got
+        .iter()
+        .rfind(|r| r.json["status"] == "resolved")
+        .unwrap();
+    assert!(
+        last.json["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["status"] == "resolved")
+    );
+    assert!(am.alerts().iter().all(|a| a["status"]["state"] != "active"));
+}
+
+/// PagerDuty's answers (Events API v2 documentation).
+const PD_OK: &str = r#"{"status":"success","message":"Event processed","dedup_key":"x"}"#;
+const PD_INVALID: &str = r#"{"status":"invalid event","message":"Event object is invalid","errors":["Length of 'routing_key' is incorrect (should be 32 characters)"]}"#;
+
+fn check_pagerduty(r: &Received, key: &str) {
+    let e = &r.json;
+    assert_eq!(r.path, "/v2/enqueue");
+    assert_eq!(e["routing_key"], key);
+    let action = e["event_action"].as_str().unwrap();
+    assert!(["trigger", "resolve"].contains(&action), "{e}");
+    assert_eq!(e["dedup_key"].as_str().unwrap().len(), 64);
+    if action == "trigger" {
+        let p = &e["payload"];
+        assert!(
+            p["summary"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty() && s.len() <= 1024)
+        );
+        assert!(p["source"].as_str().is_some_and(|s| !s.is_empty()));
+        assert_eq!(p["severity"], "critical");
+    }
+}
+
+#[test]
+fn tidemarks_notifier_pages_webhook_slack_and_pagerduty() {
+    let dir = temp_dir("notify-own");
+    // The webhook is rate limited once, then takes everything.
+    let hook = Recorder::start(|n, _| {
+        if n == 0 {
+            (
+                429,
+                vec![("Retry-After".into(), "1".into())],
+                "slow down".into(),
+            )
+        } else {
+            (200, vec![], String::new())
+        }
+    });
+    let slack = Recorder::start(|_, _| (200, vec![], "ok".into()));
+    let pd = Recorder::start(|_, _| (202, vec![], PD_OK.into()));
+    let pd_bad = Recorder::start(|_, _| (400, vec![], PD_INVALID.into()));
+    let key = "0123456789abcdef0123456789abcdef";
+    let key_file = dir.join("pd.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let am_yml = dir.join("alertmanager.yml");
+    std::fs::write(
+        &am_yml,
+        format!(
+            r#"
+global:
+  slack_api_url: '{slack}/services/T0/B0/secret'
+route:
+  receiver: nobody
+  group_by: [alertname]
+  group_wait: 30s
+  group_interval: 5m
+  routes:
+    - matchers: [severity="page"]
+      receiver: oncall
+receivers:
+  - name: nobody
+  - name: oncall
+    webhook_configs: [{{url: '{hook}/hook'}}]
+    slack_configs: [{{channel: '#ops'}}]
+    pagerduty_configs:
+      - routing_key_file: '{key_file}'
+        url: '{pd}/v2/enqueue'
+        severity: critical
+      - routing_key: short
+        url: '{pd_bad}/v2/enqueue'
+        severity: critical
+"#,
+            slack = slack.url,
+            hook = hook.url,
+            pd = pd.url,
+            pd_bad = pd_bad.url,
+            key_file = key_file.display()
+        ),
+    )
+    .unwrap();
+    let input = dir.join("in.jsonl");
+    write_input(&input, true);
+    let transforms = format!(
+        "  page: {{type: route, inputs: [rules.alerts], config: {}, external_url: 'http://tidemark.test'}}\n",
+        am_yml.display()
+    );
+    let sinks = format!(
+        "  out: {{type: notify, inputs: [page], config: {}}}\n",
+        am_yml.display()
+    );
+    let report = run_text(&pipeline(&dir, &input, &transforms, &sinks), 2);
+
+    // Webhook: Alertmanager's payload, firing (asked again after the 429)
+    // then resolved.
+    let hooks = hook.received();
+    let statuses: Vec<&str> = hooks
+        .iter()
+        .map(|r| r.json["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["firing", "firing", "resolved"], "{hooks:#?}");
+    let firing = &hooks[1].json;
+    assert_eq!(firing["version"], "4");
+    assert_eq!(firing["receiver"], "oncall");
+    assert_eq!(
+        firing["groupKey"],
+        r#"{}/{severity="page"}:{alertname="ApiDown"}"#
+    );
+    assert_eq!(firing["groupLabels"]["alertname"], "ApiDown");
+    assert_eq!(firing["commonLabels"]["severity"], "page");
+    assert_eq!(firing["externalURL"], "http://tidemark.test");
+    let alerts = firing["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 2);
+    for a in alerts {
+        assert_eq!(a["status"], "firing");
+        assert_eq!(a["endsAt"], "0001-01-01T00:00:00Z");
+        assert!(tidemark_engine::time::parse_rfc3339(a["startsAt"].as_str().unwrap()).is_ok());
+        assert_eq!(a["fingerprint"].as_str().unwrap().len(), 16);
+    }
+    // Slack: one message (no resolutions by default), in Alertmanager's
+    // default layout.
+    let slacks = slack.received();
+    assert_eq!(slacks.len(), 1, "{slacks:#?}");
+    assert_eq!(slacks[0].path, "/services/T0/B0/secret");
+    let att = &slacks[0].json["attachments"][0];
+    assert_eq!(slacks[0].json["channel"], "#ops");
+    assert_eq!(att["title"], "[FIRING:2] ApiDown (api page)");
+    assert_eq!(att["color"], "danger");
+    assert_eq!(
+        att["title_link"],
+        "http://tidemark.test/#/alerts?receiver=oncall"
+    );
+    assert!(att["text"].as_str().unwrap().contains("api a is down"));
+    // PagerDuty: trigger then resolve, one dedup key for the group.
+    let events = pd.received();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    for e in &events {
+        check_pagerduty(e, key);
+    }
+    assert_eq!(events[0].json["event_action"], "trigger");
+    assert_eq!(events[1].json["event_action"], "resolve");
+    assert_eq!(events[0].json["dedup_key"], events[1].json["dedup_key"]);
+    // A rejected event (400) is not retried, and counts as an error.
+    assert_eq!(pd_bad.received().len(), 2);
+    assert_eq!(report.errors, 2);
+}

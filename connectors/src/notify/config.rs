@@ -1,0 +1,476 @@
+//! Configuration of the `notify` sink: the receivers of an Alertmanager
+//! configuration file, with their `webhook_configs`, `slack_configs` and
+//! `pagerduty_configs` in Alertmanager's own format.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use tidemark_engine::component::ConfigError;
+
+use crate::alertmanager::config::{check_url, positive};
+
+/// The `notify` sink: delivers a `route` transform's notifications to the
+/// receivers its configuration file names.
+///
+/// ```yaml
+/// type: notify
+/// inputs: [page]
+/// config: alertmanager.yml
+/// ```
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySinkConfig {
+    /// An Alertmanager configuration file (the same one the `route`
+    /// transform reads): its `global` section and `receivers` are used.
+    pub config: String,
+    /// Time limit of one request. Default `10s`.
+    #[serde(default = "default_timeout")]
+    pub timeout: String,
+    /// How long a notification that fails in a way a retry can mend is
+    /// retried before it is given up (counted, logged). Default `10m`.
+    #[serde(default = "default_retry_for")]
+    pub retry_for: String,
+    /// Notifications whose event time is further than this behind the
+    /// wall clock are not sent (counted as `too_old`): a replay or
+    /// backfill of old data pages nobody. `off` sends everything.
+    /// Default `1h`.
+    #[serde(default = "default_max_age")]
+    pub max_age: String,
+}
+
+fn default_timeout() -> String {
+    "10s".into()
+}
+fn default_retry_for() -> String {
+    "10m".into()
+}
+fn default_max_age() -> String {
+    "1h".into()
+}
+
+/// The parts of the file this sink reads.
+#[derive(Clone, Debug, Deserialize)]
+struct FileConfig {
+    #[serde(default)]
+    global: Global,
+    #[serde(default)]
+    receivers: Vec<ReceiverConfig>,
+}
+
+/// Alertmanager's `global` defaults this sink uses.
+#[derive(Clone, Debug, Default, Deserialize)]
+struct Global {
+    #[serde(default)]
+    slack_api_url: Option<String>,
+    #[serde(default)]
+    slack_api_url_file: Option<String>,
+    #[serde(default)]
+    pagerduty_url: Option<String>,
+    #[serde(flatten)]
+    _rest: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiverConfig {
+    name: String,
+    #[serde(default)]
+    webhook_configs: Vec<WebhookConfig>,
+    #[serde(default)]
+    slack_configs: Vec<SlackConfig>,
+    #[serde(default)]
+    pagerduty_configs: Vec<PagerdutyConfig>,
+    #[serde(default)]
+    email_configs: Vec<serde_json::Value>,
+    #[serde(default)]
+    opsgenie_configs: Vec<serde_json::Value>,
+    #[serde(default)]
+    victorops_configs: Vec<serde_json::Value>,
+    #[serde(default)]
+    pushover_configs: Vec<serde_json::Value>,
+    #[serde(default)]
+    wechat_configs: Vec<serde_json::Value>,
+    #[serde(default)]
+    sns_configs: Vec<serde_json::Value>,
+    #[serde(default)]
+    telegram_configs: Vec<serde_json::Value>,
+    #[serde(default)]
+    discord_configs: Vec<serde_json::Value>,
+    #[serde(default)]
+    webex_configs: Vec<serde_json::Value>,
+    #[serde(default)]
+    msteams_configs: Vec<serde_json::Value>,
+}
+
+/// Alertmanager's `webhook_config`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookConfig {
+    #[serde(default = "yes")]
+    send_resolved: bool,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    url_file: Option<String>,
+    #[serde(default)]
+    max_alerts: u64,
+}
+
+/// Alertmanager's `slack_config` (the fields Tidemark sends).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlackConfig {
+    #[serde(default)]
+    send_resolved: bool,
+    #[serde(default)]
+    api_url: Option<String>,
+    #[serde(default)]
+    api_url_file: Option<String>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    icon_emoji: Option<String>,
+    #[serde(default)]
+    icon_url: Option<String>,
+}
+
+/// Alertmanager's `pagerduty_config` (Events API v2).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PagerdutyConfig {
+    #[serde(default = "yes")]
+    send_resolved: bool,
+    #[serde(default)]
+    routing_key: Option<String>,
+    #[serde(default)]
+    routing_key_file: Option<String>,
+    /// Tidemark's: the routing key from this environment variable.
+    #[serde(default)]
+    routing_key_env: Option<String>,
+    #[serde(default)]
+    service_key: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    client: Option<String>,
+    #[serde(default)]
+    client_url: Option<String>,
+    #[serde(default)]
+    severity: Option<String>,
+    #[serde(default)]
+    class: Option<String>,
+    #[serde(default)]
+    component: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where a secret comes from. The value is read when the sink starts, so
+/// that a validation error never shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Secret {
+    /// Written in the configuration file (Alertmanager allows it).
+    Inline(String),
+    /// A file's content, trimmed.
+    File(String),
+    /// An environment variable's value.
+    Env(String),
+}
+
+impl Secret {
+    /// The value; errors name where it should have been, never the value.
+    pub(crate) fn read(&self) -> Result<String, String> {
+        match self {
+            Secret::Inline(v) => Ok(v.clone()),
+            Secret::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| format!("cannot read {path}: {}", e.kind())),
+            Secret::Env(name) => {
+                std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+            }
+        }
+    }
+}
+
+/// One integration of a receiver.
+#[derive(Clone, Debug)]
+pub(crate) enum Integration {
+    Webhook {
+        url: Secret,
+        max_alerts: u64,
+    },
+    Slack {
+        url: Secret,
+        channel: Option<String>,
+        username: Option<String>,
+        icon_emoji: Option<String>,
+        icon_url: Option<String>,
+    },
+    Pagerduty {
+        routing_key: Secret,
+        url: String,
+        client: Option<String>,
+        client_url: Option<String>,
+        severity: String,
+        class: Option<String>,
+        component: Option<String>,
+        group: Option<String>,
+    },
+}
+
+impl Integration {
+    /// Its kind, as named in metrics and logs.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Integration::Webhook { .. } => "webhook",
+            Integration::Slack { .. } => "slack",
+            Integration::Pagerduty { .. } => "pagerduty",
+        }
+    }
+}
+
+/// A receiver's integration and whether it is told of resolutions.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub(crate) receiver: String,
+    pub(crate) index: usize,
+    pub(crate) send_resolved: bool,
+    pub(crate) integration: Integration,
+}
+
+impl Target {
+    /// `receiver/slack[0]`: how logs and errors name it.
+    pub(crate) fn name(&self) -> String {
+        format!(
+            "{}/{}[{}]",
+            self.receiver,
+            self.integration.kind(),
+            self.index
+        )
+    }
+}
+
+/// A validated `notify` sink.
+#[derive(Clone, Debug)]
+pub struct NotifySink {
+    pub(crate) file: String,
+    pub(crate) targets: Vec<Target>,
+    /// Receivers with no integration Tidemark sends to (counted).
+    pub(crate) receivers: Vec<String>,
+    pub(crate) timeout: Duration,
+    pub(crate) retry_for: Duration,
+    pub(crate) max_age: Option<Duration>,
+}
+
+const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+impl NotifySinkConfig {
+    /// Reads the configuration file and checks its receivers.
+    pub fn validate(&self) -> Result<NotifySink, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let timeout = positive("timeout", &self.timeout, false, &mut errors);
+        let retry_for = positive("retry_for", &self.retry_for, false, &mut errors);
+        let max_age = positive("max_age", &self.max_age, true, &mut errors);
+        let text = std::fs::read_to_string(&self.config).map_err(|e| {
+            vec![ConfigError::field(
+                "config",
+                format!("cannot read {}: {}", self.config, e.kind()),
+            )]
+        })?;
+        let file: FileConfig = tidemark_engine::yaml::parse(&text)
+            .map_err(|e| format!("{}:{}: {}", e.pos.line, e.pos.column, e.message))
+            .and_then(|root| {
+                serde_json::from_value(root.to_json()).map_err(|e| without_content(&e.to_string()))
+            })
+            .map_err(|e| {
+                vec![ConfigError::field(
+                    "config",
+                    format!("{}: {e}", self.config),
+                )]
+            })?;
+        let mut targets = Vec::new();
+        for r in &file.receivers {
+            receiver_targets(r, &file.global, &self.config, &mut targets, &mut errors);
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let fallback = Duration::from_secs(60);
+        Ok(NotifySink {
+            file: self.config.clone(),
+            targets,
+            receivers: file.receivers.iter().map(|r| r.name.clone()).collect(),
+            timeout: timeout.unwrap_or(fallback),
+            retry_for: retry_for.unwrap_or(fallback),
+            max_age,
+        })
+    }
+}
+
+/// serde's message without the value it quotes (it may be a secret).
+fn without_content(message: &str) -> String {
+    match message.find(": invalid") {
+        Some(_) => message.split(':').next().unwrap_or(message).to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn receiver_targets(
+    r: &ReceiverConfig,
+    global: &Global,
+    file: &str,
+    out: &mut Vec<Target>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut error = |what: String| {
+        errors.push(ConfigError::field(
+            "config",
+            format!("{file}: receiver {:?}: {what}", r.name),
+        ))
+    };
+    for (kind, list) in [
+        ("email_configs", r.email_configs.len()),
+        ("opsgenie_configs", r.opsgenie_configs.len()),
+        ("victorops_configs", r.victorops_configs.len()),
+        ("pushover_configs", r.pushover_configs.len()),
+        ("wechat_configs", r.wechat_configs.len()),
+        ("sns_configs", r.sns_configs.len()),
+        ("telegram_configs", r.telegram_configs.len()),
+        ("discord_configs", r.discord_configs.len()),
+        ("webex_configs", r.webex_configs.len()),
+        ("msteams_configs", r.msteams_configs.len()),
+    ] {
+        if list > 0 {
+            error(format!(
+                "{kind} are not supported yet (webhook_configs, slack_configs and pagerduty_configs are); \
+                 send these through Alertmanager with the alertmanager sink"
+            ));
+        }
+    }
+    let target = |index, send_resolved, integration| Target {
+        receiver: r.name.clone(),
+        index,
+        send_resolved,
+        integration,
+    };
+    for (i, w) in r.webhook_configs.iter().enumerate() {
+        match secret_url(&w.url, &w.url_file, None, None) {
+            Ok(url) => out.push(target(
+                i,
+                w.send_resolved,
+                Integration::Webhook {
+                    url,
+                    max_alerts: w.max_alerts,
+                },
+            )),
+            Err(e) => error(format!("webhook_configs[{i}]: {e}")),
+        }
+    }
+    for (i, s) in r.slack_configs.iter().enumerate() {
+        match secret_url(
+            &s.api_url,
+            &s.api_url_file,
+            global.slack_api_url.as_ref(),
+            global.slack_api_url_file.as_ref(),
+        ) {
+            Ok(url) => out.push(target(
+                i,
+                s.send_resolved,
+                Integration::Slack {
+                    url,
+                    channel: s.channel.clone(),
+                    username: s.username.clone(),
+                    icon_emoji: s.icon_emoji.clone(),
+                    icon_url: s.icon_url.clone(),
+                },
+            )),
+            Err(e) => error(format!("slack_configs[{i}]: {e}")),
+        }
+    }
+    for (i, p) in r.pagerduty_configs.iter().enumerate() {
+        if p.service_key.is_some() {
+            error(format!(
+                "pagerduty_configs[{i}]: service_key (Events API v1) is not supported; use routing_key_file or routing_key_env (Events API v2)"
+            ));
+            continue;
+        }
+        let key = match (&p.routing_key, &p.routing_key_file, &p.routing_key_env) {
+            (Some(k), None, None) => Secret::Inline(k.clone()),
+            (None, Some(f), None) => Secret::File(f.clone()),
+            (None, None, Some(e)) => Secret::Env(e.clone()),
+            _ => {
+                error(format!(
+                    "pagerduty_configs[{i}]: exactly one of routing_key, routing_key_file and routing_key_env is needed"
+                ));
+                continue;
+            }
+        };
+        let url = p
+            .url
+            .clone()
+            .or_else(|| global.pagerduty_url.clone())
+            .unwrap_or_else(|| PAGERDUTY_URL.into());
+        let mut url_errors = Vec::new();
+        check_url("url", &url, &mut url_errors);
+        if !url_errors.is_empty() {
+            error(format!("pagerduty_configs[{i}]: url is not an http(s) URL"));
+            continue;
+        }
+        let severity = p.severity.clone().unwrap_or_else(|| "error".into());
+        if !["critical", "error", "warning", "info"].contains(&severity.as_str()) {
+            error(format!(
+                "pagerduty_configs[{i}]: severity must be critical, error, warning or info"
+            ));
+            continue;
+        }
+        out.push(target(
+            i,
+            p.send_resolved,
+            Integration::Pagerduty {
+                routing_key: key,
+                url,
+                client: p.client.clone(),
+                client_url: p.client_url.clone(),
+                severity,
+                class: p.class.clone(),
+                component: p.component.clone(),
+                group: p.group.clone(),
+            },
+        ));
+    }
+}
+
+/// A URL given inline or in a file, with a global fallback.
+fn secret_url(
+    url: &Option<String>,
+    file: &Option<String>,
+    global: Option<&String>,
+    global_file: Option<&String>,
+) -> Result<Secret, String> {
+    let secret = match (url, file) {
+        (Some(_), Some(_)) => return Err("at most one of the URL and its _file may be set".into()),
+        (Some(u), None) => Secret::Inline(u.clone()),
+        (None, Some(f)) => Secret::File(f.clone()),
+        (None, None) => match (global, global_file) {
+            (Some(u), _) => Secret::Inline(u.clone()),
+            (None, Some(f)) => Secret::File(f.clone()),
+            (None, None) => return Err("no URL (nor a global default)".into()),
+        },
+    };
+    if let Secret::Inline(u) = &secret {
+        let mut errors = Vec::new();
+        check_url("url", u, &mut errors);
+        if !errors.is_empty() {
+            return Err("the URL is not an http:// or https:// URL".into());
+        }
+    }
+    Ok(secret)
+}
