@@ -5,7 +5,7 @@
 # On a fresh Debian machine it needs Rust (1.88 or newer, from rustup); it
 # installs with apt-get what is missing of: a C compiler, pkg-config, Python
 # with venv, Prometheus and the node exporter (real clients for the server
-# tests), Alertmanager with amtool (notifications), make and libssl-dev (to build librdkafka), Chromium and
+# tests), Alertmanager with amtool and aiosmtpd (notifications), make and libssl-dev (to build librdkafka), Chromium and
 # chromedriver (the dashboard test), and from PyPI into
 # .deploy-cache/venv the OpenTelemetry Python SDK, the Kafka clients
 # confluent-kafka and kafka-python, and DuckDB with its httpfs extension;
@@ -46,6 +46,9 @@ command -v prometheus-node-exporter >/dev/null 2>&1 || need_apt+=(prometheus-nod
 # is the oracle of the route transform's routing (cli/tests/notify.rs,
 # operators/tests/route_amtool.rs).
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+# A real SMTP server (aiosmtpd, with STARTTLS and authentication) receives
+# the notify sink's email.
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need_apt+=(python3-aiosmtpd)
 # Headless Chromium and its WebDriver load the live dashboard in
 # cli/tests/dashboard.rs.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)

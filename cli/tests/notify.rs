@@ -279,3 +279,79 @@ receivers:
     assert_eq!(pd_bad.received().len(), 2);
     assert_eq!(report.errors, 2);
 }
+
+#[test]
+fn email_goes_through_a_real_smtp_server_with_starttls_and_auth() {
+    let dir = temp_dir("notify-email");
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, keyfile) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, key.cert.pem()).unwrap();
+    std::fs::write(&keyfile, key.signing_key.serialize_pem()).unwrap();
+    let smtp = common::smtp::SmtpServer::start(&dir, &cert, &keyfile, "pager", "s3cret");
+    let password_file = dir.join("smtp.pass");
+    std::fs::write(&password_file, "s3cret\n").unwrap();
+    let am_yml = dir.join("alertmanager.yml");
+    std::fs::write(
+        &am_yml,
+        format!(
+            r#"
+global:
+  smtp_from: 'Tidemark <tidemark@example.com>'
+  smtp_smarthost: '127.0.0.1:{port}'
+  smtp_auth_username: pager
+route:
+  receiver: mail
+  group_by: [alertname]
+receivers:
+  - name: mail
+    email_configs:
+      - to: 'oncall@example.com, lead@example.com'
+        send_resolved: true
+        auth_password_file: '{password}'
+        tls_config: {{ca_file: '{cert}', server_name: localhost}}
+      - to: 'oncall@example.com'
+        auth_password: wrong
+        tls_config: {{ca_file: '{cert}', server_name: localhost}}
+"#,
+            port = smtp.port,
+            password = password_file.display(),
+            cert = cert.display()
+        ),
+    )
+    .unwrap();
+    let input = dir.join("in.jsonl");
+    write_input(&input, true);
+    let transforms = format!(
+        "  page: {{type: route, inputs: [rules.alerts], config: {}}}\n",
+        am_yml.display()
+    );
+    let sinks = format!(
+        "  out: {{type: notify, inputs: [page], config: {}, retry_for: 5s}}\n",
+        am_yml.display()
+    );
+    let report = run_text(&pipeline(&dir, &input, &transforms, &sinks), 1);
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 2, "{mail:#?}");
+    assert!(
+        mail[0].contains("Subject: [FIRING:2] ApiDown (api page)"),
+        "{}",
+        mail[0]
+    );
+    assert!(
+        mail[0].contains("To: oncall@example.com, lead@example.com"),
+        "{}",
+        mail[0]
+    );
+    assert!(mail[0].contains("text/plain") && mail[0].contains("text/html"));
+    assert!(mail[0].contains("api a is down"));
+    assert!(
+        mail[1].contains("Subject: [RESOLVED] ApiDown (api page)"),
+        "{}",
+        mail[1]
+    );
+    // The wrong password is refused (535) once per notification (the
+    // resolution is not sent to it: send_resolved is false by default),
+    // not retried, and counted.
+    assert_eq!(smtp.auth_failures(), 1);
+    assert_eq!(report.errors, 1);
+}

@@ -15,6 +15,7 @@ pub mod http;
 pub mod pg;
 pub mod promtool;
 pub mod server;
+pub mod smtp;
 pub mod tumbling;
 
 use std::collections::BTreeMap;

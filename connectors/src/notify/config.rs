@@ -68,6 +68,20 @@ struct Global {
     slack_api_url_file: Option<String>,
     #[serde(default)]
     pagerduty_url: Option<String>,
+    #[serde(default)]
+    smtp_from: Option<String>,
+    #[serde(default)]
+    smtp_smarthost: Option<String>,
+    #[serde(default)]
+    smtp_hello: Option<String>,
+    #[serde(default)]
+    smtp_auth_username: Option<String>,
+    #[serde(default)]
+    smtp_auth_password: Option<String>,
+    #[serde(default)]
+    smtp_auth_password_file: Option<String>,
+    #[serde(default)]
+    smtp_require_tls: Option<bool>,
     #[serde(flatten)]
     _rest: BTreeMap<String, serde_json::Value>,
 }
@@ -83,7 +97,7 @@ struct ReceiverConfig {
     #[serde(default)]
     pagerduty_configs: Vec<PagerdutyConfig>,
     #[serde(default)]
-    email_configs: Vec<serde_json::Value>,
+    email_configs: Vec<EmailConfig>,
     #[serde(default)]
     opsgenie_configs: Vec<serde_json::Value>,
     #[serde(default)]
@@ -169,6 +183,44 @@ struct PagerdutyConfig {
     group: Option<String>,
 }
 
+/// Alertmanager's `email_config` (the fields Tidemark sends with; body
+/// templates are not supported yet).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailConfig {
+    #[serde(default)]
+    send_resolved: bool,
+    to: String,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    smarthost: Option<String>,
+    #[serde(default)]
+    hello: Option<String>,
+    #[serde(default)]
+    auth_username: Option<String>,
+    #[serde(default)]
+    auth_password: Option<String>,
+    #[serde(default)]
+    auth_password_file: Option<String>,
+    #[serde(default)]
+    require_tls: Option<bool>,
+    #[serde(default)]
+    tls_config: TlsConfig,
+}
+
+/// Alertmanager's `tls_config` (the fields an SMTP connection uses).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsConfig {
+    #[serde(default)]
+    ca_file: Option<String>,
+    #[serde(default)]
+    server_name: Option<String>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
+}
+
 fn yes() -> bool {
     true
 }
@@ -224,6 +276,23 @@ pub(crate) enum Integration {
         component: Option<String>,
         group: Option<String>,
     },
+    Email(Box<Email>),
+}
+
+/// An email integration, checked.
+#[derive(Clone, Debug)]
+pub(crate) struct Email {
+    pub(crate) to: Vec<lettre::message::Mailbox>,
+    pub(crate) from: lettre::message::Mailbox,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) hello: String,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<Secret>,
+    pub(crate) require_tls: bool,
+    pub(crate) ca_file: Option<String>,
+    pub(crate) server_name: Option<String>,
+    pub(crate) insecure_skip_verify: bool,
 }
 
 impl Integration {
@@ -233,6 +302,7 @@ impl Integration {
             Integration::Webhook { .. } => "webhook",
             Integration::Slack { .. } => "slack",
             Integration::Pagerduty { .. } => "pagerduty",
+            Integration::Email(_) => "email",
         }
     }
 }
@@ -337,7 +407,6 @@ fn receiver_targets(
         ))
     };
     for (kind, list) in [
-        ("email_configs", r.email_configs.len()),
         ("opsgenie_configs", r.opsgenie_configs.len()),
         ("victorops_configs", r.victorops_configs.len()),
         ("pushover_configs", r.pushover_configs.len()),
@@ -350,7 +419,7 @@ fn receiver_targets(
     ] {
         if list > 0 {
             error(format!(
-                "{kind} are not supported yet (webhook_configs, slack_configs and pagerduty_configs are); \
+                "{kind} are not supported yet (webhook, slack, pagerduty and email configs are); \
                  send these through Alertmanager with the alertmanager sink"
             ));
         }
@@ -393,6 +462,16 @@ fn receiver_targets(
                 },
             )),
             Err(e) => error(format!("slack_configs[{i}]: {e}")),
+        }
+    }
+    for (i, e) in r.email_configs.iter().enumerate() {
+        match email(e, global) {
+            Ok(email) => out.push(target(
+                i,
+                e.send_resolved,
+                Integration::Email(Box::new(email)),
+            )),
+            Err(why) => error(format!("email_configs[{i}]: {why}")),
         }
     }
     for (i, p) in r.pagerduty_configs.iter().enumerate() {
@@ -446,6 +525,84 @@ fn receiver_targets(
             },
         ));
     }
+}
+
+/// Checks an email integration, with the global SMTP defaults.
+fn email(e: &EmailConfig, global: &Global) -> Result<Email, String> {
+    use lettre::message::Mailbox;
+    let parse = |what: &str, text: &str| -> Result<Mailbox, String> {
+        text.trim()
+            .parse::<Mailbox>()
+            .map_err(|_| format!("{what} {text:?} is not an email address"))
+    };
+    let to =
+        e.to.split(',')
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| parse("to", t))
+            .collect::<Result<Vec<_>, _>>()?;
+    if to.is_empty() {
+        return Err("to names no address".into());
+    }
+    let from = e
+        .from
+        .as_ref()
+        .or(global.smtp_from.as_ref())
+        .ok_or("no from (nor global smtp_from)")?;
+    let from = parse("from", from)?;
+    let smarthost = e
+        .smarthost
+        .as_ref()
+        .or(global.smtp_smarthost.as_ref())
+        .ok_or("no smarthost (nor global smtp_smarthost)")?;
+    let (host, port) = smarthost
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_matches(['[', ']']).to_owned(),
+                p.parse::<u16>().ok()?,
+            ))
+        })
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or("smarthost must be host:port")?;
+    let password = match (
+        e.auth_password
+            .as_ref()
+            .or(global.smtp_auth_password.as_ref()),
+        e.auth_password_file
+            .as_ref()
+            .or(global.smtp_auth_password_file.as_ref()),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err("at most one of auth_password and auth_password_file may be set".into());
+        }
+        (Some(p), None) => Some(Secret::Inline(p.clone())),
+        (None, Some(f)) => Some(Secret::File(f.clone())),
+        (None, None) => None,
+    };
+    let username = e
+        .auth_username
+        .clone()
+        .or_else(|| global.smtp_auth_username.clone());
+    if password.is_some() != username.is_some() {
+        return Err("auth_username and a password go together".into());
+    }
+    Ok(Email {
+        to,
+        from,
+        host,
+        port,
+        hello: e
+            .hello
+            .clone()
+            .or_else(|| global.smtp_hello.clone())
+            .unwrap_or_else(|| "localhost".into()),
+        username,
+        password,
+        require_tls: e.require_tls.or(global.smtp_require_tls).unwrap_or(true),
+        ca_file: e.tls_config.ca_file.clone(),
+        server_name: e.tls_config.server_name.clone(),
+        insecure_skip_verify: e.tls_config.insecure_skip_verify,
+    })
 }
 
 /// A URL given inline or in a file, with a global fallback.

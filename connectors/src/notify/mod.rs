@@ -3,10 +3,12 @@
 //! `webhook_configs` (Alertmanager's webhook JSON, so existing receivers
 //! work unchanged), `slack_configs` (incoming webhooks, Alertmanager's
 //! default layout) and `pagerduty_configs` (Events API v2, one
-//! `dedup_key` per group). Delivery classifies every answer, retries what
+//! `dedup_key` per group) and `email_configs` (SMTP with STARTTLS or TLS
+//! and authentication, plain-text and HTML bodies). Delivery classifies every answer, retries what
 //! a retry can mend and never logs a secret ([`service`]).
 
 pub(crate) mod config;
+mod email;
 mod receivers;
 pub(crate) mod service;
 mod sink;
@@ -44,6 +46,20 @@ impl SinkSpec for NotifySink {
         )];
         for t in &self.targets {
             let secret = match &t.integration {
+                Integration::Email(e) => {
+                    out.push(crate::touches::url(
+                        "config",
+                        &format!("smtp://{}:{}", e.host, e.port),
+                        25,
+                    ));
+                    for f in e.ca_file.iter() {
+                        out.push(Resource::new("config", ResourceKind::ReadFile(f.into())));
+                    }
+                    match &e.password {
+                        Some(p) => p,
+                        None => continue,
+                    }
+                }
                 Integration::Webhook { url, .. } | Integration::Slack { url, .. } => url,
                 Integration::Pagerduty {
                     routing_key, url, ..
@@ -53,7 +69,12 @@ impl SinkSpec for NotifySink {
                 }
             };
             match secret {
-                Secret::Inline(u) if !matches!(t.integration, Integration::Pagerduty { .. }) => {
+                Secret::Inline(u)
+                    if matches!(
+                        t.integration,
+                        Integration::Webhook { .. } | Integration::Slack { .. }
+                    ) =>
+                {
                     out.push(crate::touches::url("config", u, 443))
                 }
                 Secret::Inline(_) => {}

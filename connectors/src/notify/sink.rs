@@ -12,9 +12,11 @@ use tidemark_engine::stats::ComponentStats;
 use tidemark_engine::time::{Time, now_millis};
 
 use super::config::{Integration, NotifySink, Target};
+use super::email;
 use super::receivers::{self, PagerdutyFields};
-use super::service::{Http, Queue, Request};
+use super::service::{Attempt, Http, Queue, Request};
 use crate::deliver::{Deliverer, Work, deliver_sink};
+use lettre::{Message, SmtpTransport};
 
 pub(super) fn build<'scope>(
     sink: &NotifySink,
@@ -32,13 +34,21 @@ pub(super) fn build<'scope>(
 struct Ready {
     target: Target,
     secret: String,
+    /// An email integration's connection settings.
+    smtp: Option<SmtpTransport>,
+}
+
+/// What one integration is sent.
+enum Payload {
+    Http(Request),
+    Email(Box<Message>),
 }
 
 struct Notifier {
     sink: NotifySink,
     http: Http,
     ready: Vec<Ready>,
-    queues: Vec<Queue<Request>>,
+    queues: Vec<Queue<Payload>>,
     /// Integrations of each receiver, by index into `ready`.
     by_receiver: HashMap<String, Vec<usize>>,
 }
@@ -50,13 +60,23 @@ impl Notifier {
         let mut ready = Vec::new();
         for target in &sink.targets {
             let secret = match &target.integration {
-                Integration::Webhook { url, .. } | Integration::Slack { url, .. } => url.read(),
-                Integration::Pagerduty { routing_key, .. } => routing_key.read(),
+                Integration::Webhook { url, .. } | Integration::Slack { url, .. } => {
+                    url.read().map(|s| (s, None))
+                }
+                Integration::Pagerduty { routing_key, .. } => routing_key.read().map(|s| (s, None)),
+                Integration::Email(e) => e
+                    .password
+                    .as_ref()
+                    .map(|p| p.read())
+                    .transpose()
+                    .and_then(|p| email::transport(e, p, sink.timeout))
+                    .map(|t| (String::new(), Some(t))),
             };
             match secret {
-                Ok(secret) => ready.push(Ready {
+                Ok((secret, smtp)) => ready.push(Ready {
                     target: target.clone(),
                     secret,
+                    smtp,
                 }),
                 Err(e) => {
                     let error =
@@ -88,18 +108,22 @@ impl Notifier {
         }
     }
 
-    /// The request for one integration, or `None` when it is not told
-    /// (only resolved alerts, and it does not send resolutions).
-    fn request(&self, r: &Ready, n: &Notification) -> Option<Request> {
+    /// What one integration is sent, or `None` when it is not told (only
+    /// resolved alerts, and it does not send resolutions); an email that
+    /// cannot be built is an error.
+    fn payload(&self, r: &Ready, n: &Notification) -> Result<Option<Payload>, String> {
         let mut n = n.clone();
         if !r.target.send_resolved {
             n.alerts.retain(|a| a.status == Status::Firing);
             if n.alerts.is_empty() {
-                return None;
+                return Ok(None);
             }
         }
         let json = ("content-type".to_owned(), "application/json".to_owned());
         let (url, body) = match &r.target.integration {
+            Integration::Email(e) => {
+                return email::message(e, &n).map(|m| Some(Payload::Email(Box::new(m))));
+            }
             Integration::Webhook { max_alerts, .. } => {
                 (r.secret.clone(), receivers::webhook(&n, *max_alerts))
             }
@@ -144,11 +168,11 @@ impl Notifier {
                 ),
             ),
         };
-        Some(Request {
+        Ok(Some(Payload::Http(Request {
             url,
             headers: vec![json],
             body: body.to_string(),
-        })
+        })))
     }
 }
 
@@ -172,9 +196,14 @@ impl Deliverer<Notification> for Notifier {
                 continue;
             };
             for &i in targets {
-                match self.request(&self.ready[i], &n) {
-                    Some(request) => self.queues[i].push(request),
-                    None => stats.notified(&n.receiver, "skipped", "resolved_only", 1),
+                match self.payload(&self.ready[i], &n) {
+                    Ok(Some(payload)) => self.queues[i].push(payload),
+                    Ok(None) => stats.notified(&n.receiver, "skipped", "resolved_only", 1),
+                    Err(error) => {
+                        stats.notified(&n.receiver, "failed", "unbuildable", 1);
+                        tidemark_engine::stats::add(&stats.errors, 1);
+                        tracing::error!(target_name = %self.ready[i].target.name(), %error, "Cannot build a notification; it is dropped.");
+                    }
                 }
             }
         }
@@ -182,8 +211,17 @@ impl Deliverer<Notification> for Notifier {
 
     fn work(&mut self, stats: &ComponentStats) -> Work {
         let mut work = Work::default();
-        for q in &mut self.queues {
-            if let Some(w) = q.work(stats, |r| self.http.send(r)) {
+        let (http, ready) = (&self.http, &self.ready);
+        for (q, r) in self.queues.iter_mut().zip(ready) {
+            let sent = q.work(stats, |p| match (p, &r.smtp) {
+                (Payload::Http(request), _) => http.send(request),
+                (Payload::Email(message), Some(smtp)) => email::send(smtp, message),
+                (Payload::Email(_), None) => Attempt::Rejected {
+                    status: 0,
+                    body: "no SMTP connection settings".into(),
+                },
+            });
+            if let Some(w) = sent {
                 work.wait = Some(work.wait.map_or(w, |x: std::time::Duration| x.min(w)));
             }
             work.undelivered += q.len();
