@@ -62,6 +62,31 @@ fn pipeline(dir: &Path, input: &Path, transforms: &str, sinks: &str) -> String {
     )
 }
 
+/// Runs the whole history (recovery included) through an `alert`
+/// transform, a `route` transform and a `notify` sink, both reading the
+/// Alertmanager configuration `am_yml`; `settings` are the sink's extra
+/// fields.
+fn run_notifier(
+    dir: &Path,
+    am_yml: &str,
+    settings: &str,
+    workers: usize,
+) -> tidemark_pipelines::run::RunReport {
+    let file = dir.join("alertmanager.yml");
+    std::fs::write(&file, am_yml).unwrap();
+    let input = dir.join("in.jsonl");
+    write_input(&input, true);
+    let transforms = format!(
+        "  page: {{type: route, inputs: [rules.alerts], config: {}, external_url: 'http://tidemark.test'}}\n",
+        file.display()
+    );
+    let sinks = format!(
+        "  out: {{type: notify, inputs: [page], config: {}, {settings}}}\n",
+        file.display()
+    );
+    run_text(&pipeline(dir, &input, &transforms, &sinks), workers)
+}
+
 fn label<'a>(alert: &'a serde_json::Value, name: &str) -> &'a str {
     alert["labels"][name].as_str().unwrap_or("")
 }
@@ -178,11 +203,8 @@ fn tidemarks_notifier_pages_webhook_slack_and_pagerduty() {
     let key = "0123456789abcdef0123456789abcdef";
     let key_file = dir.join("pd.key");
     std::fs::write(&key_file, format!("{key}\n")).unwrap();
-    let am_yml = dir.join("alertmanager.yml");
-    std::fs::write(
-        &am_yml,
-        format!(
-            r#"
+    let am_yml = format!(
+        r#"
 global:
   slack_api_url: '{slack}/services/T0/B0/secret'
 route:
@@ -206,25 +228,13 @@ receivers:
         url: '{pd_bad}/v2/enqueue'
         severity: critical
 "#,
-            slack = slack.url,
-            hook = hook.url,
-            pd = pd.url,
-            pd_bad = pd_bad.url,
-            key_file = key_file.display()
-        ),
-    )
-    .unwrap();
-    let input = dir.join("in.jsonl");
-    write_input(&input, true);
-    let transforms = format!(
-        "  page: {{type: route, inputs: [rules.alerts], config: {}, external_url: 'http://tidemark.test'}}\n",
-        am_yml.display()
+        slack = slack.url,
+        hook = hook.url,
+        pd = pd.url,
+        pd_bad = pd_bad.url,
+        key_file = key_file.display()
     );
-    let sinks = format!(
-        "  out: {{type: notify, inputs: [page], config: {}}}\n",
-        am_yml.display()
-    );
-    let report = run_text(&pipeline(&dir, &input, &transforms, &sinks), 2);
+    let report = run_notifier(&dir, &am_yml, "retry_for: 10m", 2);
 
     // Webhook: Alertmanager's payload, firing (asked again after the 429)
     // then resolved.
@@ -290,11 +300,8 @@ fn email_goes_through_a_real_smtp_server_with_starttls_and_auth() {
     let smtp = common::smtp::SmtpServer::start(&dir, &cert, &keyfile, "pager", "s3cret");
     let password_file = dir.join("smtp.pass");
     std::fs::write(&password_file, "s3cret\n").unwrap();
-    let am_yml = dir.join("alertmanager.yml");
-    std::fs::write(
-        &am_yml,
-        format!(
-            r#"
+    let am_yml = format!(
+        r#"
 global:
   smtp_from: 'Tidemark <tidemark@example.com>'
   smtp_smarthost: '127.0.0.1:{port}'
@@ -313,23 +320,11 @@ receivers:
         auth_password: wrong
         tls_config: {{ca_file: '{cert}', server_name: localhost}}
 "#,
-            port = smtp.port,
-            password = password_file.display(),
-            cert = cert.display()
-        ),
-    )
-    .unwrap();
-    let input = dir.join("in.jsonl");
-    write_input(&input, true);
-    let transforms = format!(
-        "  page: {{type: route, inputs: [rules.alerts], config: {}}}\n",
-        am_yml.display()
+        port = smtp.port,
+        password = password_file.display(),
+        cert = cert.display()
     );
-    let sinks = format!(
-        "  out: {{type: notify, inputs: [page], config: {}, retry_for: 5s}}\n",
-        am_yml.display()
-    );
-    let report = run_text(&pipeline(&dir, &input, &transforms, &sinks), 1);
+    let report = run_notifier(&dir, &am_yml, "retry_for: 5s", 1);
     let mail = smtp.messages();
     assert_eq!(mail.len(), 2, "{mail:#?}");
     assert!(
@@ -354,4 +349,105 @@ receivers:
     // not retried, and counted.
     assert_eq!(smtp.auth_failures(), 1);
     assert_eq!(report.errors, 1);
+}
+
+/// Silences through Alertmanager's API v2 on `tidemark serve`, made,
+/// listed and expired with `amtool` itself: while one lasts, the alerts
+/// it matches are left out of notifications (and counted).
+#[test]
+fn amtool_silences_mute_tidemarks_notifications() {
+    use common::server::Server;
+    use std::process::Command;
+
+    let dir = temp_dir("notify-silence");
+    let hook = Recorder::start(|_, _| (200, vec![], String::new()));
+    let server = Server::start(&[], 0);
+    let amtool = |args: &[&str]| -> String {
+        let out = Command::new(common::amtool::amtool())
+            .args(args)
+            .arg(format!("--alertmanager.url={}", server.url))
+            .output()
+            .expect("amtool runs");
+        assert!(
+            out.status.success(),
+            "amtool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let id = amtool(&[
+        "silence",
+        "add",
+        "alertname=ApiDown",
+        "instance=~a|c",
+        "--author=test",
+        "--comment=maintenance",
+        "--duration=1h",
+    ]);
+    assert!(!id.is_empty());
+    let listed: serde_json::Value =
+        serde_json::from_str(&amtool(&["silence", "query", "-o", "json"])).unwrap();
+    assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed[0]["status"]["state"], "active");
+    assert_eq!(listed[0]["createdBy"], "test");
+
+    let am_yml = dir.join("alertmanager.yml");
+    std::fs::write(
+        &am_yml,
+        format!(
+            "route:\n  receiver: hook\n  group_by: [alertname]\nreceivers:\n  - name: hook\n    webhook_configs: [{{url: '{}/hook'}}]\n",
+            hook.url
+        ),
+    )
+    .unwrap();
+    let input = dir.join("in.jsonl");
+    write_input(&input, true);
+    let transforms = format!(
+        "  page: {{type: route, inputs: [rules.alerts], config: {}}}\n",
+        am_yml.display()
+    );
+    let sinks = format!(
+        "  out: {{type: notify, inputs: [page], config: {}}}\n",
+        am_yml.display()
+    );
+    let (status, body) = server
+        .request(
+            "POST",
+            "/api/v1/pipelines",
+            Some(&pipeline(&dir, &input, &transforms, &sinks)),
+        )
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let got = hook.wait_for(2, Duration::from_secs(30));
+    assert_eq!(got.len(), 2, "{got:#?}");
+    for r in &got {
+        let instances: Vec<&str> = r.json["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| label(a, "instance"))
+            .collect();
+        assert_eq!(instances, ["b"], "{:#}", r.json);
+    }
+    let (_, metrics) = server.request("GET", "/metrics", None).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tidemark_component_dropped_total")
+                && l.contains("reason=\"silenced\"")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tidemark_notifications_total")
+                && l.contains("receiver=\"hook\",outcome=\"sent\"")),
+        "{metrics}"
+    );
+
+    amtool(&["silence", "expire", &id]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&amtool(&["silence", "query", "--expired", "-o", "json"])).unwrap();
+    assert_eq!(listed[0]["status"]["state"], "expired", "{listed}");
+    assert!(server.stop().success());
 }

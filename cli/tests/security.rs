@@ -212,6 +212,20 @@ fn the_authorization_matrix() {
         );
         cells.push(http("GET", "/api/v1/rules", None).0.to_string());
         cells.push(http("GET", "/api/v1/alerts", None).0.to_string());
+        let silence = format!(
+            r#"{{"matchers":[{{"name":"alertname","value":"X-{caller}","isRegex":false}}],"startsAt":"2020-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"{caller}","comment":"matrix"}}"#
+        );
+        cells.push(
+            http("POST", "/api/v2/silences", Some(silence.as_bytes()))
+                .0
+                .to_string(),
+        );
+        let (status, body) = http("GET", "/api/v2/silences", None);
+        let listed = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v.as_array().map(Vec::len))
+            .unwrap_or(0);
+        cells.push(format!("{status}:{listed}"));
         let code = |e: tonic::Status| format!("{:?}", e.code());
         runtime.block_on(async {
             let mut control = PipelineServiceClient::connect(grpc.clone()).await.unwrap();
@@ -297,17 +311,18 @@ fn the_authorization_matrix() {
     }
     let table = rows.join("\n");
     // healthz readyz metrics dashboard list get-acme apply delete-globex
-    // remote-write otlp-http live ws-acme rules alerts | gRPC: list get-acme ingest
+    // remote-write otlp-http live ws-acme rules alerts silence-post silences
+    // | gRPC: list get-acme ingest
     // otlp-export apply delete
     let expected = "\
-none      200 200 401 200 401:0 401 401 401 401 401 401:0 401 401 401 Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated
-wrong     200 200 401 200 401:0 401 401 401 401 401 401:0 401 401 401 Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated
-admin     200 200 200 200 200:3 200 201 204 204 200 200:3 101 200 200 Ok:3 Ok Ok Ok Ok Ok
-acme      200 200 403 200 200:1 200 201 404 204 200 200:1 101 200 200 Ok:1 Ok Ok Ok Ok Ok
-globex    200 200 403 200 200:1 404 201 204 204 200 200:1 404 200 200 Ok:1 NotFound Ok Ok Ok Ok
-ingest    200 200 403 200 403:0 403 403 403 204 200 403:0 403 403 403 PermissionDenied PermissionDenied Ok Ok PermissionDenied PermissionDenied
-read      200 200 200 200 200:3 200 403 403 403 403 200:3 101 200 200 Ok:3 Ok PermissionDenied PermissionDenied PermissionDenied PermissionDenied
-read-acme 200 200 403 200 200:1 200 403 403 403 403 200:1 101 200 200 Ok:1 Ok PermissionDenied PermissionDenied PermissionDenied PermissionDenied";
+none      200 200 401 200 401:0 401 401 401 401 401 401:0 401 401 401 401 401:0 Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated
+wrong     200 200 401 200 401:0 401 401 401 401 401 401:0 401 401 401 401 401:0 Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated
+admin     200 200 200 200 200:3 200 201 204 204 200 200:3 101 200 200 200 200:1 Ok:3 Ok Ok Ok Ok Ok
+acme      200 200 403 200 200:1 200 201 404 204 200 200:1 101 200 200 200 200:1 Ok:1 Ok Ok Ok Ok Ok
+globex    200 200 403 200 200:1 404 201 204 204 200 200:1 404 200 200 200 200:1 Ok:1 NotFound Ok Ok Ok Ok
+ingest    200 200 403 200 403:0 403 403 403 204 200 403:0 403 403 403 403 403:0 PermissionDenied PermissionDenied Ok Ok PermissionDenied PermissionDenied
+read      200 200 200 200 200:3 200 403 403 403 403 200:3 101 200 200 403 200:3 Ok:3 Ok PermissionDenied PermissionDenied PermissionDenied PermissionDenied
+read-acme 200 200 403 200 200:1 200 403 403 403 403 200:1 101 200 200 403 200:1 Ok:1 Ok PermissionDenied PermissionDenied PermissionDenied PermissionDenied";
     assert_eq!(table, expected, "\n{table}\n");
     // Every refusal was counted by reason.
     let (_, metrics) = call(&server, "GET", "/metrics", CALLERS[2].1, None);

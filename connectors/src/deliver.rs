@@ -49,6 +49,9 @@ pub(crate) trait Deliverer<R>: Send + 'static {
     /// Makes the attempts that are due (one per queued record at most),
     /// and says what is left.
     fn work(&mut self, stats: &ComponentStats) -> Work;
+
+    /// Records queued and not yet delivered or given up.
+    fn undelivered(&self) -> usize;
 }
 
 /// Builds a delivering sink around `make`, which builds the deliverer on
@@ -163,6 +166,9 @@ fn delivery_thread<R, D: Deliverer<R>>(
             match next {
                 Some(Some((seq, (records, time)))) => {
                     deliverer.accept(records, time, &stats);
+                    // Before the operator may release the time: it ends
+                    // the run only once nothing is left undelivered.
+                    undelivered.store(deliverer.undelivered() as u64, Ordering::Release);
                     done.store(seq, Ordering::Release);
                 }
                 Some(None) => return,

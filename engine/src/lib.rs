@@ -12,7 +12,7 @@
 //! - [`ingest`]: the hub between network listeners and pipeline sources;
 //! - [`live`]: the hub between `websocket` sinks and their subscribers;
 //! - [`alert`] and [`notify`]: the records of alert and notification
-//!   streams;
+//!   streams; [`silence`]: silences the `route` transform applies;
 //! - [`stats`]: telemetry counters;
 //! - [`component`]: what sources and sinks are given, and config errors;
 //! - [`error`]: errors where I/O happens, with whose fault and whether a
@@ -36,6 +36,7 @@ pub mod rules;
 pub mod runtime;
 pub mod selector;
 pub mod series;
+pub mod silence;
 pub mod spec;
 pub mod stats;
 pub mod time;

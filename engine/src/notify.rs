@@ -94,6 +94,14 @@ impl Notification {
     }
 }
 
+/// A label map from name and value pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> LabelMap {
+    pairs
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 /// The labels of a series as a map, without `__name__`.
 pub fn label_map(series: &Series) -> LabelMap {
     series

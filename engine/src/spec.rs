@@ -263,6 +263,8 @@ pub struct TransformContext {
     /// Where `alert` transforms show their groups' state (the server's
     /// rules and alerts APIs read it).
     pub rules: Arc<crate::rules::RulesHub>,
+    /// The process's silences (`route` transforms apply them).
+    pub silences: Arc<crate::silence::SilenceHub>,
     /// The pipeline's counters in this process (a transform may register
     /// parts of itself, such as a window's `match` step).
     pub stats: Arc<PipelineStats>,

@@ -25,10 +25,12 @@ pub enum DropReason {
     /// An alert left out of a notification because an inhibition rule
     /// muted it.
     Inhibited,
+    /// An alert left out of a notification because a silence muted it.
+    Silenced,
 }
 
 impl DropReason {
-    const COUNT: usize = RejectReason::ALL.len() + 4;
+    const COUNT: usize = RejectReason::ALL.len() + 5;
 
     fn index(self) -> usize {
         match self {
@@ -37,6 +39,7 @@ impl DropReason {
             DropReason::TooLate => RejectReason::ALL.len() + 1,
             DropReason::NotANumber => RejectReason::ALL.len() + 2,
             DropReason::Inhibited => RejectReason::ALL.len() + 3,
+            DropReason::Silenced => RejectReason::ALL.len() + 4,
         }
     }
 
@@ -49,6 +52,7 @@ impl DropReason {
                 DropReason::TooLate,
                 DropReason::NotANumber,
                 DropReason::Inhibited,
+                DropReason::Silenced,
             ])
     }
 
@@ -60,6 +64,7 @@ impl DropReason {
             DropReason::TooLate => "too_late",
             DropReason::NotANumber => "nan",
             DropReason::Inhibited => "inhibited",
+            DropReason::Silenced => "silenced",
         }
     }
 }
@@ -263,7 +268,7 @@ impl PipelineStats {
                 match reason {
                     DropReason::Rejected(_) => t.rejected += n,
                     DropReason::Late | DropReason::TooLate => t.late += n,
-                    DropReason::NotANumber | DropReason::Inhibited => {}
+                    DropReason::NotANumber | DropReason::Inhibited | DropReason::Silenced => {}
                 }
             }
             t.corrections += load(&s.corrections);

@@ -42,6 +42,8 @@ pub struct Env {
     pub live: Arc<LiveHub>,
     /// The process's rule groups (`alert` transforms).
     pub rules: Arc<tidemark_engine::rules::RulesHub>,
+    /// The process's silences (`route` transforms).
+    pub silences: Arc<tidemark_engine::silence::SilenceHub>,
     /// Set when a component fails for good: the pipeline stops.
     pub failure: Arc<Failure>,
     /// The tenant that owns the pipeline (`tidemark serve`), if one does.
@@ -136,6 +138,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 name: name.clone(),
                 pipeline: plan.name.clone(),
                 rules: Arc::clone(&env.rules),
+                silences: Arc::clone(&env.silences),
                 stats: Arc::clone(&env.stats),
             };
             let outputs = transform.outputs();

@@ -272,6 +272,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         resume: Arc::default(),
         live,
         rules: Arc::default(),
+        silences: Arc::default(),
         failure: Arc::clone(&failure),
         tenant: None,
     };

@@ -66,7 +66,7 @@ impl Scope {
     /// What the scope lets a caller do, for messages.
     pub fn what(self) -> &'static str {
         match self {
-            Scope::Control => "apply or delete pipelines",
+            Scope::Control => "apply or delete pipelines, or make or expire silences",
             Scope::Read => "read pipelines or their outputs",
             Scope::Ingest => "send samples",
             Scope::Metrics => "read /metrics",

@@ -219,6 +219,9 @@ pub struct Control {
     pub live: Arc<LiveHub>,
     /// The rule groups of this process's `alert` transforms.
     pub rules: Arc<tidemark_engine::rules::RulesHub>,
+    /// Silences (the silence API writes them, `route` transforms apply
+    /// them).
+    pub silences: Arc<tidemark_engine::silence::SilenceHub>,
     /// The listeners' edge checks: label limits, how far from this
     /// server's clock a received timestamp may be, and the series already
     /// validated, found again by their labels.
@@ -270,6 +273,7 @@ impl Control {
             ingest: Arc::default(),
             live: Arc::default(),
             rules: Arc::default(),
+            silences: Arc::default(),
             edge: EdgeCheck {
                 limits: options.limits.clone(),
                 bounds: options.time_bounds,
@@ -569,6 +573,7 @@ impl Control {
                 ingest: Some(Arc::clone(&self.ingest)),
                 live: Arc::clone(&self.live),
                 rules: Arc::clone(&self.rules),
+                silences: Arc::clone(&self.silences),
                 failure: Arc::default(),
                 tenant: owner.map(str::to_owned),
             };
@@ -615,6 +620,7 @@ impl Control {
             ingest: Some(Arc::clone(&self.ingest)),
             live: Arc::clone(&self.live),
             rules: Arc::clone(&self.rules),
+            silences: Arc::clone(&self.silences),
             failure: Arc::clone(&e.failure),
             tenant: e.owner.clone(),
         }

@@ -102,7 +102,11 @@ impl Gate {
             p if p.starts_with("/dashboard/") => None,
             "/metrics" => self.auth.protect_metrics.then_some(Scope::Metrics),
             "/api/v1/write" | "/v1/metrics" => Some(Scope::Ingest),
-            p if p == "/api/v1/pipelines" || p.starts_with("/api/v1/pipelines/") => {
+            p if p == "/api/v1/pipelines"
+                || p.starts_with("/api/v1/pipelines/")
+                || p == "/api/v2/silences"
+                || p.starts_with("/api/v2/silence/") =>
+            {
                 Some(if *method == Method::GET || *method == Method::HEAD {
                     Scope::Read
                 } else {

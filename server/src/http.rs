@@ -35,7 +35,15 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/api/v1/pipelines", get(list).post(apply))
         .route("/api/v1/pipelines/{name}", get(get_one).delete(delete))
         .route("/api/v1/rules", get(super::rules::rules))
-        .route("/api/v1/alerts", get(super::rules::alerts));
+        .route("/api/v1/alerts", get(super::rules::alerts))
+        .route(
+            "/api/v2/silences",
+            get(super::silences::list).post(super::silences::post),
+        )
+        .route(
+            "/api/v2/silence/{id}",
+            get(super::silences::get_one).delete(super::silences::expire),
+        );
     let ingest = Router::new()
         .route(
             "/api/v1/write",

@@ -26,6 +26,7 @@ pub mod otlp;
 pub mod quota;
 pub mod remote_write;
 pub mod rules;
+pub mod silences;
 pub mod tenancy;
 
 use std::net::SocketAddr;

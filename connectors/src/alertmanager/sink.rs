@@ -153,6 +153,10 @@ impl Deliverer<Alert> for Sender {
         }
     }
 
+    fn undelivered(&self) -> usize {
+        self.queues.iter().map(Queue::len).sum()
+    }
+
     fn work(&mut self, stats: &ComponentStats) -> Work {
         if let Some(due) = self.next_resend
             && due <= Instant::now()

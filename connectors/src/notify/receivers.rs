@@ -186,14 +186,8 @@ pub(crate) fn pagerduty(n: &Notification, f: &PagerdutyFields<'_>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tidemark_engine::notify::labels;
     use tidemark_engine::notify::{LabelMap, NotifiedAlert};
-
-    fn labels(pairs: &[(&str, &str)]) -> LabelMap {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn notification(status: Status) -> Notification {
         let alert = |host: &str, status| NotifiedAlert {

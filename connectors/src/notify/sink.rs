@@ -209,6 +209,10 @@ impl Deliverer<Notification> for Notifier {
         }
     }
 
+    fn undelivered(&self) -> usize {
+        self.queues.iter().map(Queue::len).sum()
+    }
+
     fn work(&mut self, stats: &ComponentStats) -> Work {
         let mut work = Work::default();
         let (http, ready) = (&self.http, &self.ready);

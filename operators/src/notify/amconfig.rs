@@ -567,17 +567,11 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tidemark_engine::notify::labels;
 
     fn parse(yaml: &str) -> Result<Routing, Vec<ConfigError>> {
         let root = tidemark_engine::yaml::parse(yaml).unwrap();
         from_json(&root.to_json())
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> tidemark_engine::notify::LabelMap {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
     }
 
     const FILE: &str = r#"

@@ -155,6 +155,7 @@ impl TransformSpec for RouteTransform {
             &ctx.name,
             Arc::clone(&self.routing),
             &self.external_url,
+            Arc::clone(&ctx.silences),
             stats,
         );
         vec![AnyStream::Notifications(routed)]

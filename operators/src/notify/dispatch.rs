@@ -9,7 +9,8 @@
 //!   flush is due `group_wait` later (at once if the alert has been firing
 //!   longer than that).
 //! - [`Dispatcher::fire`] runs the flushes due up to a time, oldest first.
-//!   A flush leaves out muted (inhibited) alerts and sends a notification
+//!   A flush leaves out muted (silenced or inhibited) alerts, firing or
+//!   resolved, as Alertmanager's mute stage does, and sends a notification
 //!   when Alertmanager's notification log would: a firing alert not in the
 //!   last notification, a resolved alert the last one showed firing or not
 //!   at all, or `repeat_interval` since the last one. Resolved alerts then
@@ -28,6 +29,51 @@ use tidemark_engine::notify::{
 
 use super::amconfig::{Route, Routing};
 use super::inhibit::Inhibitor;
+
+/// A silence, its matchers compiled: it mutes the alerts they all match
+/// at event times in `[starts_at, ends_at)`.
+#[derive(Clone, Debug)]
+pub struct ActiveSilence {
+    /// From (ms).
+    pub starts_at: i64,
+    /// Until (ms).
+    pub ends_at: i64,
+    /// Every one must match.
+    pub matchers: Vec<super::matcher::Matcher>,
+}
+
+impl ActiveSilence {
+    /// A silence from the server's hub; `None` if a matcher does not
+    /// compile (the API refuses such silences).
+    pub fn new(s: &tidemark_engine::silence::Silence) -> Option<ActiveSilence> {
+        use super::matcher::{Matcher, Op};
+        let matchers = s
+            .matchers
+            .iter()
+            .map(|m| {
+                let op = match (m.is_regex, m.is_equal) {
+                    (false, true) => Op::Equal,
+                    (false, false) => Op::NotEqual,
+                    (true, true) => Op::Regex,
+                    (true, false) => Op::NotRegex,
+                };
+                Matcher::new(&m.name, op, &m.value).ok()
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(ActiveSilence {
+            starts_at: s.starts_at,
+            ends_at: s.ends_at,
+            matchers,
+        })
+    }
+
+    /// Whether it mutes `labels` at the event time `at` or the wall-clock
+    /// time `now`.
+    fn mutes(&self, labels: &LabelMap, at: i64, now: i64) -> bool {
+        let during = |t: i64| self.starts_at <= t && t < self.ends_at;
+        (during(at) || during(now)) && super::matcher::all_match(&self.matchers, labels)
+    }
+}
 
 /// A group's identity: its route's index and its labels' fingerprint.
 type GroupId = (usize, u64);
@@ -65,6 +111,8 @@ struct Group {
 pub struct Counts {
     /// Alerts left out of a flush because an inhibition rule muted them.
     pub inhibited: u64,
+    /// Alerts left out of a flush because a silence muted them.
+    pub silenced: u64,
     /// Flushes that found nothing new to say.
     pub deduplicated: u64,
 }
@@ -77,6 +125,9 @@ pub struct Dispatcher {
     routes: Vec<Route>,
     external_url: String,
     inhibitor: Inhibitor,
+    silences: Vec<ActiveSilence>,
+    /// The wall clock as last told (ms): silences are wall-clock objects.
+    now: i64,
     groups: BTreeMap<GroupId, Group>,
     /// Flushes due: (time, group).
     timers: BTreeSet<(i64, GroupId)>,
@@ -89,6 +140,8 @@ impl Dispatcher {
         let routes = routing.root.walk().into_iter().cloned().collect();
         Dispatcher {
             inhibitor: Inhibitor::new(routing.inhibit.clone()),
+            silences: Vec::new(),
+            now: i64::MIN,
             routing,
             routes,
             external_url: external_url.to_owned(),
@@ -96,6 +149,19 @@ impl Dispatcher {
             timers: BTreeSet::new(),
             counts: Counts::default(),
         }
+    }
+
+    /// Replaces the silences applied from now on.
+    pub fn set_silences(&mut self, silences: Vec<ActiveSilence>) {
+        self.silences = silences;
+    }
+
+    /// Tells the wall-clock time (ms). A silence mutes an alert at a
+    /// flush if it is in force at the flush's event time (a replay) or at
+    /// the wall-clock time (a silence made now also covers notifications
+    /// a lagging watermark is still to send).
+    pub fn set_now(&mut self, now: i64) {
+        self.now = now;
     }
 
     /// Takes an alert's state change at event time `t` (not earlier than
@@ -194,7 +260,13 @@ impl Dispatcher {
         let group = self.groups.get_mut(&id)?;
         let mut shown: Vec<(u64, &Held)> = Vec::new();
         for (fp, held) in &group.alerts {
-            if held.ends_at.is_none() && self.inhibitor.mutes(&held.labels) {
+            if self
+                .silences
+                .iter()
+                .any(|s| s.mutes(&held.labels, at, self.now))
+            {
+                self.counts.silenced += 1;
+            } else if self.inhibitor.mutes(&held.labels) {
                 self.counts.inhibited += 1;
             } else {
                 shown.push((*fp, held));

@@ -79,13 +79,7 @@ impl Inhibitor {
 mod tests {
     use super::*;
     use crate::notify::matcher::parse;
-
-    fn labels(pairs: &[(&str, &str)]) -> LabelMap {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
-    }
+    use tidemark_engine::notify::labels;
 
     #[test]
     fn mutes_targets_with_equal_labels_while_the_source_fires() {

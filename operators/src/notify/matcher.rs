@@ -205,13 +205,7 @@ fn unquote(text: &str) -> Result<(String, &str), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> LabelMap {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
-    }
+    use tidemark_engine::notify::labels;
 
     #[test]
     fn parses_alertmanagers_forms() {

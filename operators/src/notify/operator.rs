@@ -5,6 +5,7 @@
 //! frontier has passed `T`, after the alerts stamped `T`, and its
 //! notification is stamped `T`. When the input ends, the flushes still
 //! due run once more without repeats (so a replay's last changes are told).
+//! The process's silences are read again whenever they change.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 
 use super::amconfig::Routing;
-use super::dispatch::Dispatcher;
+use super::dispatch::{ActiveSilence, Dispatcher};
+use tidemark_engine::silence::SilenceHub;
 
 /// Routes an alert stream into notifications.
 pub trait Route<'scope> {
@@ -30,6 +32,7 @@ pub trait Route<'scope> {
         name: &str,
         routing: Arc<Routing>,
         external_url: &str,
+        silences: Arc<SilenceHub>,
         stats: Arc<ComponentStats>,
     ) -> NotificationStream<'scope>;
 }
@@ -40,6 +43,7 @@ impl<'scope> Route<'scope> for AlertStream<'scope> {
         name: &str,
         routing: Arc<Routing>,
         external_url: &str,
+        silences: Arc<SilenceHub>,
         stats: Arc<ComponentStats>,
     ) -> NotificationStream<'scope> {
         let external_url = external_url.to_owned();
@@ -50,8 +54,22 @@ impl<'scope> Route<'scope> for AlertStream<'scope> {
                 let mut held = Some(capability);
                 let mut pending: BTreeMap<Time, Vec<Alert>> = BTreeMap::new();
                 let mut dispatcher = Dispatcher::new(routing, &external_url);
-                let mut inhibited = 0u64;
+                let (mut inhibited, mut silenced) = (0u64, 0u64);
+                let mut seen_version = None;
                 move |(input, frontier), output| {
+                    dispatcher.set_now(tidemark_engine::time::now_millis());
+                    let version = silences.version();
+                    if seen_version != Some(version) {
+                        seen_version = Some(version);
+                        let now = tidemark_engine::time::now_millis();
+                        dispatcher.set_silences(
+                            silences
+                                .list(now)
+                                .iter()
+                                .filter_map(ActiveSilence::new)
+                                .collect(),
+                        );
+                    }
                     input.for_each(|cap, data| {
                         let Some(&time) = cap.least() else { return };
                         add(&stats.received, data.len() as u64);
@@ -86,7 +104,8 @@ impl<'scope> Route<'scope> for AlertStream<'scope> {
                     }
                     let counts = dispatcher.counts();
                     stats.dropped(DropReason::Inhibited, counts.inhibited - inhibited);
-                    inhibited = counts.inhibited;
+                    stats.dropped(DropReason::Silenced, counts.silenced - silenced);
+                    (inhibited, silenced) = (counts.inhibited, counts.silenced);
                     let next = [
                         f,
                         pending.keys().next().copied(),

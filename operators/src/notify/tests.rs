@@ -343,3 +343,39 @@ fn random_histories_keep_alertmanagers_promises() {
         assert_eq!(d.groups(), 0, "round {round}: a group outlived its alerts");
     }
 }
+
+#[test]
+fn a_silence_mutes_matching_alerts_while_it_lasts_in_event_time() {
+    use super::dispatch::ActiveSilence;
+    use tidemark_engine::silence::{Silence, SilenceMatcher};
+    let mut d = Dispatcher::new(routing(TIMERS), "");
+    let silence = Silence {
+        id: "s".into(),
+        matchers: vec![SilenceMatcher {
+            name: "host".into(),
+            value: "a|c".into(),
+            is_regex: true,
+            is_equal: true,
+        }],
+        starts_at: 0,
+        ends_at: 100 * S,
+        created_by: "me".into(),
+        comment: "maintenance".into(),
+        updated_at: 0,
+    };
+    d.set_silences(vec![ActiveSilence::new(&silence).unwrap()]);
+    let events = vec![
+        (0, firing("Down", &[("host", "a")], 0)),
+        (0, firing("Down", &[("host", "b")], 0)),
+    ];
+    let ns = run(&mut d, events, 400 * S);
+    assert_eq!(
+        summary(&ns),
+        vec![
+            (30, "team".into(), vec!["Downb".into()]),
+            // The silence ended at 100 s: a is news at the next tick.
+            (330, "team".into(), vec!["Downa".into(), "Downb".into()]),
+        ]
+    );
+    assert_eq!(d.counts().silenced, 1);
+}
