@@ -110,6 +110,20 @@ enum Command {
         #[command(subcommand)]
         action: PipelineCommand,
     },
+    /// Manage the silences of a running server (Alertmanager's API v2;
+    /// amtool works too).
+    Silence {
+        /// The server's HTTP address.
+        #[arg(
+            long,
+            global = true,
+            default_value = "http://127.0.0.1:8080",
+            env = "TIDEMARK_SERVER"
+        )]
+        server: String,
+        #[command(subcommand)]
+        action: SilenceCommand,
+    },
     /// Check pipeline files and report every error, without running them.
     Validate {
         /// Pipeline files.
@@ -322,6 +336,37 @@ impl ServeArgs {
 }
 
 #[derive(Subcommand)]
+enum SilenceCommand {
+    /// Silence the alerts matching every matcher (`alertname=ApiDown`,
+    /// `instance=~"a|b"`) from now for `--duration`; prints its id.
+    Add {
+        /// Matchers, in Alertmanager's syntax.
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// How long it lasts.
+        #[arg(short, long, default_value = "1h")]
+        duration: String,
+        /// Why (shown to everyone who lists silences).
+        #[arg(short, long)]
+        comment: String,
+        /// Who makes it; default `$USER`.
+        #[arg(short, long)]
+        author: Option<String>,
+    },
+    /// List silences (active and pending; `--expired` too).
+    List {
+        /// Also the expired ones.
+        #[arg(long)]
+        expired: bool,
+    },
+    /// End a silence now.
+    Expire {
+        /// Its id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum PipelineCommand {
     /// Create or replace a pipeline from a file (`-` for standard input).
     Apply {
@@ -487,6 +532,28 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 PipelineCommand::List => client::list(&server)?,
                 PipelineCommand::Get { name } => client::get(&server, &name)?,
                 PipelineCommand::Delete { name } => client::delete(&server, &name)?,
+            };
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Silence { server, action } => {
+            let ok = match action {
+                SilenceCommand::Add {
+                    matchers,
+                    duration,
+                    comment,
+                    author,
+                } => {
+                    let author = author
+                        .or_else(|| std::env::var("USER").ok())
+                        .unwrap_or_else(|| "tidemark".into());
+                    client::silence_add(&server, &matchers, &duration, &author, &comment)?
+                }
+                SilenceCommand::List { expired } => client::silence_list(&server, expired)?,
+                SilenceCommand::Expire { id } => client::silence_expire(&server, &id)?,
             };
             Ok(if ok {
                 ExitCode::SUCCESS

@@ -390,6 +390,32 @@ fn amtool_silences_mute_tidemarks_notifications() {
     assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
     assert_eq!(listed[0]["status"]["state"], "active");
     assert_eq!(listed[0]["createdBy"], "test");
+    // `tidemark silence` is a client of the same API.
+    let tidemark = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .arg("silence")
+            .args(args)
+            .args(["--server", &server.url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let other = tidemark(&["add", "alertname=Other", "--comment", "cli", "-d", "30m"]);
+    let both: serde_json::Value =
+        serde_json::from_str(&amtool(&["silence", "query", "-o", "json"])).unwrap();
+    assert_eq!(both.as_array().unwrap().len(), 2, "{both}");
+    let table = tidemark(&["list"]);
+    assert!(
+        table.contains(&other) && table.contains(r#"alertname="Other""#),
+        "{table}"
+    );
+    tidemark(&["expire", &other]);
+    assert!(!tidemark(&["list"]).contains(&other));
 
     let am_yml = dir.join("alertmanager.yml");
     std::fs::write(

@@ -196,3 +196,113 @@ fn print_out(text: &str) {
     use std::io::Write;
     let _ = std::io::stdout().write_all(text.as_bytes());
 }
+
+fn silences_url(server: &str, path: &str) -> String {
+    format!("{}/api/v2/{path}", server.trim_end_matches('/'))
+}
+
+/// Creates a silence of `matchers` (Alertmanager's syntax, `name=value`,
+/// `name=~regex`, ...) from now for `duration`; prints its id.
+pub fn silence_add(
+    server: &str,
+    matchers: &[String],
+    duration: &str,
+    author: &str,
+    comment: &str,
+) -> anyhow::Result<bool> {
+    use tidemark_operators::notify::matcher::{self, Op};
+    let mut list = Vec::new();
+    for text in matchers {
+        for m in matcher::parse(text).map_err(|e| anyhow::anyhow!("matcher {e}"))? {
+            list.push(serde_json::json!({
+                "name": m.name,
+                "value": m.value,
+                "isRegex": matches!(m.op, Op::Regex | Op::NotRegex),
+                "isEqual": matches!(m.op, Op::Equal | Op::Regex),
+            }));
+        }
+    }
+    if list.is_empty() {
+        anyhow::bail!("a silence needs at least one matcher (such as alertname=ApiDown)");
+    }
+    let length = tidemark_engine::time::parse_duration(duration)
+        .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+    let now = tidemark_engine::time::now_millis();
+    let body = serde_json::json!({
+        "matchers": list,
+        "startsAt": tidemark_engine::time::format_millis(now),
+        "endsAt": tidemark_engine::time::format_millis(now + tidemark_engine::time::millis(length)),
+        "createdBy": author,
+        "comment": comment,
+    });
+    let request = with_token(agent().post(&silences_url(server, "silences")))
+        .header("content-type", "application/json");
+    let (status, body) = send(server, request.send(body.to_string()))?;
+    if status != 200 {
+        eprintln!("{}", refused(status, &body));
+        return Ok(false);
+    }
+    print_out(&format!("{}\n", body["silenceID"].as_str().unwrap_or("")));
+    Ok(true)
+}
+
+/// Lists silences as a table.
+pub fn silence_list(server: &str, expired: bool) -> anyhow::Result<bool> {
+    let request = with_token(agent().get(&silences_url(server, "silences")));
+    let (status, body) = send(server, request.call())?;
+    if status != 200 {
+        eprintln!("{}", refused(status, &body));
+        return Ok(false);
+    }
+    let mut out = format!(
+        "{:<26} {:<8} {:<24} {:<12} {:<40} COMMENT\n",
+        "ID", "STATE", "ENDS", "CREATED BY", "MATCHERS"
+    );
+    for s in body.as_array().into_iter().flatten() {
+        let state = s["status"]["state"].as_str().unwrap_or("");
+        if state == "expired" && !expired {
+            continue;
+        }
+        let matchers: Vec<String> = s["matchers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let op = match (m["isRegex"].as_bool(), m["isEqual"].as_bool()) {
+                    (Some(true), Some(false)) => "!~",
+                    (Some(true), _) => "=~",
+                    (_, Some(false)) => "!=",
+                    _ => "=",
+                };
+                format!(
+                    "{}{op}{:?}",
+                    m["name"].as_str().unwrap_or(""),
+                    m["value"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "{:<26} {:<8} {:<24} {:<12} {:<40} {}\n",
+            s["id"].as_str().unwrap_or(""),
+            state,
+            s["endsAt"].as_str().unwrap_or(""),
+            s["createdBy"].as_str().unwrap_or(""),
+            matchers.join(","),
+            s["comment"].as_str().unwrap_or("")
+        ));
+    }
+    print_out(&out);
+    Ok(true)
+}
+
+/// Expires a silence now.
+pub fn silence_expire(server: &str, id: &str) -> anyhow::Result<bool> {
+    let request = with_token(agent().delete(&silences_url(server, &format!("silence/{id}"))));
+    let (status, body) = send(server, request.call())?;
+    if status != 200 {
+        eprintln!("{}", refused(status, &body));
+        return Ok(false);
+    }
+    eprintln!("silence {id} expired");
+    Ok(true)
+}
