@@ -38,6 +38,12 @@ pub struct NotifySinkConfig {
     /// Default `1h`.
     #[serde(default = "default_max_age")]
     pub max_age: String,
+    /// At most this many notifications a minute to each integration of a
+    /// receiver (one Slack webhook, one PagerDuty routing key, ...); more
+    /// wait their turn, none is dropped. 0 (the default): no limit beyond
+    /// what the receiver answers (429 with `Retry-After` is honoured).
+    #[serde(default)]
+    pub max_per_minute: u32,
 }
 
 fn default_timeout() -> String {
@@ -338,6 +344,7 @@ pub struct NotifySink {
     pub(crate) timeout: Duration,
     pub(crate) retry_for: Duration,
     pub(crate) max_age: Option<Duration>,
+    pub(crate) max_per_minute: u32,
 }
 
 const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -355,17 +362,21 @@ impl NotifySinkConfig {
                 format!("cannot read {}: {}", self.config, e.kind()),
             )]
         })?;
-        let file: FileConfig = tidemark_engine::yaml::parse(&text)
-            .map_err(|e| format!("{}:{}: {}", e.pos.line, e.pos.column, e.message))
-            .and_then(|root| {
-                serde_json::from_value(root.to_json()).map_err(|e| without_content(&e.to_string()))
-            })
-            .map_err(|e| {
-                vec![ConfigError::field(
-                    "config",
-                    format!("{}: {e}", self.config),
-                )]
-            })?;
+        let root = tidemark_engine::yaml::parse(&text).map_err(|e| {
+            vec![ConfigError::field(
+                "config",
+                format!(
+                    "{}:{}:{}: {}",
+                    self.config, e.pos.line, e.pos.column, e.message
+                ),
+            )]
+        })?;
+        let file: FileConfig = serde_json::from_value(root.to_json()).map_err(|e| {
+            vec![ConfigError::field(
+                "config",
+                format!("{}: {}", self.config, without_content(&e.to_string())),
+            )]
+        })?;
         let mut targets = Vec::new();
         for r in &file.receivers {
             receiver_targets(r, &file.global, &self.config, &mut targets, &mut errors);
@@ -381,6 +392,7 @@ impl NotifySinkConfig {
             timeout: timeout.unwrap_or(fallback),
             retry_for: retry_for.unwrap_or(fallback),
             max_age,
+            max_per_minute: self.max_per_minute,
         })
     }
 }
@@ -630,4 +642,59 @@ fn secret_url(
         }
     }
     Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(yaml: &str) -> Result<NotifySink, Vec<ConfigError>> {
+        let dir =
+            std::env::temp_dir().join(format!("tidemark-notify-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("{:x}.yml", tidemark_engine::time::now_millis()));
+        std::fs::write(&file, yaml).unwrap();
+        let c: NotifySinkConfig = serde_json::from_value(serde_json::json!({
+            "config": file.display().to_string(),
+            "max_per_minute": 30
+        }))
+        .unwrap();
+        c.validate()
+    }
+
+    #[test]
+    fn documented_receivers_parse_and_secrets_stay_out_of_errors() {
+        let sink = validate(
+            r#"
+global: {slack_api_url: 'https://hooks.slack.com/services/T/B/secret', resolve_timeout: 5m}
+route: {receiver: oncall}
+receivers:
+  - name: oncall
+    webhook_configs: [{url: 'http://bridge:9000/hook', max_alerts: 10}]
+    slack_configs: [{channel: '#ops', send_resolved: true}]
+    pagerduty_configs: [{routing_key_env: PD_KEY, severity: critical}]
+    email_configs: [{to: 'a@example.com', from: 't@example.com', smarthost: 'smtp:587'}]
+"#,
+        )
+        .unwrap();
+        let kinds: Vec<&str> = sink.targets.iter().map(|t| t.integration.kind()).collect();
+        assert_eq!(kinds, ["webhook", "slack", "email", "pagerduty"]);
+        assert!(sink.targets[1].send_resolved);
+        assert!(!sink.targets[2].send_resolved);
+        assert_eq!(sink.max_per_minute, 30);
+        let errors = validate(
+            r#"
+route: {receiver: r}
+receivers:
+  - name: r
+    slack_configs: [{api_url: 'not-a-url-but-a-secret'}]
+    pagerduty_configs: [{service_key: 'v1-secret'}]
+    email_configs: [{to: 'nobody'}]
+"#,
+        )
+        .unwrap_err();
+        let text: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(text.len(), 3, "{text:?}");
+        assert!(text.iter().all(|t| !t.contains("secret")), "{text:?}");
+    }
 }

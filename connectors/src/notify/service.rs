@@ -157,6 +157,10 @@ pub(crate) struct Queue<P> {
     next: Option<Instant>,
     backoff: Duration,
     retry_for: Duration,
+    /// At most this many sends a minute (0: no limit).
+    per_minute: u32,
+    /// When the sends of the last minute were made.
+    sent: VecDeque<Instant>,
 }
 
 impl<P> Queue<P> {
@@ -168,7 +172,36 @@ impl<P> Queue<P> {
             next: None,
             backoff: FIRST_BACKOFF,
             retry_for,
+            per_minute: 0,
+            sent: VecDeque::new(),
         }
+    }
+
+    /// Limits sends to `per_minute` a minute (0: no limit); what is over
+    /// waits its turn (counted as `throttled`), nothing is dropped.
+    pub(crate) fn with_rate_limit(mut self, per_minute: u32) -> Queue<P> {
+        self.per_minute = per_minute;
+        self
+    }
+
+    /// How long until the rate limit allows another send.
+    fn throttle(&mut self, now: Instant) -> Option<Duration> {
+        if self.per_minute == 0 {
+            return None;
+        }
+        let minute = Duration::from_secs(60);
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= minute)
+        {
+            self.sent.pop_front();
+        }
+        (self.sent.len() >= self.per_minute as usize).then(|| {
+            self.sent
+                .front()
+                .map_or(Duration::ZERO, |t| minute - now.duration_since(*t))
+        })
     }
 
     pub(crate) fn push(&mut self, payload: P) {
@@ -198,6 +231,17 @@ impl<P> Queue<P> {
         }
         self.next = None;
         for _ in 0..BURST {
+            if self.items.is_empty() {
+                return None;
+            }
+            if let Some(wait) = self.throttle(now) {
+                stats.notified(&self.receiver, "throttled", "rate_limit", 1);
+                self.next = Some(now + wait);
+                return Some(wait);
+            }
+            if self.per_minute > 0 {
+                self.sent.push_back(now);
+            }
             let item = self.items.front_mut()?;
             item.attempts += 1;
             match send(&item.payload) {
@@ -243,6 +287,29 @@ impl<P> Queue<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_limit_delays_and_drops_nothing() {
+        let stats = ComponentStats::default();
+        let mut q: Queue<u32> =
+            Queue::new("r/slack[0]".into(), "r".into(), Duration::from_secs(60)).with_rate_limit(2);
+        for i in 0..3 {
+            q.push(i);
+        }
+        let mut sent = Vec::new();
+        let wait = q.work(&stats, |p| {
+            sent.push(*p);
+            Attempt::Delivered
+        });
+        assert_eq!(sent, [0, 1]);
+        assert!(wait.unwrap() > Duration::from_secs(59), "{wait:?}");
+        assert_eq!(q.len(), 1);
+        assert!(
+            stats
+                .notify_counts()
+                .contains(&(("r".into(), "throttled", "rate_limit"), 1))
+        );
+    }
 
     #[test]
     fn answers_are_classified_as_receivers_document_them() {

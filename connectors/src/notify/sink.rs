@@ -93,11 +93,10 @@ impl Notifier {
                 .entry(r.target.receiver.clone())
                 .or_default()
                 .push(i);
-            queues.push(Queue::new(
-                r.target.name(),
-                r.target.receiver.clone(),
-                sink.retry_for,
-            ));
+            queues.push(
+                Queue::new(r.target.name(), r.target.receiver.clone(), sink.retry_for)
+                    .with_rate_limit(sink.max_per_minute),
+            );
         }
         Notifier {
             http: Http::new(sink.timeout),
