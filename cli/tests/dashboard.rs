@@ -446,6 +446,81 @@ sinks:
     assert!(server.stop().success());
 }
 
+/// Deliveries of a `notify` sink are listed on the dashboard, newest
+/// first, with their receiver, status, title and outcome.
+#[test]
+fn the_dashboard_lists_recent_notifications() {
+    let server = Server::start(&[], 0);
+    let hook = common::http::Recorder::start(|_, _| (200, vec![], String::new()));
+    let dir = common::temp_dir("dashboard-notify");
+    let am_yml = dir.join("alertmanager.yml");
+    std::fs::write(
+        &am_yml,
+        format!(
+            "route:\n  receiver: oncall\n  group_by: [alertname]\n  group_wait: 5s\nreceivers:\n  - name: oncall\n    webhook_configs: [{{url: '{}/hook'}}]\n",
+            hook.url
+        ),
+    )
+    .unwrap();
+    let pipeline = format!(
+        r#"
+name: paging
+sources:
+  gen: {{type: generator, series: 50, interval: 1s, start: 2026-01-01T00:00:00Z, rate: 2000, seed: 1}}
+transforms:
+  rules:
+    type: alert
+    inputs: [gen]
+    rules:
+      groups:
+      - name: hosts
+        interval: 10s
+        rules:
+        - alert: CpuBusy
+          expr: cpu_usage > 0
+          for: 30s
+  page: {{type: route, inputs: [rules.alerts], config: '{}'}}
+sinks:
+  out: {{type: notify, inputs: [page], config: '{}', max_age: 'off'}}
+"#,
+        am_yml.display(),
+        am_yml.display()
+    );
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
+        201
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let browser = Browser::start().await;
+        browser
+            .client
+            .goto(&format!("{}/", server.url))
+            .await
+            .unwrap();
+        browser
+            .wait_for(
+                "!document.getElementById('notifications').hidden \
+                 && document.querySelectorAll('#notification-table tbody tr.sent').length >= 1",
+                WAIT,
+                "a sent notification listed",
+            )
+            .await;
+        let row = browser
+            .eval("Array.from(document.querySelector('#notification-table tbody tr.sent').cells).map(c => c.textContent)")
+            .await;
+        assert_eq!(row[1], "oncall/webhook[0]", "{row}");
+        assert_eq!(row[2], "firing", "{row}");
+        assert!(
+            row[3].as_str().is_some_and(|t| t.starts_with("[FIRING:10] CpuBusy")),
+            "{row}"
+        );
+        browser.close().await;
+    });
+    assert!(!hook.received().is_empty());
+    assert!(server.stop().success());
+}
+
 /// Serves `page` as HTML to every request on a port of its own: a web page
 /// of another origin than the server's.
 fn serve_page(page: String) -> u16 {

@@ -455,6 +455,17 @@ fn amtool_silences_mute_tidemarks_notifications() {
             .collect();
         assert_eq!(instances, ["b"], "{:#}", r.json);
     }
+    let (_, recent) = server.json("GET", "/api/v1/notifications", None);
+    let recent = recent["data"]["notifications"].as_array().unwrap().clone();
+    assert_eq!(recent.len(), 2, "{recent:#?}");
+    // Newest first: the resolution, then the firing notification.
+    assert_eq!(recent[0]["status"], "resolved");
+    assert_eq!(recent[1]["title"], "[FIRING:1] ApiDown (b api page)");
+    assert!(
+        recent
+            .iter()
+            .all(|n| n["outcome"] == "sent" && n["target"] == "hook/webhook[0]")
+    );
     let (_, metrics) = server.request("GET", "/metrics", None).unwrap();
     assert!(
         metrics

@@ -226,6 +226,7 @@ fn the_authorization_matrix() {
             .and_then(|v| v.as_array().map(Vec::len))
             .unwrap_or(0);
         cells.push(format!("{status}:{listed}"));
+        cells.push(http("GET", "/api/v1/notifications", None).0.to_string());
         let code = |e: tonic::Status| format!("{:?}", e.code());
         runtime.block_on(async {
             let mut control = PipelineServiceClient::connect(grpc.clone()).await.unwrap();
@@ -312,17 +313,17 @@ fn the_authorization_matrix() {
     let table = rows.join("\n");
     // healthz readyz metrics dashboard list get-acme apply delete-globex
     // remote-write otlp-http live ws-acme rules alerts silence-post silences
-    // | gRPC: list get-acme ingest
+    // notifications | gRPC: list get-acme ingest
     // otlp-export apply delete
     let expected = "\
-none      200 200 401 200 401:0 401 401 401 401 401 401:0 401 401 401 401 401:0 Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated
-wrong     200 200 401 200 401:0 401 401 401 401 401 401:0 401 401 401 401 401:0 Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated
-admin     200 200 200 200 200:3 200 201 204 204 200 200:3 101 200 200 200 200:1 Ok:3 Ok Ok Ok Ok Ok
-acme      200 200 403 200 200:1 200 201 404 204 200 200:1 101 200 200 200 200:1 Ok:1 Ok Ok Ok Ok Ok
-globex    200 200 403 200 200:1 404 201 204 204 200 200:1 404 200 200 200 200:1 Ok:1 NotFound Ok Ok Ok Ok
-ingest    200 200 403 200 403:0 403 403 403 204 200 403:0 403 403 403 403 403:0 PermissionDenied PermissionDenied Ok Ok PermissionDenied PermissionDenied
-read      200 200 200 200 200:3 200 403 403 403 403 200:3 101 200 200 403 200:3 Ok:3 Ok PermissionDenied PermissionDenied PermissionDenied PermissionDenied
-read-acme 200 200 403 200 200:1 200 403 403 403 403 200:1 101 200 200 403 200:1 Ok:1 Ok PermissionDenied PermissionDenied PermissionDenied PermissionDenied";
+none      200 200 401 200 401:0 401 401 401 401 401 401:0 401 401 401 401 401:0 401 Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated
+wrong     200 200 401 200 401:0 401 401 401 401 401 401:0 401 401 401 401 401:0 401 Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated Unauthenticated
+admin     200 200 200 200 200:3 200 201 204 204 200 200:3 101 200 200 200 200:1 200 Ok:3 Ok Ok Ok Ok Ok
+acme      200 200 403 200 200:1 200 201 404 204 200 200:1 101 200 200 200 200:1 200 Ok:1 Ok Ok Ok Ok Ok
+globex    200 200 403 200 200:1 404 201 204 204 200 200:1 404 200 200 200 200:1 200 Ok:1 NotFound Ok Ok Ok Ok
+ingest    200 200 403 200 403:0 403 403 403 204 200 403:0 403 403 403 403 403:0 403 PermissionDenied PermissionDenied Ok Ok PermissionDenied PermissionDenied
+read      200 200 200 200 200:3 200 403 403 403 403 200:3 101 200 200 403 200:3 200 Ok:3 Ok PermissionDenied PermissionDenied PermissionDenied PermissionDenied
+read-acme 200 200 403 200 200:1 200 403 403 403 403 200:1 101 200 200 403 200:1 200 Ok:1 Ok PermissionDenied PermissionDenied PermissionDenied PermissionDenied";
     assert_eq!(table, expected, "\n{table}\n");
     // Every refusal was counted by reason.
     let (_, metrics) = call(&server, "GET", "/metrics", CALLERS[2].1, None);

@@ -180,6 +180,9 @@ pub struct SinkContext {
     pub resume: Arc<Resume>,
     /// The process's live subscriptions (the `websocket` sink).
     pub live: Arc<crate::live::LiveHub>,
+    /// The process's recent notification deliveries (the `notify` sink
+    /// records, the dashboard shows).
+    pub notifications: Arc<crate::notify::Recent>,
     /// This worker's index.
     pub worker: usize,
     /// Set when a write can never succeed: the pipeline stops with it.

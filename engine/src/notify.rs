@@ -161,6 +161,60 @@ pub fn go_quote(s: &str) -> String {
     out
 }
 
+/// One delivery attempt's end, as the dashboard lists it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Delivery {
+    /// The pipeline of the sink.
+    pub pipeline: String,
+    /// The sink.
+    pub sink: String,
+    /// The receiver.
+    pub receiver: String,
+    /// The integration (`oncall/slack[0]`).
+    pub target: String,
+    /// `firing` or `resolved`.
+    pub status: Status,
+    /// The subject (`[FIRING:2] ApiDown (api page)`).
+    pub title: String,
+    /// Alerts in it.
+    pub alerts: usize,
+    /// The notification's event time (ms).
+    pub at: i64,
+    /// When the attempt ended (wall clock, ms).
+    pub done_at: i64,
+    /// `sent`, `rejected` or `gave_up`.
+    pub outcome: &'static str,
+}
+
+/// The most recent deliveries of a process's notifier sinks, newest
+/// last, at most [`Recent::CAPACITY`].
+#[derive(Debug, Default)]
+pub struct Recent(std::sync::Mutex<std::collections::VecDeque<Delivery>>);
+
+impl Recent {
+    /// How many are kept.
+    pub const CAPACITY: usize = 200;
+
+    /// Records a delivery's end.
+    pub fn record(&self, delivery: Delivery) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if all.len() == Self::CAPACITY {
+            all.pop_front();
+        }
+        all.push_back(delivery);
+    }
+
+    /// Every one kept, oldest first.
+    pub fn list(&self) -> Vec<Delivery> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
 /// The zero time Alertmanager writes for "not resolved".
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 

@@ -42,6 +42,8 @@ pub struct Env {
     pub live: Arc<LiveHub>,
     /// The process's rule groups (`alert` transforms).
     pub rules: Arc<tidemark_engine::rules::RulesHub>,
+    /// The process's recent notification deliveries (`notify` sinks).
+    pub notifications: Arc<tidemark_engine::notify::Recent>,
     /// The process's silences (`route` transforms).
     pub silences: Arc<tidemark_engine::silence::SilenceHub>,
     /// Set when a component fails for good: the pipeline stops.
@@ -161,6 +163,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 stdout: Arc::clone(&env.stdout),
                 resume: Arc::clone(&env.resume),
                 live: Arc::clone(&env.live),
+                notifications: Arc::clone(&env.notifications),
                 worker: scope.index(),
                 failure: Arc::clone(&env.failure),
             };

@@ -273,6 +273,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         live,
         rules: Arc::default(),
         silences: Arc::default(),
+        notifications: Arc::default(),
         failure: Arc::clone(&failure),
         tenant: None,
     };

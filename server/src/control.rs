@@ -222,6 +222,8 @@ pub struct Control {
     /// Silences (the silence API writes them, `route` transforms apply
     /// them).
     pub silences: Arc<tidemark_engine::silence::SilenceHub>,
+    /// Recent deliveries of `notify` sinks (the dashboard shows them).
+    pub notifications: Arc<tidemark_engine::notify::Recent>,
     /// The listeners' edge checks: label limits, how far from this
     /// server's clock a received timestamp may be, and the series already
     /// validated, found again by their labels.
@@ -274,6 +276,7 @@ impl Control {
             live: Arc::default(),
             rules: Arc::default(),
             silences: Arc::default(),
+            notifications: Arc::default(),
             edge: EdgeCheck {
                 limits: options.limits.clone(),
                 bounds: options.time_bounds,
@@ -574,6 +577,7 @@ impl Control {
                 live: Arc::clone(&self.live),
                 rules: Arc::clone(&self.rules),
                 silences: Arc::clone(&self.silences),
+                notifications: Arc::clone(&self.notifications),
                 failure: Arc::default(),
                 tenant: owner.map(str::to_owned),
             };
@@ -621,6 +625,7 @@ impl Control {
             live: Arc::clone(&self.live),
             rules: Arc::clone(&self.rules),
             silences: Arc::clone(&self.silences),
+            notifications: Arc::clone(&self.notifications),
             failure: Arc::clone(&e.failure),
             tenant: e.owner.clone(),
         }

@@ -36,13 +36,14 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/api/v1/pipelines/{name}", get(get_one).delete(delete))
         .route("/api/v1/rules", get(super::rules::rules))
         .route("/api/v1/alerts", get(super::rules::alerts))
+        .route("/api/v1/notifications", get(super::notifier::notifications))
         .route(
             "/api/v2/silences",
-            get(super::silences::list).post(super::silences::post),
+            get(super::notifier::list).post(super::notifier::post),
         )
         .route(
             "/api/v2/silence/{id}",
-            get(super::silences::get_one).delete(super::silences::expire),
+            get(super::notifier::get_one).delete(super::notifier::expire),
         );
     let ingest = Router::new()
         .route(

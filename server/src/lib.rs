@@ -22,11 +22,11 @@ pub mod http;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod notifier;
 pub mod otlp;
 pub mod quota;
 pub mod remote_write;
 pub mod rules;
-pub mod silences;
 pub mod tenancy;
 
 use std::net::SocketAddr;

@@ -171,7 +171,7 @@ impl Deliverer<Alert> for Sender {
             .map(|d| d.saturating_duration_since(Instant::now()));
         let mut undelivered = 0;
         for q in &mut self.queues {
-            if let Some(w) = q.work(stats, |r| http.send(r)) {
+            if let Some(w) = q.work(stats, |r| http.send(r), |_, _| {}) {
                 wait = Some(wait.map_or(w, |x| x.min(w)));
             }
             undelivered += q.len();

@@ -216,12 +216,14 @@ impl<P> Queue<P> {
         self.items.len()
     }
 
-    /// Sends what is due through `send`; returns how long until the next
-    /// attempt is due, if anything is left.
+    /// Sends what is due through `send`; `ended` hears of each record
+    /// that leaves the queue (`sent`, `rejected`, `gave_up`). Returns how
+    /// long until the next attempt is due, if anything is left.
     pub(crate) fn work(
         &mut self,
         stats: &ComponentStats,
         mut send: impl FnMut(&P) -> Attempt,
+        mut ended: impl FnMut(&P, &'static str),
     ) -> Option<Duration> {
         let now = Instant::now();
         if let Some(next) = self.next
@@ -247,6 +249,7 @@ impl<P> Queue<P> {
             match send(&item.payload) {
                 Attempt::Delivered => {
                     stats.notified(&self.receiver, "sent", "", 1);
+                    ended(&item.payload, "sent");
                     self.items.pop_front();
                     self.backoff = FIRST_BACKOFF;
                 }
@@ -254,6 +257,7 @@ impl<P> Queue<P> {
                     stats.notified(&self.receiver, "failed", "rejected", 1);
                     tidemark_engine::stats::add(&stats.errors, 1);
                     tracing::error!(target_name = %self.name, status, %body, "The receiver refused a notification, and retrying cannot help; it is dropped.");
+                    ended(&item.payload, "rejected");
                     self.items.pop_front();
                 }
                 Attempt::Retry {
@@ -265,6 +269,7 @@ impl<P> Queue<P> {
                         stats.notified(&self.receiver, "failed", "gave_up", 1);
                         tidemark_engine::stats::add(&stats.errors, 1);
                         tracing::error!(target_name = %self.name, error = %detail, attempts = item.attempts, "Giving up on a notification after retrying for retry_for.");
+                        ended(&item.payload, "gave_up");
                         self.items.pop_front();
                         continue;
                     }
@@ -297,10 +302,14 @@ mod tests {
             q.push(i);
         }
         let mut sent = Vec::new();
-        let wait = q.work(&stats, |p| {
-            sent.push(*p);
-            Attempt::Delivered
-        });
+        let wait = q.work(
+            &stats,
+            |p| {
+                sent.push(*p);
+                Attempt::Delivered
+            },
+            |_, _| {},
+        );
         assert_eq!(sent, [0, 1]);
         assert!(wait.unwrap() > Duration::from_secs(59), "{wait:?}");
         assert_eq!(q.len(), 1);
@@ -343,18 +352,24 @@ mod tests {
         q.push(2);
         let mut seen = Vec::new();
         // retry_for 0: the first failure gives up, the next is sent.
-        let left = q.work(&stats, |p| {
-            seen.push(*p);
-            if *p == 1 {
-                Attempt::Retry {
-                    reason: "server_error",
-                    detail: String::new(),
-                    after: None,
+        let mut ends = Vec::new();
+        let left = q.work(
+            &stats,
+            |p| {
+                seen.push(*p);
+                if *p == 1 {
+                    Attempt::Retry {
+                        reason: "server_error",
+                        detail: String::new(),
+                        after: None,
+                    }
+                } else {
+                    Attempt::Delivered
                 }
-            } else {
-                Attempt::Delivered
-            }
-        });
+            },
+            |p, outcome| ends.push((*p, outcome)),
+        );
+        assert_eq!(ends, [(1, "gave_up"), (2, "sent")]);
         assert_eq!(left, None);
         assert_eq!(seen, [1, 2]);
         let counts = stats.notify_counts();
@@ -365,15 +380,19 @@ mod tests {
             Queue::new("r/webhook[0]".into(), "r".into(), Duration::from_secs(60));
         q.push(1);
         q.push(2);
-        let wait = q.work(&stats, |_| Attempt::Retry {
-            reason: "rate_limited",
-            detail: String::new(),
-            after: Some(Duration::from_secs(7)),
-        });
+        let wait = q.work(
+            &stats,
+            |_| Attempt::Retry {
+                reason: "rate_limited",
+                detail: String::new(),
+                after: Some(Duration::from_secs(7)),
+            },
+            |_, _| {},
+        );
         assert!(wait.unwrap() >= Duration::from_secs(6), "{wait:?}");
         assert_eq!(q.len(), 2);
         // Not due yet: nothing is sent.
-        let again = q.work(&stats, |_| panic!("sent before Retry-After"));
+        let again = q.work(&stats, |_| panic!("sent before Retry-After"), |_, _| {});
         assert!(again.is_some());
     }
 }

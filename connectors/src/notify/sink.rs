@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tidemark_engine::component::{Failure, SinkContext};
 use tidemark_engine::error::{ComponentError, Fault};
-use tidemark_engine::notify::{Notification, Status};
+use tidemark_engine::notify::{Delivery, Notification, Recent, Status};
 use tidemark_engine::runtime::{NotificationStream, ProgressStream};
 use tidemark_engine::stats::ComponentStats;
 use tidemark_engine::time::{Time, now_millis};
@@ -24,9 +24,11 @@ pub(super) fn build<'scope>(
     ctx: SinkContext,
 ) -> ProgressStream<'scope> {
     let sink = sink.clone();
-    let (failure, name) = (Arc::clone(&ctx.failure), ctx.name.clone());
+    let failure = Arc::clone(&ctx.failure);
+    let names = (ctx.pipeline.clone(), ctx.name.clone());
+    let recent = Arc::clone(&ctx.notifications);
     deliver_sink(notifications, ctx, move || {
-        Notifier::new(sink, &failure, &name)
+        Notifier::new(sink, &failure, names, recent)
     })
 }
 
@@ -38,8 +40,13 @@ struct Ready {
     smtp: Option<SmtpTransport>,
 }
 
-/// What one integration is sent.
-enum Payload {
+/// What one integration is sent, and how the dashboard will list it.
+struct Payload {
+    body: Body,
+    note: Delivery,
+}
+
+enum Body {
     Http(Request),
     Email(Box<Message>),
 }
@@ -51,12 +58,21 @@ struct Notifier {
     queues: Vec<Queue<Payload>>,
     /// Integrations of each receiver, by index into `ready`.
     by_receiver: HashMap<String, Vec<usize>>,
+    /// Where deliveries are recorded for the dashboard.
+    recent: Arc<Recent>,
+    pipeline: String,
+    name: String,
 }
 
 impl Notifier {
     /// Reads every secret; one that cannot be read stops the pipeline
     /// with an error naming where it should be (never its value).
-    fn new(sink: NotifySink, failure: &Failure, name: &str) -> Notifier {
+    fn new(
+        sink: NotifySink,
+        failure: &Failure,
+        (pipeline, name): (String, String),
+        recent: Arc<Recent>,
+    ) -> Notifier {
         let mut ready = Vec::new();
         for target in &sink.targets {
             let secret = match &target.integration {
@@ -81,8 +97,8 @@ impl Notifier {
                 Err(e) => {
                     let error =
                         ComponentError::permanent(Fault::Config, format!("{}: {e}", target.name()));
-                    tracing::error!(sink = name, error = %error.chain(), "Cannot read a receiver's secret; the pipeline stops.");
-                    failure.fail(name, &error);
+                    tracing::error!(sink = %name, error = %error.chain(), "Cannot read a receiver's secret; the pipeline stops.");
+                    failure.fail(&name, &error);
                 }
             }
         }
@@ -104,6 +120,9 @@ impl Notifier {
             ready,
             queues,
             by_receiver,
+            recent,
+            pipeline,
+            name,
         }
     }
 
@@ -121,7 +140,8 @@ impl Notifier {
         let json = ("content-type".to_owned(), "application/json".to_owned());
         let (url, body) = match &r.target.integration {
             Integration::Email(e) => {
-                return email::message(e, &n).map(|m| Some(Payload::Email(Box::new(m))));
+                return email::message(e, &n)
+                    .map(|m| Some(self.payload_of(r, &n, Body::Email(Box::new(m)))));
             }
             Integration::Webhook { max_alerts, .. } => {
                 (r.secret.clone(), receivers::webhook(&n, *max_alerts))
@@ -167,11 +187,30 @@ impl Notifier {
                 ),
             ),
         };
-        Ok(Some(Payload::Http(Request {
+        let request = Request {
             url,
             headers: vec![json],
             body: body.to_string(),
-        })))
+        };
+        Ok(Some(self.payload_of(r, &n, Body::Http(request))))
+    }
+
+    fn payload_of(&self, r: &Ready, n: &Notification, body: Body) -> Payload {
+        Payload {
+            body,
+            note: Delivery {
+                pipeline: self.pipeline.clone(),
+                sink: self.name.clone(),
+                receiver: n.receiver.clone(),
+                target: r.target.name(),
+                status: n.status,
+                title: receivers::subject(n),
+                alerts: n.alerts.len(),
+                at: n.at,
+                done_at: 0,
+                outcome: "",
+            },
+        }
     }
 }
 
@@ -216,14 +255,25 @@ impl Deliverer<Notification> for Notifier {
         let mut work = Work::default();
         let (http, ready) = (&self.http, &self.ready);
         for (q, r) in self.queues.iter_mut().zip(ready) {
-            let sent = q.work(stats, |p| match (p, &r.smtp) {
-                (Payload::Http(request), _) => http.send(request),
-                (Payload::Email(message), Some(smtp)) => email::send(smtp, message),
-                (Payload::Email(_), None) => Attempt::Rejected {
-                    status: 0,
-                    body: "no SMTP connection settings".into(),
+            let recent = &self.recent;
+            let sent = q.work(
+                stats,
+                |p| match (&p.body, &r.smtp) {
+                    (Body::Http(request), _) => http.send(request),
+                    (Body::Email(message), Some(smtp)) => email::send(smtp, message),
+                    (Body::Email(_), None) => Attempt::Rejected {
+                        status: 0,
+                        body: "no SMTP connection settings".into(),
+                    },
                 },
-            });
+                |p, outcome| {
+                    recent.record(Delivery {
+                        done_at: now_millis(),
+                        outcome,
+                        ..p.note.clone()
+                    })
+                },
+            );
             if let Some(w) = sent {
                 work.wait = Some(work.wait.map_or(w, |x: std::time::Duration| x.min(w)));
             }

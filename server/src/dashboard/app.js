@@ -457,6 +457,36 @@
   }
   tidemark.overlays.push(alertOverlay);
 
+  // ---- notifications -----------------------------------------------------
+
+  // The latest deliveries of the server's `notify` sinks
+  // (/api/v1/notifications, newest first), polled with the alerts; a
+  // refused or abandoned one is shown in red. Hidden when there are none.
+  async function loadNotifications() {
+    let response;
+    try {
+      const headers = view.token ? { Authorization: "Bearer " + view.token } : {};
+      response = await fetch("/api/v1/notifications", { headers });
+    } catch (e) {
+      return;
+    }
+    if (!response.ok) return;
+    const body = await response.json();
+    const list = (body.data && body.data.notifications) || [];
+    $("notifications").hidden = list.length === 0;
+    $("notification-table").tBodies[0].replaceChildren(...list.slice(0, MAX_ROWS).map((n) => {
+      const tr = document.createElement("tr");
+      tr.className = n.outcome;
+      const cells = [n.doneAt.replace("T", " ").replace(/\.\d+Z$/, " UTC"), n.target, n.status, n.title, n.outcome];
+      for (const c of cells) {
+        const td = document.createElement("td");
+        td.textContent = c;
+        tr.append(td);
+      }
+      return tr;
+    }));
+  }
+
   // ---- controls --------------------------------------------------------
 
   $("match").value = view.match;
@@ -480,4 +510,6 @@
   setInterval(() => { if (!socket) loadOutputs(); }, 5000);
   loadAlerts();
   setInterval(loadAlerts, 2000);
+  loadNotifications();
+  setInterval(loadNotifications, 2000);
 })();

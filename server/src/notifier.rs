@@ -1,9 +1,12 @@
-//! Alertmanager's API v2 for silences, so that `amtool silence` and other
-//! clients of Alertmanager create, list and expire Tidemark's:
-//! `GET|POST /api/v2/silences`, `GET|DELETE /api/v2/silence/{id}`. The
-//! `route` transforms of this process apply them. A tenant's silence
-//! gets the matcher `tenant="<its tenant>"`, so it mutes only its own
-//! alerts, and a tenant sees only its silences.
+//! The notifier's side of the HTTP API:
+//!
+//! - Alertmanager's API v2 for silences, so that `amtool silence` and
+//!   other clients of Alertmanager create, list and expire Tidemark's:
+//!   `GET|POST /api/v2/silences`, `GET|DELETE /api/v2/silence/{id}`. The
+//!   `route` transforms of this process apply them. A tenant's silence
+//!   gets the matcher `tenant="<its tenant>"`, so it mutes only its own
+//!   alerts, and a tenant sees only its silences.
+//! - `GET /api/v1/notifications`: recent deliveries, for the dashboard.
 
 use std::sync::Arc;
 
@@ -115,6 +118,37 @@ fn check(p: PostableSilence, principal: &Principal, now: i64) -> Result<Silence,
         comment: p.comment,
         updated_at: now,
     })
+}
+
+/// `GET /api/v1/notifications`: the latest deliveries of this process's
+/// `notify` sinks (at most 200), of the pipelines the caller may see,
+/// newest first, for the dashboard.
+pub async fn notifications(
+    State(control): State<Arc<Control>>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    let mut all: Vec<Value> = control
+        .notifications
+        .list()
+        .into_iter()
+        .filter(|d| control.may_see(&principal, &d.pipeline))
+        .map(|d| {
+            json!({
+                "pipeline": d.pipeline,
+                "sink": d.sink,
+                "receiver": d.receiver,
+                "target": d.target,
+                "status": d.status,
+                "title": d.title,
+                "alerts": d.alerts,
+                "at": format_millis(d.at),
+                "doneAt": format_millis(d.done_at),
+                "outcome": d.outcome,
+            })
+        })
+        .collect();
+    all.reverse();
+    axum::Json(json!({"status": "success", "data": {"notifications": all}})).into_response()
 }
 
 /// `GET /api/v2/silences`.
