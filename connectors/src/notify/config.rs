@@ -44,6 +44,11 @@ pub struct NotifySinkConfig {
     /// what the receiver answers (429 with `Retry-After` is honoured).
     #[serde(default)]
     pub max_per_minute: u32,
+    /// The notification log: a file recording what each integration was
+    /// sent, so that a replay of the same input (a restart, a rerun) does
+    /// not page again. None by default (then a replay notifies again).
+    #[serde(default)]
+    pub log: Option<String>,
 }
 
 fn default_timeout() -> String {
@@ -345,6 +350,7 @@ pub struct NotifySink {
     pub(crate) retry_for: Duration,
     pub(crate) max_age: Option<Duration>,
     pub(crate) max_per_minute: u32,
+    pub(crate) log: Option<String>,
 }
 
 const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -353,6 +359,12 @@ impl NotifySinkConfig {
     /// Reads the configuration file and checks its receivers.
     pub fn validate(&self) -> Result<NotifySink, Vec<ConfigError>> {
         let mut errors = Vec::new();
+        if self.log.as_deref().is_some_and(str::is_empty) {
+            errors.push(ConfigError::field(
+                "log",
+                "log is empty (leave it out for none)",
+            ));
+        }
         let timeout = positive("timeout", &self.timeout, false, &mut errors);
         let retry_for = positive("retry_for", &self.retry_for, false, &mut errors);
         let max_age = positive("max_age", &self.max_age, true, &mut errors);
@@ -393,6 +405,7 @@ impl NotifySinkConfig {
             retry_for: retry_for.unwrap_or(fallback),
             max_age,
             max_per_minute: self.max_per_minute,
+            log: self.log.clone(),
         })
     }
 }

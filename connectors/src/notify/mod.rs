@@ -9,6 +9,7 @@
 
 pub(crate) mod config;
 mod email;
+mod log;
 mod receivers;
 pub(crate) mod service;
 mod sink;
@@ -44,6 +45,12 @@ impl SinkSpec for NotifySink {
             "config",
             ResourceKind::ReadFile(self.file.clone().into()),
         )];
+        if let Some(log) = &self.log {
+            out.push(Resource::new(
+                "log",
+                ResourceKind::WriteFile(log.into(), tidemark_engine::spec::WriteMode::Append),
+            ));
+        }
         for t in &self.targets {
             let secret = match &t.integration {
                 Integration::Email(e) => {

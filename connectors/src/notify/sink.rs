@@ -13,6 +13,7 @@ use tidemark_engine::time::{Time, now_millis};
 
 use super::config::{Integration, NotifySink, Target};
 use super::email;
+use super::log::{self, Log};
 use super::receivers::{self, PagerdutyFields};
 use super::service::{Attempt, Http, Queue, Request};
 use crate::deliver::{Deliverer, Work, deliver_sink};
@@ -40,10 +41,12 @@ struct Ready {
     smtp: Option<SmtpTransport>,
 }
 
-/// What one integration is sent, and how the dashboard will list it.
+/// What one integration is sent, how the dashboard will list it, and
+/// its key in the notification log.
 struct Payload {
     body: Body,
     note: Delivery,
+    key: String,
 }
 
 enum Body {
@@ -62,6 +65,7 @@ struct Notifier {
     recent: Arc<Recent>,
     pipeline: String,
     name: String,
+    log: Option<Log>,
 }
 
 impl Notifier {
@@ -102,6 +106,17 @@ impl Notifier {
                 }
             }
         }
+        let log = sink.log.as_ref().and_then(|path| {
+            match Log::open(std::path::Path::new(path), now_millis()) {
+                Ok(log) => Some(log),
+                Err(e) => {
+                    let error = ComponentError::io(format!("cannot open the notification log {path}"), e);
+                    tracing::error!(sink = %name, error = %error.chain(), "Cannot open the notification log; the pipeline stops.");
+                    failure.fail(&name, &error);
+                    None
+                }
+            }
+        });
         let mut by_receiver: HashMap<String, Vec<usize>> = HashMap::new();
         let mut queues = Vec::new();
         for (i, r) in ready.iter().enumerate() {
@@ -123,6 +138,7 @@ impl Notifier {
             recent,
             pipeline,
             name,
+            log,
         }
     }
 
@@ -210,6 +226,7 @@ impl Notifier {
                 done_at: 0,
                 outcome: "",
             },
+            key: log::key(&r.target.name(), n),
         }
     }
 }
@@ -234,6 +251,11 @@ impl Deliverer<Notification> for Notifier {
                 continue;
             };
             for &i in targets {
+                let key = log::key(&self.ready[i].target.name(), &n);
+                if self.log.as_ref().is_some_and(|l| l.contains(&key)) {
+                    stats.notified(&n.receiver, "skipped", "already_sent", 1);
+                    continue;
+                }
                 match self.payload(&self.ready[i], &n) {
                     Ok(Some(payload)) => self.queues[i].push(payload),
                     Ok(None) => stats.notified(&n.receiver, "skipped", "resolved_only", 1),
@@ -256,6 +278,7 @@ impl Deliverer<Notification> for Notifier {
         let (http, ready) = (&self.http, &self.ready);
         for (q, r) in self.queues.iter_mut().zip(ready) {
             let recent = &self.recent;
+            let log = &mut self.log;
             let sent = q.work(
                 stats,
                 |p| match (&p.body, &r.smtp) {
@@ -267,6 +290,15 @@ impl Deliverer<Notification> for Notifier {
                     },
                 },
                 |p, outcome| {
+                    // A refusal is final too: sending it again after a
+                    // restart would be refused again.
+                    if let Some(log) = log.as_mut()
+                        && outcome != "gave_up"
+                        && let Err(error) = log.add(p.key.clone(), p.note.at)
+                    {
+                        tidemark_engine::stats::add(&stats.errors, 1);
+                        tracing::error!(%error, file = %log.path().display(), "Cannot write the notification log; a replay may notify again.");
+                    }
                     recent.record(Delivery {
                         done_at: now_millis(),
                         outcome,
