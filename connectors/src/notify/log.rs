@@ -112,7 +112,7 @@ mod tests {
         log.add("a".into(), 10).unwrap();
         log.add("b".into(), RETENTION + 10).unwrap();
         // A line cut by a crash.
-        std::fs::OpenOptions::new()
+        OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap()
