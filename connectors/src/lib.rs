@@ -9,7 +9,9 @@
 //! (JSON lines) and [`network`] (`grpc`, `otlp`, `remote_write`: what the
 //! server's listeners receive). Sinks: [`file`], [`console`], [`blackhole`], [`kafka`],
 //! [`timescaledb`] and [`redis`] (these two share the batching writer in
-//! `batch.rs`), [`parquet`] and [`websocket`].
+//! `batch.rs`), [`parquet`] and [`websocket`]; for alerts and
+//! notifications, [`alertmanager`] and [`notify`] (these two share the
+//! delivery thread in `deliver.rs`).
 
 #[macro_use]
 mod spec;

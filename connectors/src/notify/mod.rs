@@ -2,10 +2,12 @@
 //! notifications to the receivers of an Alertmanager configuration file:
 //! `webhook_configs` (Alertmanager's webhook JSON, so existing receivers
 //! work unchanged), `slack_configs` (incoming webhooks, Alertmanager's
-//! default layout) and `pagerduty_configs` (Events API v2, one
-//! `dedup_key` per group) and `email_configs` (SMTP with STARTTLS or TLS
-//! and authentication, plain-text and HTML bodies). Delivery classifies every answer, retries what
-//! a retry can mend and never logs a secret ([`service`]).
+//! default layout), `pagerduty_configs` (Events API v2, one `dedup_key`
+//! per group) and `email_configs` (SMTP with STARTTLS or TLS and
+//! authentication, plain-text and HTML bodies). Delivery classifies every
+//! answer, retries what a retry can mend and never logs a secret
+//! ([`service`]); an optional notification log ([`log`]) makes a replay
+//! notify once.
 
 pub(crate) mod config;
 mod email;
