@@ -99,28 +99,16 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Manage the pipelines of a running server.
     Pipeline {
-        /// The server's HTTP address.
-        #[arg(
-            long,
-            global = true,
-            default_value = "http://127.0.0.1:8080",
-            env = "TIDEMARK_SERVER"
-        )]
-        server: String,
+        #[command(flatten)]
+        server: ServerAddr,
         #[command(subcommand)]
         action: PipelineCommand,
     },
     /// Manage the silences of a running server (Alertmanager's API v2;
     /// amtool works too).
     Silence {
-        /// The server's HTTP address.
-        #[arg(
-            long,
-            global = true,
-            default_value = "http://127.0.0.1:8080",
-            env = "TIDEMARK_SERVER"
-        )]
-        server: String,
+        #[command(flatten)]
+        server: ServerAddr,
         #[command(subcommand)]
         action: SilenceCommand,
     },
@@ -335,6 +323,19 @@ impl ServeArgs {
     }
 }
 
+/// `--server`: the running server a client command talks to.
+#[derive(clap::Args)]
+struct ServerAddr {
+    /// The server's HTTP address.
+    #[arg(
+        long = "server",
+        global = true,
+        default_value = "http://127.0.0.1:8080",
+        env = "TIDEMARK_SERVER"
+    )]
+    url: String,
+}
+
 #[derive(Subcommand)]
 enum SilenceCommand {
     /// Silence the alerts matching every matcher (`alertname=ApiDown`,
@@ -526,7 +527,10 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Pipeline { server, action } => {
+        Command::Pipeline {
+            server: ServerAddr { url: server },
+            action,
+        } => {
             let ok = match action {
                 PipelineCommand::Apply { file } => client::apply(&server, &file)?,
                 PipelineCommand::List => client::list(&server)?,
@@ -539,7 +543,10 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Silence { server, action } => {
+        Command::Silence {
+            server: ServerAddr { url: server },
+            action,
+        } => {
             let ok = match action {
                 SilenceCommand::Add {
                     matchers,

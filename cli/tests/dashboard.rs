@@ -380,14 +380,27 @@ fn the_dashboard_draws_the_expected_band_and_marks_anomalies() {
 
 /// Alerts of an `alert` transform are listed above the chart, and the
 /// charted series they involve are shaded from the time they became
-/// active.
+/// active; deliveries of a `notify` sink are listed, newest first, with
+/// their receiver, status, title and outcome.
 #[test]
-fn the_dashboard_lists_alerts_and_marks_the_series_involved() {
+fn the_dashboard_lists_alerts_and_notifications_and_marks_the_series_involved() {
     let server = Server::start(&[], 0);
-    let pipeline = r#"
+    let hook = common::http::Recorder::start(|_, _| (200, vec![], String::new()));
+    let dir = common::temp_dir("dashboard-alerts");
+    let am_yml = dir.join("alertmanager.yml");
+    std::fs::write(
+        &am_yml,
+        format!(
+            "route:\n  receiver: oncall\n  group_by: [alertname]\n  group_wait: 5s\nreceivers:\n  - name: oncall\n    webhook_configs: [{{url: '{}/hook'}}]\n",
+            hook.url
+        ),
+    )
+    .unwrap();
+    let pipeline = format!(
+        r#"
 name: alerting
 sources:
-  gen: {type: generator, series: 50, interval: 1s, start: 2026-01-01T00:00:00Z, rate: 2000, seed: 1}
+  gen: {{type: generator, series: 50, interval: 1s, start: 2026-01-01T00:00:00Z, rate: 2000, seed: 1}}
 transforms:
   rules:
     type: alert
@@ -400,13 +413,17 @@ transforms:
         - alert: CpuBusy
           expr: cpu_usage > 0
           for: 30s
-          annotations: {summary: '{{ $labels.host }} is busy'}
+          annotations: {{summary: '{{{{ $labels.host }}}} is busy'}}
+  page: {{type: route, inputs: [rules.alerts], config: '{config}'}}
 sinks:
-  live: {type: websocket, inputs: [gen]}
-  rules_out: {type: blackhole, inputs: [rules]}
-"#;
+  live: {{type: websocket, inputs: [gen]}}
+  rules_out: {{type: blackhole, inputs: [rules]}}
+  out: {{type: notify, inputs: [page], config: '{config}', max_age: 'off'}}
+"#,
+        config = am_yml.display()
+    );
     assert_eq!(
-        server.json("POST", "/api/v1/pipelines", Some(pipeline)).0,
+        server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
         201
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -441,63 +458,6 @@ sinks:
                 "a charted series marked",
             )
             .await;
-        browser.close().await;
-    });
-    assert!(server.stop().success());
-}
-
-/// Deliveries of a `notify` sink are listed on the dashboard, newest
-/// first, with their receiver, status, title and outcome.
-#[test]
-fn the_dashboard_lists_recent_notifications() {
-    let server = Server::start(&[], 0);
-    let hook = common::http::Recorder::start(|_, _| (200, vec![], String::new()));
-    let dir = common::temp_dir("dashboard-notify");
-    let am_yml = dir.join("alertmanager.yml");
-    std::fs::write(
-        &am_yml,
-        format!(
-            "route:\n  receiver: oncall\n  group_by: [alertname]\n  group_wait: 5s\nreceivers:\n  - name: oncall\n    webhook_configs: [{{url: '{}/hook'}}]\n",
-            hook.url
-        ),
-    )
-    .unwrap();
-    let pipeline = format!(
-        r#"
-name: paging
-sources:
-  gen: {{type: generator, series: 50, interval: 1s, start: 2026-01-01T00:00:00Z, rate: 2000, seed: 1}}
-transforms:
-  rules:
-    type: alert
-    inputs: [gen]
-    rules:
-      groups:
-      - name: hosts
-        interval: 10s
-        rules:
-        - alert: CpuBusy
-          expr: cpu_usage > 0
-          for: 30s
-  page: {{type: route, inputs: [rules.alerts], config: '{}'}}
-sinks:
-  out: {{type: notify, inputs: [page], config: '{}', max_age: 'off'}}
-"#,
-        am_yml.display(),
-        am_yml.display()
-    );
-    assert_eq!(
-        server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
-        201
-    );
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let browser = Browser::start().await;
-        browser
-            .client
-            .goto(&format!("{}/", server.url))
-            .await
-            .unwrap();
         browser
             .wait_for(
                 "!document.getElementById('notifications').hidden \

@@ -180,13 +180,11 @@ pub async fn post(
     };
     let now = now_millis();
     if let Some(id) = posted.id.as_deref().filter(|id| !id.is_empty()) {
-        match control.silences.get(id) {
-            Some(old) if visible(&principal, &old) => {
-                // As Alertmanager: the old one ends, the new one replaces it.
-                control.silences.expire(id, now);
-            }
-            _ => return not_found(id),
+        if own(&control, &principal, id).is_none() {
+            return not_found(id);
         }
+        // As Alertmanager: the old one ends, the new one replaces it.
+        control.silences.expire(id, now);
     }
     match check(posted, &principal, now) {
         Ok(mut silence) => {
@@ -198,17 +196,20 @@ pub async fn post(
     }
 }
 
+/// The silence `id`, if the caller may see it.
+fn own(control: &Control, principal: &Principal, id: &str) -> Option<Silence> {
+    control.silences.get(id).filter(|s| visible(principal, s))
+}
+
 /// `GET /api/v2/silence/{id}`.
 pub async fn get_one(
     State(control): State<Arc<Control>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Response {
-    match control.silences.get(&id) {
-        Some(s) if visible(&principal, &s) => {
-            axum::Json(gettable(&s, now_millis())).into_response()
-        }
-        _ => not_found(&id),
+    match own(&control, &principal, &id) {
+        Some(s) => axum::Json(gettable(&s, now_millis())).into_response(),
+        None => not_found(&id),
     }
 }
 
@@ -218,11 +219,11 @@ pub async fn expire(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Response {
-    match control.silences.get(&id) {
-        Some(s) if visible(&principal, &s) => {
+    match own(&control, &principal, &id) {
+        Some(_) => {
             control.silences.expire(&id, now_millis());
             StatusCode::OK.into_response()
         }
-        _ => not_found(&id),
+        None => not_found(&id),
     }
 }

@@ -128,6 +128,8 @@ pub struct Dispatcher {
     silences: Vec<ActiveSilence>,
     /// The wall clock as last told (ms): silences are wall-clock objects.
     now: i64,
+    /// Muted alerts by receiver and cause, since [`Self::take_muted`].
+    muted: BTreeMap<(String, &'static str), u64>,
     groups: BTreeMap<GroupId, Group>,
     /// Flushes due: (time, group).
     timers: BTreeSet<(i64, GroupId)>,
@@ -142,6 +144,7 @@ impl Dispatcher {
             inhibitor: Inhibitor::new(routing.inhibit.clone()),
             silences: Vec::new(),
             now: i64::MIN,
+            muted: BTreeMap::new(),
             routing,
             routes,
             external_url: external_url.to_owned(),
@@ -250,6 +253,12 @@ impl Dispatcher {
         self.counts
     }
 
+    /// Alerts muted since the last call, by receiver and cause
+    /// (`silenced`, `inhibited`).
+    pub fn take_muted(&mut self) -> BTreeMap<(String, &'static str), u64> {
+        std::mem::take(&mut self.muted)
+    }
+
     /// Groups alive.
     pub fn groups(&self) -> usize {
         self.groups.len()
@@ -259,17 +268,28 @@ impl Dispatcher {
         let route = &self.routes[id.0];
         let group = self.groups.get_mut(&id)?;
         let mut shown: Vec<(u64, &Held)> = Vec::new();
+        let (mut silenced, mut inhibited) = (0, 0);
         for (fp, held) in &group.alerts {
             if self
                 .silences
                 .iter()
                 .any(|s| s.mutes(&held.labels, at, self.now))
             {
-                self.counts.silenced += 1;
+                silenced += 1;
             } else if self.inhibitor.mutes(&held.labels) {
-                self.counts.inhibited += 1;
+                inhibited += 1;
             } else {
                 shown.push((*fp, held));
+            }
+        }
+        self.counts.silenced += silenced;
+        self.counts.inhibited += inhibited;
+        for (what, n) in [("silenced", silenced), ("inhibited", inhibited)] {
+            if n > 0 {
+                *self
+                    .muted
+                    .entry((route.receiver.clone(), what))
+                    .or_default() += n;
             }
         }
         let firing: BTreeSet<u64> = shown

@@ -106,6 +106,9 @@ impl<'scope> Route<'scope> for AlertStream<'scope> {
                     stats.dropped(DropReason::Inhibited, counts.inhibited - inhibited);
                     stats.dropped(DropReason::Silenced, counts.silenced - silenced);
                     (inhibited, silenced) = (counts.inhibited, counts.silenced);
+                    for ((receiver, what), n) in dispatcher.take_muted() {
+                        stats.notified(&receiver, what, "", n);
+                    }
                     let next = [
                         f,
                         pending.keys().next().copied(),

@@ -378,4 +378,7 @@ fn a_silence_mutes_matching_alerts_while_it_lasts_in_event_time() {
         ]
     );
     assert_eq!(d.counts().silenced, 1);
+    let muted = d.take_muted();
+    assert_eq!(muted.get(&("team".to_owned(), "silenced")), Some(&1));
+    assert!(d.take_muted().is_empty());
 }

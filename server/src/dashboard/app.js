@@ -381,17 +381,26 @@
   // chart, orange while pending, red once firing. `tidemark run` has no
   // alerts API; the section then stays hidden.
   view.alerts = [];
-  async function loadAlerts() {
-    let response;
+
+  // The `data` of a JSON answer of the server's API (with the page's
+  // token), or null when there is none (`tidemark run`, an error, the
+  // server away): polling tries again.
+  async function apiData(path) {
     try {
       const headers = view.token ? { Authorization: "Bearer " + view.token } : {};
-      response = await fetch("/api/v1/alerts", { headers });
+      const response = await fetch(path, { headers });
+      if (!response.ok) return null;
+      const body = await response.json();
+      return body.data || null;
     } catch (e) {
-      return;
+      return null;
     }
-    if (!response.ok) return;
-    const body = await response.json();
-    view.alerts = (body.data && body.data.alerts) || [];
+  }
+
+  async function loadAlerts() {
+    const data = await apiData("/api/v1/alerts");
+    if (!data) return;
+    view.alerts = data.alerts || [];
     renderAlerts();
     scheduleRedraw();
   }
@@ -463,16 +472,9 @@
   // (/api/v1/notifications, newest first), polled with the alerts; a
   // refused or abandoned one is shown in red. Hidden when there are none.
   async function loadNotifications() {
-    let response;
-    try {
-      const headers = view.token ? { Authorization: "Bearer " + view.token } : {};
-      response = await fetch("/api/v1/notifications", { headers });
-    } catch (e) {
-      return;
-    }
-    if (!response.ok) return;
-    const body = await response.json();
-    const list = (body.data && body.data.notifications) || [];
+    const data = await apiData("/api/v1/notifications");
+    if (!data) return;
+    const list = data.notifications || [];
     $("notifications").hidden = list.length === 0;
     $("notification-table").tBodies[0].replaceChildren(...list.slice(0, MAX_ROWS).map((n) => {
       const tr = document.createElement("tr");
