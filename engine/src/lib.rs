@@ -11,8 +11,8 @@
 //! - [`flow`]: probe-based flow control for sources;
 //! - [`ingest`]: the hub between network listeners and pipeline sources;
 //! - [`live`]: the hub between `websocket` sinks and their subscribers;
-//! - [`alert`] and [`notify`]: the records of alert and notification
-//!   streams; [`silence`]: silences the `route` transform applies;
+//! - [`alert`], [`incident`] and [`notify`]: the records of alert,
+//!   incident and notification streams; [`silence`]: silences the `route` transform applies;
 //! - [`stats`]: telemetry counters;
 //! - [`component`]: what sources and sinks are given, and config errors;
 //! - [`error`]: errors where I/O happens, with whose fault and whether a
@@ -29,6 +29,7 @@ pub mod alert;
 pub mod component;
 pub mod error;
 pub mod flow;
+pub mod incident;
 pub mod ingest;
 pub mod live;
 pub mod notify;

@@ -28,6 +28,9 @@ pub type SampleStream<'scope> = Stream<'scope, Time, Vec<Sample>>;
 /// A stream of alert state changes (an `alert` transform's `alerts`).
 pub type AlertStream<'scope> = Stream<'scope, Time, Vec<crate::alert::Alert>>;
 
+/// A stream of incident changes (a `correlate` transform's `incidents`).
+pub type IncidentStream<'scope> = Stream<'scope, Time, Vec<crate::incident::Incident>>;
+
 /// A stream of notifications (a `route` transform's output).
 pub type NotificationStream<'scope> = Stream<'scope, Time, Vec<crate::notify::Notification>>;
 

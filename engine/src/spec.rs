@@ -46,7 +46,7 @@ use std::sync::Arc;
 
 use crate::component::{ConfigError, Reach, SinkContext, SourceContext};
 use crate::runtime::{
-    AlertStream, NotificationStream, PipelineScope, ProgressStream, SampleStream,
+    AlertStream, IncidentStream, NotificationStream, PipelineScope, ProgressStream, SampleStream,
 };
 use crate::stats::PipelineStats;
 use crate::time::Time;
@@ -89,15 +89,15 @@ impl fmt::Display for StreamKind {
     }
 }
 
-/// A built stream of some kind. The variant for incidents arrives with
-/// its record type (the `correlate` transform); [`StreamKind`] already
-/// names it, so pipelines are checked for it.
+/// A built stream of some kind.
 #[derive(Clone)]
 pub enum AnyStream<'scope> {
     /// A stream of sample batches.
     Samples(SampleStream<'scope>),
     /// A stream of alert state changes.
     Alerts(AlertStream<'scope>),
+    /// A stream of incident changes.
+    Incidents(IncidentStream<'scope>),
     /// A stream of notifications.
     Notifications(NotificationStream<'scope>),
 }
@@ -108,6 +108,7 @@ impl<'scope> AnyStream<'scope> {
         match self {
             AnyStream::Samples(_) => StreamKind::Samples,
             AnyStream::Alerts(_) => StreamKind::Alerts,
+            AnyStream::Incidents(_) => StreamKind::Incidents,
             AnyStream::Notifications(_) => StreamKind::Notifications,
         }
     }
@@ -128,6 +129,14 @@ impl<'scope> AnyStream<'scope> {
         match self {
             AnyStream::Alerts(s) => s,
             other => other.mismatch(StreamKind::Alerts),
+        }
+    }
+
+    /// The incident stream inside (see [`Self::into_samples`]).
+    pub fn into_incidents(self) -> IncidentStream<'scope> {
+        match self {
+            AnyStream::Incidents(s) => s,
+            other => other.mismatch(StreamKind::Incidents),
         }
     }
 

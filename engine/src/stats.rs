@@ -27,10 +27,13 @@ pub enum DropReason {
     Inhibited,
     /// An alert left out of a notification because a silence muted it.
     Silenced,
+    /// A sample a `correlate` transform was given that is not a firing
+    /// alert's (`ALERTS` with `alertstate="firing"`).
+    NotAnAlert,
 }
 
 impl DropReason {
-    const COUNT: usize = RejectReason::ALL.len() + 5;
+    const COUNT: usize = RejectReason::ALL.len() + 6;
 
     fn index(self) -> usize {
         match self {
@@ -40,6 +43,7 @@ impl DropReason {
             DropReason::NotANumber => RejectReason::ALL.len() + 2,
             DropReason::Inhibited => RejectReason::ALL.len() + 3,
             DropReason::Silenced => RejectReason::ALL.len() + 4,
+            DropReason::NotAnAlert => RejectReason::ALL.len() + 5,
         }
     }
 
@@ -53,6 +57,7 @@ impl DropReason {
                 DropReason::NotANumber,
                 DropReason::Inhibited,
                 DropReason::Silenced,
+                DropReason::NotAnAlert,
             ])
     }
 
@@ -65,6 +70,7 @@ impl DropReason {
             DropReason::NotANumber => "nan",
             DropReason::Inhibited => "inhibited",
             DropReason::Silenced => "silenced",
+            DropReason::NotAnAlert => "not_an_alert",
         }
     }
 }
@@ -268,7 +274,10 @@ impl PipelineStats {
                 match reason {
                     DropReason::Rejected(_) => t.rejected += n,
                     DropReason::Late | DropReason::TooLate => t.late += n,
-                    DropReason::NotANumber | DropReason::Inhibited | DropReason::Silenced => {}
+                    DropReason::NotANumber
+                    | DropReason::Inhibited
+                    | DropReason::Silenced
+                    | DropReason::NotAnAlert => {}
                 }
             }
             t.corrections += load(&s.corrections);

@@ -9,11 +9,13 @@
 //! - [`labels`]: keep, drop, rename and set labels;
 //! - [`score`]: streaming anomaly scoring per series;
 //! - [`alert`]: Prometheus recording and alerting rules in event time;
+//! - [`correlate`]: alerts grouped into incidents on differential dataflow;
 //! - [`notify`]: Alertmanager's routing, grouping and inhibition of alerts;
 //! - [`aggregate`] and [`group`]: what windows compute and how they group.
 
 pub mod aggregate;
 pub mod alert;
+pub mod correlate;
 pub mod filter;
 pub mod group;
 pub mod labels;

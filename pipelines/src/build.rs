@@ -9,6 +9,7 @@ use tidemark_engine::alert::Alert;
 use tidemark_engine::component::{
     Failure, Resume, Shutdown, SinkContext, SourceClock, SourceContext, StdoutWriter,
 };
+use tidemark_engine::incident::Incident;
 use tidemark_engine::ingest::IngestHub;
 use tidemark_engine::live::LiveHub;
 use tidemark_engine::notify::Notification;
@@ -97,7 +98,11 @@ fn merge<'scope>(
                 .collect();
             AnyStream::Notifications(scope.concatenate::<_, Vec<Notification>>(all))
         }
-        Some(StreamKind::Samples | StreamKind::Incidents) | None => {
+        Some(StreamKind::Incidents) => {
+            let all: Vec<_> = found.into_iter().map(AnyStream::into_incidents).collect();
+            AnyStream::Incidents(scope.concatenate::<_, Vec<Incident>>(all))
+        }
+        Some(StreamKind::Samples) | None => {
             let samples: Vec<SampleStream<'scope>> =
                 found.into_iter().map(AnyStream::into_samples).collect();
             AnyStream::Samples(scope.concatenate::<_, Vec<Sample>>(samples))

@@ -24,6 +24,7 @@ use tidemark_connectors::websocket::WebsocketSinkConfig;
 use tidemark_engine::component::ConfigError;
 use tidemark_engine::spec::{SinkSpec, SourceSpec, TransformSpec, Validate};
 use tidemark_operators::alert::config::AlertConfig;
+use tidemark_operators::correlate::CorrelateConfig;
 use tidemark_operators::filter::FilterConfig;
 use tidemark_operators::labels::LabelsConfig;
 use tidemark_operators::notify::RouteConfig;
@@ -119,6 +120,8 @@ registry! {
         Alert(AlertConfig),
         /// Alertmanager's routing, grouping and inhibition of alerts.
         Route(RouteConfig),
+        /// Alerts grouped into incidents.
+        Correlate(CorrelateConfig),
     }
 }
 

@@ -1,0 +1,388 @@
+//! `type: correlate`.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use tidemark_engine::component::{ConfigError, Reach};
+use tidemark_engine::spec::{
+    AnyStream, Port, Resource, ResourceKind, StreamKind, TransformContext, TransformSpec, Validate,
+};
+use tidemark_engine::stats::Role;
+use tidemark_engine::time::Time;
+
+use super::model::{LabelSet, Model, Rules, Topology};
+use super::operator::{Settings, correlate};
+use crate::alert::rules::duration_ms;
+
+/// Groups firing alerts (`ALERTS` samples) into incidents.
+///
+/// ```yaml
+/// type: correlate
+/// inputs: [rules]
+/// topology: {path: topology.jsonl}
+/// window: 10m
+/// rules:
+///   topology: {hops: 2}
+///   labels: {by: [cluster]}
+/// ```
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelateConfig {
+    /// The dependency graph: `{path: FILE}` (JSON lines, `{"from": {...},
+    /// "to": {...}}`: `from` depends on or runs on `to`) or `{edges:
+    /// [{from: ..., to: ...}]}`. Default none.
+    #[serde(default)]
+    pub topology: Option<TopologyField>,
+    /// How far apart two alerts' starts may be to be tied. Default `10m`.
+    #[serde(default)]
+    pub window: Option<String>,
+    /// The score that ties two alerts. Default `1`.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// The rules and their weights.
+    #[serde(default)]
+    pub rules: RulesConfig,
+    /// How long without a firing sample ends an alert's episode. Default
+    /// `5m` (Prometheus's lookback).
+    #[serde(default)]
+    pub resolve_after: Option<String>,
+    /// How long an incident whose alerts have all ended is kept (it can
+    /// reopen meanwhile). Default `1h`.
+    #[serde(default)]
+    pub horizon: Option<String>,
+    /// How long past a sample's time the watermark waits for it. Default
+    /// `0s`.
+    #[serde(default)]
+    pub lateness: Option<String>,
+}
+
+/// `topology:` as written.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyField {
+    /// A JSON-lines file of edges.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Edges inline.
+    #[serde(default)]
+    pub edges: Option<Vec<Edge>>,
+}
+
+/// One edge: `from` depends on (or runs on) `to`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Edge {
+    /// The dependent entity's labels.
+    pub from: LabelSet,
+    /// What it depends on.
+    pub to: LabelSet,
+}
+
+/// `rules:`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Ties through the topology. Default `{hops: 2, weight: 1, decay: 0.5}`.
+    #[serde(default)]
+    pub topology: Option<TopologyRule>,
+    /// Ties by equal labels. Default none.
+    #[serde(default)]
+    pub labels: Option<LabelsRule>,
+    /// A bonus for starts close together, for alerts tied by another
+    /// rule. Default `{within: 1m, weight: 0.5}`.
+    #[serde(default)]
+    pub time: Option<TimeRule>,
+}
+
+/// `rules.topology`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyRule {
+    /// Most hops between two alerts' entities through a common cause.
+    #[serde(default = "default_hops")]
+    pub hops: u8,
+    /// The weight at 0 or 1 hop.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// The factor for each further hop.
+    #[serde(default = "half")]
+    pub decay: f64,
+}
+
+/// `rules.labels`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsRule {
+    /// Labels both alerts must carry with equal values.
+    pub by: Vec<String>,
+    /// The weight.
+    #[serde(default = "half")]
+    pub weight: f64,
+}
+
+/// `rules.time`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeRule {
+    /// How close the starts must be.
+    pub within: String,
+    /// The weight.
+    #[serde(default = "half")]
+    pub weight: f64,
+}
+
+fn default_hops() -> u8 {
+    2
+}
+fn one() -> f64 {
+    1.0
+}
+fn half() -> f64 {
+    0.5
+}
+
+/// A validated `correlate`.
+#[derive(Clone, Debug)]
+pub struct CorrelateTransform {
+    settings: Settings,
+    file: Option<String>,
+}
+
+impl CorrelateTransform {
+    /// The model and settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+}
+
+impl CorrelateConfig {
+    /// Checks every field and reads the topology.
+    pub fn validate(&self) -> Result<CorrelateTransform, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut duration = |field: &str, value: &Option<String>, default: i64| match value {
+            None => default as u64,
+            Some(text) => match duration_ms(text) {
+                Ok(ms) if ms >= 0 => ms as u64,
+                Ok(_) => {
+                    errors.push(ConfigError::field(field, "must not be negative"));
+                    default as u64
+                }
+                Err(e) => {
+                    errors.push(ConfigError::field(field, e));
+                    default as u64
+                }
+            },
+        };
+        let window = duration("window", &self.window, 600_000);
+        let gap = duration("resolve_after", &self.resolve_after, 300_000);
+        let horizon = duration("horizon", &self.horizon, 3_600_000);
+        let lateness = duration("lateness", &self.lateness, 0);
+        let within = match &self.rules.time {
+            Some(t) => duration("rules.time.within", &Some(t.within.clone()), 60_000),
+            None => 60_000,
+        };
+        if window == 0 {
+            errors.push(ConfigError::field("window", "must be greater than 0"));
+        }
+        if gap == 0 {
+            errors.push(ConfigError::field(
+                "resolve_after",
+                "must be greater than 0",
+            ));
+        }
+        let topology_rule = self.rules.topology.clone().unwrap_or(TopologyRule {
+            hops: default_hops(),
+            weight: 1.0,
+            decay: 0.5,
+        });
+        if topology_rule.hops > 8 {
+            errors.push(field(&["rules", "topology", "hops"], "must be at most 8"));
+        }
+        let threshold = self.threshold.unwrap_or(1.0);
+        let mut weight = |path: &[&str], w: f64| {
+            if !w.is_finite() || w < 0.0 {
+                errors.push(field(path, "must be a number of at least 0"));
+            }
+        };
+        weight(&["threshold"], threshold);
+        weight(&["rules", "topology", "weight"], topology_rule.weight);
+        weight(&["rules", "topology", "decay"], topology_rule.decay);
+        if let Some(l) = &self.rules.labels {
+            weight(&["rules", "labels", "weight"], l.weight);
+        }
+        if let Some(t) = &self.rules.time {
+            weight(&["rules", "time", "weight"], t.weight);
+        }
+        if threshold <= 0.0 {
+            errors.push(field(
+                &["threshold"],
+                "must be greater than 0 (every alert would be tied to every other)",
+            ));
+        }
+        if let Some(l) = &self.rules.labels
+            && l.by.is_empty()
+        {
+            errors.push(field(
+                &["rules", "labels", "by"],
+                "must name at least one label",
+            ));
+        }
+        let edges = match &self.topology {
+            None => Vec::new(),
+            Some(t) => read_topology(t, &mut errors),
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let rules = Rules {
+            window,
+            hops: topology_rule.hops,
+            topology_weight: topology_rule.weight,
+            decay: topology_rule.decay,
+            by: self
+                .rules
+                .labels
+                .as_ref()
+                .map(|l| l.by.clone())
+                .unwrap_or_default(),
+            labels_weight: self.rules.labels.as_ref().map_or(0.0, |l| l.weight),
+            within,
+            time_weight: self.rules.time.as_ref().map_or(0.5, |t| t.weight),
+            threshold,
+        };
+        let topology = Topology::new(&edges, rules.hops);
+        Ok(CorrelateTransform {
+            settings: Settings {
+                model: Arc::new(Model { topology, rules }),
+                lateness,
+                gap,
+                horizon,
+            },
+            file: self.topology.as_ref().and_then(|t| t.path.clone()),
+        })
+    }
+}
+
+fn field(path: &[&str], message: &str) -> ConfigError {
+    ConfigError {
+        field: path.iter().map(|s| (*s).to_owned()).collect(),
+        message: message.to_owned(),
+    }
+}
+
+/// The edges of `topology:`; a file's errors name its line.
+fn read_topology(t: &TopologyField, errors: &mut Vec<ConfigError>) -> Vec<(LabelSet, LabelSet)> {
+    let mut edges = Vec::new();
+    let mut empty = Vec::new();
+    let mut check = |e: Edge, at: &dyn Fn() -> ConfigError| {
+        if e.from.is_empty() || e.to.is_empty() {
+            let mut err = at();
+            err.message = format!(
+                "{}an edge's `from` and `to` need at least one label",
+                err.message
+            );
+            empty.push(err);
+        } else {
+            edges.push((e.from, e.to));
+        }
+    };
+    match (&t.path, &t.edges) {
+        (Some(_), Some(_)) | (None, None) => {
+            errors.push(field(&["topology"], "give either `path` or `edges`"));
+        }
+        (None, Some(list)) => {
+            for (i, e) in list.iter().enumerate() {
+                check(e.clone(), &|| ConfigError {
+                    field: vec!["topology".into(), "edges".into(), i.to_string()],
+                    message: String::new(),
+                });
+            }
+        }
+        (Some(path), None) => match std::fs::read_to_string(path) {
+            Err(e) => errors.push(field(
+                &["topology", "path"],
+                &format!("cannot read {path}: {}", e.kind()),
+            )),
+            Ok(text) => {
+                for (i, line) in text.lines().enumerate() {
+                    let line = line.trim();
+                    if line.is_empty() || line.starts_with('#') {
+                        continue;
+                    }
+                    let at = |msg: &str| {
+                        field(&["topology", "path"], &format!("{path}:{}: {msg}", i + 1))
+                    };
+                    match serde_json::from_str::<Edge>(line) {
+                        Ok(e) => check(e, &|| at("")),
+                        Err(e) => {
+                            let msg = e.to_string();
+                            let msg = msg.split(" at line").next().unwrap_or(&msg);
+                            errors.push(at(&format!(
+                                "not an edge ({msg}); write {{\"from\": {{...}}, \"to\": {{...}}}}"
+                            )));
+                        }
+                    }
+                }
+            }
+        },
+    }
+    errors.extend(empty);
+    edges
+}
+
+impl Validate<dyn TransformSpec> for CorrelateConfig {
+    fn validated(&self) -> Result<Arc<dyn TransformSpec>, Vec<ConfigError>> {
+        self.validate()
+            .map(|t| Arc::new(t) as Arc<dyn TransformSpec>)
+    }
+}
+
+impl TransformSpec for CorrelateTransform {
+    fn takes(&self) -> StreamKind {
+        StreamKind::Samples
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![
+            Port::default_output(StreamKind::Samples),
+            Port::named("incidents", StreamKind::Incidents),
+        ]
+    }
+    fn holdback(&self) -> Time {
+        self.settings.lateness + 1
+    }
+    /// An incident changes when an alert ends (`resolve_after` after its
+    /// last sample) and when it retires (`horizon` after that).
+    fn reach(&self) -> Reach {
+        Some(self.settings.gap + self.settings.horizon)
+    }
+    fn needs_raw_input(&self) -> bool {
+        false
+    }
+    fn derives_values(&self) -> bool {
+        true
+    }
+    fn touches(&self) -> Vec<Resource> {
+        self.file
+            .iter()
+            .map(|f| Resource {
+                field: vec!["topology".into(), "path".into()],
+                kind: ResourceKind::ReadFile(f.into()),
+            })
+            .collect()
+    }
+    fn build<'scope>(
+        &self,
+        input: AnyStream<'scope>,
+        ctx: TransformContext,
+    ) -> Vec<AnyStream<'scope>> {
+        let stats = ctx.stats.component(&ctx.name, Role::Transform);
+        let (samples, incidents) = correlate(
+            input.into_samples(),
+            &ctx.name,
+            self.settings.clone(),
+            stats,
+        );
+        vec![AnyStream::Samples(samples), AnyStream::Incidents(incidents)]
+    }
+}

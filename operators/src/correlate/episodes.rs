@@ -1,0 +1,229 @@
+//! Alert episodes from `ALERTS` samples: per series, a run of `firing`
+//! samples no more than `gap` apart is one episode. It starts at its first
+//! sample, ends `gap` after its last one (or at a staleness marker), and
+//! retires `horizon` after it ended. Samples must come in event-time order
+//! per series (the operator buffers up to the watermark).
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use tidemark_engine::{Sample, Series};
+
+use super::model::EpKey;
+
+/// What the tracker tells the rest of the operator, each at its event
+/// time `at`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Episode {
+    /// An episode started (`at` is its start).
+    Started {
+        /// Its key.
+        key: EpKey,
+        /// The alert's labels (no `__name__`, no `alertstate`).
+        labels: Series,
+    },
+    /// A firing sample of an episode, to be labelled with its incident.
+    Sample {
+        /// The episode.
+        key: EpKey,
+        /// The `ALERTS` sample as it came.
+        sample: Sample,
+    },
+    /// It ended: its last firing sample was at `end`.
+    Ended {
+        /// Its key.
+        key: EpKey,
+        /// Its last firing sample.
+        end: u64,
+    },
+    /// It retired: resolved longer than the horizon ago.
+    Retired {
+        /// Its key.
+        key: EpKey,
+        /// Its labels (to take back its join keys).
+        labels: Series,
+    },
+}
+
+/// An episode that has not retired.
+#[derive(Clone, Debug)]
+struct Open {
+    start: u64,
+    last: u64,
+    labels: Series,
+}
+
+/// What a sample is to the tracker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A firing alert's sample.
+    Firing,
+    /// A staleness marker: the alert's series ended.
+    Stale,
+    /// Not a firing alert (`pending`, or not an `ALERTS` series).
+    Other,
+}
+
+/// Whether a sample is a firing `ALERTS` sample.
+pub fn kind(sample: &Sample) -> Kind {
+    if sample.series.name() != "ALERTS" || sample.series.get("alertstate") != Some("firing") {
+        Kind::Other
+    } else if sample.value.to_bits() == tidemark_promql::STALE_NAN {
+        Kind::Stale
+    } else {
+        Kind::Firing
+    }
+}
+
+/// The alert's labels: the sample's without `__name__` and `alertstate`.
+pub fn alert_labels(series: &Series) -> Series {
+    Series::new("", series.tags().filter(|(n, _)| *n != "alertstate"))
+}
+
+/// The episodes of the series of one worker.
+#[derive(Debug)]
+pub struct Tracker {
+    gap: u64,
+    horizon: u64,
+    open: FxHashMap<u64, Open>,
+    /// Episodes that ended, by when they retire.
+    ending: BTreeMap<u64, Vec<(u64, EpKey, Series)>>,
+    /// The time up to which everything was applied.
+    done: u64,
+}
+
+impl Tracker {
+    /// A tracker with these durations (ms).
+    pub fn new(gap: u64, horizon: u64) -> Tracker {
+        Tracker {
+            gap,
+            horizon,
+            open: FxHashMap::default(),
+            ending: BTreeMap::new(),
+            done: 0,
+        }
+    }
+
+    /// Applies everything due before `t` (episodes that ended or retired),
+    /// then the firing samples at `t`. `t` never goes back.
+    pub fn step(&mut self, t: u64, samples: &[Sample], out: &mut Vec<(u64, Episode)>) {
+        self.advance(t, out);
+        for sample in samples {
+            let id = sample.series.id().0;
+            match kind(sample) {
+                Kind::Other => {}
+                Kind::Stale => {
+                    if let Some(open) = self.open.remove(&id) {
+                        self.end(id, open, t, out);
+                    }
+                }
+                Kind::Firing => match self.open.get_mut(&id) {
+                    Some(open) => {
+                        open.last = t;
+                        out.push((
+                            t,
+                            Episode::Sample {
+                                key: (open.start, id),
+                                sample: sample.clone(),
+                            },
+                        ));
+                    }
+                    None => {
+                        let labels = alert_labels(&sample.series);
+                        let key = (t, id);
+                        out.push((
+                            t,
+                            Episode::Started {
+                                key,
+                                labels: labels.clone(),
+                            },
+                        ));
+                        out.push((
+                            t,
+                            Episode::Sample {
+                                key,
+                                sample: sample.clone(),
+                            },
+                        ));
+                        self.open.insert(
+                            id,
+                            Open {
+                                start: t,
+                                last: t,
+                                labels,
+                            },
+                        );
+                    }
+                },
+            }
+        }
+    }
+
+    /// Applies everything due before `t` without samples: an episode
+    /// whose last sample is more than `gap` before `t` has ended, one that
+    /// retires before `t` has retired.
+    pub fn advance(&mut self, t: u64, out: &mut Vec<(u64, Episode)>) {
+        if t < self.done {
+            return;
+        }
+        self.done = t;
+        let ended: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.last.saturating_add(self.gap) < t)
+            .map(|(&id, _)| id)
+            .collect();
+        let mut ended: Vec<(u64, Open)> = ended
+            .into_iter()
+            .filter_map(|id| self.open.remove(&id).map(|o| (id, o)))
+            .collect();
+        ended.sort_by_key(|(id, o)| (o.last, *id));
+        for (id, open) in ended {
+            let at = open.last + self.gap;
+            self.end(id, open, at, out);
+        }
+        while let Some(entry) = self.ending.first_entry() {
+            if *entry.key() >= t {
+                break;
+            }
+            let (at, list) = entry.remove_entry();
+            for (_, key, labels) in list {
+                out.push((at, Episode::Retired { key, labels }));
+            }
+        }
+    }
+
+    fn end(&mut self, id: u64, open: Open, at: u64, out: &mut Vec<(u64, Episode)>) {
+        let key = (open.start, id);
+        out.push((
+            at,
+            Episode::Ended {
+                key,
+                end: open.last,
+            },
+        ));
+        self.ending
+            .entry(at.saturating_add(self.horizon).max(at + 1))
+            .or_default()
+            .push((id, key, open.labels));
+    }
+
+    /// The earliest time something is due without new samples.
+    pub fn next_due(&self) -> Option<u64> {
+        let ends = self.open.values().map(|o| o.last + self.gap + 1).min();
+        let retires = self.ending.keys().next().copied();
+        ends.into_iter().chain(retires).min()
+    }
+
+    /// Episodes not yet retired (open or ended).
+    pub fn len(&self) -> usize {
+        self.open.len() + self.ending.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,324 @@
+//! The correlation model, without timely: the topology and what can be
+//! reached from each entity, the rules that tie two alert episodes and
+//! their score, and [`reference_partition`], a from-scratch computation of
+//! the incidents that the incremental operator must always equal.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use tidemark_engine::Series;
+
+/// An alert episode: when it started firing (event time, ms) and its
+/// series id. Ordered by start, so the least key of an incident is its
+/// earliest alert.
+pub type EpKey = (u64, u64);
+
+/// A topology entity's id: the XXH3 hash of its sorted `name=value` pairs.
+pub type EntityId = u64;
+
+/// A label set naming an entity (`{service: checkout}`).
+pub type LabelSet = BTreeMap<String, String>;
+
+/// The id of a label set.
+pub fn entity_id(labels: &LabelSet) -> EntityId {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for (n, v) in labels {
+        hasher.update(n.as_bytes());
+        hasher.update(&[0xff]);
+        hasher.update(v.as_bytes());
+        hasher.update(&[0xff]);
+    }
+    hasher.digest()
+}
+
+/// How a label set is written in explanations: `service=checkout`.
+pub fn entity_text(labels: &LabelSet) -> String {
+    labels
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The dependency graph: `from` depends on (or runs on) `to`. A fault
+/// spreads against the edges, from `to` to what depends on it.
+#[derive(Clone, Debug, Default)]
+pub struct Topology {
+    /// Entity ids and how they are written.
+    names: HashMap<EntityId, String>,
+    /// The label names that entities use, each set once (`[service]`,
+    /// `[host]`): an alert is projected on each to find its entities.
+    shapes: Vec<Vec<String>>,
+    /// For each entity, what it reaches along the edges within `hops`,
+    /// itself at 0 included: (entity, hops), nearest first.
+    reach: HashMap<EntityId, Vec<(EntityId, u8)>>,
+}
+
+impl Topology {
+    /// The topology of these edges, with reach computed up to `hops`.
+    pub fn new(edges: &[(LabelSet, LabelSet)], hops: u8) -> Topology {
+        let mut names = HashMap::new();
+        let mut shapes: Vec<Vec<String>> = Vec::new();
+        let mut out: HashMap<EntityId, Vec<EntityId>> = HashMap::new();
+        for (from, to) in edges {
+            for e in [from, to] {
+                names.entry(entity_id(e)).or_insert_with(|| entity_text(e));
+                let shape: Vec<String> = e.keys().cloned().collect();
+                if !shapes.contains(&shape) {
+                    shapes.push(shape);
+                }
+            }
+            let targets = out.entry(entity_id(from)).or_default();
+            if !targets.contains(&entity_id(to)) {
+                targets.push(entity_id(to));
+            }
+        }
+        shapes.sort();
+        let mut reach = HashMap::new();
+        for &start in names.keys() {
+            let mut seen: HashMap<EntityId, u8> = HashMap::from([(start, 0)]);
+            let mut queue = VecDeque::from([(start, 0u8)]);
+            while let Some((e, d)) = queue.pop_front() {
+                if d == hops {
+                    continue;
+                }
+                for &next in out.get(&e).into_iter().flatten() {
+                    if let std::collections::hash_map::Entry::Vacant(v) = seen.entry(next) {
+                        v.insert(d + 1);
+                        queue.push_back((next, d + 1));
+                    }
+                }
+            }
+            let mut list: Vec<(EntityId, u8)> = seen.into_iter().collect();
+            list.sort_by_key(|&(e, d)| (d, e));
+            reach.insert(start, list);
+        }
+        Topology {
+            names,
+            shapes,
+            reach,
+        }
+    }
+
+    /// The entities an alert's labels name: every topology entity whose
+    /// labels the alert carries with the same values.
+    pub fn entities_of(&self, labels: &Series) -> Vec<EntityId> {
+        let mut found = Vec::new();
+        for shape in &self.shapes {
+            let mut projected = LabelSet::new();
+            for name in shape {
+                match labels.get(name) {
+                    Some(v) => {
+                        projected.insert(name.clone(), v.to_owned());
+                    }
+                    None => break,
+                }
+            }
+            if projected.len() == shape.len() {
+                let id = entity_id(&projected);
+                if self.names.contains_key(&id) {
+                    found.push(id);
+                }
+            }
+        }
+        found
+    }
+
+    /// What `entity` reaches within the hops, itself included.
+    pub fn reach(&self, entity: EntityId) -> &[(EntityId, u8)] {
+        self.reach.get(&entity).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// How an entity is written.
+    pub fn name(&self, entity: EntityId) -> &str {
+        self.names.get(&entity).map(String::as_str).unwrap_or("?")
+    }
+
+    /// How many entities it has.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether it has none.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// The rules that tie two episodes, with their weights. Two episodes
+/// whose starts are at most `window` apart are tied when the sum of the
+/// weights of the rules they meet reaches `threshold`; incidents are the
+/// connected groups of tied episodes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rules {
+    /// How far apart two starts may be (ms).
+    pub window: u64,
+    /// Topology: a common cause within `hops` (one episode's entity
+    /// reaches the other's, or both reach a third, in `d` hops in all).
+    pub hops: u8,
+    /// Its weight at 0 or 1 hop.
+    pub topology_weight: f64,
+    /// The factor per further hop.
+    pub decay: f64,
+    /// Shared labels: both carry every label of `by` with equal values.
+    pub by: Vec<String>,
+    /// Its weight.
+    pub labels_weight: f64,
+    /// Time: starts at most `within` apart (ms), for episodes already
+    /// tied by another rule.
+    pub within: u64,
+    /// Its weight.
+    pub time_weight: f64,
+    /// The score that ties two episodes.
+    pub threshold: f64,
+}
+
+/// What two episodes have in common, from the keyed rules.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Why {
+    /// The topology distance and the common cause, if within the hops.
+    pub topology: Option<(u8, EntityId)>,
+    /// Whether the `by` labels are equal.
+    pub labels: bool,
+}
+
+impl Rules {
+    /// The score of two episodes with this much in common, their starts
+    /// `dt` apart.
+    pub fn score(&self, why: &Why, dt: u64) -> f64 {
+        if dt > self.window {
+            return 0.0;
+        }
+        let mut score = 0.0;
+        if let Some((d, _)) = why.topology {
+            score += self.topology_weight * self.decay.powi(i32::from(d.max(1)) - 1);
+        }
+        if why.labels {
+            score += self.labels_weight;
+        }
+        if score > 0.0 && dt <= self.within {
+            score += self.time_weight;
+        }
+        score
+    }
+
+    /// Whether they are tied.
+    pub fn ties(&self, why: &Why, dt: u64) -> bool {
+        self.score(why, dt) >= self.threshold - 1e-9
+    }
+
+    /// The hash of an episode's `by` labels, if it has them all.
+    pub fn by_key(&self, labels: &Series) -> Option<u64> {
+        if self.by.is_empty() {
+            return None;
+        }
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for name in &self.by {
+            hasher.update(labels.get(name)?.as_bytes());
+            hasher.update(&[0xff]);
+        }
+        Some(hasher.digest())
+    }
+}
+
+/// Everything correlation needs, shared by the workers.
+#[derive(Debug)]
+pub struct Model {
+    /// The dependency graph.
+    pub topology: Topology,
+    /// The rules.
+    pub rules: Rules,
+}
+
+/// The keys an episode is joined on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Keys {
+    /// Its own entities.
+    pub entities: Vec<EntityId>,
+    /// Every entity it reaches (a possible common cause) and in how many
+    /// hops, the least for each.
+    pub causes: Vec<(EntityId, u8)>,
+    /// Its `by` labels' hash.
+    pub by: Option<u64>,
+}
+
+impl Model {
+    /// The join keys of an episode with these labels.
+    pub fn keys(&self, labels: &Series) -> Keys {
+        let entities = self.topology.entities_of(labels);
+        let mut best: HashMap<EntityId, u8> = HashMap::new();
+        for &e in &entities {
+            for &(c, d) in self.topology.reach(e) {
+                let slot = best.entry(c).or_insert(d);
+                *slot = (*slot).min(d);
+            }
+        }
+        let mut causes: Vec<(EntityId, u8)> = best.into_iter().collect();
+        causes.sort_unstable();
+        Keys {
+            entities,
+            causes,
+            by: self.rules.by_key(labels),
+        }
+    }
+
+    /// What two episodes have in common (the topology part: the nearest
+    /// common cause, the least id among equals).
+    pub fn why(&self, a: &Keys, b: &Keys) -> Why {
+        let mut topology: Option<(u8, EntityId)> = None;
+        for &(c, da) in &a.causes {
+            if let Ok(i) = b.causes.binary_search_by_key(&c, |&(e, _)| e) {
+                let d = da + b.causes[i].1;
+                if d <= self.rules.hops && topology.is_none_or(|t| (d, c) < t) {
+                    topology = Some((d, c));
+                }
+            }
+        }
+        Why {
+            topology,
+            labels: a.by.is_some() && a.by == b.by,
+        }
+    }
+}
+
+/// The incidents of these episodes computed from scratch: every pair
+/// compared, tied pairs joined (union-find). Each incident is its members
+/// in order, and incidents are ordered by their earliest member.
+pub fn reference_partition(model: &Model, episodes: &[(EpKey, Arc<Keys>)]) -> Vec<Vec<EpKey>> {
+    let mut parent: Vec<usize> = (0..episodes.len()).collect();
+    fn find(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for i in 0..episodes.len() {
+        for j in i + 1..episodes.len() {
+            let (a, b) = (&episodes[i], &episodes[j]);
+            let dt = a.0.0.abs_diff(b.0.0);
+            if model.rules.ties(&model.why(&a.1, &b.1), dt) {
+                let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
+                parent[ri.max(rj)] = ri.min(rj);
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<EpKey>> = BTreeMap::new();
+    for (i, (key, _)) in episodes.iter().enumerate() {
+        let root = find(&mut parent, i);
+        groups.entry(root).or_default().push(*key);
+    }
+    let mut out: Vec<Vec<EpKey>> = groups
+        .into_values()
+        .map(|mut g| {
+            g.sort_unstable();
+            g
+        })
+        .collect();
+    out.sort();
+    out
+}

@@ -1,0 +1,401 @@
+//! The `correlate` dataflow.
+//!
+//! 1. **Episodes** (timely, by series): firing `ALERTS` samples are put in
+//!    event-time order up to the watermark less the lateness, and the
+//!    [`Tracker`] turns them into episodes that start, end and retire.
+//! 2. **Ties** (differential): each episode is a record in collections
+//!    keyed by what it can share with another: every entity it reaches in
+//!    the topology (a possible common cause) and its `by` labels, each with
+//!    its start's time bucket (the window's width). Joins on those keys,
+//!    against the same and the next bucket, give the candidate pairs; a
+//!    `reduce` per pair keeps what they have in common and the rules'
+//!    verdict. An episode's records are retracted when it retires, so the
+//!    arrangements hold what is not retired, compacted as the frontier
+//!    advances.
+//! 3. **Incidents** (differential): the connected components of the ties,
+//!    each named by its earliest episode, by label propagation
+//!    (`propagate`: an iterative join and `reduce` to the least label).
+//! 4. **The keeper** (timely, worker 0): the changes of components and
+//!    ties, in event time, become incidents with stable ids and
+//!    explanations, and each firing `ALERTS` sample an `ALERTS_INCIDENT`
+//!    sample naming its incident at that time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use differential_dataflow::AsCollection;
+use differential_dataflow::VecCollection;
+use differential_dataflow::algorithms::graphs::propagate::propagate;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Concatenate;
+use timely::dataflow::operators::vec::Map;
+
+use tidemark_engine::incident::Incident;
+use tidemark_engine::runtime::{IncidentStream, Operator, SampleStream, frontier_min};
+use tidemark_engine::stats::{ComponentStats, DropReason, add};
+use tidemark_engine::time::Time;
+use tidemark_engine::{Sample, Series};
+
+use super::episodes::{Episode, Kind, Tracker, kind};
+use super::keeper::Keeper;
+use super::model::{EntityId, EpKey, Model, Why};
+
+/// How `correlate` runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The model: topology and rules.
+    pub model: Arc<Model>,
+    /// How long past a sample's time the watermark waits for it (ms).
+    pub lateness: u64,
+    /// How long without a firing sample ends an episode (ms).
+    pub gap: u64,
+    /// How long an ended episode is kept (ms).
+    pub horizon: u64,
+}
+
+/// Episodes keyed for a join: (key and time bucket, episode).
+type Keyed<'scope, K, V> = VecCollection<'scope, Time, (K, V), isize>;
+
+/// What the keeper is given, each with its event time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Feed {
+    Episode(u64, Episode),
+    Member(u64, EpKey, EpKey, isize),
+    Tie(u64, EpKey, EpKey, Why, isize),
+}
+
+impl Feed {
+    fn time(&self) -> u64 {
+        match self {
+            Feed::Episode(t, _) | Feed::Member(t, ..) | Feed::Tie(t, ..) => *t,
+        }
+    }
+}
+
+/// What the keeper gives.
+#[derive(Clone, Debug)]
+enum Out {
+    Sample(Sample),
+    Incident(Incident),
+}
+
+/// Correlates `ALERTS` samples into incidents: `ALERTS_INCIDENT` samples
+/// and the incident stream.
+pub fn correlate<'scope>(
+    input: SampleStream<'scope>,
+    name: &str,
+    settings: Settings,
+    stats: Arc<ComponentStats>,
+) -> (SampleStream<'scope>, IncidentStream<'scope>) {
+    let tracked = track(input, name, &settings, Arc::clone(&stats));
+    let model = Arc::clone(&settings.model);
+    let window = model.rules.window.max(1);
+    let hops = model.rules.hops;
+
+    let nodes: VecCollection<'scope, Time, (EpKey, EpKey), isize> = tracked
+        .clone()
+        .flat_map(move |(at, ep)| updates(&ep).map(|(key, _, diff)| ((key, key), at, diff)))
+        .as_collection();
+    let causes: Keyed<'scope, (EntityId, u64), (EpKey, u8)> = {
+        let model = Arc::clone(&model);
+        tracked
+            .clone()
+            .flat_map(move |(at, ep)| {
+                let mut out = Vec::new();
+                if let Some((key, labels, diff)) = updates(&ep) {
+                    for (c, d) in model.keys(labels).causes {
+                        out.push((((c, key.0 / window), (key, d)), at, diff));
+                    }
+                }
+                out
+            })
+            .as_collection()
+    };
+    let by: Keyed<'scope, (u64, u64), EpKey> = {
+        let model = Arc::clone(&model);
+        tracked
+            .clone()
+            .flat_map(move |(at, ep)| {
+                updates(&ep).and_then(|(key, labels, diff)| {
+                    let h = model.rules.by_key(labels)?;
+                    Some((((h, key.0 / window), key), at, diff))
+                })
+            })
+            .as_collection()
+    };
+    // Each side once more in the next bucket, so that every pair within
+    // the window meets in one bucket or the other.
+    let close = move |a: &EpKey, b: &EpKey| a != b && a.0.abs_diff(b.0) <= window;
+    let order = |a: EpKey, b: EpKey| if a < b { (a, b) } else { (b, a) };
+    let topo_pairs = causes
+        .clone()
+        .flat_map(|((c, bucket), v)| [((c, bucket), v), ((c, bucket + 1), v)])
+        .join_map(causes, move |&(c, _), &(a, da), &(b, db)| {
+            ((order(a, b)), (da + db, c))
+        })
+        .filter(move |((a, b), (d, _))| close(a, b) && *d <= hops)
+        .map(|(pair, (d, c))| {
+            (
+                pair,
+                Why {
+                    topology: Some((d, c)),
+                    labels: false,
+                },
+            )
+        });
+    let label_pairs = by
+        .clone()
+        .flat_map(|((h, bucket), key)| [((h, bucket), key), ((h, bucket + 1), key)])
+        .join_map(by, move |_, &a, &b| (order(a, b), ()))
+        .filter(move |((a, b), ())| close(a, b))
+        .map(|(pair, ())| {
+            (
+                pair,
+                Why {
+                    topology: None,
+                    labels: true,
+                },
+            )
+        });
+    let rules = model.rules.clone();
+    let ties = topo_pairs
+        .concat(label_pairs)
+        .reduce(move |pair: &(EpKey, EpKey), found, out| {
+            let mut why = Why::default();
+            for (w, n) in found {
+                if *n <= 0 {
+                    continue;
+                }
+                if let Some(t) = w.topology
+                    && why.topology.is_none_or(|best| t < best)
+                {
+                    why.topology = Some(t);
+                }
+                why.labels |= w.labels;
+            }
+            if rules.ties(&why, pair.0.0.abs_diff(pair.1.0)) {
+                out.push((why, 1));
+            }
+        });
+    let edges = ties.clone().flat_map(|((a, b), _)| [(a, b), (b, a)]);
+    let roots = propagate(edges, nodes);
+
+    let feeds = tracked.scope().concatenate::<_, Vec<Feed>>(vec![
+        tracked.map(|(at, ep)| Feed::Episode(at, ep)),
+        roots
+            .inner
+            .map(|((key, root), t, diff)| Feed::Member(t, key, root, diff)),
+        ties.inner
+            .map(|(((a, b), why), t, diff)| Feed::Tie(t, a, b, why, diff)),
+    ]);
+    let out = keep(feeds, name, model, stats);
+    let samples = out.clone().flat_map(|o| match o {
+        Out::Sample(s) => Some(s),
+        Out::Incident(_) => None,
+    });
+    let incidents = out.flat_map(|o| match o {
+        Out::Incident(i) => Some(i),
+        Out::Sample(_) => None,
+    });
+    (samples, incidents)
+}
+
+/// An episode's records: added when it starts, taken back when it retires.
+fn updates(ep: &Episode) -> Option<(EpKey, &Series, isize)> {
+    match ep {
+        Episode::Started { key, labels } => Some((*key, labels, 1)),
+        Episode::Retired { key, labels } => Some((*key, labels, -1)),
+        _ => None,
+    }
+}
+
+/// Step 1: episodes, per series.
+fn track<'scope>(
+    input: SampleStream<'scope>,
+    name: &str,
+    settings: &Settings,
+    stats: Arc<ComponentStats>,
+) -> timely::dataflow::StreamVec<'scope, Time, (u64, Episode)> {
+    let lateness = settings.lateness;
+    let (gap, horizon) = (settings.gap, settings.horizon);
+    input.unary_frontier(
+        Exchange::new(|s: &Sample| s.series.id().0),
+        &format!("{name}.episodes"),
+        move |capability, _info| {
+            let mut held = Some(capability);
+            let mut tracker = Tracker::new(gap, horizon);
+            let mut pending: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
+            // Everything before this time has been applied.
+            let mut done: u64 = 0;
+            move |(input, frontier), output| {
+                let (mut late, mut other) = (0u64, 0u64);
+                input.for_each(|_cap, data| {
+                    add(&stats.received, data.len() as u64);
+                    for sample in data.drain(..) {
+                        if kind(&sample) == Kind::Other {
+                            other += 1;
+                            continue;
+                        }
+                        let t = sample.timestamp.max(0) as u64;
+                        if t < done {
+                            late += 1;
+                            continue;
+                        }
+                        pending.entry(t).or_default().push(sample);
+                    }
+                });
+                stats.dropped(DropReason::Late, late);
+                stats.dropped(DropReason::NotAnAlert, other);
+                let Some(cap) = held.as_mut() else {
+                    pending.clear();
+                    return;
+                };
+                let f = frontier_min(frontier);
+                let limit = match f {
+                    Some(f) => f.saturating_sub(lateness),
+                    None => u64::MAX,
+                };
+                let mut events = Vec::new();
+                while let Some(entry) = pending.first_entry() {
+                    if *entry.key() >= limit {
+                        break;
+                    }
+                    let (t, samples) = entry.remove_entry();
+                    tracker.step(t, &samples, &mut events);
+                    done = t + 1;
+                }
+                if f.is_some() && limit > done {
+                    tracker.advance(limit, &mut events);
+                    done = limit;
+                }
+                for (at, ep) in events {
+                    let at = cap.delayed(&at.max(*cap.time()));
+                    let time = *at.time();
+                    output.session(&at).give((time, ep));
+                }
+                match f {
+                    Some(_) => {
+                        if done > *cap.time() {
+                            cap.downgrade(&done);
+                        }
+                    }
+                    None => held = None,
+                }
+            }
+        },
+    )
+}
+
+/// Step 4: the keeper, on worker 0.
+fn keep<'scope>(
+    feeds: timely::dataflow::StreamVec<'scope, Time, Feed>,
+    name: &str,
+    model: Arc<Model>,
+    stats: Arc<ComponentStats>,
+) -> timely::dataflow::StreamVec<'scope, Time, Out> {
+    feeds.unary_frontier(
+        Exchange::new(|_: &Feed| 0u64),
+        &format!("{name}.incidents"),
+        move |capability, _info| {
+            let mut held = Some(capability);
+            let mut keeper = Keeper::new(model);
+            let mut pending: BTreeMap<u64, Vec<Feed>> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|_cap, data| {
+                    for feed in data.drain(..) {
+                        pending.entry(feed.time()).or_default().push(feed);
+                    }
+                });
+                let Some(cap) = held.as_mut() else {
+                    pending.clear();
+                    return;
+                };
+                let f = frontier_min(frontier);
+                let limit = f.unwrap_or(u64::MAX);
+                let mut sent = 0u64;
+                while let Some(entry) = pending.first_entry() {
+                    if *entry.key() >= limit {
+                        break;
+                    }
+                    let (t, feeds) = entry.remove_entry();
+                    let mut samples = Vec::new();
+                    let (mut ended, mut retired) = (Vec::new(), Vec::new());
+                    // Starts first, then the dataflow's changes, then ends
+                    // and retirements (which need the components).
+                    let mut later = Vec::new();
+                    for feed in feeds {
+                        match feed {
+                            Feed::Episode(_, Episode::Started { key, labels }) => {
+                                keeper.started(key, labels)
+                            }
+                            Feed::Episode(_, Episode::Sample { key, sample }) => {
+                                samples.push((key, sample))
+                            }
+                            Feed::Episode(_, Episode::Ended { key, end }) => ended.push((key, end)),
+                            Feed::Episode(_, Episode::Retired { key, .. }) => retired.push(key),
+                            other => later.push(other),
+                        }
+                    }
+                    // The dataflow's changes at `t` may come in several
+                    // batches that cancel out: apply the net of each.
+                    let mut members: BTreeMap<(EpKey, EpKey), isize> = BTreeMap::new();
+                    let mut ties: BTreeMap<(EpKey, EpKey, Why), isize> = BTreeMap::new();
+                    for feed in later {
+                        match feed {
+                            Feed::Member(_, key, root, diff) => {
+                                *members.entry((key, root)).or_default() += diff
+                            }
+                            Feed::Tie(_, a, b, why, diff) => {
+                                *ties.entry((a, b, why)).or_default() += diff
+                            }
+                            Feed::Episode(..) => {}
+                        }
+                    }
+                    // Removals first, so a member that moves is never in
+                    // two components.
+                    for positive in [false, true] {
+                        for (&(key, root), &diff) in &members {
+                            if diff != 0 && (diff > 0) == positive {
+                                keeper.member(key, root, diff);
+                            }
+                        }
+                        for (&(a, b, why), &diff) in &ties {
+                            if diff != 0 && (diff > 0) == positive {
+                                keeper.tie(a, b, why, diff);
+                            }
+                        }
+                    }
+                    for (key, end) in ended {
+                        keeper.ended(key, end);
+                    }
+                    for key in retired {
+                        keeper.retired(key);
+                    }
+                    let incidents = keeper.finish_step(t);
+                    let at = cap.delayed(&t.max(*cap.time()));
+                    let mut session = output.session(&at);
+                    for (key, sample) in &samples {
+                        if let Some(s) = keeper.label(key, sample) {
+                            sent += 1;
+                            session.give(Out::Sample(s));
+                        }
+                    }
+                    sent += incidents.len() as u64;
+                    for i in incidents {
+                        session.give(Out::Incident(i));
+                    }
+                }
+                add(&stats.sent, sent);
+                match f {
+                    Some(f) => {
+                        if f > *cap.time() {
+                            cap.downgrade(&f);
+                        }
+                    }
+                    None => held = None,
+                }
+            }
+        },
+    )
+}

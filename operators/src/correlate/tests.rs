@@ -1,0 +1,432 @@
+//! The correlation model, and the operator held to a from-scratch
+//! computation.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use timely::dataflow::InputHandleVec;
+use timely::dataflow::operators::{Input, Inspect, Probe};
+
+use tidemark_engine::incident::{Incident, IncidentStatus};
+use tidemark_engine::stats::ComponentStats;
+use tidemark_engine::{Sample, Series};
+
+use super::episodes::alert_labels;
+use super::model::{EpKey, Keys, LabelSet, Model, Rules, Topology, reference_partition};
+use super::operator::{Settings, correlate};
+
+fn set(pairs: &[(&str, &str)]) -> LabelSet {
+    pairs
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn svc(name: &str) -> LabelSet {
+    set(&[("service", name)])
+}
+
+fn rules() -> Rules {
+    Rules {
+        window: 600_000,
+        hops: 2,
+        topology_weight: 1.0,
+        decay: 0.5,
+        by: Vec::new(),
+        labels_weight: 0.0,
+        within: 60_000,
+        time_weight: 0.5,
+        threshold: 1.0,
+    }
+}
+
+/// checkout -> payments -> db; cart -> payments; checkout -> search;
+/// payments and search run on node-1.
+fn shop() -> Vec<(LabelSet, LabelSet)> {
+    vec![
+        (svc("checkout"), svc("payments")),
+        (svc("cart"), svc("payments")),
+        (svc("payments"), svc("db")),
+        (svc("checkout"), svc("search")),
+        (svc("payments"), set(&[("host", "node-1")])),
+        (svc("search"), set(&[("host", "node-1")])),
+    ]
+}
+
+fn alert(name: &str, service: &str) -> Series {
+    Series::new("", [("alertname", name), ("service", service)])
+}
+
+#[test]
+fn ties_follow_common_causes_not_common_dependents() {
+    let model = Model {
+        topology: Topology::new(&shop(), 2),
+        rules: rules(),
+    };
+    let keys = |s: &str| model.keys(&alert("A", s));
+    let d = |a: &str, b: &str| model.why(&keys(a), &keys(b)).topology.map(|t| t.0);
+    assert_eq!(d("payments", "payments"), Some(0));
+    assert_eq!(d("checkout", "payments"), Some(1));
+    assert_eq!(d("checkout", "db"), Some(2));
+    // Both depend on payments.
+    assert_eq!(d("checkout", "cart"), Some(2));
+    // search and payments share node-1.
+    assert_eq!(d("search", "payments"), Some(2));
+    // payments and search are both called by checkout: no common cause.
+    assert_eq!(d("cart", "search"), None);
+    // Three hops: beyond the limit.
+    assert_eq!(d("cart", "db"), Some(2));
+    assert_eq!(d("checkout", "node-x"), None);
+    // An alert on the host itself.
+    let host = model.keys(&Series::new(
+        "",
+        [("alertname", "Down"), ("host", "node-1")],
+    ));
+    assert_eq!(
+        model.why(&keys("search"), &host).topology.map(|t| t.0),
+        Some(1)
+    );
+    // Two hops decay: alone they do not tie; close in time they do.
+    let why = model.why(&keys("checkout"), &keys("cart"));
+    assert!(!model.rules.ties(&why, 120_000));
+    assert!(model.rules.ties(&why, 30_000));
+    // Out of the window nothing ties.
+    let why = model.why(&keys("checkout"), &keys("payments"));
+    assert!(model.rules.ties(&why, 600_000));
+    assert!(!model.rules.ties(&why, 600_001));
+}
+
+#[test]
+fn labels_rule_needs_every_label() {
+    let mut r = rules();
+    r.by = vec!["cluster".into(), "namespace".into()];
+    r.labels_weight = 1.0;
+    let a = Series::new("", [("cluster", "c1"), ("namespace", "n")]);
+    let b = Series::new("", [("cluster", "c1"), ("namespace", "n"), ("x", "1")]);
+    let c = Series::new("", [("cluster", "c1")]);
+    assert_eq!(r.by_key(&a), r.by_key(&b));
+    assert!(r.by_key(&a).is_some());
+    assert_eq!(r.by_key(&c), None);
+}
+
+/// One generated alert episode: its labels, and its firing samples.
+#[derive(Clone, Debug)]
+struct Generated {
+    labels: Series,
+    times: Vec<i64>,
+}
+
+const STEP: i64 = 15_000;
+
+/// Random episodes over the shop topology and a few hosts: bursts that
+/// start at one service and spread, plus noise.
+fn scenario(rng: &mut StdRng, n: usize) -> Vec<Generated> {
+    let services = [
+        "checkout", "cart", "payments", "db", "search", "auth", "mail",
+    ];
+    let names = ["HighLatency", "Errors", "Saturation"];
+    let mut out = Vec::new();
+    let mut count: HashMap<String, i64> = HashMap::new();
+    for _ in 0..n {
+        let service = services[rng.random_range(0..services.len())];
+        let name = names[rng.random_range(0..names.len())];
+        // Firing samples every STEP, on a grid, for 1 to 12 steps.
+        let start = rng.random_range(0..240i64) * STEP;
+        let len = rng.random_range(1..12i64);
+        let key = format!("{name}/{service}");
+        let k = count.entry(key).or_default();
+        *k += 1;
+        let labels = Series::new(
+            "",
+            [
+                ("alertname", name),
+                ("service", service),
+                ("instance", &format!("i{k}")),
+            ],
+        );
+        out.push(Generated {
+            labels,
+            times: (0..len).map(|i| start + i * STEP).collect(),
+        });
+    }
+    out
+}
+
+fn samples_of(episodes: &[Generated]) -> Vec<Sample> {
+    let mut all = Vec::new();
+    for e in episodes {
+        let series = Series::new("ALERTS", e.labels.tags().chain([("alertstate", "firing")]));
+        for &t in &e.times {
+            all.push(Sample::new(series.clone(), t, 1.0));
+        }
+    }
+    all.sort_by_key(|s| (s.timestamp, s.series.id()));
+    all
+}
+
+/// Runs the operator on `workers` workers; worker 0 feeds `samples` in
+/// the order given, its watermark trailing the latest time by `slack`.
+fn run(
+    samples: Vec<Sample>,
+    settings: Settings,
+    workers: usize,
+    slack: i64,
+) -> (Vec<Sample>, Vec<Incident>) {
+    let out: Arc<Mutex<(Vec<Sample>, Vec<Incident>)>> = Arc::default();
+    let sink = Arc::clone(&out);
+    let samples = Arc::new(samples);
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let sink = Arc::clone(&sink);
+        let settings = settings.clone();
+        let mut input: InputHandleVec<u64, Sample> = InputHandleVec::new();
+        let probe = worker.dataflow::<u64, _, _>(|scope| {
+            let stream = scope.input_from(&mut input);
+            let (labelled, incidents) =
+                correlate(stream, "c", settings, Arc::new(ComponentStats::default()));
+            let s1 = Arc::clone(&sink);
+            let s2 = Arc::clone(&sink);
+            labelled.inspect(move |s| s1.lock().unwrap().0.push(s.clone()));
+            incidents
+                .inspect(move |i| s2.lock().unwrap().1.push(i.clone()))
+                .probe()
+                .0
+        });
+        if worker.index() == 0 {
+            let mut latest = 0i64;
+            for s in samples.iter() {
+                latest = latest.max(s.timestamp);
+                let w = (latest - slack).max(0) as u64;
+                if w > *input.time() {
+                    input.advance_to(w);
+                }
+                input.send(s.clone());
+                worker.step();
+            }
+        }
+        input.close();
+        while !probe.done() {
+            worker.step();
+        }
+    })
+    .unwrap()
+    .join();
+    let mut got = std::mem::take(&mut *out.lock().unwrap());
+    got.0.sort_by_key(|s| (s.timestamp, s.series.id()));
+    got.1.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+    got
+}
+
+fn settings(model: Arc<Model>, lateness: u64) -> Settings {
+    Settings {
+        model,
+        lateness,
+        gap: 60_000,
+        horizon: 300_000,
+    }
+}
+
+/// For every step, the reference partition of the episodes alive then,
+/// as the sets of alerts that fire at that step and share an incident.
+fn expected(
+    model: &Model,
+    episodes: &[Generated],
+    gap: i64,
+    horizon: i64,
+) -> BTreeMap<i64, BTreeSet<BTreeSet<u64>>> {
+    let times: BTreeSet<i64> = episodes.iter().flat_map(|e| e.times.clone()).collect();
+    let mut out = BTreeMap::new();
+    for &t in &times {
+        // Alive: started, and not retired (last + gap + horizon >= t).
+        let alive: Vec<(EpKey, Arc<Keys>)> = episodes
+            .iter()
+            .filter(|e| e.times[0] <= t && e.times.last().unwrap() + gap + horizon >= t)
+            .map(|e| {
+                (
+                    (e.times[0] as u64, series_of(e).id().0),
+                    Arc::new(model.keys(&e.labels)),
+                )
+            })
+            .collect();
+        let partition = reference_partition(model, &alive);
+        let firing: BTreeSet<u64> = episodes
+            .iter()
+            .filter(|e| e.times.contains(&t))
+            .map(|e| series_of(e).id().0)
+            .collect();
+        let groups: BTreeSet<BTreeSet<u64>> = partition
+            .into_iter()
+            .map(|g| {
+                g.into_iter()
+                    .map(|k| k.1)
+                    .filter(|id| firing.contains(id))
+                    .collect::<BTreeSet<_>>()
+            })
+            .filter(|g| !g.is_empty())
+            .collect();
+        out.insert(t, groups);
+    }
+    out
+}
+
+fn series_of(e: &Generated) -> Series {
+    Series::new("ALERTS", e.labels.tags().chain([("alertstate", "firing")]))
+}
+
+fn observed(labelled: &[Sample]) -> BTreeMap<i64, BTreeSet<BTreeSet<u64>>> {
+    let mut by_time: BTreeMap<i64, BTreeMap<String, BTreeSet<u64>>> = BTreeMap::new();
+    for s in labelled {
+        let id = s.series.get("incident").expect("incident label").to_owned();
+        let alerts = Series::new(
+            "ALERTS",
+            s.series
+                .tags()
+                .filter(|(n, _)| *n != "incident")
+                .chain([("alertstate", "firing")]),
+        );
+        by_time
+            .entry(s.timestamp)
+            .or_default()
+            .entry(id)
+            .or_default()
+            .insert(alerts.id().0);
+    }
+    by_time
+        .into_iter()
+        .map(|(t, groups)| (t, groups.into_values().collect()))
+        .collect()
+}
+
+/// Episodes never overlap per series in the generator (instances are
+/// unique), and no two of one series are within the gap.
+#[test]
+fn incidents_equal_a_from_scratch_computation_at_every_step() {
+    let model = Arc::new(Model {
+        topology: Topology::new(&shop(), 2),
+        rules: rules(),
+    });
+    for seed in 0..4u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let episodes = scenario(&mut rng, 60);
+        let want = expected(&model, &episodes, 60_000, 300_000);
+        for (workers, slack) in [(1, 0), (2, 0), (4, 0), (2, 45_000)] {
+            let mut samples = samples_of(&episodes);
+            if slack > 0 {
+                // Shuffle within the slack: sort by a jittered time.
+                let mut keyed: Vec<(i64, Sample)> = samples
+                    .into_iter()
+                    .map(|s| (s.timestamp + rng.random_range(0..slack), s))
+                    .collect();
+                keyed.sort_by_key(|(k, s)| (*k, s.series.id()));
+                samples = keyed.into_iter().map(|(_, s)| s).collect();
+            }
+            let (labelled, _) = run(
+                samples.clone(),
+                settings(Arc::clone(&model), slack as u64),
+                workers,
+                slack,
+            );
+            assert_eq!(
+                labelled.len(),
+                samples.len(),
+                "seed {seed}, {workers} workers: one ALERTS_INCIDENT per firing sample"
+            );
+            let got = observed(&labelled);
+            for (t, groups) in &want {
+                assert_eq!(
+                    got.get(t),
+                    Some(groups),
+                    "seed {seed}, {workers} workers, slack {slack}: incidents at {t}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn merges_keep_the_older_id_and_splits_take_a_new_one() {
+    let model = Arc::new(Model {
+        topology: Topology::new(&shop(), 2),
+        rules: rules(),
+    });
+    // cart at 0 and search at 60s: no common cause, two incidents. Then
+    // checkout at 120s depends on both... no: checkout -> payments (cart's
+    // cause) and checkout -> search. It ties to search (1 hop) and to
+    // cart (common cause payments, 2 hops, within 1m? no: 120s apart).
+    // So use payments at 120s: ties to cart (1 hop) and to search (node-1,
+    // 2 hops, 60s apart: 0.5 + 0.5).
+    let eps = vec![
+        Generated {
+            labels: alert("Errors", "cart"),
+            times: (0..40).map(|i| i * STEP).collect(),
+        },
+        Generated {
+            labels: alert("Errors", "search"),
+            times: (4..40).map(|i| i * STEP).collect(),
+        },
+        Generated {
+            labels: alert("Errors", "payments"),
+            times: (8..10).map(|i| i * STEP).collect(),
+        },
+    ];
+    let s = Settings {
+        model,
+        lateness: 0,
+        gap: 30_000,
+        horizon: 60_000,
+    };
+    let (labelled, incidents) = run(samples_of(&eps), s, 1, 0);
+    let id_at = |t: i64, service: &str| -> String {
+        labelled
+            .iter()
+            .find(|s| s.timestamp == t && s.series.get("service") == Some(service))
+            .and_then(|s| s.series.get("incident"))
+            .unwrap()
+            .to_owned()
+    };
+    let cart = id_at(0, "cart");
+    let search = id_at(60_000, "search");
+    assert_ne!(cart, search);
+    // Merged: the older (cart's) id for all three.
+    assert_eq!(id_at(120_000, "search"), cart);
+    assert_eq!(id_at(120_000, "payments"), cart);
+    let merged: Vec<&Incident> = incidents
+        .iter()
+        .filter(|i| i.status == IncidentStatus::Merged)
+        .collect();
+    assert_eq!(merged.len(), 1, "{incidents:#?}");
+    assert_eq!(merged[0].id, search);
+    assert_eq!(merged[0].merged_into.as_deref(), Some(cart.as_str()));
+    assert_eq!(merged[0].at, 120_000);
+    // payments' last sample at 135s, ended at 165s, retired after 225s:
+    // cart and search split; cart keeps its id, search gets a new one.
+    let after = 300_000;
+    assert_eq!(id_at(after, "cart"), cart);
+    let split = id_at(after, "search");
+    assert_ne!(split, cart);
+    assert_ne!(split, search, "a split takes a new id");
+    let opened = incidents
+        .iter()
+        .find(|i| i.id == split)
+        .expect("the split is opened");
+    assert_eq!(opened.status, IncidentStatus::Opened);
+    assert_eq!(opened.split_from.as_deref(), Some(cart.as_str()));
+    // The merged incident's explanation.
+    let update = incidents
+        .iter()
+        .rfind(|i| i.id == cart && i.at == 120_000)
+        .expect("an update at the merge");
+    assert_eq!(update.members.len(), 3);
+    assert_eq!(update.root, "service=payments");
+    let payments = update
+        .members
+        .iter()
+        .find(|m| m.labels.get("service") == Some("payments"))
+        .unwrap();
+    assert!(payments.tied_by.contains("cart"), "{}", payments.tied_by);
+    assert_eq!(
+        alert_labels(&samples_of(&eps)[0].series).get("alertstate"),
+        None
+    );
+}
