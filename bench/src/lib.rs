@@ -8,6 +8,8 @@
 //!
 //! - [`window`]: engine throughput (generator, window, discard);
 //! - [`alert`]: rule evaluation throughput (generator, alert rules, discard);
+//! - [`correlate`]: incident correlation quality and speed on generated
+//!   scenarios with ground truth;
 //! - [`sinks`]: the database and archive sinks against real services;
 //! - [`kafka`]: reading and writing a real broker;
 //! - [`latency`]: ingest latency under offered load, driving [`loadgen`];
@@ -16,6 +18,7 @@
 pub mod alert;
 pub mod alert_latency;
 pub mod anomaly;
+pub mod correlate;
 pub mod kafka;
 pub mod latency;
 pub mod loadgen;

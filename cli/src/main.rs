@@ -397,6 +397,8 @@ enum BenchCommand {
     Anomaly(bench::anomaly::AnomalyBenchOptions),
     /// Alert rules: samples and rule evaluations per second, 100 to 10 000 rules.
     Alert(bench::alert::AlertBenchOptions),
+    /// Incident correlation: ARI against ground truth and alert samples per second.
+    Correlate(bench::correlate::CorrelateBenchOptions),
     /// Consume throughput from a Kafka broker (tansu by default).
     Kafka(bench::kafka::KafkaBenchOptions),
     /// Write throughput of the timescaledb and redis sinks.
@@ -610,6 +612,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             which: BenchCommand::Anomaly(options),
         } => {
             bench::anomaly::anomaly(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which: BenchCommand::Correlate(options),
+        } => {
+            bench::correlate::correlate_bench(&options)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -1,8 +1,10 @@
-//! The shared shape of the `file` and `console` sinks: gather every sample
-//! on worker 0, keep them per timely time (holding a capability, so the
+//! The shared shape of the `file` and `console` sinks: gather every record
+//! (samples, or alerts, incidents and notifications for the `file` sink) on
+//! worker 0, keep them per timely time (holding a capability, so the
 //! pipeline is not done before they are written), and once the frontier has
-//! passed a time, write its samples in a canonical order (series, then
-//! timestamp). Output is therefore the same for any number of workers.
+//! passed a time, write its records in a canonical order ([`Record::order`]:
+//! samples by series, then timestamp). Output is therefore the same for any
+//! number of workers.
 //!
 //! A time's capability is released only once its samples are written and
 //! flushed, so the sink's frontier is its durable frontier; times the
@@ -19,21 +21,59 @@ use std::time::Instant;
 
 use timely::dataflow::operators::Capability;
 
+use timely::dataflow::channels::pact::Exchange;
+
 use tidemark_engine::Sample;
+use tidemark_engine::alert::Alert;
 use tidemark_engine::component::{Failure, Resume, SinkContext};
 use tidemark_engine::error::ComponentError;
-use tidemark_engine::runtime::{
-    Operator, ProgressBuilder, ProgressStream, SampleStream, frontier_min, to_first_worker,
-};
+use tidemark_engine::incident::Incident;
+use tidemark_engine::notify::Notification;
+use tidemark_engine::runtime::{Operator, ProgressBuilder, ProgressStream, Stream, frontier_min};
 use tidemark_engine::stats::{ComponentStats, add};
 use tidemark_engine::time::Time;
 
 use crate::batch::{FIRST_BACKOFF, MAX_BACKOFF};
 
-/// Writes one time's sorted samples.
-pub(crate) trait Writer: 'static {
-    /// Writes (or buffers) a time's samples.
-    fn write(&mut self, samples: &[Sample]) -> Result<(), ComponentError>;
+/// A record a gathering sink writes: how a time's records are ordered.
+pub(crate) trait Record:
+    Clone + Send + serde::Serialize + for<'de> serde::Deserialize<'de> + 'static
+{
+    /// The canonical order within a time.
+    fn order(a: &Self, b: &Self) -> std::cmp::Ordering;
+}
+
+impl Record for Sample {
+    fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
+        a.series
+            .cmp(&b.series)
+            .then(a.timestamp.cmp(&b.timestamp))
+            .then(a.value.total_cmp(&b.value))
+    }
+}
+
+impl Record for Alert {
+    fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
+        (a.at, &a.labels, a.state.word()).cmp(&(b.at, &b.labels, b.state.word()))
+    }
+}
+
+impl Record for Incident {
+    fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
+        (a.at, &a.id).cmp(&(b.at, &b.id))
+    }
+}
+
+impl Record for Notification {
+    fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
+        (a.at, &a.receiver, &a.group_key).cmp(&(b.at, &b.receiver, &b.group_key))
+    }
+}
+
+/// Writes one time's sorted records.
+pub(crate) trait Writer<R>: 'static {
+    /// Writes (or buffers) a time's records.
+    fn write(&mut self, records: &[R]) -> Result<(), ComponentError>;
     /// Makes everything written so far durable.
     fn flush(&mut self) -> Result<(), ComponentError>;
     /// After a failure: forgets what was written since the last flush that
@@ -49,10 +89,10 @@ pub(crate) struct Gather {
     pub(crate) failure: Arc<Failure>,
 }
 
-/// A time's capability and samples.
-type Held = (Capability<Time>, Vec<Sample>);
+/// A time's capability and records.
+type Held<R> = (Capability<Time>, Vec<R>);
 
-type Stash = BTreeMap<Time, Held>;
+type Stash<R> = BTreeMap<Time, Held<R>>;
 
 impl From<SinkContext> for Gather {
     fn from(ctx: SinkContext) -> Gather {
@@ -65,17 +105,17 @@ impl From<SinkContext> for Gather {
     }
 }
 
-pub(crate) fn gather_sink<'scope>(
-    stream: SampleStream<'scope>,
+pub(crate) fn gather_sink<'scope, R: Record>(
+    stream: Stream<'scope, Time, Vec<R>>,
     sink: Gather,
-    mut writer: impl Writer,
+    mut writer: impl Writer<R>,
 ) -> ProgressStream<'scope> {
     let scope = stream.scope();
     let name = sink.name.clone();
     stream
-        .unary_frontier::<ProgressBuilder, _, _, _>(to_first_worker(), &name, move |_cap, info| {
+        .unary_frontier::<ProgressBuilder, _, _, _>(Exchange::new(|_: &R| 0), &name, move |_cap, info| {
             let retry = scope.activator_for(std::rc::Rc::clone(&info.address));
-            let mut stash: Stash = BTreeMap::new();
+            let mut stash: Stash<R> = BTreeMap::new();
             let mut backoff = FIRST_BACKOFF;
             let mut next_try: Option<Instant> = None;
             let mut failed = false;
@@ -119,13 +159,13 @@ pub(crate) fn gather_sink<'scope>(
 /// Writes every stashed time below `f` and flushes; the capabilities of the
 /// times written go only once the flush succeeded. On an error, everything
 /// not flushed stays stashed and the writer is reset.
-fn write_closed(
-    stash: &mut Stash,
+fn write_closed<R: Record>(
+    stash: &mut Stash<R>,
     f: Time,
     sink: &Gather,
-    writer: &mut impl Writer,
+    writer: &mut impl Writer<R>,
 ) -> Result<(), ComponentError> {
-    let mut written: Vec<(Time, Held)> = Vec::new();
+    let mut written: Vec<(Time, Held<R>)> = Vec::new();
     let mut result = Ok(());
     while let Some(entry) = stash.first_entry() {
         if *entry.key() >= f {
@@ -135,12 +175,7 @@ fn write_closed(
         if !sink.resume.writes(time) {
             continue;
         }
-        batch.sort_by(|a, b| {
-            a.series
-                .cmp(&b.series)
-                .then(a.timestamp.cmp(&b.timestamp))
-                .then(a.value.total_cmp(&b.value))
-        });
+        batch.sort_by(R::order);
         result = writer.write(&batch);
         written.push((time, (cap, batch)));
         if result.is_err() {

@@ -48,8 +48,8 @@ macro_rules! samples_sink {
     };
     (@spec $sink:ty, $holdback:expr, $live:expr, $touches:expr) => {
         impl tidemark_engine::spec::SinkSpec for $sink {
-            fn takes(&self) -> tidemark_engine::spec::StreamKind {
-                tidemark_engine::spec::StreamKind::Samples
+            fn takes(&self) -> &'static [tidemark_engine::spec::StreamKind] {
+                &[tidemark_engine::spec::StreamKind::Samples]
             }
             fn holdback(&self) -> tidemark_engine::time::Time {
                 let holdback: fn(&$sink) -> tidemark_engine::time::Time = $holdback;

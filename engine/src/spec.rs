@@ -314,8 +314,9 @@ pub trait TransformSpec: fmt::Debug + Send + Sync {
 
 /// A validated sink.
 pub trait SinkSpec: fmt::Debug + Send + Sync {
-    /// What its inputs must carry.
-    fn takes(&self) -> StreamKind;
+    /// What its inputs may carry (the `file` sink takes every kind; the
+    /// others one).
+    fn takes(&self) -> &'static [StreamKind];
     /// How far it holds output back before it is durable (a Parquet
     /// epoch): flow control lets sources run this far ahead of it.
     fn holdback(&self) -> Time;

@@ -25,8 +25,8 @@ impl Validate<dyn SinkSpec> for AlertmanagerSinkConfig {
 }
 
 impl SinkSpec for AlertmanagerSink {
-    fn takes(&self) -> StreamKind {
-        StreamKind::Alerts
+    fn takes(&self) -> &'static [StreamKind] {
+        &[StreamKind::Alerts]
     }
     fn holdback(&self) -> Time {
         0

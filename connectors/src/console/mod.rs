@@ -62,7 +62,7 @@ struct ConsoleWriter {
     buffer: Vec<u8>,
 }
 
-impl Writer for ConsoleWriter {
+impl Writer<Sample> for ConsoleWriter {
     fn write(&mut self, samples: &[Sample]) -> Result<(), ComponentError> {
         self.buffer.clear();
         let shown = if self.max_lines == 0 {

@@ -1,4 +1,6 @@
 //! The `file` sink: JSON lines, written per closed time in a canonical order.
+//! Samples as the file source reads them; alerts, incidents and
+//! notifications as their records serialise (Alertmanager's field names).
 //!
 //! Durable means on disk: a time's lines are written, flushed and, for a
 //! regular file, `fsync`ed before its capability goes (so Kafka offsets
@@ -15,10 +17,38 @@ use tidemark_codecs::json::encode_json;
 use tidemark_engine::Sample;
 use tidemark_engine::component::{SinkContext, StdoutWriter};
 use tidemark_engine::error::{ComponentError, Fault};
-use tidemark_engine::runtime::{ProgressStream, SampleStream};
+use tidemark_engine::runtime::ProgressStream;
+use tidemark_engine::spec::AnyStream;
 
 use super::FileSinkConfig;
-use crate::gather::{Gather, Writer, gather_sink};
+use crate::gather::{Gather, Record, Writer, gather_sink};
+
+/// How a record is written as one JSON line.
+trait Line: Record {
+    fn line(&self, out: &mut impl Write) -> std::io::Result<()>;
+}
+
+impl Line for Sample {
+    fn line(&self, out: &mut impl Write) -> std::io::Result<()> {
+        encode_json(self, out)
+    }
+}
+
+macro_rules! serde_line {
+    ($($t:ty),*) => {$(
+        impl Line for $t {
+            fn line(&self, out: &mut impl Write) -> std::io::Result<()> {
+                serde_json::to_writer(&mut *out, self)?;
+                out.write_all(b"\n")
+            }
+        }
+    )*};
+}
+serde_line!(
+    tidemark_engine::alert::Alert,
+    tidemark_engine::incident::Incident,
+    tidemark_engine::notify::Notification
+);
 
 /// An open output file.
 struct Open {
@@ -85,8 +115,8 @@ fn open(path: &str, append: bool) -> std::io::Result<Open> {
     })
 }
 
-impl Writer for Target {
-    fn write(&mut self, samples: &[Sample]) -> Result<(), ComponentError> {
+impl<R: Line> Writer<R> for Target {
+    fn write(&mut self, samples: &[R]) -> Result<(), ComponentError> {
         match self {
             Target::File {
                 open: o,
@@ -100,7 +130,8 @@ impl Writer for Target {
                     return Ok(());
                 };
                 for s in samples {
-                    encode_json(s, &mut o.writer).map_err(|e| io_error("write", path, e))?;
+                    s.line(&mut o.writer)
+                        .map_err(|e| io_error("write", path, e))?;
                 }
                 Ok(())
             }
@@ -108,7 +139,7 @@ impl Writer for Target {
                 buffer.clear();
                 for s in samples {
                     // Writing to a Vec cannot fail.
-                    let _ = encode_json(s, buffer);
+                    let _ = s.line(buffer);
                 }
                 out(buffer);
                 Ok(())
@@ -117,6 +148,16 @@ impl Writer for Target {
     }
 
     fn flush(&mut self) -> Result<(), ComponentError> {
+        self.flush_file()
+    }
+
+    fn reset(&mut self) {
+        self.reset_file()
+    }
+}
+
+impl Target {
+    fn flush_file(&mut self) -> Result<(), ComponentError> {
         let Target::File {
             open: Some(o),
             path,
@@ -137,7 +178,7 @@ impl Writer for Target {
         Ok(())
     }
 
-    fn reset(&mut self) {
+    fn reset_file(&mut self) {
         let Target::File { open: o, .. } = self else {
             return;
         };
@@ -162,12 +203,12 @@ impl Writer for Target {
 }
 
 impl FileSinkConfig {
-    /// Builds the sink on a worker. Worker 0 creates the file (truncating
-    /// it unless `append`) when the run starts, so an empty result is an
-    /// empty file.
+    /// Builds the sink on a worker, for whatever its input carries. Worker
+    /// 0 creates the file (truncating it unless `append`) when the run
+    /// starts, so an empty result is an empty file.
     pub fn build<'scope>(
         &self,
-        stream: SampleStream<'scope>,
+        input: AnyStream<'scope>,
         ctx: SinkContext,
     ) -> ProgressStream<'scope> {
         let worker = ctx.worker;
@@ -181,7 +222,7 @@ impl FileSinkConfig {
             }
         };
         if worker == 0
-            && let Err(error) = target.write(&[])
+            && let Err(error) = Writer::<Sample>::write(&mut target, &[])
         {
             if error.retryable {
                 // Tried again with the first write (a FIFO with no reader
@@ -193,8 +234,14 @@ impl FileSinkConfig {
                 tracing::error!(error = %error.chain(), path = %self.path, "Cannot create the output file; the pipeline stops.");
                 ctx.failure.fail(&ctx.name, &error);
             }
-            target.reset();
+            target.reset_file();
         }
-        gather_sink(stream, Gather::from(ctx), target)
+        let gather = Gather::from(ctx);
+        match input {
+            AnyStream::Samples(s) => gather_sink(s, gather, target),
+            AnyStream::Alerts(s) => gather_sink(s, gather, target),
+            AnyStream::Incidents(s) => gather_sink(s, gather, target),
+            AnyStream::Notifications(s) => gather_sink(s, gather, target),
+        }
     }
 }

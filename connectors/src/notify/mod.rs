@@ -33,8 +33,8 @@ impl Validate<dyn SinkSpec> for NotifySinkConfig {
 }
 
 impl SinkSpec for NotifySink {
-    fn takes(&self) -> StreamKind {
-        StreamKind::Notifications
+    fn takes(&self) -> &'static [StreamKind] {
+        &[StreamKind::Notifications]
     }
     fn holdback(&self) -> Time {
         0

@@ -83,14 +83,16 @@ pub struct Edge {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RulesConfig {
-    /// Ties through the topology. Default `{hops: 2, weight: 1, decay: 0.5}`.
+    /// Ties through the topology. Default `{hops: 2, weight: 1, decay:
+    /// 0.5, max_delay: 2m, lead: 30s}`: one hop ties on its own, two
+    /// hops weigh 0.5 and need another rule.
     #[serde(default)]
     pub topology: Option<TopologyRule>,
     /// Ties by equal labels. Default none.
     #[serde(default)]
     pub labels: Option<LabelsRule>,
     /// A bonus for starts close together, for alerts tied by another
-    /// rule. Default `{within: 1m, weight: 0.5}`.
+    /// rule (`{within: 1m, weight: 0.5}`, say). Default none.
     #[serde(default)]
     pub time: Option<TimeRule>,
 }
@@ -108,6 +110,14 @@ pub struct TopologyRule {
     /// The factor for each further hop.
     #[serde(default = "half")]
     pub decay: f64,
+    /// How much later an alert may start than the one it is tied to, per
+    /// hop between them. Default `2m`.
+    #[serde(default)]
+    pub max_delay: Option<String>,
+    /// How much earlier an alert may start than the one nearer the common
+    /// cause. Default `30s`.
+    #[serde(default)]
+    pub lead: Option<String>,
 }
 
 /// `rules.labels`.
@@ -160,6 +170,13 @@ impl CorrelateConfig {
     /// Checks every field and reads the topology.
     pub fn validate(&self) -> Result<CorrelateTransform, Vec<ConfigError>> {
         let mut errors = Vec::new();
+        let topology_rule = self.rules.topology.clone().unwrap_or(TopologyRule {
+            hops: default_hops(),
+            weight: 1.0,
+            decay: 0.5,
+            max_delay: None,
+            lead: None,
+        });
         let mut duration = |field: &str, value: &Option<String>, default: i64| match value {
             None => default as u64,
             Some(text) => match duration_ms(text) {
@@ -178,9 +195,15 @@ impl CorrelateConfig {
         let gap = duration("resolve_after", &self.resolve_after, 300_000);
         let horizon = duration("horizon", &self.horizon, 3_600_000);
         let lateness = duration("lateness", &self.lateness, 0);
+        let max_delay = duration(
+            "rules.topology.max_delay",
+            &topology_rule.max_delay,
+            120_000,
+        );
+        let lead = duration("rules.topology.lead", &topology_rule.lead, 30_000);
         let within = match &self.rules.time {
             Some(t) => duration("rules.time.within", &Some(t.within.clone()), 60_000),
-            None => 60_000,
+            None => 0,
         };
         if window == 0 {
             errors.push(ConfigError::field("window", "must be greater than 0"));
@@ -191,11 +214,6 @@ impl CorrelateConfig {
                 "must be greater than 0",
             ));
         }
-        let topology_rule = self.rules.topology.clone().unwrap_or(TopologyRule {
-            hops: default_hops(),
-            weight: 1.0,
-            decay: 0.5,
-        });
         if topology_rule.hops > 8 {
             errors.push(field(&["rules", "topology", "hops"], "must be at most 8"));
         }
@@ -205,7 +223,6 @@ impl CorrelateConfig {
                 errors.push(field(path, "must be a number of at least 0"));
             }
         };
-        weight(&["threshold"], threshold);
         weight(&["rules", "topology", "weight"], topology_rule.weight);
         weight(&["rules", "topology", "decay"], topology_rule.decay);
         if let Some(l) = &self.rules.labels {
@@ -214,7 +231,7 @@ impl CorrelateConfig {
         if let Some(t) = &self.rules.time {
             weight(&["rules", "time", "weight"], t.weight);
         }
-        if threshold <= 0.0 {
+        if !(threshold > 0.0 && threshold.is_finite()) {
             errors.push(field(
                 &["threshold"],
                 "must be greater than 0 (every alert would be tied to every other)",
@@ -240,6 +257,8 @@ impl CorrelateConfig {
             hops: topology_rule.hops,
             topology_weight: topology_rule.weight,
             decay: topology_rule.decay,
+            max_delay,
+            lead,
             by: self
                 .rules
                 .labels
@@ -248,7 +267,7 @@ impl CorrelateConfig {
                 .unwrap_or_default(),
             labels_weight: self.rules.labels.as_ref().map_or(0.0, |l| l.weight),
             within,
-            time_weight: self.rules.time.as_ref().map_or(0.5, |t| t.weight),
+            time_weight: self.rules.time.as_ref().map_or(0.0, |t| t.weight),
             threshold,
         };
         let topology = Topology::new(&edges, rules.hops);

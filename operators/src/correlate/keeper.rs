@@ -427,12 +427,19 @@ impl Keeper {
         };
         let mut reasons = Vec::new();
         if let Some((d, via)) = why.topology {
-            let via = self.model.topology.name(via);
-            let mine = e.entities.first().map(|&x| self.model.topology.name(x));
-            reasons.push(match (d, mine == Some(via)) {
-                (0, _) => format!("same entity {via}"),
-                (_, true) => format!("{via} is what it depends on ({d} hop{})", plural(d)),
-                _ => format!("common cause {via} ({d} hop{})", plural(d)),
+            let topology = &self.model.topology;
+            let hops = format!("{d} hop{}", plural(d));
+            let mine = e.entities.first().map(|&x| topology.name(x));
+            let theirs = o.entities.first().map(|&x| topology.name(x));
+            let via = topology.name(via);
+            reasons.push(if d == 0 {
+                format!("same entity {via}")
+            } else if mine == Some(via) {
+                format!("{} depends on it ({hops})", theirs.unwrap_or("?"))
+            } else if theirs == Some(via) {
+                format!("depends on {via} ({hops})")
+            } else {
+                format!("common cause {via} ({hops})")
             });
         }
         if why.labels {
@@ -441,7 +448,7 @@ impl Keeper {
         let dt = key.0.abs_diff(other.0);
         let when = if key.0 >= other.0 { "after" } else { "before" };
         format!(
-            "tied to {} by {}, started {} {when} (score {:.2})",
+            "tied to {}: {}; started {} {when} (score {:.2})",
             alert_text(&o.labels),
             reasons.join(" and "),
             short_duration(dt),

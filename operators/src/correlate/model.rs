@@ -162,6 +162,14 @@ pub struct Rules {
     pub topology_weight: f64,
     /// The factor per further hop.
     pub decay: f64,
+    /// How much later an alert may start than the one it is tied to
+    /// through the topology, per hop between them (ms): a fault spreads
+    /// hop by hop.
+    pub max_delay: u64,
+    /// How much earlier an alert may start than the one nearer the common
+    /// cause it is tied to (ms): a fault spreads from the cause, so the
+    /// cause's alert comes first, give or take evaluation jitter.
+    pub lead: u64,
     /// Shared labels: both carry every label of `by` with equal values.
     pub by: Vec<String>,
     /// Its weight.
@@ -209,6 +217,23 @@ impl Rules {
     /// Whether they are tied.
     pub fn ties(&self, why: &Why, dt: u64) -> bool {
         self.score(why, dt) >= self.threshold - 1e-9
+    }
+
+    /// Whether episodes `a` and `b`, `da` and `db` hops from a common
+    /// cause, are tied through it: within the hops, started at most
+    /// `max_delay` a hop apart, and the one nearer the cause first (up to
+    /// `lead`), as a fault spreads from the cause to what depends on it.
+    pub fn through(&self, a: &EpKey, da: u8, b: &EpKey, db: u8) -> bool {
+        let d = da.saturating_add(db);
+        if d > self.hops || a.0.abs_diff(b.0) > self.max_delay * u64::from(d.max(1)) {
+            return false;
+        }
+        let (near, far) = match da.cmp(&db) {
+            std::cmp::Ordering::Less => (a, b),
+            std::cmp::Ordering::Greater => (b, a),
+            std::cmp::Ordering::Equal => return true,
+        };
+        near.0 <= far.0.saturating_add(self.lead)
     }
 
     /// The hash of an episode's `by` labels, if it has them all.
@@ -266,14 +291,16 @@ impl Model {
         }
     }
 
-    /// What two episodes have in common (the topology part: the nearest
-    /// common cause, the least id among equals).
-    pub fn why(&self, a: &Keys, b: &Keys) -> Why {
+    /// What episodes `ka` and `kb` have in common (the topology part: the
+    /// nearest common cause they are tied through, the least id among
+    /// equals).
+    pub fn why(&self, ka: &EpKey, a: &Keys, kb: &EpKey, b: &Keys) -> Why {
         let mut topology: Option<(u8, EntityId)> = None;
         for &(c, da) in &a.causes {
             if let Ok(i) = b.causes.binary_search_by_key(&c, |&(e, _)| e) {
-                let d = da + b.causes[i].1;
-                if d <= self.rules.hops && topology.is_none_or(|t| (d, c) < t) {
+                let db = b.causes[i].1;
+                let d = da + db;
+                if self.rules.through(ka, da, kb, db) && topology.is_none_or(|t| (d, c) < t) {
                     topology = Some((d, c));
                 }
             }
@@ -301,7 +328,7 @@ pub fn reference_partition(model: &Model, episodes: &[(EpKey, Arc<Keys>)]) -> Ve
         for j in i + 1..episodes.len() {
             let (a, b) = (&episodes[i], &episodes[j]);
             let dt = a.0.0.abs_diff(b.0.0);
-            if model.rules.ties(&model.why(&a.1, &b.1), dt) {
+            if model.rules.ties(&model.why(&a.0, &a.1, &b.0, &b.1), dt) {
                 let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
                 parent[ri.max(rj)] = ri.min(rj);
             }

@@ -91,7 +91,6 @@ pub fn correlate<'scope>(
     let tracked = track(input, name, &settings, Arc::clone(&stats));
     let model = Arc::clone(&settings.model);
     let window = model.rules.window.max(1);
-    let hops = model.rules.hops;
 
     let nodes: VecCollection<'scope, Time, (EpKey, EpKey), isize> = tracked
         .clone()
@@ -127,15 +126,19 @@ pub fn correlate<'scope>(
     // Each side once more in the next bucket, so that every pair within
     // the window meets in one bucket or the other.
     let close = move |a: &EpKey, b: &EpKey| a != b && a.0.abs_diff(b.0) <= window;
+    let through = {
+        let rules = model.rules.clone();
+        move |a: &EpKey, da: u8, b: &EpKey, db: u8| a != b && rules.through(a, da, b, db)
+    };
     let order = |a: EpKey, b: EpKey| if a < b { (a, b) } else { (b, a) };
     let topo_pairs = causes
         .clone()
         .flat_map(|((c, bucket), v)| [((c, bucket), v), ((c, bucket + 1), v)])
         .join_map(causes, move |&(c, _), &(a, da), &(b, db)| {
-            ((order(a, b)), (da + db, c))
+            (order(a, b), (da + db, c), through(&a, da, &b, db))
         })
-        .filter(move |((a, b), (d, _))| close(a, b) && *d <= hops)
-        .map(|(pair, (d, c))| {
+        .filter(move |(_, _, ok)| *ok)
+        .map(|(pair, (d, c), _)| {
             (
                 pair,
                 Why {

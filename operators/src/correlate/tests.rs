@@ -14,7 +14,7 @@ use tidemark_engine::stats::ComponentStats;
 use tidemark_engine::{Sample, Series};
 
 use super::episodes::alert_labels;
-use super::model::{EpKey, Keys, LabelSet, Model, Rules, Topology, reference_partition};
+use super::model::{EpKey, Keys, LabelSet, Model, Rules, Topology, Why, reference_partition};
 use super::operator::{Settings, correlate};
 
 fn set(pairs: &[(&str, &str)]) -> LabelSet {
@@ -34,6 +34,8 @@ fn rules() -> Rules {
         hops: 2,
         topology_weight: 1.0,
         decay: 0.5,
+        max_delay: 180_000,
+        lead: 60_000,
         by: Vec::new(),
         labels_weight: 0.0,
         within: 60_000,
@@ -66,7 +68,14 @@ fn ties_follow_common_causes_not_common_dependents() {
         rules: rules(),
     };
     let keys = |s: &str| model.keys(&alert("A", s));
-    let d = |a: &str, b: &str| model.why(&keys(a), &keys(b)).topology.map(|t| t.0);
+    let at = |t: u64| (t, 1u64);
+    let later = |t: u64| (t, 2u64);
+    let d = |a: &str, b: &str| {
+        model
+            .why(&at(0), &keys(a), &later(0), &keys(b))
+            .topology
+            .map(|t| t.0)
+    };
     assert_eq!(d("payments", "payments"), Some(0));
     assert_eq!(d("checkout", "payments"), Some(1));
     assert_eq!(d("checkout", "db"), Some(2));
@@ -76,7 +85,7 @@ fn ties_follow_common_causes_not_common_dependents() {
     assert_eq!(d("search", "payments"), Some(2));
     // payments and search are both called by checkout: no common cause.
     assert_eq!(d("cart", "search"), None);
-    // Three hops: beyond the limit.
+    // cart -> payments -> db: two hops.
     assert_eq!(d("cart", "db"), Some(2));
     assert_eq!(d("checkout", "node-x"), None);
     // An alert on the host itself.
@@ -85,17 +94,37 @@ fn ties_follow_common_causes_not_common_dependents() {
         [("alertname", "Down"), ("host", "node-1")],
     ));
     assert_eq!(
-        model.why(&keys("search"), &host).topology.map(|t| t.0),
+        model
+            .why(&at(0), &keys("search"), &later(0), &host)
+            .topology
+            .map(|t| t.0),
         Some(1)
     );
-    // Two hops decay: alone they do not tie; close in time they do.
-    let why = model.why(&keys("checkout"), &keys("cart"));
-    assert!(!model.rules.ties(&why, 120_000));
-    assert!(model.rules.ties(&why, 30_000));
+    // A fault spreads from the cause: payments' alert may come up to
+    // 3m a hop after db's, and at most `within` (1m) before it.
+    let tied = |a: &str, ta: u64, b: &str, tb: u64| {
+        let why = model.why(&at(ta), &keys(a), &later(tb), &keys(b));
+        model.rules.ties(&why, ta.abs_diff(tb))
+    };
+    assert!(tied("db", 0, "payments", 180_000));
+    assert!(!tied("db", 0, "payments", 180_001));
+    assert!(tied("db", 60_000, "payments", 0));
+    assert!(!tied("db", 60_001, "payments", 0));
+    // Two hops: 6m, but two hops alone weigh 0.5: only close in time.
+    assert!(tied("db", 0, "checkout", 60_000));
+    assert!(!tied("db", 0, "checkout", 60_001));
+    // Siblings through a common cause: either order.
+    assert!(tied("checkout", 30_000, "cart", 0));
+    assert!(tied("checkout", 0, "cart", 30_000));
     // Out of the window nothing ties.
-    let why = model.why(&keys("checkout"), &keys("payments"));
-    assert!(model.rules.ties(&why, 600_000));
-    assert!(!model.rules.ties(&why, 600_001));
+    let mut wide = model.rules.clone();
+    wide.max_delay = 3_600_000;
+    let why = Why {
+        topology: Some((1, 0)),
+        labels: false,
+    };
+    assert!(wide.ties(&why, 600_000));
+    assert!(!wide.ties(&why, 600_001));
 }
 
 #[test]
@@ -350,24 +379,22 @@ fn merges_keep_the_older_id_and_splits_take_a_new_one() {
         topology: Topology::new(&shop(), 2),
         rules: rules(),
     });
-    // cart at 0 and search at 60s: no common cause, two incidents. Then
-    // checkout at 120s depends on both... no: checkout -> payments (cart's
-    // cause) and checkout -> search. It ties to search (1 hop) and to
-    // cart (common cause payments, 2 hops, within 1m? no: 120s apart).
-    // So use payments at 120s: ties to cart (1 hop) and to search (node-1,
-    // 2 hops, 60s apart: 0.5 + 0.5).
+    // Errors on payments at 0 and on search at 75s: they share node-1
+    // (2 hops, 0.5) but start more than 1m apart: two incidents. Latency
+    // on payments at 90s ties to both (same entity; node-1 within 1m):
+    // one incident.
     let eps = vec![
         Generated {
-            labels: alert("Errors", "cart"),
+            labels: alert("Errors", "payments"),
             times: (0..40).map(|i| i * STEP).collect(),
         },
         Generated {
             labels: alert("Errors", "search"),
-            times: (4..40).map(|i| i * STEP).collect(),
+            times: (5..40).map(|i| i * STEP).collect(),
         },
         Generated {
-            labels: alert("Errors", "payments"),
-            times: (8..10).map(|i| i * STEP).collect(),
+            labels: alert("Latency", "payments"),
+            times: (6..8).map(|i| i * STEP).collect(),
         },
     ];
     let s = Settings {
@@ -385,12 +412,12 @@ fn merges_keep_the_older_id_and_splits_take_a_new_one() {
             .unwrap()
             .to_owned()
     };
-    let cart = id_at(0, "cart");
-    let search = id_at(60_000, "search");
+    let cart = id_at(0, "payments");
+    let search = id_at(75_000, "search");
     assert_ne!(cart, search);
-    // Merged: the older (cart's) id for all three.
-    assert_eq!(id_at(120_000, "search"), cart);
-    assert_eq!(id_at(120_000, "payments"), cart);
+    // Merged: the older (payments') id for all three.
+    assert_eq!(id_at(90_000, "search"), cart);
+    assert_eq!(id_at(90_000, "payments"), cart);
     let merged: Vec<&Incident> = incidents
         .iter()
         .filter(|i| i.status == IncidentStatus::Merged)
@@ -398,11 +425,12 @@ fn merges_keep_the_older_id_and_splits_take_a_new_one() {
     assert_eq!(merged.len(), 1, "{incidents:#?}");
     assert_eq!(merged[0].id, search);
     assert_eq!(merged[0].merged_into.as_deref(), Some(cart.as_str()));
-    assert_eq!(merged[0].at, 120_000);
-    // payments' last sample at 135s, ended at 165s, retired after 225s:
-    // cart and search split; cart keeps its id, search gets a new one.
+    assert_eq!(merged[0].at, 90_000);
+    // Latency's last sample at 105s, ended at 135s, retired after 195s:
+    // payments and search split; payments keeps its id, search gets a new
+    // one.
     let after = 300_000;
-    assert_eq!(id_at(after, "cart"), cart);
+    assert_eq!(id_at(after, "payments"), cart);
     let split = id_at(after, "search");
     assert_ne!(split, cart);
     assert_ne!(split, search, "a split takes a new id");
@@ -415,18 +443,79 @@ fn merges_keep_the_older_id_and_splits_take_a_new_one() {
     // The merged incident's explanation.
     let update = incidents
         .iter()
-        .rfind(|i| i.id == cart && i.at == 120_000)
+        .rfind(|i| i.id == cart && i.at == 90_000)
         .expect("an update at the merge");
     assert_eq!(update.members.len(), 3);
     assert_eq!(update.root, "service=payments");
-    let payments = update
+    let search_member = update
         .members
         .iter()
-        .find(|m| m.labels.get("service") == Some("payments"))
+        .find(|m| m.labels.get("service") == Some("search"))
         .unwrap();
-    assert!(payments.tied_by.contains("cart"), "{}", payments.tied_by);
+    assert_eq!(
+        search_member.tied_by,
+        "tied to Latency{service=\"payments\"}: common cause host=node-1 (2 hops); started 15s before (score 1.00)"
+    );
+    assert_eq!(
+        update.root_reason,
+        "2 of 3 alerts are on it or depend on it"
+    );
     assert_eq!(
         alert_labels(&samples_of(&eps)[0].series).get("alertstate"),
         None
     );
+}
+
+#[test]
+fn config_errors_name_the_field_and_the_line() {
+    use super::CorrelateConfig;
+    let dir = std::env::temp_dir().join(format!("tidemark-correlate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("topology.jsonl");
+    std::fs::write(
+        &file,
+        "{\"from\": {\"service\": \"a\"}, \"to\": {\"service\": \"b\"}}\n\n# a comment\n{\"from\": {\"service\": \"a\"}}\n{\"from\": {}, \"to\": {\"host\": \"h\"}}\n",
+    )
+    .unwrap();
+    let config: CorrelateConfig = serde_json::from_value(serde_json::json!({
+        "topology": {"path": file.display().to_string()},
+        "window": "0s",
+        "threshold": -1,
+        "rules": {"topology": {"hops": 9}, "labels": {"by": []}},
+    }))
+    .unwrap();
+    let errors = config.validate().unwrap_err();
+    assert_eq!(errors.len(), 6, "{errors:#?}");
+    let text: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field.join("."), e.message))
+        .collect();
+    let path = file.display().to_string();
+    for want in [
+        "window: invalid duration \"0s\": duration must be greater than 0".to_owned(),
+        "rules.topology.hops: must be at most 8".to_owned(),
+        "threshold: must be greater than 0 (every alert would be tied to every other)".to_owned(),
+        "rules.labels.by: must name at least one label".to_owned(),
+        format!(
+            "topology.path: {path}:4: not an edge (missing field `to`); write {{\"from\": {{...}}, \"to\": {{...}}}}"
+        ),
+        format!("topology.path: {path}:5: an edge's `from` and `to` need at least one label"),
+    ] {
+        assert!(text.contains(&want), "{want:?} not in {text:#?}");
+    }
+    let both: CorrelateConfig = serde_json::from_value(serde_json::json!({
+        "topology": {"path": "x", "edges": []},
+    }))
+    .unwrap();
+    let errors = both.validate().unwrap_err();
+    assert_eq!(errors[0].message, "give either `path` or `edges`");
+    let unknown = serde_json::from_value::<CorrelateConfig>(serde_json::json!({"hops": 2}));
+    assert!(unknown.is_err());
+    let good: CorrelateConfig = serde_json::from_value(serde_json::json!({
+        "topology": {"path": file.display().to_string().replace("topology", "missing")},
+    }))
+    .unwrap();
+    let errors = good.validate().unwrap_err();
+    assert!(errors[0].message.starts_with("cannot read"), "{errors:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

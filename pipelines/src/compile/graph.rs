@@ -231,22 +231,24 @@ fn check_streams(ctx: &mut Ctx<'_>, p: &Parsed<'_>, order: &[String]) {
                  carries: &BTreeMap<String, Carries>,
                  section: Section,
                  c: &Component<'_>,
-                 takes: StreamKind|
+                 takes: &[StreamKind]|
      -> Vec<(String, Carries)> {
         let mut found = Vec::new();
         for (input, _) in &c.inputs {
             let Some(k) = carries.get(input) else {
                 continue;
             };
-            if k.kind != takes {
+            if !takes.contains(&k.kind) {
+                let words: Vec<&str> = takes.iter().map(|t| t.word()).collect();
                 ctx.error(
                     DiagnosticKind::Stream,
                     c.key,
                     Some((section, &c.name)),
                     format!(
-                        "{} {:?} takes {takes}, but input {input:?} gives {}",
+                        "{} {:?} takes {}, but input {input:?} gives {}",
                         section.word(),
                         c.name,
+                        words.join(" or "),
                         k.kind
                     ),
                 );
@@ -262,7 +264,7 @@ fn check_streams(ctx: &mut Ctx<'_>, p: &Parsed<'_>, order: &[String]) {
         ) else {
             continue;
         };
-        let inputs = reads(ctx, &carries, Section::Transform, c, spec.takes());
+        let inputs = reads(ctx, &carries, Section::Transform, c, &[spec.takes()]);
         if spec.needs_raw_input() {
             for (input, _) in inputs.iter().filter(|(_, k)| !k.raw) {
                 ctx.error(
