@@ -39,7 +39,8 @@ impl AlertState {
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
     /// The instance's labels: the result's without `__name__`, the rule's
-    /// labels, and `alertname`.
+    /// labels, and `alertname` (a JSON object).
+    #[serde(with = "crate::series::as_map")]
     pub labels: Series,
     /// Annotations, expanded at this step.
     pub annotations: Arc<[(String, String)]>,
@@ -91,5 +92,8 @@ mod tests {
             assert!(json.get(key).is_some(), "{key} missing in {json}");
         }
         assert_eq!(json["state"], "firing");
+        assert_eq!(json["labels"], serde_json::json!({"alertname": "A"}));
+        let back: Alert = serde_json::from_value(json).unwrap();
+        assert_eq!(back, alert);
     }
 }

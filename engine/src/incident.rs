@@ -3,9 +3,9 @@
 //! its members and why each belongs, for the dashboard, notifiers and
 //! anything else that takes `incidents`.
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-use crate::series::Series;
+use serde::{Deserialize, Serialize};
 
 /// What happened to an incident at this step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,8 +31,8 @@ pub enum IncidentStatus {
 #[serde(rename_all = "camelCase")]
 pub struct Member {
     /// The alert's labels (those of its `ALERTS` series without
-    /// `alertstate`, or of the alert record), `__name__` left out.
-    pub labels: Series,
+    /// `__name__` and `alertstate`), a JSON object.
+    pub labels: BTreeMap<String, String>,
     /// When this episode of the alert started firing (event time, ms).
     pub starts_at: i64,
     /// When it stopped, once it has.
@@ -90,7 +90,7 @@ mod tests {
             opened_at: 1,
             at: 2,
             members: vec![Member {
-                labels: Series::new("", [("alertname", "A")]),
+                labels: BTreeMap::from([("alertname".to_owned(), "A".to_owned())]),
                 starts_at: 1,
                 ends_at: None,
                 entity: None,
@@ -115,5 +115,6 @@ mod tests {
         assert!(json.get("splitFrom").is_none());
         assert_eq!(json["status"], "merged");
         assert!(json["members"][0].get("startsAt").is_some());
+        assert_eq!(json["members"][0]["labels"]["alertname"], "A");
     }
 }

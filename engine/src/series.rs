@@ -188,6 +188,38 @@ impl Ord for Series {
     }
 }
 
+/// A series as a JSON object of its labels (`{"alertname": "A", ...}`;
+/// `__name__` only when the name is not empty), for records that people
+/// and other tools read: `#[serde(with = "tidemark_engine::series::as_map")]`.
+pub mod as_map {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Series;
+
+    /// Writes the labels as an object.
+    pub fn serialize<S: Serializer>(series: &Series, serializer: S) -> Result<S::Ok, S::Error> {
+        let map: BTreeMap<&str, &str> = series
+            .labels()
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, v)| (&**n, &**v))
+            .collect();
+        map.serialize(serializer)
+    }
+
+    /// Reads an object of labels.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Series, D::Error> {
+        let map = BTreeMap::<String, String>::deserialize(deserializer)?;
+        let name = map
+            .get(super::METRIC_NAME_LABEL)
+            .cloned()
+            .unwrap_or_default();
+        Ok(Series::new(&name, map))
+    }
+}
+
 // Across processes a series travels as its label pairs; the id is recomputed.
 impl Serialize for Series {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -368,7 +368,11 @@ impl Keeper {
             };
             all_ended &= e.end.is_some();
             list.push(Member {
-                labels: e.labels.clone(),
+                labels: e
+                    .labels
+                    .tags()
+                    .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                    .collect(),
                 starts_at: key.0 as i64,
                 ends_at: e.end.map(|t| t as i64),
                 entity: e.entities.first().map(|&x| topology.name(x).to_owned()),

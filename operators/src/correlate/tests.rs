@@ -450,7 +450,7 @@ fn merges_keep_the_older_id_and_splits_take_a_new_one() {
     let search_member = update
         .members
         .iter()
-        .find(|m| m.labels.get("service") == Some("search"))
+        .find(|m| m.labels.get("service").map(String::as_str) == Some("search"))
         .unwrap();
     assert_eq!(
         search_member.tied_by,
