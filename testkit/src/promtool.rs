@@ -191,6 +191,23 @@ fn header(rule_files: &[&Path], interval_s: u64, inputs: &[Input]) -> String {
     for f in rule_files {
         test.push_str(&format!("  - {}\n", f.display()));
     }
+    // Without `group_eval_order`, promtool evaluates the groups of a step
+    // in an order that changes from run to run (they come out of a Go
+    // map); Prometheus and Tidemark evaluate them in file order. Name them
+    // in file order (the rule files list their groups as `- name: X` at
+    // the start of a line).
+    let mut order = Vec::new();
+    for f in rule_files {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix("- name:") {
+                order.push(yaml_string(name.trim().trim_matches(['"', '\''])));
+            }
+        }
+    }
+    if !order.is_empty() {
+        test.push_str(&format!("group_eval_order: [{}]\n", order.join(", ")));
+    }
     test.push_str(&format!(
         "evaluation_interval: {interval_s}s\ntests:\n- interval: {interval_s}s\n  input_series:\n"
     ));

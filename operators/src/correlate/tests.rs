@@ -519,3 +519,69 @@ fn config_errors_name_the_field_and_the_line() {
     assert!(errors[0].message.starts_with("cannot read"), "{errors:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A day of alerts: incidents retire behind the horizon, so what is held
+/// at the end is what started within the last horizon, not the day.
+#[test]
+fn retired_incidents_leave_state_bounded() {
+    let model = Arc::new(Model {
+        topology: Topology::new(&shop(), 2),
+        rules: rules(),
+    });
+    let mut rng = StdRng::seed_from_u64(7);
+    let day = 24 * 3600 * 1000i64;
+    let services = [
+        "checkout", "cart", "payments", "db", "search", "auth", "mail",
+    ];
+    let mut episodes = Vec::new();
+    for i in 0..2_000i64 {
+        let start = (i * day / 2_000) / STEP * STEP;
+        let service = services[rng.random_range(0..services.len())];
+        episodes.push(Generated {
+            labels: Series::new(
+                "",
+                [
+                    ("alertname", "Errors"),
+                    ("service", service),
+                    ("n", &i.to_string()),
+                ],
+            ),
+            times: (0..rng.random_range(1..6i64))
+                .map(|k| start + k * STEP)
+                .collect(),
+        });
+    }
+    let s = settings(Arc::clone(&model), 0);
+    let keep_for = (s.gap + s.horizon) as i64;
+    let (_, incidents) = run(samples_of(&episodes), s, 2, 0);
+    let mut open: BTreeSet<String> = BTreeSet::new();
+    for i in &incidents {
+        match i.status {
+            IncidentStatus::Merged | IncidentStatus::Retired => {
+                open.remove(&i.id);
+            }
+            _ => {
+                open.insert(i.id.clone());
+            }
+        }
+    }
+    let last = episodes
+        .iter()
+        .map(|e| *e.times.last().unwrap())
+        .max()
+        .unwrap();
+    let recent = episodes
+        .iter()
+        .filter(|e| e.times.last().unwrap() + keep_for >= last)
+        .count();
+    let retired = incidents
+        .iter()
+        .filter(|i| i.status == IncidentStatus::Retired)
+        .count();
+    assert!(retired > 100, "only {retired} incidents retired");
+    assert!(
+        open.len() <= recent,
+        "{} incidents held at the end, but only {recent} alerts are within the horizon",
+        open.len()
+    );
+}
