@@ -355,3 +355,53 @@ fn score_parameters_are_checked_and_located() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn correlate_reads_alerts_or_samples_but_not_both() {
+    let pipeline = |inputs: &str, sink: &str| {
+        format!(
+            r#"name: t
+sources:
+  gen:
+    type: generator
+    series: 10
+transforms:
+  rules:
+    type: alert
+    inputs: [gen]
+    rules: {{groups: [{{name: g, rules: [{{alert: A, expr: up == 0}}]}}]}}
+  inc:
+    type: correlate
+    inputs: {inputs}
+sinks:
+  out:
+    type: {sink}
+    inputs: [inc.incidents]
+"#
+        )
+    };
+    assert_eq!(
+        errors(&pipeline("[rules]", "file\n    path: x.jsonl")),
+        vec![]
+    );
+    assert_eq!(
+        errors(&pipeline("[rules.alerts]", "file\n    path: x.jsonl")),
+        vec![]
+    );
+    let mixed = errors(&pipeline(
+        "[rules, rules.alerts]",
+        "file\n    path: x.jsonl",
+    ));
+    assert_eq!(mixed.len(), 1, "{mixed:?}");
+    assert_eq!(mixed[0].2, transform("inc"));
+    assert_eq!(
+        mixed[0].3,
+        "transform \"inc\" reads samples from \"rules\" and alerts from \"rules.alerts\"; its inputs must all carry the same kind"
+    );
+    let console = errors(&pipeline("[rules]", "console"));
+    assert_eq!(console.len(), 1, "{console:?}");
+    assert_eq!(
+        console[0].3,
+        "sink \"out\" takes samples, but input \"inc.incidents\" gives incidents"
+    );
+}

@@ -27,7 +27,7 @@
 //! }
 //!
 //! impl TransformSpec for Pass {
-//!     fn takes(&self) -> StreamKind { StreamKind::Samples }
+//!     fn takes(&self) -> &'static [StreamKind] { &[StreamKind::Samples] }
 //!     fn outputs(&self) -> Vec<Port> { vec![Port::default_output(StreamKind::Samples)] }
 //!     fn holdback(&self) -> Time { 0 }
 //!     fn reach(&self) -> Reach { Some(0) }
@@ -281,8 +281,10 @@ pub struct TransformContext {
 
 /// A validated transform.
 pub trait TransformSpec: fmt::Debug + Send + Sync {
-    /// What its inputs must carry.
-    fn takes(&self) -> StreamKind;
+    /// What its inputs may carry (every input the same kind): most
+    /// transforms take one kind; `correlate` takes `ALERTS` samples or an
+    /// alert stream.
+    fn takes(&self) -> &'static [StreamKind];
     /// Its outputs, the default one first.
     fn outputs(&self) -> Vec<Port>;
     /// How far it holds output back behind its input frontier (a window's

@@ -203,8 +203,8 @@ impl Validate<dyn TransformSpec> for AlertConfig {
 }
 
 impl TransformSpec for AlertTransform {
-    fn takes(&self) -> StreamKind {
-        StreamKind::Samples
+    fn takes(&self) -> &'static [StreamKind] {
+        &[StreamKind::Samples]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![

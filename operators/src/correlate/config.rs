@@ -12,7 +12,7 @@ use tidemark_engine::stats::Role;
 use tidemark_engine::time::Time;
 
 use super::model::{LabelSet, Model, Rules, Topology};
-use super::operator::{Settings, correlate};
+use super::operator::{Settings, alerts_as_samples, correlate};
 use crate::alert::rules::duration_ms;
 
 /// Groups firing alerts (`ALERTS` samples) into incidents.
@@ -358,8 +358,8 @@ impl Validate<dyn TransformSpec> for CorrelateConfig {
 }
 
 impl TransformSpec for CorrelateTransform {
-    fn takes(&self) -> StreamKind {
-        StreamKind::Samples
+    fn takes(&self) -> &'static [StreamKind] {
+        &[StreamKind::Samples, StreamKind::Alerts]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![
@@ -396,12 +396,23 @@ impl TransformSpec for CorrelateTransform {
         ctx: TransformContext,
     ) -> Vec<AnyStream<'scope>> {
         let stats = ctx.stats.component(&ctx.name, Role::Transform);
-        let (samples, incidents) = correlate(
-            input.into_samples(),
-            &ctx.name,
-            self.settings.clone(),
-            stats,
-        );
+        let (samples, incidents) = match input {
+            AnyStream::Alerts(alerts) => {
+                // State changes: an episode ends when its alert resolves,
+                // not after a gap without samples.
+                let settings = Settings {
+                    gap: super::operator::NO_GAP,
+                    ..self.settings.clone()
+                };
+                correlate(alerts_as_samples(alerts), &ctx.name, settings, stats)
+            }
+            other => correlate(
+                other.into_samples(),
+                &ctx.name,
+                self.settings.clone(),
+                stats,
+            ),
+        };
         vec![AnyStream::Samples(samples), AnyStream::Incidents(incidents)]
     }
 }

@@ -31,8 +31,9 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::operators::vec::Map;
 
+use tidemark_engine::alert::{Alert, AlertState};
 use tidemark_engine::incident::Incident;
-use tidemark_engine::runtime::{IncidentStream, Operator, SampleStream, frontier_min};
+use tidemark_engine::runtime::{AlertStream, IncidentStream, Operator, SampleStream, frontier_min};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 use tidemark_engine::{Sample, Series};
@@ -78,6 +79,31 @@ impl Feed {
 enum Out {
     Sample(Sample),
     Incident(Incident),
+}
+
+/// The gap of episodes read from an alert stream: they end when their
+/// alert resolves.
+pub const NO_GAP: u64 = u64::MAX / 4;
+
+/// An alert stream as `ALERTS` samples: a firing alert as a firing sample
+/// at the step it fired, a resolved one as a staleness marker at the step
+/// it resolved (pending alerts are left out).
+pub fn alerts_as_samples<'scope>(alerts: AlertStream<'scope>) -> SampleStream<'scope> {
+    alerts.flat_map(|a: Alert| {
+        let value = match a.state {
+            AlertState::Firing => 1.0,
+            AlertState::Resolved => f64::from_bits(tidemark_promql::STALE_NAN),
+            AlertState::Pending => return None,
+        };
+        let series = Series::new(
+            "ALERTS",
+            a.labels
+                .tags()
+                .filter(|(n, _)| *n != "alertstate")
+                .chain([("alertstate", "firing")]),
+        );
+        Some(Sample::new(series, a.at, value))
+    })
 }
 
 /// Correlates `ALERTS` samples into incidents: `ALERTS_INCIDENT` samples

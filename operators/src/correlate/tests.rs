@@ -203,15 +203,30 @@ fn run(
     workers: usize,
     slack: i64,
 ) -> (Vec<Sample>, Vec<Incident>) {
+    let timed = samples.into_iter().map(|s| (s.timestamp, s)).collect();
+    run_with(timed, settings, workers, slack, |s| s)
+}
+
+/// [`run`] for any input: each record with its time, turned into samples
+/// by `to_samples` inside the dataflow.
+fn run_with<T: timely::ExchangeData + Clone + Sync>(
+    input: Vec<(i64, T)>,
+    settings: Settings,
+    workers: usize,
+    slack: i64,
+    to_samples: for<'s> fn(
+        timely::dataflow::StreamVec<'s, u64, T>,
+    ) -> tidemark_engine::runtime::SampleStream<'s>,
+) -> (Vec<Sample>, Vec<Incident>) {
     let out: Arc<Mutex<(Vec<Sample>, Vec<Incident>)>> = Arc::default();
     let sink = Arc::clone(&out);
-    let samples = Arc::new(samples);
+    let samples = Arc::new(input);
     timely::execute(timely::Config::process(workers), move |worker| {
         let sink = Arc::clone(&sink);
         let settings = settings.clone();
-        let mut input: InputHandleVec<u64, Sample> = InputHandleVec::new();
+        let mut input: InputHandleVec<u64, T> = InputHandleVec::new();
         let probe = worker.dataflow::<u64, _, _>(|scope| {
-            let stream = scope.input_from(&mut input);
+            let stream = to_samples(scope.input_from(&mut input));
             let (labelled, incidents) =
                 correlate(stream, "c", settings, Arc::new(ComponentStats::default()));
             let s1 = Arc::clone(&sink);
@@ -224,8 +239,8 @@ fn run(
         });
         if worker.index() == 0 {
             let mut latest = 0i64;
-            for s in samples.iter() {
-                latest = latest.max(s.timestamp);
+            for (t, s) in samples.iter() {
+                latest = latest.max(*t);
                 let w = (latest - slack).max(0) as u64;
                 if w > *input.time() {
                     input.advance_to(w);
@@ -264,6 +279,17 @@ fn expected(
     gap: i64,
     horizon: i64,
 ) -> BTreeMap<i64, BTreeSet<BTreeSet<u64>>> {
+    expected_for(model, episodes, gap, horizon, |e, t| e.times.contains(&t))
+}
+
+/// [`expected`] for the alerts `shown` at each step.
+fn expected_for(
+    model: &Model,
+    episodes: &[Generated],
+    gap: i64,
+    horizon: i64,
+    shown: fn(&Generated, i64) -> bool,
+) -> BTreeMap<i64, BTreeSet<BTreeSet<u64>>> {
     let times: BTreeSet<i64> = episodes.iter().flat_map(|e| e.times.clone()).collect();
     let mut out = BTreeMap::new();
     for &t in &times {
@@ -281,7 +307,7 @@ fn expected(
         let partition = reference_partition(model, &alive);
         let firing: BTreeSet<u64> = episodes
             .iter()
-            .filter(|e| e.times.contains(&t))
+            .filter(|e| shown(e, t))
             .map(|e| series_of(e).id().0)
             .collect();
         let groups: BTreeSet<BTreeSet<u64>> = partition
@@ -294,7 +320,9 @@ fn expected(
             })
             .filter(|g| !g.is_empty())
             .collect();
-        out.insert(t, groups);
+        if !groups.is_empty() {
+            out.insert(t, groups);
+        }
     }
     out
 }
@@ -584,4 +612,62 @@ fn retired_incidents_leave_state_bounded() {
         "{} incidents held at the end, but only {recent} alerts are within the horizon",
         open.len()
     );
+}
+
+/// An alert stream (state changes) instead of `ALERTS` samples: each
+/// alert's firing change gets its incident, and episodes end when their
+/// alert resolves.
+#[test]
+fn an_alert_stream_gives_the_same_incidents() {
+    use tidemark_engine::alert::{Alert, AlertState};
+    let model = Arc::new(Model {
+        topology: Topology::new(&shop(), 2),
+        rules: rules(),
+    });
+    let mut rng = StdRng::seed_from_u64(3);
+    let episodes = scenario(&mut rng, 60);
+    let mut changes: Vec<(i64, Alert)> = Vec::new();
+    for e in &episodes {
+        let alert = |state, at: i64| Alert {
+            labels: e.labels.clone(),
+            annotations: Arc::from(vec![]),
+            state,
+            active_at: e.times[0],
+            starts_at: e.times[0],
+            ends_at: None,
+            value: 1.0,
+            at,
+            generator_url: String::new(),
+        };
+        changes.push((
+            e.times[0] - STEP,
+            alert(AlertState::Pending, e.times[0] - STEP),
+        ));
+        changes.push((e.times[0], alert(AlertState::Firing, e.times[0])));
+        let end = e.times.last().unwrap() + STEP;
+        changes.push((end, alert(AlertState::Resolved, end)));
+    }
+    changes.sort_by_key(|(t, a)| (*t, a.labels.id()));
+    let s = Settings {
+        gap: super::operator::NO_GAP,
+        ..settings(Arc::clone(&model), 0)
+    };
+    // Alive until the resolution plus the horizon: the samples' rule with
+    // a gap of one step.
+    let want = expected_for(&model, &episodes, STEP, 300_000, |e, t| e.times[0] == t);
+    for workers in [1, 2] {
+        let (labelled, _) = run_with(
+            changes.clone(),
+            s.clone(),
+            workers,
+            0,
+            super::operator::alerts_as_samples,
+        );
+        assert_eq!(
+            labelled.len(),
+            episodes.len(),
+            "one ALERTS_INCIDENT per firing change"
+        );
+        assert_eq!(observed(&labelled), want, "{workers} workers");
+    }
 }

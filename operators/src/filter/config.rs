@@ -43,8 +43,8 @@ impl Validate<dyn TransformSpec> for FilterConfig {
 }
 
 impl TransformSpec for FilterTransform {
-    fn takes(&self) -> StreamKind {
-        StreamKind::Samples
+    fn takes(&self) -> &'static [StreamKind] {
+        &[StreamKind::Samples]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![Port::default_output(StreamKind::Samples)]

@@ -108,8 +108,8 @@ impl Validate<dyn TransformSpec> for LabelsConfig {
 }
 
 impl TransformSpec for LabelsTransform {
-    fn takes(&self) -> StreamKind {
-        StreamKind::Samples
+    fn takes(&self) -> &'static [StreamKind] {
+        &[StreamKind::Samples]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![Port::default_output(StreamKind::Samples)]

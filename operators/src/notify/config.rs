@@ -119,8 +119,8 @@ impl Validate<dyn TransformSpec> for RouteConfig {
 }
 
 impl TransformSpec for RouteTransform {
-    fn takes(&self) -> StreamKind {
-        StreamKind::Alerts
+    fn takes(&self) -> &'static [StreamKind] {
+        &[StreamKind::Alerts]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![Port::default_output(StreamKind::Notifications)]

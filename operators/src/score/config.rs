@@ -160,8 +160,8 @@ impl Validate<dyn TransformSpec> for ScoreConfig {
 }
 
 impl TransformSpec for ScoreTransform {
-    fn takes(&self) -> StreamKind {
-        StreamKind::Samples
+    fn takes(&self) -> &'static [StreamKind] {
+        &[StreamKind::Samples]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![Port::default_output(StreamKind::Samples)]

@@ -246,8 +246,8 @@ impl Validate<dyn TransformSpec> for WindowConfig {
 }
 
 impl TransformSpec for WindowPlan {
-    fn takes(&self) -> StreamKind {
-        StreamKind::Samples
+    fn takes(&self) -> &'static [StreamKind] {
+        &[StreamKind::Samples]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![Port::default_output(StreamKind::Samples)]

@@ -255,6 +255,23 @@ fn check_streams(ctx: &mut Ctx<'_>, p: &Parsed<'_>, order: &[String]) {
             }
             found.push((input.clone(), *k));
         }
+        // A component that takes several kinds still reads one at a time.
+        if let Some((first, k0)) = found.first()
+            && let Some((other, k)) = found.iter().find(|(_, k)| k.kind != k0.kind)
+        {
+            ctx.error(
+                DiagnosticKind::Stream,
+                c.key,
+                Some((section, &c.name)),
+                format!(
+                    "{} {:?} reads {} from {first:?} and {} from {other:?}; its inputs must all carry the same kind",
+                    section.word(),
+                    c.name,
+                    k0.kind,
+                    k.kind
+                ),
+            );
+        }
         found
     };
     for name in order {
@@ -264,7 +281,7 @@ fn check_streams(ctx: &mut Ctx<'_>, p: &Parsed<'_>, order: &[String]) {
         ) else {
             continue;
         };
-        let inputs = reads(ctx, &carries, Section::Transform, c, &[spec.takes()]);
+        let inputs = reads(ctx, &carries, Section::Transform, c, spec.takes());
         if spec.needs_raw_input() {
             for (input, _) in inputs.iter().filter(|(_, k)| !k.raw) {
                 ctx.error(

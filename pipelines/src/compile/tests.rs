@@ -17,8 +17,8 @@ struct Rules {
 }
 
 impl TransformSpec for Rules {
-    fn takes(&self) -> StreamKind {
-        StreamKind::Samples
+    fn takes(&self) -> &'static [StreamKind] {
+        &[StreamKind::Samples]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![
