@@ -218,6 +218,8 @@ impl Keeper {
         let claimed: BTreeSet<String> = self.by_root.values().cloned().collect();
         let mut out = Vec::new();
         let mut taken: BTreeSet<String> = BTreeSet::new();
+        // New incidents, and the incident each split from.
+        let mut splits: HashMap<String, Option<String>> = HashMap::new();
         // Components that appeared, earliest first, take the oldest free
         // id their members had.
         for root in touched.keys() {
@@ -264,9 +266,7 @@ impl Keeper {
             held.root = *root;
             held.opened_at = held.opened_at.min(root.0);
             if held.last.is_none() {
-                let mut record = self.record(&id, at);
-                record.split_from = split_from;
-                out.push(record);
+                splits.insert(id, split_from);
             }
         }
         // Freed ids not taken again: merged into where their members went,
@@ -319,30 +319,22 @@ impl Keeper {
                     self.id_of.insert(*m, id.clone());
                 }
             }
-            let record = self.record(&id, at);
+            let mut record = self.record(&id, at);
             let held = self.incidents.get_mut(&id).expect("held");
             let status = match &held.last {
                 None => IncidentStatus::Opened,
                 Some(_) if record.status == IncidentStatus::Resolved => IncidentStatus::Resolved,
                 Some(_) => IncidentStatus::Updated,
             };
-            let changed = match &held.last {
-                None => true,
-                Some(last) => {
-                    last.members != record.members
-                        || last.root != record.root
-                        || (last.status == IncidentStatus::Resolved)
-                            != (status == IncidentStatus::Resolved)
-                }
-            };
-            if held.last.is_none() {
-                // Sent above as `opened`.
-                held.last = Some(record);
-                continue;
-            }
+            let changed = held.last.as_ref().is_none_or(|last| {
+                last.members != record.members
+                    || last.root != record.root
+                    || (last.status == IncidentStatus::Resolved)
+                        != (status == IncidentStatus::Resolved)
+            });
             if changed {
-                let mut record = record;
                 record.status = status;
+                record.split_from = splits.remove(&id).flatten();
                 held.last = Some(record.clone());
                 out.push(record);
             }
