@@ -9,7 +9,8 @@
 //! (JSON lines) and [`network`] (`grpc`, `otlp`, `remote_write`: what the
 //! server's listeners receive). Sinks: [`file`], [`console`], [`blackhole`], [`kafka`],
 //! [`timescaledb`] and [`redis`] (these two share the batching writer in
-//! `batch.rs`), [`parquet`] and [`websocket`]; for alerts and
+//! `batch.rs`), [`parquet`], [`websocket`] and [`memory`] (recent history for the
+//! server's query API); for alerts and
 //! notifications, [`alertmanager`] and [`notify`] (these two share the
 //! delivery thread in `deliver.rs`).
 
@@ -26,6 +27,7 @@ pub mod file;
 mod gather;
 pub mod generator;
 pub mod kafka;
+pub mod memory;
 pub mod network;
 pub mod notify;
 pub mod parquet;

@@ -183,6 +183,9 @@ pub struct SinkContext {
     /// The process's recent notification deliveries (the `notify` sink
     /// records, the dashboard shows).
     pub notifications: Arc<crate::notify::Recent>,
+    /// The process's recent history for the query API (the `memory`
+    /// sink).
+    pub history: Arc<crate::history::Histories>,
     /// This worker's index.
     pub worker: usize,
     /// Set when a write can never succeed: the pipeline stops with it.

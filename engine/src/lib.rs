@@ -11,6 +11,8 @@
 //! - [`flow`]: probe-based flow control for sources;
 //! - [`ingest`]: the hub between network listeners and pipeline sources;
 //! - [`live`]: the hub between `websocket` sinks and their subscribers;
+//! - [`memstore`]: recent samples per series, as PromQL reads them; and
+//!   [`history`]: the hub between `memory` sinks and the query API;
 //! - [`alert`], [`incident`] and [`notify`]: the records of alert,
 //!   incident and notification streams; [`silence`]: silences the `route` transform applies;
 //! - [`stats`]: telemetry counters;
@@ -29,9 +31,11 @@ pub mod alert;
 pub mod component;
 pub mod error;
 pub mod flow;
+pub mod history;
 pub mod incident;
 pub mod ingest;
 pub mod live;
+pub mod memstore;
 pub mod notify;
 pub mod rules;
 pub mod runtime;

@@ -30,10 +30,13 @@ pub enum DropReason {
     /// A sample a `correlate` transform was given that is not a firing
     /// alert's (`ALERTS` with `alertstate="firing"`).
     NotAnAlert,
+    /// A sample of a new series that a `memory` sink had no room for
+    /// (`max_series`).
+    SeriesLimit,
 }
 
 impl DropReason {
-    const COUNT: usize = RejectReason::ALL.len() + 6;
+    const COUNT: usize = RejectReason::ALL.len() + 7;
 
     fn index(self) -> usize {
         match self {
@@ -44,6 +47,7 @@ impl DropReason {
             DropReason::Inhibited => RejectReason::ALL.len() + 3,
             DropReason::Silenced => RejectReason::ALL.len() + 4,
             DropReason::NotAnAlert => RejectReason::ALL.len() + 5,
+            DropReason::SeriesLimit => RejectReason::ALL.len() + 6,
         }
     }
 
@@ -58,6 +62,7 @@ impl DropReason {
                 DropReason::Inhibited,
                 DropReason::Silenced,
                 DropReason::NotAnAlert,
+                DropReason::SeriesLimit,
             ])
     }
 
@@ -71,6 +76,7 @@ impl DropReason {
             DropReason::Inhibited => "inhibited",
             DropReason::Silenced => "silenced",
             DropReason::NotAnAlert => "not_an_alert",
+            DropReason::SeriesLimit => "series_limit",
         }
     }
 }
@@ -277,7 +283,8 @@ impl PipelineStats {
                     DropReason::NotANumber
                     | DropReason::Inhibited
                     | DropReason::Silenced
-                    | DropReason::NotAnAlert => {}
+                    | DropReason::NotAnAlert
+                    | DropReason::SeriesLimit => {}
                 }
             }
             t.corrections += load(&s.corrections);

@@ -45,6 +45,8 @@ pub struct Env {
     pub rules: Arc<tidemark_engine::rules::RulesHub>,
     /// The process's recent notification deliveries (`notify` sinks).
     pub notifications: Arc<tidemark_engine::notify::Recent>,
+    /// The process's recent history for the query API (`memory` sinks).
+    pub history: Arc<tidemark_engine::history::Histories>,
     /// The process's silences (`route` transforms).
     pub silences: Arc<tidemark_engine::silence::SilenceHub>,
     /// Set when a component fails for good: the pipeline stops.
@@ -169,6 +171,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 resume: Arc::clone(&env.resume),
                 live: Arc::clone(&env.live),
                 notifications: Arc::clone(&env.notifications),
+                history: Arc::clone(&env.history),
                 worker: scope.index(),
                 failure: Arc::clone(&env.failure),
             };

@@ -15,6 +15,7 @@ use tidemark_connectors::console::ConsoleConfig;
 use tidemark_connectors::file::{FileSinkConfig, FileSourceConfig};
 use tidemark_connectors::generator::GeneratorConfig;
 use tidemark_connectors::kafka::{KafkaSinkConfig, KafkaSourceConfig};
+use tidemark_connectors::memory::MemorySinkConfig;
 use tidemark_connectors::network::{GrpcSourceConfig, OtlpSourceConfig, RemoteWriteSourceConfig};
 use tidemark_connectors::notify::NotifySinkConfig;
 use tidemark_connectors::parquet::ParquetSinkConfig;
@@ -144,6 +145,8 @@ registry! {
         Parquet(ParquetSinkConfig),
         /// Live values for subscribers of the server's `/ws`.
         Websocket(WebsocketSinkConfig),
+        /// Recent history for the server's Prometheus query API.
+        Memory(MemorySinkConfig),
         /// Alerts to Alertmanager's API v2.
         Alertmanager(AlertmanagerSinkConfig),
         /// Notifications to the receivers of an Alertmanager configuration.

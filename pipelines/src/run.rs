@@ -274,6 +274,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         rules: Arc::default(),
         silences: Arc::default(),
         notifications: Arc::default(),
+        history: Arc::default(),
         failure: Arc::clone(&failure),
         tenant: None,
     };

@@ -3,8 +3,8 @@
 use promql_parser::parser::{Expr, Offset, VectorSelector};
 
 use crate::labels::drop_name;
-use crate::store::{Storage, is_stale};
 use crate::value::{Element, RangeSeries, Value};
+use tidemark_engine::memstore::{Storage, is_stale};
 
 /// An evaluation that failed on the data (two series that must not meet
 /// met, say); the message is Prometheus's where it has one.

@@ -8,8 +8,8 @@ use tidemark_engine::series::METRIC_NAME_LABEL;
 
 use crate::eval::{EvalError, Evaluator, offset_ms, unique};
 use crate::labels::{drop_name, set};
-use crate::store::Point;
 use crate::value::{Element, RangeSeries, Value};
+use tidemark_engine::memstore::Point;
 
 /// Every function the evaluator knows; `check` refuses the others.
 pub const SUPPORTED: &[&str] = &[

@@ -7,7 +7,7 @@ use promql_parser::parser::VectorSelector;
 use tidemark_engine::Series;
 use tidemark_engine::series::METRIC_NAME_LABEL;
 
-use crate::store::selects;
+use tidemark_engine::memstore::selects;
 
 /// Selectors, each with a payload, indexed by one equality matcher each
 /// (a label other than the name when there is one, being more selective,

@@ -43,14 +43,13 @@ pub mod gofmt;
 mod histogram;
 mod index;
 mod labels;
-mod store;
 mod value;
 
 pub use check::{Unsupported, check, parse};
 pub use eval::{EvalError, Evaluator};
 pub use index::SelectorIndex;
 pub use labels::{drop_name, set as set_label};
-pub use store::{MemStore, Point, STALE_NAN, Storage, is_stale, selects};
+pub use tidemark_engine::memstore::{MemStore, Point, STALE_NAN, Storage, is_stale, selects};
 pub use value::{Element, RangeSeries, Value};
 
 /// Prometheus's default lookback delta: an instant selector finds a

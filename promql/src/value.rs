@@ -2,7 +2,7 @@
 
 use tidemark_engine::Series;
 
-use crate::store::Point;
+use tidemark_engine::memstore::Point;
 
 /// One element of an instant vector.
 #[derive(Clone, Debug, PartialEq)]

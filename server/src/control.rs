@@ -224,6 +224,10 @@ pub struct Control {
     pub silences: Arc<tidemark_engine::silence::SilenceHub>,
     /// Recent deliveries of `notify` sinks (the dashboard shows them).
     pub notifications: Arc<tidemark_engine::notify::Recent>,
+    /// Recent history of `memory` sinks (the query API reads it).
+    pub history: Arc<tidemark_engine::history::Histories>,
+    /// Slots for queries evaluated at once (see [`crate::query`]).
+    pub(crate) query_slots: tokio::sync::Semaphore,
     /// The listeners' edge checks: label limits, how far from this
     /// server's clock a received timestamp may be, and the series already
     /// validated, found again by their labels.
@@ -277,6 +281,8 @@ impl Control {
             rules: Arc::default(),
             silences: Arc::default(),
             notifications: Arc::default(),
+            history: Arc::default(),
+            query_slots: tokio::sync::Semaphore::new(crate::query::CONCURRENT),
             edge: EdgeCheck {
                 limits: options.limits.clone(),
                 bounds: options.time_bounds,
@@ -578,6 +584,7 @@ impl Control {
                 rules: Arc::clone(&self.rules),
                 silences: Arc::clone(&self.silences),
                 notifications: Arc::clone(&self.notifications),
+                history: Arc::clone(&self.history),
                 failure: Arc::default(),
                 tenant: owner.map(str::to_owned),
             };
@@ -626,6 +633,7 @@ impl Control {
             rules: Arc::clone(&self.rules),
             silences: Arc::clone(&self.silences),
             notifications: Arc::clone(&self.notifications),
+            history: Arc::clone(&self.history),
             failure: Arc::clone(&e.failure),
             tenant: e.owner.clone(),
         }
@@ -763,6 +771,7 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                     control.stop(&name, position);
                     if worker.index() == 0 {
                         control.live.remove_pipeline(&name);
+                        control.history.remove_pipeline(&name);
                     }
                     if leader {
                         tracing::info!(pipeline = %name, "Pipeline stopping.");

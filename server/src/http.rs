@@ -1,7 +1,7 @@
 //! The HTTP listener (axum): the pipeline control API under
 //! `/api/v1/pipelines`, `/metrics`, `/healthz` and `/readyz`, ingest
-//! (remote-write, OTLP/HTTP), and the live routes (`/ws`, `/api/v1/live`,
-//! the dashboard at `/`).
+//! (remote-write, OTLP/HTTP), Prometheus's query API and remote read, and
+//! the live routes (`/ws`, `/api/v1/live`, the dashboard at `/`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -44,6 +44,36 @@ pub fn router(control: Arc<Control>) -> Router {
         .route(
             "/api/v2/silence/{id}",
             get(super::notifier::get_one).delete(super::notifier::expire),
+        )
+        .route(
+            "/api/v1/query",
+            get(super::query::instant).post(super::query::instant),
+        )
+        .route(
+            "/api/v1/query_range",
+            get(super::query::range).post(super::query::range),
+        )
+        .route(
+            "/api/v1/series",
+            get(super::query::series).post(super::query::series),
+        )
+        .route(
+            "/api/v1/labels",
+            get(super::query::labels).post(super::query::labels),
+        )
+        .route(
+            "/api/v1/label/{name}/values",
+            get(super::query::label_values),
+        )
+        .route("/api/v1/metadata", get(super::query::metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(super::query::exemplars).post(super::query::exemplars),
+        )
+        .route("/api/v1/status/buildinfo", get(super::query::buildinfo))
+        .route(
+            "/api/v1/read",
+            axum::routing::post(super::remote_read::read),
         );
     let ingest = Router::new()
         .route(

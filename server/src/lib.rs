@@ -5,7 +5,9 @@
 //! serves HTTP ([`http`]) and gRPC ([`grpc`]). The ingest listeners
 //! ([`ingest`], [`remote_write`], [`otlp`]) are thin adapters over
 //! `tidemark_codecs` and one [`admit`] path; [`live`] serves `/ws` and the
-//! [`dashboard`], also for `tidemark run` ([`live::serve_dashboard`]).
+//! [`dashboard`], also for `tidemark run` ([`live::serve_dashboard`]);
+//! [`query`] and [`remote_read`] answer Prometheus's clients from the
+//! `memory` sinks.
 //! See `docs/server.md`.
 
 pub mod admit;
@@ -24,7 +26,9 @@ pub mod live;
 pub mod metrics;
 pub mod notifier;
 pub mod otlp;
+pub mod query;
 pub mod quota;
+pub mod remote_read;
 pub mod remote_write;
 pub mod rules;
 pub mod tenancy;

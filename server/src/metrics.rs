@@ -227,6 +227,48 @@ pub fn render(control: &Control) -> String {
             .map(|(quota, n)| (format!("{process},quota=\"{quota}\""), n as f64))
             .collect(),
     );
+    let histories = control.history.list();
+    let memory = |f: &dyn Fn(&tidemark_engine::history::History) -> f64| -> Vec<(String, f64)> {
+        histories
+            .iter()
+            .map(|(p, s, h)| {
+                (
+                    format!("pipeline=\"{}\",sink=\"{}\"", escape(p), escape(s)),
+                    f(h),
+                )
+            })
+            .collect()
+    };
+    family(
+        "tidemark_memory_series",
+        "gauge",
+        "Series a memory sink holds for the query API.",
+        memory(&|h| h.series() as f64),
+    );
+    family(
+        "tidemark_memory_points",
+        "gauge",
+        "Points a memory sink holds for the query API.",
+        memory(&|h| h.points() as f64),
+    );
+    family(
+        "tidemark_memory_bytes",
+        "gauge",
+        "Memory a memory sink holds (an estimate that errs high), of its max_mb.",
+        memory(&|h| h.bytes() as f64),
+    );
+    family(
+        "tidemark_memory_retention_seconds",
+        "gauge",
+        "Event time a memory sink keeps now: its retention, or less while over max_mb.",
+        memory(&|h| h.retention_kept() as f64 / 1000.0),
+    );
+    family(
+        "tidemark_memory_evicted_points_total",
+        "counter",
+        "Points a memory sink forgot before their retention to stay under max_mb.",
+        memory(&|h| h.evicted.load(Ordering::Relaxed) as f64),
+    );
     family(
         "tidemark_up",
         "gauge",

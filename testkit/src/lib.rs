@@ -13,6 +13,7 @@ pub mod browser;
 pub mod duckdb;
 pub mod http;
 pub mod pg;
+pub mod prometheus;
 pub mod promtool;
 pub mod server;
 pub mod smtp;

@@ -1,11 +1,13 @@
-//! Where an evaluation reads samples: the [`Storage`] trait and
-//! [`MemStore`], the recent samples of each series in memory.
+//! Where a PromQL evaluation reads samples: the [`Storage`] trait and
+//! [`MemStore`], the recent samples of each series in memory. The `alert`
+//! transform keeps one per rule group; the `memory` sink keeps one for the
+//! query API ([`crate::history`]).
 
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
+use crate::{Series, SeriesId};
 use promql_parser::parser::VectorSelector;
-use tidemark_engine::{Series, SeriesId};
 
 /// Prometheus's staleness marker: a NaN with this bit pattern says that
 /// a series ended (it was not in the last scrape, or its rule stopped
@@ -71,6 +73,25 @@ pub struct MemStore {
     /// Forgotten series whose ids are still in `postings`.
     dead: rustc_hash::FxHashSet<SeriesId>,
     points: usize,
+    /// Bytes the labels of the series held take, with a fixed overhead
+    /// per series (see [`MemStore::bytes`]).
+    series_bytes: usize,
+}
+
+/// What one series costs beside its label text: its buffer, map entries
+/// and index postings, roughly.
+const SERIES_OVERHEAD: usize = 160;
+/// What one label pair costs beside its text (two reference-counted
+/// strings and a posting).
+const LABEL_OVERHEAD: usize = 48;
+
+fn series_bytes(series: &Series) -> usize {
+    SERIES_OVERHEAD
+        + series
+            .labels()
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + LABEL_OVERHEAD)
+            .sum::<usize>()
 }
 
 impl MemStore {
@@ -78,7 +99,9 @@ impl MemStore {
     pub fn insert(&mut self, series: &Series, t: i64, v: f64) {
         let id = series.id();
         let dead = &mut self.dead;
+        let held = &mut self.series_bytes;
         let buffer = self.series.entry(id).or_insert_with(|| {
+            *held += series_bytes(series);
             // A series that comes back is still in the index.
             let indexed = dead.remove(&id);
             for (n, v) in series.labels().iter().filter(|_| !indexed) {
@@ -129,7 +152,9 @@ impl MemStore {
         }
         self.points -= dropped;
         for id in emptied {
-            self.series.remove(&id);
+            if let Some(b) = self.series.remove(&id) {
+                self.series_bytes -= series_bytes(&b.series);
+            }
             self.dead.insert(id);
         }
         if self.dead.len() > 1024 && self.dead.len() > self.series.len() {
@@ -161,6 +186,18 @@ impl MemStore {
     /// Points held.
     pub fn point_count(&self) -> usize {
         self.points
+    }
+
+    /// Whether the store holds `series`.
+    pub fn contains(&self, series: &Series) -> bool {
+        self.series.contains_key(&series.id())
+    }
+
+    /// An estimate of the memory held: 16 bytes per point, and each
+    /// series' labels with a fixed overhead. Label strings shared with
+    /// the rest of the process are counted here too, so this errs high.
+    pub fn bytes(&self) -> usize {
+        self.points * size_of::<Point>() + self.series_bytes
     }
 
     /// The latest point of a series, if it has one.
@@ -241,7 +278,7 @@ impl MemStore {
         let mut best: Option<&[SeriesId]> = selector
             .name
             .as_deref()
-            .map(|n| lookup(tidemark_engine::series::METRIC_NAME_LABEL, n));
+            .map(|n| lookup(crate::series::METRIC_NAME_LABEL, n));
         for m in &selector.matchers.matchers {
             if m.op == MatchOp::Equal && !m.value.is_empty() {
                 let ids = lookup(&m.name, &m.value);

@@ -1,0 +1,573 @@
+//! The Prometheus query API and remote read against Prometheus itself.
+//!
+//! The same series go into a real Prometheus (remote write) and into a
+//! `tidemark serve` pipeline (a file source into a `memory` sink). The same
+//! instant and range queries, at the same times, must give the same
+//! results from both (values within 1e-9 relative), and the same malformed
+//! requests the same error types and status codes. `promtool query` (a real
+//! client) reads Tidemark's answers; a second Prometheus with Tidemark as
+//! its `remote_read` source answers its queries from Tidemark's data as the
+//! first answers from its own.
+
+use tidemark_testkit as common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use common::prometheus::{Prometheus, get_json};
+use common::server::Server;
+use common::temp_dir;
+
+const STEP: i64 = 15_000;
+
+/// One series: name, labels, points.
+struct Input {
+    name: &'static str,
+    labels: Vec<(&'static str, String)>,
+    points: Vec<(i64, f64)>,
+}
+
+/// Counters (one with a reset), gauges, a series that stops, one with an
+/// irregular interval, over 45 minutes that end a minute ago.
+fn inputs(end: i64) -> Vec<Input> {
+    let mut rng = StdRng::seed_from_u64(7);
+    let start = end - 45 * 60_000;
+    let times =
+        |every: i64, until: i64| -> Vec<i64> { (start..=until).step_by(every as usize).collect() };
+    let mut out = Vec::new();
+    for job in ["api", "web"] {
+        for instance in ["a", "b", "c"] {
+            for code in ["200", "500"] {
+                let mut v = 0.0;
+                let reset_at = rng.random_range(20..150);
+                let points = times(STEP, end)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        v += f64::from(rng.random_range(0..10u32));
+                        if i == reset_at && instance == "b" {
+                            v = 1.0;
+                        }
+                        (t, v)
+                    })
+                    .collect();
+                out.push(Input {
+                    name: "http_requests_total",
+                    labels: vec![
+                        ("job", job.into()),
+                        ("instance", instance.into()),
+                        ("code", code.into()),
+                    ],
+                    points,
+                });
+            }
+        }
+    }
+    for room in 1..=4 {
+        let mut v: f64 = 18.0 + f64::from(room);
+        let points = times(STEP, end)
+            .into_iter()
+            .map(|t| {
+                v += rng.random_range(-0.5..0.5);
+                (t, (v * 1000.0).round() / 1000.0)
+            })
+            .collect();
+        out.push(Input {
+            name: "temperature",
+            labels: vec![("room", format!("r{room}"))],
+            points,
+        });
+    }
+    out.push(Input {
+        name: "queue_depth",
+        labels: vec![("job", "api".into())],
+        points: times(STEP, start + 20 * 60_000)
+            .into_iter()
+            .map(|t| (t, f64::from(rng.random_range(0..100u32))))
+            .collect(),
+    });
+    out.push(Input {
+        name: "irregular",
+        labels: vec![("job", "batch".into())],
+        points: times(37_000, end)
+            .into_iter()
+            .map(|t| (t, f64::from(rng.random_range(0..1000u32)) / 7.0))
+            .collect(),
+    });
+    out
+}
+
+/// Expressions both must agree on: selectors, rates over a reset, the
+/// aggregations, binary operators with matching, functions, scalars, a
+/// series that went stale, and an instant query of a range selector.
+const QUERIES: &[&str] = &[
+    "http_requests_total",
+    r#"http_requests_total{code="500",instance=~"a|b"}"#,
+    "rate(http_requests_total[5m])",
+    "irate(http_requests_total[1m])",
+    "increase(http_requests_total[10m])",
+    "sum by (job) (rate(http_requests_total[5m]))",
+    r#"sum by (job) (rate(http_requests_total{code="500"}[5m])) / sum by (job) (rate(http_requests_total[5m]))"#,
+    r#"rate(http_requests_total[5m]) * on(job, instance) group_left rate(http_requests_total{code="500"}[5m])"#,
+    "avg_over_time(temperature[10m])",
+    "max(temperature) - min(temperature)",
+    "quantile(0.9, temperature)",
+    "temperature > 20",
+    "deriv(temperature[5m])",
+    r#"label_replace(temperature, "r", "$1", "room", "r(.*)")"#,
+    "count(queue_depth)",
+    "queue_depth offset 10m",
+    "sum_over_time(irregular[3m])",
+    "sort_desc(sum by (instance) (http_requests_total))",
+    "count_values(\"v\", round(temperature))",
+    "absent(nonexistent)",
+    "time() - 60",
+    "temperature[2m]",
+];
+
+fn close(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+}
+
+fn number(v: &Value) -> f64 {
+    v.as_str()
+        .and_then(|s| match s {
+            "+Inf" => Some(f64::INFINITY),
+            "-Inf" => Some(f64::NEG_INFINITY),
+            _ => s.parse().ok(),
+        })
+        .unwrap_or_else(|| panic!("not a sample value: {v}"))
+}
+
+/// A result as (metric, [(time, value)]) sorted by metric, unless the
+/// expression sorts.
+/// Each series' labels (as JSON text) and its (time, value) points.
+type Points = Vec<(String, Vec<(f64, f64)>)>;
+
+fn normalise(data: &Value, sorted: bool) -> (String, Points) {
+    let kind = data["resultType"].as_str().unwrap().to_owned();
+    let pair = |p: &Value| (p[0].as_f64().unwrap(), number(&p[1]));
+    let mut out: Points = match kind.as_str() {
+        "scalar" => vec![(String::new(), vec![pair(&data["result"])])],
+        _ => data["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let points = match e.get("value") {
+                    Some(v) => vec![pair(v)],
+                    None => e["values"].as_array().unwrap().iter().map(pair).collect(),
+                };
+                (e["metric"].to_string(), points)
+            })
+            .collect(),
+    };
+    if !sorted {
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    (kind, out)
+}
+
+fn agree(what: &str, want: &Value, got: &Value, sorted: bool) -> Result<(), String> {
+    if want["status"] != "success" || got["status"] != "success" {
+        return Err(format!("{what}: prometheus {want}\ntidemark {got}"));
+    }
+    let (wk, w) = normalise(&want["data"], sorted);
+    let (gk, g) = normalise(&got["data"], sorted);
+    if wk != gk {
+        return Err(format!("{what}: result types {wk} and {gk}"));
+    }
+    let labels =
+        |r: &[(String, Vec<(f64, f64)>)]| r.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+    if labels(&w) != labels(&g) {
+        return Err(format!(
+            "{what}: series differ\nprometheus {:?}\ntidemark   {:?}",
+            labels(&w),
+            labels(&g)
+        ));
+    }
+    for ((m, wp), (_, gp)) in w.iter().zip(&g) {
+        let same = wp.len() == gp.len()
+            && wp
+                .iter()
+                .zip(gp)
+                .all(|(a, b)| (a.0 - b.0).abs() < 1e-6 && close(a.1, b.1));
+        if !same {
+            return Err(format!(
+                "{what}: {m} differs\nprometheus {wp:?}\ntidemark   {gp:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn seconds(ms: i64) -> String {
+    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+/// Writes the inputs as JSON lines, in time order.
+fn write_jsonl(path: &std::path::Path, inputs: &[Input]) {
+    let mut lines: Vec<(i64, String)> = Vec::new();
+    for i in inputs {
+        let labels: serde_json::Map<String, Value> = i
+            .labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::String(v.clone())))
+            .collect();
+        for &(t, v) in &i.points {
+            lines.push((
+                t,
+                serde_json::json!({"name": i.name, "labels": labels, "timestamp": t, "value": v})
+                    .to_string(),
+            ));
+        }
+    }
+    lines.sort_by_key(|l| l.0);
+    let text: String = lines.into_iter().map(|(_, l)| l + "\n").collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn remote_write(prom: &Prometheus, inputs: &[Input]) {
+    for i in inputs {
+        let mut labels: Vec<(&str, &str)> = vec![("__name__", i.name)];
+        labels.extend(i.labels.iter().map(|(k, v)| (*k, v.as_str())));
+        prom.remote_write(common::remote_write_body(&[(&labels, &i.points)]));
+    }
+}
+
+fn pipeline(input: &std::path::Path) -> String {
+    format!(
+        r#"
+name: history
+sources:
+  input:
+    type: file
+    path: {}
+sinks:
+  recent:
+    type: memory
+    inputs: [input]
+    retention: 3h
+"#,
+        input.display()
+    )
+}
+
+/// Waits until the server's `memory` sink holds every point.
+fn wait_for_points(server: &Server, want: usize) {
+    let start = Instant::now();
+    loop {
+        let (_, metrics) = server.request("GET", "/metrics", None).unwrap();
+        let held = metrics
+            .lines()
+            .find(|l| l.starts_with("tidemark_memory_points{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<usize>().ok());
+        if held == Some(want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the memory sink holds {held:?} points, not {want}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn queries_agree_with_prometheus_and_promtool_and_remote_read_work() {
+    let dir = temp_dir("query-oracle");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let end = now / STEP * STEP - 60_000;
+    let data = inputs(end);
+    let points: usize = data.iter().map(|i| i.points.len()).sum();
+
+    let prom = Prometheus::start(&dir.join("prometheus"), "global: {}\n");
+    remote_write(&prom, &data);
+
+    let input = dir.join("input.jsonl");
+    write_jsonl(&input, &data);
+    let server = Server::start(&[], 0);
+    let (status, body) = server
+        .request("POST", "/api/v1/pipelines", Some(&pipeline(&input)))
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    wait_for_points(&server, points);
+
+    // Instant queries at times across the range, and range queries over it.
+    let mut rng = StdRng::seed_from_u64(11);
+    let start = end - 45 * 60_000;
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    let times: Vec<i64> = (0..5)
+        .map(|_| rng.random_range(start..end + 120_000))
+        .chain([end, start + 25 * 60_000])
+        .collect();
+    for q in QUERIES {
+        let sorted = q.starts_with("sort");
+        for &t in &times {
+            let path = format!("/api/v1/query?query={}&time={}", encode(q), seconds(t));
+            let (_, want) = get_json(&format!("{}{path}", prom.url));
+            let (_, got) = get_json(&format!("{}{path}", server.url));
+            compared += 1;
+            if let Err(e) = agree(&format!("{q} at {t}"), &want, &got, sorted) {
+                failures.push(e);
+            }
+        }
+        if q.ends_with("[2m]") {
+            continue;
+        }
+        let path = format!(
+            "/api/v1/query_range?query={}&start={}&end={}&step=60",
+            encode(q),
+            seconds(start - 30_000),
+            seconds(end + 90_000)
+        );
+        let (_, want) = get_json(&format!("{}{path}", prom.url));
+        let (_, got) = get_json(&format!("{}{path}", server.url));
+        compared += 1;
+        if let Err(e) = agree(&format!("range {q}"), &want, &got, false) {
+            failures.push(e);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {compared} comparisons failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+
+    // Series, labels and label values.
+    for path in [
+        "/api/v1/series?match[]=http_requests_total%7Bcode%3D%22500%22%7D&match[]=temperature"
+            .to_owned(),
+        "/api/v1/labels".to_owned(),
+        format!(
+            "/api/v1/labels?match[]=temperature&start={}",
+            seconds(start)
+        ),
+        "/api/v1/label/instance/values".to_owned(),
+        "/api/v1/label/__name__/values".to_owned(),
+    ] {
+        let (_, mut want) = get_json(&format!("{}{path}", prom.url));
+        let (_, mut got) = get_json(&format!("{}{path}", server.url));
+        for v in [&mut want, &mut got] {
+            if let Some(list) = v["data"].as_array_mut() {
+                list.sort_by_key(|x| x.to_string());
+            }
+        }
+        assert_eq!(want["data"], got["data"], "{path}");
+    }
+
+    // The same malformed requests get the same errors.
+    let bad = [
+        "/api/v1/query?query=sum(",
+        "/api/v1/query?query=up&time=yesterday",
+        "/api/v1/query?query=up&timeout=soon",
+        "/api/v1/query?query=http_requests_total%20/%20on(job)%20http_requests_total",
+        "/api/v1/query_range?query=up&start=100&end=50&step=10",
+        "/api/v1/query_range?query=up&start=0&end=100&step=0",
+        "/api/v1/query_range?query=up&start=0&end=1000000&step=1",
+        "/api/v1/query_range?query=up%5B5m%5D&start=0&end=100&step=10",
+        "/api/v1/query_range?query=up&start=0&end=100",
+        "/api/v1/series",
+        "/api/v1/series?match[]=rate(up%5B5m%5D)",
+        "/api/v1/label/a-b/values",
+    ];
+    for path in bad {
+        let (ws, want) = get_json(&format!("{}{path}", prom.url));
+        let (gs, got) = get_json(&format!("{}{path}", server.url));
+        assert_eq!(
+            (ws, &want["status"], &want["errorType"]),
+            (gs, &got["status"], &got["errorType"]),
+            "{path}\nprometheus {want}\ntidemark   {got}"
+        );
+    }
+
+    // promtool, a real client, reads Tidemark's answers.
+    let q = "sum by (job) (rate(http_requests_total[5m]))";
+    let promtool = |args: &[&str]| -> Value {
+        let out = Command::new(common::promtool::promtool())
+            .args(["query"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "promtool {args:?} printed {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    };
+    let at = seconds(end);
+    let instant = promtool(&["instant", "-o", "json", "--time", &at, &server.url, q]);
+    let (_, direct) = get_json(&format!(
+        "{}/api/v1/query?query={}&time={at}",
+        server.url,
+        encode(q)
+    ));
+    assert_eq!(instant, direct["data"]["result"], "promtool query instant");
+    assert_eq!(instant.as_array().map(Vec::len), Some(2));
+    let (from, to) = (seconds(start), seconds(end));
+    let range = promtool(&[
+        "range",
+        "-o",
+        "json",
+        "--start",
+        &from,
+        "--end",
+        &to,
+        "--step",
+        "1m",
+        &server.url,
+        q,
+    ]);
+    let (_, direct) = get_json(&format!(
+        "{}/api/v1/query_range?query={}&start={from}&end={to}&step=60",
+        server.url,
+        encode(q)
+    ));
+    assert_eq!(range, direct["data"]["result"], "promtool query range");
+    assert_eq!(range.as_array().map(Vec::len), Some(2), "{range}");
+    // The first step has one sample in its 5 minutes: no rate.
+    assert_eq!(range[0]["values"].as_array().map(Vec::len), Some(45));
+    let series = promtool(&[
+        "series",
+        "-o",
+        "json",
+        "--match",
+        "temperature",
+        &server.url,
+    ]);
+    assert_eq!(series.as_array().map(Vec::len), Some(4), "{series}");
+    let labels = promtool(&["labels", "-o", "json", &server.url, "room"]);
+    assert_eq!(labels, serde_json::json!(["r1", "r2", "r3", "r4"]));
+
+    // A Prometheus with nothing of its own reads Tidemark remotely and
+    // answers as the first does from its own storage.
+    let reader = Prometheus::start(
+        &dir.join("reader"),
+        &format!(
+            "global: {{}}\nremote_read:\n  - url: {}/api/v1/read\n    read_recent: true\n",
+            server.url
+        ),
+    );
+    let mut failures = Vec::new();
+    for q in QUERIES.iter().filter(|q| !q.starts_with("absent")) {
+        for &t in &times[..3] {
+            let path = format!("/api/v1/query?query={}&time={}", encode(q), seconds(t));
+            let (_, want) = get_json(&format!("{}{path}", prom.url));
+            let (_, got) = get_json(&format!("{}{path}", reader.url));
+            if let Err(e) = agree(
+                &format!("remote read {q} at {t}"),
+                &want,
+                &got,
+                q.starts_with("sort"),
+            ) {
+                failures.push(e);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let (_, up) = get_json(&format!(
+        "{}/api/v1/query?query=count(http_requests_total)&time={at}",
+        reader.url
+    ));
+    assert_eq!(up["data"]["result"][0]["value"][1], "12", "{up}");
+    drop(server);
+}
+
+/// A tenant reads only the histories of its own pipelines; limits and
+/// memory are in `/metrics`.
+#[test]
+fn tenants_read_only_their_own_history() {
+    let dir = temp_dir("query-tenants");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "acme-token-0123456789 acme\nglobex-token-0123456789 globex\nadmin-token-0123456789 role=admin\n").unwrap();
+    let mut server = Server::start(&["--token-file", tokens.to_str().unwrap()], 0);
+    let mut points = 0;
+    for (tenant, series) in [("acme", 3usize), ("globex", 5)] {
+        let input = dir.join(format!("{tenant}.jsonl"));
+        let text: String = (0..series)
+            .map(|i| {
+                format!(
+                    "{{\"name\":\"up\",\"labels\":{{\"instance\":\"{tenant}-{i}\"}},\"timestamp\":{},\"value\":1}}\n",
+                    1_700_000_000_000i64 + i as i64
+                )
+            })
+            .collect();
+        points += series;
+        std::fs::write(&input, text).unwrap();
+        server.token = Some(format!("{tenant}-token-0123456789"));
+        let yaml = pipeline(&input).replace("name: history", &format!("name: {tenant}-history"));
+        let (status, body) = server
+            .request("POST", "/api/v1/pipelines", Some(&yaml))
+            .unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    server.token = Some("admin-token-0123456789".into());
+    let start = Instant::now();
+    loop {
+        let (_, m) = server.request("GET", "/metrics", None).unwrap();
+        let held: usize = m
+            .lines()
+            .filter(|l| l.starts_with("tidemark_memory_points{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
+            .sum();
+        if held == points {
+            assert!(
+                m.contains("tidemark_memory_series{pipeline=\"acme-history\",sink=\"recent\"} 3"),
+                "{m}"
+            );
+            assert!(
+                m.contains("tidemark_memory_bytes{pipeline=\"globex-history\",sink=\"recent\"}"),
+                "{m}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "held {held} of {points}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut count = |token: &str| -> String {
+        server.token = Some(token.into());
+        let (status, body) = server
+            .request("GET", "/api/v1/query?query=count(up)&time=1700000001", None)
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .unwrap_or("none")
+            .to_owned()
+    };
+    assert_eq!(count("acme-token-0123456789"), "3");
+    assert_eq!(count("globex-token-0123456789"), "5");
+    assert_eq!(count("admin-token-0123456789"), "8");
+}
