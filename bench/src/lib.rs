@@ -13,7 +13,8 @@
 //! - [`sinks`]: the database and archive sinks against real services;
 //! - [`kafka`]: reading and writing a real broker;
 //! - [`latency`]: ingest latency under offered load, driving [`loadgen`];
-//! - [`websocket`]: live fan-out to many subscribers.
+//! - [`websocket`]: live fan-out to many subscribers;
+//! - [`query`]: the Prometheus query API's latency and what it costs ingest.
 
 pub mod alert;
 pub mod alert_latency;
@@ -22,6 +23,7 @@ pub mod correlate;
 pub mod kafka;
 pub mod latency;
 pub mod loadgen;
+pub mod query;
 pub mod sinks;
 pub mod websocket;
 pub mod window;

@@ -407,6 +407,8 @@ enum BenchCommand {
     Latency(bench::latency::LatencyOptions),
     /// WebSocket fan-out: values delivered to 1, 10 and 100 subscribers.
     Websocket(bench::websocket::WebsocketBenchOptions),
+    /// Query API latency over a memory sink (10 000 and 100 000 series), and what queries cost ingest.
+    Query(bench::query::QueryBenchOptions),
 }
 
 fn init_logging(format: LogFormat) {
@@ -600,6 +602,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             which: BenchCommand::Websocket(options),
         } => {
             bench::websocket::websocket(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which: BenchCommand::Query(options),
+        } => {
+            bench::query::query(&options)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -25,8 +25,29 @@ fn json(node: &Node) -> serde_json::Value {
 fn compose_runs_tidemark_with_its_services() {
     let compose = json(&parse(&deploy("compose.yaml")).unwrap());
     let services = compose["services"].as_object().unwrap();
-    for s in ["tidemark", "kafka", "timescaledb", "redis", "minio"] {
+    for s in [
+        "tidemark",
+        "kafka",
+        "timescaledb",
+        "redis",
+        "minio",
+        "prometheus",
+        "grafana",
+    ] {
         assert!(services.contains_key(s), "compose has no {s}");
+    }
+    // Grafana and the Prometheus beside it mount files that exist.
+    for s in ["prometheus", "grafana"] {
+        for volume in compose["services"][s]["volumes"].as_array().unwrap() {
+            let host = volume.as_str().unwrap().split(':').next().unwrap();
+            assert!(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../deploy")
+                    .join(host)
+                    .exists(),
+                "{s} mounts {host}, which is not there"
+            );
+        }
     }
     let t = &compose["services"]["tidemark"];
     assert_eq!(t["command"][0], "serve");

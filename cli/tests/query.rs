@@ -571,3 +571,146 @@ fn tenants_read_only_their_own_history() {
     assert_eq!(count("globex-token-0123456789"), "5");
     assert_eq!(count("admin-token-0123456789"), "8");
 }
+
+/// Every query of the provisioned Grafana dashboard (`deploy/grafana/`)
+/// answers: the output panels and the metric variable from Tidemark's
+/// query API, the engine panels from a real Prometheus scraping
+/// Tidemark's `/metrics` as `deploy/grafana/prometheus.yml` says (with a
+/// token), and every `tidemark_*` metric they name is one `/metrics` has.
+#[test]
+fn the_grafana_dashboard_queries_answer() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana");
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("dashboards/tidemark.json")).unwrap(),
+    )
+    .unwrap();
+    let sources =
+        std::fs::read_to_string(root.join("provisioning/datasources/tidemark.yaml")).unwrap();
+    assert!(sources.contains("url: http://tidemark:8080") && sources.contains("uid: tidemark\n"));
+    assert!(
+        sources.contains("url: http://prometheus:9090")
+            && sources.contains("uid: tidemark-engine\n")
+    );
+
+    let dir = temp_dir("query-grafana");
+    let token = "grafana-token-0123456789";
+    let server = Server::start_with_token(&dir, token);
+    let input = dir.join("input.jsonl");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let text: String = (0..20)
+        .flat_map(|i| {
+            ["api", "web"].map(|job| {
+                format!(
+                    "{{\"name\":\"requests\",\"labels\":{{\"job\":\"{job}\"}},\"timestamp\":{},\"value\":{i}}}\n",
+                    now - 600_000 + i * 15_000
+                )
+            })
+        })
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let (status, body) = server
+        .request("POST", "/api/v1/pipelines", Some(&pipeline(&input)))
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    wait_for_points(&server, 40);
+
+    // Prometheus scrapes the server as the provisioned config does.
+    std::fs::write(dir.join("token"), token).unwrap();
+    let scrape = std::fs::read_to_string(root.join("prometheus.yml"))
+        .unwrap()
+        .replace(
+            "/run/secrets/tokens",
+            &dir.join("token").display().to_string(),
+        )
+        .replace("tidemark:8080", server.url.trim_start_matches("http://"))
+        .replace("scrape_interval: 15s", "scrape_interval: 1s");
+    let prom = Prometheus::start(&dir.join("prometheus"), &scrape);
+    let start = Instant::now();
+    loop {
+        let (_, v) = get_json(&format!(
+            "{}/api/v1/query?query=tidemark_samples_in_total",
+            prom.url
+        ));
+        if v["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "Prometheus did not scrape Tidemark: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let (_, metrics) = server.request("GET", "/metrics", None).unwrap();
+    let fill = |expr: &str| {
+        expr.replace("$__rate_interval", "1m")
+            .replace("$pipeline", ".*")
+            .replace("{$filter}", "")
+            .replace("$metric", "requests")
+    };
+    let bearer = |url: &str| -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .get(url)
+            .header("authorization", format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        let status = r.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap(),
+        )
+    };
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = fill(target["expr"].as_str().unwrap());
+            for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if name.starts_with("tidemark_") {
+                    assert!(
+                        metrics.contains(&format!("# TYPE {name} ")),
+                        "{name} is not in /metrics"
+                    );
+                }
+            }
+            let (status, answer) = match panel["datasource"]["uid"].as_str().unwrap() {
+                "tidemark" => bearer(&format!(
+                    "{}/api/v1/query?query={}",
+                    server.url,
+                    encode(&expr)
+                )),
+                "tidemark-engine" => get_json(&format!(
+                    "{}/api/v1/query?query={}",
+                    prom.url,
+                    encode(&expr)
+                )),
+                other => panic!("unknown data source {other}"),
+            };
+            assert_eq!(
+                (status, &answer["status"]),
+                (200, &Value::from("success")),
+                "{expr}: {answer}"
+            );
+            asked += 1;
+        }
+    }
+    assert!(asked >= 15, "{asked} queries");
+    // The variables: output metric names from Tidemark, pipelines from
+    // Prometheus.
+    let (_, names) = bearer(&format!("{}/api/v1/label/__name__/values", server.url));
+    assert_eq!(names["data"], serde_json::json!(["requests"]));
+    let (_, pipelines) = get_json(&format!(
+        "{}/api/v1/label/pipeline/values?match[]=tidemark_samples_in_total",
+        prom.url
+    ));
+    assert_eq!(pipelines["data"], serde_json::json!(["history"]));
+}
