@@ -179,6 +179,9 @@ struct ServeArgs {
     /// Apply every `*.yaml` in this directory at start.
     #[arg(long, env = "TIDEMARK_PIPELINES")]
     pipelines: Option<PathBuf>,
+    /// Keep the applied pipelines in this directory and apply them again at start.
+    #[arg(long, env = "TIDEMARK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Records each source instance may have in flight before it waits [default: 1048576].
     #[arg(long, env = "TIDEMARK_MAX_IN_FLIGHT")]
     max_in_flight: Option<u64>,
@@ -312,6 +315,7 @@ impl ServeArgs {
                 .or(file.grpc)
                 .unwrap_or_else(|| std::net::SocketAddr::new(default_ip, 4317)),
             pipelines: self.pipelines.or(file.pipelines),
+            data_dir: self.data_dir.or(file.data_dir),
             max_in_flight: self
                 .max_in_flight
                 .or(file.max_in_flight)

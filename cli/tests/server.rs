@@ -1114,3 +1114,102 @@ sinks:
     assert_eq!(p["state"], "running", "{p}");
     drop(server);
 }
+
+/// With `--data-dir`, applied pipelines come back after a `kill -9`, in
+/// the order they were first applied and with their owners; a deleted one
+/// does not; a store that does not parse stops the server with its path.
+#[test]
+fn applied_pipelines_survive_a_restart_with_a_data_dir() {
+    let dir = temp_dir("server-data-dir");
+    let data = dir.join("data");
+    let tokens = dir.join("tokens");
+    std::fs::write(
+        &tokens,
+        "admin-token-0123456789 role=admin\nacme-token-0123456789 acme\n",
+    )
+    .unwrap();
+    let args = [
+        "--token-file",
+        tokens.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let yaml = |name: &str, seed: u32| {
+        format!(
+            "name: {name}\nsources:\n  gen: {{type: generator, series: 4, interval: 1s, rate: 20, seed: {seed}}}\n\
+             sinks:\n  out: {{type: blackhole, inputs: [gen]}}\n"
+        )
+    };
+    let mut server = Server::start(&args, 0);
+    server.token = Some("admin-token-0123456789".into());
+    for (name, seed) in [("zeta", 1), ("alpha", 2), ("doomed", 3)] {
+        let (status, body) = server
+            .request("POST", "/api/v1/pipelines", Some(&yaml(name, seed)))
+            .unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    server.token = Some("acme-token-0123456789".into());
+    let (status, body) = server
+        .request("POST", "/api/v1/pipelines", Some(&yaml("acme-p", 4)))
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    // A replaced pipeline keeps its place with its new definition.
+    server.token = Some("admin-token-0123456789".into());
+    let (status, body) = server
+        .request("POST", "/api/v1/pipelines", Some(&yaml("zeta", 5)))
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        server
+            .request("DELETE", "/api/v1/pipelines/doomed", None)
+            .unwrap()
+            .0,
+        204
+    );
+    // kill -9: nothing is flushed or saved on the way out.
+    let pid = server.child.id();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = server.child.wait();
+
+    let mut server = Server::start(&args, 0);
+    server.token = Some("admin-token-0123456789".into());
+    let start = Instant::now();
+    let mut names = server.pipeline_names();
+    while names.len() < 3 && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+        names = server.pipeline_names();
+    }
+    names.sort();
+    assert_eq!(names, ["acme-p", "alpha", "zeta"]);
+    let (_, zeta) = server.json("GET", "/api/v1/pipelines/zeta", None);
+    assert_eq!(zeta["state"], "running", "{zeta}");
+    assert!(zeta["yaml"].as_str().unwrap().contains("seed: 5"), "{zeta}");
+    // The tenant still owns its pipeline: it sees it, and only it.
+    server.token = Some("acme-token-0123456789".into());
+    assert_eq!(server.pipeline_names(), ["acme-p"]);
+    let stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("pipelines.json")).unwrap())
+            .unwrap();
+    let order: Vec<&str> = stored
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["zeta", "alpha", "acme-p"]);
+    drop(server);
+
+    // A store that does not parse: the server refuses to start, naming it.
+    std::fs::write(data.join("pipelines.json"), "[{").unwrap();
+    let out = Command::new(common::tidemark_bin())
+        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pipelines.json does not parse"), "{stderr}");
+}

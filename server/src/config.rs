@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub process: Option<usize>,
     /// Apply every `*.yaml` in this directory at start.
     pub pipelines: Option<PathBuf>,
+    /// Keep the applied pipelines here, and apply them again at start.
+    pub data_dir: Option<PathBuf>,
     /// File of bearer tokens required by the control API.
     pub token_file: Option<PathBuf>,
     /// TLS certificate chain (PEM) for both listeners; with `tls_key`.

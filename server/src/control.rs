@@ -228,6 +228,8 @@ pub struct Control {
     pub history: Arc<tidemark_engine::history::Histories>,
     /// Slots for queries evaluated at once (see [`crate::query`]).
     pub(crate) query_slots: tokio::sync::Semaphore,
+    /// The applied pipelines on disk (`--data-dir`, first process only).
+    store: Option<crate::store::PipelineStore>,
     /// The listeners' edge checks: label limits, how far from this
     /// server's clock a received timestamp may be, and the series already
     /// validated, found again by their labels.
@@ -254,7 +256,11 @@ pub struct Control {
 
 impl Control {
     /// A control plane for this process's workers, as `options` say.
-    pub fn new(options: &crate::ServeOptions, stdout: StdoutWriter) -> Arc<Control> {
+    pub fn new(
+        options: &crate::ServeOptions,
+        stdout: StdoutWriter,
+        store: Option<crate::store::PipelineStore>,
+    ) -> Arc<Control> {
         let cluster = &options.cluster;
         let (process, processes, workers) = (cluster.process, cluster.processes(), cluster.workers);
         let decode_budget_kib = options
@@ -283,6 +289,7 @@ impl Control {
             notifications: Arc::default(),
             history: Arc::default(),
             query_slots: tokio::sync::Semaphore::new(crate::query::CONCURRENT),
+            store,
             edge: EdgeCheck {
                 limits: options.limits.clone(),
                 bounds: options.time_bounds,
@@ -722,6 +729,12 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                             continue;
                         }
                     };
+                    if worker.index() == 0
+                        && let Some(store) = &control.store
+                        && let Err(error) = store.put(&name, &yaml, owner.as_deref())
+                    {
+                        tracing::error!(pipeline = %name, %error, "Cannot record the applied pipeline in the data directory: it runs, but a restart will not bring it back.");
+                    }
                     if let Some(old) = running.remove(&name) {
                         draining.push(old);
                     }
@@ -769,6 +782,12 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                         draining.push(old);
                     }
                     control.stop(&name, position);
+                    if worker.index() == 0
+                        && let Some(store) = &control.store
+                        && let Err(error) = store.remove(&name)
+                    {
+                        tracing::error!(pipeline = %name, %error, "Cannot record the deletion in the data directory: a restart will bring the pipeline back.");
+                    }
                     if worker.index() == 0 {
                         control.live.remove_pipeline(&name);
                         control.history.remove_pipeline(&name);

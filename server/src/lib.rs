@@ -31,6 +31,7 @@ pub mod quota;
 pub mod remote_read;
 pub mod remote_write;
 pub mod rules;
+pub mod store;
 pub mod tenancy;
 
 use std::net::SocketAddr;
@@ -54,6 +55,9 @@ pub struct ServeOptions {
     pub grpc: SocketAddr,
     /// Pipelines to apply at start (every `*.yaml` in the directory).
     pub pipelines: Option<PathBuf>,
+    /// Where the server keeps what must survive a restart (the applied
+    /// pipelines); nothing is kept without it.
+    pub data_dir: Option<PathBuf>,
     /// Records each source instance may have in flight.
     pub max_in_flight: u64,
     /// How long a graceful stop may take before the process exits anyway.
@@ -250,7 +254,16 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
         let _ = out.write_all(bytes).and_then(|()| out.flush());
     });
     let cluster = options.cluster.clone();
-    let control = Control::new(&options, stdout);
+    // The first process keeps the applied pipelines and reapplies them.
+    let (store, stored) = match &options.data_dir {
+        Some(dir) if cluster.process == 0 => {
+            let (store, stored) = store::PipelineStore::open(dir)?;
+            tracing::info!(data_dir = %dir.display(), pipelines = stored.len(), "Applied pipelines read back.");
+            (Some(store), stored)
+        }
+        _ => (None, Vec::new()),
+    };
+    let control = Control::new(&options, stdout, store);
     let for_workers = Arc::clone(&control);
     let running = execute(&cluster, move |worker| {
         control::worker_loop(worker, &for_workers)
@@ -277,6 +290,22 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
         let connections = conn::Connections::new(options.max_connections);
         let grpc = tokio::spawn(grpc::serve(grpc_listener, Arc::clone(&control), options.auth.clone(), grpc_identity, connections.clone()));
         if cluster.process == 0 {
+            // What was applied before the restart, in its order (a stored
+            // pipeline that no longer compiles is reported and left in the
+            // store); then the directory's, which replace stored ones of
+            // the same name.
+            for s in &stored {
+                match tidemark_pipelines::compile(&s.name, &s.yaml) {
+                    Ok(_) => {
+                        control.apply(&s.name, &s.yaml, s.owner.as_deref());
+                    }
+                    Err(errors) => {
+                        for e in errors {
+                            tracing::error!(pipeline = %s.name, "A stored pipeline does not compile; not started: {e}");
+                        }
+                    }
+                }
+            }
             for (name, yaml) in &initial {
                 control.apply(name, yaml, None);
             }
