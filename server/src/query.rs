@@ -158,30 +158,32 @@ impl Params {
             .collect()
     }
 
-    fn time(&self, name: &str) -> Result<Option<i64>, ApiError> {
+    /// A parameter read by `parse` (`None` when absent or empty); one that
+    /// does not parse is `bad_data`, naming it and what it should be.
+    fn parsed(
+        &self,
+        name: &str,
+        parse: fn(&str) -> Option<i64>,
+        what: &str,
+    ) -> Result<Option<i64>, ApiError> {
         self.get(name)
             .filter(|v| !v.is_empty())
             .map(|v| {
-                parse_time(v).ok_or_else(|| {
+                parse(v).ok_or_else(|| {
                     ApiError::bad_data(format!(
-                        "invalid parameter {name:?}: cannot parse {v:?} to a valid timestamp"
+                        "invalid parameter {name:?}: cannot parse {v:?} to a valid {what}"
                     ))
                 })
             })
             .transpose()
     }
 
+    fn time(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.parsed(name, parse_time, "timestamp")
+    }
+
     fn duration(&self, name: &str) -> Result<Option<i64>, ApiError> {
-        self.get(name)
-            .filter(|v| !v.is_empty())
-            .map(|v| {
-                parse_duration(v).ok_or_else(|| {
-                    ApiError::bad_data(format!(
-                        "invalid parameter {name:?}: cannot parse {v:?} to a valid duration"
-                    ))
-                })
-            })
-            .transpose()
+        self.parsed(name, parse_duration, "duration")
     }
 
     fn limit(&self) -> Result<Option<usize>, ApiError> {
@@ -653,6 +655,38 @@ async fn matching(
     .await
 }
 
+/// A listing of what `match[]` selects (`series`, `labels`, label
+/// values): `list` turns the matching series into the answer's sorted
+/// items, cut at `limit`.
+async fn listing(
+    control: &Control,
+    principal: &Principal,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+    required: bool,
+    list: impl FnOnce(BTreeSet<Series>) -> Vec<Json>,
+) -> Response {
+    let answer = async {
+        let params = Params::read(query, headers, body)?;
+        let limit = params.limit()?;
+        let mut items = list(matching(control, principal, &params, required).await?);
+        let mut warnings = Vec::new();
+        truncate(&mut items, limit, &mut warnings);
+        Ok::<_, ApiError>(success(json!(items), warnings))
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Distinct strings, sorted, as JSON.
+fn sorted(items: impl Iterator<Item = String>) -> Vec<Json> {
+    items
+        .collect::<BTreeSet<String>>()
+        .into_iter()
+        .map(Json::String)
+        .collect()
+}
+
 /// `/api/v1/series`.
 pub async fn series(
     State(control): State<Arc<Control>>,
@@ -661,19 +695,16 @@ pub async fn series(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let answer = async {
-        let params = Params::read(query.as_deref(), &headers, &body)?;
-        let limit = params.limit()?;
-        let mut found: Vec<Series> = matching(&control, &principal, &params, true)
-            .await?
-            .into_iter()
-            .collect();
-        let mut warnings = Vec::new();
-        truncate(&mut found, limit, &mut warnings);
-        let data: Vec<Json> = found.iter().map(metric).collect();
-        Ok::<_, ApiError>(success(json!(data), warnings))
-    };
-    answer.await.unwrap_or_else(IntoResponse::into_response)
+    listing(
+        &control,
+        &principal,
+        query.as_deref(),
+        &headers,
+        &body,
+        true,
+        |found| found.iter().map(metric).collect(),
+    )
+    .await
 }
 
 /// `/api/v1/labels`.
@@ -684,20 +715,23 @@ pub async fn labels(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let answer = async {
-        let params = Params::read(query.as_deref(), &headers, &body)?;
-        let limit = params.limit()?;
-        let found = matching(&control, &principal, &params, false).await?;
-        let names: BTreeSet<String> = found
-            .iter()
-            .flat_map(|s| s.labels().iter().map(|(k, _)| k.to_string()))
-            .collect();
-        let mut names: Vec<String> = names.into_iter().collect();
-        let mut warnings = Vec::new();
-        truncate(&mut names, limit, &mut warnings);
-        Ok::<_, ApiError>(success(json!(names), warnings))
-    };
-    answer.await.unwrap_or_else(IntoResponse::into_response)
+    listing(
+        &control,
+        &principal,
+        query.as_deref(),
+        &headers,
+        &body,
+        false,
+        |found| {
+            sorted(found.iter().flat_map(|s| {
+                s.labels()
+                    .iter()
+                    .map(|(k, _)| k.to_string())
+                    .collect::<Vec<_>>()
+            }))
+        },
+    )
+    .await
 }
 
 /// Whether `name` is a valid label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
@@ -718,23 +752,19 @@ pub async fn label_values(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let answer = async {
-        if !valid_label_name(&name) {
-            return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
-        }
-        let params = Params::read(query.as_deref(), &headers, &body)?;
-        let limit = params.limit()?;
-        let found = matching(&control, &principal, &params, false).await?;
-        let values: BTreeSet<String> = found
-            .iter()
-            .filter_map(|s| s.get(&name).map(str::to_owned))
-            .collect();
-        let mut values: Vec<String> = values.into_iter().collect();
-        let mut warnings = Vec::new();
-        truncate(&mut values, limit, &mut warnings);
-        Ok(success(json!(values), warnings))
-    };
-    answer.await.unwrap_or_else(IntoResponse::into_response)
+    if !valid_label_name(&name) {
+        return ApiError::bad_data(format!("invalid label name: {name:?}")).into_response();
+    }
+    listing(
+        &control,
+        &principal,
+        query.as_deref(),
+        &headers,
+        &body,
+        false,
+        |found| sorted(found.iter().filter_map(|s| s.get(&name).map(str::to_owned))),
+    )
+    .await
 }
 
 /// `/api/v1/metadata`: Tidemark keeps no metric metadata (types, help);
