@@ -529,6 +529,20 @@ fn tenants_read_only_their_own_history() {
             .unwrap();
         assert_eq!(status, 201, "{body}");
     }
+    // A memory sink larger than the server's quota is refused, located.
+    server.token = Some("acme-token-0123456789".into());
+    let greedy = pipeline(&dir.join("acme.jsonl"))
+        .replace("name: history", "name: greedy")
+        .replace("retention: 3h", "retention: 3h\n    max_mb: 4096");
+    let (status, body) = server
+        .request("POST", "/api/v1/pipelines", Some(&greedy))
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("4096 MiB of memory is over the server's quota (quotas.max_memory_mb: 1024)")
+            && body.contains("\"line\":12"),
+        "{body}"
+    );
     server.token = Some("admin-token-0123456789".into());
     let start = Instant::now();
     loop {

@@ -222,6 +222,8 @@ pub enum ResourceKind {
     /// Holds up to this many records in memory (a queue or buffer size the
     /// config chooses).
     Queue(usize),
+    /// Holds up to this many MiB in memory (a `memory` sink's `max_mb`).
+    Memory(u64),
 }
 
 /// How a [`ResourceKind::WriteFile`] treats what is already there.

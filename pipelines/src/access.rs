@@ -126,9 +126,9 @@ impl Access {
     }
 
     /// Every source and sink of `plan` (compiled from `text`, read from
-    /// `file`) against this policy and the largest queue a component may
-    /// ask for: one located error per thing not allowed.
-    pub fn check(&self, file: &str, text: &str, plan: &Plan, max_queue: usize) -> Vec<Diagnostic> {
+    /// `file`) against this policy and the largest queue and memory a
+    /// component may ask for: one located error per thing not allowed.
+    pub fn check(&self, file: &str, text: &str, plan: &Plan, bounds: Bounds) -> Vec<Diagnostic> {
         let hosts: Vec<HostRule> = self
             .hosts
             .iter()
@@ -151,7 +151,7 @@ impl Access {
         let mut refused = Vec::new();
         for (section, name, resources) in touched {
             for r in resources {
-                if let Err(message) = self.allows(&r, &hosts, max_queue) {
+                if let Err(message) = self.allows(&r, &hosts, bounds) {
                     let mut path = vec![section.key().to_owned(), name.clone()];
                     path.extend(r.field.iter().cloned());
                     refused.push((section, name, path, message));
@@ -177,7 +177,11 @@ impl Access {
             .collect()
     }
 
-    fn allows(&self, r: &Resource, hosts: &[HostRule], max_queue: usize) -> Result<(), String> {
+    fn allows(&self, r: &Resource, hosts: &[HostRule], bounds: Bounds) -> Result<(), String> {
+        let Bounds {
+            max_queue,
+            max_memory_mb,
+        } = bounds;
         match &r.kind {
             ResourceKind::ReadFile(path) => {
                 let real = resolve(path)?;
@@ -247,8 +251,26 @@ impl Access {
                     "a queue of {n} records is over the server's quota (quotas.max_queue: {max_queue})"
                 ))
             }
+            ResourceKind::Memory(mb) => {
+                if *mb <= max_memory_mb {
+                    return Ok(());
+                }
+                Err(format!(
+                    "{mb} MiB of memory is over the server's quota (quotas.max_memory_mb: {max_memory_mb})"
+                ))
+            }
         }
     }
+}
+
+/// The largest sizes a component of a pipeline applied over the API may
+/// ask for (the server's `quotas`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Records in one queue (`queue:`).
+    pub max_queue: usize,
+    /// MiB one component may hold (a `memory` sink's `max_mb`).
+    pub max_memory_mb: u64,
 }
 
 /// A pipeline's text with its secrets masked, for the API to show: values

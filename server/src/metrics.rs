@@ -219,7 +219,7 @@ pub fn render(control: &Control) -> String {
     family(
         "tidemark_quota_refusals_total",
         "counter",
-        "Requests and pipelines refused by a quota or the access policy, by quota (pipelines, subscribers, max_queue, ingest_rate, access).",
+        "Requests and pipelines refused by a quota or the access policy, by quota (pipelines, subscribers, max_queue, max_memory_mb, ingest_rate, access).",
         control
             .quotas
             .refusals()

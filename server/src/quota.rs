@@ -1,8 +1,9 @@
 //! Quotas per tenant (a token without a tenant counts as the tenant `""`):
 //! how many pipelines it may run, how many `/ws` subscribers it may hold,
-//! how large a queue a pipeline may ask for, and how many samples a second
-//! it may send. Each refusal is counted by quota (`/metrics`:
-//! `tidemark_quota_refusals_total`) and explained to the caller.
+//! how large a queue and how much memory a pipeline may ask for, and how
+//! many samples a second it may send. Each refusal is counted by quota
+//! (`/metrics`: `tidemark_quota_refusals_total`) and explained to the
+//! caller.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,9 @@ pub struct QuotaConfig {
     /// of `websocket`, `kafka`, `grpc`, `otlp`, `remote_write`). Default
     /// 1048576.
     pub max_queue: Option<usize>,
+    /// The most memory, in MiB, one component may ask for (`max_mb` of a
+    /// `memory` sink). Default 1024.
+    pub max_memory_mb: Option<u64>,
     /// Samples a second a tenant may send, over one second's burst; `0`
     /// (the default) for no limit.
     pub ingest_rate: Option<u64>,
@@ -33,6 +37,8 @@ pub const DEFAULT_PIPELINES: usize = 100;
 pub const DEFAULT_SUBSCRIBERS: usize = 100;
 /// See [`QuotaConfig::max_queue`].
 pub const DEFAULT_MAX_QUEUE: usize = 1 << 20;
+/// See [`QuotaConfig::max_memory_mb`].
+pub const DEFAULT_MAX_MEMORY_MB: u64 = 1024;
 
 /// The quotas in force, with their counters.
 #[derive(Debug)]
@@ -43,6 +49,8 @@ pub struct Quotas {
     pub subscribers: usize,
     /// Largest queue.
     pub max_queue: usize,
+    /// Largest memory per component, in MiB.
+    pub max_memory_mb: u64,
     /// Samples a second per tenant; 0 for no limit.
     pub ingest_rate: u64,
     open_subscribers: Arc<Mutex<HashMap<String, usize>>>,
@@ -69,10 +77,19 @@ impl Quotas {
             pipelines: config.pipelines.unwrap_or(DEFAULT_PIPELINES),
             subscribers: config.subscribers.unwrap_or(DEFAULT_SUBSCRIBERS),
             max_queue: config.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
+            max_memory_mb: config.max_memory_mb.unwrap_or(DEFAULT_MAX_MEMORY_MB),
             ingest_rate: config.ingest_rate.unwrap_or(0),
             open_subscribers: Arc::default(),
             buckets: Mutex::default(),
             refusals: Mutex::default(),
+        }
+    }
+
+    /// The sizes a pipeline's components may ask for.
+    pub fn bounds(&self) -> tidemark_pipelines::access::Bounds {
+        tidemark_pipelines::access::Bounds {
+            max_queue: self.max_queue,
+            max_memory_mb: self.max_memory_mb,
         }
     }
 

@@ -33,19 +33,24 @@ impl Control {
     }
 
     /// Compiles a pipeline sent over the API and checks it against the
-    /// server's access policy and queue quota.
+    /// server's access policy and its queue and memory quotas.
     pub fn compile_request(&self, text: &str) -> Result<Plan, Vec<Diagnostic>> {
         let plan = tidemark_pipelines::compile("request", text)?;
         let refused = self
             .access
-            .check("request", text, &plan, self.quotas.max_queue);
+            .check("request", text, &plan, self.quotas.bounds());
         if refused.is_empty() {
             return Ok(plan);
         }
         for d in &refused {
-            let quota = d.message.contains("quotas.max_queue");
-            self.quotas
-                .refused(if quota { "max_queue" } else { "access" });
+            let quota = if d.message.contains("quotas.max_queue") {
+                "max_queue"
+            } else if d.message.contains("quotas.max_memory_mb") {
+                "max_memory_mb"
+            } else {
+                "access"
+            };
+            self.quotas.refused(quota);
         }
         Err(refused)
     }

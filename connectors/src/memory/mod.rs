@@ -13,5 +13,6 @@ mod sink;
 
 pub use config::{MemorySink, MemorySinkConfig};
 
-// Serves queries; holds nothing back. Its memory is bounded by max_mb.
-samples_sink!(MemorySinkConfig => MemorySink, holdback: |_| 0, serves_live: false, touches: |_| Vec::new());
+// Serves queries; holds nothing back. Its memory is bounded by max_mb,
+// which the server's quota bounds in turn.
+samples_sink!(MemorySinkConfig => MemorySink, holdback: |_| 0, serves_live: false, touches: |s| vec![tidemark_engine::spec::Resource::new("max_mb", tidemark_engine::spec::ResourceKind::Memory((s.limits.max_bytes >> 20) as u64))]);
