@@ -511,6 +511,19 @@ fn a_pipeline_applied_to_process_1_runs_on_both_processes() {
     // with 5 metrics x 3 regions x 2 aggregates.
     let rows = std::fs::read_to_string(&output).unwrap().lines().count();
     assert_eq!(rows, 13 * 5 * 3 * 2);
+    // The query API answers on process 0, where memory sinks gather; the
+    // others say so rather than answer empty.
+    let (status, body) = s1.json("GET", "/api/v1/query?query=up", None);
+    assert_eq!(
+        (status, &body["errorType"]),
+        (503, &Value::from("unavailable")),
+        "{body}"
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("process 0"),
+        "{body}"
+    );
+    assert_eq!(s0.json("GET", "/api/v1/query?query=up", None).0, 200);
     // A timely cluster stops as a whole: SIGTERM to one process drains and
     // stops both.
     assert!(s0.stop().success());

@@ -81,6 +81,15 @@ impl ApiError {
         }
     }
 
+    /// Asked of a process that holds no history: in a cluster the
+    /// `memory` sinks gather on the first process.
+    fn elsewhere() -> ApiError {
+        ApiError {
+            kind: "unavailable",
+            message: "this process holds no query history: in a cluster the memory sinks keep it on process 0 (the first of the host file); query that one".into(),
+        }
+    }
+
     fn internal(message: impl Into<String>) -> ApiError {
         ApiError {
             kind: "internal",
@@ -286,15 +295,22 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The histories `principal` may read.
-pub(crate) fn visible(control: &Control, principal: &Principal) -> Vec<Arc<History>> {
-    control
+/// The histories `principal` may read; an error on any process but the
+/// first, which holds them all.
+pub(crate) fn visible(
+    control: &Control,
+    principal: &Principal,
+) -> Result<Vec<Arc<History>>, ApiError> {
+    if control.process != 0 {
+        return Err(ApiError::elsewhere());
+    }
+    Ok(control
         .history
         .list()
         .into_iter()
         .filter(|(pipeline, _, _)| control.may_see(principal, pipeline))
         .map(|(_, _, h)| h)
-        .collect()
+        .collect())
 }
 
 /// Several stores read as one: a series held by more than one has its
@@ -425,7 +441,7 @@ async fn instant_query(
     let t = params.time("time")?.unwrap_or_else(now_ms);
     let limit = params.limit()?;
     let timeout = params.timeout()?;
-    let histories = visible(control, principal);
+    let histories = visible(control, principal)?;
     let (value, read) = run(control, timeout, move |_deadline| {
         let union = Union::new(&histories);
         let value = Evaluator::new(&union)
@@ -539,7 +555,7 @@ async fn range_query(
     }
     let limit = params.limit()?;
     let timeout = params.timeout()?;
-    let histories = visible(control, principal);
+    let histories = visible(control, principal)?;
     let series = run(control, timeout, move |deadline| {
         let mut out: BTreeMap<Series, Vec<(i64, f64)>> = BTreeMap::new();
         let mut t = start;
@@ -641,7 +657,7 @@ async fn matching(
     let start = params.time("start")?.unwrap_or(i64::MIN);
     let end = params.time("end")?.unwrap_or(i64::MAX);
     let timeout = params.timeout()?;
-    let histories = visible(control, principal);
+    let histories = visible(control, principal)?;
     run(control, timeout, move |_| {
         let union = Union::new(&histories);
         let mut out = BTreeSet::new();

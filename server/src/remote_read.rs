@@ -111,7 +111,10 @@ pub async fn read(
             Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
         }
     }
-    let histories = crate::query::visible(&control, &principal);
+    let histories = match crate::query::visible(&control, &principal) {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
     let answered = tokio::task::spawn_blocking(move || {
         let mut results = Vec::with_capacity(selectors.len());
         let mut total = 0usize;
