@@ -1179,6 +1179,23 @@ fn applied_pipelines_survive_a_restart_with_a_data_dir() {
             .0,
         204
     );
+    // A silence, and one made and expired: both are kept, as they were.
+    let silence = |comment: &str| {
+        serde_json::json!({
+            "matchers": [{"name": "alertname", "value": "Down", "isRegex": false, "isEqual": true}],
+            "startsAt": "2026-01-01T00:00:00Z",
+            "endsAt": "2099-01-01T00:00:00Z",
+            "createdBy": "test",
+            "comment": comment,
+        })
+        .to_string()
+    };
+    let (_, made) = server.json("POST", "/api/v2/silences", Some(&silence("maintenance")));
+    let kept = made["silenceID"].as_str().unwrap().to_owned();
+    let (_, made) = server.json("POST", "/api/v2/silences", Some(&silence("mistake")));
+    let ended = made["silenceID"].as_str().unwrap().to_owned();
+    let path = format!("/api/v2/silence/{ended}");
+    assert_eq!(server.request("DELETE", &path, None).unwrap().0, 200);
     // kill -9: nothing is flushed or saved on the way out.
     let pid = server.child.id();
     Command::new("kill")
@@ -1213,6 +1230,31 @@ fn applied_pipelines_survive_a_restart_with_a_data_dir() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(order, ["zeta", "alpha", "acme-p"]);
+    server.token = Some("admin-token-0123456789".into());
+    let (_, silences) = server.json("GET", "/api/v2/silences", None);
+    let state = |id: &str| {
+        silences
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| {
+                (
+                    s["status"]["state"].as_str().unwrap().to_owned(),
+                    s["comment"].clone(),
+                )
+            })
+    };
+    assert_eq!(
+        state(&kept),
+        Some(("active".into(), "maintenance".into())),
+        "{silences}"
+    );
+    assert_eq!(
+        state(&ended),
+        Some(("expired".into(), "mistake".into())),
+        "{silences}"
+    );
     drop(server);
 
     // A store that does not parse: the server refuses to start, naming it.

@@ -30,7 +30,8 @@ fn yes() -> bool {
 }
 
 /// A silence.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Silence {
     /// Its identity.
     pub id: String,
@@ -120,6 +121,25 @@ impl SilenceHub {
             }
             _ => false,
         }
+    }
+
+    /// Every silence held, expired ones included (to be kept on disk).
+    pub fn all(&self) -> Vec<Silence> {
+        self.silences
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Puts back silences kept on disk, with their ids.
+    pub fn restore(&self, silences: Vec<Silence>) {
+        let mut all = self.silences.write().unwrap_or_else(|e| e.into_inner());
+        for s in silences {
+            all.insert(s.id.clone(), s);
+        }
+        self.version.fetch_add(1, Ordering::Release);
     }
 
     /// Changes with every put and expiry, so readers know when to look

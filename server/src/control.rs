@@ -230,6 +230,8 @@ pub struct Control {
     pub(crate) query_slots: tokio::sync::Semaphore,
     /// The applied pipelines on disk (`--data-dir`, first process only).
     store: Option<crate::store::PipelineStore>,
+    /// The silences on disk (`--data-dir`).
+    silence_store: Option<crate::store::SilenceStore>,
     /// The listeners' edge checks: label limits, how far from this
     /// server's clock a received timestamp may be, and the series already
     /// validated, found again by their labels.
@@ -260,6 +262,7 @@ impl Control {
         options: &crate::ServeOptions,
         stdout: StdoutWriter,
         store: Option<crate::store::PipelineStore>,
+        silence_store: Option<crate::store::SilenceStore>,
     ) -> Arc<Control> {
         let cluster = &options.cluster;
         let (process, processes, workers) = (cluster.process, cluster.processes(), cluster.workers);
@@ -290,6 +293,7 @@ impl Control {
             history: Arc::default(),
             query_slots: tokio::sync::Semaphore::new(crate::query::CONCURRENT),
             store,
+            silence_store,
             edge: EdgeCheck {
                 limits: options.limits.clone(),
                 bounds: options.time_bounds,
@@ -321,6 +325,28 @@ impl Control {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .send(command);
+    }
+
+    /// Writes the silences to the data directory, if there is one, off the
+    /// async threads; a failure is logged (the silence is in force, but a
+    /// restart would lose it).
+    pub async fn save_silences(self: &Arc<Self>) {
+        if self.silence_store.is_none() {
+            return;
+        }
+        let control = Arc::clone(self);
+        let saved = tokio::task::spawn_blocking(move || match &control.silence_store {
+            Some(store) => store.save(&control.silences),
+            None => Ok(()),
+        })
+        .await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "Cannot save the silences to the data directory: they are in force, but a restart would lose the latest change.")
+            }
+            Err(error) => tracing::error!(%error, "Saving the silences failed."),
+        }
     }
 
     /// Submits a validated pipeline; returns the id to wait for.

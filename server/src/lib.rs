@@ -263,7 +263,19 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
         }
         _ => (None, Vec::new()),
     };
-    let control = Control::new(&options, stdout, store);
+    // Every process keeps the silences its API was given.
+    let (silence_store, silences) = match &options.data_dir {
+        Some(dir) => {
+            let (store, silences) = store::SilenceStore::open(dir)?;
+            (Some(store), silences)
+        }
+        None => (None, Vec::new()),
+    };
+    let control = Control::new(&options, stdout, store, silence_store);
+    if !silences.is_empty() {
+        tracing::info!(silences = silences.len(), "Silences read back.");
+        control.silences.restore(silences);
+    }
     let for_workers = Arc::clone(&control);
     let running = execute(&cluster, move |worker| {
         control::worker_loop(worker, &for_workers)

@@ -190,6 +190,7 @@ pub async fn post(
         Ok(mut silence) => {
             silence.id.clear();
             let id = control.silences.put(silence);
+            control.save_silences().await;
             axum::Json(json!({"silenceID": id})).into_response()
         }
         Err(e) => bad(e),
@@ -222,6 +223,7 @@ pub async fn expire(
     match own(&control, &principal, &id) {
         Some(_) => {
             control.silences.expire(&id, now_millis());
+            control.save_silences().await;
             StatusCode::OK.into_response()
         }
         None => not_found(&id),

@@ -1,6 +1,8 @@
-//! Applied pipelines kept on disk (`--data-dir`), so that a restarted
-//! server runs what it ran before, in the order they were first applied,
-//! with the tenants that own them.
+//! What `--data-dir` keeps across a restart: the applied pipelines, so
+//! that a restarted server runs what it ran before, in the order they were
+//! first applied, with the tenants that own them; and the silences
+//! ([`SilenceStore`]), so that a restart does not page anyone a silence
+//! was muting.
 //!
 //! The store is one JSON file, `DIR/pipelines.json`: a list of
 //! `{"name", "owner", "yaml"}`. Each change rewrites it whole through a
@@ -42,16 +44,8 @@ impl PipelineStore {
             anyhow::anyhow!("cannot create the data directory {}: {e}", dir.display())
         })?;
         let file = dir.join("pipelines.json");
-        let list: Vec<Stored> = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow::anyhow!(
-                    "{} does not parse ({e}): it lists the pipelines to run at start; repair it, or move it away to start with none",
-                    file.display()
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => anyhow::bail!("cannot read {}: {e}", file.display()),
-        };
+        let list: Vec<Stored> =
+            read_json(&file, "the pipelines to run at start")?.unwrap_or_default();
         let store = PipelineStore {
             file,
             list: Mutex::new(list.clone()),
@@ -88,17 +82,75 @@ impl PipelineStore {
     }
 
     fn write(&self, list: &[Stored]) -> std::io::Result<()> {
-        use std::io::Write;
-        let tmp = self.file.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(list).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, &self.file)?;
-        if let Some(dir) = self.file.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        write_json(&self.file, list)
+    }
+}
+
+/// Writes `value` as JSON to `file` through a synced temporary file
+/// renamed over it, and syncs the directory: a crash leaves the old
+/// content or the new, whole.
+fn write_json<T: Serialize + ?Sized>(file: &Path, value: &T) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = file.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, file)?;
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Reads a JSON file the store wrote; a missing file is `None`, one that
+/// does not parse an error that names it and says what to do.
+fn read_json<T: serde::de::DeserializeOwned>(file: &Path, what: &str) -> anyhow::Result<Option<T>> {
+    match std::fs::read(file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "{} does not parse ({e}): it lists {what}; repair it, or move it away to start with none",
+                file.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => anyhow::bail!("cannot read {}: {e}", file.display()),
+    }
+}
+
+/// The silences on disk (`DIR/silences.json`), rewritten whole after
+/// every change made through the silence API.
+#[derive(Debug)]
+pub struct SilenceStore {
+    file: PathBuf,
+    /// Writes one at a time, so an older list never lands after a newer.
+    writing: Mutex<()>,
+}
+
+impl SilenceStore {
+    /// Opens the store in `dir` (created if missing) with the silences it
+    /// holds.
+    pub fn open(
+        dir: &Path,
+    ) -> anyhow::Result<(SilenceStore, Vec<tidemark_engine::silence::Silence>)> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            anyhow::anyhow!("cannot create the data directory {}: {e}", dir.display())
+        })?;
+        let file = dir.join("silences.json");
+        let list = read_json(&file, "the silences")?.unwrap_or_default();
+        Ok((
+            SilenceStore {
+                file,
+                writing: Mutex::new(()),
+            },
+            list,
+        ))
+    }
+
+    /// Writes the hub's silences.
+    pub fn save(&self, hub: &tidemark_engine::silence::SilenceHub) -> std::io::Result<()> {
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        write_json(&self.file, &hub.all())
     }
 }
 
