@@ -1255,6 +1255,38 @@ fn applied_pipelines_survive_a_restart_with_a_data_dir() {
         Some(("expired".into(), "mistake".into())),
         "{silences}"
     );
+    // A stored pipeline is checked again against today's quotas: with a
+    // smaller memory quota, the one holding more is refused (and kept in the
+    // store); the others run.
+    let yaml_memory = "name: big\nsources:\n  gen: {type: generator, series: 4, interval: 1s, rate: 20}\nsinks:\n  m: {type: memory, inputs: [gen], max_mb: 512}\n";
+    let (status, body) = server
+        .request("POST", "/api/v1/pipelines", Some(yaml_memory))
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let pid = server.child.id();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = server.child.wait();
+    let config = dir.join("tight.yaml");
+    std::fs::write(&config, "quotas:\n  max_memory_mb: 100\n").unwrap();
+    let mut tight_args = args.to_vec();
+    tight_args.extend(["--config", config.to_str().unwrap()]);
+    let mut server = Server::start(&tight_args, 0);
+    server.token = Some("admin-token-0123456789".into());
+    let start = Instant::now();
+    let mut names = server.pipeline_names();
+    while names.len() < 3 && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+        names = server.pipeline_names();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    names = server.pipeline_names();
+    names.sort();
+    assert_eq!(names, ["acme-p", "alpha", "zeta"]);
+    let stored = std::fs::read_to_string(data.join("pipelines.json")).unwrap();
+    assert!(stored.contains("\"big\""), "{stored}");
     drop(server);
 
     // A store that does not parse: the server refuses to start, naming it.

@@ -302,18 +302,19 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
         let connections = conn::Connections::new(options.max_connections);
         let grpc = tokio::spawn(grpc::serve(grpc_listener, Arc::clone(&control), options.auth.clone(), grpc_identity, connections.clone()));
         if cluster.process == 0 {
-            // What was applied before the restart, in its order (a stored
-            // pipeline that no longer compiles is reported and left in the
-            // store); then the directory's, which replace stored ones of
-            // the same name.
+            // What was applied before the restart, in its order, checked
+            // again against today's access policy and quotas (a stored
+            // pipeline that no longer compiles or is no longer allowed is
+            // reported and left in the store); then the directory's, which
+            // replace stored ones of the same name.
             for s in &stored {
-                match tidemark_pipelines::compile(&s.name, &s.yaml) {
+                match control.compile_request(&s.yaml) {
                     Ok(_) => {
                         control.apply(&s.name, &s.yaml, s.owner.as_deref());
                     }
                     Err(errors) => {
                         for e in errors {
-                            tracing::error!(pipeline = %s.name, "A stored pipeline does not compile; not started: {e}");
+                            tracing::error!(pipeline = %s.name, "A stored pipeline is refused; not started: {e}");
                         }
                     }
                 }
