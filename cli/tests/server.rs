@@ -1128,6 +1128,32 @@ sinks:
     drop(server);
 }
 
+/// `kill -9`: nothing is flushed or saved on the way out.
+fn kill_hard(mut server: Server) {
+    let pid = server.child.id();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = server.child.wait();
+}
+
+/// Starts the server (as its admin) and waits until it lists `n`
+/// pipelines, and a little longer for any that should not be there;
+/// returns it with the names, sorted.
+fn restart(args: &[&str], n: usize) -> (Server, Vec<String>) {
+    let mut server = Server::start(args, 0);
+    server.token = Some("admin-token-0123456789".into());
+    let start = Instant::now();
+    while server.pipeline_names().len() < n && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut names = server.pipeline_names();
+    names.sort();
+    (server, names)
+}
+
 /// With `--data-dir`, applied pipelines come back after a `kill -9`, in
 /// the order they were first applied and with their owners; a deleted one
 /// does not; a store that does not parse stops the server with its path.
@@ -1196,23 +1222,9 @@ fn applied_pipelines_survive_a_restart_with_a_data_dir() {
     let ended = made["silenceID"].as_str().unwrap().to_owned();
     let path = format!("/api/v2/silence/{ended}");
     assert_eq!(server.request("DELETE", &path, None).unwrap().0, 200);
-    // kill -9: nothing is flushed or saved on the way out.
-    let pid = server.child.id();
-    Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    let _ = server.child.wait();
+    kill_hard(server);
 
-    let mut server = Server::start(&args, 0);
-    server.token = Some("admin-token-0123456789".into());
-    let start = Instant::now();
-    let mut names = server.pipeline_names();
-    while names.len() < 3 && start.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(100));
-        names = server.pipeline_names();
-    }
-    names.sort();
+    let (mut server, names) = restart(&args, 3);
     assert_eq!(names, ["acme-p", "alpha", "zeta"]);
     let (_, zeta) = server.json("GET", "/api/v1/pipelines/zeta", None);
     assert_eq!(zeta["state"], "running", "{zeta}");
@@ -1263,27 +1275,12 @@ fn applied_pipelines_survive_a_restart_with_a_data_dir() {
         .request("POST", "/api/v1/pipelines", Some(yaml_memory))
         .unwrap();
     assert_eq!(status, 201, "{body}");
-    let pid = server.child.id();
-    Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    let _ = server.child.wait();
+    kill_hard(server);
     let config = dir.join("tight.yaml");
     std::fs::write(&config, "quotas:\n  max_memory_mb: 100\n").unwrap();
     let mut tight_args = args.to_vec();
     tight_args.extend(["--config", config.to_str().unwrap()]);
-    let mut server = Server::start(&tight_args, 0);
-    server.token = Some("admin-token-0123456789".into());
-    let start = Instant::now();
-    let mut names = server.pipeline_names();
-    while names.len() < 3 && start.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(100));
-        names = server.pipeline_names();
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    names = server.pipeline_names();
-    names.sort();
+    let (server, names) = restart(&tight_args, 3);
     assert_eq!(names, ["acme-p", "alpha", "zeta"]);
     let stored = std::fs::read_to_string(data.join("pipelines.json")).unwrap();
     assert!(stored.contains("\"big\""), "{stored}");

@@ -23,9 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequest, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use promql_parser::parser::value::ValueType;
@@ -213,6 +212,32 @@ impl Params {
             Some(ms) if ms > 0 => Duration::from_millis(ms as u64).min(DEFAULT_TIMEOUT),
             _ => DEFAULT_TIMEOUT,
         })
+    }
+}
+
+/// What every query endpoint reads from its request: the caller (the
+/// gate's [`Principal`]) and the parameters, from the URL and a form body.
+pub struct Call {
+    principal: Principal,
+    params: Params,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Call {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Call, ApiError> {
+        let principal = request
+            .extensions()
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("the request passed no gate"))?;
+        let query = request.uri().query().map(str::to_owned);
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::bad_data(format!("cannot read the body: {e}")))?;
+        let params = Params::read(query.as_deref(), &headers, &body)?;
+        Ok(Call { principal, params })
     }
 }
 
@@ -416,28 +441,15 @@ fn too_many_samples(read: usize) -> Result<(), ApiError> {
 }
 
 /// `/api/v1/query`.
-pub async fn instant(
-    State(control): State<Arc<Control>>,
-    Extension(principal): Extension<Principal>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match instant_query(&control, &principal, query.as_deref(), &headers, &body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+pub async fn instant(State(control): State<Arc<Control>>, call: Call) -> Response {
+    instant_query(&control, &call)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn instant_query(
-    control: &Control,
-    principal: &Principal,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    let params = Params::read(query, headers, body)?;
-    let expr = expression(&params)?;
+async fn instant_query(control: &Control, call: &Call) -> Result<Response, ApiError> {
+    let (params, principal) = (&call.params, &call.principal);
+    let expr = expression(params)?;
     let t = params.time("time")?.unwrap_or_else(now_ms);
     let limit = params.limit()?;
     let timeout = params.timeout()?;
@@ -496,31 +508,18 @@ fn truncate<T>(items: &mut Vec<T>, limit: Option<usize>, warnings: &mut Vec<Stri
 }
 
 /// `/api/v1/query_range`.
-pub async fn range(
-    State(control): State<Arc<Control>>,
-    Extension(principal): Extension<Principal>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match range_query(&control, &principal, query.as_deref(), &headers, &body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+pub async fn range(State(control): State<Arc<Control>>, call: Call) -> Response {
+    range_query(&control, &call)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 fn required(value: Option<i64>, name: &str) -> Result<i64, ApiError> {
     value.ok_or_else(|| ApiError::bad_data(format!("invalid parameter {name:?}: missing")))
 }
 
-async fn range_query(
-    control: &Control,
-    principal: &Principal,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    let params = Params::read(query, headers, body)?;
+async fn range_query(control: &Control, call: &Call) -> Result<Response, ApiError> {
+    let (params, principal) = (&call.params, &call.principal);
     let start = required(params.time("start")?, "start")?;
     let end = required(params.time("end")?, "end")?;
     if end < start {
@@ -539,7 +538,7 @@ async fn range_query(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let expr = expression(&params)?;
+    let expr = expression(params)?;
     match expr.value_type() {
         ValueType::Scalar | ValueType::Vector => {}
         ValueType::Matrix | ValueType::String => {
@@ -676,17 +675,14 @@ async fn matching(
 /// items, cut at `limit`.
 async fn listing(
     control: &Control,
-    principal: &Principal,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
+    call: &Call,
     required: bool,
     list: impl FnOnce(BTreeSet<Series>) -> Vec<Json>,
 ) -> Response {
     let answer = async {
-        let params = Params::read(query, headers, body)?;
-        let limit = params.limit()?;
-        let mut items = list(matching(control, principal, &params, required).await?);
+        let limit = call.params.limit()?;
+        let found = matching(control, &call.principal, &call.params, required).await?;
+        let mut items = list(found);
         let mut warnings = Vec::new();
         truncate(&mut items, limit, &mut warnings);
         Ok::<_, ApiError>(success(json!(items), warnings))
@@ -704,49 +700,23 @@ fn sorted(items: impl Iterator<Item = String>) -> Vec<Json> {
 }
 
 /// `/api/v1/series`.
-pub async fn series(
-    State(control): State<Arc<Control>>,
-    Extension(principal): Extension<Principal>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    listing(
-        &control,
-        &principal,
-        query.as_deref(),
-        &headers,
-        &body,
-        true,
-        |found| found.iter().map(metric).collect(),
-    )
+pub async fn series(State(control): State<Arc<Control>>, call: Call) -> Response {
+    listing(&control, &call, true, |found| {
+        found.iter().map(metric).collect()
+    })
     .await
 }
 
 /// `/api/v1/labels`.
-pub async fn labels(
-    State(control): State<Arc<Control>>,
-    Extension(principal): Extension<Principal>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    listing(
-        &control,
-        &principal,
-        query.as_deref(),
-        &headers,
-        &body,
-        false,
-        |found| {
-            sorted(found.iter().flat_map(|s| {
-                s.labels()
-                    .iter()
-                    .map(|(k, _)| k.to_string())
-                    .collect::<Vec<_>>()
-            }))
-        },
-    )
+pub async fn labels(State(control): State<Arc<Control>>, call: Call) -> Response {
+    listing(&control, &call, false, |found| {
+        sorted(found.iter().flat_map(|s| {
+            s.labels()
+                .iter()
+                .map(|(k, _)| k.to_string())
+                .collect::<Vec<_>>()
+        }))
+    })
     .await
 }
 
@@ -762,24 +732,15 @@ fn valid_label_name(name: &str) -> bool {
 /// `/api/v1/label/<name>/values`.
 pub async fn label_values(
     State(control): State<Arc<Control>>,
-    Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
+    call: Call,
 ) -> Response {
     if !valid_label_name(&name) {
         return ApiError::bad_data(format!("invalid label name: {name:?}")).into_response();
     }
-    listing(
-        &control,
-        &principal,
-        query.as_deref(),
-        &headers,
-        &body,
-        false,
-        |found| sorted(found.iter().filter_map(|s| s.get(&name).map(str::to_owned))),
-    )
+    listing(&control, &call, false, |found| {
+        sorted(found.iter().filter_map(|s| s.get(&name).map(str::to_owned)))
+    })
     .await
 }
 
