@@ -126,6 +126,40 @@ impl Series {
             .filter(|(n, _)| n.as_ref() != METRIC_NAME_LABEL)
             .map(|(n, v)| (n.as_ref(), v.as_ref()))
     }
+
+    /// The same labels under another metric name (an empty one removes
+    /// it). The label strings are shared with `self`, not copied: what a
+    /// window's or a detector's output series cost beside their input is
+    /// their own name and label table ([`Series::own_bytes`]).
+    pub fn with_name(&self, name: &str) -> Series {
+        let mut labels: Vec<Label> = self
+            .labels()
+            .iter()
+            .filter(|(n, _)| n.as_ref() != METRIC_NAME_LABEL)
+            .cloned()
+            .collect();
+        if !name.is_empty() {
+            let at = labels.partition_point(|(n, _)| n.as_ref() < METRIC_NAME_LABEL);
+            labels.insert(at, (Arc::from(METRIC_NAME_LABEL), Arc::from(name)));
+        }
+        let id = series_id(&labels);
+        Series(Arc::new(SeriesInner {
+            id,
+            labels: labels.into_boxed_slice(),
+        }))
+    }
+
+    /// Memory the series holds beside label strings it shares (see
+    /// [`Series::with_name`]): its record, its label table and its metric
+    /// name's text.
+    pub fn own_bytes(&self) -> usize {
+        const ARC_HEADER: usize = 2 * size_of::<usize>();
+        size_of::<SeriesInner>()
+            + ARC_HEADER
+            + self.0.labels.len() * size_of::<Label>()
+            + ARC_HEADER
+            + self.name().len()
+    }
 }
 
 /// The canonical hash of a sorted label set.
@@ -260,6 +294,24 @@ impl Sample {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renaming_shares_the_labels_and_keeps_the_identity_rules() {
+        let a = Series::new("cpu", [("host", "a"), ("Zone", "x")]);
+        let b = a.with_name("cpu:10s_avg");
+        assert_eq!(
+            b,
+            Series::new("cpu:10s_avg", [("host", "a"), ("Zone", "x")])
+        );
+        assert_eq!(
+            b.id(),
+            Series::new("cpu:10s_avg", [("Zone", "x"), ("host", "a")]).id()
+        );
+        let host = |s: &Series| Arc::clone(&s.labels().iter().find(|l| &*l.0 == "host").unwrap().1);
+        assert!(Arc::ptr_eq(&host(&a), &host(&b)));
+        assert_eq!(a.with_name("").name(), "");
+        assert!(b.own_bytes() < b.heap_bytes());
+    }
 
     #[test]
     fn identity_ignores_label_order_and_empty_values() {

@@ -176,6 +176,18 @@ impl std::fmt::Debug for Accumulator {
 }
 
 impl Accumulator {
+    /// Bytes held out of line (the extra state of stddev, rate, increase
+    /// and quantiles; a sketch counted by its bins).
+    pub fn extra_bytes(&self) -> usize {
+        self.extra.as_ref().map_or(0, |e| {
+            size_of::<Extra>()
+                + e.points.capacity() * size_of::<(u64, Millis, f64)>()
+                + e.sketch
+                    .as_ref()
+                    .map_or(0, |s| s.length() * size_of::<u64>())
+        })
+    }
+
     /// An empty accumulator.
     pub fn new(needs: Needs) -> Accumulator {
         let extra = (needs.welford || needs.points || needs.sketch).then(|| {

@@ -440,3 +440,54 @@ fn nan_values_are_ignored_and_counted() {
     assert_eq!(count.value, 2.0);
     assert_eq!(state.take_counts().nan, 1);
 }
+
+/// Series that come and go (pods replaced every few windows) do not make a
+/// window grow: a group in no window of the last two sizes (sessions: two
+/// gaps) is forgotten, and one that comes back is named as before.
+#[test]
+fn series_that_come_and_go_are_forgotten() {
+    for kind in [
+        WindowKind::Tumbling { size: 10_000 },
+        WindowKind::Hopping {
+            size: 10_000,
+            every: 5_000,
+        },
+        WindowKind::Session { gap: 10_000 },
+    ] {
+        let mut state = WindowState::new(spec(kind.clone(), 0, LatePolicy::Drop));
+        let mut peak = 0;
+        let mut out: Vec<Sample> = Vec::new();
+        // 100 generations of 50 series, each alive for 30 s; generation 0
+        // comes back at the end.
+        for (step, generation) in (0..100).chain([0]).enumerate() {
+            let series: Vec<Series> = (0..50)
+                .map(|i| Series::new("m", [("pod", format!("{generation}-{i}"))]))
+                .collect();
+            let base = step as Millis * 30_000;
+            for t in 0..30 {
+                let ts = base + t * 1_000 + 1;
+                for s in &series {
+                    state.insert(&Sample::new(s.clone(), ts, 1.0), s, ts as Time);
+                }
+                state.advance(Some(ts as Time), &mut |_, batch| out.extend(batch));
+                peak = peak.max(state.footprint().known_groups);
+            }
+        }
+        state.advance(None, &mut |_, batch| out.extend(batch));
+        assert!(
+            peak <= 4 * 50,
+            "{kind:?}: {peak} groups remembered at once for 50 live series"
+        );
+        let back: Vec<&Sample> = out
+            .iter()
+            .filter(|s| s.series.get("pod") == Some("0-7") && s.series.name() == "m:w_count")
+            .collect();
+        assert!(back.len() >= 2, "{kind:?}: {}", back.len());
+        let last = back.last().unwrap();
+        assert!(
+            last.timestamp > 100 * 30_000,
+            "{kind:?}: {}",
+            last.timestamp
+        );
+    }
+}

@@ -9,7 +9,6 @@ use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
 
 use tidemark_engine::runtime::{Operator, SampleStream, frontier_min};
-use tidemark_engine::series::{Label, METRIC_NAME_LABEL};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 use tidemark_engine::{Sample, Series, SeriesId};
@@ -49,21 +48,7 @@ impl Tracked {
         let n = if explain { 5 } else { 2 };
         let outputs = SUFFIXES[..n]
             .iter()
-            .map(|suffix| {
-                let name: Arc<str> = Arc::from(format!("{}{suffix}", series.name()));
-                let labels: Vec<Label> = series
-                    .labels()
-                    .iter()
-                    .map(|(k, v)| {
-                        if k.as_ref() == METRIC_NAME_LABEL {
-                            (Arc::clone(k), Arc::clone(&name))
-                        } else {
-                            (Arc::clone(k), Arc::clone(v))
-                        }
-                    })
-                    .collect();
-                Series::from_labels(labels)
-            })
+            .map(|suffix| series.with_name(&format!("{}{suffix}", series.name())))
             .collect();
         Tracked {
             model: Model::default(),

@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 use tidemark_engine::time::{Millis, Time, to_time};
 use tidemark_engine::{Sample, Series, SeriesId};
 
-use super::{Counts, LatePolicy, Outputs, WindowSpec};
+use super::{Counts, Footprint, LatePolicy, Outputs, WindowSpec, table_bytes};
 use crate::aggregate::Accumulator;
 
 type Groups = FxHashMap<SeriesId, Accumulator>;
@@ -26,6 +26,8 @@ pub struct AlignedWindows {
     pending_late: BTreeMap<Time, Vec<(Millis, Sample, Series)>>,
     outputs: Outputs,
     spare: Vec<Groups>,
+    /// When the output names were last swept.
+    swept: Millis,
     /// Groups in the last window closed: the size to pre-allocate.
     last_len: usize,
     /// Counters since the caller last took them.
@@ -44,6 +46,7 @@ impl AlignedWindows {
             closed: BTreeMap::new(),
             pending_late: BTreeMap::new(),
             spare: Vec::new(),
+            swept: Millis::MIN,
             last_len: 0,
             counts: Counts::default(),
         }
@@ -85,7 +88,7 @@ impl AlignedWindows {
                 let acc = match groups.entry(group.id()) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => {
-                        self.outputs.register(group);
+                        self.outputs.register(group, end);
                         e.insert(Accumulator::new(needs))
                     }
                 };
@@ -145,6 +148,25 @@ impl AlignedWindows {
                 self.spare.push(groups);
             }
         }
+        // Groups in no window of the last two sizes are forgotten (the
+        // others keep their cached output names); swept once per step of
+        // progress, also while no window closes.
+        let now = f.min(Millis::MAX as Time) as Millis;
+        if now.saturating_sub(self.swept) >= self.every {
+            let keep = self
+                .size
+                .saturating_mul(2)
+                .saturating_add(self.spec.lateness);
+            self.outputs.sweep(now.saturating_sub(keep));
+            self.swept = now;
+            // Recycled tables shrink when far fewer groups remain.
+            let known = self.outputs.len();
+            for groups in &mut self.spare {
+                if groups.capacity() > 2 * known.max(1024) {
+                    groups.shrink_to(known);
+                }
+            }
+        }
         while let Some(entry) = self.pending_late.first_entry() {
             let time = *entry.key();
             if time >= f {
@@ -154,7 +176,7 @@ impl AlignedWindows {
             let mut dirty: Vec<(Millis, SeriesId)> = Vec::new();
             let needs = self.spec.needs;
             for (end, sample, group) in late {
-                self.outputs.register(&group);
+                self.outputs.register(&group, end);
                 let acc = self
                     .closed
                     .entry(end)
@@ -196,5 +218,38 @@ impl AlignedWindows {
     /// Number of groups in open windows.
     pub fn open_groups(&self) -> usize {
         self.open.values().map(|w| w.len()).sum()
+    }
+
+    /// What the state holds now.
+    pub fn footprint(&self) -> Footprint {
+        let tables = |maps: &BTreeMap<Millis, Groups>| -> usize {
+            maps.values()
+                .map(|g| {
+                    table_bytes::<SeriesId, Accumulator>(g.capacity())
+                        + g.values().map(Accumulator::extra_bytes).sum::<usize>()
+                })
+                .sum()
+        };
+        let spare: usize = self
+            .spare
+            .iter()
+            .map(|g| table_bytes::<SeriesId, Accumulator>(g.capacity()))
+            .sum();
+        let open_groups = match self.open.len() {
+            0 => 0,
+            1 => self.open_groups(),
+            _ => {
+                let mut ids: rustc_hash::FxHashSet<SeriesId> = Default::default();
+                for w in self.open.values() {
+                    ids.extend(w.keys().copied());
+                }
+                ids.len()
+            }
+        };
+        Footprint {
+            open_groups,
+            known_groups: self.outputs.len(),
+            bytes: tables(&self.open) + tables(&self.closed) + spare + self.outputs.heap_bytes(),
+        }
     }
 }

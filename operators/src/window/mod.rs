@@ -119,11 +119,18 @@ pub struct Counts {
     pub corrections: u64,
 }
 
-/// The groups a window has seen and their output series names, cached per
-/// group: `<metric>:<window>[_by_<labels>|_without_<labels>]_<aggregate>`,
+/// The groups a window has seen recently and their output series names,
+/// cached per group: `<metric>:<window>[_by_<labels>|_without_<labels>]_<aggregate>`,
 /// keeping the group's labels. Window state refers to groups by id only.
-/// A group's series and, once needed, its output series.
-type Group = (Series, Option<Box<[Series]>>);
+/// A group not used for a while is forgotten ([`Outputs::sweep`]), so series
+/// that come and go (pods replaced) do not make the window grow forever.
+struct Group {
+    series: Series,
+    /// Its output series, once needed.
+    names: Option<Box<[Series]>>,
+    /// The latest window end it was registered for or emitted at.
+    used: Millis,
+}
 
 pub(crate) struct Outputs {
     suffix: String,
@@ -140,12 +147,42 @@ impl Outputs {
         }
     }
 
-    /// Remembers a group (called when it first appears in a window).
+    /// Remembers a group (called when it first appears in the window that
+    /// ends at `end`).
     #[inline]
-    pub(crate) fn register(&mut self, group: &Series) {
-        self.groups
-            .entry(group.id())
-            .or_insert_with(|| (group.clone(), None));
+    pub(crate) fn register(&mut self, group: &Series, end: Millis) {
+        let g = self.groups.entry(group.id()).or_insert_with(|| Group {
+            series: group.clone(),
+            names: None,
+            used: end,
+        });
+        g.used = g.used.max(end);
+    }
+
+    /// Forgets the groups last used before `before`: they are in no open
+    /// window, and will be registered again if they come back.
+    pub(crate) fn sweep(&mut self, before: Millis) {
+        self.groups.retain(|_, g| g.used >= before);
+    }
+
+    /// Groups remembered.
+    pub(crate) fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Memory held, in bytes: the table, and the output series (their label
+    /// strings are shared with the input series, which the sources hold).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        table_bytes::<tidemark_engine::SeriesId, Group>(self.groups.capacity())
+            + self
+                .groups
+                .values()
+                .filter_map(|g| g.names.as_ref())
+                .map(|names| {
+                    names.len() * size_of::<Series>()
+                        + names.iter().map(Series::own_bytes).sum::<usize>()
+                })
+                .sum::<usize>()
     }
 
     /// Appends one sample per defined aggregate of `acc` for a registered
@@ -158,18 +195,20 @@ impl Outputs {
         stamp: Millis,
         out: &mut Vec<Sample>,
     ) {
-        let Some((series, names)) = self.groups.get_mut(&group) else {
+        let Some(Group {
+            series,
+            names,
+            used,
+        }) = self.groups.get_mut(&group)
+        else {
             return;
         };
+        *used = (*used).max(stamp);
         let names = names.get_or_insert_with(|| {
-            let tags: Vec<(&str, &str)> = series.tags().collect();
             self.aggregates
                 .iter()
                 .map(|a| {
-                    Series::new(
-                        &format!("{}{}_{}", series.name(), self.suffix, a.name()),
-                        tags.iter().copied(),
-                    )
+                    series.with_name(&format!("{}{}_{}", series.name(), self.suffix, a.name()))
                 })
                 .collect()
         });
@@ -179,6 +218,28 @@ impl Outputs {
             }
         }
     }
+}
+
+/// Bytes a hash table of `capacity` entries of `(K, V)` takes (hashbrown:
+/// the entries plus one control byte each; the capacity is at most 7/8 of
+/// the buckets).
+pub(crate) fn table_bytes<K, V>(capacity: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity * 8 / 7).next_power_of_two();
+    buckets * (size_of::<(K, V)>() + 1)
+}
+
+/// What a window operator holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Groups with at least one open window (or session).
+    pub open_groups: usize,
+    /// Groups whose output names are cached, open or recently closed.
+    pub known_groups: usize,
+    /// Bytes held: accumulators, tables and cached output series.
+    pub bytes: usize,
 }
 
 /// The state of any window operator.
@@ -219,6 +280,14 @@ impl WindowState {
         match self {
             WindowState::Aligned(w) => w.advance(frontier, emit),
             WindowState::Session(w) => w.advance(frontier, emit),
+        }
+    }
+
+    /// What the state holds now.
+    pub fn footprint(&self) -> Footprint {
+        match self {
+            WindowState::Aligned(w) => w.footprint(),
+            WindowState::Session(w) => w.footprint(),
         }
     }
 

@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 use tidemark_engine::time::{Millis, Time, to_time};
 use tidemark_engine::{Sample, Series, SeriesId};
 
-use super::{Counts, Outputs, WindowSpec};
+use super::{Counts, Footprint, Outputs, WindowSpec, table_bytes};
 use crate::aggregate::Accumulator;
 
 struct Session {
@@ -36,6 +36,8 @@ pub struct SessionWindows {
     /// (close time, group, session start) of every open session.
     by_close: BTreeSet<(Time, SeriesId, Millis)>,
     outputs: Outputs,
+    /// When the output names were last swept.
+    swept: Millis,
     /// Counters since the caller last took them.
     pub counts: Counts,
 }
@@ -45,6 +47,7 @@ impl SessionWindows {
     pub fn new(spec: WindowSpec, gap: Millis) -> SessionWindows {
         SessionWindows {
             outputs: Outputs::new(&spec),
+            swept: Millis::MIN,
             spec,
             gap,
             pending: BTreeMap::new(),
@@ -88,7 +91,7 @@ impl SessionWindows {
                 let end = s.last + self.gap;
                 let batch = out.entry(to_time(end)).or_default();
                 // Rates over a session span its samples, without extrapolation.
-                self.outputs.register(&group.series);
+                self.outputs.register(&group.series, end);
                 self.outputs
                     .results(id, &mut s.acc, (s.start, s.last), end, batch);
             }
@@ -149,6 +152,35 @@ impl SessionWindows {
         group.sessions.push(merged);
     }
 
+    /// What the state holds now.
+    pub fn footprint(&self) -> Footprint {
+        let sessions: usize = self
+            .groups
+            .values()
+            .map(|g| {
+                g.sessions.capacity() * size_of::<Session>()
+                    + g.sessions
+                        .iter()
+                        .map(|s| s.acc.extra_bytes())
+                        .sum::<usize>()
+            })
+            .sum();
+        let pending: usize = self
+            .pending
+            .values()
+            .map(|v| v.capacity() * size_of::<(Sample, Series)>())
+            .sum();
+        Footprint {
+            open_groups: self.groups.len(),
+            known_groups: self.outputs.len(),
+            bytes: table_bytes::<SeriesId, Group>(self.groups.capacity())
+                + sessions
+                + pending
+                + self.by_close.len() * size_of::<(Time, SeriesId, Millis)>()
+                + self.outputs.heap_bytes(),
+        }
+    }
+
     /// Applies stashed samples whose time the frontier has passed, in time
     /// order, and emits every session whose close time the frontier passed.
     pub fn advance(&mut self, frontier: Option<Time>, emit: &mut impl FnMut(Time, Vec<Sample>)) {
@@ -166,6 +198,18 @@ impl SessionWindows {
             }
         }
         self.close_until(f, &mut out);
+        // Groups whose last session closed more than two gaps ago are
+        // forgotten (they are registered again if they come back); swept
+        // once per gap of progress.
+        let now = f.min(i64::MAX as Time) as Millis;
+        if now.saturating_sub(self.swept) >= self.gap {
+            let keep = self
+                .gap
+                .saturating_mul(2)
+                .saturating_add(self.spec.lateness);
+            self.outputs.sweep(now.saturating_sub(keep));
+            self.swept = now;
+        }
         for (time, batch) in out {
             emit(time, batch);
         }
