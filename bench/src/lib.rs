@@ -27,5 +27,6 @@ pub mod query;
 pub mod sinks;
 pub mod websocket;
 pub mod window;
+pub mod window_loop;
 
 pub use window::{BenchOptions, window, write_section};
