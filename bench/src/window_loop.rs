@@ -15,7 +15,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::{Operator, Probe};
 
-use tidemark_connectors::generator::{series_for, value};
+use tidemark_connectors::generator::{Shape, series_for};
 use tidemark_engine::flow::{DEFAULT_MAX_IN_FLIGHT, FlowControl};
 use tidemark_engine::time::Time;
 
@@ -55,9 +55,9 @@ pub fn run(series: u64, ticks: u64, start: i64, workers: usize) -> anyhow::Resul
             let flow_probe = probe.clone();
             source(scope, "gen", move |capability, info| {
                 let activator = scope.activator_for(Rc::clone(&info.address));
-                let mut locals: Vec<(u64, u64, f64)> = (index..series)
+                let mut locals: Vec<(Shape, u64, f64)> = (index..series)
                     .step_by(peers as usize)
-                    .map(|i| (i, series_for(i).id().0, 0.0))
+                    .map(|i| (Shape::new(SEED, i), series_for(i).id().0, 0.0))
                     .collect();
                 let watermark = move |tick: u64| (start + tick as i64 * INTERVAL) as Time;
                 let mut cap = (!locals.is_empty()).then_some(capability);
@@ -76,9 +76,10 @@ pub fn run(series: u64, ticks: u64, start: i64, workers: usize) -> anyhow::Resul
                     let ts = start + tick as i64 * INTERVAL;
                     let mut session = output.session(&*c);
                     let mut made = 0;
+                    let mut memo = None;
                     while made < BUDGET && next < locals.len() {
-                        let (i, id, counter) = &mut locals[next];
-                        let v = value(SEED, *i, tick, ts, INTERVAL, counter);
+                        let (shape, id, counter) = &mut locals[next];
+                        let v = shape.value(SEED, tick, ts, INTERVAL, counter, &mut memo);
                         session.give((*id, ts, v));
                         made += 1;
                         next += 1;

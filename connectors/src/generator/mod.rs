@@ -21,7 +21,7 @@ mod source;
 mod values;
 
 pub use config::{Generator, GeneratorConfig};
-pub use values::{METRICS, series_for, value};
+pub use values::{DayMemo, METRICS, Shape, series_for};
 
 // Finite when `ticks` is set.
 samples_source!(GeneratorConfig => Generator, finite: |g| g.ticks.is_some(), needs_ingest: false, touches: |_| Vec::new());

@@ -15,13 +15,14 @@ use tidemark_engine::time::{Millis, Time, now_millis, to_time};
 use tidemark_engine::{Sample, Series};
 
 use super::config::Generator;
-use super::values::{ANOMALY_KINDS, MARKER, METRICS, inject, series_for, unit, value};
+use super::values::{ANOMALY_KINDS, MARKER, METRICS, Shape, inject, series_for, unit, value};
 
 /// Samples one activation may produce before yielding to other operators.
 const BUDGET: usize = 16 * 1024;
 
 struct Local {
     index: u64,
+    shape: Shape,
     series: Series,
     counter: f64,
 }
@@ -42,6 +43,7 @@ impl Generator {
                 .step_by(peers as usize)
                 .map(|i| Local {
                     index: i,
+                    shape: Shape::new(g.seed, i),
                     series: series_for(i),
                     counter: 0.0,
                 })
@@ -89,9 +91,12 @@ impl Generator {
                 let mut session = output.session(&*c);
                 let mut made = 0usize;
                 let ts0 = start.saturating_add(tick as i64 * g.interval);
+                let mut memo = None;
                 while made < budget && next < locals.len() {
                     let l = &mut locals[next];
-                    let mut v = value(g.seed, l.index, tick, ts0, g.interval, &mut l.counter);
+                    let mut v =
+                        l.shape
+                            .value(g.seed, tick, ts0, g.interval, &mut l.counter, &mut memo);
                     if let Some((kind, first)) =
                         g.anomalies.and_then(|a| a.active(g.seed, l.index, tick))
                     {

@@ -97,6 +97,95 @@ pub fn value(seed: u64, i: u64, tick: u64, ts: Millis, interval: Millis, counter
     }
 }
 
+/// What [`value`] computes for a series from its index alone, computed
+/// once: [`Shape::value`] then gives the same values, bit for bit, without
+/// hashing the series' constants again at every tick, and computes the
+/// daily cycle (a sine) once per host and tick instead of once per series.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    i: u64,
+    host: u64,
+    /// The host's phase of the daily cycle.
+    phase: f64,
+    /// The metric's level (its meaning depends on the metric).
+    a: f64,
+    /// The cpu trend's slope.
+    b: f64,
+}
+
+/// The daily cycle last computed: (host, timestamp, value).
+pub type DayMemo = Option<(u64, Millis, f64)>;
+
+impl Shape {
+    /// The constants of series `i` for `seed`.
+    pub fn new(seed: u64, i: u64) -> Shape {
+        let host = i / METRICS.len() as u64;
+        let (a, b) = match i % METRICS.len() as u64 {
+            0 => (
+                15.0 + 50.0 * trait_of(seed, i, 2),
+                trait_of(seed, i, 3) - 0.5,
+            ),
+            1 => ((2.0 + 14.0 * trait_of(seed, i, 2)) * 1_073_741_824.0, 0.0),
+            2 | 4 => {
+                let scale = if i % 5 == 2 { 200.0 } else { 5.0e6 };
+                (scale * (0.05 + trait_of(seed, i, 2)), 0.0)
+            }
+            _ => ((0.02 + 0.3 * trait_of(seed, host % 4, 5)).ln(), 0.0),
+        };
+        Shape {
+            i,
+            host,
+            phase: trait_of(seed, host, 1) * TAU,
+            a,
+            b,
+        }
+    }
+
+    /// [`value`] of this series; `memo` keeps the daily cycle between
+    /// consecutive series of one host.
+    #[inline]
+    pub fn value(
+        &self,
+        seed: u64,
+        tick: u64,
+        ts: Millis,
+        interval: Millis,
+        counter: &mut f64,
+        memo: &mut DayMemo,
+    ) -> f64 {
+        let day = match *memo {
+            Some((host, at, day)) if host == self.host && at == ts => day,
+            _ => {
+                let day = (ts as f64 / DAY_MS * TAU + self.phase).sin();
+                *memo = Some((self.host, ts, day));
+                day
+            }
+        };
+        let i = self.i;
+        match i % METRICS.len() as u64 {
+            0 => {
+                let trend = 2.0 * (ts as f64 / 3_600_000.0) * self.b % 20.0;
+                (self.a + 15.0 * day + trend + 3.0 * normal(seed, i, tick)).clamp(0.0, 100.0)
+            }
+            1 => {
+                let growth = 1.0 + 0.01 * ((ts as f64 / 3_600_000.0) % 24.0);
+                (self.a * growth * (1.0 + 0.01 * normal(seed, i, tick))).round()
+            }
+            2 | 4 => {
+                let rate = self.a * (1.0 + 0.5 * day);
+                if unit(seed, i, tick, 4) < 0.0005 {
+                    *counter = 0.0;
+                }
+                let step =
+                    rate * interval as f64 / 1000.0 * (1.0 + 0.2 * normal(seed, i, tick)).max(0.0);
+                *counter += step.round();
+                *counter
+            }
+            _ => (self.a + 0.4 * normal(seed, i, tick) + 0.2 * day).exp(),
+        }
+    }
+}
+
 /// The kinds of anomaly the generator injects (`anomalies:`), by index.
 pub const ANOMALY_KINDS: [&str; 5] = ["spike", "level_shift", "variance", "trend", "stuck"];
 
@@ -153,6 +242,24 @@ pub fn inject(kind: usize, v: f64, age: u64, at_start: f64, noise: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shapes_give_the_same_values_bit_for_bit() {
+        for (seed, n) in [(1, 3), (42, 2_000)] {
+            let shapes: Vec<Shape> = (0..n).map(|i| Shape::new(seed, i)).collect();
+            let mut counters = vec![(0.0, 0.0); shapes.len()];
+            let mut memo = None;
+            for tick in 0..200 {
+                let ts = 1_767_225_600_000 + tick as i64 * 15_000;
+                for (i, shape) in shapes.iter().enumerate() {
+                    let (slow, fast) = &mut counters[i];
+                    let want = value(seed, i as u64, tick, ts, 15_000, slow);
+                    let got = shape.value(seed, tick, ts, 15_000, fast, &mut memo);
+                    assert_eq!(want.to_bits(), got.to_bits(), "series {i} tick {tick}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn values_are_deterministic_and_plausible() {
