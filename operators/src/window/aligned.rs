@@ -26,8 +26,6 @@ pub struct AlignedWindows {
     pending_late: BTreeMap<Time, Vec<(Millis, Sample, Series)>>,
     outputs: Outputs,
     spare: Vec<Groups>,
-    /// When the output names were last swept.
-    swept: Millis,
     /// Groups in the last window closed: the size to pre-allocate.
     last_len: usize,
     /// Counters since the caller last took them.
@@ -46,7 +44,6 @@ impl AlignedWindows {
             closed: BTreeMap::new(),
             pending_late: BTreeMap::new(),
             spare: Vec::new(),
-            swept: Millis::MIN,
             last_len: 0,
             counts: Counts::default(),
         }
@@ -148,17 +145,13 @@ impl AlignedWindows {
                 self.spare.push(groups);
             }
         }
-        // Groups in no window of the last two sizes are forgotten (the
-        // others keep their cached output names); swept once per step of
-        // progress, also while no window closes.
-        let now = f.min(Millis::MAX as Time) as Millis;
-        if now.saturating_sub(self.swept) >= self.every {
-            let keep = self
-                .size
-                .saturating_mul(2)
-                .saturating_add(self.spec.lateness);
-            self.outputs.sweep(now.saturating_sub(keep));
-            self.swept = now;
+        // Groups in no window of the last two sizes are forgotten; the
+        // others keep their cached output names.
+        let keep = self
+            .size
+            .saturating_mul(2)
+            .saturating_add(self.spec.lateness);
+        if self.outputs.sweep(f, self.every, keep) {
             // Recycled tables shrink when far fewer groups remain.
             let known = self.outputs.len();
             for groups in &mut self.spare {

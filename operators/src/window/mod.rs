@@ -136,6 +136,8 @@ pub(crate) struct Outputs {
     suffix: String,
     aggregates: Arc<[Aggregate]>,
     groups: rustc_hash::FxHashMap<tidemark_engine::SeriesId, Group>,
+    /// When the groups were last swept.
+    swept: Millis,
 }
 
 impl Outputs {
@@ -144,6 +146,7 @@ impl Outputs {
             suffix: format!(":{}{}", spec.label, spec.grouping.name_suffix()),
             aggregates: Arc::clone(&spec.aggregates),
             groups: Default::default(),
+            swept: Millis::MIN,
         }
     }
 
@@ -159,10 +162,24 @@ impl Outputs {
         g.used = g.used.max(end);
     }
 
-    /// Forgets the groups last used before `before`: they are in no open
-    /// window, and will be registered again if they come back.
-    pub(crate) fn sweep(&mut self, before: Millis) {
+    /// Forgets the groups last used more than `keep` before the frontier
+    /// `f` (they are in no open window, and are registered again if they
+    /// come back), at most once per `period` of progress, also while no
+    /// window closes. Returns whether it swept.
+    pub(crate) fn sweep(&mut self, f: Time, period: Millis, keep: Millis) -> bool {
+        let now = f.min(Millis::MAX as Time) as Millis;
+        if now.saturating_sub(self.swept) < period {
+            return false;
+        }
+        self.swept = now;
+        let before = now.saturating_sub(keep);
         self.groups.retain(|_, g| g.used >= before);
+        // The table shrinks when far fewer groups remain.
+        let len = self.groups.len();
+        if self.groups.capacity() > 2 * len.max(1024) {
+            self.groups.shrink_to(len);
+        }
+        true
     }
 
     /// Groups remembered.

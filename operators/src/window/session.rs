@@ -36,8 +36,6 @@ pub struct SessionWindows {
     /// (close time, group, session start) of every open session.
     by_close: BTreeSet<(Time, SeriesId, Millis)>,
     outputs: Outputs,
-    /// When the output names were last swept.
-    swept: Millis,
     /// Counters since the caller last took them.
     pub counts: Counts,
 }
@@ -47,7 +45,6 @@ impl SessionWindows {
     pub fn new(spec: WindowSpec, gap: Millis) -> SessionWindows {
         SessionWindows {
             outputs: Outputs::new(&spec),
-            swept: Millis::MIN,
             spec,
             gap,
             pending: BTreeMap::new(),
@@ -199,17 +196,12 @@ impl SessionWindows {
         }
         self.close_until(f, &mut out);
         // Groups whose last session closed more than two gaps ago are
-        // forgotten (they are registered again if they come back); swept
-        // once per gap of progress.
-        let now = f.min(i64::MAX as Time) as Millis;
-        if now.saturating_sub(self.swept) >= self.gap {
-            let keep = self
-                .gap
-                .saturating_mul(2)
-                .saturating_add(self.spec.lateness);
-            self.outputs.sweep(now.saturating_sub(keep));
-            self.swept = now;
-        }
+        // forgotten (they are registered again if they come back).
+        let keep = self
+            .gap
+            .saturating_mul(2)
+            .saturating_add(self.spec.lateness);
+        self.outputs.sweep(f, self.gap, keep);
         for (time, batch) in out {
             emit(time, batch);
         }
