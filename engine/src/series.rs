@@ -128,19 +128,26 @@ impl Series {
     }
 
     /// The same labels under another metric name (an empty one removes
-    /// it). The label strings are shared with `self`, not copied: what a
-    /// window's or a detector's output series cost beside their input is
-    /// their own name and label table ([`Series::own_bytes`]).
+    /// it); see [`Series::with_label`].
     pub fn with_name(&self, name: &str) -> Series {
+        self.with_label(METRIC_NAME_LABEL, name)
+    }
+
+    /// The same labels with `name` set to `value` (an empty value removes
+    /// it, as in Prometheus). The other label strings are shared with
+    /// `self`, not copied: what a window's or a detector's output series
+    /// cost beside their input is their own label table and the new text
+    /// ([`Series::own_bytes`]).
+    pub fn with_label(&self, name: &str, value: &str) -> Series {
         let mut labels: Vec<Label> = self
             .labels()
             .iter()
-            .filter(|(n, _)| n.as_ref() != METRIC_NAME_LABEL)
+            .filter(|(n, _)| n.as_ref() != name)
             .cloned()
             .collect();
-        if !name.is_empty() {
-            let at = labels.partition_point(|(n, _)| n.as_ref() < METRIC_NAME_LABEL);
-            labels.insert(at, (Arc::from(METRIC_NAME_LABEL), Arc::from(name)));
+        if !value.is_empty() {
+            let at = labels.partition_point(|(n, _)| n.as_ref() < name);
+            labels.insert(at, (Arc::from(name), Arc::from(value)));
         }
         let id = series_id(&labels);
         Series(Arc::new(SeriesInner {
@@ -311,6 +318,16 @@ mod tests {
         assert!(Arc::ptr_eq(&host(&a), &host(&b)));
         assert_eq!(a.with_name("").name(), "");
         assert!(b.own_bytes() < b.heap_bytes());
+        // Set between others, replaced, removed: sorted as if built anew.
+        let c = a.with_label("a", "1").with_label("host", "b");
+        assert_eq!(
+            c,
+            Series::new("cpu", [("a", "1"), ("host", "b"), ("Zone", "x")])
+        );
+        assert_eq!(
+            c.with_label("a", ""),
+            Series::new("cpu", [("host", "b"), ("Zone", "x")])
+        );
     }
 
     #[test]

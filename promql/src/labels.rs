@@ -1,8 +1,6 @@
 //! Label-set operations the evaluator needs: dropping the metric name,
 //! keeping or removing some labels, setting one.
 
-use std::sync::Arc;
-
 use tidemark_engine::Series;
 use tidemark_engine::series::{Label, METRIC_NAME_LABEL};
 
@@ -40,16 +38,7 @@ pub(crate) fn remove(series: &Series, names: &[String]) -> Series {
 
 /// The series with label `name` set to `value` (removed when empty).
 pub fn set(series: &Series, name: &str, value: &str) -> Series {
-    let mut labels: Vec<Label> = series
-        .labels()
-        .iter()
-        .filter(|(n, _)| n.as_ref() != name)
-        .cloned()
-        .collect();
-    if !value.is_empty() {
-        labels.push((Arc::from(name), Arc::from(value)));
-    }
-    Series::from_labels(labels)
+    series.with_label(name, value)
 }
 
 #[cfg(test)]

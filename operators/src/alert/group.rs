@@ -11,7 +11,6 @@ use std::time::Instant;
 use rustc_hash::FxHashSet;
 use tidemark_engine::alert::{Alert, AlertState};
 use tidemark_engine::rules::{AlertSnapshot, GroupSnapshot, RuleSnapshot, RuleType};
-use tidemark_engine::series::{Label, METRIC_NAME_LABEL};
 use tidemark_engine::{Sample, Series};
 use tidemark_promql::{Element, Evaluator, MemStore, STALE_NAN, Value, drop_name, set_label};
 
@@ -60,13 +59,6 @@ struct Health {
     last_error: Option<String>,
     last_evaluation: Option<i64>,
     seconds: f64,
-}
-
-fn with_name(series: &Series, name: &str) -> Series {
-    let mut labels: Vec<Label> = series.labels().to_vec();
-    labels.retain(|(n, _)| n.as_ref() != METRIC_NAME_LABEL);
-    labels.push((Arc::from(METRIC_NAME_LABEL), Arc::from(name)));
-    Series::from_labels(labels)
 }
 
 /// Go's `url.QueryEscape`.
@@ -268,7 +260,7 @@ fn record(rule: &Rule, vector: Vec<Element>, ts: i64) -> Result<Vec<Sample>, Str
     let mut seen = FxHashSet::default();
     let mut out = Vec::with_capacity(vector.len());
     for e in vector {
-        let mut series = with_name(&e.series, &rule.name);
+        let mut series = e.series.with_name(&rule.name);
         for (k, v) in &rule.labels {
             series = set_label(&series, k, v.text());
         }
@@ -336,9 +328,9 @@ fn alerts_series(active: &[&Instance], ts: i64) -> Vec<Sample> {
     let mut out = Vec::with_capacity(active.len() * 2);
     for a in active {
         let state = set_label(&a.labels, "alertstate", a.state.word());
-        out.push(Sample::new(with_name(&state, "ALERTS"), ts, 1.0));
+        out.push(Sample::new(state.with_name("ALERTS"), ts, 1.0));
         out.push(Sample::new(
-            with_name(&a.labels, "ALERTS_FOR_STATE"),
+            a.labels.with_name("ALERTS_FOR_STATE"),
             ts,
             (a.active_at / 1000) as f64,
         ));
