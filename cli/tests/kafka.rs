@@ -611,12 +611,14 @@ fn a_full_pipeline_pauses_the_partitions_and_loses_nothing() {
     let yaml = pipeline(&dir, &t, "g1", "");
     let text = std::fs::read_to_string(&yaml).unwrap().replace(
         "    idle_timeout: 30s",
-        "    idle_timeout: 30s\n    queue: 500",
+        "    idle_timeout: 1s\n    queue: 500",
     );
     std::fs::write(&yaml, text).unwrap();
     let log = dir.join("run.log");
     // A small queue and in-flight budget: the source can take little at a
-    // time, its queue fills, and the consumer must pause.
+    // time, its queue fills, and the consumer must pause. Partitions then
+    // wait for seconds with messages left; a short idle timeout must not
+    // call them idle (their samples would be late).
     let child = Proc(
         Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .args(["run", yaml.to_str().unwrap(), "--max-in-flight", "100"])
@@ -640,6 +642,11 @@ fn a_full_pipeline_pauses_the_partitions_and_loses_nothing() {
         text.contains("samples_in=100004"),
         "{}",
         &text[text.len().saturating_sub(2000)..]
+    );
+    let finished = text.lines().find(|l| l.contains("Finished.")).unwrap();
+    assert!(
+        finished.contains(" late=0 "),
+        "samples judged late: {finished}"
     );
 }
 

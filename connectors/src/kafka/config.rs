@@ -70,8 +70,8 @@ pub struct KafkaSourceConfig {
     /// this. Default `0s`.
     #[serde(default = "zero")]
     pub max_out_of_orderness: String,
-    /// A partition with no new message for this long stops holding the
-    /// watermark back. Default `10s`.
+    /// A partition with no new message for this long, and nothing left to
+    /// read, stops holding the watermark back. Default `10s`.
     #[serde(default = "ten_seconds")]
     pub idle_timeout: String,
     /// How often offsets whose samples are durable in every sink are

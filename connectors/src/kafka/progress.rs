@@ -16,6 +16,7 @@
 //! (they were written, and part of their input is not read again).
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use tidemark_engine::component::Reach;
 use tidemark_engine::time::{Millis, Time, to_time};
@@ -97,6 +98,73 @@ impl Stamper {
     /// The largest event time seen.
     pub fn max_seen(&self) -> Option<Millis> {
         self.max_seen
+    }
+}
+
+/// Whether a partition holds the watermark back (consumer side).
+///
+/// A partition is idle once it has delivered nothing for `timeout` **and**
+/// the broker says nothing is left to read in it. A partition with messages
+/// waiting (held back by backpressure, or not fetched yet while the
+/// consumer serves other partitions) is never idle, so waiting never makes
+/// its samples late. Once idle, its next message makes it active again.
+#[derive(Clone, Debug)]
+pub struct Idleness {
+    timeout: Duration,
+    last_message: Instant,
+    last_check: Option<Instant>,
+    idle: bool,
+}
+
+/// How often a quiet partition asks the broker whether it is at its end.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+impl Idleness {
+    /// A partition taken on at `now`.
+    pub fn new(timeout: Duration, now: Instant) -> Idleness {
+        Idleness {
+            timeout,
+            last_message: now,
+            last_check: None,
+            idle: false,
+        }
+    }
+
+    /// A message of the partition was read at `now`.
+    pub fn message(&mut self, now: Instant) {
+        self.last_message = now;
+        self.last_check = None;
+        self.idle = false;
+    }
+
+    /// Whether to ask the broker now whether the partition is at its end.
+    pub fn due(&self, now: Instant) -> bool {
+        !self.idle
+            && now.saturating_duration_since(self.last_message) >= self.timeout
+            && self
+                .last_check
+                .is_none_or(|c| now.saturating_duration_since(c) >= CHECK_EVERY.min(self.timeout))
+    }
+
+    /// The broker's answer at `now`; true when the partition has just
+    /// become idle.
+    pub fn checked(&mut self, now: Instant, at_end: bool) -> bool {
+        self.last_check = Some(now);
+        if at_end && !self.idle {
+            self.idle = true;
+            return true;
+        }
+        false
+    }
+}
+
+/// Whether a partition has nothing left to read: the next offset to read
+/// (`None` before the first message, when the start was not an offset)
+/// against the broker's low and high watermarks.
+pub fn at_end(next: Option<i64>, low: i64, high: i64) -> bool {
+    match next {
+        Some(n) => n >= high,
+        None => low >= high,
     }
 }
 
@@ -199,6 +267,37 @@ mod tests {
         );
         assert_eq!(u.commit(30_000), None);
         assert_eq!(u.commit(Time::MAX).map(|c| c.0), Some(30));
+    }
+
+    #[test]
+    fn a_partition_is_idle_only_when_quiet_and_at_its_end() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut i = Idleness::new(3 * s, t0);
+        assert!(!i.due(t0 + 2 * s), "quiet for less than the timeout");
+        assert!(i.due(t0 + 3 * s));
+        // Messages wait (backpressure, or not fetched yet): not idle, and
+        // asked again a second later, not at once.
+        assert!(!i.checked(t0 + 3 * s, false));
+        assert!(!i.due(t0 + 3 * s + s / 2));
+        assert!(i.due(t0 + 4 * s));
+        assert!(i.checked(t0 + 4 * s, true), "at its end: idle");
+        assert!(!i.due(t0 + 10 * s), "idle: nothing to ask");
+        assert!(!i.checked(t0 + 10 * s, true), "already idle");
+        // A message makes it active; the timeout counts from it.
+        i.message(t0 + 11 * s);
+        assert!(!i.due(t0 + 13 * s));
+        assert!(i.due(t0 + 14 * s));
+    }
+
+    #[test]
+    fn the_end_is_the_high_watermark() {
+        assert!(at_end(Some(10), 0, 10));
+        assert!(!at_end(Some(9), 0, 10));
+        // Nothing read yet from the beginning: at the end only if empty
+        // (retention may have removed everything before `low`).
+        assert!(at_end(None, 7, 7));
+        assert!(!at_end(None, 0, 7));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tidemark_engine::time::{Time, millis, now_millis};
 
 use super::checkpoint::{self, Acks, Positions};
 use super::config::{KafkaSource, Start, Topics};
-use super::progress::{Checkpoint, Stamper};
+use super::progress::{Checkpoint, Idleness, Stamper, at_end};
 use tidemark_codecs::{Decoder, Rejects};
 
 /// A partition this instance reads.
@@ -68,6 +68,10 @@ pub(crate) enum Event {
         partitions: Vec<Assigned>,
     },
     Batch(Batch),
+    /// The partition in this slot has delivered nothing for `idle_timeout`
+    /// and has nothing left to read: it stops holding the watermark back
+    /// until its next batch.
+    Idle(usize),
 }
 
 pub(crate) enum Command {
@@ -105,9 +109,17 @@ struct Part {
     stamper: Stamper,
     /// The largest reach of the messages read so far.
     reach: Time,
+    /// The next offset to read, once known (a message was read, or the
+    /// start was an offset).
+    next: Option<i64>,
+    /// Started at the end of the partition (nothing old to read).
+    from_end: bool,
+    idleness: Idleness,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long asking a quiet partition's watermarks may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most messages, and about the most samples, read in one round.
 const BATCH: usize = 4096;
 
@@ -291,6 +303,12 @@ impl Service {
                 partition: *partition,
                 stamper,
                 reach: 0,
+                next: match offset {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                },
+                from_end: offset == Offset::End,
+                idleness: Idleness::new(self.config.idle_timeout, Instant::now()),
             });
         }
         consumer
@@ -573,6 +591,8 @@ impl Service {
                     continue;
                 };
                 let part = &mut parts[slot];
+                part.idleness.message(Instant::now());
+                part.next = Some(message.offset() + 1);
                 let batch = building.entry(slot).or_insert_with(|| Batch {
                     slot,
                     samples: Vec::new(),
@@ -633,6 +653,53 @@ impl Service {
                     .into_values()
                     .map(Event::Batch),
             );
+            // After the batches: a partition's last batch reaches the
+            // operator before the news that it is idle.
+            self.idle_partitions(&consumer, &mut parts, &mut pending);
+        }
+    }
+
+    /// Tells the operator of partitions that became idle: quiet for
+    /// `idle_timeout` and, by the broker's watermarks, at their end.
+    fn idle_partitions(
+        &self,
+        consumer: &BaseConsumer,
+        parts: &mut [Part],
+        pending: &mut VecDeque<Event>,
+    ) {
+        let now = Instant::now();
+        if !parts.iter().any(|p| p.idleness.due(now)) {
+            return;
+        }
+        // librdkafka's position steps over transaction markers, which are
+        // never delivered as messages.
+        let positions = consumer.position().ok();
+        for (slot, part) in parts.iter_mut().enumerate() {
+            if !part.idleness.due(now) {
+                continue;
+            }
+            let position = positions
+                .as_ref()
+                .and_then(|l| l.find_partition(&part.topic, part.partition))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            let next = match (part.next, position) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            let end = match consumer.fetch_watermarks(&part.topic, part.partition, CHECK_TIMEOUT) {
+                Ok((low, high)) => (next.is_none() && part.from_end) || at_end(next, low, high),
+                Err(error) => {
+                    tracing::debug!(%error, source = %self.name, topic = %part.topic, partition = part.partition, "Cannot read a quiet partition's watermarks; it stays active.");
+                    false
+                }
+            };
+            if part.idleness.checked(Instant::now(), end) {
+                tracing::debug!(source = %self.name, topic = %part.topic, partition = part.partition, "Partition idle.");
+                pending.push_back(Event::Idle(slot));
+            }
         }
     }
 

@@ -25,7 +25,8 @@ use tidemark_engine::validate::EdgeCheck;
 
 struct Slot {
     watermark: Option<Time>,
-    last_active: Instant,
+    /// The consumer thread said the partition is idle (no batch since).
+    idle: bool,
     uncommitted: Uncommitted,
 }
 
@@ -153,7 +154,7 @@ impl KafkaSource {
                                 debug_assert_eq!(p.slot, slots.len());
                                 slots.push(Slot {
                                     watermark: p.watermark,
-                                    last_active: now,
+                                    idle: false,
                                     uncommitted: Uncommitted::default(),
                                 });
                             }
@@ -177,20 +178,19 @@ impl KafkaSource {
                             }
                             let slot = &mut slots[batch.slot];
                             slot.watermark = batch.watermark.or(slot.watermark);
-                            slot.last_active = now;
+                            slot.idle = false;
                             for chunk in batch.chunks {
                                 slot.uncommitted.push(chunk.next_offset, chunk.reach.max(delayed), chunk.max_seen);
                             }
                         }
+                        Event::Idle(slot) => slots[slot].idle = true,
                     }
                 }
                 if ready {
                     // The minimum over partitions that are not idle; with
                     // none (all quiet, or no partition here), the
                     // pipeline's clock, so this worker holds nothing back.
-                    let active = slots
-                        .iter()
-                        .filter(|s| now.saturating_duration_since(s.last_active) < config.idle_timeout);
+                    let active = slots.iter().filter(|s| !s.idle);
                     let mut min: Option<Time> = None;
                     let mut any = false;
                     for s in active {
