@@ -9,10 +9,11 @@
 //! `"NaN"`, `"+Inf"` and `"-Inf"` (as Prometheus writes them) and read back
 //! from the same strings.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::io::Write;
 
 use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 
 use tidemark_engine::Sample;
 use tidemark_engine::validate::{Check, EdgeCheck, Limits, RejectReason};
@@ -23,19 +24,109 @@ use crate::{Arrival, Rejects, tenant};
 #[serde(deny_unknown_fields)]
 struct JsonSample<'a> {
     #[serde(borrow)]
-    name: std::borrow::Cow<'a, str>,
+    name: Cow<'a, str>,
     #[serde(default, borrow)]
-    labels: BTreeMap<std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>>,
+    labels: Labels<'a>,
     timestamp: i64,
+    #[serde(borrow)]
     value: JsonValue<'a>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// A string borrowed from the line unless it has escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The labels object, sorted by name; of a name given twice the last
+/// value counts (as a map would keep it). A list, not a tree: no
+/// allocation per label.
+#[derive(Default)]
+struct Labels<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Labels<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Labels<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut labels: Vec<(Cow<'de, str>, Cow<'de, str>)> = Vec::new();
+                while let Some((Text(n), Text(v))) = map.next_entry()? {
+                    labels.push((n, v));
+                }
+                // Stable: of equal names, the last sent stays last.
+                labels.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut out: Vec<(Cow<'de, str>, Cow<'de, str>)> = Vec::with_capacity(labels.len());
+                for (n, v) in labels {
+                    match out.last_mut() {
+                        Some(last) if last.0 == n => last.1 = v,
+                        _ => out.push((n, v)),
+                    }
+                }
+                Ok(Labels(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A value: a number, or the text of NaN or an infinity.
 enum JsonValue<'a> {
     Number(f64),
-    #[serde(borrow)]
-    Text(std::borrow::Cow<'a, str>),
+    Text(Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for JsonValue<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JsonValue<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number, \"NaN\", \"+Inf\" or \"-Inf\"")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(JsonValue::Number(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(JsonValue::Number(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(JsonValue::Number(v as f64))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonValue::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonValue::Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JsonValue::Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A line that could not be turned into a sample.
@@ -79,7 +170,7 @@ pub fn decode_json(line: &str, limits: &Limits) -> Result<Sample, DecodeError> {
     let series = limits
         .check(
             &raw.name,
-            raw.labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
+            raw.labels.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
         )
         .map_err(|reason| series_error(reason, &raw.name))?;
     let timestamp = limits
@@ -97,7 +188,7 @@ pub fn decode_json_checked(
     arrival: Arrival<'_>,
 ) -> Result<Sample, DecodeError> {
     let (raw, value) = parse(line)?;
-    let labels = raw.labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+    let labels = raw.labels.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
     let series = check
         .check_series(&raw.name, tenant::apply(labels, arrival.tenant))
         .map_err(|reason| series_error(reason, &raw.name))?;
@@ -238,6 +329,46 @@ mod tests {
         assert_eq!(rejects.counts[&RejectReason::Malformed], 1);
         assert_eq!(rejects.counts[&RejectReason::TimestampTooNew], 1);
         assert!(rejects.first().unwrap().contains("line 2"));
+    }
+
+    #[test]
+    fn labels_in_any_order_escapes_and_repeats_read_as_a_map_would() {
+        let limits = Limits::default();
+        let read = |l: &str| decode_json(l, &limits).unwrap();
+        let sorted =
+            read(r#"{"name":"m","labels":{"a":"1","b":"x\"y","c":"3"},"timestamp":1,"value":2}"#);
+        assert_eq!(sorted.series.get("b"), Some("x\"y"));
+        // The same series from any order; an escaped name is the same name.
+        for line in [
+            r#"{"name":"m","labels":{"c":"3","b":"x\"y","a":"1"},"timestamp":1,"value":2}"#,
+            r#"{"value":2,"timestamp":1,"labels":{"b":"x\"y","\u0061":"1","c":"3"},"name":"m"}"#,
+            // A name given twice: the last value counts.
+            r#"{"name":"m","labels":{"a":"0","c":"3","b":"x\"y","a":"1"},"timestamp":1,"value":2}"#,
+        ] {
+            let s = read(line);
+            assert_eq!(s.series, sorted.series, "{line}");
+            assert_eq!(s.series.id(), sorted.series.id(), "{line}");
+        }
+        // Integers, large and negative, read as floats do.
+        assert_eq!(read(r#"{"name":"m","timestamp":1,"value":-3}"#).value, -3.0);
+        assert_eq!(
+            read(r#"{"name":"m","timestamp":1,"value":18446744073709551615}"#).value,
+            u64::MAX as f64
+        );
+        let reason = |l: &str| decode_json(l, &limits).unwrap_err();
+        for bad in [
+            r#"{"name":"m","labels":{"a":1},"timestamp":1,"value":2}"#,
+            r#"{"name":"m","labels":[],"timestamp":1,"value":2}"#,
+            r#"{"name":"m","timestamp":1,"value":{}}"#,
+            r#"{"name":"m","timestamp":1,"value":null}"#,
+        ] {
+            assert_eq!(reason(bad).reason, RejectReason::Malformed, "{bad}");
+        }
+        assert!(
+            reason(r#"{"name":"m","timestamp":1,"value":[1]}"#)
+                .detail
+                .contains("a number, \"NaN\", \"+Inf\" or \"-Inf\""),
+        );
     }
 
     #[test]

@@ -305,8 +305,30 @@ impl Check for EdgeCheck {
 fn matches<'a>(
     series: &Series,
     name: &str,
-    labels: impl Iterator<Item = (&'a str, &'a str)>,
+    labels: impl Iterator<Item = (&'a str, &'a str)> + Clone,
 ) -> bool {
+    if series.name() != name {
+        return false;
+    }
+    // Most senders send labels sorted by name, as the series holds them:
+    // one walk in step. Any other order is looked up label by label.
+    let mut mine = series
+        .labels()
+        .iter()
+        .filter(|(n, _)| n.as_ref() != METRIC_NAME_LABEL);
+    let mut in_step = true;
+    for (n, v) in labels.clone().filter(|(_, v)| !v.is_empty()) {
+        match mine.next() {
+            Some((m, w)) if m.as_ref() == n && w.as_ref() == v => {}
+            _ => {
+                in_step = false;
+                break;
+            }
+        }
+    }
+    if in_step {
+        return mine.next().is_none();
+    }
     let mut count = 1;
     for (n, v) in labels {
         if v.is_empty() {
@@ -522,6 +544,31 @@ mod tests {
             let s = cache.check(&limits, "m", [("i", v.as_str())]).unwrap();
             assert_eq!(s.get("i"), Some(v.as_str()));
         }
+    }
+
+    #[test]
+    fn a_cached_series_matches_exactly_its_labels_in_any_order() {
+        let s = Series::new("cpu", [("dc", "x"), ("host", "a")]);
+        let m = |name: &str, labels: &[(&'static str, &'static str)]| {
+            matches(&s, name, labels.iter().copied())
+        };
+        assert!(m("cpu", &[("dc", "x"), ("host", "a")]));
+        assert!(m("cpu", &[("host", "a"), ("dc", "x")]));
+        assert!(m(
+            "cpu",
+            &[("a", ""), ("dc", "x"), ("host", "a"), ("z", "")]
+        ));
+        assert!(!m("mem", &[("dc", "x"), ("host", "a")]));
+        assert!(!m("cpu", &[("dc", "x")]));
+        assert!(!m("cpu", &[("host", "a")]));
+        assert!(!m("cpu", &[("dc", "x"), ("host", "b")]));
+        assert!(!m("cpu", &[("dc", "x"), ("host", "a"), ("z", "1")]));
+        assert!(!m("cpu", &[("dc", "x"), ("dc", "x"), ("host", "a")]));
+        assert!(!m(
+            "cpu",
+            &[("__name__", "cpu"), ("dc", "x"), ("host", "a")]
+        ));
+        assert!(!m("cpu", &[("host", "a"), ("dc", "x"), ("host", "a")]));
     }
 
     #[test]
