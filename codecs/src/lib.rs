@@ -44,6 +44,7 @@ pub mod names;
 pub mod otlp;
 pub mod remote_write;
 pub mod tenant;
+mod wire;
 
 /// A wire format, by the name pipelines give it (`format: influx`).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash)]

@@ -11,9 +11,8 @@
 //! [`Body::decoded_bytes`], which the server charges to its budget for
 //! decoding before it decodes.
 
+use crate::wire::{self, Field};
 use prost::Message;
-use prost::bytes::Buf;
-use prost::encoding::{WireType, decode_key, decode_varint};
 
 use tidemark_engine::Sample;
 use tidemark_engine::series::METRIC_NAME_LABEL;
@@ -56,44 +55,9 @@ pub struct Body {
     pub samples: usize,
 }
 
-/// One field of a protobuf message, as it is on the wire.
-enum Field<'a> {
-    Len(&'a [u8]),
-    Other,
-}
-
-/// The next field of `buf` (its number and value), or `None` at the end.
+/// The next field of a `WriteRequest` or a part of it.
 fn next_field<'a>(buf: &mut &'a [u8]) -> Result<Option<(u32, Field<'a>)>, String> {
-    if buf.is_empty() {
-        return Ok(None);
-    }
-    let bad = |e: prost::DecodeError| format!("invalid protobuf WriteRequest: {e}");
-    let (tag, wire_type) = decode_key(buf).map_err(bad)?;
-    let skip = |buf: &mut &'a [u8], n: usize| {
-        if buf.len() < n {
-            return Err("invalid protobuf WriteRequest: a field runs past the end".to_owned());
-        }
-        buf.advance(n);
-        Ok(Field::Other)
-    };
-    let field = match wire_type {
-        WireType::Varint => decode_varint(buf).map(|_| Field::Other).map_err(bad)?,
-        WireType::SixtyFourBit => skip(buf, 8)?,
-        WireType::ThirtyTwoBit => skip(buf, 4)?,
-        WireType::LengthDelimited => {
-            let len = usize::try_from(decode_varint(buf).map_err(bad)?).unwrap_or(usize::MAX);
-            if buf.len() < len {
-                return Err("invalid protobuf WriteRequest: a field runs past the end".to_owned());
-            }
-            let (value, rest) = buf.split_at(len);
-            *buf = rest;
-            Field::Len(value)
-        }
-        WireType::StartGroup | WireType::EndGroup => {
-            return Err("invalid protobuf WriteRequest: groups are not supported".to_owned());
-        }
-    };
-    Ok(Some((tag, field)))
+    wire::next_field(buf, "WriteRequest")
 }
 
 /// Counts the labels and samples of one encoded `TimeSeries`.
