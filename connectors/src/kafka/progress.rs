@@ -146,16 +146,37 @@ impl Idleness {
                 .is_none_or(|c| now.saturating_duration_since(c) >= CHECK_EVERY.min(self.timeout))
     }
 
-    /// The broker's answer at `now`; true when the partition has just
-    /// become idle.
-    pub fn checked(&mut self, now: Instant, at_end: bool) -> bool {
+    /// The broker's answer at `now` (`at_end`), with whether the consumer
+    /// holds its partitions paused for backpressure.
+    pub fn checked(&mut self, now: Instant, at_end: bool, paused: bool) -> Quiet {
         self.last_check = Some(now);
-        if at_end && !self.idle {
-            self.idle = true;
-            return true;
+        if self.idle {
+            return Quiet::Waiting;
         }
-        false
+        if at_end {
+            self.idle = true;
+            return Quiet::Idle;
+        }
+        if paused {
+            return Quiet::Waiting;
+        }
+        // Messages are left, the consumer is fetching, and none came for
+        // a whole timeout: once per timeout, the fetch is restarted.
+        self.last_message = now;
+        Quiet::Stuck
     }
+}
+
+/// What a quiet partition is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quiet {
+    /// At its end: it stops holding the watermark back.
+    Idle,
+    /// Messages wait behind backpressure (or the answer changes nothing).
+    Waiting,
+    /// Messages are left and the consumer fetches, yet none arrived for
+    /// `idle_timeout`: its fetch should be restarted.
+    Stuck,
 }
 
 /// Whether a partition has nothing left to read: the next offset to read
@@ -276,18 +297,23 @@ mod tests {
         let mut i = Idleness::new(3 * s, t0);
         assert!(!i.due(t0 + 2 * s), "quiet for less than the timeout");
         assert!(i.due(t0 + 3 * s));
-        // Messages wait (backpressure, or not fetched yet): not idle, and
-        // asked again a second later, not at once.
-        assert!(!i.checked(t0 + 3 * s, false));
+        // Messages wait behind backpressure: not idle, and asked again a
+        // second later, not at once.
+        assert_eq!(i.checked(t0 + 3 * s, false, true), Quiet::Waiting);
         assert!(!i.due(t0 + 3 * s + s / 2));
         assert!(i.due(t0 + 4 * s));
-        assert!(i.checked(t0 + 4 * s, true), "at its end: idle");
+        assert_eq!(i.checked(t0 + 4 * s, true, true), Quiet::Idle, "at its end");
         assert!(!i.due(t0 + 10 * s), "idle: nothing to ask");
-        assert!(!i.checked(t0 + 10 * s, true), "already idle");
+        assert_eq!(i.checked(t0 + 10 * s, true, false), Quiet::Waiting);
         // A message makes it active; the timeout counts from it.
         i.message(t0 + 11 * s);
         assert!(!i.due(t0 + 13 * s));
         assert!(i.due(t0 + 14 * s));
+        // Messages left, not paused, none came: stuck, once per timeout.
+        assert_eq!(i.checked(t0 + 14 * s, false, false), Quiet::Stuck);
+        assert!(!i.due(t0 + 16 * s));
+        assert!(i.due(t0 + 17 * s));
+        assert_eq!(i.checked(t0 + 17 * s, true, false), Quiet::Idle);
     }
 
     #[test]

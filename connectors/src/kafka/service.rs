@@ -26,7 +26,7 @@ use tidemark_engine::time::{Time, millis, now_millis};
 
 use super::checkpoint::{self, Acks, Positions};
 use super::config::{KafkaSource, Start, Topics};
-use super::progress::{Checkpoint, Idleness, Stamper, at_end};
+use super::progress::{Checkpoint, Idleness, Quiet, Stamper, at_end};
 use tidemark_codecs::{Decoder, Rejects};
 
 /// A partition this instance reads.
@@ -655,17 +655,21 @@ impl Service {
             );
             // After the batches: a partition's last batch reaches the
             // operator before the news that it is idle.
-            self.idle_partitions(&consumer, &mut parts, &mut pending);
+            self.quiet_partitions(&consumer, &mut parts, &mut pending, paused);
         }
     }
 
-    /// Tells the operator of partitions that became idle: quiet for
-    /// `idle_timeout` and, by the broker's watermarks, at their end.
-    fn idle_partitions(
+    /// Looks at partitions quiet for `idle_timeout`: tells the operator of
+    /// those at their end by the broker's watermarks (idle), and restarts
+    /// the fetch of those with messages left that the consumer, fetching,
+    /// has not delivered (a safety net: seeking to the next offset to read
+    /// loses and repeats nothing).
+    fn quiet_partitions(
         &self,
         consumer: &BaseConsumer,
         parts: &mut [Part],
         pending: &mut VecDeque<Event>,
+        paused: bool,
     ) {
         let now = Instant::now();
         if !parts.iter().any(|p| p.idleness.due(now)) {
@@ -696,9 +700,24 @@ impl Service {
                     false
                 }
             };
-            if part.idleness.checked(Instant::now(), end) {
-                tracing::debug!(source = %self.name, topic = %part.topic, partition = part.partition, "Partition idle.");
-                pending.push_back(Event::Idle(slot));
+            match part.idleness.checked(Instant::now(), end, paused) {
+                Quiet::Idle => {
+                    tracing::debug!(source = %self.name, topic = %part.topic, partition = part.partition, "Partition idle.");
+                    pending.push_back(Event::Idle(slot));
+                }
+                Quiet::Waiting => {}
+                Quiet::Stuck => {
+                    let Some(offset) = next else { continue };
+                    tracing::warn!(source = %self.name, topic = %part.topic, partition = part.partition, offset, "A partition has messages left but none arrived while fetching; restarting its fetch.");
+                    if let Err(error) = consumer.seek(
+                        &part.topic,
+                        part.partition,
+                        Offset::Offset(offset),
+                        CHECK_TIMEOUT,
+                    ) {
+                        tracing::warn!(%error, source = %self.name, topic = %part.topic, partition = part.partition, "Cannot restart a partition's fetch.");
+                    }
+                }
             }
         }
     }
