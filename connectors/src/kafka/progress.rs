@@ -130,6 +130,16 @@ impl Idleness {
         }
     }
 
+    /// The consumer resumed fetching at `now` after a pause for
+    /// backpressure: a partition cannot deliver while paused, so its quiet
+    /// time counts from here.
+    pub fn resumed(&mut self, now: Instant) {
+        if !self.idle {
+            self.last_message = self.last_message.max(now);
+            self.last_check = None;
+        }
+    }
+
     /// A message of the partition was read at `now`.
     pub fn message(&mut self, now: Instant) {
         self.last_message = now;
@@ -150,15 +160,13 @@ impl Idleness {
     /// holds its partitions paused for backpressure.
     pub fn checked(&mut self, now: Instant, at_end: bool, paused: bool) -> Quiet {
         self.last_check = Some(now);
-        if self.idle {
+        // While paused nothing can arrive: quiet says nothing then.
+        if self.idle || paused {
             return Quiet::Waiting;
         }
         if at_end {
             self.idle = true;
             return Quiet::Idle;
-        }
-        if paused {
-            return Quiet::Waiting;
         }
         // Messages are left, the consumer is fetching, and none came for
         // a whole timeout: once per timeout, the fetch is restarted.
@@ -297,14 +305,30 @@ mod tests {
         let mut i = Idleness::new(3 * s, t0);
         assert!(!i.due(t0 + 2 * s), "quiet for less than the timeout");
         assert!(i.due(t0 + 3 * s));
-        // Messages wait behind backpressure: not idle, and asked again a
-        // second later, not at once.
-        assert_eq!(i.checked(t0 + 3 * s, false, true), Quiet::Waiting);
+        // Paused for backpressure: never idle, even where the broker says
+        // it is at its end (tansu 0.6 reports the last batch's start as the
+        // end); asked again a second later, not at once.
+        assert_eq!(i.checked(t0 + 3 * s, true, true), Quiet::Waiting);
         assert!(!i.due(t0 + 3 * s + s / 2));
         assert!(i.due(t0 + 4 * s));
-        assert_eq!(i.checked(t0 + 4 * s, true, true), Quiet::Idle, "at its end");
+        // Resumed: the quiet time counts from the resume.
+        i.resumed(t0 + 4 * s);
+        assert!(!i.due(t0 + 6 * s));
+        assert!(i.due(t0 + 7 * s));
+        assert_eq!(i.checked(t0 + 7 * s, false, false), Quiet::Stuck);
+        assert!(i.due(t0 + 10 * s));
+        assert_eq!(
+            i.checked(t0 + 10 * s, true, false),
+            Quiet::Idle,
+            "at its end"
+        );
         assert!(!i.due(t0 + 10 * s), "idle: nothing to ask");
         assert_eq!(i.checked(t0 + 10 * s, true, false), Quiet::Waiting);
+        i.resumed(t0 + 10 * s);
+        assert!(
+            !i.due(t0 + 20 * s),
+            "a resume leaves an idle partition idle"
+        );
         // A message makes it active; the timeout counts from it.
         i.message(t0 + 11 * s);
         assert!(!i.due(t0 + 13 * s));

@@ -543,6 +543,10 @@ impl Service {
                     pauses += 1;
                     tracing::debug!(source = %self.name, "Downstream is full: partitions paused.");
                 } else {
+                    let now = Instant::now();
+                    for p in parts.iter_mut() {
+                        p.idleness.resumed(now);
+                    }
                     tracing::debug!(source = %self.name, "Downstream has room: partitions resumed.");
                 }
                 if last_pause_log.elapsed() >= Duration::from_secs(10) && pauses > 0 {
@@ -672,7 +676,7 @@ impl Service {
         paused: bool,
     ) {
         let now = Instant::now();
-        if !parts.iter().any(|p| p.idleness.due(now)) {
+        if paused || !parts.iter().any(|p| p.idleness.due(now)) {
             return;
         }
         // librdkafka's position steps over transaction markers, which are
