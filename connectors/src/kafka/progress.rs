@@ -157,34 +157,17 @@ impl Idleness {
     }
 
     /// The broker's answer at `now` (`at_end`), with whether the consumer
-    /// holds its partitions paused for backpressure.
-    pub fn checked(&mut self, now: Instant, at_end: bool, paused: bool) -> Quiet {
+    /// holds its partitions paused for backpressure; true when the
+    /// partition has just become idle.
+    pub fn checked(&mut self, now: Instant, at_end: bool, paused: bool) -> bool {
         self.last_check = Some(now);
         // While paused nothing can arrive: quiet says nothing then.
-        if self.idle || paused {
-            return Quiet::Waiting;
+        if self.idle || paused || !at_end {
+            return false;
         }
-        if at_end {
-            self.idle = true;
-            return Quiet::Idle;
-        }
-        // Messages are left, the consumer is fetching, and none came for
-        // a whole timeout: once per timeout, the fetch is restarted.
-        self.last_message = now;
-        Quiet::Stuck
+        self.idle = true;
+        true
     }
-}
-
-/// What a quiet partition is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Quiet {
-    /// At its end: it stops holding the watermark back.
-    Idle,
-    /// Messages wait behind backpressure (or the answer changes nothing).
-    Waiting,
-    /// Messages are left and the consumer fetches, yet none arrived for
-    /// `idle_timeout`: its fetch should be restarted.
-    Stuck,
 }
 
 /// Whether a partition has nothing left to read: the next offset to read
@@ -308,36 +291,28 @@ mod tests {
         // Paused for backpressure: never idle, even where the broker says
         // it is at its end (tansu 0.6 reports the last batch's start as the
         // end); asked again a second later, not at once.
-        assert_eq!(i.checked(t0 + 3 * s, true, true), Quiet::Waiting);
+        assert!(!i.checked(t0 + 3 * s, true, true));
         assert!(!i.due(t0 + 3 * s + s / 2));
         assert!(i.due(t0 + 4 * s));
         // Resumed: the quiet time counts from the resume.
         i.resumed(t0 + 4 * s);
         assert!(!i.due(t0 + 6 * s));
         assert!(i.due(t0 + 7 * s));
-        assert_eq!(i.checked(t0 + 7 * s, false, false), Quiet::Stuck);
-        assert!(i.due(t0 + 10 * s));
-        assert_eq!(
-            i.checked(t0 + 10 * s, true, false),
-            Quiet::Idle,
-            "at its end"
-        );
+        // Messages left: not idle, asked again a second later.
+        assert!(!i.checked(t0 + 7 * s, false, false));
+        assert!(!i.due(t0 + 7 * s + s / 2));
+        assert!(i.checked(t0 + 8 * s, true, false), "at its end");
         assert!(!i.due(t0 + 10 * s), "idle: nothing to ask");
-        assert_eq!(i.checked(t0 + 10 * s, true, false), Quiet::Waiting);
+        assert!(!i.checked(t0 + 10 * s, true, false), "already idle");
         i.resumed(t0 + 10 * s);
         assert!(
             !i.due(t0 + 20 * s),
             "a resume leaves an idle partition idle"
         );
         // A message makes it active; the timeout counts from it.
-        i.message(t0 + 11 * s);
-        assert!(!i.due(t0 + 13 * s));
-        assert!(i.due(t0 + 14 * s));
-        // Messages left, not paused, none came: stuck, once per timeout.
-        assert_eq!(i.checked(t0 + 14 * s, false, false), Quiet::Stuck);
-        assert!(!i.due(t0 + 16 * s));
-        assert!(i.due(t0 + 17 * s));
-        assert_eq!(i.checked(t0 + 17 * s, true, false), Quiet::Idle);
+        i.message(t0 + 21 * s);
+        assert!(!i.due(t0 + 23 * s));
+        assert!(i.due(t0 + 24 * s));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tidemark_engine::time::{Time, millis, now_millis};
 
 use super::checkpoint::{self, Acks, Positions};
 use super::config::{KafkaSource, Start, Topics};
-use super::progress::{Checkpoint, Idleness, Quiet, Stamper, at_end};
+use super::progress::{Checkpoint, Idleness, Stamper, at_end};
 use tidemark_codecs::{Decoder, Rejects};
 
 /// A partition this instance reads.
@@ -663,11 +663,9 @@ impl Service {
         }
     }
 
-    /// Looks at partitions quiet for `idle_timeout`: tells the operator of
-    /// those at their end by the broker's watermarks (idle), and restarts
-    /// the fetch of those with messages left that the consumer, fetching,
-    /// has not delivered (a safety net: seeking to the next offset to read
-    /// loses and repeats nothing).
+    /// Tells the operator of partitions that became idle: quiet for
+    /// `idle_timeout` of fetching and, by the broker's watermarks, at their
+    /// end.
     fn quiet_partitions(
         &self,
         consumer: &BaseConsumer,
@@ -704,24 +702,9 @@ impl Service {
                     false
                 }
             };
-            match part.idleness.checked(Instant::now(), end, paused) {
-                Quiet::Idle => {
-                    tracing::debug!(source = %self.name, topic = %part.topic, partition = part.partition, "Partition idle.");
-                    pending.push_back(Event::Idle(slot));
-                }
-                Quiet::Waiting => {}
-                Quiet::Stuck => {
-                    let Some(offset) = next else { continue };
-                    tracing::warn!(source = %self.name, topic = %part.topic, partition = part.partition, offset, "A partition has messages left but none arrived while fetching; restarting its fetch.");
-                    if let Err(error) = consumer.seek(
-                        &part.topic,
-                        part.partition,
-                        Offset::Offset(offset),
-                        CHECK_TIMEOUT,
-                    ) {
-                        tracing::warn!(%error, source = %self.name, topic = %part.topic, partition = part.partition, "Cannot restart a partition's fetch.");
-                    }
-                }
+            if part.idleness.checked(Instant::now(), end, paused) {
+                tracing::debug!(source = %self.name, topic = %part.topic, partition = part.partition, "Partition idle.");
+                pending.push_back(Event::Idle(slot));
             }
         }
     }
