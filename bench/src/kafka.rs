@@ -20,7 +20,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use tidemark_codecs::Codec;
-use tidemark_codecs::ingest::proto;
 use tidemark_engine::{Sample, Series};
 use tidemark_pipelines::compile;
 use tidemark_pipelines::run::{RunOptions, run};
@@ -81,27 +80,9 @@ fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<(
 fn payload(format: Codec, samples: &[Sample]) -> Vec<u8> {
     match format {
         Codec::Protobuf => {
-            let request = proto::WriteRequest {
-                series: samples
-                    .iter()
-                    .map(|s| proto::Series {
-                        name: s.series.name().to_owned(),
-                        labels: s
-                            .series
-                            .tags()
-                            .map(|(name, value)| proto::Label {
-                                name: name.to_owned(),
-                                value: value.to_owned(),
-                            })
-                            .collect(),
-                        points: vec![proto::Point {
-                            timestamp_ms: s.timestamp,
-                            value: s.value,
-                        }],
-                    })
-                    .collect(),
-            };
-            prost::Message::encode_to_vec(&request)
+            let mut out = Vec::new();
+            tidemark_codecs::ingest::encode_all(samples, &mut out);
+            out
         }
         _ => {
             let mut out = Vec::new();

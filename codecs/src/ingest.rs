@@ -213,26 +213,32 @@ pub fn response(accepted: u64, rejects: &Rejects) -> WriteResponse {
 
 /// Writes one sample as an encoded `WriteRequest`.
 pub fn encode(sample: &Sample, out: &mut Vec<u8>) {
-    let series = proto::Series {
-        name: sample.series.name().to_owned(),
-        labels: sample
-            .series
-            .tags()
-            .map(|(name, value)| proto::Label {
-                name: name.to_owned(),
-                value: value.to_owned(),
-            })
-            .collect(),
-        points: vec![proto::Point {
-            timestamp_ms: sample.timestamp,
-            value: sample.value,
-        }],
-    };
+    encode_all(std::slice::from_ref(sample), out);
+}
+
+/// Writes samples as one encoded `WriteRequest`, a series of one point
+/// each.
+pub fn encode_all(samples: &[Sample], out: &mut Vec<u8>) {
+    let series = samples
+        .iter()
+        .map(|sample| proto::Series {
+            name: sample.series.name().to_owned(),
+            labels: sample
+                .series
+                .tags()
+                .map(|(name, value)| proto::Label {
+                    name: name.to_owned(),
+                    value: value.to_owned(),
+                })
+                .collect(),
+            points: vec![proto::Point {
+                timestamp_ms: sample.timestamp,
+                value: sample.value,
+            }],
+        })
+        .collect();
     // Encoding into a Vec cannot run out of room.
-    let _ = WriteRequest {
-        series: vec![series],
-    }
-    .encode(out);
+    let _ = WriteRequest { series }.encode(out);
 }
 
 #[cfg(test)]
