@@ -115,6 +115,9 @@ struct Part {
     /// Started at the end of the partition (nothing old to read).
     from_end: bool,
     idleness: Idleness,
+    /// The broker's watermarks could not be read for the idle check (said
+    /// once: until they can, the partition holds the watermark back).
+    unknown_end: bool,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -309,6 +312,7 @@ impl Service {
                 },
                 from_end: offset == Offset::End,
                 idleness: Idleness::new(self.config.idle_timeout, Instant::now()),
+                unknown_end: false,
             });
         }
         consumer
@@ -696,9 +700,16 @@ impl Service {
                 (a, b) => a.or(b),
             };
             let end = match consumer.fetch_watermarks(&part.topic, part.partition, CHECK_TIMEOUT) {
-                Ok((low, high)) => (next.is_none() && part.from_end) || at_end(next, low, high),
+                Ok((low, high)) => {
+                    part.unknown_end = false;
+                    (next.is_none() && part.from_end) || at_end(next, low, high)
+                }
                 Err(error) => {
-                    tracing::debug!(%error, source = %self.name, topic = %part.topic, partition = part.partition, "Cannot read a quiet partition's watermarks; it stays active.");
+                    if !part.unknown_end {
+                        part.unknown_end = true;
+                        add(&self.stats.errors, 1);
+                        tracing::warn!(%error, source = %self.name, topic = %part.topic, partition = part.partition, "Cannot read a quiet partition's watermarks from the broker; it holds the watermark back until they can be read.");
+                    }
                     false
                 }
             };
