@@ -76,16 +76,17 @@ impl<'de: 'a, 'a> Deserialize<'de> for Labels<'a> {
                 while let Some((Text(n), Text(v))) = map.next_entry()? {
                     labels.push((n, v));
                 }
-                // Stable: of equal names, the last sent stays last.
+                // Stable: of equal names, the last sent stays last, and
+                // its value is kept in the place of the first.
                 labels.sort_by(|a, b| a.0.cmp(&b.0));
-                let mut out: Vec<(Cow<'de, str>, Cow<'de, str>)> = Vec::with_capacity(labels.len());
-                for (n, v) in labels {
-                    match out.last_mut() {
-                        Some(last) if last.0 == n => last.1 = v,
-                        _ => out.push((n, v)),
+                labels.dedup_by(|later, kept| {
+                    let same = later.0 == kept.0;
+                    if same {
+                        std::mem::swap(&mut later.1, &mut kept.1);
                     }
-                }
-                Ok(Labels(out))
+                    same
+                });
+                Ok(Labels(labels))
             }
         }
         d.deserialize_map(V)

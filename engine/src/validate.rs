@@ -339,7 +339,7 @@ fn matches<'a>(
         }
         count += 1;
     }
-    series.name() == name && series.labels().len() == count
+    series.labels().len() == count
 }
 
 /// Whether `name` is a valid Prometheus metric name.

@@ -545,6 +545,9 @@ impl Service {
                 self.pause(&consumer, &parts, paused);
                 if paused {
                     pauses += 1;
+                    for p in parts.iter_mut() {
+                        p.idleness.paused();
+                    }
                     tracing::debug!(source = %self.name, "Downstream is full: partitions paused.");
                 } else {
                     let now = Instant::now();
@@ -663,7 +666,7 @@ impl Service {
             );
             // After the batches: a partition's last batch reaches the
             // operator before the news that it is idle.
-            self.quiet_partitions(&consumer, &mut parts, &mut pending, paused);
+            self.quiet_partitions(&consumer, &mut parts, &mut pending);
         }
     }
 
@@ -675,10 +678,9 @@ impl Service {
         consumer: &BaseConsumer,
         parts: &mut [Part],
         pending: &mut VecDeque<Event>,
-        paused: bool,
     ) {
         let now = Instant::now();
-        if paused || !parts.iter().any(|p| p.idleness.due(now)) {
+        if !parts.iter().any(|p| p.idleness.due(now)) {
             return;
         }
         // librdkafka's position steps over transaction markers, which are
@@ -713,7 +715,7 @@ impl Service {
                     false
                 }
             };
-            if part.idleness.checked(Instant::now(), end, paused) {
+            if part.idleness.checked(Instant::now(), end) {
                 tracing::debug!(source = %self.name, topic = %part.topic, partition = part.partition, "Partition idle.");
                 pending.push_back(Event::Idle(slot));
             }
