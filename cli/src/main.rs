@@ -179,9 +179,15 @@ struct ServeArgs {
     /// Apply every `*.yaml` in this directory at start.
     #[arg(long, env = "TIDEMARK_PIPELINES")]
     pipelines: Option<PathBuf>,
-    /// Keep the applied pipelines in this directory and apply them again at start.
+    /// Keep the applied pipelines, silences and a write-ahead log of network ingest in this directory; apply the pipelines again at start and replay the log.
     #[arg(long, env = "TIDEMARK_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// When the write-ahead log syncs to disk: `always` (before a request is acknowledged), an interval such as `100ms`, or `never` [default: always].
+    #[arg(long, env = "TIDEMARK_WAL_FSYNC")]
+    wal_fsync: Option<String>,
+    /// The most the write-ahead log may hold, in MiB; past it, ingest is refused until pipelines catch up [default: 2048].
+    #[arg(long, env = "TIDEMARK_WAL_MAX_MB")]
+    wal_max_mb: Option<u64>,
     /// Records each source instance may have in flight before it waits [default: 1048576].
     #[arg(long, env = "TIDEMARK_MAX_IN_FLIGHT")]
     max_in_flight: Option<u64>,
@@ -232,6 +238,16 @@ impl ServeArgs {
             .or(file.shutdown_timeout)
             .unwrap_or_else(|| "30s".into());
         let shutdown_timeout = tidemark_engine::time::parse_duration(&timeout)?;
+        let mut wal = tidemark_engine::wal::WalOptions::default();
+        if let Some(f) = self.wal_fsync.as_ref().or(file.wal_fsync.as_ref()) {
+            wal.fsync = f.parse().map_err(|e| anyhow::anyhow!("--wal-fsync: {e}"))?;
+        }
+        if let Some(mb) = self.wal_max_mb.or(file.wal_max_mb) {
+            anyhow::ensure!(mb >= 1, "--wal-max-mb: at least 1 MiB");
+            wal.max_bytes = mb << 20;
+            // Segments are deleted whole: several to a log.
+            wal.segment_bytes = wal.segment_bytes.min((mb << 20) / 8);
+        }
         let protect_metrics = self.protect_metrics.or(file.protect_metrics);
         // With tokens `/metrics` needs one too unless the operator opens it:
         // it names every pipeline and tenant.
@@ -316,6 +332,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| std::net::SocketAddr::new(default_ip, 4317)),
             pipelines: self.pipelines.or(file.pipelines),
             data_dir: self.data_dir.or(file.data_dir),
+            wal,
             max_in_flight: self
                 .max_in_flight
                 .or(file.max_in_flight)

@@ -16,6 +16,7 @@
 
 #[macro_use]
 mod spec;
+mod progress;
 mod touches;
 
 pub mod alertmanager;

@@ -31,7 +31,7 @@ pub enum Protocol {
 }
 
 /// Why an offer was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum OfferError {
     /// No running pipeline reads this protocol.
     #[error("no running pipeline reads {0:?} input")]
@@ -44,6 +44,16 @@ pub enum OfferError {
         /// Its source.
         source_name: String,
     },
+    /// The write-ahead log refused the record (full, or the disk failed):
+    /// retry later.
+    #[error(transparent)]
+    Log(#[from] crate::wal::WalError),
+}
+
+impl PartialEq for OfferError {
+    fn eq(&self, other: &OfferError) -> bool {
+        self.to_string() == other.to_string()
+    }
 }
 
 /// One source's queue in this process.
@@ -66,6 +76,9 @@ pub struct Subscription {
     activators: Mutex<Vec<SyncActivator>>,
     /// Samples delivered into the queue.
     pub delivered: AtomicU64,
+    /// With a write-ahead log: where every instance of the source starts
+    /// reading it (decided once, when the first instance subscribes).
+    pub resumed: Option<crate::wal::Resumed>,
 }
 
 impl Subscription {
@@ -117,9 +130,37 @@ impl Subscription {
 #[derive(Default)]
 pub struct IngestHub {
     subscriptions: RwLock<Vec<Weak<Subscription>>>,
+    wal: Option<Logged>,
+}
+
+/// The write-ahead log the network sources read, and how many workers of
+/// this process share each source's records.
+#[derive(Clone)]
+pub struct Logged {
+    /// The log.
+    pub wal: Arc<crate::wal::Wal>,
+    /// Workers in this process.
+    pub workers: usize,
 }
 
 impl IngestHub {
+    /// A hub whose sources read `wal` (shared by `workers` workers of this
+    /// process) instead of queues in memory.
+    pub fn with_wal(wal: Arc<crate::wal::Wal>, workers: usize) -> IngestHub {
+        IngestHub {
+            subscriptions: RwLock::default(),
+            wal: Some(Logged {
+                wal,
+                workers: workers.max(1),
+            }),
+        }
+    }
+
+    /// The write-ahead log, if there is one.
+    pub fn wal(&self) -> Option<&Logged> {
+        self.wal.as_ref()
+    }
+
     /// The queue of (`pipeline`, `source`), created on first use; every
     /// worker's instance of the source shares it. The subscription ends when
     /// the last holder drops it.
@@ -145,6 +186,18 @@ impl IngestHub {
             return s;
         }
         let (tx, rx) = crossbeam_channel::unbounded();
+        let resumed = self.wal.as_ref().map(|l| {
+            let r = l.wal.subscribe(pipeline, source).unwrap_or_else(|error| {
+                tracing::error!(%pipeline, %source, %error, "Cannot store where this source starts reading the write-ahead log; it reads from the end.");
+                crate::wal::Resumed {
+                    offset: l.wal.end(),
+                    max_seen: None,
+                    durable: 0,
+                }
+            });
+            tracing::info!(%pipeline, %source, offset = r.offset, end = l.wal.end(), "The source reads the write-ahead log from here.");
+            r
+        });
         let s = Arc::new(Subscription {
             protocol,
             selector,
@@ -157,6 +210,7 @@ impl IngestHub {
             rx,
             activators: Mutex::default(),
             delivered: AtomicU64::new(0),
+            resumed,
         });
         subs.push(Arc::downgrade(&s));
         s
@@ -171,6 +225,25 @@ impl IngestHub {
             .iter()
             .filter_map(Weak::upgrade)
             .any(|s| s.protocol == protocol)
+    }
+
+    /// Takes validated samples sent by `tenant`: with a write-ahead log,
+    /// appends them as one record and returns its offset (acknowledge once
+    /// [`crate::wal::Wal::durable`] says so); without, offers them to the
+    /// queues ([`IngestHub::offer`]).
+    pub fn take(
+        &self,
+        protocol: Protocol,
+        tenant: Option<&str>,
+        samples: &[Sample],
+    ) -> Result<Option<u64>, OfferError> {
+        let Some(logged) = &self.wal else {
+            return self.offer(protocol, samples).map(|_| None);
+        };
+        if !self.subscribed(protocol) {
+            return Err(OfferError::NoSubscriber(protocol));
+        }
+        Ok(Some(logged.wal.append(protocol, tenant, samples)?))
     }
 
     /// Offers validated samples to every subscriber of `protocol`. Returns

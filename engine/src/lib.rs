@@ -9,7 +9,8 @@
 //! - [`runtime`]: the timely-dataflow runtime (workers, cluster mode,
 //!   exchange), wrapped so that timely's API touches only this crate;
 //! - [`flow`]: probe-based flow control for sources;
-//! - [`ingest`]: the hub between network listeners and pipeline sources;
+//! - [`ingest`]: the hub between network listeners and pipeline sources,
+//!   and [`wal`]: its write-ahead log (`tidemark serve --data-dir`);
 //! - [`live`]: the hub between `websocket` sinks and their subscribers;
 //! - [`memstore`]: recent samples per series, as PromQL reads them; and
 //!   [`history`]: the hub between `memory` sinks and the query API;
@@ -46,6 +47,7 @@ pub mod spec;
 pub mod stats;
 pub mod time;
 pub mod validate;
+pub mod wal;
 pub mod watermark;
 pub mod yaml;
 

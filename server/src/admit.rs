@@ -95,8 +95,9 @@ impl Control {
 
     /// Offers `samples`, sent by `tenant`, and counts them with
     /// `rejects`; on a refusal nothing is counted (the sender sends the
-    /// request again).
-    pub fn admit(
+    /// request again). With a write-ahead log it returns once the samples
+    /// are in the log as durably as its `fsync` policy makes them.
+    pub async fn admit(
         &self,
         protocol: Protocol,
         tenant: Option<&str>,
@@ -109,8 +110,11 @@ impl Control {
         self.quotas
             .ingest(tenant, samples.len())
             .map_err(Refusal::OverQuota)?;
-        if !samples.is_empty() {
-            self.ingest.offer(protocol, samples)?;
+        if !samples.is_empty()
+            && let Some(offset) = self.ingest.take(protocol, tenant, samples)?
+            && let Some(logged) = self.ingest.wal()
+        {
+            logged.wal.durable(offset).await;
         }
         self.count_accepted(listener(protocol), samples.len() as u64);
         let counts: Vec<(DropReason, u64)> = rejects
@@ -160,7 +164,7 @@ impl Refusal {
             Refusal::Busy(_) | Refusal::OverQuota(_) => {
                 tonic::Status::resource_exhausted(self.to_string())
             }
-            Refusal::Offer(OfferError::Full { .. }) => {
+            Refusal::Offer(OfferError::Full { .. } | OfferError::Log(_)) => {
                 tonic::Status::resource_exhausted(self.to_string())
             }
             Refusal::Offer(OfferError::NoSubscriber(_)) if protocol == Protocol::Otlp => {

@@ -40,8 +40,14 @@ pub struct ServerConfig {
     pub process: Option<usize>,
     /// Apply every `*.yaml` in this directory at start.
     pub pipelines: Option<PathBuf>,
-    /// Keep the applied pipelines here, and apply them again at start.
+    /// Keep the applied pipelines, silences and the write-ahead log of
+    /// network ingest here; apply and replay them at start.
     pub data_dir: Option<PathBuf>,
+    /// When the write-ahead log syncs: `always`, an interval, or `never`.
+    /// Default `always`.
+    pub wal_fsync: Option<String>,
+    /// The most the write-ahead log may hold, in MiB. Default 2048.
+    pub wal_max_mb: Option<u64>,
     /// File of bearer tokens required by the control API.
     pub token_file: Option<PathBuf>,
     /// TLS certificate chain (PEM) for both listeners; with `tls_key`.

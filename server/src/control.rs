@@ -263,6 +263,7 @@ impl Control {
         stdout: StdoutWriter,
         store: Option<crate::store::PipelineStore>,
         silence_store: Option<crate::store::SilenceStore>,
+        wal: Option<Arc<tidemark_engine::wal::Wal>>,
     ) -> Arc<Control> {
         let cluster = &options.cluster;
         let (process, processes, workers) = (cluster.process, cluster.processes(), cluster.workers);
@@ -285,7 +286,10 @@ impl Control {
             reports: Mutex::default(),
             stdout,
             max_in_flight: options.max_in_flight,
-            ingest: Arc::default(),
+            ingest: Arc::new(match wal {
+                Some(wal) => IngestHub::with_wal(wal, workers),
+                None => IngestHub::default(),
+            }),
             live: Arc::default(),
             rules: Arc::default(),
             silences: Arc::default(),
@@ -813,6 +817,12 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                         && let Err(error) = store.remove(&name)
                     {
                         tracing::error!(pipeline = %name, %error, "Cannot record the deletion in the data directory: a restart will bring the pipeline back.");
+                    }
+                    if leader
+                        && let Some(logged) = control.ingest.wal()
+                        && let Err(error) = logged.wal.forget(&name)
+                    {
+                        tracing::error!(pipeline = %name, %error, "Cannot forget the deleted pipeline's positions in the write-ahead log: its records are kept until it is applied and deleted again.");
                     }
                     if worker.index() == 0 {
                         control.live.remove_pipeline(&name);

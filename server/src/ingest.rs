@@ -34,7 +34,7 @@ pub struct Ingest {
 
 impl Ingest {
     /// Decodes, offers and counts one message.
-    fn write_one(
+    async fn write_one(
         &self,
         message: WriteRequest,
         tenant: Option<&str>,
@@ -51,6 +51,7 @@ impl Ingest {
         );
         self.control
             .admit(Protocol::Grpc, tenant, &samples, &rejects)
+            .await
             .map_err(status)?;
         Ok((samples.len() as u64, rejects))
     }
@@ -67,7 +68,9 @@ impl IngestService for Ingest {
         request: Request<WriteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
         let tenant = tenant(&request);
-        let (accepted, rejects) = self.write_one(request.into_inner(), tenant.as_deref())?;
+        let (accepted, rejects) = self
+            .write_one(request.into_inner(), tenant.as_deref())
+            .await?;
         Ok(Response::new(tidemark_codecs::ingest::response(
             accepted, &rejects,
         )))
@@ -81,15 +84,18 @@ impl IngestService for Ingest {
         let mut stream = request.into_inner();
         let (mut accepted, mut rejected) = (0, Rejects::default());
         while let Some(message) = stream.message().await? {
-            let (n, rejects) = self.write_one(message, tenant.as_deref()).map_err(|s| {
-                Status::new(
-                    s.code(),
-                    format!(
-                        "{} ({accepted} samples accepted before this message)",
-                        s.message()
-                    ),
-                )
-            })?;
+            let (n, rejects) = self
+                .write_one(message, tenant.as_deref())
+                .await
+                .map_err(|s| {
+                    Status::new(
+                        s.code(),
+                        format!(
+                            "{} ({accepted} samples accepted before this message)",
+                            s.message()
+                        ),
+                    )
+                })?;
             accepted += n;
             rejected.merge(rejects);
         }

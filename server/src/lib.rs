@@ -58,6 +58,8 @@ pub struct ServeOptions {
     /// Where the server keeps what must survive a restart (the applied
     /// pipelines); nothing is kept without it.
     pub data_dir: Option<PathBuf>,
+    /// How the write-ahead log of network ingest is kept (with `data_dir`).
+    pub wal: tidemark_engine::wal::WalOptions,
     /// Records each source instance may have in flight.
     pub max_in_flight: u64,
     /// How long a graceful stop may take before the process exits anyway.
@@ -271,7 +273,17 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
         }
         None => (None, Vec::new()),
     };
-    let control = Control::new(&options, stdout, store, silence_store);
+    // Every process keeps a write-ahead log of what its listeners
+    // acknowledged; its network sources read it.
+    let wal = match &options.data_dir {
+        Some(dir) => {
+            let wal = tidemark_engine::wal::Wal::open(dir, options.wal.clone())?;
+            tracing::info!(wal = %wal.dir().display(), bytes = wal.bytes(), next = wal.end(), fsync = ?options.wal.fsync, "Write-ahead log open.");
+            Some(wal)
+        }
+        None => None,
+    };
+    let control = Control::new(&options, stdout, store, silence_store, wal);
     if !silences.is_empty() {
         tracing::info!(silences = silences.len(), "Silences read back.");
         control.silences.restore(silences);

@@ -20,7 +20,7 @@ use crate::http::Tenant;
 
 /// Decodes, offers and counts one export; the reply's partial success names
 /// what was rejected.
-pub fn export(
+pub async fn export(
     control: &Control,
     request: ExportMetricsServiceRequest,
     tenant: Option<&str>,
@@ -34,7 +34,9 @@ pub fn export(
         &mut samples,
         &mut rejects,
     );
-    control.admit(Protocol::Otlp, tenant, &samples, &rejects)?;
+    control
+        .admit(Protocol::Otlp, tenant, &samples, &rejects)
+        .await?;
     let partial_success = (!rejects.is_empty()).then(|| ExportMetricsPartialSuccess {
         rejected_data_points: rejects.total() as i64,
         error_message: rejects.summary(),
@@ -56,6 +58,7 @@ impl MetricsService for Otlp {
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let tenant = request.extensions().get::<Tenant>().map(|t| t.0.clone());
         export(&self.control, request.into_inner(), tenant.as_deref())
+            .await
             .map(Response::new)
             .map_err(|r| r.status(Protocol::Otlp))
     }
@@ -82,7 +85,7 @@ pub async fn http(
                 .into_response();
         }
     };
-    match export(&control, request, tenant.as_deref()) {
+    match export(&control, request, tenant.as_deref()).await {
         Ok(reply) => (
             [(header::CONTENT_TYPE, "application/x-protobuf")],
             reply.encode_to_vec(),

@@ -97,12 +97,15 @@ pub async fn write(
     let Ok((samples, rejects)) = decoded else {
         return malformed(&control, "the request could not be decoded".to_owned());
     };
-    if let Err(refusal) = control.admit(
-        Protocol::RemoteWrite,
-        quota_tenant.as_deref(),
-        &samples,
-        &rejects,
-    ) {
+    if let Err(refusal) = control
+        .admit(
+            Protocol::RemoteWrite,
+            quota_tenant.as_deref(),
+            &samples,
+            &rejects,
+        )
+        .await
+    {
         return refusal.response();
     }
     drop(held);

@@ -26,7 +26,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::progress::Checkpoint;
+use crate::progress::Checkpoint;
 
 /// A partition's stored position.
 pub(crate) type Positions = HashMap<(String, i32), (i64, Checkpoint)>;

@@ -26,7 +26,8 @@ use tidemark_engine::time::{Time, millis, now_millis};
 
 use super::checkpoint::{self, Acks, Positions};
 use super::config::{KafkaSource, Start, Topics};
-use super::progress::{Checkpoint, Idleness, Stamper, at_end};
+use super::progress::{Idleness, at_end};
+use crate::progress::{Checkpoint, Stamper};
 use tidemark_codecs::{Decoder, Rejects};
 
 /// A partition this instance reads.

@@ -18,8 +18,8 @@ use tidemark_engine::stats::add;
 use tidemark_engine::time::Time;
 
 use super::config::KafkaSource;
-use super::progress::Uncommitted;
 use super::service::{Command, Event, Service};
+use crate::progress::Uncommitted;
 use tidemark_codecs::Decoder;
 use tidemark_engine::validate::EdgeCheck;
 

@@ -4,6 +4,7 @@
 //! read the same stream. They need `tidemark serve`.
 
 mod config;
+mod logged;
 mod source;
 
 use std::sync::Arc;

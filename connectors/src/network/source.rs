@@ -25,6 +25,9 @@ impl NetworkSource {
         scope: PipelineScope<'scope>,
         ctx: SourceContext,
     ) -> SampleStream<'scope> {
+        if let Some(logged) = ctx.ingest.as_ref().and_then(|h| h.wal().cloned()) {
+            return self.build_logged(scope, ctx, logged);
+        }
         let config = self.clone();
         source(scope, &ctx.name.clone(), move |capability, info| {
             let activator = scope.activator_for(Rc::clone(&info.address));
