@@ -102,6 +102,9 @@ pub(super) struct ServerChild {
 
 impl Drop for ServerChild {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -124,9 +127,20 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Starts `tidemark serve` with `workers` and applies `pipeline`.
 pub(super) fn start_server(workers: usize, pipeline: &str) -> anyhow::Result<ServerChild> {
+    start_server_with(workers, &[], Some(pipeline))
+}
+
+/// Starts `tidemark serve` with `workers` and `args`, and applies
+/// `pipeline` if given.
+pub(super) fn start_server_with(
+    workers: usize,
+    args: &[&str],
+    pipeline: Option<&str>,
+) -> anyhow::Result<ServerChild> {
     let (http, grpc) = (free_port()?, free_port()?);
     let child = Command::new(std::env::current_exe()?)
         .args(["serve", "--workers", &workers.to_string()])
+        .args(args)
         .args(["--http", &format!("127.0.0.1:{http}")])
         .args(["--grpc", &format!("127.0.0.1:{grpc}")])
         .env("TIDEMARK_LOG", "warn")
@@ -151,6 +165,9 @@ pub(super) fn start_server(workers: usize, pipeline: &str) -> anyhow::Result<Ser
         anyhow::ensure!(Instant::now() < deadline, "the server did not become ready");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let Some(pipeline) = pipeline else {
+        return Ok(server);
+    };
     let mut r = agent
         .post(&format!("{}/api/v1/pipelines", server.http))
         .header("content-type", "application/yaml")

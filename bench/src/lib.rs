@@ -25,6 +25,7 @@ pub mod latency;
 pub mod loadgen;
 pub mod query;
 pub mod sinks;
+pub mod wal;
 pub mod websocket;
 pub mod window;
 pub mod window_loop;

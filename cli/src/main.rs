@@ -426,6 +426,8 @@ enum BenchCommand {
     Sinks(bench::sinks::SinkBenchOptions),
     /// Ingest: p99 ack latency and server CPU against the offered rate (docs/latency.png).
     Latency(bench::latency::LatencyOptions),
+    /// Write-ahead log of network ingest: ack latency per fsync policy, and recovery after kill -9.
+    Wal(bench::wal::WalBenchOptions),
     /// WebSocket fan-out: values delivered to 1, 10 and 100 subscribers.
     Websocket(bench::websocket::WebsocketBenchOptions),
     /// Query API latency over a memory sink (10 000 and 100 000 series), and what queries cost ingest.
@@ -611,6 +613,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             which: BenchCommand::Latency(options),
         } => {
             bench::latency::latency(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which: BenchCommand::Wal(options),
+        } => {
+            bench::wal::wal(&options)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -383,3 +383,83 @@ fn a_full_log_refuses_with_backpressure_and_loses_nothing() {
     );
     assert!(server.stop().success());
 }
+
+/// Replacing a pipeline starts its new version from the stored positions:
+/// windows the old version made durable are not written again, and those
+/// it left open are computed whole from the log.
+#[test]
+fn a_replaced_pipeline_resumes_from_the_stored_positions() {
+    let dir = temp_dir("wal-replace");
+    let data = dir.join("data");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()], 0);
+    let pipeline = |out: &std::path::Path, extra: &str| {
+        format!(
+            "name: swapped\nsources:\n  in: {{type: grpc, max_out_of_orderness: 0s, idle_timeout: 100ms}}\n\
+             transforms:\n  w: {{type: window, inputs: [in], window: {{tumbling: 1s}}, by: [s], aggregates: [count{extra}]}}\n\
+             sinks:\n  out: {{type: file, inputs: [w], path: {}}}\n",
+            out.display()
+        )
+    };
+    let (first, second) = (dir.join("first.jsonl"), dir.join("second.jsonl"));
+    assert_eq!(
+        server
+            .json("POST", "/api/v1/pipelines", Some(&pipeline(&first, "")))
+            .0,
+        201
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut client = runtime
+        .block_on(IngestServiceClient::connect(format!(
+            "http://127.0.0.1:{}",
+            server.grpc
+        )))
+        .unwrap();
+    // Ten windows of 20 requests, then five more requests into the next one.
+    let send = |client: &mut IngestServiceClient<_>, ks: std::ops::Range<i64>| {
+        for k in ks {
+            runtime.block_on(client.write(request(k))).unwrap();
+        }
+    };
+    send(&mut client, 0..205);
+    wait_until("the first ten windows", || {
+        rows(&first)
+            .keys()
+            .filter(|(n, _, _)| n.ends_with("count"))
+            .count()
+            >= 10 * SERIES as usize
+    });
+    // Positions are stored every second.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        server
+            .json(
+                "POST",
+                "/api/v1/pipelines",
+                Some(&pipeline(&second, ", sum"))
+            )
+            .0,
+        200
+    );
+    wait_until("the new version", || {
+        server.json("GET", "/api/v1/pipelines/swapped", None).1["state"] == "running"
+    });
+    send(&mut client, 205..260);
+    let window_end = |k: i64| (T0 + k * STEP + 999) / 1000 * 1000;
+    wait_until("the windows after the replace", || {
+        rows(&second).keys().any(|(_, _, t)| *t == window_end(239))
+    });
+    let got = rows(&second);
+    let ends: std::collections::BTreeSet<i64> = got.keys().map(|(_, _, t)| *t).collect();
+    assert!(
+        !ends.contains(&window_end(100)),
+        "a window the old version made durable was written again: {ends:?}"
+    );
+    // The window open at the replace is whole: 20 requests.
+    let open = window_end(204);
+    assert_eq!(
+        got.get(&("load:1s_by_s_count".into(), "0".into(), open)),
+        Some(&20.0),
+        "{got:?}"
+    );
+    assert!(server.stop().success());
+}

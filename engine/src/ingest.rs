@@ -79,6 +79,8 @@ pub struct Subscription {
     /// With a write-ahead log: where every instance of the source starts
     /// reading it (decided once, when the first instance subscribes).
     pub resumed: Option<crate::wal::Resumed>,
+    /// Which installation of the pipeline it belongs to (0 without a log).
+    installation: usize,
 }
 
 impl Subscription {
@@ -173,16 +175,45 @@ impl IngestHub {
         source: &str,
         capacity: usize,
     ) -> Arc<Subscription> {
+        self.subscribe_as(protocol, selector, tenant, pipeline, source, capacity, 0)
+    }
+
+    /// With a write-ahead log: the subscription of (`pipeline`, `source`)
+    /// in this installation of the pipeline (`installation`, the same on
+    /// every worker of the process: its `Resume`'s address), created on
+    /// first use with where the log is to be read from. A replaced
+    /// pipeline's new installation reads the stored positions anew rather
+    /// than share the old one's, which is still stopping.
+    pub fn subscribe_logged(
+        &self,
+        protocol: Protocol,
+        tenant: Option<&str>,
+        pipeline: &str,
+        source: &str,
+        installation: usize,
+    ) -> Arc<Subscription> {
+        self.subscribe_as(protocol, None, tenant, pipeline, source, 1, installation)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe_as(
+        &self,
+        protocol: Protocol,
+        selector: Option<Selector>,
+        tenant: Option<&str>,
+        pipeline: &str,
+        source: &str,
+        capacity: usize,
+        installation: usize,
+    ) -> Arc<Subscription> {
         let mut subs = self
             .subscriptions
             .write()
             .unwrap_or_else(|e| e.into_inner());
         subs.retain(|w| w.strong_count() > 0);
-        if let Some(s) = subs
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|s| s.pipeline == pipeline && s.source == source)
-        {
+        if let Some(s) = subs.iter().filter_map(Weak::upgrade).find(|s| {
+            s.pipeline == pipeline && s.source == source && s.installation == installation
+        }) {
             return s;
         }
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -211,6 +242,7 @@ impl IngestHub {
             activators: Mutex::default(),
             delivered: AtomicU64::new(0),
             resumed,
+            installation,
         });
         subs.push(Arc::downgrade(&s));
         s

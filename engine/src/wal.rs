@@ -10,8 +10,8 @@
 //! first record (`00000000000000000042.seg`); a record's offset is its
 //! number in the log. A record is `len: u32, crc32: u32, body`, the body a
 //! header (protocol, tenant, largest timestamp, sample count) and the
-//! samples as bincode (the encoding timely gives records between
-//! processes). A new segment starts when the current one passes
+//! samples as bincode (the serde encoding timely gives records between
+//! processes), with variable-length integers. A new segment starts when the current one passes
 //! `segment_bytes`. Opening checks every record's checksum: a torn or
 //! corrupt record and everything after it in its segment is cut off and
 //! reported, never fatal; later segments are kept, and readers step over
@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bincode::Options as _;
 use serde::{Deserialize, Serialize};
 
 use crate::Sample;
@@ -191,6 +192,12 @@ fn decode_header(body: &[u8]) -> Option<(Header, usize)> {
         count,
     };
     Some((header, HEADER + len))
+}
+
+/// The samples' encoding: bincode with variable-length integers (string
+/// lengths and timestamps take a byte or a few, not eight).
+fn codec() -> impl bincode::Options {
+    bincode::DefaultOptions::new().with_varint_encoding()
 }
 
 fn segment_name(first: u64) -> String {
@@ -506,7 +513,8 @@ impl Wal {
         w.buf.clear();
         w.buf.extend_from_slice(&[0; FRAME]);
         encode_header(&header, &mut w.buf);
-        bincode::serialize_into(&mut w.buf, samples)
+        codec()
+            .serialize_into(&mut w.buf, samples)
             .map_err(|e| io_err(&self.dir, std::io::Error::other(e.to_string())))?;
         let body = (w.buf.len() - FRAME) as u32;
         let crc = crc32fast::hash(&w.buf[FRAME..]);
@@ -952,7 +960,7 @@ impl Reader {
                 "a record whose checksum does not match".to_owned(),
             ));
         }
-        match bincode::deserialize::<Vec<Sample>>(&self.body[len..]) {
+        match codec().deserialize::<Vec<Sample>>(&self.body[len..]) {
             Ok(samples) => Ok(Next::Entry(offset, Arc::new(Entry { header, samples }))),
             Err(e) => Ok(Next::Bad(
                 offset,

@@ -41,7 +41,9 @@ impl NetworkSource {
             let Some(hub) = ctx.ingest.clone() else {
                 unreachable!("a logged source has a hub")
             };
-            let sub = hub.subscribe(config.protocol, config.selector.clone(), ctx.tenant.as_deref(), &ctx.pipeline, &ctx.name, config.queue);
+            // One installation of the pipeline shares one `Resume` per process.
+            let installation = Arc::as_ptr(&ctx.resume) as usize;
+            let sub = hub.subscribe_logged(config.protocol, ctx.tenant.as_deref(), &ctx.pipeline, &ctx.name, installation);
             let resumed = sub.resumed.unwrap_or(tidemark_engine::wal::Resumed { offset: logged.wal.end(), max_seen: None, durable: 0 });
             // Before anything is emitted: sinks skip what an earlier run made durable.
             ctx.resume.resume_from(resumed.durable);

@@ -59,7 +59,7 @@ fn records_read_back_from_memory_from_disk_and_after_a_restart() {
             WalOptions {
                 cache_bytes,
                 // Several segments.
-                segment_bytes: 16 << 10,
+                segment_bytes: 4 << 10,
                 ..options(Fsync::Always)
             },
         )
