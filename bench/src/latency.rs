@@ -204,6 +204,20 @@ pub(super) fn ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// Runs `load` against `server`; returns the report and the server's CPU
+/// over the run, in percent of one core.
+pub(super) fn load_with_cpu(
+    server: &ServerChild,
+    load: &LoadOptions,
+) -> anyhow::Result<(LoadReport, f64)> {
+    let tps = ticks_per_second();
+    let pid = server.child.id();
+    let (cpu0, t0) = (cpu_seconds(pid, tps)?, Instant::now());
+    let report = run_load(load)?;
+    let cpu = 100.0 * (cpu_seconds(pid, tps)? - cpu0) / t0.elapsed().as_secs_f64();
+    Ok((report, cpu))
+}
+
 fn measure(
     server: &ServerChild,
     options: &LatencyOptions,
@@ -224,12 +238,7 @@ fn measure(
         metric: "loadgen_value".into(),
         token: None,
     };
-    let tps = ticks_per_second();
-    let pid = server.child.id();
-    let (cpu0, t0) = (cpu_seconds(pid, tps)?, Instant::now());
-    let report = run_load(&load)?;
-    let (cpu1, t1) = (cpu_seconds(pid, tps)?, Instant::now());
-    let server_cpu = 100.0 * (cpu1 - cpu0) / (t1 - t0).as_secs_f64();
+    let (report, server_cpu) = load_with_cpu(server, &load)?;
     let kept_up = report.achieved_rate >= 0.95 * rate
         && report.batches_refused == 0
         && report.batches_failed == 0;

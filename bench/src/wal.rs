@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::latency::{ServerChild, cpu_seconds, start_server_with, ticks_per_second};
-use crate::loadgen::{LoadOptions, LoadProtocol, LoadReport, run_load};
+use crate::latency::{ServerChild, load_with_cpu, start_server_with};
+use crate::loadgen::{LoadOptions, LoadProtocol, LoadReport};
 
 /// Options of `tidemark bench wal`.
 #[derive(Clone, Debug, clap::Args)]
@@ -93,12 +93,7 @@ fn offer(
         metric: "loadgen_value".into(),
         token: None,
     };
-    let tps = ticks_per_second();
-    let pid = server.child.id();
-    let (cpu0, t0) = (cpu_seconds(pid, tps)?, Instant::now());
-    let report = run_load(&load)?;
-    let cpu = 100.0 * (cpu_seconds(pid, tps)? - cpu0) / t0.elapsed().as_secs_f64();
-    Ok((report, cpu))
+    load_with_cpu(server, &load)
 }
 
 fn samples_in(server: &ServerChild) -> Option<u64> {

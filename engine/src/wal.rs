@@ -219,7 +219,6 @@ struct Writer {
     cache: VecDeque<(u64, Arc<Entry>, u64)>,
     cache_bytes: u64,
     buf: Vec<u8>,
-    stopped: bool,
 }
 
 /// Where a source resumes reading.
@@ -453,7 +452,6 @@ impl Wal {
                 cache: VecDeque::new(),
                 cache_bytes: 0,
                 buf: Vec::new(),
-                stopped: false,
             }),
             written: Condvar::new(),
             readable: AtomicU64::new(next),
@@ -500,12 +498,6 @@ impl Wal {
             count: samples.len().min(u32::MAX as usize) as u32,
         };
         let mut guard = lock(&self.writer);
-        if guard.stopped {
-            return Err(io_err(
-                &self.dir,
-                std::io::Error::other("the log is closed"),
-            ));
-        }
         if guard.bytes >= self.options.max_bytes {
             return Err(WalError::Full(self.options.max_bytes >> 20));
         }
@@ -737,17 +729,6 @@ impl Wal {
         Ok(())
     }
 
-    /// Keeps only the positions of these pipelines.
-    pub fn keep_only(&self, pipelines: &[String]) -> std::io::Result<()> {
-        let mut p = lock(&self.positions);
-        let before = p.len();
-        p.retain(|name, _| pipelines.contains(name));
-        if p.len() != before {
-            self.store(&p)?;
-        }
-        Ok(())
-    }
-
     fn store(&self, positions: &Positions) -> std::io::Result<()> {
         let path = self.dir.join("positions.json");
         let tmp = self.dir.join("positions.json.tmp");
@@ -776,40 +757,27 @@ impl Wal {
             }
         }
     }
-
-    /// Stops the sync thread after a last sync.
-    pub fn close(&self) {
-        lock(&self.writer).stopped = true;
-        self.written.notify_all();
-    }
 }
 
 /// Syncs what was written and publishes it readable, until the log is
-/// dropped or closed.
+/// dropped (it holds the log only while it syncs or waits a moment).
 fn sync_loop(wal: &std::sync::Weak<Wal>) {
     loop {
         let Some(wal) = wal.upgrade() else { return };
-        let (file, target, stopped) = {
+        let (file, target) = {
             let mut w = lock(&wal.writer);
-            match wal.options.fsync {
-                Fsync::Every(d) => {
-                    w = wal
-                        .written
-                        .wait_timeout(w, d)
-                        .map(|r| r.0)
-                        .unwrap_or_else(|p| p.into_inner().0);
-                }
-                _ => {
-                    while w.next == wal.readable() && !w.stopped {
-                        w = wal
-                            .written
-                            .wait_timeout(w, Duration::from_millis(200))
-                            .map(|r| r.0)
-                            .unwrap_or_else(|p| p.into_inner().0);
-                    }
-                }
+            let wait = match wal.options.fsync {
+                Fsync::Every(d) => d,
+                _ => Duration::from_millis(200),
+            };
+            if w.next == wal.readable() || matches!(wal.options.fsync, Fsync::Every(_)) {
+                w = wal
+                    .written
+                    .wait_timeout(w, wait)
+                    .map(|r| r.0)
+                    .unwrap_or_else(|p| p.into_inner().0);
             }
-            (Arc::clone(&w.file), w.next, w.stopped)
+            (Arc::clone(&w.file), w.next)
         };
         if target > wal.readable() {
             match file.sync_data() {
@@ -819,9 +787,6 @@ fn sync_loop(wal: &std::sync::Weak<Wal>) {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-        }
-        if stopped {
-            return;
         }
     }
 }
