@@ -286,12 +286,19 @@ impl SourcePositions {
 
 type Positions = BTreeMap<String, BTreeMap<String, SourcePositions>>;
 
+/// What the appenders share with the sync thread.
+struct Shared {
+    writer: Mutex<Writer>,
+    written: Condvar,
+}
+
 /// The log.
 pub struct Wal {
     dir: PathBuf,
+    /// Held locked while the log is open.
+    _lock: File,
     options: WalOptions,
-    writer: Mutex<Writer>,
-    written: Condvar,
+    shared: Arc<Shared>,
     readable: AtomicU64,
     synced: tokio::sync::watch::Sender<u64>,
     activators: Mutex<Vec<SyncActivator>>,
@@ -369,6 +376,25 @@ impl Wal {
         let dir = dir.join("wal");
         std::fs::create_dir_all(&dir)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        // One process per log: two writing one directory would interleave
+        // records.
+        let lock_path = dir.join("LOCK");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", lock_path.display()))?;
+        rustix::fs::flock(
+            &lock_file,
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} is in use by another process ({e}): every process needs its own --data-dir",
+                dir.display()
+            )
+        })?;
         let mut firsts: Vec<u64> = Vec::new();
         for entry in std::fs::read_dir(&dir)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?
@@ -443,27 +469,30 @@ impl Wal {
         let (synced, _) = tokio::sync::watch::channel(next);
         let wal = Arc::new(Wal {
             dir,
+            _lock: lock_file,
             options,
-            writer: Mutex::new(Writer {
-                file: Arc::new(file),
-                segments,
-                next,
-                bytes,
-                cache: VecDeque::new(),
-                cache_bytes: 0,
-                buf: Vec::new(),
+            shared: Arc::new(Shared {
+                writer: Mutex::new(Writer {
+                    file: Arc::new(file),
+                    segments,
+                    next,
+                    bytes,
+                    cache: VecDeque::new(),
+                    cache_bytes: 0,
+                    buf: Vec::new(),
+                }),
+                written: Condvar::new(),
             }),
-            written: Condvar::new(),
             readable: AtomicU64::new(next),
             synced,
             activators: Mutex::default(),
             positions: Mutex::new(positions),
         });
         if wal.options.fsync != Fsync::Never {
-            let weak = Arc::downgrade(&wal);
+            let (weak, shared) = (Arc::downgrade(&wal), Arc::clone(&wal.shared));
             std::thread::Builder::new()
                 .name("wal-sync".to_owned())
-                .spawn(move || sync_loop(&weak))?;
+                .spawn(move || sync_loop(&weak, &shared))?;
         }
         Ok(wal)
     }
@@ -475,7 +504,7 @@ impl Wal {
 
     /// Bytes held now.
     pub fn bytes(&self) -> u64 {
-        lock(&self.writer).bytes
+        lock(&self.shared.writer).bytes
     }
 
     /// Appends a record of `samples` (none empty), sent through
@@ -497,7 +526,7 @@ impl Wal {
                 .unwrap_or(i64::MIN),
             count: samples.len().min(u32::MAX as usize) as u32,
         };
-        let mut guard = lock(&self.writer);
+        let mut guard = lock(&self.shared.writer);
         if guard.bytes >= self.options.max_bytes {
             return Err(WalError::Full(self.options.max_bytes >> 20));
         }
@@ -545,7 +574,7 @@ impl Wal {
         drop(guard);
         match self.options.fsync {
             Fsync::Never => self.publish(next),
-            Fsync::Always => self.written.notify_one(),
+            Fsync::Always => self.shared.written.notify_one(),
             Fsync::Every(_) => {}
         }
         Ok(offset)
@@ -605,7 +634,7 @@ impl Wal {
 
     /// The offset the next record gets.
     pub fn end(&self) -> u64 {
-        lock(&self.writer).next
+        lock(&self.shared.writer).next
     }
 
     /// Wakes `activator` whenever records become readable.
@@ -614,7 +643,7 @@ impl Wal {
     }
 
     fn cached(&self, offset: u64) -> Option<Arc<Entry>> {
-        let w = lock(&self.writer);
+        let w = lock(&self.shared.writer);
         let first = w.cache.front()?.0;
         let (o, e, _) = w.cache.get(offset.checked_sub(first)? as usize)?;
         (*o == offset).then(|| Arc::clone(e))
@@ -622,7 +651,7 @@ impl Wal {
 
     /// The segment holding `offset` (the first one after a gap), if any.
     fn segment_for(&self, offset: u64) -> Option<(u64, PathBuf)> {
-        let w = lock(&self.writer);
+        let w = lock(&self.shared.writer);
         let i = w.segments.partition_point(|s| s.first <= offset);
         let s = if i == 0 {
             w.segments.front()?
@@ -633,7 +662,7 @@ impl Wal {
     }
 
     fn next_segment(&self, after: u64) -> Option<(u64, PathBuf)> {
-        let w = lock(&self.writer);
+        let w = lock(&self.shared.writer);
         w.segments
             .iter()
             .find(|s| s.first > after)
@@ -742,7 +771,7 @@ impl Wal {
 
     /// Deletes the segments whose records are all below `low`.
     fn retain(&self, low: u64) {
-        let mut w = lock(&self.writer);
+        let mut w = lock(&self.shared.writer);
         while w.segments.len() > 1 && w.segments[1].first <= low {
             let Some(s) = w.segments.pop_front() else {
                 break;
@@ -760,18 +789,20 @@ impl Wal {
 }
 
 /// Syncs what was written and publishes it readable, until the log is
-/// dropped (it holds the log only while it syncs or waits a moment).
-fn sync_loop(wal: &std::sync::Weak<Wal>) {
+/// dropped (it waits without holding the log, so dropping the log
+/// releases its directory at once).
+fn sync_loop(wal: &std::sync::Weak<Wal>, shared: &Shared) {
+    let mut readable = 0;
     loop {
-        let Some(wal) = wal.upgrade() else { return };
         let (file, target) = {
-            let mut w = lock(&wal.writer);
-            let wait = match wal.options.fsync {
-                Fsync::Every(d) => d,
-                _ => Duration::from_millis(200),
+            let mut w = lock(&shared.writer);
+            let (every, wait) = match wal.upgrade().map(|w| w.options.fsync) {
+                None => return,
+                Some(Fsync::Every(d)) => (true, d),
+                Some(_) => (false, Duration::from_millis(200)),
             };
-            if w.next == wal.readable() || matches!(wal.options.fsync, Fsync::Every(_)) {
-                w = wal
+            if every || w.next == readable {
+                w = shared
                     .written
                     .wait_timeout(w, wait)
                     .map(|r| r.0)
@@ -779,9 +810,14 @@ fn sync_loop(wal: &std::sync::Weak<Wal>) {
             }
             (Arc::clone(&w.file), w.next)
         };
-        if target > wal.readable() {
+        let Some(wal) = wal.upgrade() else { return };
+        readable = wal.readable();
+        if target > readable {
             match file.sync_data() {
-                Ok(()) => wal.publish(target),
+                Ok(()) => {
+                    wal.publish(target);
+                    readable = target;
+                }
                 Err(error) => {
                     tracing::error!(dir = %wal.dir.display(), %error, "Cannot sync the write-ahead log; retrying.");
                     std::thread::sleep(Duration::from_millis(100));

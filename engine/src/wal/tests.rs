@@ -290,3 +290,15 @@ fn a_new_source_resumes_where_it_started() {
     let wal = Wal::open(dir.path(), options(Fsync::Never)).unwrap();
     assert_eq!(wal.subscribe("p", "s").unwrap().offset, 1);
 }
+
+#[test]
+fn one_process_per_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), options(Fsync::Never)).unwrap();
+    let Err(e) = Wal::open(dir.path(), options(Fsync::Never)) else {
+        panic!("opened twice")
+    };
+    assert!(e.to_string().contains("in use by another process"), "{e}");
+    drop(wal);
+    Wal::open(dir.path(), options(Fsync::Never)).unwrap();
+}
