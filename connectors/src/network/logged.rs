@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tidemark_engine::Sample;
 use tidemark_engine::component::SourceContext;
 use tidemark_engine::flow::FlowControl;
-use tidemark_engine::ingest::{Logged, TENANT_LABEL};
+use tidemark_engine::ingest::{IngestHub, Logged, TENANT_LABEL};
 use tidemark_engine::runtime::{PipelineScope, SampleStream, source};
 use tidemark_engine::stats::add;
 use tidemark_engine::time::{Time, millis};
@@ -28,19 +28,17 @@ use crate::progress::{Stamper, Uncommitted};
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 impl NetworkSource {
-    /// Builds the source on a worker, reading `logged`.
+    /// Builds the source on a worker, reading `logged`, the log of `hub`.
     pub(super) fn build_logged<'scope>(
         &self,
         scope: PipelineScope<'scope>,
         ctx: SourceContext,
+        hub: Arc<IngestHub>,
         logged: Logged,
     ) -> SampleStream<'scope> {
         let config = self.clone();
         source(scope, &ctx.name.clone(), move |capability, info| {
             let activator = scope.activator_for(Rc::clone(&info.address));
-            let Some(hub) = ctx.ingest.clone() else {
-                unreachable!("a logged source has a hub")
-            };
             // One installation of the pipeline shares one `Resume` per process.
             let installation = Arc::as_ptr(&ctx.resume) as usize;
             let sub = hub.subscribe_logged(config.protocol, ctx.tenant.as_deref(), &ctx.pipeline, &ctx.name, installation);

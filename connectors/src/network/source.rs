@@ -25,8 +25,10 @@ impl NetworkSource {
         scope: PipelineScope<'scope>,
         ctx: SourceContext,
     ) -> SampleStream<'scope> {
-        if let Some(logged) = ctx.ingest.as_ref().and_then(|h| h.wal().cloned()) {
-            return self.build_logged(scope, ctx, logged);
+        if let Some(hub) = ctx.ingest.clone()
+            && let Some(logged) = hub.wal().cloned()
+        {
+            return self.build_logged(scope, ctx, hub, logged);
         }
         let config = self.clone();
         source(scope, &ctx.name.clone(), move |capability, info| {
