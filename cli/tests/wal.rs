@@ -112,6 +112,19 @@ fn send_all(port: Arc<AtomicU16>, sent: Arc<AtomicU64>, outcomes: Arc<Mutex<Outc
     });
 }
 
+/// A runtime and an ingest client of `server`.
+fn connect(
+    server: &Server,
+) -> (
+    tokio::runtime::Runtime,
+    IngestServiceClient<tonic::transport::Channel>,
+) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://127.0.0.1:{}", server.grpc);
+    let client = runtime.block_on(IngestServiceClient::connect(url)).unwrap();
+    (runtime, client)
+}
+
 fn kill_hard(mut server: Server) {
     Command::new("kill")
         .args(["-KILL", &server.child.id().to_string()])
@@ -299,13 +312,7 @@ fn a_full_log_refuses_with_backpressure_and_loses_nothing() {
         server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
         201
     );
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut client = runtime
-        .block_on(IngestServiceClient::connect(format!(
-            "http://127.0.0.1:{}",
-            server.grpc
-        )))
-        .unwrap();
+    let (runtime, mut client) = connect(&server);
     // About 20 KB a request, 200 ms apart: the log holds about 50 of them,
     // ten seconds, more than a window (a log that holds less than a
     // window would wait for a sample that closes it, which it cannot take).
@@ -407,13 +414,7 @@ fn a_replaced_pipeline_resumes_from_the_stored_positions() {
             .0,
         201
     );
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut client = runtime
-        .block_on(IngestServiceClient::connect(format!(
-            "http://127.0.0.1:{}",
-            server.grpc
-        )))
-        .unwrap();
+    let (runtime, mut client) = connect(&server);
     // Ten windows of 20 requests, then five more requests into the next one.
     let send = |client: &mut IngestServiceClient<_>, ks: std::ops::Range<i64>| {
         for k in ks {
