@@ -188,6 +188,9 @@ struct ServeArgs {
     /// The most the write-ahead log may hold, in MiB; past it, ingest is refused until pipelines catch up [default: 2048].
     #[arg(long, env = "TIDEMARK_WAL_MAX_MB")]
     wal_max_mb: Option<u64>,
+    /// Time between checkpoints of operator state (windows, scores) under --data-dir, or `off` [default: 10s].
+    #[arg(long, env = "TIDEMARK_CHECKPOINT_INTERVAL")]
+    checkpoint_interval: Option<String>,
     /// Records each source instance may have in flight before it waits [default: 1048576].
     #[arg(long, env = "TIDEMARK_MAX_IN_FLIGHT")]
     max_in_flight: Option<u64>,
@@ -248,6 +251,26 @@ impl ServeArgs {
             // Segments are deleted whole: several to a log.
             wal.segment_bytes = wal.segment_bytes.min((mb << 20) / 8);
         }
+        let checkpoints = match self
+            .checkpoint_interval
+            .as_deref()
+            .or(file.checkpoint_interval.as_deref())
+        {
+            Some("off") => None,
+            Some(text) => {
+                let interval = tidemark_engine::time::parse_duration(text)
+                    .map_err(|e| anyhow::anyhow!("--checkpoint-interval: {e} (or `off`)"))?;
+                anyhow::ensure!(
+                    !interval.is_zero(),
+                    "--checkpoint-interval: must be longer than 0 (or `off`)"
+                );
+                Some(tidemark_engine::checkpoint::CheckpointOptions {
+                    interval,
+                    ..Default::default()
+                })
+            }
+            None => Some(Default::default()),
+        };
         let protect_metrics = self.protect_metrics.or(file.protect_metrics);
         // With tokens `/metrics` needs one too unless the operator opens it:
         // it names every pipeline and tenant.
@@ -333,6 +356,7 @@ impl ServeArgs {
             pipelines: self.pipelines.or(file.pipelines),
             data_dir: self.data_dir.or(file.data_dir),
             wal,
+            checkpoints,
             max_in_flight: self
                 .max_in_flight
                 .or(file.max_in_flight)

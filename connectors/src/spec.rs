@@ -97,6 +97,10 @@ macro_rules! samples_source {
                 let touches: fn(&$source) -> Vec<tidemark_engine::spec::Resource> = $touches;
                 touches(self)
             }
+            /// Positions in checkpoints: only the network sources so far.
+            fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
+                tidemark_engine::checkpoint::Checkpointed::NotYet
+            }
             fn build<'scope>(
                 &self,
                 scope: tidemark_engine::runtime::PipelineScope<'scope>,

@@ -160,6 +160,9 @@ pub struct SourceContext {
     /// The tenant that owns the pipeline, if one does: its network sources
     /// then receive only that tenant's samples.
     pub tenant: Option<String>,
+    /// Where it records its position for checkpoints (in a checkpointed
+    /// pipeline; see [`crate::checkpoint`]).
+    pub checkpoint: Option<crate::checkpoint::Cut>,
 }
 
 /// Writes a line to the process's standard output, coordinating with any

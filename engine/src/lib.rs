@@ -29,6 +29,7 @@
 //! `tidemark-cli` sit on top.
 
 pub mod alert;
+pub mod checkpoint;
 pub mod component;
 pub mod error;
 pub mod flow;

@@ -14,6 +14,7 @@
 //! use std::sync::Arc;
 //! use tidemark_engine::component::{ConfigError, Reach};
 //! use tidemark_engine::spec::{AnyStream, Port, StreamKind, TransformContext, TransformSpec, Validate};
+//! use tidemark_engine::checkpoint::Checkpointed;
 //! use tidemark_engine::time::Time;
 //!
 //! /// `type: pass`: passes samples on unchanged.
@@ -34,6 +35,7 @@
 //!     fn needs_raw_input(&self) -> bool { false }
 //!     fn derives_values(&self) -> bool { false }
 //!     fn touches(&self) -> Vec<tidemark_engine::spec::Resource> { Vec::new() }
+//!     fn checkpointed(&self) -> Checkpointed { Checkpointed::Stateless }
 //!     fn build<'s>(&self, input: AnyStream<'s>, _: TransformContext) -> Vec<AnyStream<'s>> {
 //!         vec![input]
 //!     }
@@ -44,6 +46,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+pub use crate::checkpoint::Checkpointed;
 use crate::component::{ConfigError, Reach, SinkContext, SourceContext};
 use crate::runtime::{
     AlertStream, IncidentStream, NotificationStream, PipelineScope, ProgressStream, SampleStream,
@@ -261,6 +264,10 @@ pub trait SourceSpec: fmt::Debug + Send + Sync {
     /// hosts, environment variables, queues): `tidemark serve` checks each
     /// against its access policy and quotas before installing a pipeline.
     fn touches(&self) -> Vec<Resource>;
+    /// Whether it records its position in checkpoints (see
+    /// [`crate::checkpoint`]); a pipeline is checkpointed only if every
+    /// source and transform can be.
+    fn checkpointed(&self) -> Checkpointed;
     /// Builds it on a worker.
     fn build<'scope>(&self, scope: PipelineScope<'scope>, ctx: SourceContext) -> AnyStream<'scope>;
 }
@@ -279,6 +286,10 @@ pub struct TransformContext {
     /// The pipeline's counters in this process (a transform may register
     /// parts of itself, such as a window's `match` step).
     pub stats: Arc<PipelineStats>,
+    /// Where it cuts its state for checkpoints, and what was restored
+    /// (only for a transform whose state is [`Checkpointed::Kept`], in a
+    /// checkpointed pipeline).
+    pub checkpoint: Option<crate::checkpoint::Cut>,
 }
 
 /// A validated transform.
@@ -307,6 +318,9 @@ pub trait TransformSpec: fmt::Debug + Send + Sync {
     /// files); `tidemark serve` checks each like a source's (see
     /// [`SourceSpec::touches`]).
     fn touches(&self) -> Vec<Resource>;
+    /// Whether its state is written to checkpoints and restored (see
+    /// [`crate::checkpoint`]).
+    fn checkpointed(&self) -> Checkpointed;
     /// Builds it on a worker: one stream for each of [`Self::outputs`], in
     /// that order.
     fn build<'scope>(

@@ -507,6 +507,12 @@ impl Wal {
         lock(&self.shared.writer).bytes
     }
 
+    /// Whether the log is more than half full: checkpoints are then cut as
+    /// often as they can be, so that positions move on.
+    pub fn filling(&self) -> bool {
+        self.bytes().saturating_mul(2) > self.options.max_bytes
+    }
+
     /// Appends a record of `samples` (none empty), sent through
     /// `protocol` by `tenant`. Returns its offset: it is durable once
     /// [`Wal::durable`] says so.

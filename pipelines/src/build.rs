@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tidemark_engine::Sample;
 use tidemark_engine::alert::Alert;
+use tidemark_engine::checkpoint::{Checkpoints, Cut};
 use tidemark_engine::component::{
     Failure, Resume, Shutdown, SinkContext, SourceClock, SourceContext, StdoutWriter,
 };
@@ -53,6 +54,9 @@ pub struct Env {
     pub failure: Arc<Failure>,
     /// The tenant that owns the pipeline (`tidemark serve`), if one does.
     pub tenant: Option<String>,
+    /// The installation's checkpoints, when the pipeline is checkpointed
+    /// (`tidemark serve --data-dir`; see [`Plan::checkpoint_members`]).
+    pub checkpoints: Option<Arc<Checkpoints>>,
 }
 
 /// Handles on a built dataflow.
@@ -116,6 +120,11 @@ fn merge<'scope>(
 pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
     let sinks = ProbeHandle::new();
     let sources = ProbeHandle::new();
+    let index = worker.index();
+    let cut = |name: &str| -> Option<Cut> {
+        let c = env.checkpoints.as_ref()?;
+        Some(c.cut(c.member(name)?, index))
+    };
     worker.dataflow_named::<Time, _, _>(&plan.name, |scope| {
         let mut streams: HashMap<String, AnyStream<'_>> = HashMap::new();
         for (name, source, downstream) in &plan.sources {
@@ -133,6 +142,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 reach: downstream.reach,
                 resume: Arc::clone(&env.resume),
                 tenant: env.tenant.clone(),
+                checkpoint: cut(name),
             };
             streams.insert(name.clone(), source.build(scope, ctx));
         }
@@ -149,6 +159,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 rules: Arc::clone(&env.rules),
                 silences: Arc::clone(&env.silences),
                 stats: Arc::clone(&env.stats),
+                checkpoint: cut(name),
             };
             let outputs = transform.outputs();
             for (port, stream) in outputs.iter().zip(transform.build(input, ctx)) {

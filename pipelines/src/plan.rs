@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
+use tidemark_engine::checkpoint::{Checkpointed, Member, fingerprint};
 use tidemark_engine::spec::{SinkSpec, SourceSpec, TransformSpec};
 use tidemark_engine::time::Time;
 use tidemark_engine::validate::Limits;
@@ -60,6 +63,72 @@ impl Plan {
             .filter(|(_, s, _)| s.serves_live())
             .map(|(n, _, _)| n.as_str())
             .collect()
+    }
+
+    /// The components whose state checkpoints keep, each with how far its
+    /// input is behind the sources (see `tidemark_engine::checkpoint`), or
+    /// why the pipeline cannot be checkpointed.
+    ///
+    /// A window's output is `lateness` behind its input once it has cut
+    /// (it holds its capability one step above `frontier - lateness - 1`
+    /// after writing its state); a score's is not behind. A kept
+    /// component must read inputs that are equally far behind.
+    pub fn checkpoint_members(&self) -> Result<Vec<Member>, String> {
+        let mut members = Vec::new();
+        let mut offsets: HashMap<String, Option<Time>> = HashMap::new();
+        for (name, source, _) in &self.sources {
+            match source.checkpointed() {
+                Checkpointed::Kept => members.push(Member {
+                    name: name.clone(),
+                    fingerprint: fingerprint(&format!("{source:?}")),
+                    offset: 0,
+                }),
+                Checkpointed::Stateless => {}
+                Checkpointed::NotYet => {
+                    return Err(format!("source `{name}` cannot record its position yet"));
+                }
+            }
+            offsets.insert(name.clone(), Some(0));
+        }
+        for (name, transform, inputs) in &self.transforms {
+            let mut seen = inputs.iter().map(|i| offsets.get(i).copied().flatten());
+            let first = seen.next().flatten();
+            let input = if seen.all(|o| o == first) {
+                first
+            } else {
+                None
+            };
+            let out = match transform.checkpointed() {
+                Checkpointed::NotYet => {
+                    return Err(format!(
+                        "transform `{name}` keeps state that checkpoints cannot hold yet"
+                    ));
+                }
+                Checkpointed::Stateless => input,
+                Checkpointed::Kept => {
+                    let Some(offset) = input else {
+                        return Err(format!(
+                            "transform `{name}` reads inputs that windows hold back by different amounts"
+                        ));
+                    };
+                    members.push(Member {
+                        name: name.clone(),
+                        fingerprint: fingerprint(&format!("{transform:?}")),
+                        offset,
+                    });
+                    Some(offset + transform.holdback().saturating_sub(1))
+                }
+            };
+            for port in transform.outputs() {
+                let key = if port.name.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{name}.{}", port.name)
+                };
+                offsets.insert(key, out);
+            }
+        }
+        Ok(members)
     }
 
     /// Whether every source is finite, so a run ends on its own.

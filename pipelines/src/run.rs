@@ -277,6 +277,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         history: Arc::default(),
         failure: Arc::clone(&failure),
         tenant: None,
+        checkpoints: None,
     };
     let plan = Arc::new(plan);
     let started = Instant::now();

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub wal_fsync: Option<String>,
     /// The most the write-ahead log may hold, in MiB. Default 2048.
     pub wal_max_mb: Option<u64>,
+    /// Time between checkpoints of operator state, or `off`. Default 10s.
+    pub checkpoint_interval: Option<String>,
     /// File of bearer tokens required by the control API.
     pub token_file: Option<PathBuf>,
     /// TLS certificate chain (PEM) for both listeners; with `tls_key`.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use tidemark_engine::checkpoint::{CheckpointOptions, Checkpoints};
 use tidemark_engine::component::{Failure, Resume, Shutdown, SourceClock, StdoutWriter};
 use tidemark_engine::ingest::IngestHub;
 use tidemark_engine::live::LiveHub;
@@ -26,6 +27,7 @@ use timely::synchronization::Sequencer;
 
 use tidemark_pipelines::build::{Built, Env, build};
 use tidemark_pipelines::compile;
+use tidemark_pipelines::plan::Plan;
 
 /// A command every worker applies, in one order everywhere.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -98,6 +100,7 @@ struct Entry {
     clock: Arc<SourceClock>,
     resume: Arc<Resume>,
     failure: Arc<Failure>,
+    checkpoints: Option<Arc<Checkpoints>>,
     installed: usize,
     finished: usize,
     applied_at: Millis,
@@ -254,6 +257,9 @@ pub struct Control {
     /// The position in the command sequence of the last apply or delete
     /// of each name, as the first local worker to get there saw it.
     positions: Mutex<BTreeMap<String, u64>>,
+    /// Where and how operator state is checkpointed (`--data-dir`, one
+    /// process: the processes of a cluster do not agree on cuts yet).
+    checkpoints: Option<(std::path::PathBuf, CheckpointOptions)>,
 }
 
 impl Control {
@@ -313,6 +319,16 @@ impl Control {
             decode_budget: tokio::sync::Semaphore::new(decode_budget_kib as usize),
             decode_budget_kib,
             positions: Mutex::default(),
+            checkpoints: match (&options.data_dir, options.checkpoints) {
+                (Some(dir), Some(c)) if processes == 1 => Some((dir.join("checkpoints"), c)),
+                (Some(_), Some(_)) => {
+                    tracing::warn!(
+                        "Operator state is not checkpointed in a cluster yet: a restart recomputes windows from the write-ahead log."
+                    );
+                    None
+                }
+                _ => None,
+            },
             heartbeats: (0..workers)
                 .map(|_| AtomicU64::new(now_millis() as u64))
                 .collect(),
@@ -597,12 +613,13 @@ impl Control {
     /// newer entry alone.
     fn entry_for(
         &self,
-        name: &str,
+        plan: &Plan,
         yaml: &str,
         owner: Option<&str>,
         id: (usize, u64),
         position: u64,
     ) -> Env {
+        let name = plan.name.as_str();
         let mut entries = self.entries();
         let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
         let newest = positions.get(name).copied();
@@ -624,6 +641,7 @@ impl Control {
                 history: Arc::clone(&self.history),
                 failure: Arc::default(),
                 tenant: owner.map(str::to_owned),
+                checkpoints: None,
             };
         }
         if newest != Some(position) {
@@ -648,6 +666,7 @@ impl Control {
                     clock: Arc::default(),
                     resume: Arc::default(),
                     failure: Arc::default(),
+                    checkpoints: self.open_checkpoints(plan),
                     installed: 0,
                     finished: 0,
                     applied_at: now_millis(),
@@ -673,6 +692,45 @@ impl Control {
             history: Arc::clone(&self.history),
             failure: Arc::clone(&e.failure),
             tenant: e.owner.clone(),
+            checkpoints: e.checkpoints.clone(),
+        }
+    }
+
+    /// The checkpoints of a new installation of `plan`, restoring from the
+    /// newest intact one, if the pipeline can be checkpointed.
+    fn open_checkpoints(&self, plan: &Plan) -> Option<Arc<Checkpoints>> {
+        let (root, options) = self.checkpoints.as_ref()?;
+        let members = match plan.checkpoint_members() {
+            Ok(m) if !m.is_empty() => m,
+            Ok(_) => return None,
+            Err(why) => {
+                tracing::info!(pipeline = %plan.name, "Not checkpointed: {why}; a restart recomputes its state from the write-ahead log.");
+                return None;
+            }
+        };
+        match Checkpoints::open(root, &plan.name, self.workers, members, *options) {
+            Ok(c) => {
+                if let Some(r) = c.restored() {
+                    tracing::info!(pipeline = %plan.name, checkpoint = r.at, workers_then = r.workers, fresh = ?r.fresh, "State restored from a checkpoint.");
+                }
+                Some(c)
+            }
+            Err(error) => {
+                tracing::error!(pipeline = %plan.name, %error, "Cannot open the pipeline's checkpoints; it runs without them.");
+                None
+            }
+        }
+    }
+
+    /// Deletes a deleted pipeline's checkpoints.
+    fn forget_checkpoints(&self, name: &str) {
+        if let Some((root, _)) = &self.checkpoints {
+            let dir = root.join(name);
+            if dir.exists()
+                && let Err(error) = std::fs::remove_dir_all(&dir)
+            {
+                tracing::error!(pipeline = %name, %error, "Cannot delete the deleted pipeline's checkpoints.");
+            }
         }
     }
 
@@ -773,7 +831,7 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                     if worker.index() == 0 {
                         control.live.remove_pipeline(&name);
                     }
-                    let env = control.entry_for(&name, &yaml, owner.as_deref(), id, position);
+                    let env = control.entry_for(&plan, &yaml, owner.as_deref(), id, position);
                     let stats = Arc::clone(&env.stats);
                     let dataflow = worker.next_dataflow_index();
                     let built = build(worker, &plan, &env);
@@ -827,6 +885,7 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                     if worker.index() == 0 {
                         control.live.remove_pipeline(&name);
                         control.history.remove_pipeline(&name);
+                        control.forget_checkpoints(&name);
                     }
                     if leader {
                         tracing::info!(pipeline = %name, "Pipeline stopping.");

@@ -60,6 +60,8 @@ pub struct ServeOptions {
     pub data_dir: Option<PathBuf>,
     /// How the write-ahead log of network ingest is kept (with `data_dir`).
     pub wal: tidemark_engine::wal::WalOptions,
+    /// How operator state is checkpointed (with `data_dir`; `None`: not).
+    pub checkpoints: Option<tidemark_engine::checkpoint::CheckpointOptions>,
     /// Records each source instance may have in flight.
     pub max_in_flight: u64,
     /// How long a graceful stop may take before the process exits anyway.

@@ -8,11 +8,13 @@
 //! durable, and a restart resumes from the smallest (see
 //! `tidemark_engine::wal`).
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tidemark_engine::Sample;
+use tidemark_engine::checkpoint::{decode, encode};
 use tidemark_engine::component::SourceContext;
 use tidemark_engine::flow::FlowControl;
 use tidemark_engine::ingest::{IngestHub, Logged, TENANT_LABEL};
@@ -42,15 +44,44 @@ impl NetworkSource {
             // One installation of the pipeline shares one `Resume` per process.
             let installation = Arc::as_ptr(&ctx.resume) as usize;
             let sub = hub.subscribe_logged(config.protocol, ctx.tenant.as_deref(), &ctx.pipeline, &ctx.name, installation);
-            let resumed = sub.resumed.unwrap_or(tidemark_engine::wal::Resumed { offset: logged.wal.end(), max_seen: None, durable: 0 });
+            let mut resumed = sub.resumed.unwrap_or(tidemark_engine::wal::Resumed { offset: logged.wal.end(), max_seen: None, durable: 0 });
+            let (workers, local) = (logged.workers as u64, (scope.index() % logged.workers) as u64);
+            // With a checkpoint, every worker starts where the slowest of
+            // the run that wrote it was, and skips what that run's worker
+            // of each record had already taken in.
+            let mut done: Vec<u64> = Vec::new();
+            let mut start_at: Time = 0;
+            if let Some(cut) = &ctx.checkpoint
+                && let (Some(at), Some(parts)) = (cut.restored_at(), cut.restored())
+            {
+                let positions: Vec<Position> = parts.iter().filter_map(|p| decode(p).ok()).collect();
+                if positions.len() == parts.len() && !positions.is_empty() {
+                    let min = positions.iter().min_by_key(|p| p.offset).copied().unwrap_or(positions[0]);
+                    resumed = tidemark_engine::wal::Resumed { offset: min.offset, max_seen: min.max_seen, durable: at };
+                    done = positions.iter().map(|p| p.offset).collect();
+                    start_at = at;
+                } else {
+                    add(&ctx.stats.errors, 1);
+                    tracing::error!(source = %ctx.name, "This source's positions in the checkpoint do not decode; it resumes from the write-ahead log's stored position instead.");
+                }
+            }
             // Before anything is emitted: sinks skip what an earlier run made durable.
             ctx.resume.resume_from(resumed.durable);
             logged.wal.wake(scope.worker().sync_activator_for(info.address.to_vec()));
-            let (workers, local) = (logged.workers as u64, (scope.index() % logged.workers) as u64);
             let mut reader = logged.wal.reader(resumed.offset);
             let ooo = millis(config.max_out_of_orderness);
             let mut stamper = Stamper::new(ooo, resumed.max_seen, ctx.reach);
             let mut uncommitted = Uncommitted::default();
+            // In a checkpointed pipeline: this worker's position at each
+            // checkpoint not yet superseded, and the last stored.
+            let mut at_checkpoint: BTreeMap<Time, Position> = BTreeMap::new();
+            let mut stored: Option<Time> = None;
+            let mut next_offset = resumed.offset;
+            let mut capability = capability;
+            if start_at > *capability.time() {
+                capability.downgrade(&start_at);
+            }
+            let mut reported = *capability.time();
             let mut cap = Some(capability);
             let mut flow = FlowControl::new(ctx.probe.clone(), ctx.holdback, ctx.max_in_flight).with_gauge(Arc::clone(&ctx.stats));
             let mut last_data = Instant::now();
@@ -68,20 +99,62 @@ impl NetworkSource {
                 let _held = &sub;
                 let Some(c) = cap.as_mut() else { return };
                 let durable = || ctx.probe.with_frontier(|f| f.iter().min().copied()).unwrap_or(Time::MAX);
-                let commit = |uncommitted: &mut Uncommitted| {
-                    if let Some((offset, checkpoint)) = uncommitted.commit(durable()) {
-                        let position = Position { offset: offset as u64, max_seen: checkpoint.max_seen, durable: checkpoint.durable };
-                        if let Err(error) = logged.wal.commit(&ctx.pipeline, &ctx.name, local as usize, workers as usize, position) {
-                            add(&ctx.stats.errors, 1);
-                            tracing::error!(source = %ctx.name, %error, "Cannot store this source's position in the write-ahead log; a restart reads more again.");
+                let store = |position: Position| {
+                    if let Err(error) = logged.wal.commit(&ctx.pipeline, &ctx.name, local as usize, workers as usize, position) {
+                        add(&ctx.stats.errors, 1);
+                        tracing::error!(source = %ctx.name, %error, "Cannot store this source's position in the write-ahead log; a restart reads more again.");
+                    }
+                };
+                let commit = |uncommitted: &mut Uncommitted, at_checkpoint: &mut BTreeMap<Time, Position>, stored: &mut Option<Time>| {
+                    // Checkpointed: once a checkpoint is complete, the log
+                    // keeps what a restore from the newest one reads; until
+                    // then, what a restart with empty state reads.
+                    let reach_based = uncommitted.commit(durable());
+                    if let Some(cut) = &ctx.checkpoint {
+                        let checkpoints = cut.checkpoints();
+                        checkpoints.hurry(logged.wal.filling());
+                        checkpoints.poll(durable());
+                        if let Some(newest) = checkpoints.newest() {
+                            if *stored != Some(newest)
+                                && let Some(p) = at_checkpoint.get(&newest)
+                            {
+                                store(*p);
+                                *stored = Some(newest);
+                                at_checkpoint.retain(|b, _| *b > newest);
+                            }
+                            return;
                         }
                     }
+                    if let Some((offset, checkpoint)) = reach_based {
+                        store(Position { offset: offset as u64, max_seen: checkpoint.max_seen, durable: checkpoint.durable });
+                    }
+                };
+                // The output moves to `to`: this worker's position for every
+                // checkpoint on the way (everything before `offset` entered
+                // below it).
+                let mut cross = |to: Time, offset: u64, max_seen, at_checkpoint: &mut BTreeMap<Time, Position>| {
+                    if to <= reported {
+                        return;
+                    }
+                    if let Some(cut) = &ctx.checkpoint {
+                        for b in cut.crossed(reported, to) {
+                            let position = Position { offset, max_seen, durable: b };
+                            cut.write_at(b, encode(&position));
+                            at_checkpoint.insert(b, position);
+                        }
+                    }
+                    reported = to;
                 };
                 if ctx.shutdown.is_triggered() {
                     // As the Kafka source: stop without draining, store what
                     // is durable, and let the next run read the rest again.
                     ctx.resume.abandon();
-                    commit(&mut uncommitted);
+                    // (A checkpointed one stores only what its checkpoints
+                    // completed: a newer installation may already have
+                    // restored from one.)
+                    if ctx.checkpoint.is_none() {
+                        commit(&mut uncommitted, &mut at_checkpoint, &mut stored);
+                    }
                     cap = None;
                     return;
                 }
@@ -95,75 +168,78 @@ impl NetworkSource {
                         next = Duration::ZERO;
                         break;
                     }
-                    let Some(read) = reader.next(|o, h| o % workers == local && counts(h)) else { break };
+                    let Some(read) = reader.next(|o, h| o % workers == local && counts(h) && done.get((o % done.len().max(1) as u64) as usize).is_none_or(|d| o >= *d)) else { break };
                     last_data = Instant::now();
                     match read {
                         Next::Entry(offset, entry) => {
+                            let before = stamper.max_seen();
                             let mut reach = 0;
                             let mut run: Vec<Sample> = Vec::new();
-                            let mut at_run = *c.time();
-                            let mut taken = 0u64;
+                            // A record enters at one time: the watermark at
+                            // its first sample, so that a checkpoint cuts
+                            // between records.
+                            let mut at = None;
                             for sample in &entry.samples {
                                 let wanted = tenant.as_deref().is_none_or(|t| sample.series.get(TENANT_LABEL) == Some(t))
                                     && config.selector.as_ref().is_none_or(|sel| sel.matches(&sample.series));
                                 if !wanted {
                                     continue;
                                 }
-                                taken += 1;
                                 let (t, r) = stamper.stamp(sample.timestamp);
-                                let at = t.max(*c.time());
+                                let at = *at.get_or_insert(t.max(*c.time()));
                                 // A sample that goes out later than its time
                                 // reaches as far as when it went out.
                                 reach = reach.max(r).max(at);
-                                if at != at_run && !run.is_empty() {
-                                    flow.sent(at_run, run.len() as u64);
-                                    output.session(&c.delayed(&at_run)).give_container(&mut run);
-                                    run.clear();
-                                }
-                                at_run = at;
                                 run.push(sample.clone());
                             }
-                            if !run.is_empty() {
-                                flow.sent(at_run, run.len() as u64);
-                                output.session(&c.delayed(&at_run)).give_container(&mut run);
+                            if let Some(at) = at {
+                                cross(at, offset, before, &mut at_checkpoint);
+                                add(&ctx.stats.received, run.len() as u64);
+                                flow.sent(at, run.len() as u64);
+                                output.session(&c.delayed(&at)).give_container(&mut run);
                             }
-                            add(&ctx.stats.received, taken);
                             stamper.observe(entry.header.max_ts);
                             uncommitted.push(offset as i64 + 1, reach, stamper.max_seen());
+                            next_offset = offset + 1;
                         }
                         Next::Skipped(offset, header) => {
                             if counts(&header) {
                                 stamper.observe(header.max_ts);
                             }
                             uncommitted.push(offset as i64 + 1, 0, stamper.max_seen());
+                            next_offset = offset + 1;
                         }
                         Next::Lost(from, to) => {
                             add(&ctx.stats.errors, 1);
                             tracing::error!(source = %ctx.name, from, to, "Records of the write-ahead log are lost (cut off as corrupt when the server started); this source goes on after them.");
                             uncommitted.push(to as i64, 0, stamper.max_seen());
+                            next_offset = to;
                         }
                         Next::Bad(offset, why) => {
                             add(&ctx.stats.errors, 1);
                             tracing::error!(source = %ctx.name, offset, "The write-ahead log holds {why}; this source skips it.");
                             uncommitted.push(offset as i64 + 1, 0, stamper.max_seen());
+                            next_offset = offset + 1;
                         }
                     }
                     if let Some(w) = stamper.watermark()
                         && w > *c.time()
                     {
+                        cross(w, next_offset, stamper.max_seen(), &mut at_checkpoint);
                         c.downgrade(&w);
                     }
                 }
                 if last_data.elapsed() >= config.idle_timeout {
                     let target = ctx.clock.max();
                     if target > *c.time() {
+                        cross(target, next_offset, stamper.max_seen(), &mut at_checkpoint);
                         c.downgrade(&target);
                     }
                 }
                 ctx.clock.publish(*c.time());
                 if last_commit.elapsed() >= COMMIT_EVERY {
                     last_commit = Instant::now();
-                    commit(&mut uncommitted);
+                    commit(&mut uncommitted, &mut at_checkpoint, &mut stored);
                 }
                 if next.is_zero() {
                     activator.activate();

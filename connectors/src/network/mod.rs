@@ -76,6 +76,10 @@ impl SourceSpec for NetworkSource {
             tidemark_engine::spec::ResourceKind::Queue(self.queue),
         )]
     }
+    /// Its position in the write-ahead log (`tidemark serve --data-dir`).
+    fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
+        tidemark_engine::checkpoint::Checkpointed::Kept
+    }
     fn build<'scope>(&self, scope: PipelineScope<'scope>, ctx: SourceContext) -> AnyStream<'scope> {
         AnyStream::Samples(self.build(scope, ctx))
     }

@@ -230,6 +230,10 @@ impl TransformSpec for AlertTransform {
             .map(|f| Resource::new("rules", ResourceKind::ReadFile(f.into())))
             .collect()
     }
+    /// Pending alerts are not checkpointed yet.
+    fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
+        tidemark_engine::checkpoint::Checkpointed::NotYet
+    }
     fn build<'scope>(
         &self,
         input: AnyStream<'scope>,

@@ -390,6 +390,10 @@ impl TransformSpec for CorrelateTransform {
             })
             .collect()
     }
+    /// Correlation arrangements are not checkpointed yet.
+    fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
+        tidemark_engine::checkpoint::Checkpointed::NotYet
+    }
     fn build<'scope>(
         &self,
         input: AnyStream<'scope>,

@@ -64,6 +64,10 @@ impl TransformSpec for FilterTransform {
     fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
         Vec::new() // nothing outside the process
     }
+    /// Nothing kept but caches.
+    fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
+        tidemark_engine::checkpoint::Checkpointed::Stateless
+    }
     fn build<'scope>(
         &self,
         input: AnyStream<'scope>,

@@ -145,6 +145,10 @@ impl TransformSpec for RouteTransform {
             .map(|f| Resource::new("config", ResourceKind::ReadFile(f.into())))
             .collect()
     }
+    /// The route transform's dispatcher state is not checkpointed yet.
+    fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
+        tidemark_engine::checkpoint::Checkpointed::NotYet
+    }
     fn build<'scope>(
         &self,
         input: AnyStream<'scope>,

@@ -184,6 +184,10 @@ impl TransformSpec for ScoreTransform {
     fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
         Vec::new() // nothing outside the process
     }
+    /// Each series' model and the samples waiting for the frontier.
+    fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
+        tidemark_engine::checkpoint::Checkpointed::Kept
+    }
     fn build<'scope>(
         &self,
         input: AnyStream<'scope>,
@@ -195,6 +199,7 @@ impl TransformSpec for ScoreTransform {
             &ctx.name,
             self.spec.clone(),
             stats,
+            ctx.checkpoint,
         ))]
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
 
-use tidemark_engine::runtime::{Operator, SampleStream, frontier_min};
+use serde::{Deserialize, Serialize};
+use tidemark_engine::checkpoint::{Cut, Gate, Step, decode, encode, restore_stream};
+use tidemark_engine::runtime::{Capability, Operator, SampleStream, frontier_min};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 use tidemark_engine::{Sample, Series, SeriesId};
@@ -40,6 +42,8 @@ const SUFFIXES: [&str; 5] = [
 /// One series' model and its output series.
 struct Tracked {
     model: Model,
+    /// The input series, for checkpoints.
+    series: Series,
     outputs: Box<[Series]>,
 }
 
@@ -52,6 +56,7 @@ impl Tracked {
             .collect();
         Tracked {
             model: Model::default(),
+            series: series.clone(),
             outputs,
         }
     }
@@ -166,14 +171,74 @@ impl Scorer {
     pub fn tracked(&self) -> usize {
         self.series.len()
     }
+
+    /// Every series' model and waiting samples, for a checkpoint: `(series
+    /// id, encoded state)`.
+    pub fn snapshot(&self) -> Vec<(u64, Vec<u8>)> {
+        let mut saved: FxHashMap<SeriesId, Saved> = FxHashMap::default();
+        for (id, t) in &self.series {
+            let s = Saved {
+                series: t.series.clone(),
+                model: Some(t.model.clone()),
+                waiting: Vec::new(),
+            };
+            saved.insert(*id, s);
+        }
+        for (ts, samples) in &self.waiting {
+            for s in samples {
+                saved
+                    .entry(s.series.id())
+                    .or_insert_with(|| Saved {
+                        series: s.series.clone(),
+                        model: None,
+                        waiting: Vec::new(),
+                    })
+                    .waiting
+                    .push((*ts, s.value));
+            }
+        }
+        saved
+            .into_iter()
+            .map(|(id, s)| (id.0, encode(&s)))
+            .collect()
+    }
+
+    /// Adds one series' state from a checkpoint.
+    pub fn restore(&mut self, key: u64, bytes: &[u8]) -> Result<(), String> {
+        let saved: Saved = decode(bytes)?;
+        if let Some(model) = saved.model {
+            let mut tracked = Tracked::new(&saved.series, self.spec.explain);
+            tracked.model = model;
+            self.series.insert(SeriesId(key), tracked);
+        }
+        for (ts, value) in saved.waiting {
+            self.insert(Sample::new(saved.series.clone(), ts, value));
+        }
+        Ok(())
+    }
+}
+
+/// One series' state in a checkpoint.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    series: Series,
+    model: Option<Model>,
+    /// Samples not scored yet: (timestamp, value).
+    waiting: Vec<(i64, f64)>,
 }
 
 /// Anomaly scoring on a stream of samples.
 pub trait ScoreSamples<'scope> {
     /// Scores each series' samples in event-time order; the samples of a
-    /// series meet on one worker.
-    fn score(self, name: &str, spec: ScoreSpec, stats: Arc<ComponentStats>)
-    -> SampleStream<'scope>;
+    /// series meet on one worker. With `checkpoint`, the models are
+    /// written at every checkpoint cut and start from the restored ones.
+    fn score(
+        self,
+        name: &str,
+        spec: ScoreSpec,
+        stats: Arc<ComponentStats>,
+        checkpoint: Option<Cut>,
+    ) -> SampleStream<'scope>;
 }
 
 impl<'scope> ScoreSamples<'scope> for SampleStream<'scope> {
@@ -182,29 +247,76 @@ impl<'scope> ScoreSamples<'scope> for SampleStream<'scope> {
         name: &str,
         spec: ScoreSpec,
         stats: Arc<ComponentStats>,
+        checkpoint: Option<Cut>,
     ) -> SampleStream<'scope> {
         let route = Exchange::new(|s: &Sample| s.series.id().0);
-        self.unary_frontier(route, name, move |capability, _info| {
+        let parts = checkpoint
+            .as_ref()
+            .and_then(Cut::restored)
+            .unwrap_or_default();
+        let restore = restore_stream(self.scope(), name, parts);
+        let by_key = Exchange::new(|(key, _): &(u64, Vec<u8>)| *key);
+        self.binary_frontier(restore, route, by_key, name, move |capability, _info| {
             let mut held = Some(capability);
             let mut scorer = Scorer::new(spec);
             let mut last_frontier: Option<Option<Time>> = None;
-            move |(input, frontier), output| {
-                input.for_each(|_cap, data| {
-                    add(&stats.received, data.len() as u64);
-                    for sample in data.drain(..) {
-                        scorer.insert(sample);
+            let mut gate: Gate<Vec<Sample>> = Gate::new(checkpoint);
+            move |(input, frontier), (restored, restored_frontier), output| {
+                restored.for_each(|_cap, data| {
+                    for (key, bytes) in data.drain(..) {
+                        if let Err(error) = scorer.restore(key, &bytes) {
+                            add(&stats.errors, 1);
+                            tracing::error!(%error, "A score's checkpointed state does not decode; that series starts a new model.");
+                        }
                     }
                 });
+                if restored_frontier.frontier().is_empty()
+                    && let Some(x) = gate.restored()
+                    && let Some(cap) = held.as_mut()
+                    && x > *cap.time()
+                {
+                    cap.downgrade(&x);
+                }
+                input.for_each(|cap, data| {
+                    let Some(&time) = cap.least() else { return };
+                    add(&stats.received, data.len() as u64);
+                    if !gate.wait(time, data) {
+                        for sample in data.drain(..) {
+                            scorer.insert(sample);
+                        }
+                    }
+                });
+                if gate.restoring() {
+                    return;
+                }
                 let f = frontier_min(frontier);
-                if last_frontier != Some(f) || f.is_none() {
+                if last_frontier != Some(f) || f.is_none() || gate.is_waiting() {
                     last_frontier = Some(f);
-                    if let Some(cap) = held.as_ref() {
+                    if let Some(cap) = held.as_mut() {
                         let mut sent = 0u64;
-                        scorer.advance(f, &mut |ts, mut batch| {
+                        let mut emit = |cap: &Capability<Time>, ts: i64, mut batch: Vec<Sample>| {
                             sent += batch.len() as u64;
                             let at = cap.delayed(&(ts.max(0) as Time).max(*cap.time()));
                             output.session(&at).give_container(&mut batch);
+                        };
+                        gate.advance(f, &mut |step| match step {
+                            Step::Apply(_, batch) => {
+                                for sample in batch {
+                                    scorer.insert(sample);
+                                }
+                                Vec::new()
+                            }
+                            Step::Cut(x) => {
+                                // Score what the cut passed, then write the
+                                // models; later scores are at or after it.
+                                scorer.advance(Some(x), &mut |ts, b| emit(cap, ts, b));
+                                if x > *cap.time() {
+                                    cap.downgrade(&x);
+                                }
+                                encode(&scorer.snapshot())
+                            }
                         });
+                        scorer.advance(f, &mut |ts, b| emit(cap, ts, b));
                         add(&stats.sent, sent);
                     }
                     match f {

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use tidemark_engine::time::{Millis, Time, to_time};
 use tidemark_engine::{Sample, Series, SeriesId};
@@ -15,6 +16,18 @@ use super::{Counts, Footprint, LatePolicy, Outputs, WindowSpec, table_bytes};
 use crate::aggregate::Accumulator;
 
 type Groups = FxHashMap<SeriesId, Accumulator>;
+
+/// One group's state in a checkpoint.
+#[derive(Default, Serialize, Deserialize)]
+struct Saved {
+    /// Its labels and last use (`None`: already forgotten by the table of
+    /// output names; registered again when a late sample comes).
+    series: Option<(Series, Millis)>,
+    /// Accumulators of its open windows, by end.
+    open: Vec<(Millis, Accumulator)>,
+    /// Of closed windows kept for corrections.
+    closed: Vec<(Millis, Accumulator)>,
+}
 
 /// State of a tumbling (`every == size`) or hopping window operator.
 pub struct AlignedWindows {
@@ -206,6 +219,52 @@ impl AlignedWindows {
                 entry.remove();
             }
         }
+    }
+
+    /// Every group's state (see [`super::WindowState::snapshot`]).
+    pub fn snapshot(&self) -> Vec<(u64, Vec<u8>)> {
+        let mut saved: FxHashMap<SeriesId, Saved> = FxHashMap::default();
+        for (&end, groups) in &self.open {
+            for (id, acc) in groups {
+                saved.entry(*id).or_default().open.push((end, acc.clone()));
+            }
+        }
+        for (&end, groups) in &self.closed {
+            for (id, acc) in groups {
+                saved
+                    .entry(*id)
+                    .or_default()
+                    .closed
+                    .push((end, acc.clone()));
+            }
+        }
+        saved
+            .into_iter()
+            .map(|(id, mut s)| {
+                s.series = self.outputs.group(id).map(|(g, used)| (g.clone(), used));
+                (id.0, tidemark_engine::checkpoint::encode(&s))
+            })
+            .collect()
+    }
+
+    /// Adds one group's state from a checkpoint.
+    pub fn restore(&mut self, key: u64, bytes: &[u8]) -> Result<(), String> {
+        let saved: Saved = tidemark_engine::checkpoint::decode(bytes)?;
+        let id = SeriesId(key);
+        if let Some((series, used)) = &saved.series {
+            self.outputs.register(series, *used);
+        }
+        for (end, acc) in saved.open {
+            let (spare, last_len) = (&mut self.spare, self.last_len);
+            self.open
+                .entry(end)
+                .or_insert_with(|| Self::new_groups(spare, last_len))
+                .insert(id, acc);
+        }
+        for (end, acc) in saved.closed {
+            self.closed.entry(end).or_default().insert(id, acc);
+        }
+        Ok(())
     }
 
     /// Number of groups in open windows.

@@ -271,6 +271,10 @@ impl TransformSpec for WindowPlan {
     fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
         Vec::new() // nothing outside the process
     }
+    /// Open (and recently closed) windows, per group.
+    fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
+        tidemark_engine::checkpoint::Checkpointed::Kept
+    }
     fn build<'scope>(
         &self,
         input: AnyStream<'scope>,
@@ -282,6 +286,7 @@ impl TransformSpec for WindowPlan {
             &ctx.name,
             self.spec.clone(),
             stats,
+            ctx.checkpoint,
         ))]
     }
 }

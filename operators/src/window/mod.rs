@@ -182,6 +182,11 @@ impl Outputs {
         true
     }
 
+    /// A remembered group's labels and when it was last used.
+    pub(crate) fn group(&self, id: tidemark_engine::SeriesId) -> Option<(&Series, Millis)> {
+        self.groups.get(&id).map(|g| (&g.series, g.used))
+    }
+
     /// Groups remembered.
     pub(crate) fn len(&self) -> usize {
         self.groups.len()
@@ -305,6 +310,24 @@ impl WindowState {
         match self {
             WindowState::Aligned(w) => w.footprint(),
             WindowState::Session(w) => w.footprint(),
+        }
+    }
+
+    /// The state per group, for a checkpoint: `(group id, encoded state)`.
+    /// Taken at a cut, after [`WindowState::advance`] to it, when nothing
+    /// waits for the frontier.
+    pub fn snapshot(&self) -> Vec<(u64, Vec<u8>)> {
+        match self {
+            WindowState::Aligned(w) => w.snapshot(),
+            WindowState::Session(w) => w.snapshot(),
+        }
+    }
+
+    /// Adds a group's state from a checkpoint.
+    pub fn restore(&mut self, key: u64, bytes: &[u8]) -> Result<(), String> {
+        match self {
+            WindowState::Aligned(w) => w.restore(key, bytes),
+            WindowState::Session(w) => w.restore(key, bytes),
         }
     }
 

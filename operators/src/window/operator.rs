@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use tidemark_engine::runtime::{Operator, SampleStream, frontier_min};
+use tidemark_engine::checkpoint::{Cut, Gate, Step, encode, restore_stream};
+use tidemark_engine::runtime::{Capability, Operator, SampleStream, frontier_min};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 use tidemark_engine::{Sample, Series, SeriesId};
@@ -17,7 +18,9 @@ use crate::group::Grouping;
 /// Windowed aggregation on a stream of samples.
 pub trait Window<'scope> {
     /// Aggregates the samples of each group of `spec.grouping` in the
-    /// windows of `spec`; the samples of a group meet on one worker.
+    /// windows of `spec`; the samples of a group meet on one worker. With
+    /// `checkpoint`, the state is written at every checkpoint cut and
+    /// starts from the restored one (see `tidemark_engine::checkpoint`).
     ///
     /// ```
     /// use std::sync::Arc;
@@ -43,7 +46,7 @@ pub trait Window<'scope> {
     ///         .map(move |t| Sample::new(s.clone(), t as i64, 1.0))
     ///         .to_stream(scope)
     ///         .container::<Vec<_>>()
-    ///         .window("w", spec, Arc::new(ComponentStats::default()))
+    ///         .window("w", spec, Arc::new(ComponentStats::default()), None)
     ///         .capture()
     /// });
     /// let sums: Vec<(i64, f64)> = out.try_iter()
@@ -57,6 +60,7 @@ pub trait Window<'scope> {
         name: &str,
         spec: WindowSpec,
         stats: Arc<ComponentStats>,
+        checkpoint: Option<Cut>,
     ) -> SampleStream<'scope>;
 }
 
@@ -66,8 +70,10 @@ impl<'scope> Window<'scope> for SampleStream<'scope> {
         name: &str,
         spec: WindowSpec,
         stats: Arc<ComponentStats>,
+        checkpoint: Option<Cut>,
     ) -> SampleStream<'scope> {
         let holdback = spec.holdback();
+        let lateness = holdback - 1;
         let grouping = spec.grouping.clone();
         // Samples go to the worker that owns their group. Groups are computed
         // once per input series on each side and cached.
@@ -81,42 +87,94 @@ impl<'scope> Window<'scope> for SampleStream<'scope> {
                     .or_insert_with(|| grouping.project(&s.series).id().0),
             })
         };
-        self.unary_frontier(route, name, move |capability, _info| {
+        // Restored state comes to the same worker as its group's samples.
+        let parts = checkpoint
+            .as_ref()
+            .and_then(Cut::restored)
+            .unwrap_or_default();
+        let restore = restore_stream(self.scope(), name, parts);
+        let by_key = Exchange::new(|(key, _): &(u64, Vec<u8>)| *key);
+        self.binary_frontier(restore, route, by_key, name, move |capability, _info| {
             let mut held = Some(capability);
             let mut state = WindowState::new(spec);
             let mut groups: FxHashMap<SeriesId, Series> = FxHashMap::default();
             let mut last_frontier: Option<Option<Time>> = None;
-            move |(input, frontier), output| {
+            let mut gate: Gate<Vec<Sample>> = Gate::new(checkpoint);
+            let mut insert = move |state: &mut WindowState, data: &[Sample], time: Time| {
+                if matches!(grouping, Grouping::Series) {
+                    for sample in data {
+                        state.insert(sample, &sample.series, time);
+                    }
+                } else {
+                    for sample in data {
+                        let group = groups
+                            .entry(sample.series.id())
+                            .or_insert_with(|| grouping.project(&sample.series));
+                        state.insert(sample, group, time);
+                    }
+                }
+            };
+            move |(input, frontier), (restored, restored_frontier), output| {
+                restored.for_each(|_cap, data| {
+                    for (key, bytes) in data.drain(..) {
+                        if let Err(error) = state.restore(key, &bytes) {
+                            add(&stats.errors, 1);
+                            tracing::error!(%error, "A window's checkpointed state does not decode; that group starts empty.");
+                        }
+                    }
+                });
+                if restored_frontier.frontier().is_empty()
+                    && let Some(x) = gate.restored()
+                    && let Some(cap) = held.as_mut()
+                {
+                    // Results of restored windows are at or after the cut.
+                    let to = x.saturating_sub(lateness);
+                    if to > *cap.time() {
+                        cap.downgrade(&to);
+                    }
+                }
                 input.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return };
                     add(&stats.received, data.len() as u64);
-                    if matches!(grouping, Grouping::Series) {
-                        for sample in data.iter() {
-                            state.insert(sample, &sample.series, time);
-                        }
-                    } else {
-                        for sample in data.iter() {
-                            let group = groups
-                                .entry(sample.series.id())
-                                .or_insert_with(|| grouping.project(&sample.series));
-                            state.insert(sample, group, time);
-                        }
+                    if !gate.wait(time, data) {
+                        insert(&mut state, data, time);
+                        data.clear();
                     }
-                    data.clear();
                 });
+                if gate.restoring() {
+                    return;
+                }
                 let f = frontier_min(frontier);
-                if last_frontier != Some(f) {
+                if last_frontier != Some(f) || gate.is_waiting() {
                     last_frontier = Some(f);
-                    if let Some(cap) = held.as_ref() {
+                    if let Some(cap) = held.as_mut() {
                         let mut sent = 0u64;
-                        state.advance(f, &mut |time, mut batch| {
+                        let mut emit = |cap: &Capability<Time>, time: Time, mut batch: Vec<Sample>| {
                             if batch.is_empty() {
                                 return;
                             }
                             sent += batch.len() as u64;
                             let at = cap.delayed(&time.max(*cap.time()));
                             output.session(&at).give_container(&mut batch);
+                        };
+                        gate.advance(f, &mut |step| match step {
+                            Step::Apply(time, batch) => {
+                                insert(&mut state, &batch, time);
+                                Vec::new()
+                            }
+                            Step::Cut(x) => {
+                                // Close what the cut closes, then write the
+                                // state; later results are at or after
+                                // `x - lateness`.
+                                state.advance(Some(x), &mut |t, b| emit(cap, t, b));
+                                let to = x.saturating_sub(lateness);
+                                if to > *cap.time() {
+                                    cap.downgrade(&to);
+                                }
+                                encode(&state.snapshot())
+                            }
                         });
+                        state.advance(f, &mut |t, b| emit(cap, t, b));
                         add(&stats.sent, sent);
                     }
                     match f {

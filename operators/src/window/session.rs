@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use tidemark_engine::time::{Millis, Time, to_time};
 use tidemark_engine::{Sample, Series, SeriesId};
@@ -16,10 +17,25 @@ use tidemark_engine::{Sample, Series, SeriesId};
 use super::{Counts, Footprint, Outputs, WindowSpec, table_bytes};
 use crate::aggregate::Accumulator;
 
+#[derive(Serialize, Deserialize)]
 struct Session {
     start: Millis,
     last: Millis,
     acc: Accumulator,
+}
+
+/// One group's state in a checkpoint (written from references).
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    series: &'a Series,
+    sessions: &'a [Session],
+}
+
+/// One group's state read back from a checkpoint.
+#[derive(Deserialize)]
+struct Saved {
+    series: Series,
+    sessions: Vec<Session>,
 }
 
 struct Group {
@@ -147,6 +163,37 @@ impl SessionWindows {
         );
         self.by_close.insert((close, id, merged.start));
         group.sessions.push(merged);
+    }
+
+    /// Every group's open sessions (see
+    /// [`super::WindowState::snapshot`]): taken at a cut, after advancing
+    /// to it, so nothing is pending.
+    pub fn snapshot(&self) -> Vec<(u64, Vec<u8>)> {
+        self.groups
+            .iter()
+            .map(|(id, g)| {
+                let saved = SavedRef {
+                    series: &g.series,
+                    sessions: &g.sessions,
+                };
+                (id.0, tidemark_engine::checkpoint::encode(&saved))
+            })
+            .collect()
+    }
+
+    /// Adds one group's sessions from a checkpoint.
+    pub fn restore(&mut self, key: u64, bytes: &[u8]) -> Result<(), String> {
+        let saved: Saved = tidemark_engine::checkpoint::decode(bytes)?;
+        let id = SeriesId(key);
+        for s in &saved.sessions {
+            self.by_close.insert((self.close_time(s.last), id, s.start));
+        }
+        let group = self.groups.entry(id).or_insert_with(|| Group {
+            series: saved.series,
+            sessions: Vec::new(),
+        });
+        group.sessions.extend(saved.sessions);
+        Ok(())
     }
 
     /// What the state holds now.

@@ -41,6 +41,9 @@ impl TransformSpec for Rules {
     fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
         Vec::new() // nothing outside the process
     }
+    fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
+        tidemark_engine::checkpoint::Checkpointed::NotYet
+    }
     fn build<'s>(&self, _: AnyStream<'s>, _: TransformContext) -> Vec<AnyStream<'s>> {
         unreachable!("the compiler never builds")
     }

@@ -1,0 +1,362 @@
+//! Checkpoints of operator state (`tidemark serve --data-dir`): windows and
+//! anomaly models survive `kill -9` and a restart at another number of
+//! workers, and an in-place update keeps what did not change.
+
+use tidemark_testkit as common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::server::{Server, wait_until};
+use common::temp_dir;
+use serde_json::Value;
+use tidemark_server::ingest::proto::ingest_service_client::IngestServiceClient;
+use tidemark_server::ingest::proto::{Label, Point, Series, WriteRequest};
+
+/// A minute boundary.
+const MINUTE: i64 = 1_700_000_040_000;
+/// Request `k` holds one sample of each series at `T0 + k * STEP`, so 1200
+/// requests fill the one-minute window `(MINUTE, MINUTE + 1m]`.
+const T0: i64 = MINUTE + STEP;
+const STEP: i64 = 50;
+const SERIES: i64 = 4;
+const REQUESTS: i64 = 1200;
+
+/// A value with a daily-like wave and, at request 1000, a spike: what an
+/// anomaly model has to learn first.
+fn value(k: i64, s: i64) -> f64 {
+    let wave = ((k as f64) / 40.0).sin() * 10.0;
+    let spike = if k == 1000 { 400.0 } else { 0.0 };
+    100.0 + s as f64 * 7.0 + wave + spike + (k % 3) as f64
+}
+
+fn request(k: i64) -> WriteRequest {
+    WriteRequest {
+        series: (0..SERIES)
+            .map(|s| Series {
+                name: "load".into(),
+                labels: vec![Label {
+                    name: "s".into(),
+                    value: s.to_string(),
+                }],
+                points: vec![Point {
+                    timestamp_ms: T0 + k * STEP,
+                    value: value(k, s),
+                }],
+            })
+            .collect(),
+    }
+}
+
+/// One sample far ahead: closes every window.
+fn closing() -> WriteRequest {
+    let mut r = request(0);
+    for s in &mut r.series {
+        s.points[0].timestamp_ms = T0 + 3_600_000;
+    }
+    r
+}
+
+fn pipeline(name: &str, out: &Path, scores: &Path, explain: bool) -> String {
+    format!(
+        "name: {name}\nsources:\n  in: {{type: grpc, max_out_of_orderness: 0s, idle_timeout: 200ms}}\n\
+         transforms:\n  w: {{type: window, inputs: [in], window: {{tumbling: 1m}}, by: [s], aggregates: [count, sum]}}\n  \
+         sc: {{type: score, inputs: [in], explain: {explain}}}\n\
+         sinks:\n  out: {{type: file, inputs: [w], path: {}, append: true}}\n  \
+         scores: {{type: file, inputs: [sc], path: {}, append: true}}\n",
+        out.display(),
+        scores.display()
+    )
+}
+
+struct Sender {
+    runtime: tokio::runtime::Runtime,
+    client: IngestServiceClient<tonic::transport::Channel>,
+}
+
+impl Sender {
+    fn new(server: &Server) -> Sender {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let url = format!("http://127.0.0.1:{}", server.grpc);
+        let client = runtime.block_on(IngestServiceClient::connect(url)).unwrap();
+        Sender { runtime, client }
+    }
+
+    fn send(&mut self, r: WriteRequest) {
+        let reply = self.runtime.block_on(self.client.write(r)).unwrap();
+        assert_eq!(reply.into_inner().accepted, SERIES as u64);
+    }
+}
+
+/// Rows of a file sink: (name, s, timestamp) to value, checking that a row
+/// written twice was written the same.
+fn rows(path: &Path) -> BTreeMap<(String, String, i64), f64> {
+    let mut out = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let key = (
+            v["name"].as_str().unwrap().to_owned(),
+            v["labels"]["s"].as_str().unwrap_or("").to_owned(),
+            v["timestamp"].as_i64().unwrap(),
+        );
+        let value = v["value"].as_f64().unwrap();
+        if let Some(old) = out.insert(key.clone(), value) {
+            assert_eq!(old, value, "{key:?} written twice, differently");
+        }
+    }
+    out
+}
+
+/// The newest complete checkpoint of `pipeline` (its cut), if any.
+fn newest_checkpoint(data: &Path, pipeline: &str) -> Option<i64> {
+    std::fs::read_dir(data.join("checkpoints").join(pipeline))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("MANIFEST.json").exists())
+        .filter_map(|e| e.file_name().to_str()?.split_once('-')?.0.parse().ok())
+        .max()
+}
+
+/// Lets the checkpoint interval pass, then sends 40 more requests (two
+/// seconds of event time) to each sender: the first cut they cross is a
+/// checkpoint. Waits until it is complete in `data` and returns it.
+fn checkpoint_after(senders: &mut [&mut Sender], k: &mut i64, data: &Path, pipeline: &str) -> i64 {
+    std::thread::sleep(Duration::from_millis(700));
+    let before = T0 + (*k - 1) * STEP;
+    for _ in 0..40 {
+        for s in senders.iter_mut() {
+            s.send(request(*k));
+        }
+        *k += 1;
+    }
+    wait_until("a checkpoint of what was sent", || {
+        newest_checkpoint(data, pipeline).is_some_and(|at| at > before)
+    });
+    newest_checkpoint(data, pipeline).unwrap()
+}
+
+/// Samples of the requests before `k` at or after the cut `at`: what a
+/// restore from it reads again.
+fn after_cut(at: i64, k: i64) -> u64 {
+    (0..k).filter(|k| T0 + k * STEP >= at).count() as u64 * SERIES as u64
+}
+
+fn samples_in(server: &Server, pipeline: &str) -> u64 {
+    server
+        .json("GET", &format!("/api/v1/pipelines/{pipeline}"), None)
+        .1["samples_in"]
+        .as_u64()
+        .unwrap_or(u64::MAX)
+}
+
+fn kill_hard(mut server: Server) {
+    Command::new("kill")
+        .args(["-KILL", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = server.child.wait();
+}
+
+fn args(data: &Path, workers: &str) -> Vec<String> {
+    [
+        "--workers",
+        workers,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--checkpoint-interval",
+        "500ms",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn start(data: &Path, workers: &str) -> Server {
+    let a = args(data, workers);
+    Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0)
+}
+
+struct Run {
+    data: PathBuf,
+    out: PathBuf,
+    scores: PathBuf,
+}
+
+fn run(dir: &Path, name: &str) -> Run {
+    Run {
+        data: dir.join(format!("{name}-data")),
+        out: dir.join(format!("{name}-windows.jsonl")),
+        scores: dir.join(format!("{name}-scores.jsonl")),
+    }
+}
+
+/// A server killed with `kill -9` three times, each time after a
+/// checkpoint, and restarted on 2 and then 4 workers, against one that
+/// runs through: the one-minute windows are equal and exact, every score
+/// after each restart equals the uninterrupted run's (the models came back
+/// as they were), and the restarted server read again only what came after
+/// the checkpoint, not the window's samples.
+#[test]
+fn windows_and_models_survive_kill_9_and_a_restart_at_another_worker_count() {
+    let dir = temp_dir("checkpoint-kill");
+    let (a, b) = (run(&dir, "killed"), run(&dir, "through"));
+    let mut killed = start(&a.data, "1");
+    let through = start(&b.data, "1");
+    for (server, r) in [(&killed, &a), (&through, &b)] {
+        let (status, body) = server.json(
+            "POST",
+            "/api/v1/pipelines",
+            Some(&pipeline("p", &r.out, &r.scores, false)),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    let (mut to_a, mut to_b) = (Sender::new(&killed), Sender::new(&through));
+    let kills = [(300, "2"), (600, "4"), (900, "1")];
+    let mut k = 0;
+    for (until_k, workers) in kills {
+        while k < until_k {
+            to_a.send(request(k));
+            to_b.send(request(k));
+            k += 1;
+        }
+        let at = checkpoint_after(&mut [&mut to_a, &mut to_b], &mut k, &a.data, "p");
+        kill_hard(killed);
+        killed = start(&a.data, workers);
+        to_a = Sender::new(&killed);
+        // Only what came after the checkpoint is read again, not the
+        // window's earlier samples: those are in the restored state.
+        let again = after_cut(at, k);
+        assert!(again <= 40 * SERIES as u64, "{again}");
+        wait_until("the log read from the checkpoint", || {
+            samples_in(&killed, "p") == again
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(samples_in(&killed, "p"), again, "read more again");
+    }
+    while k < REQUESTS {
+        to_a.send(request(k));
+        to_b.send(request(k));
+        k += 1;
+    }
+    to_a.send(closing());
+    to_b.send(closing());
+    let minute = MINUTE + 60_000;
+    for r in [&a, &b] {
+        wait_until("the minute's window", || {
+            rows(&r.out).keys().filter(|(_, _, t)| *t == minute).count() == 2 * SERIES as usize
+        });
+        wait_until("every score", || {
+            rows(&r.scores)
+                .keys()
+                .filter(|(n, _, t)| n == "load:anomaly_score" && *t < T0 + REQUESTS * STEP)
+                .count()
+                == (REQUESTS * SERIES) as usize
+        });
+    }
+    let windows = rows(&a.out);
+    for s in 0..SERIES {
+        let count = windows[&("load:1m_by_s_count".into(), s.to_string(), minute)];
+        let sum = windows[&("load:1m_by_s_sum".into(), s.to_string(), minute)];
+        let expected: f64 = (0..REQUESTS).map(|k| value(k, s)).sum();
+        assert_eq!(count, REQUESTS as f64, "series {s}: every sample once");
+        assert!(
+            (sum - expected).abs() < 1e-6,
+            "series {s}: sum {sum}, expected {expected}"
+        );
+    }
+    let through_windows = rows(&b.out);
+    assert_eq!(
+        windows.keys().collect::<Vec<_>>(),
+        through_windows.keys().collect::<Vec<_>>()
+    );
+    for (key, v) in &through_windows {
+        // Sums of samples that came from several workers may add in
+        // another order.
+        assert!((windows[key] - v).abs() < 1e-6, "{key:?}");
+    }
+    let (scores_a, scores_b) = (rows(&a.scores), rows(&b.scores));
+    let mut compared = 0;
+    for (key, v) in &scores_b {
+        if key.2 >= T0 + REQUESTS * STEP {
+            continue;
+        }
+        assert_eq!(scores_a.get(key), Some(v), "{key:?}");
+        compared += 1;
+    }
+    assert_eq!(
+        compared,
+        (REQUESTS * SERIES * 2) as usize,
+        "scores and flags"
+    );
+    assert!(killed.stop().success());
+    assert!(through.stop().success());
+}
+
+/// An in-place update (`apply` of a new version) keeps the state of the
+/// components that did not change: the window open at the update is
+/// whole, though the log was read only from the checkpoint; the score,
+/// whose configuration changed, starts a new model.
+#[test]
+fn an_update_keeps_the_state_of_unchanged_components() {
+    let dir = temp_dir("checkpoint-update");
+    let r = run(&dir, "updated");
+    let server = start(&r.data, "2");
+    let apply = |explain: bool| {
+        server
+            .json(
+                "POST",
+                "/api/v1/pipelines",
+                Some(&pipeline("u", &r.out, &r.scores, explain)),
+            )
+            .0
+    };
+    assert_eq!(apply(false), 201);
+    let mut sender = Sender::new(&server);
+    let mut k = 0;
+    while k < 400 {
+        sender.send(request(k));
+        k += 1;
+    }
+    let at = checkpoint_after(&mut [&mut sender], &mut k, &r.data, "u");
+    assert_eq!(apply(true), 200);
+    let again = after_cut(at, k);
+    wait_until("the new version, from the checkpoint", || {
+        let status = server.json("GET", "/api/v1/pipelines/u", None).1;
+        status["state"] == "running" && status["samples_in"] == again
+    });
+    while k < REQUESTS {
+        sender.send(request(k));
+        k += 1;
+    }
+    sender.send(closing());
+    let minute = MINUTE + 60_000;
+    wait_until("the minute's window", || {
+        rows(&r.out).keys().filter(|(_, _, t)| *t == minute).count() == 2 * SERIES as usize
+    });
+    let windows = rows(&r.out);
+    for s in 0..SERIES {
+        let count = windows[&("load:1m_by_s_count".into(), s.to_string(), minute)];
+        assert_eq!(
+            count, REQUESTS as f64,
+            "series {s}: the window kept its state"
+        );
+    }
+    // The new score version explains; it scores from the checkpoint it
+    // started from on, with a new model.
+    // (The old version's scores after the checkpoint are written again by
+    // the new one, from a new model: the file holds both.)
+    let explained = || -> Vec<i64> {
+        std::fs::read_to_string(&r.scores)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| v["name"] == "load:expected")
+            .map(|v| v["timestamp"].as_i64().unwrap())
+            .collect()
+    };
+    wait_until("explained scores", || !explained().is_empty());
+    let first_explained = explained().into_iter().min().unwrap();
+    assert_eq!(first_explained, at, "a new model from the checkpoint on");
+    assert!(server.stop().success());
+}

@@ -1,0 +1,825 @@
+//! Checkpoints of operator state (`tidemark serve --data-dir`).
+//!
+//! **Cuts.** A checkpoint is cut at a point `B` of timely time (the
+//! watermark): sources record their position where their output first
+//! reaches `B` (everything before it entered at times below `B`), and an
+//! operator whose input is `offset` behind the sources (the holdback of
+//! the operators before it) writes its state once its input frontier
+//! reaches `B - offset`, before applying anything at or after it; input
+//! that arrives early waits (`Cut::holds`). Cuts are taken only at
+//! multiples of [`STEP`], and only at those the first component to reach
+//! one *decides* to (the first one, then once `interval` of wall-clock
+//! time has passed since the last; every one while a source's log is more
+//! than half full): every component of the process asks the same
+//! [`Checkpoints`], so all agree without talking to each other.
+//!
+//! **Complete.** A checkpoint is complete when every part (each kept
+//! component on each worker) is written and synced, and the sinks' durable
+//! frontier has passed `B`: after a restore, sinks skip output below `B`,
+//! which was durable, and everything at or after it is recomputed from the
+//! restored state and the input after the sources' positions. Its manifest
+//! (the parts with their sizes and CRC-32s, and each component's
+//! configuration fingerprint) is then written through a synced temporary
+//! file; older checkpoints beyond `keep` are deleted.
+//!
+//! **Restore.** At start the newest checkpoint whose manifest and parts
+//! read back intact is used (a damaged one is reported and the one before
+//! it tried). A component whose configuration changed, or that is new,
+//! starts empty at the checkpoint; the others get their state back. State
+//! is written per key (series or group id), and a restored operator reads
+//! it through the same exchange as its input, so a restore at another
+//! number of workers gives each key to its new owner.
+//!
+//! Files: `DIR/checkpoints/<pipeline>/<B:020>-<nonce>/`, one file per part
+//! (`<component index>.<worker>`) and `MANIFEST.json`. The nonce tells
+//! apart the installations of a pipeline (a replaced one may still be
+//! draining while the new one starts).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
+
+use bincode::Options as _;
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::{PipelineScope, Stream, source};
+use crate::time::Time;
+
+/// The step of timely time (ms) at whose multiples checkpoints are cut.
+pub const STEP: Time = 1_000;
+
+/// How checkpoints are taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointOptions {
+    /// Wall-clock time between checkpoints.
+    pub interval: Duration,
+    /// Complete checkpoints kept (the newest; at least 1).
+    pub keep: usize,
+}
+
+impl Default for CheckpointOptions {
+    fn default() -> Self {
+        CheckpointOptions {
+            interval: Duration::from_secs(10),
+            keep: 2,
+        }
+    }
+}
+
+/// What a component keeps in checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checkpointed {
+    /// Nothing to keep (`filter`, `labels`, sinks).
+    Stateless,
+    /// Its state (a source: its position) is written at every checkpoint
+    /// and restored.
+    Kept,
+    /// Not supported yet: a pipeline with it is not checkpointed.
+    NotYet,
+}
+
+/// The fingerprint of a component's configuration (its validated spec,
+/// as `Debug` prints it): XXH3 of the text.
+pub fn fingerprint(config: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(config.as_bytes())
+}
+
+/// A component whose state is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its name in the pipeline.
+    pub name: String,
+    /// A hash of its configuration: state is restored only into the same.
+    pub fingerprint: u64,
+    /// How far its input is behind the sources (the holdback before it).
+    pub offset: Time,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PartInfo {
+    component: String,
+    worker: usize,
+    file: String,
+    bytes: u64,
+    crc32: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    pipeline: String,
+    at: Time,
+    workers: usize,
+    /// Component name to fingerprint (hex).
+    components: BTreeMap<String, String>,
+    parts: Vec<PartInfo>,
+}
+
+/// A checkpoint read back at start.
+#[derive(Debug)]
+pub struct Restored {
+    /// Its cut.
+    pub at: Time,
+    /// Workers of the run that wrote it.
+    pub workers: usize,
+    /// Restored components' parts, in the order of the workers that wrote
+    /// them.
+    parts: HashMap<String, Vec<Part>>,
+    /// Kept components whose state starts empty: new, or changed.
+    pub fresh: Vec<String>,
+}
+
+impl Restored {
+    /// The parts of `component`, if its state was restored.
+    pub fn parts(&self, component: &str) -> Option<&[Part]> {
+        self.parts.get(component).map(Vec::as_slice)
+    }
+}
+
+struct State {
+    /// Every multiple of [`STEP`] up to it is decided.
+    decided: Time,
+    /// The decided cuts that are checkpoints.
+    yes: BTreeSet<Time>,
+    /// When the last checkpoint was decided (`None`: none yet, the first
+    /// cut is one).
+    last_yes: Option<Instant>,
+    /// Every cut is a checkpoint while set (the log is filling up).
+    hurry: bool,
+    /// Parts written, per checkpoint.
+    written: BTreeMap<Time, Vec<PartInfo>>,
+    /// Checkpoints that can no longer complete (a write failed).
+    failed: BTreeSet<Time>,
+    /// Complete checkpoints kept, oldest first.
+    complete: Vec<Time>,
+}
+
+enum Job {
+    Part {
+        at: Time,
+        component: usize,
+        worker: usize,
+        bytes: Vec<u8>,
+    },
+    Manifest {
+        at: Time,
+        parts: Vec<PartInfo>,
+    },
+}
+
+/// The checkpoints of one installation of a pipeline in this process.
+pub struct Checkpoints {
+    pipeline: String,
+    dir: PathBuf,
+    workers: usize,
+    options: CheckpointOptions,
+    members: Vec<Member>,
+    state: Arc<Mutex<State>>,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    restored: Option<Restored>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn codec() -> impl bincode::Options {
+    bincode::DefaultOptions::new().with_varint_encoding()
+}
+
+/// Encodes a value for a part (bincode with variable-length integers, as
+/// the write-ahead log).
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    codec()
+        .serialize(value)
+        .unwrap_or_else(|e| unreachable!("state always encodes: {e}"))
+}
+
+/// Decodes what [`encode`] wrote.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    codec().deserialize(bytes).map_err(|e| e.to_string())
+}
+
+fn dir_name(at: Time, nonce: &str) -> String {
+    format!("{at:020}-{nonce}")
+}
+
+/// `(cut, name)` of every checkpoint directory in `dir`.
+fn listed(dir: &Path) -> Vec<(Time, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(Time, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let at = name.split_once('-')?.0.parse().ok()?;
+            Some((at, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// A part's bytes, shared by the workers that read it.
+pub type Part = Arc<Vec<u8>>;
+
+/// Reads the checkpoint in `path` back, checking every part.
+fn read_checkpoint(path: &Path) -> Result<(Manifest, HashMap<String, Vec<Part>>), String> {
+    let text = std::fs::read(path.join("MANIFEST.json"))
+        .map_err(|e| format!("its manifest cannot be read ({e})"))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|e| format!("its manifest is damaged ({e})"))?;
+    let mut parts: HashMap<String, Vec<(usize, Part)>> = HashMap::new();
+    for p in &manifest.parts {
+        let bytes = std::fs::read(path.join(&p.file))
+            .map_err(|e| format!("part {} cannot be read ({e})", p.file))?;
+        if bytes.len() as u64 != p.bytes || crc32fast::hash(&bytes) != p.crc32 {
+            return Err(format!(
+                "part {} is damaged ({} bytes, {} expected, or a checksum mismatch)",
+                p.file,
+                bytes.len(),
+                p.bytes
+            ));
+        }
+        parts
+            .entry(p.component.clone())
+            .or_default()
+            .push((p.worker, Arc::new(bytes)));
+    }
+    let parts = parts
+        .into_iter()
+        .map(|(c, mut v)| {
+            v.sort_by_key(|(w, _)| *w);
+            (c, v.into_iter().map(|(_, b)| b).collect())
+        })
+        .collect();
+    Ok((manifest, parts))
+}
+
+impl Checkpoints {
+    /// Opens the checkpoints of `pipeline` under `root`
+    /// (`DIR/checkpoints`), restoring from the newest intact one, and
+    /// starts the thread that writes them.
+    pub fn open(
+        root: &Path,
+        pipeline: &str,
+        workers: usize,
+        members: Vec<Member>,
+        options: CheckpointOptions,
+    ) -> std::io::Result<Arc<Checkpoints>> {
+        let dir = root.join(pipeline);
+        std::fs::create_dir_all(&dir)?;
+        let mut restored = None;
+        for (at, path) in listed(&dir).into_iter().rev() {
+            if !path.join("MANIFEST.json").exists() {
+                continue;
+            }
+            match read_checkpoint(&path) {
+                Ok((manifest, mut parts)) => {
+                    let mut fresh = Vec::new();
+                    let mut kept = HashMap::new();
+                    for m in &members {
+                        let same = manifest.components.get(&m.name)
+                            == Some(&format!("{:016x}", m.fingerprint));
+                        match parts.remove(&m.name) {
+                            Some(p) if same => {
+                                kept.insert(m.name.clone(), p);
+                            }
+                            _ => fresh.push(m.name.clone()),
+                        }
+                    }
+                    restored = Some(Restored {
+                        at,
+                        workers: manifest.workers.max(1),
+                        parts: kept,
+                        fresh,
+                    });
+                    break;
+                }
+                Err(why) => {
+                    tracing::error!(pipeline, checkpoint = %path.display(), "A checkpoint cannot be used: {why}. The one before it is tried.");
+                }
+            }
+        }
+        // What no checkpoint can use any more: incomplete or damaged
+        // directories at or before the one restored.
+        if let Some(r) = &restored {
+            for (at, path) in listed(&dir) {
+                if at < r.at && !path.join("MANIFEST.json").exists() {
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+            }
+        }
+        let state = Arc::new(Mutex::new(State {
+            decided: restored.as_ref().map_or(0, |r| r.at),
+            yes: BTreeSet::new(),
+            last_yes: None,
+            hurry: false,
+            written: BTreeMap::new(),
+            failed: BTreeSet::new(),
+            complete: restored.as_ref().map(|r| r.at).into_iter().collect(),
+        }));
+        let nonce = format!(
+            "{:016x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        );
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            pipeline: pipeline.to_owned(),
+            dir: dir.clone(),
+            nonce,
+            workers,
+            keep: options.keep.max(1),
+            components: members
+                .iter()
+                .map(|m| (m.name.clone(), format!("{:016x}", m.fingerprint)))
+                .collect(),
+            state: Arc::clone(&state),
+        };
+        std::thread::Builder::new()
+            .name(format!("checkpoint-{pipeline}"))
+            .spawn(move || writer.run(&rx))?;
+        Ok(Arc::new(Checkpoints {
+            pipeline: pipeline.to_owned(),
+            dir,
+            workers,
+            options,
+            members,
+            state,
+            jobs: Mutex::new(tx),
+            restored,
+        }))
+    }
+
+    /// The checkpoint this installation started from, if any.
+    pub fn restored(&self) -> Option<&Restored> {
+        self.restored.as_ref()
+    }
+
+    /// Where the checkpoints are written.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The index of a kept component.
+    pub fn member(&self, name: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.name == name)
+    }
+
+    /// Decides every cut up to `t` not decided yet: the last of them is a
+    /// checkpoint if `interval` has passed since the last one.
+    fn decide_through(&self, s: &mut State, t: Time) {
+        let b = t / STEP * STEP;
+        if b <= s.decided {
+            return;
+        }
+        s.decided = b;
+        if s.hurry
+            || s.last_yes
+                .is_none_or(|t| t.elapsed() >= self.options.interval)
+        {
+            s.yes.insert(b);
+            s.last_yes = Some(Instant::now());
+        }
+    }
+
+    /// The checkpoints in `(from, to]`, deciding the cuts up to `to`: a
+    /// source whose output moves from `from` to `to` records its position
+    /// for each.
+    pub fn crossed(&self, from: Time, to: Time) -> Vec<Time> {
+        if to <= from {
+            return Vec::new();
+        }
+        let mut s = lock(&self.state);
+        self.decide_through(&mut s, to);
+        s.yes.range(from + 1..=to).copied().collect()
+    }
+
+    /// The first checkpoint after `taken` whose cut (`B - offset`) is at or
+    /// before `t`, if any, else the cut below which input is free to apply.
+    fn next(&self, taken: Time, t: Time, offset: Time) -> Result<Time, Time> {
+        let mut s = lock(&self.state);
+        self.decide_through(&mut s, t.saturating_add(offset));
+        let known = s.decided.saturating_add(STEP).saturating_sub(offset);
+        match s.yes.range(taken.saturating_add(offset) + 1..).next() {
+            Some(&b) if b.saturating_sub(offset) <= t => Ok(b.saturating_sub(offset)),
+            Some(&b) => Err(b.saturating_sub(offset).min(known)),
+            None => Err(known),
+        }
+    }
+
+    /// Hands a part of checkpoint `at` to the writer.
+    pub fn submit(&self, at: Time, component: usize, worker: usize, bytes: Vec<u8>) {
+        let _ = lock(&self.jobs).send(Job::Part {
+            at,
+            component,
+            worker,
+            bytes,
+        });
+    }
+
+    /// Completes every checkpoint whose parts are all written once the
+    /// sinks are durable below `durable` (its manifest is written by the
+    /// writer thread).
+    pub fn poll(&self, durable: Time) {
+        let expected = self.members.len() * self.workers;
+        let mut s = lock(&self.state);
+        let ready: Vec<Time> = s
+            .written
+            .iter()
+            .filter(|(at, parts)| parts.len() == expected && **at <= durable)
+            .map(|(at, _)| *at)
+            .collect();
+        for at in ready {
+            if let Some(parts) = s.written.remove(&at) {
+                // Older ones that never completed never will.
+                s.written.retain(|a, _| *a > at);
+                let _ = lock(&self.jobs).send(Job::Manifest { at, parts });
+            }
+        }
+    }
+
+    /// The newest complete checkpoint: a source stores its position for
+    /// it, so the log keeps what a restore from it reads.
+    pub fn newest(&self) -> Option<Time> {
+        lock(&self.state).complete.last().copied()
+    }
+
+    /// Cuts a checkpoint at every step while `on` (a source's log is
+    /// filling up: its positions move only with checkpoints), else every
+    /// `interval`.
+    pub fn hurry(&self, on: bool) {
+        lock(&self.state).hurry = on;
+    }
+
+    /// A handle for an operator's instance on `worker`.
+    pub fn cut(self: &Arc<Self>, component: usize, worker: usize) -> Cut {
+        let offset = self.members.get(component).map_or(0, |m| m.offset);
+        let taken = self
+            .restored
+            .as_ref()
+            .map_or(0, |r| r.at.saturating_sub(offset));
+        Cut {
+            checkpoints: Arc::clone(self),
+            component,
+            worker,
+            offset,
+            taken,
+            free_below: 0,
+        }
+    }
+
+    /// The pipeline's name.
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+}
+
+/// Writes parts and manifests off the workers' threads.
+struct Writer {
+    pipeline: String,
+    dir: PathBuf,
+    nonce: String,
+    workers: usize,
+    keep: usize,
+    components: Vec<(String, String)>,
+    state: Arc<Mutex<State>>,
+}
+
+impl Writer {
+    fn run(&self, rx: &mpsc::Receiver<Job>) {
+        while let Ok(job) = rx.recv() {
+            match job {
+                Job::Part {
+                    at,
+                    component,
+                    worker,
+                    bytes,
+                } => {
+                    if lock(&self.state).failed.contains(&at) {
+                        continue;
+                    }
+                    match self.write_part(at, component, worker, &bytes) {
+                        Ok(info) => lock(&self.state).written.entry(at).or_default().push(info),
+                        Err(error) => {
+                            lock(&self.state).failed.insert(at);
+                            tracing::error!(pipeline = %self.pipeline, checkpoint = at, %error, "Cannot write a checkpoint part; this checkpoint is abandoned and the next one tried.");
+                        }
+                    }
+                }
+                Job::Manifest { at, parts } => match self.write_manifest(at, parts) {
+                    Ok(()) => self.retain(at),
+                    Err(error) => {
+                        tracing::error!(pipeline = %self.pipeline, checkpoint = at, %error, "Cannot write a checkpoint's manifest; this checkpoint is abandoned and the next one tried.");
+                    }
+                },
+            }
+        }
+    }
+
+    fn path(&self, at: Time) -> PathBuf {
+        self.dir.join(dir_name(at, &self.nonce))
+    }
+
+    fn write_part(
+        &self,
+        at: Time,
+        component: usize,
+        worker: usize,
+        bytes: &[u8],
+    ) -> std::io::Result<PartInfo> {
+        let dir = self.path(at);
+        std::fs::create_dir_all(&dir)?;
+        let file = format!("{component}.{worker}");
+        write_synced(&dir.join(&file), bytes)?;
+        let name = self
+            .components
+            .get(component)
+            .map_or_else(String::new, |(n, _)| n.clone());
+        Ok(PartInfo {
+            component: name,
+            worker,
+            file,
+            bytes: bytes.len() as u64,
+            crc32: crc32fast::hash(bytes),
+        })
+    }
+
+    fn write_manifest(&self, at: Time, parts: Vec<PartInfo>) -> std::io::Result<()> {
+        let dir = self.path(at);
+        let manifest = Manifest {
+            pipeline: self.pipeline.clone(),
+            at,
+            workers: self.workers,
+            components: self.components.iter().cloned().collect(),
+            parts,
+        };
+        let bytes = serde_json::to_vec_pretty(&manifest)?;
+        sync_dir(&dir)?;
+        let tmp = dir.join("MANIFEST.json.tmp");
+        write_synced(&tmp, &bytes)?;
+        std::fs::rename(&tmp, dir.join("MANIFEST.json"))?;
+        sync_dir(&dir)
+    }
+
+    /// Keeps the newest `keep` complete checkpoints; deletes everything
+    /// older.
+    fn retain(&self, at: Time) {
+        let oldest = {
+            let mut s = lock(&self.state);
+            s.complete.push(at);
+            s.complete.sort_unstable();
+            s.complete.dedup();
+            let drop = s.complete.len().saturating_sub(self.keep);
+            s.complete.drain(..drop);
+            // Decisions before the newest complete one are no longer asked.
+            let newest = s.complete.last().copied().unwrap_or(0);
+            s.yes.retain(|b| *b >= newest);
+            s.failed.retain(|b| *b > newest);
+            s.complete.first().copied().unwrap_or(at)
+        };
+        for (b, path) in listed(&self.dir) {
+            if b < oldest
+                && let Err(error) = std::fs::remove_dir_all(&path)
+            {
+                tracing::warn!(pipeline = %self.pipeline, checkpoint = %path.display(), %error, "Cannot delete an old checkpoint.");
+            }
+        }
+    }
+}
+
+/// Where one operator instance cuts its state (see the module's
+/// documentation): input at or after the next checkpoint's cut waits
+/// until the state is written.
+pub struct Cut {
+    checkpoints: Arc<Checkpoints>,
+    component: usize,
+    worker: usize,
+    offset: Time,
+    /// The last cut written (or restored).
+    taken: Time,
+    /// Input below it applies at once.
+    free_below: Time,
+}
+
+impl Cut {
+    /// Whether input at `t` must wait for a cut.
+    #[inline]
+    pub fn holds(&mut self, t: Time) -> bool {
+        if t < self.free_below {
+            return false;
+        }
+        match self.checkpoints.next(self.taken, t, self.offset) {
+            Ok(x) => {
+                self.free_below = x;
+                true
+            }
+            Err(free) => {
+                self.free_below = free;
+                false
+            }
+        }
+    }
+
+    /// The next cut the input frontier `f` has reached, if any: all input
+    /// below it is in, none after it applied.
+    pub fn due(&mut self, f: Time) -> Option<Time> {
+        self.checkpoints.next(self.taken, f, self.offset).ok()
+    }
+
+    /// Hands the state at cut `x` to the writer.
+    pub fn write(&mut self, x: Time, bytes: Vec<u8>) {
+        self.checkpoints.submit(
+            x.saturating_add(self.offset),
+            self.component,
+            self.worker,
+            bytes,
+        );
+        self.taken = x;
+        self.free_below = 0;
+    }
+
+    /// The cut restored from, or the last one written (0: none).
+    pub fn taken(&self) -> Time {
+        self.taken
+    }
+
+    /// The restored state of this component, part by part, if it was
+    /// restored.
+    pub fn restored(&self) -> Option<Vec<Part>> {
+        let name = &self.checkpoints.members.get(self.component)?.name;
+        self.checkpoints
+            .restored
+            .as_ref()?
+            .parts(name)
+            .map(<[_]>::to_vec)
+    }
+
+    /// The checkpoint restored from, if any.
+    pub fn restored_at(&self) -> Option<Time> {
+        self.checkpoints.restored.as_ref().map(|r| r.at)
+    }
+
+    /// The checkpoints in `(from, to]` (a source's output moving there).
+    pub fn crossed(&self, from: Time, to: Time) -> Vec<Time> {
+        self.checkpoints.crossed(from, to)
+    }
+
+    /// Hands this instance's part of checkpoint `at` to the writer (a
+    /// source's position).
+    pub fn write_at(&self, at: Time, bytes: Vec<u8>) {
+        self.checkpoints
+            .submit(at, self.component, self.worker, bytes);
+    }
+
+    /// The checkpoints of the installation.
+    pub fn checkpoints(&self) -> &Arc<Checkpoints> {
+        &self.checkpoints
+    }
+}
+
+/// What [`Gate::advance`] asks of its operator.
+pub enum Step<D> {
+    /// Advance the state to this cut and return it, encoded.
+    Cut(Time),
+    /// Apply this input, which entered at this time.
+    Apply(Time, D),
+}
+
+/// The input of a checkpointed operator: what arrives at or after a cut
+/// not yet written (or before the restored state is in) waits here.
+pub struct Gate<D> {
+    cut: Option<Cut>,
+    restoring: bool,
+    waiting: BTreeMap<Time, Vec<D>>,
+}
+
+impl<D> Gate<D> {
+    /// A gate for an operator cutting at `cut` (`None`: not checkpointed),
+    /// waiting for its restored state first.
+    pub fn new(cut: Option<Cut>) -> Gate<D> {
+        Gate {
+            cut,
+            restoring: true,
+            waiting: BTreeMap::new(),
+        }
+    }
+
+    /// Records that the restored state is all in (its stream's frontier
+    /// is empty); returns the cut restored from, the first time, if any.
+    pub fn restored(&mut self) -> Option<Time> {
+        if !self.restoring {
+            return None;
+        }
+        self.restoring = false;
+        self.cut
+            .as_ref()
+            .filter(|c| c.restored_at().is_some())
+            .map(Cut::taken)
+    }
+
+    /// Whether the restored state is still coming.
+    pub fn restoring(&self) -> bool {
+        self.restoring
+    }
+
+    /// Takes `data`, which entered at `time`, if it must wait.
+    #[inline]
+    pub fn wait(&mut self, time: Time, data: &mut D) -> bool
+    where
+        D: Default,
+    {
+        if self.restoring || self.cut.as_mut().is_some_and(|c| c.holds(time)) {
+            self.waiting
+                .entry(time)
+                .or_default()
+                .push(std::mem::take(data));
+            return true;
+        }
+        false
+    }
+
+    /// Whether input waits.
+    pub fn is_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// With the input frontier at `f` (`None`: input done): applies the
+    /// waiting input that no cut holds, and for every cut the frontier
+    /// reached, in order, has the state written and then lets in what
+    /// waited for it.
+    pub fn advance(&mut self, f: Option<Time>, on: &mut impl FnMut(Step<D>) -> Vec<u8>) {
+        if self.restoring {
+            return;
+        }
+        loop {
+            while let Some(entry) = self.waiting.first_entry() {
+                let held = match (self.cut.as_mut(), f) {
+                    (Some(c), Some(_)) => c.holds(*entry.key()),
+                    _ => false,
+                };
+                if held {
+                    break;
+                }
+                let (time, batches) = entry.remove_entry();
+                for batch in batches {
+                    on(Step::Apply(time, batch));
+                }
+            }
+            let (Some(c), Some(f)) = (self.cut.as_mut(), f) else {
+                return;
+            };
+            let Some(x) = c.due(f) else { return };
+            let bytes = on(Step::Cut(x));
+            c.write(x, bytes);
+        }
+    }
+}
+
+/// The keyed entries of a restored operator's parts, each worker emitting
+/// those of the parts `i % peers == index` at time 0; the operator reads
+/// them through an exchange on the key, as its input.
+pub fn restore_stream<'s>(
+    scope: PipelineScope<'s>,
+    name: &str,
+    parts: Vec<Part>,
+) -> Stream<'s, Time, Vec<(u64, Vec<u8>)>> {
+    let (index, peers) = (scope.index(), scope.peers());
+    let name = name.to_owned();
+    source(
+        scope,
+        &format!("{name} restore"),
+        move |capability, _info| {
+            let mut cap = Some(capability);
+            move |output| {
+                let Some(c) = cap.take() else { return };
+                for part in parts.iter().skip(index).step_by(peers.max(1)) {
+                    match decode::<Vec<(u64, Vec<u8>)>>(part) {
+                        Ok(mut entries) => output.session(&c).give_container(&mut entries),
+                        Err(error) => {
+                            tracing::error!(component = %name, %error, "A checkpoint part does not decode; its state is lost.");
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests;

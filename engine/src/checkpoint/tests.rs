@@ -1,0 +1,202 @@
+use std::time::Duration;
+
+use super::*;
+
+fn members(offsets: &[(&str, u64, Time)]) -> Vec<Member> {
+    offsets
+        .iter()
+        .map(|(name, fingerprint, offset)| Member {
+            name: (*name).to_owned(),
+            fingerprint: *fingerprint,
+            offset: *offset,
+        })
+        .collect()
+}
+
+fn every_cut() -> CheckpointOptions {
+    CheckpointOptions {
+        interval: Duration::ZERO,
+        keep: 2,
+    }
+}
+
+/// Waits for the writer thread.
+fn until(what: &str, check: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Writes checkpoint `at` with one part per member and worker, the bytes
+/// naming the part, and waits until it is complete.
+fn complete(c: &Arc<Checkpoints>, at: Time, workers: usize, tag: &str) {
+    assert_eq!(c.crossed(at - 1, at), vec![at], "every cut is a checkpoint");
+    for (i, m) in c.members.iter().enumerate() {
+        for w in 0..workers {
+            c.submit(at, i, w, format!("{tag} {} {w}", m.name).into_bytes());
+        }
+    }
+    until("all parts written", || {
+        c.poll(at);
+        c.newest() == Some(at)
+    });
+}
+
+#[test]
+fn a_cut_is_decided_once_for_everyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Checkpoints::open(
+        dir.path(),
+        "p",
+        1,
+        members(&[("w", 1, 0)]),
+        CheckpointOptions {
+            interval: Duration::from_millis(50),
+            keep: 2,
+        },
+    )
+    .unwrap();
+    // The first cut is one; the next, too soon after it, is not, and that
+    // stays decided.
+    assert_eq!(c.crossed(0, 3_000), vec![3_000]);
+    assert!(c.crossed(3_000, 5_500).is_empty());
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(
+        c.crossed(5_500, 5_999).is_empty(),
+        "5000 was decided already"
+    );
+    // The next step is, and every later question gets the same answer.
+    assert_eq!(c.crossed(5_999, 7_200), vec![7_000]);
+    assert_eq!(c.crossed(3_000, 9_000), vec![7_000]);
+    // In a hurry, every step is.
+    c.hurry(true);
+    assert_eq!(
+        c.crossed(9_000, 11_500),
+        vec![11_000],
+        "the last step crossed"
+    );
+    assert_eq!(c.crossed(11_500, 12_000), vec![12_000]);
+    // An operator two seconds behind the sources cuts at 1000 and 5000.
+    let mut cut = c.cut(0, 0);
+    cut.offset = 2_000;
+    assert!(!cut.holds(999));
+    assert!(cut.holds(1_000), "input at the cut waits for it");
+    assert!(cut.holds(4_000));
+    assert_eq!(cut.due(999), None);
+    assert_eq!(cut.due(4_999), Some(1_000), "the first cut first");
+    cut.write(1_000, Vec::new());
+    assert!(!cut.holds(4_999), "after the cut, input applies");
+    assert!(cut.holds(5_000));
+    assert_eq!(cut.due(5_000), Some(5_000));
+    cut.write(5_000, Vec::new());
+    assert_eq!(cut.due(8_999), None);
+}
+
+#[test]
+fn the_gate_applies_what_the_cut_allows_and_writes_at_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Checkpoints::open(dir.path(), "p", 1, members(&[("w", 1, 0)]), every_cut()).unwrap();
+    assert_eq!(c.crossed(0, 3_000), vec![3_000]);
+    let mut gate: Gate<Vec<u64>> = Gate::new(Some(c.cut(0, 0)));
+    let mut early = vec![1];
+    assert!(gate.wait(2_000, &mut early), "waits for the restored state");
+    assert_eq!(gate.restored(), None, "nothing was restored");
+    let mut log = Vec::new();
+    let mut on = |step: Step<Vec<u64>>| match step {
+        Step::Apply(t, d) => {
+            log.push(format!("apply {t} {d:?}"));
+            Vec::new()
+        }
+        Step::Cut(x) => {
+            log.push(format!("cut {x}"));
+            b"state".to_vec()
+        }
+    };
+    let mut late = vec![2];
+    assert!(gate.wait(3_000, &mut late), "at the cut: waits");
+    assert!(late.is_empty(), "taken");
+    let mut before = vec![3];
+    assert!(
+        !gate.wait(2_999, &mut before),
+        "before the cut: applies at once"
+    );
+    gate.advance(Some(2_999), &mut on);
+    gate.advance(Some(3_000), &mut on);
+    assert_eq!(log, ["apply 2000 [1]", "cut 3000", "apply 3000 [2]"]);
+    assert!(!gate.is_waiting());
+    until("the part is written", || {
+        lock(&c.state)
+            .written
+            .get(&3_000)
+            .is_some_and(|p| p.len() == 1)
+    });
+}
+
+#[test]
+fn checkpoints_read_back_and_a_changed_component_starts_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let ms = members(&[("src", 1, 0), ("w", 2, 0)]);
+    let c = Checkpoints::open(dir.path(), "p", 2, ms.clone(), every_cut()).unwrap();
+    assert!(c.restored().is_none());
+    c.crossed(0, 1_000);
+    for i in 0..2 {
+        c.submit(2_000, i, 0, b"x".to_vec());
+    }
+    // One part short: never complete.
+    c.poll(Time::MAX);
+    complete(&c, 5_000, 2, "a");
+    drop(c);
+
+    let again = Checkpoints::open(dir.path(), "p", 3, ms.clone(), every_cut()).unwrap();
+    let r = again.restored().expect("restored");
+    assert_eq!((r.at, r.workers), (5_000, 2));
+    let parts: Vec<Vec<u8>> = r.parts("w").unwrap().iter().map(|p| p.to_vec()).collect();
+    assert_eq!(parts, [b"a w 0".to_vec(), b"a w 1".to_vec()]);
+    assert!(r.fresh.is_empty());
+    // The restored cut is taken: operators start after it.
+    assert_eq!(again.cut(1, 0).taken(), 5_000);
+    drop(again);
+
+    let changed = members(&[("src", 1, 0), ("w", 3, 0), ("new", 4, 0)]);
+    let c = Checkpoints::open(dir.path(), "p", 2, changed, every_cut()).unwrap();
+    let r = c.restored().unwrap();
+    assert!(r.parts("src").is_some());
+    assert!(r.parts("w").is_none(), "its configuration changed");
+    assert_eq!(r.fresh, ["w", "new"]);
+}
+
+#[test]
+fn a_damaged_checkpoint_is_reported_and_the_one_before_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let ms = members(&[("w", 1, 0)]);
+    let c = Checkpoints::open(dir.path(), "p", 1, ms.clone(), every_cut()).unwrap();
+    complete(&c, 1_000, 1, "first");
+    complete(&c, 2_000, 1, "second");
+    complete(&c, 3_000, 1, "third");
+    drop(c);
+    let kept: Vec<Time> = listed(&dir.path().join("p"))
+        .iter()
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(kept, [2_000, 3_000], "two kept");
+    // Flip a byte of the newest part.
+    let (_, newest) = listed(&dir.path().join("p")).pop().unwrap();
+    let part = newest.join("0.0");
+    let mut bytes = std::fs::read(&part).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&part, bytes).unwrap();
+    let c = Checkpoints::open(dir.path(), "p", 1, ms.clone(), every_cut()).unwrap();
+    let r = c.restored().unwrap();
+    assert_eq!(r.at, 2_000);
+    assert_eq!(r.parts("w").unwrap()[0].as_slice(), b"second w 0");
+    drop(c);
+    // A truncated manifest: the same.
+    std::fs::write(newest.join("MANIFEST.json"), b"{\"pipe").unwrap();
+    let c = Checkpoints::open(dir.path(), "p", 1, ms, every_cut()).unwrap();
+    assert_eq!(c.restored().unwrap().at, 2_000);
+}
