@@ -27,6 +27,10 @@ pub struct WalBenchOptions {
     /// `--wal-fsync` policies measured, beside `off` (no `--data-dir`).
     #[arg(long, value_delimiter = ',', default_values_t = ["off".to_owned(), "always".to_owned(), "100ms".to_owned()])]
     pub fsync: Vec<String>,
+    /// `--checkpoint-interval` values measured with `fsync: always` (the
+    /// first one also with the other policies).
+    #[arg(long, value_delimiter = ',', default_values_t = ["10s".to_owned(), "off".to_owned()])]
+    pub checkpoints: Vec<String>,
     /// How long each rate is offered.
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub duration: Duration,
@@ -73,6 +77,7 @@ sinks:
 
 struct Row {
     fsync: String,
+    checkpoints: String,
     report: LoadReport,
     server_cpu: f64,
 }
@@ -132,23 +137,48 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 pub fn wal(options: &WalBenchOptions) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut recovery = None;
+    let first = options
+        .checkpoints
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "10s".into());
+    let mut configs: Vec<(String, String)> = Vec::new();
     for fsync in &options.fsync {
-        let data = options
-            .dir
-            .join(fsync.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        match fsync.as_str() {
+            "off" => configs.push((fsync.clone(), "-".into())),
+            "always" => configs.extend(
+                options
+                    .checkpoints
+                    .iter()
+                    .map(|c| (fsync.clone(), c.clone())),
+            ),
+            _ => configs.push((fsync.clone(), first.clone())),
+        }
+    }
+    for (fsync, checkpoints) in &configs {
+        let data = options.dir.join(
+            format!("{fsync}-{checkpoints}").replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        );
         let _ = std::fs::remove_dir_all(&data);
         let data_s = data.display().to_string();
         let args: Vec<&str> = if fsync == "off" {
             Vec::new()
         } else {
-            vec!["--data-dir", &data_s, "--wal-fsync", fsync]
+            vec![
+                "--data-dir",
+                &data_s,
+                "--wal-fsync",
+                fsync,
+                "--checkpoint-interval",
+                checkpoints,
+            ]
         };
         let server = start_server_with(options.workers, &args, Some(PIPELINE))?;
         let _ = offer(&server, options, 10_000.0)?;
         for (i, &rate) in options.rates.iter().enumerate() {
             let (report, server_cpu) = offer(&server, options, rate)?;
             eprintln!(
-                "fsync {fsync:>6} {rate:>9.0}/s: achieved {:>9.0}/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, refused {}, server CPU {server_cpu:.0}%",
+                "fsync {fsync:>6} checkpoints {checkpoints:>4} {rate:>9.0}/s: achieved {:>9.0}/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, refused {}, server CPU {server_cpu:.0}%",
                 report.achieved_rate,
                 report.p50_ms,
                 report.p99_ms,
@@ -157,15 +187,17 @@ pub fn wal(options: &WalBenchOptions) -> anyhow::Result<()> {
             );
             rows.push(Row {
                 fsync: fsync.clone(),
+                checkpoints: checkpoints.clone(),
                 report,
                 server_cpu,
             });
             let last = i + 1 == options.rates.len();
-            if !(last && fsync == "always") {
+            let recovered = fsync == "always" && *checkpoints == first;
+            if !(last && recovered) {
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
-        if fsync != "always" {
+        if !(fsync == "always" && *checkpoints == first) {
             drop(server);
             continue;
         }
@@ -211,7 +243,7 @@ pub fn wal(options: &WalBenchOptions) -> anyhow::Result<()> {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Measured {} with `tidemark bench wal` (release build): `tidemark serve --workers {}` with a 10 s tumbling window by series over a `grpc` source into a discard sink, without a log (`off`) and with `--data-dir` and each `--wal-fsync`; the load generator in the benchmark's process on the same 2-core machine, `grpc` batches of {} samples over {} series on {} connections, {} s per rate. Latency runs from each batch's due time to its acknowledgement.\n",
+        "Measured {} with `tidemark bench wal` (release build): `tidemark serve --workers {}` with a 10 s tumbling window by series over a `grpc` source into a discard sink, without a log (`off`) and with `--data-dir` and each `--wal-fsync` (with `always`, also with each `--checkpoint-interval`: the window's state is checkpointed, or not); the load generator in the benchmark's process on the same 2-core machine, `grpc` batches of {} samples over {} series on {} connections, {} s per rate. Latency runs from each batch's due time to its acknowledgement.\n",
         tidemark_engine::time::format_millis(tidemark_engine::time::now_millis()),
         options.workers,
         options.batch,
@@ -219,12 +251,13 @@ pub fn wal(options: &WalBenchOptions) -> anyhow::Result<()> {
         options.connections,
         options.duration.as_secs_f64(),
     );
-    md.push_str("| wal fsync | offered samples/s | achieved samples/s | p50 ms | p99 ms | p99.9 ms | refused batches | server CPU |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| wal fsync | checkpoints | offered samples/s | achieved samples/s | p50 ms | p99 ms | p99.9 ms | refused batches | server CPU |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in &rows {
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.0}% |",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.0}% |",
             r.fsync,
+            r.checkpoints,
             r.report.offered_rate,
             r.report.achieved_rate,
             r.report.p50_ms,

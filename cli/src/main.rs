@@ -452,6 +452,8 @@ enum BenchCommand {
     Latency(bench::latency::LatencyOptions),
     /// Write-ahead log of network ingest: ack latency per fsync policy, and recovery after kill -9.
     Wal(bench::wal::WalBenchOptions),
+    /// Checkpoints of operator state: bytes, cut and restore time for 100 000 series (windows, scores).
+    Checkpoint(bench::checkpoint::CheckpointBenchOptions),
     /// WebSocket fan-out: values delivered to 1, 10 and 100 subscribers.
     Websocket(bench::websocket::WebsocketBenchOptions),
     /// Query API latency over a memory sink (10 000 and 100 000 series), and what queries cost ingest.
@@ -643,6 +645,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             which: BenchCommand::Wal(options),
         } => {
             bench::wal::wal(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which: BenchCommand::Checkpoint(options),
+        } => {
+            bench::checkpoint::checkpoint(&options)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

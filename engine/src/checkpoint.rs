@@ -738,13 +738,18 @@ impl<D> Gate<D> {
         self.restoring
     }
 
-    /// Takes `data`, which entered at `time`, if it must wait.
+    /// Takes `data`, which entered at `time`, if it must wait: for the
+    /// restored state, for a cut, or behind input that waits (so that
+    /// input of one time is applied in the order it came).
     #[inline]
     pub fn wait(&mut self, time: Time, data: &mut D) -> bool
     where
         D: Default,
     {
-        if self.restoring || self.cut.as_mut().is_some_and(|c| c.holds(time)) {
+        if self.restoring
+            || !self.waiting.is_empty()
+            || self.cut.as_mut().is_some_and(|c| c.holds(time))
+        {
             self.waiting
                 .entry(time)
                 .or_default()

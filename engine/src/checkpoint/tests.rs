@@ -122,12 +122,28 @@ fn the_gate_applies_what_the_cut_allows_and_writes_at_the_cut() {
     assert!(late.is_empty(), "taken");
     let mut before = vec![3];
     assert!(
-        !gate.wait(2_999, &mut before),
-        "before the cut: applies at once"
+        gate.wait(2_999, &mut before),
+        "behind waiting input, input waits too"
     );
     gate.advance(Some(2_999), &mut on);
+    let mut next = vec![4];
+    assert!(gate.wait(2_999, &mut next), "still behind the held input");
     gate.advance(Some(3_000), &mut on);
-    assert_eq!(log, ["apply 2000 [1]", "cut 3000", "apply 3000 [2]"]);
+    assert_eq!(
+        log,
+        [
+            "apply 2000 [1]",
+            "apply 2999 [3]",
+            "apply 2999 [4]",
+            "cut 3000",
+            "apply 3000 [2]"
+        ]
+    );
+    let mut after = vec![5];
+    assert!(
+        !gate.wait(3_001, &mut after),
+        "nothing waits: applies at once"
+    );
     assert!(!gate.is_waiting());
     until("the part is written", || {
         lock(&c.state)

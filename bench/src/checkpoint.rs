@@ -1,0 +1,181 @@
+//! `tidemark bench checkpoint`: what a checkpoint of operator state costs
+//! for many series: the bytes written and the time to cut (snapshot and
+//! encode, on the worker's thread) and to restore, for a window (one
+//! minute, four aggregates, by series) and an anomaly score over the same
+//! series, each measured as the median of several cuts of one state.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tidemark_engine::checkpoint::{decode, encode};
+use tidemark_engine::{Sample, Series};
+use tidemark_operators::aggregate::{Aggregate, Needs};
+use tidemark_operators::group::Grouping;
+use tidemark_operators::score::Params;
+use tidemark_operators::score::operator::{ScoreSpec, Scorer};
+use tidemark_operators::window::{LatePolicy, WindowKind, WindowSpec, WindowState};
+
+/// Options of `tidemark bench checkpoint`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CheckpointBenchOptions {
+    /// Series in the state.
+    #[arg(long, default_value_t = 100_000)]
+    pub series: u64,
+    /// Samples per series fed before the cut (one every 10 s).
+    #[arg(long, default_value_t = 30)]
+    pub samples: u64,
+    /// Cuts measured (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Markdown file whose `checkpoint` section is rewritten.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    pub output: PathBuf,
+    /// Print only.
+    #[arg(long)]
+    pub no_write: bool,
+}
+
+struct Measured {
+    what: &'static str,
+    bytes: usize,
+    cut_ms: f64,
+    restore_ms: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times `runs` cuts (snapshot and encode) and restores of a state.
+fn measure(
+    what: &'static str,
+    runs: usize,
+    snapshot: impl Fn() -> Vec<(u64, Vec<u8>)>,
+    restore: impl Fn(&[(u64, Vec<u8>)]),
+) -> anyhow::Result<Measured> {
+    let (mut cuts, mut restores, mut bytes) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        let part = encode(&snapshot());
+        cuts.push(start.elapsed().as_secs_f64() * 1e3);
+        bytes = part.len();
+        let start = Instant::now();
+        let entries: Vec<(u64, Vec<u8>)> = decode(&part).map_err(anyhow::Error::msg)?;
+        restore(&entries);
+        restores.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(Measured {
+        what,
+        bytes,
+        cut_ms: median(cuts),
+        restore_ms: median(restores),
+    })
+}
+
+/// Runs the benchmark.
+pub fn checkpoint(options: &CheckpointBenchOptions) -> anyhow::Result<()> {
+    let series: Vec<Series> = (0..options.series)
+        .map(|i| {
+            Series::new(
+                "http_requests",
+                [("instance", format!("pod-{i}")), ("job", "api".into())],
+            )
+        })
+        .collect();
+    let aggregates: Arc<[Aggregate]> = Arc::from(vec![
+        Aggregate::Count,
+        Aggregate::Sum,
+        Aggregate::Min,
+        Aggregate::Max,
+    ]);
+    let spec = WindowSpec {
+        kind: WindowKind::Tumbling { size: 60_000 },
+        label: "1m".into(),
+        lateness: 0,
+        late: LatePolicy::Drop,
+        needs: Needs::of(&aggregates),
+        aggregates,
+        grouping: Grouping::Series,
+    };
+    let t0: i64 = 1_700_000_040_000;
+    let mut window = WindowState::new(spec.clone());
+    let score_spec = ScoreSpec {
+        params: Params::default(),
+        explain: false,
+        passthrough: false,
+        idle_ms: 3_600_000,
+    };
+    let mut scorer = Scorer::new(score_spec.clone());
+    for k in 0..options.samples as i64 {
+        let ts = t0 + 1 + k * 10_000 % 59_000;
+        for (i, s) in series.iter().enumerate() {
+            let sample = Sample::new(s.clone(), t0 + k * 1_000 + 1, (i as f64) + (k as f64).sin());
+            window.insert(&sample, s, 0);
+            scorer.insert(Sample::new(s.clone(), ts + k * 10_000, sample.value));
+        }
+        scorer.advance(Some((t0 + k * 10_000 + 5_000) as u64), &mut |_, _| {});
+    }
+    let open = window.footprint().open_groups;
+    anyhow::ensure!(
+        open as u64 == options.series,
+        "the window holds {open} groups"
+    );
+    let rows = [
+        measure(
+            "window (1m tumbling, count/sum/min/max by series)",
+            options.runs,
+            || window.snapshot(),
+            |entries| {
+                let mut w = WindowState::new(spec.clone());
+                for (k, bytes) in entries {
+                    let _ = w.restore(*k, bytes);
+                }
+            },
+        )?,
+        measure(
+            "score (default detector)",
+            options.runs,
+            || scorer.snapshot(),
+            |entries| {
+                let mut s = Scorer::new(score_spec.clone());
+                for (k, bytes) in entries {
+                    let _ = s.restore(*k, bytes);
+                }
+            },
+        )?,
+    ];
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Measured {} with `tidemark bench checkpoint` (release build, in one process): the state of {} series after {} samples each; a cut is the snapshot and its encoding on the worker's thread (writing and `fsync` happen on the checkpoint thread), a restore decodes the part and rebuilds the state. Medians of {} runs.\n",
+        tidemark_engine::time::format_millis(tidemark_engine::time::now_millis()),
+        options.series,
+        options.samples,
+        options.runs
+    );
+    md.push_str("| state | part bytes | bytes per series | cut ms | restore ms |\n|---|---:|---:|---:|---:|\n");
+    for r in &rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} | {:.1} | {:.1} |",
+            r.what,
+            r.bytes,
+            r.bytes as f64 / options.series as f64,
+            r.cut_ms,
+            r.restore_ms
+        );
+        eprintln!(
+            "{}: {} bytes, cut {:.1} ms, restore {:.1} ms",
+            r.what, r.bytes, r.cut_ms, r.restore_ms
+        );
+    }
+    eprintln!("\n{md}");
+    if !options.no_write {
+        crate::write_section(&options.output, "checkpoint", &md)?;
+        eprintln!("Wrote {}.", options.output.display());
+    }
+    Ok(())
+}
