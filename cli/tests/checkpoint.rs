@@ -303,15 +303,15 @@ fn an_update_keeps_the_state_of_unchanged_components() {
     let r = run(&dir, "updated");
     let server = start(&r.data, "2");
     let apply = |explain: bool| {
-        server
-            .json(
-                "POST",
-                "/api/v1/pipelines",
-                Some(&pipeline("u", &r.out, &r.scores, explain)),
-            )
-            .0
+        server.json(
+            "POST",
+            "/api/v1/pipelines",
+            Some(&pipeline("u", &r.out, &r.scores, explain)),
+        )
     };
-    assert_eq!(apply(false), 201);
+    let (status, body) = apply(false);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["checkpoints"]["restored_from"], Value::Null, "{body}");
     let mut sender = Sender::new(&server);
     let mut k = 0;
     while k < 400 {
@@ -319,7 +319,13 @@ fn an_update_keeps_the_state_of_unchanged_components() {
         k += 1;
     }
     let at = checkpoint_after(&mut [&mut sender], &mut k, &r.data, "u");
-    assert_eq!(apply(true), 200);
+    // The reply says which state came back and which starts empty.
+    let (status, body) = apply(true);
+    assert_eq!(status, 200, "{body}");
+    let c = &body["checkpoints"];
+    assert_eq!(c["restored_from"], at, "{body}");
+    assert_eq!(c["restored"], serde_json::json!(["in", "w"]), "{body}");
+    assert_eq!(c["fresh"], serde_json::json!(["sc"]), "{body}");
     let again = after_cut(at, k);
     wait_until("the new version, from the checkpoint", || {
         let status = server.json("GET", "/api/v1/pipelines/u", None).1;

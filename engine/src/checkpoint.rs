@@ -45,6 +45,8 @@ use std::time::{Duration, Instant};
 use bincode::Options as _;
 use serde::{Deserialize, Serialize};
 
+use timely::dataflow::channels::pact::Exchange;
+
 use crate::runtime::{PipelineScope, Stream, source};
 use crate::time::Time;
 
@@ -125,16 +127,29 @@ pub struct Restored {
     /// Workers of the run that wrote it.
     pub workers: usize,
     /// Restored components' parts, in the order of the workers that wrote
-    /// them.
-    parts: HashMap<String, Vec<Part>>,
+    /// them, with how many of this run's instances have taken them.
+    parts: Mutex<HashMap<String, (Vec<Part>, usize)>>,
     /// Kept components whose state starts empty: new, or changed.
     pub fresh: Vec<String>,
 }
 
 impl Restored {
-    /// The parts of `component`, if its state was restored.
-    pub fn parts(&self, component: &str) -> Option<&[Part]> {
-        self.parts.get(component).map(Vec::as_slice)
+    /// The parts of `component`, if its state was restored; once each of
+    /// `takers` instances has taken them, they are let go.
+    pub fn take(&self, component: &str, takers: usize) -> Option<Vec<Part>> {
+        let mut parts = lock(&self.parts);
+        let (p, taken) = parts.get_mut(component)?;
+        *taken += 1;
+        let out = p.clone();
+        if *taken >= takers {
+            parts.remove(component);
+        }
+        Some(out)
+    }
+
+    /// Whether `component`'s state was restored (and not all taken yet).
+    pub fn has(&self, component: &str) -> bool {
+        lock(&self.parts).contains_key(component)
     }
 }
 
@@ -296,7 +311,7 @@ impl Checkpoints {
                             == Some(&format!("{:016x}", m.fingerprint));
                         match parts.remove(&m.name) {
                             Some(p) if same => {
-                                kept.insert(m.name.clone(), p);
+                                kept.insert(m.name.clone(), (p, 0));
                             }
                             _ => fresh.push(m.name.clone()),
                         }
@@ -304,7 +319,7 @@ impl Checkpoints {
                     restored = Some(Restored {
                         at,
                         workers: manifest.workers.max(1),
-                        parts: kept,
+                        parts: Mutex::new(kept),
                         fresh,
                     });
                     break;
@@ -374,6 +389,11 @@ impl Checkpoints {
     /// Where the checkpoints are written.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The names of the components whose state is kept.
+    pub fn members(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.name.clone()).collect()
     }
 
     /// The index of a kept component.
@@ -661,13 +681,13 @@ impl Cut {
 
     /// The restored state of this component, part by part, if it was
     /// restored.
+    /// (Each instance takes them once.)
     pub fn restored(&self) -> Option<Vec<Part>> {
         let name = &self.checkpoints.members.get(self.component)?.name;
         self.checkpoints
             .restored
             .as_ref()?
-            .parts(name)
-            .map(<[_]>::to_vec)
+            .take(name, self.checkpoints.workers)
     }
 
     /// The checkpoint restored from, if any.
@@ -796,6 +816,41 @@ impl<D> Gate<D> {
     }
 }
 
+/// An entry of restored state: a key (group or series id) and its state.
+pub type Entry = (u64, Vec<u8>);
+
+/// The restored state of an operator cutting at `checkpoint` (empty
+/// without one): the operator's second input, read through [`by_key`].
+pub fn restore_input<'s>(
+    scope: PipelineScope<'s>,
+    name: &str,
+    checkpoint: Option<&Cut>,
+) -> Stream<'s, Time, Vec<Entry>> {
+    let parts = checkpoint.and_then(Cut::restored).unwrap_or_default();
+    restore_stream(scope, name, parts)
+}
+
+/// The exchange contract that brings each restored entry to the worker
+/// that owns its key (as the operator's input contract does its samples).
+pub fn by_key() -> Exchange<Entry, impl FnMut(&Entry) -> u64 + 'static> {
+    Exchange::new(|(key, _): &Entry| *key)
+}
+
+/// Applies restored entries with `apply`; one that does not decode is
+/// counted as an error of `stats` and its key starts empty.
+pub fn restore_entries(
+    entries: &mut Vec<Entry>,
+    stats: &crate::stats::ComponentStats,
+    mut apply: impl FnMut(u64, &[u8]) -> Result<(), String>,
+) {
+    for (key, bytes) in entries.drain(..) {
+        if let Err(error) = apply(key, &bytes) {
+            crate::stats::add(&stats.errors, 1);
+            tracing::error!(key, %error, "Checkpointed state does not decode; that key starts empty.");
+        }
+    }
+}
+
 /// The keyed entries of a restored operator's parts, each worker emitting
 /// those of the parts `i % peers == index` at time 0; the operator reads
 /// them through an exchange on the key, as its input.
@@ -803,7 +858,7 @@ pub fn restore_stream<'s>(
     scope: PipelineScope<'s>,
     name: &str,
     parts: Vec<Part>,
-) -> Stream<'s, Time, Vec<(u64, Vec<u8>)>> {
+) -> Stream<'s, Time, Vec<Entry>> {
     let (index, peers) = (scope.index(), scope.peers());
     let name = name.to_owned();
     source(
@@ -814,7 +869,7 @@ pub fn restore_stream<'s>(
             move |output| {
                 let Some(c) = cap.take() else { return };
                 for part in parts.iter().skip(index).step_by(peers.max(1)) {
-                    match decode::<Vec<(u64, Vec<u8>)>>(part) {
+                    match decode::<Vec<Entry>>(part) {
                         Ok(mut entries) => output.session(&c).give_container(&mut entries),
                         Err(error) => {
                             tracing::error!(component = %name, %error, "A checkpoint part does not decode; its state is lost.");

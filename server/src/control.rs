@@ -150,9 +150,25 @@ pub struct Status {
     /// Why it failed, when `state` is `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its checkpoints of operator state, when it is checkpointed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointStatus>,
     /// The pipeline as applied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub yaml: Option<String>,
+}
+
+/// What a checkpointed pipeline started from and has written.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckpointStatus {
+    /// The cut (ms of event time) of the checkpoint it started from.
+    pub restored_from: Option<Time>,
+    /// Components whose state came back from it.
+    pub restored: Vec<String>,
+    /// Components that started empty (new, or changed since it).
+    pub fresh: Vec<String>,
+    /// The cut of its newest complete checkpoint.
+    pub newest: Option<Time>,
 }
 
 /// A pipeline's totals over the cluster.
@@ -537,6 +553,22 @@ impl Control {
             cluster: self.cluster_totals(name, e.id, &t),
             components,
             error: e.failure.get().map(str::to_owned),
+            checkpoints: e.checkpoints.as_ref().map(|c| {
+                let (restored_from, fresh) = match c.restored() {
+                    Some(r) => (Some(r.at), r.fresh.clone()),
+                    None => (None, c.members()),
+                };
+                CheckpointStatus {
+                    restored_from,
+                    restored: c
+                        .members()
+                        .into_iter()
+                        .filter(|m| !fresh.contains(m))
+                        .collect(),
+                    fresh,
+                    newest: c.newest(),
+                }
+            }),
             yaml: with_yaml.then(|| tidemark_pipelines::access::redact(&e.yaml)),
         }
     }

@@ -171,8 +171,11 @@ fn checkpoints_read_back_and_a_changed_component_starts_fresh() {
     let again = Checkpoints::open(dir.path(), "p", 3, ms.clone(), every_cut()).unwrap();
     let r = again.restored().expect("restored");
     assert_eq!((r.at, r.workers), (5_000, 2));
-    let parts: Vec<Vec<u8>> = r.parts("w").unwrap().iter().map(|p| p.to_vec()).collect();
+    let parts: Vec<Vec<u8>> = r.take("w", 3).unwrap().iter().map(|p| p.to_vec()).collect();
     assert_eq!(parts, [b"a w 0".to_vec(), b"a w 1".to_vec()]);
+    // Let go once each of the three workers has taken them.
+    assert!(r.take("w", 3).is_some() && r.take("w", 3).is_some());
+    assert!(!r.has("w") && r.take("w", 3).is_none());
     assert!(r.fresh.is_empty());
     // The restored cut is taken: operators start after it.
     assert_eq!(again.cut(1, 0).taken(), 5_000);
@@ -181,8 +184,8 @@ fn checkpoints_read_back_and_a_changed_component_starts_fresh() {
     let changed = members(&[("src", 1, 0), ("w", 3, 0), ("new", 4, 0)]);
     let c = Checkpoints::open(dir.path(), "p", 2, changed, every_cut()).unwrap();
     let r = c.restored().unwrap();
-    assert!(r.parts("src").is_some());
-    assert!(r.parts("w").is_none(), "its configuration changed");
+    assert!(r.has("src"));
+    assert!(!r.has("w"), "its configuration changed");
     assert_eq!(r.fresh, ["w", "new"]);
 }
 
@@ -209,7 +212,7 @@ fn a_damaged_checkpoint_is_reported_and_the_one_before_used() {
     let c = Checkpoints::open(dir.path(), "p", 1, ms.clone(), every_cut()).unwrap();
     let r = c.restored().unwrap();
     assert_eq!(r.at, 2_000);
-    assert_eq!(r.parts("w").unwrap()[0].as_slice(), b"second w 0");
+    assert_eq!(r.take("w", 1).unwrap()[0].as_slice(), b"second w 0");
     drop(c);
     // A truncated manifest: the same.
     std::fs::write(newest.join("MANIFEST.json"), b"{\"pipe").unwrap();

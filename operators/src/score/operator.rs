@@ -9,7 +9,9 @@ use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
 
 use serde::{Deserialize, Serialize};
-use tidemark_engine::checkpoint::{Cut, Gate, Step, decode, encode, restore_stream};
+use tidemark_engine::checkpoint::{
+    Cut, Gate, Step, by_key, decode, encode, restore_entries, restore_input,
+};
 use tidemark_engine::runtime::{Capability, Operator, SampleStream, frontier_min};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
@@ -250,25 +252,15 @@ impl<'scope> ScoreSamples<'scope> for SampleStream<'scope> {
         checkpoint: Option<Cut>,
     ) -> SampleStream<'scope> {
         let route = Exchange::new(|s: &Sample| s.series.id().0);
-        let parts = checkpoint
-            .as_ref()
-            .and_then(Cut::restored)
-            .unwrap_or_default();
-        let restore = restore_stream(self.scope(), name, parts);
-        let by_key = Exchange::new(|(key, _): &(u64, Vec<u8>)| *key);
-        self.binary_frontier(restore, route, by_key, name, move |capability, _info| {
+        let restore = restore_input(self.scope(), name, checkpoint.as_ref());
+        self.binary_frontier(restore, route, by_key(), name, move |capability, _info| {
             let mut held = Some(capability);
             let mut scorer = Scorer::new(spec);
             let mut last_frontier: Option<Option<Time>> = None;
             let mut gate: Gate<Vec<Sample>> = Gate::new(checkpoint);
             move |(input, frontier), (restored, restored_frontier), output| {
                 restored.for_each(|_cap, data| {
-                    for (key, bytes) in data.drain(..) {
-                        if let Err(error) = scorer.restore(key, &bytes) {
-                            add(&stats.errors, 1);
-                            tracing::error!(%error, "A score's checkpointed state does not decode; that series starts a new model.");
-                        }
-                    }
+                    restore_entries(data, &stats, |key, bytes| scorer.restore(key, bytes));
                 });
                 if restored_frontier.frontier().is_empty()
                     && let Some(x) = gate.restored()

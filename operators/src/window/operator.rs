@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use tidemark_engine::checkpoint::{Cut, Gate, Step, encode, restore_stream};
+use tidemark_engine::checkpoint::{
+    Cut, Gate, Step, by_key, encode, restore_entries, restore_input,
+};
 use tidemark_engine::runtime::{Capability, Operator, SampleStream, frontier_min};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
@@ -88,13 +90,8 @@ impl<'scope> Window<'scope> for SampleStream<'scope> {
             })
         };
         // Restored state comes to the same worker as its group's samples.
-        let parts = checkpoint
-            .as_ref()
-            .and_then(Cut::restored)
-            .unwrap_or_default();
-        let restore = restore_stream(self.scope(), name, parts);
-        let by_key = Exchange::new(|(key, _): &(u64, Vec<u8>)| *key);
-        self.binary_frontier(restore, route, by_key, name, move |capability, _info| {
+        let restore = restore_input(self.scope(), name, checkpoint.as_ref());
+        self.binary_frontier(restore, route, by_key(), name, move |capability, _info| {
             let mut held = Some(capability);
             let mut state = WindowState::new(spec);
             let mut groups: FxHashMap<SeriesId, Series> = FxHashMap::default();
@@ -116,12 +113,7 @@ impl<'scope> Window<'scope> for SampleStream<'scope> {
             };
             move |(input, frontier), (restored, restored_frontier), output| {
                 restored.for_each(|_cap, data| {
-                    for (key, bytes) in data.drain(..) {
-                        if let Err(error) = state.restore(key, &bytes) {
-                            add(&stats.errors, 1);
-                            tracing::error!(%error, "A window's checkpointed state does not decode; that group starts empty.");
-                        }
-                    }
+                    restore_entries(data, &stats, |key, bytes| state.restore(key, bytes));
                 });
                 if restored_frontier.frontier().is_empty()
                     && let Some(x) = gate.restored()
@@ -149,14 +141,15 @@ impl<'scope> Window<'scope> for SampleStream<'scope> {
                     last_frontier = Some(f);
                     if let Some(cap) = held.as_mut() {
                         let mut sent = 0u64;
-                        let mut emit = |cap: &Capability<Time>, time: Time, mut batch: Vec<Sample>| {
-                            if batch.is_empty() {
-                                return;
-                            }
-                            sent += batch.len() as u64;
-                            let at = cap.delayed(&time.max(*cap.time()));
-                            output.session(&at).give_container(&mut batch);
-                        };
+                        let mut emit =
+                            |cap: &Capability<Time>, time: Time, mut batch: Vec<Sample>| {
+                                if batch.is_empty() {
+                                    return;
+                                }
+                                sent += batch.len() as u64;
+                                let at = cap.delayed(&time.max(*cap.time()));
+                                output.session(&at).give_container(&mut batch);
+                            };
                         gate.advance(f, &mut |step| match step {
                             Step::Apply(time, batch) => {
                                 insert(&mut state, &batch, time);
