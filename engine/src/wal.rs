@@ -26,8 +26,9 @@
 //!
 //! **Positions.** Each network source stores, per worker of this process,
 //! the offset up to which its records can no longer change output that is
-//! not durable, the largest timestamp before it and the sinks' durable
-//! frontier (`DIR/wal/positions.json`, written through a synced temporary
+//! not durable (in a checkpointed pipeline: its position at the newest
+//! complete checkpoint), the largest timestamp before it and the sinks'
+//! durable frontier (`DIR/wal/positions.json`, written through a synced temporary
 //! file). A restart resumes every worker from the smallest stored offset;
 //! segments every stored position has passed are deleted. The log is
 //! bounded (`max_bytes`): when full, ingest is refused with backpressure

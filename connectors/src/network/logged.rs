@@ -1,11 +1,16 @@
 //! A network source over the write-ahead log (`tidemark serve
 //! --data-dir`): every worker of the process reads the log's headers and
 //! decodes its own share of the records (offset modulo the workers), so
-//! each acknowledged request is emitted once. A sample enters at the
-//! watermark of the log's records of its protocol (and tenant) up to it,
-//! the same on every worker and on every replay; the source commits, per
-//! worker, the offset below which nothing can change output that is not
-//! durable, and a restart resumes from the smallest (see
+//! each acknowledged request is emitted once. A record's samples enter at
+//! the watermark of the log's records of its protocol (and tenant) up to
+//! its first sample, the same on every worker and on every replay.
+//!
+//! In a checkpointed pipeline (`tidemark_engine::checkpoint`) each worker
+//! records its position where its output first reaches a checkpoint's cut,
+//! stores its position at the newest complete checkpoint, and a restart
+//! resumes from the checkpoint's positions. Otherwise the source commits,
+//! per worker, the offset below which nothing can change output that is
+//! not durable, and a restart resumes from the smallest (see
 //! `tidemark_engine::wal`).
 
 use std::collections::BTreeMap;
