@@ -31,9 +31,8 @@
 //! durable frontier (`DIR/wal/positions.json`, written through a synced temporary
 //! file). A restart resumes every worker from the smallest stored offset;
 //! segments every stored position has passed are deleted. The log is
-//! bounded (`max_bytes`): when full, or when its disk has less than
-//! `reserve_bytes` free (room kept for checkpoints and positions), ingest
-//! is refused with backpressure until the sources catch up.
+//! bounded (`max_bytes`): when full, ingest is refused with backpressure
+//! until the sources catch up.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -91,10 +90,6 @@ pub struct WalOptions {
     /// Recent records kept decoded in memory, so that sources keeping up
     /// do not read them back from disk.
     pub cache_bytes: u64,
-    /// Free space the log leaves on its disk: below it ingest is refused,
-    /// so that checkpoints and positions (which let the log delete
-    /// segments) can still be written.
-    pub reserve_bytes: u64,
 }
 
 impl Default for WalOptions {
@@ -104,7 +99,6 @@ impl Default for WalOptions {
             segment_bytes: 64 << 20,
             max_bytes: 2 << 30,
             cache_bytes: 64 << 20,
-            reserve_bytes: 64 << 20,
         }
     }
 }
@@ -117,16 +111,6 @@ pub enum WalError {
         "the write-ahead log is full ({0} MiB not yet passed by every pipeline; a window holds its records until it closes, so the log must hold more than the longest window's samples: raise --wal-max-mb if this lasts); retry later"
     )]
     Full(u64),
-    /// The disk has less free space than the log leaves for checkpoints.
-    #[error(
-        "the disk of the write-ahead log is nearly full ({free_mib} MiB free, {reserve_mib} MiB kept for checkpoints and positions); ingest resumes once pipelines let the log delete segments, or once space is freed; retry later"
-    )]
-    DiskFull {
-        /// MiB free.
-        free_mib: u64,
-        /// MiB the log leaves free.
-        reserve_mib: u64,
-    },
     /// The disk refused the write (full, or failing).
     #[error("cannot write the write-ahead log {path}: {error}; retry later")]
     Io {
@@ -236,8 +220,6 @@ struct Writer {
     cache: VecDeque<(u64, Arc<Entry>, u64)>,
     cache_bytes: u64,
     buf: Vec<u8>,
-    /// The disk had little free space at the last look.
-    low_disk: bool,
 }
 
 /// Where a source resumes reading.
@@ -329,12 +311,6 @@ fn io_err(path: &Path, error: std::io::Error) -> WalError {
         path: path.to_owned(),
         error,
     }
-}
-
-/// Bytes free for this process on the file system of `dir` (`u64::MAX`
-/// if it cannot be read: the writes themselves then say).
-fn free_bytes(dir: &Path) -> u64 {
-    rustix::fs::statvfs(dir).map_or(u64::MAX, |s| s.f_bavail.saturating_mul(s.f_frsize))
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -505,7 +481,6 @@ impl Wal {
                     cache: VecDeque::new(),
                     cache_bytes: 0,
                     buf: Vec::new(),
-                    low_disk: false,
                 }),
                 written: Condvar::new(),
             }),
@@ -533,12 +508,10 @@ impl Wal {
         lock(&self.shared.writer).bytes
     }
 
-    /// Whether the log is more than half full, or its disk nearly so:
-    /// checkpoints are then cut as often as they can be, so that positions
-    /// move on and segments can be deleted.
+    /// Whether the log is more than half full: checkpoints are then cut as
+    /// often as they can be, so that positions move on.
     pub fn filling(&self) -> bool {
-        let w = lock(&self.shared.writer);
-        w.low_disk || w.bytes.saturating_mul(2) > self.options.max_bytes
+        self.bytes().saturating_mul(2) > self.options.max_bytes
     }
 
     /// Appends a record of `samples` (none empty), sent through
@@ -563,18 +536,6 @@ impl Wal {
         let mut guard = lock(&self.shared.writer);
         if guard.bytes >= self.options.max_bytes {
             return Err(WalError::Full(self.options.max_bytes >> 20));
-        }
-        // The disk's free space, looked at every 64 records (and on every
-        // record once it is low).
-        if guard.next.is_multiple_of(64) || guard.low_disk {
-            let free = free_bytes(&self.dir);
-            guard.low_disk = free < self.options.reserve_bytes.saturating_mul(2);
-            if free < self.options.reserve_bytes {
-                return Err(WalError::DiskFull {
-                    free_mib: free >> 20,
-                    reserve_mib: self.options.reserve_bytes >> 20,
-                });
-            }
         }
         let w = &mut *guard;
         w.buf.clear();
