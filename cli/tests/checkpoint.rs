@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::server::{Server, wait_until};
 use common::temp_dir;
 use serde_json::Value;
+use tidemark_server::ingest::proto::WriteRequest;
 use tidemark_server::ingest::proto::ingest_service_client::IngestServiceClient;
-use tidemark_server::ingest::proto::{Label, Point, Series, WriteRequest};
 
 /// A minute boundary.
 const MINUTE: i64 = 1_700_000_040_000;
@@ -33,21 +33,7 @@ fn value(k: i64, s: i64) -> f64 {
 }
 
 fn request(k: i64) -> WriteRequest {
-    WriteRequest {
-        series: (0..SERIES)
-            .map(|s| Series {
-                name: "load".into(),
-                labels: vec![Label {
-                    name: "s".into(),
-                    value: s.to_string(),
-                }],
-                points: vec![Point {
-                    timestamp_ms: T0 + k * STEP,
-                    value: value(k, s),
-                }],
-            })
-            .collect(),
-    }
+    common::load_request(SERIES, T0 + k * STEP, |s| value(k, s))
 }
 
 /// One sample far ahead: closes every window.

@@ -26,21 +26,7 @@ const SERIES: i64 = 8;
 const KILLS: usize = 3;
 
 fn request(k: i64) -> WriteRequest {
-    WriteRequest {
-        series: (0..SERIES)
-            .map(|s| Series {
-                name: "load".into(),
-                labels: vec![Label {
-                    name: "s".into(),
-                    value: s.to_string(),
-                }],
-                points: vec![Point {
-                    timestamp_ms: T0 + k * STEP,
-                    value: (k * 100 + s) as f64,
-                }],
-            })
-            .collect(),
-    }
+    common::load_request(SERIES, T0 + k * STEP, |s| (k * 100 + s) as f64)
 }
 
 /// What the sender was told.

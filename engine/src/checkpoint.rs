@@ -186,8 +186,6 @@ enum Job {
 
 /// The checkpoints of one installation of a pipeline in this process.
 pub struct Checkpoints {
-    pipeline: String,
-    dir: PathBuf,
     workers: usize,
     options: CheckpointOptions,
     members: Vec<Member>,
@@ -370,8 +368,6 @@ impl Checkpoints {
             .name(format!("checkpoint-{pipeline}"))
             .spawn(move || writer.run(&rx))?;
         Ok(Arc::new(Checkpoints {
-            pipeline: pipeline.to_owned(),
-            dir,
             workers,
             options,
             members,
@@ -384,11 +380,6 @@ impl Checkpoints {
     /// The checkpoint this installation started from, if any.
     pub fn restored(&self) -> Option<&Restored> {
         self.restored.as_ref()
-    }
-
-    /// Where the checkpoints are written.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The names of the components whose state is kept.
@@ -502,11 +493,6 @@ impl Checkpoints {
             taken,
             free_below: 0,
         }
-    }
-
-    /// The pipeline's name.
-    pub fn pipeline(&self) -> &str {
-        &self.pipeline
     }
 }
 

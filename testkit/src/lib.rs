@@ -25,6 +25,31 @@ use std::path::{Path, PathBuf};
 use tidemark_pipelines::compile;
 use tidemark_pipelines::run::{RunOptions, RunReport, run};
 
+/// An ingest request with one sample of `load{s="0"}` ... `load{s="n-1"}`
+/// at `timestamp_ms`, series `s` valued `value(s)`.
+pub fn load_request(
+    n: i64,
+    timestamp_ms: i64,
+    value: impl Fn(i64) -> f64,
+) -> tidemark_server::ingest::proto::WriteRequest {
+    use tidemark_server::ingest::proto::{Label, Point, Series, WriteRequest};
+    WriteRequest {
+        series: (0..n)
+            .map(|s| Series {
+                name: "load".into(),
+                labels: vec![Label {
+                    name: "s".into(),
+                    value: s.to_string(),
+                }],
+                points: vec![Point {
+                    timestamp_ms,
+                    value: value(s),
+                }],
+            })
+            .collect(),
+    }
+}
+
 /// A fresh directory for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tidemark-{name}-{}", std::process::id()));

@@ -173,7 +173,10 @@ impl NetworkSource {
                         next = Duration::ZERO;
                         break;
                     }
-                    let Some(read) = reader.next(|o, h| o % workers == local && counts(h) && done.get((o % done.len().max(1) as u64) as usize).is_none_or(|d| o >= *d)) else { break };
+                    // After a restore: records the earlier run's worker of
+                    // each had taken in are in the restored state.
+                    let restored = |o: u64| done.get((o % done.len().max(1) as u64) as usize).is_some_and(|d| o < *d);
+                    let Some(read) = reader.next(|o, h| o % workers == local && counts(h) && !restored(o)) else { break };
                     last_data = Instant::now();
                     match read {
                         Next::Entry(offset, entry) => {
