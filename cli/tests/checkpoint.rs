@@ -4,7 +4,7 @@
 
 use tidemark_testkit as common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -45,16 +45,44 @@ fn closing() -> WriteRequest {
     r
 }
 
-fn pipeline(name: &str, out: &Path, scores: &Path, explain: bool) -> String {
+/// The rules: an alert whose pending and firing episodes span the kills
+/// (series 1 and 2 cross 108 with the wave), and a recorded series.
+const RULES: &str = "{groups: [{name: g, rules: [\
+    {alert: High, expr: 'avg_over_time(load[5s]) > 108', for: 3s, annotations: {summary: '{{ $labels.s }} at {{ $value }}'}}, \
+    {record: 'load:max5s', expr: 'max_over_time(load[5s])'}]}]}";
+
+fn pipeline(name: &str, r: &Run, explain: bool) -> String {
     format!(
         "name: {name}\nsources:\n  in: {{type: grpc, max_out_of_orderness: 0s, idle_timeout: 200ms}}\n\
          transforms:\n  w: {{type: window, inputs: [in], window: {{tumbling: 1m}}, by: [s], aggregates: [count, sum]}}\n  \
-         sc: {{type: score, inputs: [in], explain: {explain}}}\n\
+         sc: {{type: score, inputs: [in], explain: {explain}}}\n  \
+         rules: {{type: alert, inputs: [in], interval: 1s, rules: {RULES}}}\n\
          sinks:\n  out: {{type: file, inputs: [w], path: {}, append: true}}\n  \
-         scores: {{type: file, inputs: [sc], path: {}, append: true}}\n",
-        out.display(),
-        scores.display()
+         scores: {{type: file, inputs: [sc], path: {}, append: true}}\n  \
+         recorded: {{type: file, inputs: [rules], path: {}, append: true}}\n  \
+         alerts: {{type: file, inputs: [rules.alerts], path: {}, append: true}}\n",
+        r.out.display(),
+        r.scores.display(),
+        r.alerts.with_extension("samples").display(),
+        r.alerts.display()
     )
+}
+
+/// The lines of the rules' files (recorded samples and `ALERTS` in
+/// `<path>.samples`, alert changes in `path`) stamped at or before
+/// `until`, as a set: a line written again after a restart is written the
+/// same.
+fn rule_lines(path: &Path, until: i64) -> BTreeSet<String> {
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    [read(&path.with_extension("samples")), read(path)]
+        .concat()
+        .lines()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["timestamp"].as_i64().or(v["at"].as_i64()).unwrap() <= until
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 struct Sender {
@@ -167,6 +195,7 @@ struct Run {
     data: PathBuf,
     out: PathBuf,
     scores: PathBuf,
+    alerts: PathBuf,
 }
 
 fn run(dir: &Path, name: &str) -> Run {
@@ -174,6 +203,7 @@ fn run(dir: &Path, name: &str) -> Run {
         data: dir.join(format!("{name}-data")),
         out: dir.join(format!("{name}-windows.jsonl")),
         scores: dir.join(format!("{name}-scores.jsonl")),
+        alerts: dir.join(format!("{name}-alerts.jsonl")),
     }
 }
 
@@ -190,15 +220,13 @@ fn windows_and_models_survive_kill_9_and_a_restart_at_another_worker_count() {
     let mut killed = start(&a.data, "1");
     let through = start(&b.data, "1");
     for (server, r) in [(&killed, &a), (&through, &b)] {
-        let (status, body) = server.json(
-            "POST",
-            "/api/v1/pipelines",
-            Some(&pipeline("p", &r.out, &r.scores, false)),
-        );
+        let (status, body) =
+            server.json("POST", "/api/v1/pipelines", Some(&pipeline("p", r, false)));
         assert_eq!(status, 201, "{body}");
     }
     let (mut to_a, mut to_b) = (Sender::new(&killed), Sender::new(&through));
     let kills = [(300, "2"), (600, "4"), (900, "1")];
+    let mut cuts = Vec::new();
     let mut k = 0;
     for (until_k, workers) in kills {
         while k < until_k {
@@ -207,6 +235,7 @@ fn windows_and_models_survive_kill_9_and_a_restart_at_another_worker_count() {
             k += 1;
         }
         let at = checkpoint_after(&mut [&mut to_a, &mut to_b], &mut k, &a.data, "p");
+        cuts.push(at);
         kill_hard(killed);
         killed = start(&a.data, workers);
         to_a = Sender::new(&killed);
@@ -240,6 +269,37 @@ fn windows_and_models_survive_kill_9_and_a_restart_at_another_worker_count() {
                 == (REQUESTS * SERIES) as usize
         });
     }
+    // The rules' steps: every sample and alert change up to the minute's
+    // end equal (once the step after it is written).
+    for r in [&a, &b] {
+        wait_until("the rules' step after the last sample", || {
+            rule_lines(&r.alerts, i64::MAX).len() > rule_lines(&r.alerts, minute).len()
+        });
+    }
+    let (rules_a, rules_b) = (rule_lines(&a.alerts, minute), rule_lines(&b.alerts, minute));
+    let only_a: Vec<_> = rules_a.difference(&rules_b).take(5).collect();
+    let only_b: Vec<_> = rules_b.difference(&rules_a).take(5).collect();
+    assert!(
+        only_a.is_empty() && only_b.is_empty(),
+        "the rules' output: only in the killed run {only_a:#?}, only in the other {only_b:#?}"
+    );
+    assert!(
+        rules_a.iter().any(|l| l.contains("\"firing\"")),
+        "nothing fired"
+    );
+    // Some alert was pending or firing across a kill: its `activeAt` came
+    // back with the restored state.
+    let spans = |cut: i64| {
+        rules_a.iter().any(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["activeAt"].as_i64().is_some_and(|t| t < cut)
+                && v["at"].as_i64().is_some_and(|t| t >= cut)
+        })
+    };
+    assert!(
+        cuts.iter().any(|c| spans(*c)),
+        "no alert spans a restart: {cuts:?}"
+    );
     let windows = rows(&a.out);
     for s in 0..SERIES {
         let count = windows[&("load:1m_by_s_count".into(), s.to_string(), minute)];
@@ -292,7 +352,7 @@ fn an_update_keeps_the_state_of_unchanged_components() {
         server.json(
             "POST",
             "/api/v1/pipelines",
-            Some(&pipeline("u", &r.out, &r.scores, explain)),
+            Some(&pipeline("u", &r, explain)),
         )
     };
     let (status, body) = apply(false);
@@ -310,7 +370,11 @@ fn an_update_keeps_the_state_of_unchanged_components() {
     assert_eq!(status, 200, "{body}");
     let c = &body["checkpoints"];
     assert_eq!(c["restored_from"], at, "{body}");
-    assert_eq!(c["restored"], serde_json::json!(["in", "w"]), "{body}");
+    assert_eq!(
+        c["restored"],
+        serde_json::json!(["in", "rules", "w"]),
+        "{body}"
+    );
     assert_eq!(c["fresh"], serde_json::json!(["sc"]), "{body}");
     let again = after_cut(at, k);
     wait_until("the new version, from the checkpoint", || {

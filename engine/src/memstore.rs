@@ -21,7 +21,7 @@ pub fn is_stale(v: f64) -> bool {
 }
 
 /// One sample of a series: event time in milliseconds and value.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Point {
     /// Milliseconds since the epoch.
     pub t: i64,
@@ -203,6 +203,20 @@ impl MemStore {
     /// The latest point of a series, if it has one.
     pub fn last(&self, id: SeriesId) -> Option<Point> {
         self.series.get(&id).and_then(|b| b.live().last().copied())
+    }
+
+    /// Every series held with its points, oldest first, in the order of
+    /// the series' ids (for checkpoints: inserting them into an empty
+    /// store gives back one that answers every selection the same).
+    pub fn export(&self) -> Vec<(Series, Vec<Point>)> {
+        let mut out: Vec<(Series, Vec<Point>)> = self
+            .series
+            .values()
+            .filter(|b| !b.live().is_empty())
+            .map(|b| (b.series.clone(), b.live().to_vec()))
+            .collect();
+        out.sort_by_key(|(s, _)| s.id());
+        out
     }
 }
 

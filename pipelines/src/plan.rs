@@ -136,3 +136,35 @@ impl Plan {
         self.sources.iter().all(|(_, s, _)| s.is_finite())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Offsets of kept components: a window's and an alert transform's
+    /// output is their lateness behind their input; a reader of inputs held
+    /// back differently cannot be checkpointed.
+    #[test]
+    fn checkpoint_offsets_follow_the_lateness_before_each_component() {
+        let text = "name: p\nsources:\n  in: {type: grpc}\ntransforms:\n  \
+            w: {type: window, inputs: [in], window: {tumbling: 10s}, lateness: 5s, aggregates: [avg]}\n  \
+            rules: {type: alert, inputs: [w], lateness: 2s, rules: {groups: [{name: g, rules: [{record: r, expr: 'x'}]}]}}\n  \
+            sc: {type: score, inputs: [rules]}\n\
+            sinks:\n  out: {type: blackhole, inputs: [sc]}\n";
+        let plan = crate::compile::compile("p.yaml", text).unwrap();
+        let offsets: Vec<(String, u64)> = plan
+            .checkpoint_members()
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.name, m.offset))
+            .collect();
+        let want = [("in", 0), ("w", 0), ("rules", 5_000), ("sc", 7_000)];
+        assert_eq!(
+            offsets,
+            want.map(|(n, o)| (n.to_owned(), o)).to_vec(),
+            "{offsets:?}"
+        );
+        let mixed = text.replace("inputs: [rules]", "inputs: [rules, in]");
+        let plan = crate::compile::compile("p.yaml", &mixed).unwrap();
+        let why = plan.checkpoint_members().unwrap_err();
+        assert!(why.contains("`sc`"), "{why}");
+    }
+}

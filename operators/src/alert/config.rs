@@ -230,9 +230,9 @@ impl TransformSpec for AlertTransform {
             .map(|f| Resource::new("rules", ResourceKind::ReadFile(f.into())))
             .collect()
     }
-    /// Pending alerts are not checkpointed yet.
+    /// Its units (samples, alert instances, next steps) are kept.
     fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
-        tidemark_engine::checkpoint::Checkpointed::NotYet
+        tidemark_engine::checkpoint::Checkpointed::Kept
     }
     fn build<'scope>(
         &self,
@@ -244,10 +244,13 @@ impl TransformSpec for AlertTransform {
             hub: Arc::clone(&ctx.rules),
             pipeline: ctx.pipeline.clone(),
         };
-        let (samples, alerts) =
-            input
-                .into_samples()
-                .alert_rules(&ctx.name, Arc::clone(&self.spec), stats, publish);
+        let (samples, alerts) = input.into_samples().alert_rules(
+            &ctx.name,
+            Arc::clone(&self.spec),
+            stats,
+            publish,
+            ctx.checkpoint,
+        );
         vec![AnyStream::Samples(samples), AnyStream::Alerts(alerts)]
     }
 }

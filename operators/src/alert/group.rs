@@ -54,11 +54,22 @@ pub struct GroupState {
 }
 
 /// How a rule's last evaluation went.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Health {
     last_error: Option<String>,
     last_evaluation: Option<i64>,
     seconds: f64,
+}
+
+/// What a checkpoint keeps of a group's state (the group itself comes
+/// from the configuration, which the checkpoint's fingerprint matches).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct SavedGroup {
+    instances: Vec<Instances>,
+    previous: Vec<Vec<Series>>,
+    health: Vec<Health>,
+    last_step: Option<i64>,
+    step_seconds: f64,
 }
 
 /// Go's `url.QueryEscape`.
@@ -88,6 +99,41 @@ impl GroupState {
             last_step: None,
             step_seconds: 0.0,
         }
+    }
+
+    /// Its state, for a checkpoint.
+    pub fn save(&self) -> SavedGroup {
+        SavedGroup {
+            instances: self.instances.clone(),
+            previous: self.previous.clone(),
+            health: self.health.clone(),
+            last_step: self.last_step,
+            step_seconds: self.step_seconds,
+        }
+    }
+
+    /// Takes back the state `save` gave; refused if it is not of a group
+    /// with as many rules.
+    pub fn restore(&mut self, saved: SavedGroup) -> Result<(), String> {
+        let n = self.group.rules.len();
+        if [
+            saved.instances.len(),
+            saved.previous.len(),
+            saved.health.len(),
+        ] != [n; 3]
+        {
+            return Err(format!(
+                "group `{}` has {n} rules, its saved state {}",
+                self.group.name,
+                saved.instances.len()
+            ));
+        }
+        self.instances = saved.instances;
+        self.previous = saved.previous;
+        self.health = saved.health;
+        self.last_step = saved.last_step;
+        self.step_seconds = saved.step_seconds;
+        Ok(())
     }
 
     /// The instances of each alerting rule (for the rules and alerts APIs).

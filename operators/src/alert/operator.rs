@@ -13,8 +13,12 @@ use std::time::{Duration, Instant};
 use promql_parser::parser::{Expr, VectorSelector};
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Capability;
 
 use tidemark_engine::alert::Alert;
+use tidemark_engine::checkpoint::{
+    Cut, Entry, Gate, Step, by_key, decode, encode, restore_entries, restore_input,
+};
 use tidemark_engine::rules::RulesHub;
 use tidemark_engine::runtime::{AlertStream, Operator, SampleStream, frontier_min};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
@@ -24,7 +28,7 @@ use tidemark_promql::SelectorIndex;
 
 use super::group::{Output, Settings};
 use super::rules::{Group, RuleKind};
-use super::unit::{UnitState, is_late};
+use super::unit::{SavedUnit, UnitState, is_late};
 
 /// Groups evaluated together, and the selectors their rules read.
 #[derive(Clone, Debug)]
@@ -230,12 +234,16 @@ pub trait Alerting<'scope> {
     /// Evaluates `spec`'s groups in event time; returns the samples
     /// (recording rules, `ALERTS`, `ALERTS_FOR_STATE`) and the alert state
     /// changes. Group states are shown on `publish`'s hub as they step.
+    /// With a `checkpoint`, every unit (its samples, instances and next
+    /// steps) is written at every checkpoint cut and starts from the
+    /// restored one (see `tidemark_engine::checkpoint`).
     fn alert_rules(
         self,
         name: &str,
         spec: Arc<AlertSpec>,
         stats: Arc<ComponentStats>,
         publish: Publish,
+        checkpoint: Option<Cut>,
     ) -> (SampleStream<'scope>, AlertStream<'scope>);
 }
 
@@ -246,14 +254,20 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
         spec: Arc<AlertSpec>,
         stats: Arc<ComponentStats>,
         publish: Publish,
+        checkpoint: Option<Cut>,
     ) -> (SampleStream<'scope>, AlertStream<'scope>) {
         let transform = name.to_owned();
         let peers = self.scope().peers() as u64;
         let index = self.scope().index() as u64;
         let routed = route(self, name, Arc::clone(&spec), peers);
+        let lateness = spec.lateness.max(0) as Time;
+        // Restored units come to the worker that evaluates them.
+        let restore = restore_input(routed.scope(), name, checkpoint.as_ref());
         let evaluated = routed
-            .unary_frontier(
+            .binary_frontier(
+                restore,
                 Exchange::new(|(w, _): &(u64, Sample)| *w),
+                by_key(),
                 name,
                 move |capability, _info| {
                     let mut held = Some(capability);
@@ -263,7 +277,7 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                     let mut locals: Vec<UnitState> =
                         units.iter().map(|u| UnitState::new(&spec, *u)).collect();
                     let mut matches: FxHashMap<SeriesId, Vec<usize>> = FxHashMap::default();
-                    let index = SelectorIndex::new(
+                    let by_selector = SelectorIndex::new(
                         units
                             .iter()
                             .enumerate()
@@ -281,47 +295,120 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                     let mut published: Vec<Option<Instant>> = vec![None; locals.len()];
                     let mut dirty = vec![false; locals.len()];
                     let mut warned = rustc_hash::FxHashSet::default();
-                    move |(input, frontier), output| {
+                    let mut gate: Gate<Vec<(u64, Sample)>> = Gate::new(checkpoint);
+                    // Keeps the samples that are not late; returns how many are.
+                    let late_after = spec.lateness;
+                    let mut insert = move |locals: &mut [UnitState],
+                                           data: &[(u64, Sample)],
+                                           time: Time| {
+                        let mut late = 0u64;
+                        for (_, sample) in data {
+                            if is_late(sample, time, late_after) {
+                                late += 1;
+                                continue;
+                            }
+                            let targets = matches.entry(sample.series.id()).or_insert_with(|| {
+                                let mut t: Vec<usize> =
+                                    by_selector.matching(&sample.series).copied().collect();
+                                t.sort_unstable();
+                                t.dedup();
+                                t
+                            });
+                            for &i in targets.iter() {
+                                locals[i].insert(sample);
+                            }
+                        }
+                        late
+                    };
+                    move |(input, frontier), (restored, restored_frontier), output| {
+                        restored.for_each(|_cap, data| {
+                            restore_entries(data, &stats, |_key, bytes| {
+                                let (unit, saved): (u64, SavedUnit) = decode(bytes)?;
+                                let i = units.iter().position(|u| *u as u64 == unit).ok_or_else(
+                                    || format!("unit {unit} is not evaluated on this worker"),
+                                )?;
+                                locals[i].restore(saved)?;
+                                dirty[i] = true;
+                                Ok(())
+                            });
+                        });
+                        if restored_frontier.frontier().is_empty()
+                            && let Some(x) = gate.restored()
+                            && let Some(cap) = held.as_mut()
+                        {
+                            // Steps after the restored state are at or
+                            // after the cut.
+                            let to = x.saturating_sub(lateness);
+                            if to > *cap.time() {
+                                cap.downgrade(&to);
+                            }
+                        }
                         let mut late = 0u64;
                         input.for_each(|cap, data| {
                             let Some(&time) = cap.least() else { return };
                             add(&stats.received, data.len() as u64);
-                            for (_, sample) in data.drain(..) {
-                                if is_late(&sample, time, spec.lateness) {
-                                    late += 1;
-                                    continue;
-                                }
-                                let targets =
-                                    matches.entry(sample.series.id()).or_insert_with(|| {
-                                        let mut t: Vec<usize> =
-                                            index.matching(&sample.series).copied().collect();
-                                        t.sort_unstable();
-                                        t.dedup();
-                                        t
-                                    });
-                                for &i in targets.iter() {
-                                    locals[i].insert(&sample);
-                                }
+                            if !gate.wait(time, data) {
+                                late += insert(&mut locals, data, time);
+                                data.clear();
                             }
                         });
-                        stats.dropped(DropReason::Late, late);
+                        if gate.restoring() {
+                            stats.dropped(DropReason::Late, late);
+                            return;
+                        }
                         let f = frontier_min(frontier);
-                        if last_frontier == Some(f) {
+                        if last_frontier == Some(f) && !gate.is_waiting() {
+                            stats.dropped(DropReason::Late, late);
                             return;
                         }
                         last_frontier = Some(f);
-                        if let Some(cap) = held.as_ref() {
+                        if let Some(cap) = held.as_mut() {
                             let mut sent = 0u64;
-                            for (i, l) in locals.iter_mut().enumerate() {
-                                let stepped = l.advance(f, &spec, &mut |t, out| {
-                                    let batch = outputs(out, &stats, &mut warned);
-                                    if !batch.is_empty() {
-                                        sent += batch.len() as u64;
-                                        let at = cap.delayed(&(t.max(0) as Time).max(*cap.time()));
-                                        output.session(&at).give_iterator(batch.into_iter());
+                            let mut step =
+                                |cap: &Capability<Time>,
+                                 locals: &mut [UnitState],
+                                 f: Option<Time>| {
+                                    for (i, l) in locals.iter_mut().enumerate() {
+                                        dirty[i] |= l.advance(f, &spec, &mut |t, out| {
+                                            let batch = outputs(out, &stats, &mut warned);
+                                            if !batch.is_empty() {
+                                                sent += batch.len() as u64;
+                                                let at = cap
+                                                    .delayed(&(t.max(0) as Time).max(*cap.time()));
+                                                output
+                                                    .session(&at)
+                                                    .give_iterator(batch.into_iter());
+                                            }
+                                        });
                                     }
-                                });
-                                dirty[i] |= stepped;
+                                };
+                            gate.advance(f, &mut |s| match s {
+                                Step::Apply(time, batch) => {
+                                    late += insert(&mut locals, &batch, time);
+                                    Vec::new()
+                                }
+                                Step::Cut(x) => {
+                                    // Run the steps the cut passes, then
+                                    // write the units; later steps are at
+                                    // or after `x - lateness`.
+                                    step(cap, &mut locals, Some(x));
+                                    let to = x.saturating_sub(lateness);
+                                    if to > *cap.time() {
+                                        cap.downgrade(&to);
+                                    }
+                                    let entries: Vec<Entry> = units
+                                        .iter()
+                                        .zip(&locals)
+                                        .map(|(u, l)| {
+                                            (spec.units[*u].key, encode(&(*u as u64, l.save())))
+                                        })
+                                        .collect();
+                                    encode(&entries)
+                                }
+                            });
+                            step(cap, &mut locals, f);
+                            add(&stats.sent, sent);
+                            for (i, l) in locals.iter().enumerate() {
                                 let due = f.is_none()
                                     || published[i].is_none_or(|p| p.elapsed() >= PUBLISH_EVERY);
                                 if dirty[i] && due {
@@ -335,12 +422,12 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                                     dirty[i] = false;
                                 }
                             }
-                            add(&stats.sent, sent);
                         }
+                        stats.dropped(DropReason::Late, late);
                         match f {
                             Some(f) => {
                                 if let Some(cap) = held.as_mut() {
-                                    let to = f.saturating_sub(spec.lateness as Time);
+                                    let to = f.saturating_sub(lateness);
                                     if to > *cap.time() {
                                         cap.downgrade(&to);
                                     }

@@ -99,8 +99,15 @@ fn instances_follow_the_reference_on_random_conditions() {
 /// The samples and alert changes a unit gives for `inputs` (time-sorted),
 /// delivered in an order jittered by up to `slack` ms, with the watermark
 /// (`max seen - slack`) as each sample's entry time, in random batches
-/// with the frontier advanced after each.
-fn through_unit(inputs: &[(Series, i64, f64)], slack: i64, seed: u64) -> Vec<String> {
+/// with the frontier advanced after each; with `roundtrip`, the unit is
+/// now and then replaced by one restored from its checkpointed state (as
+/// a restart after a cut does).
+fn through_unit(
+    inputs: &[(Series, i64, f64)],
+    slack: i64,
+    seed: u64,
+    roundtrip: bool,
+) -> Vec<String> {
     use crate::alert::config::{AlertConfig, RulesField};
     use crate::alert::unit::{UnitState, is_late};
     use tidemark_engine::Sample;
@@ -164,6 +171,12 @@ fn through_unit(inputs: &[(Series, i64, f64)], slack: i64, seed: u64) -> Vec<Str
         if batch >= rng.random_range(1..20) {
             batch = 0;
             unit.advance(Some(watermark), &spec, &mut emit);
+            if roundtrip && rng.random_bool(0.3) {
+                use tidemark_engine::checkpoint::{decode, encode};
+                let bytes = encode(&unit.save());
+                unit = UnitState::new(&spec, 0);
+                unit.restore(decode(&bytes).unwrap()).unwrap();
+            }
         }
     }
     unit.advance(None, &spec, &mut emit);
@@ -187,14 +200,19 @@ fn steps_do_not_depend_on_delivery_order_or_batching() {
             }
         }
         inputs.sort_by_key(|i| i.1);
-        let want = through_unit(&inputs, 0, case);
+        let want = through_unit(&inputs, 0, case, false);
         assert!(
             want.iter().any(|l| l.contains("Firing")),
             "case {case}: nothing fired"
         );
         for seed in 0..5 {
-            let got = through_unit(&inputs, 20_000, 100 * case + seed);
+            let got = through_unit(&inputs, 20_000, 100 * case + seed, false);
             assert_eq!(got, want, "case {case}, seed {seed}");
+            // A unit restored from its checkpoints steps as one that ran
+            // through: samples, instances (`activeAt`, `for`) and next
+            // steps all come back.
+            let restored = through_unit(&inputs, 20_000, 100 * case + seed, true);
+            assert_eq!(restored, want, "case {case}, seed {seed}, restored");
         }
     }
 }

@@ -4,10 +4,11 @@
 //! it; tests drive it directly.
 
 use tidemark_engine::Sample;
+use tidemark_engine::Series;
 use tidemark_engine::time::Time;
-use tidemark_promql::MemStore;
+use tidemark_promql::{MemStore, Point};
 
-use super::group::{GroupState, Output};
+use super::group::{GroupState, Output, SavedGroup};
 use super::operator::AlertSpec;
 use super::template::Cache;
 
@@ -21,6 +22,17 @@ pub struct UnitState {
     last: i64,
     retention: i64,
     cache: Cache,
+}
+
+/// What a checkpoint keeps of a unit: the samples its rules can still
+/// read, its groups' state and their next steps.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct SavedUnit {
+    store: Vec<(Series, Vec<Point>)>,
+    groups: Vec<SavedGroup>,
+    next: Vec<Option<i64>>,
+    first: Option<i64>,
+    last: i64,
 }
 
 /// Whether a sample that entered at watermark `time` comes too late for
@@ -58,6 +70,41 @@ impl UnitState {
                 .map_or(sample.timestamp, |f| f.min(sample.timestamp)),
         );
         self.last = self.last.max(sample.timestamp);
+    }
+
+    /// Its state, for a checkpoint.
+    pub fn save(&self) -> SavedUnit {
+        SavedUnit {
+            store: self.store.export(),
+            groups: self.groups.iter().map(GroupState::save).collect(),
+            next: self.next.clone(),
+            first: self.first,
+            last: self.last,
+        }
+    }
+
+    /// Takes back the state `save` gave (into a unit of the same
+    /// configuration, with no samples yet).
+    pub fn restore(&mut self, saved: SavedUnit) -> Result<(), String> {
+        if saved.groups.len() != self.groups.len() || saved.next.len() != self.groups.len() {
+            return Err(format!(
+                "the unit has {} groups, its saved state {}",
+                self.groups.len(),
+                saved.groups.len()
+            ));
+        }
+        for (g, s) in self.groups.iter_mut().zip(saved.groups) {
+            g.restore(s)?;
+        }
+        for (series, points) in &saved.store {
+            for p in points {
+                self.store.insert(series, p.t, p.v);
+            }
+        }
+        self.next = saved.next;
+        self.first = saved.first;
+        self.last = saved.last;
+        Ok(())
     }
 
     /// The groups and their state.
