@@ -248,8 +248,10 @@ impl ServeArgs {
         if let Some(mb) = self.wal_max_mb.or(file.wal_max_mb) {
             anyhow::ensure!(mb >= 1, "--wal-max-mb: at least 1 MiB");
             wal.max_bytes = mb << 20;
-            // Segments are deleted whole: several to a log.
+            // Segments are deleted whole: several to a log; a small log
+            // leaves less room free on its disk.
             wal.segment_bytes = wal.segment_bytes.min((mb << 20) / 8);
+            wal.reserve_bytes = wal.reserve_bytes.min((mb << 20) / 8);
         }
         let checkpoints = match self
             .checkpoint_interval

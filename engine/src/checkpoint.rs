@@ -53,6 +53,9 @@ use crate::time::Time;
 /// The step of timely time (ms) at whose multiples checkpoints are cut.
 pub const STEP: Time = 1_000;
 
+/// How long a checkpoint under way holds the next one back.
+const STALE: Duration = Duration::from_secs(60);
+
 /// How checkpoints are taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckpointOptions {
@@ -169,6 +172,8 @@ struct State {
     failed: BTreeSet<Time>,
     /// Complete checkpoints kept, oldest first.
     complete: Vec<Time>,
+    /// Every cut up to it was abandoned (see [`Checkpoints::abandon`]).
+    abandoned: Option<Time>,
 }
 
 enum Job {
@@ -186,6 +191,9 @@ enum Job {
 
 /// The checkpoints of one installation of a pipeline in this process.
 pub struct Checkpoints {
+    dir: PathBuf,
+    /// Held while manifests are written or checkpoints abandoned.
+    io: Arc<Mutex<()>>,
     workers: usize,
     options: CheckpointOptions,
     members: Vec<Member>,
@@ -344,7 +352,9 @@ impl Checkpoints {
             written: BTreeMap::new(),
             failed: BTreeSet::new(),
             complete: restored.as_ref().map(|r| r.at).into_iter().collect(),
+            abandoned: None,
         }));
+        let io = Arc::new(Mutex::new(()));
         let nonce = format!(
             "{:016x}",
             std::time::SystemTime::now()
@@ -363,11 +373,14 @@ impl Checkpoints {
                 .map(|m| (m.name.clone(), format!("{:016x}", m.fingerprint)))
                 .collect(),
             state: Arc::clone(&state),
+            io: Arc::clone(&io),
         };
         std::thread::Builder::new()
             .name(format!("checkpoint-{pipeline}"))
             .spawn(move || writer.run(&rx))?;
         Ok(Arc::new(Checkpoints {
+            dir,
+            io,
             workers,
             options,
             members,
@@ -393,16 +406,28 @@ impl Checkpoints {
     }
 
     /// Decides every cut up to `t` not decided yet: the last of them is a
-    /// checkpoint if `interval` has passed since the last one.
+    /// checkpoint if `interval` has passed since the last one (or the log
+    /// is filling up) and no other checkpoint is under way (one at a time,
+    /// so that a hurry does not fill the disk with checkpoints that wait
+    /// for their sinks).
     fn decide_through(&self, s: &mut State, t: Time) {
         let b = t / STEP * STEP;
         if b <= s.decided {
             return;
         }
         s.decided = b;
-        if s.hurry
-            || s.last_yes
-                .is_none_or(|t| t.elapsed() >= self.options.interval)
+        let newest = s.complete.last().copied().unwrap_or(0);
+        // (One that has not completed for a minute no longer holds the
+        // next back: it may wait for a sink that cannot write.)
+        let under_way = s
+            .yes
+            .range(newest.saturating_add(1)..)
+            .any(|b| !s.failed.contains(b))
+            && s.last_yes.is_some_and(|t| t.elapsed() < STALE);
+        if !under_way
+            && (s.hurry
+                || s.last_yes
+                    .is_none_or(|t| t.elapsed() >= self.options.interval))
         {
             s.yes.insert(b);
             s.last_yes = Some(Instant::now());
@@ -471,6 +496,38 @@ impl Checkpoints {
         lock(&self.state).complete.last().copied()
     }
 
+    /// Gives up every checkpoint, complete or under way, and deletes them:
+    /// a source whose log is full and cannot cut another (its event time
+    /// stands still while ingest is refused) then stores the positions a
+    /// restart with empty state needs, which lets the log delete segments.
+    /// Later cuts are checkpoints as before.
+    pub fn abandon(&self) {
+        let _io = lock(&self.io);
+        {
+            let mut s = lock(&self.state);
+            let pending: Vec<Time> = s.yes.iter().chain(s.written.keys()).copied().collect();
+            s.failed.extend(pending);
+            s.yes.clear();
+            s.written.clear();
+            s.complete.clear();
+            s.abandoned = Some(s.decided);
+        }
+        let through = lock(&self.state).abandoned.unwrap_or(0);
+        for (_, path) in listed(&self.dir)
+            .into_iter()
+            .filter(|(at, _)| *at <= through)
+        {
+            if let Err(error) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(checkpoint = %path.display(), %error, "Cannot delete an abandoned checkpoint.");
+            }
+        }
+    }
+
+    /// Every cut up to it was abandoned, if any was.
+    pub fn abandoned(&self) -> Option<Time> {
+        lock(&self.state).abandoned
+    }
+
     /// Cuts a checkpoint at every step while `on` (a source's log is
     /// filling up: its positions move only with checkpoints), else every
     /// `interval`.
@@ -505,6 +562,7 @@ struct Writer {
     keep: usize,
     components: Vec<(String, String)>,
     state: Arc<Mutex<State>>,
+    io: Arc<Mutex<()>>,
 }
 
 impl Writer {
@@ -528,12 +586,18 @@ impl Writer {
                         }
                     }
                 }
-                Job::Manifest { at, parts } => match self.write_manifest(at, parts) {
-                    Ok(()) => self.retain(at),
-                    Err(error) => {
-                        tracing::error!(pipeline = %self.pipeline, checkpoint = at, %error, "Cannot write a checkpoint's manifest; this checkpoint is abandoned and the next one tried.");
+                Job::Manifest { at, parts } => {
+                    let _io = lock(&self.io);
+                    if lock(&self.state).failed.contains(&at) {
+                        continue;
                     }
-                },
+                    match self.write_manifest(at, parts) {
+                        Ok(()) => self.retain(at),
+                        Err(error) => {
+                            tracing::error!(pipeline = %self.pipeline, checkpoint = at, %error, "Cannot write a checkpoint's manifest; this checkpoint is abandoned and the next one tried.");
+                        }
+                    }
+                }
             }
         }
     }

@@ -31,16 +31,17 @@
 //! durable frontier (`DIR/wal/positions.json`, written through a synced temporary
 //! file). A restart resumes every worker from the smallest stored offset;
 //! segments every stored position has passed are deleted. The log is
-//! bounded (`max_bytes`): when full, ingest is refused with backpressure
-//! until the sources catch up.
+//! bounded (`max_bytes`): when full, or when its disk has less than
+//! `reserve_bytes` free (room kept for checkpoints and positions), ingest
+//! is refused with backpressure until the sources catch up.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bincode::Options as _;
 use serde::{Deserialize, Serialize};
@@ -90,6 +91,10 @@ pub struct WalOptions {
     /// Recent records kept decoded in memory, so that sources keeping up
     /// do not read them back from disk.
     pub cache_bytes: u64,
+    /// Free space the log leaves on its disk: below it ingest is refused,
+    /// so that checkpoints and positions (which let the log delete
+    /// segments) can still be written.
+    pub reserve_bytes: u64,
 }
 
 impl Default for WalOptions {
@@ -99,6 +104,7 @@ impl Default for WalOptions {
             segment_bytes: 64 << 20,
             max_bytes: 2 << 30,
             cache_bytes: 64 << 20,
+            reserve_bytes: 64 << 20,
         }
     }
 }
@@ -111,6 +117,16 @@ pub enum WalError {
         "the write-ahead log is full ({0} MiB not yet passed by every pipeline; a window holds its records until it closes, so the log must hold more than the longest window's samples: raise --wal-max-mb if this lasts); retry later"
     )]
     Full(u64),
+    /// The disk has less free space than the log leaves for checkpoints.
+    #[error(
+        "the disk of the write-ahead log is nearly full ({free_mib} MiB free, {reserve_mib} MiB kept for checkpoints and positions); ingest resumes once pipelines let the log delete segments, or once space is freed; retry later"
+    )]
+    DiskFull {
+        /// MiB free.
+        free_mib: u64,
+        /// MiB the log leaves free.
+        reserve_mib: u64,
+    },
     /// The disk refused the write (full, or failing).
     #[error("cannot write the write-ahead log {path}: {error}; retry later")]
     Io {
@@ -220,6 +236,8 @@ struct Writer {
     cache: VecDeque<(u64, Arc<Entry>, u64)>,
     cache_bytes: u64,
     buf: Vec<u8>,
+    /// The disk had little free space at the last look.
+    low_disk: bool,
 }
 
 /// Where a source resumes reading.
@@ -304,6 +322,12 @@ pub struct Wal {
     synced: tokio::sync::watch::Sender<u64>,
     activators: Mutex<Vec<SyncActivator>>,
     positions: Mutex<Positions>,
+    /// More than half full, or its disk nearly full (read without the
+    /// writer's lock, by sources deciding checkpoints).
+    filling: AtomicBool,
+    /// Since when ingest has been refused (full, or the disk nearly so),
+    /// if it is now.
+    refusing_since: Mutex<Option<Instant>>,
 }
 
 fn io_err(path: &Path, error: std::io::Error) -> WalError {
@@ -311,6 +335,12 @@ fn io_err(path: &Path, error: std::io::Error) -> WalError {
         path: path.to_owned(),
         error,
     }
+}
+
+/// Bytes free for this process on the file system of `dir` (`u64::MAX`
+/// if it cannot be read: the writes themselves then say).
+fn free_bytes(dir: &Path) -> u64 {
+    rustix::fs::statvfs(dir).map_or(u64::MAX, |s| s.f_bavail.saturating_mul(s.f_frsize))
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -468,6 +498,7 @@ impl Wal {
             Err(e) => anyhow::bail!("cannot read {}: {e}", dir.join("positions.json").display()),
         };
         let (synced, _) = tokio::sync::watch::channel(next);
+        let filling = bytes.saturating_mul(2) > options.max_bytes;
         let wal = Arc::new(Wal {
             dir,
             _lock: lock_file,
@@ -481,6 +512,7 @@ impl Wal {
                     cache: VecDeque::new(),
                     cache_bytes: 0,
                     buf: Vec::new(),
+                    low_disk: false,
                 }),
                 written: Condvar::new(),
             }),
@@ -488,6 +520,8 @@ impl Wal {
             synced,
             activators: Mutex::default(),
             positions: Mutex::new(positions),
+            filling: AtomicBool::new(filling),
+            refusing_since: Mutex::new(None),
         });
         if wal.options.fsync != Fsync::Never {
             let (weak, shared) = (Arc::downgrade(&wal), Arc::clone(&wal.shared));
@@ -508,10 +542,29 @@ impl Wal {
         lock(&self.shared.writer).bytes
     }
 
-    /// Whether the log is more than half full: checkpoints are then cut as
-    /// often as they can be, so that positions move on.
+    /// Whether the log is more than half full, or its disk nearly so:
+    /// checkpoints are then cut as often as they can be, so that positions
+    /// move on and segments can be deleted.
     pub fn filling(&self) -> bool {
-        self.bytes().saturating_mul(2) > self.options.max_bytes
+        self.filling.load(Ordering::Relaxed)
+    }
+
+    /// How long ingest has been refused without a pause (full, or its disk
+    /// nearly so), if it is now.
+    pub fn refusing_for(&self) -> Option<Duration> {
+        lock(&self.refusing_since).map(|t| t.elapsed())
+    }
+
+    fn note_filling(&self, w: &Writer) {
+        self.filling.store(
+            w.low_disk || w.bytes.saturating_mul(2) > self.options.max_bytes,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn refused(&self, error: WalError) -> WalError {
+        lock(&self.refusing_since).get_or_insert_with(Instant::now);
+        error
     }
 
     /// Appends a record of `samples` (none empty), sent through
@@ -535,7 +588,18 @@ impl Wal {
         };
         let mut guard = lock(&self.shared.writer);
         if guard.bytes >= self.options.max_bytes {
-            return Err(WalError::Full(self.options.max_bytes >> 20));
+            return Err(self.refused(WalError::Full(self.options.max_bytes >> 20)));
+        }
+        // The disk's free space, looked at on every record (a `statvfs`,
+        // cheap beside the write): checkpoints hurry as soon as it runs low.
+        let free = free_bytes(&self.dir);
+        guard.low_disk = free < self.options.reserve_bytes.saturating_mul(2);
+        self.note_filling(&guard);
+        if free < self.options.reserve_bytes {
+            return Err(self.refused(WalError::DiskFull {
+                free_mib: free >> 20,
+                reserve_mib: self.options.reserve_bytes >> 20,
+            }));
         }
         let w = &mut *guard;
         w.buf.clear();
@@ -563,6 +627,8 @@ impl Wal {
         }
         segment.bytes += size;
         w.bytes += size;
+        self.note_filling(w);
+        *lock(&self.refusing_since) = None;
         let offset = w.next;
         w.next += 1;
         let entry = Arc::new(Entry {
@@ -784,7 +850,10 @@ impl Wal {
                 break;
             };
             match std::fs::remove_file(&s.path) {
-                Ok(()) => w.bytes = w.bytes.saturating_sub(s.bytes),
+                Ok(()) => {
+                    w.bytes = w.bytes.saturating_sub(s.bytes);
+                    self.note_filling(&w);
+                }
                 Err(error) => {
                     tracing::warn!(segment = %s.path.display(), %error, "Cannot delete a write-ahead log segment every pipeline has passed.");
                     w.segments.push_front(s);

@@ -33,6 +33,17 @@ use crate::progress::{Stamper, Uncommitted};
 
 /// How often a worker stores its position.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// How long ingest may be refused with no checkpoint moving a source's
+/// position before its checkpoints are given up.
+const STUCK: Duration = Duration::from_secs(5);
+
+/// Where a restart with empty state reads from: the newest such position
+/// of a worker, and the last it stored.
+#[derive(Default)]
+struct Reach {
+    now: Option<Position>,
+    stored: Option<Position>,
+}
 
 impl NetworkSource {
     /// Builds the source on a worker, reading `logged`, the log of `hub`.
@@ -81,6 +92,10 @@ impl NetworkSource {
             // checkpoint not yet superseded, and the last stored.
             let mut at_checkpoint: BTreeMap<Time, Position> = BTreeMap::new();
             let mut stored: Option<Time> = None;
+            // When a checkpoint last moved the stored position (or the
+            // checkpoints were last given up).
+            let mut moved = Instant::now();
+            let mut reach = Reach::default();
             let mut next_offset = resumed.offset;
             let mut capability = capability;
             if start_at > *capability.time() {
@@ -110,28 +125,58 @@ impl NetworkSource {
                         tracing::error!(source = %ctx.name, %error, "Cannot store this source's position in the write-ahead log; a restart reads more again.");
                     }
                 };
-                let commit = |uncommitted: &mut Uncommitted, at_checkpoint: &mut BTreeMap<Time, Position>, stored: &mut Option<Time>| {
+                let commit = |uncommitted: &mut Uncommitted, at_checkpoint: &mut BTreeMap<Time, Position>, stored: &mut Option<Time>, moved: &mut Instant, reach: &mut Reach| {
                     // Checkpointed: once a checkpoint is complete, the log
                     // keeps what a restore from the newest one reads; until
                     // then, what a restart with empty state reads.
-                    let reach_based = uncommitted.commit(durable());
+                    if let Some((offset, checkpoint)) = uncommitted.commit(durable()) {
+                        reach.now = Some(Position { offset: offset as u64, max_seen: checkpoint.max_seen, durable: checkpoint.durable });
+                    }
                     if let Some(cut) = &ctx.checkpoint {
                         let checkpoints = cut.checkpoints();
                         checkpoints.hurry(logged.wal.filling());
                         checkpoints.poll(durable());
+                        // A full log refuses ingest, so event time may
+                        // stand still before the next cut: no checkpoint
+                        // could then move the positions again. Give them up
+                        // and store what a restart with empty state reads.
+                        if logged.wal.refusing_for().is_some_and(|d| d >= STUCK) && moved.elapsed() >= STUCK {
+                            add(&ctx.stats.errors, 1);
+                            tracing::warn!(source = %ctx.name, "The write-ahead log has refused ingest for {} s and no checkpoint moved this source's position: the checkpoints are given up, so that the log can delete what windows no longer need (a restart before the next checkpoint starts with empty state: anomaly models and alerts start afresh). A larger --wal-max-mb avoids this.", STUCK.as_secs());
+                            checkpoints.abandon();
+                            *moved = Instant::now();
+                        }
+                        if let Some(through) = checkpoints.abandoned() {
+                            at_checkpoint.retain(|b, _| *b > through);
+                            if stored.is_some_and(|s| s <= through) {
+                                *stored = None;
+                            }
+                        }
                         if let Some(newest) = checkpoints.newest() {
                             if *stored != Some(newest)
                                 && let Some(p) = at_checkpoint.get(&newest)
                             {
                                 store(*p);
                                 *stored = Some(newest);
+                                *moved = Instant::now();
                                 at_checkpoint.retain(|b, _| *b > newest);
                             }
                             return;
                         }
                     }
-                    if let Some((offset, checkpoint)) = reach_based {
-                        store(Position { offset: offset as u64, max_seen: checkpoint.max_seen, durable: checkpoint.durable });
+                    if let Some(mut position) = reach.now {
+                        // A checkpoint under way reads the log from its
+                        // position: keep it.
+                        if let Some(p) = at_checkpoint.values().min_by_key(|p| p.offset)
+                            && p.offset < position.offset
+                        {
+                            position.offset = p.offset;
+                            position.max_seen = p.max_seen;
+                        }
+                        if reach.stored != Some(position) {
+                            store(position);
+                            reach.stored = Some(position);
+                        }
                     }
                 };
                 // The output moves to `to`: this worker's position for every
@@ -142,6 +187,8 @@ impl NetworkSource {
                         return;
                     }
                     if let Some(cut) = &ctx.checkpoint {
+                        // Every cut is a checkpoint while the log fills up.
+                        cut.checkpoints().hurry(logged.wal.filling());
                         for b in cut.crossed(reported, to) {
                             let position = Position { offset, max_seen, durable: b };
                             cut.write_at(b, encode(&position));
@@ -158,7 +205,7 @@ impl NetworkSource {
                     // completed: a newer installation may already have
                     // restored from one.)
                     if ctx.checkpoint.is_none() {
-                        commit(&mut uncommitted, &mut at_checkpoint, &mut stored);
+                        commit(&mut uncommitted, &mut at_checkpoint, &mut stored, &mut moved, &mut reach);
                     }
                     cap = None;
                     return;
@@ -247,7 +294,7 @@ impl NetworkSource {
                 ctx.clock.publish(*c.time());
                 if last_commit.elapsed() >= COMMIT_EVERY {
                     last_commit = Instant::now();
-                    commit(&mut uncommitted, &mut at_checkpoint, &mut stored);
+                    commit(&mut uncommitted, &mut at_checkpoint, &mut stored, &mut moved, &mut reach);
                 }
                 if next.is_zero() {
                     activator.activate();

@@ -47,6 +47,20 @@ fn complete(c: &Arc<Checkpoints>, at: Time, workers: usize, tag: &str) {
     });
 }
 
+/// Writes every part of checkpoint `at` (decided already) and waits until
+/// it is complete.
+fn finish(c: &Arc<Checkpoints>, at: Time) {
+    for i in 0..c.members.len() {
+        for w in 0..c.workers {
+            c.submit(at, i, w, b"part".to_vec());
+        }
+    }
+    until("all parts written", || {
+        c.poll(at);
+        c.newest() == Some(at)
+    });
+}
+
 #[test]
 fn a_cut_is_decided_once_for_everyone() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,6 +79,7 @@ fn a_cut_is_decided_once_for_everyone() {
     // stays decided.
     assert_eq!(c.crossed(0, 3_000), vec![3_000]);
     assert!(c.crossed(3_000, 5_500).is_empty());
+    finish(&c, 3_000);
     std::thread::sleep(Duration::from_millis(60));
     assert!(
         c.crossed(5_500, 5_999).is_empty(),
@@ -73,28 +88,26 @@ fn a_cut_is_decided_once_for_everyone() {
     // The next step is, and every later question gets the same answer.
     assert_eq!(c.crossed(5_999, 7_200), vec![7_000]);
     assert_eq!(c.crossed(3_000, 9_000), vec![7_000]);
-    // In a hurry, every step is.
+    // In a hurry, every step is, but one at a time: none while 7000 is
+    // under way.
     c.hurry(true);
-    assert_eq!(
-        c.crossed(9_000, 11_500),
-        vec![11_000],
-        "the last step crossed"
-    );
+    assert!(c.crossed(9_000, 11_500).is_empty(), "7000 is under way");
+    finish(&c, 7_000);
     assert_eq!(c.crossed(11_500, 12_000), vec![12_000]);
-    // An operator two seconds behind the sources cuts at 1000 and 5000.
+    // An operator two seconds behind the sources cuts at 5000 and 10000.
     let mut cut = c.cut(0, 0);
     cut.offset = 2_000;
-    assert!(!cut.holds(999));
-    assert!(cut.holds(1_000), "input at the cut waits for it");
-    assert!(cut.holds(4_000));
-    assert_eq!(cut.due(999), None);
-    assert_eq!(cut.due(4_999), Some(1_000), "the first cut first");
-    cut.write(1_000, Vec::new());
-    assert!(!cut.holds(4_999), "after the cut, input applies");
-    assert!(cut.holds(5_000));
-    assert_eq!(cut.due(5_000), Some(5_000));
+    assert!(!cut.holds(4_999));
+    assert!(cut.holds(5_000), "input at the cut waits for it");
+    assert!(cut.holds(9_000));
+    assert_eq!(cut.due(4_999), None);
+    assert_eq!(cut.due(9_999), Some(5_000), "the first cut first");
     cut.write(5_000, Vec::new());
-    assert_eq!(cut.due(8_999), None);
+    assert!(!cut.holds(9_999), "after the cut, input applies");
+    assert!(cut.holds(10_000));
+    assert_eq!(cut.due(10_000), Some(10_000));
+    cut.write(10_000, Vec::new());
+    assert_eq!(cut.due(13_999), None);
 }
 
 #[test]
@@ -159,11 +172,10 @@ fn checkpoints_read_back_and_a_changed_component_starts_fresh() {
     let ms = members(&[("src", 1, 0), ("w", 2, 0)]);
     let c = Checkpoints::open(dir.path(), "p", 2, ms.clone(), every_cut()).unwrap();
     assert!(c.restored().is_none());
-    c.crossed(0, 1_000);
     for i in 0..2 {
         c.submit(2_000, i, 0, b"x".to_vec());
     }
-    // One part short: never complete.
+    // Parts of one worker only: never complete.
     c.poll(Time::MAX);
     complete(&c, 5_000, 2, "a");
     drop(c);
@@ -218,4 +230,34 @@ fn a_damaged_checkpoint_is_reported_and_the_one_before_used() {
     std::fs::write(newest.join("MANIFEST.json"), b"{\"pipe").unwrap();
     let c = Checkpoints::open(dir.path(), "p", 1, ms, every_cut()).unwrap();
     assert_eq!(c.restored().unwrap().at, 2_000);
+}
+
+/// Given up (a full log whose event time stands still): complete and
+/// pending checkpoints are deleted and never complete; later cuts are
+/// checkpoints again, and a restart restores from those only.
+#[test]
+fn abandoned_checkpoints_are_deleted_and_later_ones_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let ms = members(&[("w", 1, 0)]);
+    let c = Checkpoints::open(dir.path(), "p", 1, ms.clone(), every_cut()).unwrap();
+    complete(&c, 1_000, 1, "first");
+    assert_eq!(c.crossed(1_000, 2_000), vec![2_000], "under way");
+    c.abandon();
+    assert_eq!((c.newest(), c.abandoned()), (None, Some(2_000)));
+    assert!(listed(&dir.path().join("p")).is_empty(), "deleted");
+    // The part of the abandoned cut that comes late completes nothing.
+    c.submit(2_000, 0, 0, b"late".to_vec());
+    std::thread::sleep(Duration::from_millis(50));
+    c.poll(Time::MAX);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(c.newest(), None);
+    complete(&c, 3_000, 1, "after");
+    drop(c);
+    let again = Checkpoints::open(dir.path(), "p", 1, ms, every_cut()).unwrap();
+    assert_eq!(again.restored().map(|r| r.at), Some(3_000));
+    let kept: Vec<Time> = listed(&dir.path().join("p"))
+        .iter()
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(kept, [3_000]);
 }

@@ -21,6 +21,7 @@ fn options(fsync: Fsync) -> WalOptions {
         segment_bytes: 1 << 20,
         max_bytes: 64 << 20,
         cache_bytes: 0,
+        reserve_bytes: 0,
     }
 }
 
