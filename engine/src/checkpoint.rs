@@ -174,6 +174,8 @@ struct State {
     complete: Vec<Time>,
     /// Every cut up to it was abandoned (see [`Checkpoints::abandon`]).
     abandoned: Option<Time>,
+    /// The newest checkpoint whose manifest was handed to the writer.
+    sealed: Time,
 }
 
 enum Job {
@@ -353,6 +355,7 @@ impl Checkpoints {
             failed: BTreeSet::new(),
             complete: restored.as_ref().map(|r| r.at).into_iter().collect(),
             abandoned: None,
+            sealed: 0,
         }));
         let io = Arc::new(Mutex::new(()));
         let nonce = format!(
@@ -416,7 +419,7 @@ impl Checkpoints {
             return;
         }
         s.decided = b;
-        let newest = s.complete.last().copied().unwrap_or(0);
+        let newest = s.complete.last().copied().unwrap_or(0).max(s.sealed);
         // (One that has not completed for a minute no longer holds the
         // next back: it may wait for a sink that cannot write.)
         let under_way = s
@@ -485,6 +488,7 @@ impl Checkpoints {
             if let Some(parts) = s.written.remove(&at) {
                 // Older ones that never completed never will.
                 s.written.retain(|a, _| *a > at);
+                s.sealed = s.sealed.max(at);
                 let _ = lock(&self.jobs).send(Job::Manifest { at, parts });
             }
         }

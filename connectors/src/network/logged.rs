@@ -187,8 +187,10 @@ impl NetworkSource {
                         return;
                     }
                     if let Some(cut) = &ctx.checkpoint {
-                        // Every cut is a checkpoint while the log fills up.
+                        // Every cut is a checkpoint while the log fills up;
+                        // the next is decided once the last is complete.
                         cut.checkpoints().hurry(logged.wal.filling());
+                        cut.checkpoints().poll(durable());
                         for b in cut.crossed(reported, to) {
                             let position = Position { offset, max_seen, durable: b };
                             cut.write_at(b, encode(&position));
