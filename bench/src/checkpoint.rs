@@ -1,8 +1,9 @@
 //! `tidemark bench checkpoint`: what a checkpoint of operator state costs
 //! for many series: the bytes written and the time to cut (snapshot and
 //! encode, on the worker's thread) and to restore, for a window (one
-//! minute, four aggregates, by series) and an anomaly score over the same
-//! series, each measured as the median of several cuts of one state.
+//! minute, four aggregates, by series), an anomaly score and an alert rule
+//! (a rate over five minutes, pending) over the same series, each measured
+//! as the median of several cuts of one state.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use std::time::Instant;
 use tidemark_engine::checkpoint::{decode, encode};
 use tidemark_engine::{Sample, Series};
 use tidemark_operators::aggregate::{Aggregate, Needs};
+use tidemark_operators::alert::unit::{SavedUnit, UnitState};
 use tidemark_operators::group::Grouping;
 use tidemark_operators::score::Params;
 use tidemark_operators::score::operator::{ScoreSpec, Scorer};
@@ -118,6 +120,39 @@ pub fn checkpoint(options: &CheckpointBenchOptions) -> anyhow::Result<()> {
         }
         scorer.advance(Some((t0 + k * 10_000 + 5_000) as u64), &mut |_, _| {});
     }
+    // Alert rules over the same series: a rate over 5 minutes, pending
+    // for 10 minutes wherever it is above 0 (every series), with samples
+    // every 10 s: the unit keeps 5 minutes plus the lookback of each.
+    let alert_spec = tidemark_operators::alert::config::AlertConfig {
+        rules: tidemark_operators::alert::config::RulesField::Inline(
+            serde_json::json!({"groups": [
+                {"name": "api", "interval": "30s", "rules": [
+                    {"alert": "Busy", "expr": "rate(http_requests[5m]) > 0", "for": "10m"},
+                ]},
+            ]}),
+        ),
+        interval: None,
+        lookback: Some("1m".into()),
+        lateness: None,
+        external_labels: Default::default(),
+        external_url: String::new(),
+    }
+    .validate()
+    .map_err(|e| anyhow::anyhow!("the benchmark's rules do not validate: {e:?}"))?
+    .spec()
+    .clone();
+    let mut unit = UnitState::new(&alert_spec, 0);
+    for k in 0..options.samples.max(40) as i64 {
+        for (i, s) in series.iter().enumerate() {
+            unit.insert(&Sample::new(
+                s.clone(),
+                t0 + k * 10_000,
+                (i as f64) + k as f64,
+            ));
+        }
+        unit.advance(Some((t0 + k * 10_000) as u64), &alert_spec, &mut |_, _| {});
+    }
+    let unit_key = alert_spec.units[0].key;
     let open = window.footprint().open_groups;
     anyhow::ensure!(
         open as u64 == options.series,
@@ -143,6 +178,19 @@ pub fn checkpoint(options: &CheckpointBenchOptions) -> anyhow::Result<()> {
                 let mut s = Scorer::new(score_spec.clone());
                 for (k, bytes) in entries {
                     let _ = s.restore(*k, bytes);
+                }
+            },
+        )?,
+        measure(
+            "alert (rate over 5m, pending: samples and instances)",
+            options.runs,
+            || vec![(unit_key, encode(&(0u64, unit.save())))],
+            |entries| {
+                let mut u = UnitState::new(&alert_spec, 0);
+                for (_, bytes) in entries {
+                    if let Ok((_, saved)) = decode::<(u64, SavedUnit)>(bytes) {
+                        let _ = u.restore(saved);
+                    }
                 }
             },
         )?,
