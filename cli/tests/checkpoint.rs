@@ -193,6 +193,13 @@ fn start(data: &Path, workers: &str) -> Server {
     Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0)
 }
 
+/// Applies pipeline `p` writing to `r`'s files, and connects a sender.
+fn apply(server: &Server, r: &Run) -> Sender {
+    let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&pipeline("p", r, false)));
+    assert_eq!(status, 201, "{body}");
+    Sender::new(server)
+}
+
 struct Run {
     data: PathBuf,
     out: PathBuf,
@@ -219,14 +226,8 @@ fn run(dir: &Path, name: &str) -> Run {
 fn windows_and_models_survive_kill_9_and_a_restart_at_another_worker_count() {
     let dir = temp_dir("checkpoint-kill");
     let (a, b) = (run(&dir, "killed"), run(&dir, "through"));
-    let mut killed = start(&a.data, "1");
-    let through = start(&b.data, "1");
-    for (server, r) in [(&killed, &a), (&through, &b)] {
-        let (status, body) =
-            server.json("POST", "/api/v1/pipelines", Some(&pipeline("p", r, false)));
-        assert_eq!(status, 201, "{body}");
-    }
-    let (mut to_a, mut to_b) = (Sender::new(&killed), Sender::new(&through));
+    let (mut killed, through) = (start(&a.data, "1"), start(&b.data, "1"));
+    let (mut to_a, mut to_b) = (apply(&killed, &a), apply(&through, &b));
     let kills = [(300, "2"), (600, "4"), (900, "1")];
     let mut cuts = Vec::new();
     let mut k = 0;
@@ -284,14 +285,8 @@ fn twenty_kills_at_random_moments_change_no_output() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(19);
     let dir = temp_dir("checkpoint-random");
     let (a, b) = (run(&dir, "killed"), run(&dir, "through"));
-    let mut killed = start(&a.data, "2");
-    let through = start(&b.data, "1");
-    for (server, r) in [(&killed, &a), (&through, &b)] {
-        let (status, body) =
-            server.json("POST", "/api/v1/pipelines", Some(&pipeline("p", r, false)));
-        assert_eq!(status, 201, "{body}");
-    }
-    let (mut to_a, mut to_b) = (Sender::new(&killed), Sender::new(&through));
+    let (mut killed, through) = (start(&a.data, "2"), start(&b.data, "1"));
+    let (mut to_a, mut to_b) = (apply(&killed, &a), apply(&through, &b));
     let mut k = 0;
     // A checkpoint first: before one, a restart starts with empty models.
     while k < 100 {
