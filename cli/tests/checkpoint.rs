@@ -6,7 +6,6 @@ use tidemark_testkit as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::server::{Server, wait_until};
@@ -167,14 +166,6 @@ fn samples_in(server: &Server, pipeline: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-fn kill_hard(mut server: Server) {
-    Command::new("kill")
-        .args(["-KILL", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    let _ = server.child.wait();
-}
-
 fn args(data: &Path, workers: &str) -> Vec<String> {
     [
         "--workers",
@@ -239,7 +230,7 @@ fn windows_and_models_survive_kill_9_and_a_restart_at_another_worker_count() {
         }
         let at = checkpoint_after(&mut [&mut to_a, &mut to_b], &mut k, &a.data, "p");
         cuts.push(at);
-        kill_hard(killed);
+        killed.kill_hard();
         killed = start(&a.data, workers);
         to_a = Sender::new(&killed);
         // Only what came after the checkpoint is read again, not the
@@ -302,7 +293,7 @@ fn twenty_kills_at_random_moments_change_no_output() {
             k += 1;
         }
         std::thread::sleep(Duration::from_millis(rng.random_range(0..800)));
-        kill_hard(killed);
+        killed.kill_hard();
         killed = start(&a.data, ["1", "2", "4"][rng.random_range(0..3)]);
         wait_until("the pipeline back", || {
             killed.json("GET", "/api/v1/pipelines/p", None).1["state"] == "running"

@@ -1128,16 +1128,6 @@ sinks:
     drop(server);
 }
 
-/// `kill -9`: nothing is flushed or saved on the way out.
-fn kill_hard(mut server: Server) {
-    let pid = server.child.id();
-    Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    let _ = server.child.wait();
-}
-
 /// Starts the server (as its admin) and waits until it lists `n`
 /// pipelines, and a little longer for any that should not be there;
 /// returns it with the names, sorted.
@@ -1222,7 +1212,7 @@ fn applied_pipelines_survive_a_restart_with_a_data_dir() {
     let ended = made["silenceID"].as_str().unwrap().to_owned();
     let path = format!("/api/v2/silence/{ended}");
     assert_eq!(server.request("DELETE", &path, None).unwrap().0, 200);
-    kill_hard(server);
+    server.kill_hard();
 
     let (mut server, names) = restart(&args, 3);
     assert_eq!(names, ["acme-p", "alpha", "zeta"]);
@@ -1275,7 +1265,7 @@ fn applied_pipelines_survive_a_restart_with_a_data_dir() {
         .request("POST", "/api/v1/pipelines", Some(yaml_memory))
         .unwrap();
     assert_eq!(status, 201, "{body}");
-    kill_hard(server);
+    server.kill_hard();
     let config = dir.join("tight.yaml");
     std::fs::write(&config, "quotas:\n  max_memory_mb: 100\n").unwrap();
     let mut tight_args = args.to_vec();

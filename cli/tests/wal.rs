@@ -111,14 +111,6 @@ fn connect(
     (runtime, client)
 }
 
-fn kill_hard(mut server: Server) {
-    Command::new("kill")
-        .args(["-KILL", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    let _ = server.child.wait();
-}
-
 /// Rows of the file, one per (series, window end), after checking that
 /// a row written twice (a window recomputed after a restart) was written
 /// the same both times.
@@ -195,7 +187,7 @@ fn acknowledged_samples_survive_kill_9_and_count_once() {
         wait_until("the sender to get far enough", || {
             sent.load(Ordering::SeqCst) >= at && started.elapsed() > Duration::from_millis(2500)
         });
-        kill_hard(server);
+        server.kill_hard();
         server = Server::start(&args, 0);
         port.store(server.grpc, Ordering::SeqCst);
     }

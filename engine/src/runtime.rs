@@ -202,6 +202,13 @@ pub fn to_first_worker() -> Exchange<Sample, impl FnMut(&Sample) -> u64 + 'stati
     Exchange::new(|_: &Sample| 0)
 }
 
+/// Moves a capability up to `to`; one already there or past it stays.
+pub fn raise(cap: &mut Capability<Time>, to: Time) {
+    if to > *cap.time() {
+        cap.downgrade(&to);
+    }
+}
+
 /// The least time of a frontier, or `None` if it is empty.
 pub fn frontier_min(frontier: &timely::progress::frontier::MutableAntichain<Time>) -> Option<Time> {
     frontier.frontier().iter().min().copied()

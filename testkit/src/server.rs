@@ -154,6 +154,15 @@ impl Server {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// `kill -9`: nothing is flushed or saved on the way out.
+    pub fn kill_hard(mut self) {
+        Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let _ = self.child.wait();
+    }
+
     pub fn stop(self) -> std::process::ExitStatus {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

@@ -20,7 +20,7 @@ use tidemark_engine::checkpoint::{
     Cut, Entry, Gate, Step, by_key, decode, encode, restore_entries, restore_input,
 };
 use tidemark_engine::rules::RulesHub;
-use tidemark_engine::runtime::{AlertStream, Operator, SampleStream, frontier_min};
+use tidemark_engine::runtime::{AlertStream, Operator, SampleStream, frontier_min, raise};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 use tidemark_engine::{Sample, SeriesId};
@@ -339,9 +339,7 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                             // Steps after the restored state are at or
                             // after the cut.
                             let to = x.saturating_sub(lateness);
-                            if to > *cap.time() {
-                                cap.downgrade(&to);
-                            }
+                            raise(cap, to);
                         }
                         let mut late = 0u64;
                         input.for_each(|cap, data| {
@@ -393,9 +391,7 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                                     // or after `x - lateness`.
                                     step(cap, &mut locals, Some(x));
                                     let to = x.saturating_sub(lateness);
-                                    if to > *cap.time() {
-                                        cap.downgrade(&to);
-                                    }
+                                    raise(cap, to);
                                     let entries: Vec<Entry> = units
                                         .iter()
                                         .zip(&locals)
@@ -428,9 +424,7 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                             Some(f) => {
                                 if let Some(cap) = held.as_mut() {
                                     let to = f.saturating_sub(lateness);
-                                    if to > *cap.time() {
-                                        cap.downgrade(&to);
-                                    }
+                                    raise(cap, to);
                                 }
                             }
                             None => held = None,

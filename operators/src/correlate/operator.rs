@@ -33,7 +33,9 @@ use timely::dataflow::operators::vec::Map;
 
 use tidemark_engine::alert::{Alert, AlertState};
 use tidemark_engine::incident::Incident;
-use tidemark_engine::runtime::{AlertStream, IncidentStream, Operator, SampleStream, frontier_min};
+use tidemark_engine::runtime::{
+    AlertStream, IncidentStream, Operator, SampleStream, frontier_min, raise,
+};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 use tidemark_engine::{Sample, Series};
@@ -305,9 +307,7 @@ fn track<'scope>(
                 }
                 match f {
                     Some(_) => {
-                        if done > *cap.time() {
-                            cap.downgrade(&done);
-                        }
+                        raise(cap, done);
                     }
                     None => held = None,
                 }
@@ -418,9 +418,7 @@ fn keep<'scope>(
                 add(&stats.sent, sent);
                 match f {
                     Some(f) => {
-                        if f > *cap.time() {
-                            cap.downgrade(&f);
-                        }
+                        raise(cap, f);
                     }
                     None => held = None,
                 }

@@ -15,7 +15,7 @@ use timely::dataflow::operators::Operator;
 
 use tidemark_engine::alert::Alert;
 use tidemark_engine::notify::Notification;
-use tidemark_engine::runtime::{AlertStream, NotificationStream, frontier_min};
+use tidemark_engine::runtime::{AlertStream, NotificationStream, frontier_min, raise};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 
@@ -119,9 +119,7 @@ impl<'scope> Route<'scope> for AlertStream<'scope> {
                     .min();
                     match next {
                         Some(t) if f.is_some() => {
-                            if t > *cap.time() {
-                                cap.downgrade(&t);
-                            }
+                            raise(cap, t);
                         }
                         _ => held = None,
                     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tidemark_engine::checkpoint::{
     Cut, Gate, Step, by_key, decode, encode, restore_entries, restore_input,
 };
-use tidemark_engine::runtime::{Capability, Operator, SampleStream, frontier_min};
+use tidemark_engine::runtime::{Capability, Operator, SampleStream, frontier_min, raise};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 use tidemark_engine::{Sample, Series, SeriesId};
@@ -302,9 +302,7 @@ impl<'scope> ScoreSamples<'scope> for SampleStream<'scope> {
                                 // Score what the cut passed, then write the
                                 // models; later scores are at or after it.
                                 scorer.advance(Some(x), &mut |ts, b| emit(cap, ts, b));
-                                if x > *cap.time() {
-                                    cap.downgrade(&x);
-                                }
+                                raise(cap, x);
                                 encode(&scorer.snapshot())
                             }
                         });

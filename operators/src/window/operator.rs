@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use tidemark_engine::checkpoint::{
     Cut, Gate, Step, by_key, encode, restore_entries, restore_input,
 };
-use tidemark_engine::runtime::{Capability, Operator, SampleStream, frontier_min};
+use tidemark_engine::runtime::{Capability, Operator, SampleStream, frontier_min, raise};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 use tidemark_engine::{Sample, Series, SeriesId};
@@ -121,9 +121,7 @@ impl<'scope> Window<'scope> for SampleStream<'scope> {
                 {
                     // Results of restored windows are at or after the cut.
                     let to = x.saturating_sub(lateness);
-                    if to > *cap.time() {
-                        cap.downgrade(&to);
-                    }
+                    raise(cap, to);
                 }
                 input.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return };
@@ -161,9 +159,7 @@ impl<'scope> Window<'scope> for SampleStream<'scope> {
                                 // `x - lateness`.
                                 state.advance(Some(x), &mut |t, b| emit(cap, t, b));
                                 let to = x.saturating_sub(lateness);
-                                if to > *cap.time() {
-                                    cap.downgrade(&to);
-                                }
+                                raise(cap, to);
                                 encode(&state.snapshot())
                             }
                         });
@@ -174,9 +170,7 @@ impl<'scope> Window<'scope> for SampleStream<'scope> {
                         Some(f) => {
                             if let Some(cap) = held.as_mut() {
                                 let to = f.saturating_sub(holdback);
-                                if to > *cap.time() {
-                                    cap.downgrade(&to);
-                                }
+                                raise(cap, to);
                             }
                         }
                         None => held = None,
