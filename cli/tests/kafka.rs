@@ -997,3 +997,162 @@ fn kill_dash_nine_at_any_moment_writes_no_partial_window() {
         kill_at(delay);
     }
 }
+
+/// Kills at random moments (issue 19's twenty).
+const KILLS: usize = 20;
+
+/// A checkpointed pipeline over Kafka (`serve --data-dir`): windows and an
+/// anomaly score per series, written to files.
+fn checkpointed_pipeline(topic: &str, group: &str, out: &Path) -> String {
+    format!(
+        r#"name: p
+sources:
+  k: {{type: kafka, brokers: "{brokers}", topics: [{topic}], group: {group}, checkpoint_topic: {topic}-{group}-checkpoints}}
+transforms:
+  w: {{type: window, inputs: [k], match: '{{__name__="cpu"}}', window: {{tumbling: 10s}}, aggregates: [count, sum, min, max]}}
+  sc: {{type: score, inputs: [k], match: '{{__name__="cpu"}}'}}
+sinks:
+  out: {{type: file, inputs: [w], path: {windows}, append: true}}
+  scores: {{type: file, inputs: [sc], path: {scores}, append: true}}
+"#,
+        brokers = brokers(),
+        windows = out.join("windows.jsonl").display(),
+        scores = out.join("scores.jsonl").display(),
+    )
+}
+
+/// Issue 19: a checkpointed pipeline reading Kafka, killed with `kill -9`
+/// twenty times at random moments while the topic fills and restarted on
+/// 1, 2 or 4 workers, against a server that runs through: every window is
+/// exact, and every anomaly score equals the uninterrupted run's (each
+/// restart took the partitions' positions and the models from one
+/// checkpoint, not the group's offsets).
+#[test]
+fn a_checkpointed_kafka_pipeline_survives_twenty_kills_unchanged() {
+    use common::server::{Server, wait_until};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    let t = topic("checkpointed");
+    let dir = temp_dir(&t);
+    client(&["create", &t, "3"]);
+    let base = base();
+    let seconds = 240;
+    let (a, b) = (dir.join("killed"), dir.join("through"));
+    let serve = |out: &Path, workers: &str| {
+        let data = out.join("data");
+        let args = [
+            "--workers",
+            workers,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--checkpoint-interval",
+            "500ms",
+        ];
+        Server::start(&args, 0)
+    };
+    let apply = |server: &Server, out: &Path, group: &str| {
+        std::fs::create_dir_all(out).unwrap();
+        let yaml = checkpointed_pipeline(&t, group, out);
+        let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&yaml));
+        assert_eq!(status, 201, "{body}");
+    };
+    let (mut killed, through) = (serve(&a, "2"), serve(&b, "1"));
+    apply(&killed, &a, "killed");
+    apply(&through, &b, "through");
+    let checkpoint = |server: &Server| -> serde_json::Value {
+        server.json("GET", "/api/v1/pipelines/p", None).1["checkpoints"].clone()
+    };
+    // A checkpoint first: before one, a restart starts from the group's
+    // offsets with empty models.
+    let mut sent = 20;
+    produce(
+        "produce-confluent",
+        &t,
+        &dir,
+        "0.tsv",
+        &every_partition(3, base, 0, sent),
+    );
+    wait_until("a first checkpoint", || {
+        checkpoint(&killed)["newest"].is_u64()
+    });
+    let mut restored = Vec::new();
+    for kill in 0..KILLS {
+        let to = (sent + rng.random_range(4..12)).min(seconds);
+        let name = format!("{}.tsv", kill + 1);
+        produce(
+            "produce-confluent",
+            &t,
+            &dir,
+            &name,
+            &every_partition(3, base, sent, to),
+        );
+        sent = to;
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..800)));
+        killed.kill_hard();
+        killed = serve(&a, ["1", "2", "4"][rng.random_range(0..3)]);
+        wait_until("the pipeline back", || {
+            killed.json("GET", "/api/v1/pipelines/p", None).1["state"] == "running"
+        });
+        let c = checkpoint(&killed);
+        assert!(
+            c["restored"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|n| n == "k")),
+            "restart {kill}: the source's positions were not restored: {c}"
+        );
+        restored.push(c["restored_from"].as_u64().unwrap());
+    }
+    let mut rest = every_partition(3, base, sent, seconds);
+    rest.extend((0..3).map(|p| (p, sentinel(base))));
+    produce("produce-confluent", &t, &dir, "rest.tsv", &rest);
+    let want = expected_of(SERIES, seconds, base);
+    let scored = |out: &Path| -> BTreeMap<(String, String, i64), f64> {
+        let mut seen = BTreeMap::new();
+        for r in rows_so_far(&out.join("scores.jsonl")) {
+            if let Some(old) = seen.insert(key(&r), r.value) {
+                assert_eq!(old, r.value, "{:?} scored twice, differently", key(&r));
+            }
+        }
+        seen
+    };
+    for out in [&a, &b] {
+        wait_until("every window", || {
+            let got: std::collections::BTreeSet<_> = rows_so_far(&out.join("windows.jsonl"))
+                .iter()
+                .map(key)
+                .collect();
+            want.keys().all(|k| got.contains(k))
+        });
+        wait_until("every score", || {
+            scored(out)
+                .keys()
+                .filter(|k| k.0 == "cpu:anomaly_score")
+                .count()
+                == SERIES * seconds as usize
+        });
+    }
+    // Windows exact (one written again after a restart is written the
+    // same), scores and flags equal to the uninterrupted run's.
+    check_rows(&rows(&a.join("windows.jsonl")), &want, true);
+    check_rows(&rows(&b.join("windows.jsonl")), &want, false);
+    let (scores_a, scores_b) = (scored(&a), scored(&b));
+    assert_eq!(
+        scores_a.len(),
+        2 * SERIES * seconds as usize,
+        "scores and flags"
+    );
+    let differ: Vec<_> = scores_b
+        .iter()
+        .filter(|(k, v)| scores_a.get(*k) != Some(*v))
+        .take(5)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "scores that differ from the uninterrupted run's: {differ:?}"
+    );
+    // The restarts came from several checkpoints, not one.
+    restored.dedup();
+    assert!(restored.len() > KILLS / 2, "{restored:?}");
+    assert!(killed.stop().success());
+    assert!(through.stop().success());
+}

@@ -76,9 +76,12 @@ macro_rules! samples_sink {
 /// `Validate<dyn SourceSpec>` for `$config`, whose `validate()` returns
 /// `$source`, and `SourceSpec` for `$source`, a source of samples built by
 /// its inherent `build(scope, ctx)`. `finite` is a `fn(&$source) -> bool`;
-/// `touches` a `fn(&$source) -> Vec<Resource>`.
+/// `touches` a `fn(&$source) -> Vec<Resource>`; `positions` is `None` for
+/// a source that cannot record its position in checkpoints yet, or
+/// `Some(identity)`, an `fn(&$source) -> String` of what its recorded
+/// positions depend on (see `SourceSpec::identity`).
 macro_rules! samples_source {
-    ($config:ty => $source:ty, finite: $finite:expr, needs_ingest: $ingest:expr, touches: $touches:expr $(,)?) => {
+    ($config:ty => $source:ty, finite: $finite:expr, needs_ingest: $ingest:expr, touches: $touches:expr, positions: $positions:expr $(,)?) => {
         validated!($config, SourceSpec, |c| c
             .validate()
             .map(|s| std::sync::Arc::new(s) as _));
@@ -97,9 +100,16 @@ macro_rules! samples_source {
                 let touches: fn(&$source) -> Vec<tidemark_engine::spec::Resource> = $touches;
                 touches(self)
             }
-            /// Positions in checkpoints: only the network sources so far.
             fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
-                tidemark_engine::checkpoint::Checkpointed::NotYet
+                let positions: Option<fn(&$source) -> String> = $positions;
+                match positions {
+                    Some(_) => tidemark_engine::checkpoint::Checkpointed::Kept,
+                    None => tidemark_engine::checkpoint::Checkpointed::NotYet,
+                }
+            }
+            fn identity(&self) -> String {
+                let positions: Option<fn(&$source) -> String> = $positions;
+                positions.map_or_else(|| format!("{self:?}"), |identity| identity(self))
             }
             fn build<'scope>(
                 &self,

@@ -268,6 +268,13 @@ pub trait SourceSpec: fmt::Debug + Send + Sync {
     /// [`crate::checkpoint`]); a pipeline is checkpointed only if every
     /// source and transform can be.
     fn checkpointed(&self) -> Checkpointed;
+    /// What the position it records in checkpoints depends on: a restore
+    /// gives the position back while this is unchanged, though other
+    /// settings changed (by default the whole configuration, as `Debug`
+    /// prints it).
+    fn identity(&self) -> String {
+        format!("{self:?}")
+    }
     /// Builds it on a worker.
     fn build<'scope>(&self, scope: PipelineScope<'scope>, ctx: SourceContext) -> AnyStream<'scope>;
 }

@@ -80,7 +80,7 @@ impl Plan {
             match source.checkpointed() {
                 Checkpointed::Kept => members.push(Member {
                     name: name.clone(),
-                    fingerprint: fingerprint(&format!("{source:?}")),
+                    fingerprint: fingerprint(&source.identity()),
                     offset: 0,
                 }),
                 Checkpointed::Stateless => {}

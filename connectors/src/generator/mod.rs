@@ -24,4 +24,4 @@ pub use config::{Generator, GeneratorConfig};
 pub use values::{DayMemo, METRICS, Shape, series_for};
 
 // Finite when `ticks` is set.
-samples_source!(GeneratorConfig => Generator, finite: |g| g.ticks.is_some(), needs_ingest: false, touches: |_| Vec::new());
+samples_source!(GeneratorConfig => Generator, finite: |g| g.ticks.is_some(), needs_ingest: false, touches: |_| Vec::new(), positions: None);

@@ -26,10 +26,51 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use serde::{Deserialize, Serialize};
+use tidemark_engine::checkpoint::Part;
+use tidemark_engine::time::{Millis, Time};
+
 use crate::progress::Checkpoint;
 
 /// A partition's stored position.
 pub(crate) type Positions = HashMap<(String, i32), (i64, Checkpoint)>;
+
+/// A partition's position at a checkpoint of operator state
+/// (`tidemark_engine::checkpoint`): its messages before `offset` are in the
+/// state, none after. A worker's part of a checkpoint lists its partitions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Held {
+    pub topic: String,
+    pub partition: i32,
+    /// `None`: nothing read yet; a restore starts where the source's
+    /// `start` says.
+    pub offset: Option<i64>,
+    /// The partition's largest event time before `offset`.
+    pub max_seen: Option<Millis>,
+}
+
+/// The checkpoint of operator state a pipeline was restored from, as a
+/// `kafka` source reads it: its cut, and every partition's position.
+#[derive(Debug)]
+pub(crate) struct Restore {
+    pub at: Time,
+    pub positions: HashMap<(String, i32), (Option<i64>, Option<Millis>)>,
+}
+
+impl Restore {
+    /// Reads every worker's part (the run that wrote them may have had
+    /// another number of workers).
+    pub fn decode(at: Time, parts: &[Part]) -> Result<Restore, String> {
+        let mut positions = HashMap::new();
+        for part in parts {
+            let held: Vec<Held> = tidemark_engine::checkpoint::decode(part)?;
+            for h in held {
+                positions.insert((h.topic, h.partition), (h.offset, h.max_seen));
+            }
+        }
+        Ok(Restore { at, positions })
+    }
+}
 
 /// Creates `topic` if it does not exist (`compact` sets
 /// `cleanup.policy=compact`).
@@ -164,6 +205,33 @@ pub(crate) fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Positions written by two workers read back as one map, whatever
+    /// worker reads them.
+    #[test]
+    fn every_workers_positions_are_restored() {
+        let held = |partition, offset| Held {
+            topic: "t".into(),
+            partition,
+            offset,
+            max_seen: Some(partition as i64 * 10),
+        };
+        let parts = [
+            std::sync::Arc::new(tidemark_engine::checkpoint::encode(&vec![
+                held(0, Some(5)),
+                held(2, None),
+            ])),
+            std::sync::Arc::new(tidemark_engine::checkpoint::encode(&vec![held(1, Some(7))])),
+        ];
+        let r = Restore::decode(40, &parts).unwrap();
+        assert_eq!(r.at, 40);
+        assert_eq!(r.positions.len(), 3);
+        assert_eq!(r.positions[&("t".to_owned(), 0)], (Some(5), Some(0)));
+        assert_eq!(r.positions[&("t".to_owned(), 1)], (Some(7), Some(10)));
+        assert_eq!(r.positions[&("t".to_owned(), 2)], (None, Some(20)));
+        let bad = [std::sync::Arc::new(vec![0xff; 3])];
+        assert!(Restore::decode(40, &bad).is_err());
+    }
 
     #[test]
     fn the_latest_checkpoint_of_a_partition_wins() {

@@ -378,6 +378,17 @@ impl KafkaSource {
         out.push(Resource::new("queue", ResourceKind::Queue(self.queue)));
         out
     }
+
+    /// What its positions in checkpoints depend on: the cluster (its
+    /// brokers, in any order). Positions are kept per topic and partition,
+    /// so a restore gives them back though topics, format, group or
+    /// timing settings changed.
+    pub fn identity(&self) -> String {
+        let mut brokers: Vec<&str> = self.brokers.split(',').map(str::trim).collect();
+        brokers.sort_unstable();
+        brokers.dedup();
+        format!("kafka {}", brokers.join(","))
+    }
 }
 
 impl KafkaSink {

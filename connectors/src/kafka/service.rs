@@ -22,9 +22,9 @@ use tidemark_engine::Sample;
 use tidemark_engine::component::Reach;
 use tidemark_engine::runtime::SyncActivator;
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
-use tidemark_engine::time::{Time, millis, now_millis};
+use tidemark_engine::time::{Millis, Time, millis, now_millis};
 
-use super::checkpoint::{self, Acks, Positions};
+use super::checkpoint::{self, Acks, Held, Positions, Restore};
 use super::config::{KafkaSource, Start, Topics};
 use super::progress::{Idleness, at_end};
 use crate::progress::{Checkpoint, Stamper};
@@ -35,6 +35,8 @@ use tidemark_codecs::{Decoder, Rejects};
 pub(crate) struct Assigned {
     pub slot: usize,
     pub watermark: Option<Time>,
+    /// Where it starts.
+    pub start: Held,
 }
 
 /// Messages up to `next_offset` reach at most `reach`; the partition's
@@ -46,12 +48,24 @@ pub(crate) struct Chunk {
     pub max_seen: Option<i64>,
 }
 
+/// Consecutive messages of a partition that enter at one time: `n`
+/// samples, from the message at `offset` on, whose partition had seen
+/// `max_seen` before it. (A message's samples enter together, so that a
+/// checkpoint cuts between messages.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub at: Time,
+    pub n: usize,
+    pub offset: i64,
+    pub max_seen: Option<Millis>,
+}
+
 /// A run of one partition's messages.
 pub(crate) struct Batch {
     pub slot: usize,
     pub samples: Vec<Sample>,
-    /// `(entry time, count)` runs over `samples`.
-    pub times: Vec<(Time, usize)>,
+    /// The runs over `samples`, in order.
+    pub runs: Vec<Run>,
     /// Commit points, one per step of a second in the running reach.
     pub chunks: Vec<Chunk>,
     pub watermark: Option<Time>,
@@ -63,7 +77,8 @@ const REACH_STEP: Time = 1000;
 
 pub(crate) enum Event {
     /// Partitions taken on; `resume` is the largest durable frontier stored
-    /// with any committed offset of the source's topics.
+    /// with any committed offset of the source's topics (or the cut of the
+    /// checkpoint restored from).
     Assigned {
         resume: Time,
         partitions: Vec<Assigned>,
@@ -102,6 +117,9 @@ pub(crate) struct Service {
     pub events: SyncSender<Event>,
     pub commands: Receiver<Command>,
     pub activator: SyncActivator,
+    /// The checkpoint of operator state the pipeline was restored from:
+    /// its positions replace the checkpoint topic's.
+    pub restored: Option<Restore>,
 }
 
 struct Part {
@@ -274,12 +292,15 @@ impl Service {
         }
         // The resume frontier is read over every partition, so every worker
         // finds the same value.
-        let resume = positions
-            .iter()
-            .filter(|((t, _), _)| self.config.topics.matches(t))
-            .map(|(_, (_, c))| c.durable)
-            .max()
-            .unwrap_or(0);
+        let resume = match &self.restored {
+            Some(r) => r.at,
+            None => positions
+                .iter()
+                .filter(|((t, _), _)| self.config.topics.matches(t))
+                .map(|(_, (_, c))| c.durable)
+                .max()
+                .unwrap_or(0),
+        };
         let owned: Vec<(String, i32)> = mine.iter().map(|x| (*x).clone()).collect();
         let committed = self.committed(consumer, &owned)?;
         let mut tpl = TopicPartitionList::new();
@@ -287,20 +308,39 @@ impl Service {
         let ooo = millis(self.config.max_out_of_orderness);
         for (topic, partition) in mine {
             let key = (topic.clone(), *partition);
-            let (offset, checkpoint) = match (positions.get(&key), committed.get(&key)) {
-                (Some((o, c)), _) => (Offset::Offset(*o), Some(*c)),
-                // Committed by a consumer that left no checkpoint: its
-                // position, with nothing to restore.
-                (None, Some(o @ Offset::Offset(_))) => (*o, None),
-                _ => (self.start_offset(consumer, topic, *partition), None),
+            let (offset, max_seen) = match &self.restored {
+                // Restored state holds the messages before the
+                // checkpoint's position; a partition it does not list was
+                // taken on after its cut, so the state holds none of it.
+                Some(r) => match r.positions.get(&key) {
+                    Some((Some(o), m)) => (Offset::Offset(*o), *m),
+                    Some((None, m)) => (self.start_offset(consumer, topic, *partition), *m),
+                    None => (self.start_offset(consumer, topic, *partition), None),
+                },
+                None => match (positions.get(&key), committed.get(&key)) {
+                    (Some((o, c)), _) => (Offset::Offset(*o), c.max_seen),
+                    // Committed by a consumer that left no checkpoint: its
+                    // position, with nothing to restore.
+                    (None, Some(o @ Offset::Offset(_))) => (*o, None),
+                    _ => (self.start_offset(consumer, topic, *partition), None),
+                },
             };
             tpl.add_partition_offset(topic, *partition, offset)
                 .map_err(|e| e.to_string())?;
-            let stamper = Stamper::new(ooo, checkpoint.and_then(|c| c.max_seen), self.reach);
-            tracing::info!(source = %self.name, topic, partition, ?offset, "Reading a partition.");
+            let stamper = Stamper::new(ooo, max_seen, self.reach);
+            tracing::info!(source = %self.name, topic, partition, ?offset, restored = self.restored.is_some(), "Reading a partition.");
             assigned.push(Assigned {
                 slot: parts.len(),
                 watermark: stamper.watermark(),
+                start: Held {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: match offset {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    },
+                    max_seen,
+                },
             });
             parts.push(Part {
                 topic: topic.clone(),
@@ -608,7 +648,7 @@ impl Service {
                 let batch = building.entry(slot).or_insert_with(|| Batch {
                     slot,
                     samples: Vec::new(),
-                    times: Vec::new(),
+                    runs: Vec::new(),
                     chunks: Vec::new(),
                     watermark: None,
                 });
@@ -626,13 +666,26 @@ impl Service {
                         || "empty message".into(),
                     ),
                 }
+                // The message enters at the partition's watermark after its
+                // first sample.
+                let max_seen = part.stamper.max_seen();
                 let mut reach = 0;
+                let mut at = None;
                 for s in &batch.samples[before..] {
                     let (t, r) = part.stamper.stamp(s.timestamp);
                     reach = reach.max(r);
-                    match batch.times.last_mut() {
-                        Some((last, n)) if *last == t => *n += 1,
-                        _ => batch.times.push((t, 1)),
+                    at.get_or_insert(t);
+                }
+                if let Some(at) = at {
+                    let n = batch.samples.len() - before;
+                    match batch.runs.last_mut() {
+                        Some(run) if run.at == at => run.n += n,
+                        _ => batch.runs.push(Run {
+                            at,
+                            n,
+                            offset: message.offset(),
+                            max_seen,
+                        }),
                     }
                 }
                 let reach = reach.div_ceil(REACH_STEP).saturating_mul(REACH_STEP);

@@ -5,18 +5,21 @@
 //! sinks, whose capabilities they hold until their output is durable) has
 //! passed everything before them.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::mpsc::{TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
 use tidemark_engine::Sample;
+use tidemark_engine::checkpoint::encode;
 use tidemark_engine::component::SourceContext;
 use tidemark_engine::flow::FlowControl;
 use tidemark_engine::runtime::{PipelineScope, SampleStream, source};
 use tidemark_engine::stats::add;
 use tidemark_engine::time::Time;
 
+use super::checkpoint::{Held, Restore};
 use super::config::KafkaSource;
 use super::service::{Command, Event, Service};
 use crate::progress::Uncommitted;
@@ -28,6 +31,23 @@ struct Slot {
     /// The consumer thread said the partition is idle (no batch since).
     idle: bool,
     uncommitted: Uncommitted,
+    /// In a checkpointed pipeline: where the partition is (after the last
+    /// message emitted), the time of its last emitted message, and its
+    /// position at each checkpoint its messages reached before this
+    /// worker's output did.
+    at: Held,
+    reported: Time,
+    crossed: BTreeMap<Time, Held>,
+}
+
+impl Slot {
+    /// Its position at checkpoint `b`, which the source's output reaches
+    /// now: where its messages first reached `b`, else where it is.
+    fn held_at(&mut self, b: Time) -> Held {
+        let held = self.crossed.remove(&b).unwrap_or_else(|| self.at.clone());
+        self.crossed.retain(|t, _| *t > b);
+        held
+    }
 }
 
 impl KafkaSource {
@@ -54,8 +74,30 @@ impl KafkaSource {
             // when it is full the consumer thread pauses its partitions.
             let (events_tx, events) = sync_channel((config.queue / config.queue.min(4096)).max(1));
             let (commands, commands_rx) = sync_channel(16);
-            if ctx.reach.is_none() {
+            if ctx.reach.is_none() && ctx.checkpoint.is_none() {
                 tracing::warn!(source = %ctx.name, "A session window is downstream: offsets are committed only as far as nothing is open, so a restart may read much again.");
+            }
+            // Restored from a checkpoint: the partitions resume at its
+            // positions, and this worker's output at its cut.
+            let mut restored = None;
+            let restored_at = ctx.checkpoint.as_ref().and_then(|c| c.restored_at());
+            if let Some(cut) = &ctx.checkpoint
+                && let Some(at) = restored_at
+            {
+                match cut.restored().map(|parts| Restore::decode(at, &parts)) {
+                    Some(Ok(r)) => restored = Some(r),
+                    // A source whose cluster changed: its group's offsets.
+                    None => {}
+                    Some(Err(error)) => {
+                        add(&ctx.stats.errors, 1);
+                        tracing::error!(source = %ctx.name, %error, "This source's positions in the checkpoint do not decode; it resumes from its group's offsets, which the restored state may already hold in part.");
+                    }
+                }
+            }
+            let mut capability = capability;
+            if let Some(at) = restored_at {
+                ctx.resume.resume_from(at);
+                tidemark_engine::runtime::raise(&mut capability, at);
             }
             let service = Service {
                 config: config.clone(),
@@ -69,6 +111,7 @@ impl KafkaSource {
                 events: events_tx,
                 commands: commands_rx,
                 activator: scope.worker().sync_activator_for(info.address.to_vec()),
+                restored,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("kafka-{}", ctx.name))
@@ -149,13 +192,19 @@ impl KafkaSource {
                     };
                     match event {
                         Event::Assigned { resume, partitions } => {
-                            ctx.resume.resume_from(resume);
+                            // (Restored: the checkpoint's cut, set above.)
+                            if restored_at.is_none() {
+                                ctx.resume.resume_from(resume);
+                            }
                             for p in partitions {
                                 debug_assert_eq!(p.slot, slots.len());
                                 slots.push(Slot {
                                     watermark: p.watermark,
                                     idle: false,
                                     uncommitted: Uncommitted::default(),
+                                    at: p.start,
+                                    reported: *c.time(),
+                                    crossed: BTreeMap::new(),
                                 });
                             }
                             ready = true;
@@ -163,23 +212,32 @@ impl KafkaSource {
                         Event::Batch(batch) => {
                             add(&ctx.stats.received, batch.samples.len() as u64);
                             let mut samples = batch.samples.into_iter();
+                            let slot = &mut slots[batch.slot];
                             // A sample of a partition that was idle may go
                             // out later than its partition's time; its reach
                             // is then counted from when it went out.
                             let mut delayed = 0;
-                            for &(t, n) in &batch.times {
-                                let mut run: Vec<Sample> = samples.by_ref().take(n).collect();
-                                let at = t.max(*c.time());
-                                if at > t {
+                            for r in &batch.runs {
+                                let mut run: Vec<Sample> = samples.by_ref().take(r.n).collect();
+                                let at = r.at.max(*c.time());
+                                if at > r.at {
                                     delayed = delayed.max(at);
                                 }
+                                if let Some(cut) = &ctx.checkpoint {
+                                    for b in cut.crossed(slot.reported, at) {
+                                        let held = Held { offset: Some(r.offset), max_seen: r.max_seen, ..slot.at.clone() };
+                                        slot.crossed.insert(b, held);
+                                    }
+                                }
+                                slot.reported = slot.reported.max(at);
                                 flow.sent(at, run.len() as u64);
                                 output.session(&c.delayed(&at)).give_container(&mut run);
                             }
-                            let slot = &mut slots[batch.slot];
                             slot.watermark = batch.watermark.or(slot.watermark);
                             slot.idle = false;
                             for chunk in batch.chunks {
+                                slot.at.offset = Some(chunk.next_offset);
+                                slot.at.max_seen = chunk.max_seen;
                                 slot.uncommitted.push(chunk.next_offset, chunk.reach.max(delayed), chunk.max_seen);
                             }
                         }
@@ -200,9 +258,21 @@ impl KafkaSource {
                     }
                     let target = if any { min.unwrap_or(*c.time()) } else { ctx.clock.max() };
                     if target > *c.time() {
+                        // Every partition's position for each checkpoint
+                        // on the way: what is emitted from here on enters
+                        // at or after it.
+                        if let Some(cut) = &ctx.checkpoint {
+                            for b in cut.crossed(*c.time(), target) {
+                                let held: Vec<Held> = slots.iter_mut().map(|s| s.held_at(b)).collect();
+                                cut.write_at(b, encode(&held));
+                            }
+                        }
                         c.downgrade(&target);
                     }
                     ctx.clock.publish(*c.time());
+                }
+                if let Some(cut) = &ctx.checkpoint {
+                    cut.checkpoints().poll(durable());
                 }
                 if last_commit.elapsed() >= config.commit_interval {
                     last_commit = now;
