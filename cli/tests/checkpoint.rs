@@ -52,38 +52,49 @@ const RULES: &str = "{groups: [{name: g, rules: [\
     {alert: High, expr: 'avg_over_time(load[5s]) > 108', for: 3s, annotations: {summary: '{{ $labels.s }} at {{ $value }}'}}, \
     {record: 'load:max5s', expr: 'max_over_time(load[5s])'}]}]}";
 
+/// The routing: groups by alert name, told again every 10 s while firing.
+const ROUTING: &str = "{route: {receiver: team, group_by: [alertname], group_wait: 2s, \
+    group_interval: 5s, repeat_interval: 10s}, receivers: [{name: team}]}";
+
 fn pipeline(name: &str, r: &Run, explain: bool) -> String {
     format!(
         "name: {name}\nsources:\n  in: {{type: grpc, max_out_of_orderness: 0s, idle_timeout: 200ms}}\n\
          transforms:\n  w: {{type: window, inputs: [in], window: {{tumbling: 1m}}, by: [s], aggregates: [count, sum]}}\n  \
          sc: {{type: score, inputs: [in], explain: {explain}}}\n  \
-         rules: {{type: alert, inputs: [in], interval: 1s, rules: {RULES}}}\n\
+         rules: {{type: alert, inputs: [in], interval: 1s, rules: {RULES}}}\n  \
+         page: {{type: route, inputs: [rules.alerts], config: {ROUTING}}}\n\
          sinks:\n  out: {{type: file, inputs: [w], path: {}, append: true}}\n  \
          scores: {{type: file, inputs: [sc], path: {}, append: true}}\n  \
          recorded: {{type: file, inputs: [rules], path: {}, append: true}}\n  \
-         alerts: {{type: file, inputs: [rules.alerts], path: {}, append: true}}\n",
+         alerts: {{type: file, inputs: [rules.alerts], path: {}, append: true}}\n  \
+         notes: {{type: file, inputs: [page], path: {}, append: true}}\n",
         r.out.display(),
         r.scores.display(),
         r.alerts.with_extension("samples").display(),
-        r.alerts.display()
+        r.alerts.display(),
+        r.alerts.with_extension("notes").display()
     )
 }
 
 /// The lines of the rules' files (recorded samples and `ALERTS` in
-/// `<path>.samples`, alert changes in `path`) stamped at or before
-/// `until`, as a set: a line written again after a restart is written the
-/// same.
+/// `<path>.samples`, alert changes in `path`, the route's notifications in
+/// `<path>.notes`) stamped at or before `until`, as a set: a line written
+/// again after a restart is written the same.
 fn rule_lines(path: &Path, until: i64) -> BTreeSet<String> {
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    [read(&path.with_extension("samples")), read(path)]
-        .concat()
-        .lines()
-        .filter(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            v["timestamp"].as_i64().or(v["at"].as_i64()).unwrap() <= until
-        })
-        .map(str::to_owned)
-        .collect()
+    [
+        read(&path.with_extension("samples")),
+        read(path),
+        read(&path.with_extension("notes")),
+    ]
+    .concat()
+    .lines()
+    .filter(|l| {
+        let v: Value = serde_json::from_str(l).unwrap();
+        v["timestamp"].as_i64().or(v["at"].as_i64()).unwrap() <= until
+    })
+    .map(str::to_owned)
+    .collect()
 }
 
 struct Sender {
@@ -348,6 +359,17 @@ fn close_and_compare(a: &Run, b: &Run, to_a: &mut Sender, to_b: &mut Sender) -> 
         rules_a.iter().any(|l| l.contains("\"firing\"")),
         "nothing fired"
     );
+    let notes =
+        |r: &Run| std::fs::read_to_string(r.alerts.with_extension("notes")).unwrap_or_default();
+    assert!(
+        notes(a)
+            .lines()
+            .filter(|l| l.contains("\"groupKey\""))
+            .count()
+            >= 3,
+        "too few notifications: {}",
+        notes(a)
+    );
     let windows = rows(&a.out);
     for s in 0..SERIES {
         let count = windows[&("load:1m_by_s_count".into(), s.to_string(), minute)];
@@ -419,7 +441,7 @@ fn an_update_keeps_the_state_of_unchanged_components() {
     assert_eq!(c["restored_from"], at, "{body}");
     assert_eq!(
         c["restored"],
-        serde_json::json!(["in", "rules", "w"]),
+        serde_json::json!(["in", "rules", "page", "w"]),
         "{body}"
     );
     assert_eq!(c["fresh"], serde_json::json!(["sc"]), "{body}");

@@ -145,9 +145,10 @@ impl TransformSpec for RouteTransform {
             .map(|f| Resource::new("config", ResourceKind::ReadFile(f.into())))
             .collect()
     }
-    /// The route transform's dispatcher state is not checkpointed yet.
+    /// The dispatcher's groups (what each last told, its next flush) and
+    /// the firing inhibition sources.
     fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
-        tidemark_engine::checkpoint::Checkpointed::NotYet
+        tidemark_engine::checkpoint::Checkpointed::Kept
     }
     fn build<'scope>(
         &self,
@@ -161,6 +162,7 @@ impl TransformSpec for RouteTransform {
             &self.external_url,
             Arc::clone(&ctx.silences),
             stats,
+            ctx.checkpoint,
         );
         vec![AnyStream::Notifications(routed)]
     }

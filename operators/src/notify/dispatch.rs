@@ -27,8 +27,10 @@ use tidemark_engine::notify::{
     LabelMap, Notification, NotifiedAlert, Status, fingerprint, label_map, label_set_string,
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::amconfig::{Route, Routing};
-use super::inhibit::Inhibitor;
+use super::inhibit::{Inhibitor, Sources};
 
 /// A silence, its matchers compiled: it mutes the alerts they all match
 /// at event times in `[starts_at, ends_at)`.
@@ -79,7 +81,7 @@ impl ActiveSilence {
 type GroupId = (usize, u64);
 
 /// An alert as a group holds it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Held {
     labels: LabelMap,
     annotations: LabelMap,
@@ -89,14 +91,14 @@ struct Held {
 }
 
 /// What the last notification about a group said.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Sent {
     firing: BTreeSet<u64>,
     resolved: BTreeSet<u64>,
     at: i64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Group {
     key: String,
     labels: LabelMap,
@@ -262,6 +264,31 @@ impl Dispatcher {
     /// Groups alive.
     pub fn groups(&self) -> usize {
         self.groups.len()
+    }
+
+    /// The state a checkpoint keeps (bincode): every group with its
+    /// alerts, what it last told and its next flush, and the inhibition
+    /// rules' firing sources. Silences are the server's, and counts are
+    /// counters: neither is kept.
+    pub fn save(&self) -> Vec<u8> {
+        let groups: Vec<(&GroupId, &Group)> = self.groups.iter().collect();
+        tidemark_engine::checkpoint::encode(&(groups, self.inhibitor.sources()))
+    }
+
+    /// Takes back what [`Self::save`] wrote, in place of any state (the
+    /// routing is the same, or the state would not be restored).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let (groups, sources): (Vec<(GroupId, Group)>, Vec<Sources>) =
+            tidemark_engine::checkpoint::decode(bytes)?;
+        if let Some(((route, _), _)) = groups.iter().find(|((r, _), _)| *r >= self.routes.len()) {
+            return Err(format!(
+                "a group of route {route}, which this routing does not have"
+            ));
+        }
+        self.timers = groups.iter().map(|(id, g)| (g.next, *id)).collect();
+        self.groups = groups.into_iter().collect();
+        self.inhibitor.restore(sources);
+        Ok(())
     }
 
     fn flush(&mut self, id: GroupId, at: i64, repeats: bool) -> Option<Notification> {

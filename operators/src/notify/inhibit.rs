@@ -18,13 +18,16 @@ use tidemark_engine::notify::LabelMap;
 use super::amconfig::InhibitRule;
 use super::matcher::all_match;
 
+/// A rule's firing sources: `equal` values -> source fingerprint ->
+/// whether that source matches the rule's target matchers too.
+pub type Sources = HashMap<Vec<String>, BTreeMap<u64, bool>>;
+
 /// Firing sources of each rule, indexed by their `equal` label values.
 #[derive(Debug, Default)]
 pub struct Inhibitor {
     rules: Vec<InhibitRule>,
-    /// Per rule: `equal` values -> source fingerprint -> whether that
-    /// source matches the rule's target matchers too.
-    sources: Vec<HashMap<Vec<String>, BTreeMap<u64, bool>>>,
+    /// Per rule.
+    sources: Vec<Sources>,
 }
 
 impl Inhibitor {
@@ -58,6 +61,19 @@ impl Inhibitor {
                     sources.remove(&key);
                 }
             }
+        }
+    }
+
+    /// The firing sources, for a checkpoint.
+    pub fn sources(&self) -> &[Sources] {
+        &self.sources
+    }
+
+    /// Takes back the firing sources a checkpoint held (rule by rule; the
+    /// rules are the same, or the route's state would not be restored).
+    pub fn restore(&mut self, sources: Vec<Sources>) {
+        if sources.len() == self.rules.len() {
+            self.sources = sources;
         }
     }
 

@@ -6,6 +6,12 @@
 //! notification is stamped `T`. When the input ends, the flushes still
 //! due run once more without repeats (so a replay's last changes are told).
 //! The process's silences are read again whenever they change.
+//!
+//! In a checkpointed pipeline the dispatcher's state is cut like an alert
+//! unit's: alerts at or after the next cut wait (`Gate`); once the
+//! frontier reaches the cut, everything before it is applied and the
+//! flushes due before it run, and the state is written as one entry. A
+//! restore brings it back to worker 0 before any alert is applied.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +20,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Operator;
 
 use tidemark_engine::alert::Alert;
+use tidemark_engine::checkpoint::{Cut, Entry, Gate, Step, encode, restore_entries, restore_input};
 use tidemark_engine::notify::Notification;
 use tidemark_engine::runtime::{AlertStream, NotificationStream, frontier_min, raise};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
@@ -34,6 +41,7 @@ pub trait Route<'scope> {
         external_url: &str,
         silences: Arc<SilenceHub>,
         stats: Arc<ComponentStats>,
+        checkpoint: Option<Cut>,
     ) -> NotificationStream<'scope>;
 }
 
@@ -45,10 +53,16 @@ impl<'scope> Route<'scope> for AlertStream<'scope> {
         external_url: &str,
         silences: Arc<SilenceHub>,
         stats: Arc<ComponentStats>,
+        checkpoint: Option<Cut>,
     ) -> NotificationStream<'scope> {
         let external_url = external_url.to_owned();
-        self.unary_frontier(
+        // The restored state (one entry) comes to worker 0 too.
+        let restore = restore_input(self.scope(), name, checkpoint.as_ref());
+        let index = self.scope().index();
+        self.binary_frontier(
+            restore,
             Exchange::new(|_: &Alert| 0u64),
+            Exchange::new(|_: &Entry| 0u64),
             name,
             move |capability, _info| {
                 let mut held = Some(capability);
@@ -56,7 +70,17 @@ impl<'scope> Route<'scope> for AlertStream<'scope> {
                 let mut dispatcher = Dispatcher::new(routing, &external_url);
                 let (mut inhibited, mut silenced) = (0u64, 0u64);
                 let mut seen_version = None;
-                move |(input, frontier), output| {
+                let mut gate: Gate<Vec<Alert>> = Gate::new(checkpoint);
+                move |(input, frontier), (restored, restored_frontier), output| {
+                    restored.for_each(|_cap, data| {
+                        restore_entries(data, &stats, |_key, bytes| dispatcher.restore(bytes));
+                    });
+                    if restored_frontier.frontier().is_empty()
+                        && let Some(x) = gate.restored()
+                        && let Some(cap) = held.as_mut()
+                    {
+                        raise(cap, x);
+                    }
                     dispatcher.set_now(tidemark_engine::time::now_millis());
                     let version = silences.version();
                     if seen_version != Some(version) {
@@ -73,26 +97,44 @@ impl<'scope> Route<'scope> for AlertStream<'scope> {
                     input.for_each(|cap, data| {
                         let Some(&time) = cap.least() else { return };
                         add(&stats.received, data.len() as u64);
-                        pending.entry(time).or_default().append(data);
+                        if !gate.wait(time, data) {
+                            pending.entry(time).or_default().append(data);
+                        }
                     });
                     let Some(cap) = held.as_mut() else {
                         pending.clear();
                         return;
                     };
-                    let f = frontier_min(frontier);
-                    let limit = f.unwrap_or(Time::MAX);
-                    let mut out: Vec<Notification> = Vec::new();
-                    while let Some(entry) = pending.first_entry() {
-                        if *entry.key() >= limit {
-                            break;
-                        }
-                        let (t, alerts) = entry.remove_entry();
-                        let t = t as i64;
-                        out.extend(dispatcher.fire(t - 1));
-                        for alert in &alerts {
-                            dispatcher.insert(alert, t);
-                        }
+                    if gate.restoring() {
+                        return;
                     }
+                    let f = frontier_min(frontier);
+                    let mut out: Vec<Notification> = Vec::new();
+                    gate.advance(f, &mut |step| match step {
+                        Step::Apply(t, mut alerts) => {
+                            pending.entry(t).or_default().append(&mut alerts);
+                            Vec::new()
+                        }
+                        Step::Cut(x) => {
+                            // Everything before the cut, flushes included;
+                            // what is left is at or after it.
+                            apply(&mut dispatcher, &mut pending, x, &mut out);
+                            out.extend(dispatcher.fire(x as i64 - 1));
+                            // (The other workers' parts are empty.)
+                            let entries: Vec<Entry> = if index == 0 {
+                                vec![(0, dispatcher.save())]
+                            } else {
+                                Vec::new()
+                            };
+                            encode(&entries)
+                        }
+                    });
+                    apply(
+                        &mut dispatcher,
+                        &mut pending,
+                        f.unwrap_or(Time::MAX),
+                        &mut out,
+                    );
                     match f {
                         Some(f) => out.extend(dispatcher.fire(f as i64 - 1)),
                         None => out.extend(dispatcher.finish()),
@@ -109,6 +151,7 @@ impl<'scope> Route<'scope> for AlertStream<'scope> {
                     for ((receiver, what), n) in dispatcher.take_muted() {
                         stats.notified(&receiver, what, "", n);
                     }
+                    // (Input the gate holds is after the frontier.)
                     let next = [
                         f,
                         pending.keys().next().copied(),
@@ -126,5 +169,26 @@ impl<'scope> Route<'scope> for AlertStream<'scope> {
                 }
             },
         )
+    }
+}
+
+/// Applies the alerts of `pending` stamped before `limit`, in time order,
+/// each time's after the flushes due before it.
+fn apply(
+    dispatcher: &mut Dispatcher,
+    pending: &mut BTreeMap<Time, Vec<Alert>>,
+    limit: Time,
+    out: &mut Vec<Notification>,
+) {
+    while let Some(entry) = pending.first_entry() {
+        if *entry.key() >= limit {
+            break;
+        }
+        let (t, alerts) = entry.remove_entry();
+        let t = t as i64;
+        out.extend(dispatcher.fire(t - 1));
+        for alert in &alerts {
+            dispatcher.insert(alert, t);
+        }
     }
 }
