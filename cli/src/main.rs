@@ -191,6 +191,9 @@ struct ServeArgs {
     /// Time between checkpoints of operator state (windows, scores) under --data-dir, or `off` [default: 10s].
     #[arg(long, env = "TIDEMARK_CHECKPOINT_INTERVAL")]
     checkpoint_interval: Option<String>,
+    /// Where checkpoints are kept: `s3://bucket/prefix` (endpoint, region and credentials from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or a directory [default: DATA_DIR/checkpoints].
+    #[arg(long, env = "TIDEMARK_CHECKPOINT_STORE")]
+    checkpoint_store: Option<String>,
     /// Records each source instance may have in flight before it waits [default: 1048576].
     #[arg(long, env = "TIDEMARK_MAX_IN_FLIGHT")]
     max_in_flight: Option<u64>,
@@ -272,6 +275,19 @@ impl ServeArgs {
                 })
             }
             None => Some(Default::default()),
+        };
+        let data_dir = self.data_dir.or(file.data_dir);
+        let checkpoint_store = match self.checkpoint_store.or(file.checkpoint_store) {
+            Some(location) => {
+                anyhow::ensure!(
+                    data_dir.is_some(),
+                    "--checkpoint-store needs --data-dir (the applied pipelines and the write-ahead log stay there)"
+                );
+                let store = tidemark_engine::checkpoint::Store::open(&location)
+                    .map_err(|e| anyhow::anyhow!("--checkpoint-store: {e}"))?;
+                Some(store)
+            }
+            None => None,
         };
         let protect_metrics = self.protect_metrics.or(file.protect_metrics);
         // With tokens `/metrics` needs one too unless the operator opens it:
@@ -356,9 +372,10 @@ impl ServeArgs {
                 .or(file.grpc)
                 .unwrap_or_else(|| std::net::SocketAddr::new(default_ip, 4317)),
             pipelines: self.pipelines.or(file.pipelines),
-            data_dir: self.data_dir.or(file.data_dir),
+            data_dir,
             wal,
             checkpoints,
+            checkpoint_store,
             max_in_flight: self
                 .max_in_flight
                 .or(file.max_in_flight)

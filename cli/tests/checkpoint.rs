@@ -485,3 +485,92 @@ fn an_update_keeps_the_state_of_unchanged_components() {
     assert_eq!(first_explained, at, "a new model from the checkpoint on");
     assert!(server.stop().success());
 }
+
+/// Checkpoints in S3 (`--checkpoint-store s3://bucket/ckpt`, against moto):
+/// a server killed with `kill -9` twice, after a checkpoint, and
+/// restarted on 2 workers and then 1 restores from the bucket (nothing
+/// under the data directory) and reads the log only from the cut; its
+/// output equals an uninterrupted server's; deleting the pipeline deletes
+/// its objects.
+#[test]
+fn checkpoints_in_s3_survive_kill_9() {
+    let endpoint = common::s3::endpoint();
+    let bucket = common::s3::bucket(&endpoint, "checkpoints");
+    let env = common::s3::env(&endpoint);
+    let dir = temp_dir("checkpoint-s3");
+    let (a, b) = (run(&dir, "killed"), run(&dir, "through"));
+    let start_s3 = |workers: &str| {
+        let mut a_args = args(&a.data, workers);
+        a_args.extend([
+            "--checkpoint-store".to_owned(),
+            format!("s3://{bucket}/ckpt"),
+        ]);
+        Server::start_with_env(
+            &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
+            0,
+            &env,
+        )
+    };
+    let (mut killed, through) = (start_s3("1"), start(&b.data, "1"));
+    let (mut to_a, mut to_b) = (apply(&killed, &a), apply(&through, &b));
+    let newest =
+        |s: &Server| s.json("GET", "/api/v1/pipelines/p", None).1["checkpoints"]["newest"].as_i64();
+    let mut k = 0;
+    for (until_k, workers) in [(300, "2"), (600, "1")] {
+        while k < until_k {
+            to_a.send(request(k));
+            to_b.send(request(k));
+            k += 1;
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        let before = T0 + (k - 1) * STEP;
+        for _ in 0..40 {
+            to_a.send(request(k));
+            to_b.send(request(k));
+            k += 1;
+        }
+        wait_until("a checkpoint of what was sent", || {
+            newest(&killed).is_some_and(|at| at > before)
+        });
+        let at = newest(&killed).unwrap();
+        killed.kill_hard();
+        killed = start_s3(workers);
+        let restored = || killed.json("GET", "/api/v1/pipelines/p", None).1["checkpoints"].clone();
+        wait_until("the pipeline back", || {
+            !restored()["restored_from"].is_null()
+        });
+        assert_eq!(
+            restored()["restored_from"].as_i64(),
+            Some(at),
+            "{}",
+            restored()
+        );
+        to_a = Sender::new(&killed);
+        let again = after_cut(at, k);
+        wait_until("the log read from the checkpoint", || {
+            samples_in(&killed, "p") == again
+        });
+    }
+    assert!(
+        !a.data.join("checkpoints").exists(),
+        "checkpoints were written under the data directory"
+    );
+    let stored = common::s3::keys(&endpoint, &bucket, "ckpt/p/");
+    assert!(
+        stored.iter().any(|k| k.ends_with("/MANIFEST.json")),
+        "{stored:?}"
+    );
+    while k < REQUESTS {
+        to_a.send(request(k));
+        to_b.send(request(k));
+        k += 1;
+    }
+    close_and_compare(&a, &b, &mut to_a, &mut to_b);
+    let (status, _) = killed.json("DELETE", "/api/v1/pipelines/p", None);
+    assert_eq!(status, 204);
+    wait_until("the pipeline's checkpoints deleted", || {
+        common::s3::keys(&endpoint, &bucket, "ckpt/p/").is_empty()
+    });
+    assert!(killed.stop().success());
+    assert!(through.stop().success());
+}

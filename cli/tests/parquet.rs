@@ -17,39 +17,6 @@ use common::run_text;
 use common::temp_dir;
 use common::tumbling;
 
-fn s3_endpoint() -> String {
-    let url = std::env::var("TIDEMARK_S3").unwrap_or_else(|_| "http://127.0.0.1:19100".into());
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    assert!(
-        agent.get(&format!("{url}/moto-api/")).call().is_ok(),
-        "no S3 server at {url}: start one with `deploy/s3.sh start 19100` (./deploy/test.sh does), or set TIDEMARK_S3"
-    );
-    url
-}
-
-/// Creates a bucket of its own for a test (moto takes any credentials).
-fn bucket(endpoint: &str, name: &str) -> String {
-    let bucket = format!("{name}-{}", std::process::id());
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let status = agent
-        .put(&format!("{endpoint}/{bucket}"))
-        .send_empty()
-        .unwrap()
-        .status();
-    assert!(
-        status.is_success(),
-        "cannot create bucket {bucket}: {status}"
-    );
-    bucket
-}
-
 /// Runs `tidemark run` on `text` with 2 workers and `env`; returns its log.
 fn run_process(dir: &Path, text: &str, env: &[(&str, &str)]) -> String {
     let yaml = dir.join("pipeline.yaml");
@@ -190,9 +157,9 @@ fn duckdb_reads_back_from_a_directory_what_a_from_scratch_computation_gives() {
 
 #[test]
 fn duckdb_reads_back_from_s3_and_a_replay_adds_no_object() {
-    let endpoint = s3_endpoint();
+    let endpoint = common::s3::endpoint();
     let host_port = endpoint.trim_start_matches("http://").to_owned();
-    let bucket = bucket(&endpoint, "pq-round-trip");
+    let bucket = common::s3::bucket(&endpoint, "pq-round-trip");
     let dir = temp_dir("parquet-s3");
     let input = dir.join("in.jsonl");
     let (hosts, seconds) = (10, 1200);
@@ -286,9 +253,9 @@ fn raw_samples_flow_while_an_epoch_fills_far_beyond_the_in_flight_budget() {
 
 #[test]
 fn a_run_killed_mid_upload_leaves_no_partial_object() {
-    let endpoint = s3_endpoint();
+    let endpoint = common::s3::endpoint();
     let host_port = endpoint.trim_start_matches("http://").to_owned();
-    let bucket = bucket(&endpoint, "pq-killed");
+    let bucket = common::s3::bucket(&endpoint, "pq-killed");
     let dir = temp_dir("parquet-killed");
     // Raw samples as fast as they come; files close at 20 MiB, so each is
     // a multipart upload (parts of 16 MiB) that takes a while to finish.

@@ -36,9 +36,6 @@
 //! draining while the new one starts).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
@@ -49,6 +46,10 @@ use timely::dataflow::channels::pact::Exchange;
 
 use crate::runtime::{PipelineScope, Stream, source};
 use crate::time::Time;
+
+mod store;
+
+pub use store::{Listed, MANIFEST, Store};
 
 /// The step of timely time (ms) at whose multiples checkpoints are cut.
 pub const STEP: Time = 1_000;
@@ -176,6 +177,8 @@ struct State {
     abandoned: Option<Time>,
     /// The newest checkpoint whose manifest was handed to the writer.
     sealed: Time,
+    /// The pipeline was deleted: nothing more is written.
+    closed: bool,
 }
 
 enum Job {
@@ -193,8 +196,10 @@ enum Job {
 
 /// The checkpoints of one installation of a pipeline in this process.
 pub struct Checkpoints {
-    dir: PathBuf,
-    /// Held while manifests are written or checkpoints abandoned.
+    store: Store,
+    pipeline: String,
+    /// Held while parts or manifests are written, checkpoints abandoned
+    /// or writing closed.
     io: Arc<Mutex<()>>,
     workers: usize,
     options: CheckpointOptions,
@@ -229,45 +234,33 @@ fn dir_name(at: Time, nonce: &str) -> String {
     format!("{at:020}-{nonce}")
 }
 
-/// `(cut, name)` of every checkpoint directory in `dir`.
-fn listed(dir: &Path) -> Vec<(Time, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<(Time, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let at = name.split_once('-')?.0.parse().ok()?;
-            Some((at, e.path()))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+/// The checkpoints of `pipeline` in `store` (none where it cannot be
+/// listed, which is reported).
+fn listed(store: &Store, pipeline: &str) -> Vec<Listed> {
+    store.listed(pipeline).unwrap_or_else(|error| {
+        tracing::error!(pipeline, store = %store.describe(), %error, "Cannot list the pipeline's checkpoints.");
+        Vec::new()
+    })
 }
 
 /// A part's bytes, shared by the workers that read it.
 pub type Part = Arc<Vec<u8>>;
 
-/// Reads the checkpoint in `path` back, checking every part.
-fn read_checkpoint(path: &Path) -> Result<(Manifest, HashMap<String, Vec<Part>>), String> {
-    let text = std::fs::read(path.join("MANIFEST.json"))
+/// Reads the checkpoint `name` of `pipeline` back, checking every part.
+fn read_checkpoint(
+    store: &Store,
+    pipeline: &str,
+    name: &str,
+) -> Result<(Manifest, HashMap<String, Vec<Part>>), String> {
+    let text = store
+        .read(pipeline, name, MANIFEST)
         .map_err(|e| format!("its manifest cannot be read ({e})"))?;
     let manifest: Manifest =
         serde_json::from_slice(&text).map_err(|e| format!("its manifest is damaged ({e})"))?;
     let mut parts: HashMap<String, Vec<(usize, Part)>> = HashMap::new();
     for p in &manifest.parts {
-        let bytes = std::fs::read(path.join(&p.file))
+        let bytes = store
+            .read(pipeline, name, &p.file)
             .map_err(|e| format!("part {} cannot be read ({e})", p.file))?;
         if bytes.len() as u64 != p.bytes || crc32fast::hash(&bytes) != p.crc32 {
             return Err(format!(
@@ -293,24 +286,22 @@ fn read_checkpoint(path: &Path) -> Result<(Manifest, HashMap<String, Vec<Part>>)
 }
 
 impl Checkpoints {
-    /// Opens the checkpoints of `pipeline` under `root`
-    /// (`DIR/checkpoints`), restoring from the newest intact one, and
-    /// starts the thread that writes them.
+    /// Opens the checkpoints of `pipeline` in `store` (`DIR/checkpoints`,
+    /// or a bucket), restoring from the newest intact one, and starts the
+    /// thread that writes them.
     pub fn open(
-        root: &Path,
+        store: &Store,
         pipeline: &str,
         workers: usize,
         members: Vec<Member>,
         options: CheckpointOptions,
     ) -> std::io::Result<Arc<Checkpoints>> {
-        let dir = root.join(pipeline);
-        std::fs::create_dir_all(&dir)?;
+        store.prepare(pipeline)?;
+        let found = store.listed(pipeline)?;
         let mut restored = None;
-        for (at, path) in listed(&dir).into_iter().rev() {
-            if !path.join("MANIFEST.json").exists() {
-                continue;
-            }
-            match read_checkpoint(&path) {
+        for l in found.iter().rev().filter(|l| l.complete) {
+            let at = l.at;
+            match read_checkpoint(store, pipeline, &l.name) {
                 Ok((manifest, mut parts)) => {
                     let mut fresh = Vec::new();
                     let mut kept = HashMap::new();
@@ -333,17 +324,15 @@ impl Checkpoints {
                     break;
                 }
                 Err(why) => {
-                    tracing::error!(pipeline, checkpoint = %path.display(), "A checkpoint cannot be used: {why}. The one before it is tried.");
+                    tracing::error!(pipeline, checkpoint = %l.name, store = %store.describe(), "A checkpoint cannot be used: {why}. The one before it is tried.");
                 }
             }
         }
         // What no checkpoint can use any more: incomplete or damaged
         // directories at or before the one restored.
         if let Some(r) = &restored {
-            for (at, path) in listed(&dir) {
-                if at < r.at && !path.join("MANIFEST.json").exists() {
-                    let _ = std::fs::remove_dir_all(&path);
-                }
+            for l in found.iter().filter(|l| l.at < r.at && !l.complete) {
+                let _ = store.remove(pipeline, Some(&l.name));
             }
         }
         let state = Arc::new(Mutex::new(State {
@@ -356,6 +345,7 @@ impl Checkpoints {
             complete: restored.as_ref().map(|r| r.at).into_iter().collect(),
             abandoned: None,
             sealed: 0,
+            closed: false,
         }));
         let io = Arc::new(Mutex::new(()));
         let nonce = format!(
@@ -367,7 +357,7 @@ impl Checkpoints {
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             pipeline: pipeline.to_owned(),
-            dir: dir.clone(),
+            store: store.clone(),
             nonce,
             workers,
             keep: options.keep.max(1),
@@ -382,7 +372,8 @@ impl Checkpoints {
             .name(format!("checkpoint-{pipeline}"))
             .spawn(move || writer.run(&rx))?;
         Ok(Arc::new(Checkpoints {
-            dir,
+            store: store.clone(),
+            pipeline: pipeline.to_owned(),
             io,
             workers,
             options,
@@ -519,14 +510,22 @@ impl Checkpoints {
             s.abandoned = Some(s.decided);
         }
         let through = lock(&self.state).abandoned.unwrap_or(0);
-        for (_, path) in listed(&self.dir)
+        for l in listed(&self.store, &self.pipeline)
             .into_iter()
-            .filter(|(at, _)| *at <= through)
+            .filter(|l| l.at <= through)
         {
-            if let Err(error) = std::fs::remove_dir_all(&path) {
-                tracing::warn!(checkpoint = %path.display(), %error, "Cannot delete an abandoned checkpoint.");
+            if let Err(error) = self.store.remove(&self.pipeline, Some(&l.name)) {
+                tracing::warn!(pipeline = %self.pipeline, checkpoint = %l.name, %error, "Cannot delete an abandoned checkpoint.");
             }
         }
+    }
+
+    /// Stops writing (the pipeline is deleted, and its checkpoints with
+    /// it): parts and manifests still queued are dropped.
+    /// Once it returns, no write is under way.
+    pub fn close(&self) {
+        let _io = lock(&self.io);
+        lock(&self.state).closed = true;
     }
 
     /// Every cut up to it was abandoned, if any was.
@@ -562,7 +561,7 @@ impl Checkpoints {
 /// Writes parts and manifests off the workers' threads.
 struct Writer {
     pipeline: String,
-    dir: PathBuf,
+    store: Store,
     nonce: String,
     workers: usize,
     keep: usize,
@@ -581,9 +580,12 @@ impl Writer {
                     worker,
                     bytes,
                 } => {
-                    if lock(&self.state).failed.contains(&at) {
+                    let _io = lock(&self.io);
+                    let s = lock(&self.state);
+                    if s.closed || s.failed.contains(&at) {
                         continue;
                     }
+                    drop(s);
                     match self.write_part(at, component, worker, &bytes) {
                         Ok(info) => lock(&self.state).written.entry(at).or_default().push(info),
                         Err(error) => {
@@ -594,9 +596,11 @@ impl Writer {
                 }
                 Job::Manifest { at, parts } => {
                     let _io = lock(&self.io);
-                    if lock(&self.state).failed.contains(&at) {
+                    let s = lock(&self.state);
+                    if s.closed || s.failed.contains(&at) {
                         continue;
                     }
+                    drop(s);
                     match self.write_manifest(at, parts) {
                         Ok(()) => self.retain(at),
                         Err(error) => {
@@ -608,8 +612,8 @@ impl Writer {
         }
     }
 
-    fn path(&self, at: Time) -> PathBuf {
-        self.dir.join(dir_name(at, &self.nonce))
+    fn name(&self, at: Time) -> String {
+        dir_name(at, &self.nonce)
     }
 
     fn write_part(
@@ -619,10 +623,9 @@ impl Writer {
         worker: usize,
         bytes: &[u8],
     ) -> std::io::Result<PartInfo> {
-        let dir = self.path(at);
-        std::fs::create_dir_all(&dir)?;
         let file = format!("{component}.{worker}");
-        write_synced(&dir.join(&file), bytes)?;
+        self.store
+            .write(&self.pipeline, &self.name(at), &file, bytes)?;
         let name = self
             .components
             .get(component)
@@ -637,7 +640,6 @@ impl Writer {
     }
 
     fn write_manifest(&self, at: Time, parts: Vec<PartInfo>) -> std::io::Result<()> {
-        let dir = self.path(at);
         let manifest = Manifest {
             pipeline: self.pipeline.clone(),
             at,
@@ -646,11 +648,8 @@ impl Writer {
             parts,
         };
         let bytes = serde_json::to_vec_pretty(&manifest)?;
-        sync_dir(&dir)?;
-        let tmp = dir.join("MANIFEST.json.tmp");
-        write_synced(&tmp, &bytes)?;
-        std::fs::rename(&tmp, dir.join("MANIFEST.json"))?;
-        sync_dir(&dir)
+        self.store
+            .write_manifest(&self.pipeline, &self.name(at), &bytes)
     }
 
     /// Keeps the newest `keep` complete checkpoints; deletes everything
@@ -669,11 +668,11 @@ impl Writer {
             s.failed.retain(|b| *b > newest);
             s.complete.first().copied().unwrap_or(at)
         };
-        for (b, path) in listed(&self.dir) {
-            if b < oldest
-                && let Err(error) = std::fs::remove_dir_all(&path)
+        for l in listed(&self.store, &self.pipeline) {
+            if l.at < oldest
+                && let Err(error) = self.store.remove(&self.pipeline, Some(&l.name))
             {
-                tracing::warn!(pipeline = %self.pipeline, checkpoint = %path.display(), %error, "Cannot delete an old checkpoint.");
+                tracing::warn!(pipeline = %self.pipeline, checkpoint = %l.name, %error, "Cannot delete an old checkpoint.");
             }
         }
     }

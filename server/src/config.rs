@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub wal_max_mb: Option<u64>,
     /// Time between checkpoints of operator state, or `off`. Default 10s.
     pub checkpoint_interval: Option<String>,
+    /// Where checkpoints are kept: `s3://bucket/prefix` or a directory.
+    /// Default `data_dir/checkpoints`.
+    pub checkpoint_store: Option<String>,
     /// File of bearer tokens required by the control API.
     pub token_file: Option<PathBuf>,
     /// TLS certificate chain (PEM) for both listeners; with `tls_key`.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use tidemark_engine::checkpoint::{CheckpointOptions, Checkpoints};
+use tidemark_engine::checkpoint::{CheckpointOptions, Checkpoints, Store};
 use tidemark_engine::component::{Failure, Resume, Shutdown, SourceClock, StdoutWriter};
 use tidemark_engine::ingest::IngestHub;
 use tidemark_engine::live::LiveHub;
@@ -275,7 +275,7 @@ pub struct Control {
     positions: Mutex<BTreeMap<String, u64>>,
     /// Where and how operator state is checkpointed (`--data-dir`, one
     /// process: the processes of a cluster do not agree on cuts yet).
-    checkpoints: Option<(std::path::PathBuf, CheckpointOptions)>,
+    checkpoints: Option<(Store, CheckpointOptions)>,
 }
 
 impl Control {
@@ -336,7 +336,13 @@ impl Control {
             decode_budget_kib,
             positions: Mutex::default(),
             checkpoints: match (&options.data_dir, options.checkpoints) {
-                (Some(dir), Some(c)) if processes == 1 => Some((dir.join("checkpoints"), c)),
+                (Some(dir), Some(c)) if processes == 1 => {
+                    let store = options.checkpoint_store.clone();
+                    Some((
+                        store.unwrap_or_else(|| Store::dir(dir.join("checkpoints"))),
+                        c,
+                    ))
+                }
                 (Some(_), Some(_)) => {
                     tracing::warn!(
                         "Operator state is not checkpointed in a cluster yet: a restart recomputes windows from the write-ahead log."
@@ -731,7 +737,7 @@ impl Control {
     /// The checkpoints of a new installation of `plan`, restoring from the
     /// newest intact one, if the pipeline can be checkpointed.
     fn open_checkpoints(&self, plan: &Plan) -> Option<Arc<Checkpoints>> {
-        let (root, options) = self.checkpoints.as_ref()?;
+        let (store, options) = self.checkpoints.as_ref()?;
         let members = match plan.checkpoint_members() {
             Ok(m) if !m.is_empty() => m,
             Ok(_) => return None,
@@ -740,7 +746,7 @@ impl Control {
                 return None;
             }
         };
-        match Checkpoints::open(root, &plan.name, self.workers, members, *options) {
+        match Checkpoints::open(store, &plan.name, self.workers, members, *options) {
             Ok(c) => {
                 if let Some(r) = c.restored() {
                     tracing::info!(pipeline = %plan.name, checkpoint = r.at, workers_then = r.workers, fresh = ?r.fresh, "State restored from a checkpoint.");
@@ -748,7 +754,7 @@ impl Control {
                 Some(c)
             }
             Err(error) => {
-                tracing::error!(pipeline = %plan.name, %error, "Cannot open the pipeline's checkpoints; it runs without them.");
+                tracing::error!(pipeline = %plan.name, store = %store.describe(), %error, "Cannot open the pipeline's checkpoints; it runs without them.");
                 None
             }
         }
@@ -756,13 +762,10 @@ impl Control {
 
     /// Deletes a deleted pipeline's checkpoints.
     fn forget_checkpoints(&self, name: &str) {
-        if let Some((root, _)) = &self.checkpoints {
-            let dir = root.join(name);
-            if dir.exists()
-                && let Err(error) = std::fs::remove_dir_all(&dir)
-            {
-                tracing::error!(pipeline = %name, %error, "Cannot delete the deleted pipeline's checkpoints.");
-            }
+        if let Some((store, _)) = &self.checkpoints
+            && let Err(error) = store.remove(name, None)
+        {
+            tracing::error!(pipeline = %name, store = %store.describe(), %error, "Cannot delete the deleted pipeline's checkpoints.");
         }
     }
 
@@ -781,6 +784,11 @@ impl Control {
             .insert(name.to_owned(), position);
         if let Some(e) = entries.remove(name) {
             e.shutdown.trigger();
+            // A deleted pipeline's checkpoints are deleted: nothing more
+            // is written while it drains.
+            if let Some(c) = &e.checkpoints {
+                c.close();
+            }
         }
     }
 

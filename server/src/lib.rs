@@ -62,6 +62,8 @@ pub struct ServeOptions {
     pub wal: tidemark_engine::wal::WalOptions,
     /// How operator state is checkpointed (with `data_dir`; `None`: not).
     pub checkpoints: Option<tidemark_engine::checkpoint::CheckpointOptions>,
+    /// Where checkpoints are kept (`None`: `data_dir/checkpoints`).
+    pub checkpoint_store: Option<tidemark_engine::checkpoint::Store>,
     /// Records each source instance may have in flight.
     pub max_in_flight: u64,
     /// How long a graceful stop may take before the process exits anyway.

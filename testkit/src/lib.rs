@@ -15,6 +15,7 @@ pub mod http;
 pub mod pg;
 pub mod prometheus;
 pub mod promtool;
+pub mod s3;
 pub mod server;
 pub mod smtp;
 pub mod tumbling;

@@ -66,7 +66,13 @@ impl Server {
     /// be taken by another test before the server binds it.
     /// What tests' pipelines may touch ([`open_access`]) is allowed.
     pub fn start(args: &[&str], port: u16) -> Server {
+        Server::start_with_env(args, port, &[])
+    }
+
+    /// As [`Server::start`], with these environment variables set.
+    pub fn start_with_env(args: &[&str], port: u16, env: &[(String, String)]) -> Server {
         let mut child = Command::new(crate::tidemark_bin())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("serve")
             .args(["--http", &format!("127.0.0.1:{port}")])
             .args(["--grpc", "127.0.0.1:0"])

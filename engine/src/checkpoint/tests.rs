@@ -13,6 +13,11 @@ fn members(offsets: &[(&str, u64, Time)]) -> Vec<Member> {
         .collect()
 }
 
+/// The cuts of pipeline `p`'s checkpoints in `store`.
+fn cuts(store: &Store) -> Vec<Time> {
+    store.listed("p").unwrap().iter().map(|l| l.at).collect()
+}
+
 fn every_cut() -> CheckpointOptions {
     CheckpointOptions {
         interval: Duration::ZERO,
@@ -65,7 +70,7 @@ fn finish(c: &Arc<Checkpoints>, at: Time) {
 fn a_cut_is_decided_once_for_everyone() {
     let dir = tempfile::tempdir().unwrap();
     let c = Checkpoints::open(
-        dir.path(),
+        &Store::dir(dir.path()),
         "p",
         1,
         members(&[("w", 1, 0)]),
@@ -113,7 +118,14 @@ fn a_cut_is_decided_once_for_everyone() {
 #[test]
 fn the_gate_applies_what_the_cut_allows_and_writes_at_the_cut() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Checkpoints::open(dir.path(), "p", 1, members(&[("w", 1, 0)]), every_cut()).unwrap();
+    let c = Checkpoints::open(
+        &Store::dir(dir.path()),
+        "p",
+        1,
+        members(&[("w", 1, 0)]),
+        every_cut(),
+    )
+    .unwrap();
     assert_eq!(c.crossed(0, 3_000), vec![3_000]);
     let mut gate: Gate<Vec<u64>> = Gate::new(Some(c.cut(0, 0)));
     let mut early = vec![1];
@@ -170,7 +182,7 @@ fn the_gate_applies_what_the_cut_allows_and_writes_at_the_cut() {
 fn checkpoints_read_back_and_a_changed_component_starts_fresh() {
     let dir = tempfile::tempdir().unwrap();
     let ms = members(&[("src", 1, 0), ("w", 2, 0)]);
-    let c = Checkpoints::open(dir.path(), "p", 2, ms.clone(), every_cut()).unwrap();
+    let c = Checkpoints::open(&Store::dir(dir.path()), "p", 2, ms.clone(), every_cut()).unwrap();
     assert!(c.restored().is_none());
     for i in 0..2 {
         c.submit(2_000, i, 0, b"x".to_vec());
@@ -180,7 +192,8 @@ fn checkpoints_read_back_and_a_changed_component_starts_fresh() {
     complete(&c, 5_000, 2, "a");
     drop(c);
 
-    let again = Checkpoints::open(dir.path(), "p", 3, ms.clone(), every_cut()).unwrap();
+    let again =
+        Checkpoints::open(&Store::dir(dir.path()), "p", 3, ms.clone(), every_cut()).unwrap();
     let r = again.restored().expect("restored");
     assert_eq!((r.at, r.workers), (5_000, 2));
     let parts: Vec<Vec<u8>> = r.take("w", 3).unwrap().iter().map(|p| p.to_vec()).collect();
@@ -194,7 +207,7 @@ fn checkpoints_read_back_and_a_changed_component_starts_fresh() {
     drop(again);
 
     let changed = members(&[("src", 1, 0), ("w", 3, 0), ("new", 4, 0)]);
-    let c = Checkpoints::open(dir.path(), "p", 2, changed, every_cut()).unwrap();
+    let c = Checkpoints::open(&Store::dir(dir.path()), "p", 2, changed, every_cut()).unwrap();
     let r = c.restored().unwrap();
     assert!(r.has("src"));
     assert!(!r.has("w"), "its configuration changed");
@@ -205,30 +218,28 @@ fn checkpoints_read_back_and_a_changed_component_starts_fresh() {
 fn a_damaged_checkpoint_is_reported_and_the_one_before_used() {
     let dir = tempfile::tempdir().unwrap();
     let ms = members(&[("w", 1, 0)]);
-    let c = Checkpoints::open(dir.path(), "p", 1, ms.clone(), every_cut()).unwrap();
+    let c = Checkpoints::open(&Store::dir(dir.path()), "p", 1, ms.clone(), every_cut()).unwrap();
     complete(&c, 1_000, 1, "first");
     complete(&c, 2_000, 1, "second");
     complete(&c, 3_000, 1, "third");
     drop(c);
-    let kept: Vec<Time> = listed(&dir.path().join("p"))
-        .iter()
-        .map(|(t, _)| *t)
-        .collect();
+    let kept: Vec<Time> = cuts(&Store::dir(dir.path()));
     assert_eq!(kept, [2_000, 3_000], "two kept");
     // Flip a byte of the newest part.
-    let (_, newest) = listed(&dir.path().join("p")).pop().unwrap();
+    let newest = Store::dir(dir.path()).listed("p").unwrap().pop().unwrap();
+    let newest = dir.path().join("p").join(newest.name);
     let part = newest.join("0.0");
     let mut bytes = std::fs::read(&part).unwrap();
     bytes[0] ^= 0xff;
     std::fs::write(&part, bytes).unwrap();
-    let c = Checkpoints::open(dir.path(), "p", 1, ms.clone(), every_cut()).unwrap();
+    let c = Checkpoints::open(&Store::dir(dir.path()), "p", 1, ms.clone(), every_cut()).unwrap();
     let r = c.restored().unwrap();
     assert_eq!(r.at, 2_000);
     assert_eq!(r.take("w", 1).unwrap()[0].as_slice(), b"second w 0");
     drop(c);
     // A truncated manifest: the same.
     std::fs::write(newest.join("MANIFEST.json"), b"{\"pipe").unwrap();
-    let c = Checkpoints::open(dir.path(), "p", 1, ms, every_cut()).unwrap();
+    let c = Checkpoints::open(&Store::dir(dir.path()), "p", 1, ms, every_cut()).unwrap();
     assert_eq!(c.restored().unwrap().at, 2_000);
 }
 
@@ -239,12 +250,12 @@ fn a_damaged_checkpoint_is_reported_and_the_one_before_used() {
 fn abandoned_checkpoints_are_deleted_and_later_ones_taken() {
     let dir = tempfile::tempdir().unwrap();
     let ms = members(&[("w", 1, 0)]);
-    let c = Checkpoints::open(dir.path(), "p", 1, ms.clone(), every_cut()).unwrap();
+    let c = Checkpoints::open(&Store::dir(dir.path()), "p", 1, ms.clone(), every_cut()).unwrap();
     complete(&c, 1_000, 1, "first");
     assert_eq!(c.crossed(1_000, 2_000), vec![2_000], "under way");
     c.abandon();
     assert_eq!((c.newest(), c.abandoned()), (None, Some(2_000)));
-    assert!(listed(&dir.path().join("p")).is_empty(), "deleted");
+    assert!(cuts(&Store::dir(dir.path())).is_empty(), "deleted");
     // The part of the abandoned cut that comes late completes nothing.
     c.submit(2_000, 0, 0, b"late".to_vec());
     std::thread::sleep(Duration::from_millis(50));
@@ -253,11 +264,71 @@ fn abandoned_checkpoints_are_deleted_and_later_ones_taken() {
     assert_eq!(c.newest(), None);
     complete(&c, 3_000, 1, "after");
     drop(c);
-    let again = Checkpoints::open(dir.path(), "p", 1, ms, every_cut()).unwrap();
+    let again = Checkpoints::open(&Store::dir(dir.path()), "p", 1, ms, every_cut()).unwrap();
     assert_eq!(again.restored().map(|r| r.at), Some(3_000));
-    let kept: Vec<Time> = listed(&dir.path().join("p"))
-        .iter()
-        .map(|(t, _)| *t)
-        .collect();
+    let kept: Vec<Time> = cuts(&Store::dir(dir.path()));
     assert_eq!(kept, [3_000]);
+}
+
+/// A bucket (`object_store`, here its in-memory store; S3 itself in
+/// `cli/tests/checkpoint.rs`) keeps checkpoints as a directory does: the
+/// manifest written last, old ones deleted, a damaged one passed over,
+/// and deleting a pipeline deletes its objects only.
+#[test]
+fn a_bucket_keeps_checkpoints_as_a_directory_does() {
+    use object_store::memory::InMemory;
+    use object_store::path::Path as Key;
+    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+    let objects: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let store = Store::bucket(Arc::clone(&objects), "memory://b/ckpt", "ckpt/").unwrap();
+    let ms = members(&[("w", 1, 0)]);
+    let c = Checkpoints::open(&store, "p", 2, ms.clone(), every_cut()).unwrap();
+    // Parts without a manifest: listed, not complete, never restored.
+    c.submit(500, 0, 0, b"alone".to_vec());
+    complete(&c, 1_000, 2, "first");
+    complete(&c, 2_000, 2, "second");
+    complete(&c, 3_000, 2, "third");
+    drop(c);
+    assert_eq!(cuts(&store), [2_000, 3_000], "two kept, the rest deleted");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let keys = |under: &str| -> Vec<String> {
+        let list = objects.list(Some(&Key::from(under)));
+        runtime
+            .block_on(futures_util::TryStreamExt::try_collect::<Vec<_>>(list))
+            .unwrap()
+            .into_iter()
+            .map(|m| m.location.to_string())
+            .collect()
+    };
+    let newest = store.listed("p").unwrap().pop().unwrap();
+    assert!(newest.complete);
+    let prefix = format!("ckpt/p/{}", newest.name);
+    let mut files: Vec<String> = keys(&prefix);
+    files.sort();
+    assert_eq!(
+        files,
+        ["0.0", "0.1", MANIFEST].map(|f| format!("{prefix}/{f}")),
+        "one object per part, and the manifest"
+    );
+    let again = Checkpoints::open(&store, "p", 1, ms.clone(), every_cut()).unwrap();
+    let r = again.restored().unwrap();
+    assert_eq!((r.at, r.workers), (3_000, 2));
+    assert_eq!(r.take("w", 1).unwrap()[1].as_slice(), b"third w 1");
+    drop(again);
+    // A flipped byte in the newest part: the one before is used.
+    let part = Key::from(format!("{prefix}/0.1"));
+    runtime
+        .block_on(objects.put(&part, PutPayload::from(b"third w 9".to_vec())))
+        .unwrap();
+    let c = Checkpoints::open(&store, "p", 1, ms, every_cut()).unwrap();
+    assert_eq!(c.restored().unwrap().at, 2_000);
+    drop(c);
+    // Another pipeline's objects stay when `p`'s are deleted.
+    store.write("q", "x", "0.0", b"other").unwrap();
+    store.remove("p", None).unwrap();
+    assert!(keys("ckpt/p").is_empty());
+    assert_eq!(keys("ckpt/q"), ["ckpt/q/x/0.0"]);
 }
