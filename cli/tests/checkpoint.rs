@@ -56,10 +56,13 @@ const RULES: &str = "{groups: [{name: g, rules: [\
 const ROUTING: &str = "{route: {receiver: team, group_by: [alertname], group_wait: 2s, \
     group_interval: 5s, repeat_interval: 10s}, receivers: [{name: team}]}";
 
+/// The pipeline; `explain` makes a new version of it: the score explains
+/// (its model starts afresh) and the window adds `avg` (its state is
+/// carried over).
 fn pipeline(name: &str, r: &Run, explain: bool) -> String {
     format!(
         "name: {name}\nsources:\n  in: {{type: grpc, max_out_of_orderness: 0s, idle_timeout: 200ms}}\n\
-         transforms:\n  w: {{type: window, inputs: [in], window: {{tumbling: 1m}}, by: [s], aggregates: [count, sum]}}\n  \
+         transforms:\n  w: {{type: window, inputs: [in], window: {{tumbling: 1m}}, by: [s], aggregates: [count, sum{avg}]}}\n  \
          sc: {{type: score, inputs: [in], explain: {explain}}}\n  \
          rules: {{type: alert, inputs: [in], interval: 1s, rules: {RULES}}}\n  \
          page: {{type: route, inputs: [rules.alerts], config: {ROUTING}}}\n\
@@ -72,7 +75,8 @@ fn pipeline(name: &str, r: &Run, explain: bool) -> String {
         r.scores.display(),
         r.alerts.with_extension("samples").display(),
         r.alerts.display(),
-        r.alerts.with_extension("notes").display()
+        r.alerts.with_extension("notes").display(),
+        avg = if explain { ", avg" } else { "" },
     )
 }
 
@@ -409,9 +413,10 @@ fn close_and_compare(a: &Run, b: &Run, to_a: &mut Sender, to_b: &mut Sender) -> 
 }
 
 /// An in-place update (`apply` of a new version) keeps the state of the
-/// components that did not change: the window open at the update is
-/// whole, though the log was read only from the checkpoint; the score,
-/// whose configuration changed, starts a new model.
+/// components that did not change, and migrates what can be: the window,
+/// which gained `avg`, is whole at the update (its count and its new
+/// average), though the log was read only from the checkpoint; the score,
+/// whose model changed, starts a new one.
 #[test]
 fn an_update_keeps_the_state_of_unchanged_components() {
     let dir = temp_dir("checkpoint-update");
@@ -445,6 +450,7 @@ fn an_update_keeps_the_state_of_unchanged_components() {
         "{body}"
     );
     assert_eq!(c["fresh"], serde_json::json!(["sc"]), "{body}");
+    assert_eq!(c["migrated"], serde_json::json!(["w"]), "{body}");
     let again = after_cut(at, k);
     wait_until("the new version, from the checkpoint", || {
         let status = server.json("GET", "/api/v1/pipelines/u", None).1;
@@ -457,7 +463,7 @@ fn an_update_keeps_the_state_of_unchanged_components() {
     sender.send(closing());
     let minute = MINUTE + 60_000;
     wait_until("the minute's window", || {
-        rows(&r.out).keys().filter(|(_, _, t)| *t == minute).count() == 2 * SERIES as usize
+        rows(&r.out).keys().filter(|(_, _, t)| *t == minute).count() == 3 * SERIES as usize
     });
     let windows = rows(&r.out);
     for s in 0..SERIES {
@@ -465,6 +471,13 @@ fn an_update_keeps_the_state_of_unchanged_components() {
         assert_eq!(
             count, REQUESTS as f64,
             "series {s}: the window kept its state"
+        );
+        // The aggregate the new version added covers the whole window.
+        let avg = windows[&("load:1m_by_s_avg".into(), s.to_string(), minute)];
+        let expected: f64 = (0..REQUESTS).map(|k| value(k, s)).sum::<f64>() / REQUESTS as f64;
+        assert!(
+            (avg - expected).abs() < 1e-9,
+            "series {s}: avg {avg}, expected {expected}"
         );
     }
     // The new score version explains; it scores from the checkpoint it

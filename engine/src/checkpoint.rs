@@ -98,8 +98,15 @@ pub fn fingerprint(config: &str) -> u64 {
 pub struct Member {
     /// Its name in the pipeline.
     pub name: String,
-    /// A hash of its configuration: state is restored only into the same.
+    /// A hash of its configuration: state is restored as it is into the
+    /// same.
     pub fingerprint: u64,
+    /// A hash of what its state depends on (`SourceSpec::identity`,
+    /// `TransformSpec::identity`): state is carried over into a changed
+    /// configuration with the same identity (migrated: a window that gained
+    /// an aggregate its accumulators already keep, a Kafka source that
+    /// reads another topic too).
+    pub identity: u64,
     /// How far its input is behind the sources (the holdback before it).
     pub offset: Time,
 }
@@ -120,6 +127,11 @@ struct Manifest {
     workers: usize,
     /// Component name to fingerprint (hex).
     components: BTreeMap<String, String>,
+    /// Component name to identity (hex; absent in checkpoints written
+    /// before identities: only unchanged components are restored from
+    /// those).
+    #[serde(default)]
+    identities: BTreeMap<String, String>,
     parts: Vec<PartInfo>,
 }
 
@@ -133,8 +145,12 @@ pub struct Restored {
     /// Restored components' parts, in the order of the workers that wrote
     /// them, with how many of this run's instances have taken them.
     parts: Mutex<HashMap<String, (Vec<Part>, usize)>>,
-    /// Kept components whose state starts empty: new, or changed.
+    /// Kept components whose state starts empty: new, or changed in what
+    /// their state depends on.
     pub fresh: Vec<String>,
+    /// Restored components whose configuration changed in ways their state
+    /// does not depend on: their state is carried over.
+    pub migrated: Vec<String>,
 }
 
 impl Restored {
@@ -303,13 +319,17 @@ impl Checkpoints {
             let at = l.at;
             match read_checkpoint(store, pipeline, &l.name) {
                 Ok((manifest, mut parts)) => {
-                    let mut fresh = Vec::new();
+                    let (mut fresh, mut migrated) = (Vec::new(), Vec::new());
                     let mut kept = HashMap::new();
                     for m in &members {
-                        let same = manifest.components.get(&m.name)
-                            == Some(&format!("{:016x}", m.fingerprint));
+                        let hex = |h: u64| format!("{h:016x}");
+                        let same = manifest.components.get(&m.name) == Some(&hex(m.fingerprint));
+                        let alike = manifest.identities.get(&m.name) == Some(&hex(m.identity));
                         match parts.remove(&m.name) {
-                            Some(p) if same => {
+                            Some(p) if same || alike => {
+                                if !same {
+                                    migrated.push(m.name.clone());
+                                }
                                 kept.insert(m.name.clone(), (p, 0));
                             }
                             _ => fresh.push(m.name.clone()),
@@ -320,6 +340,7 @@ impl Checkpoints {
                         workers: manifest.workers.max(1),
                         parts: Mutex::new(kept),
                         fresh,
+                        migrated,
                     });
                     break;
                 }
@@ -364,6 +385,10 @@ impl Checkpoints {
             components: members
                 .iter()
                 .map(|m| (m.name.clone(), format!("{:016x}", m.fingerprint)))
+                .collect(),
+            identities: members
+                .iter()
+                .map(|m| (m.name.clone(), format!("{:016x}", m.identity)))
                 .collect(),
             state: Arc::clone(&state),
             io: Arc::clone(&io),
@@ -566,6 +591,7 @@ struct Writer {
     workers: usize,
     keep: usize,
     components: Vec<(String, String)>,
+    identities: BTreeMap<String, String>,
     state: Arc<Mutex<State>>,
     io: Arc<Mutex<()>>,
 }
@@ -645,6 +671,7 @@ impl Writer {
             at,
             workers: self.workers,
             components: self.components.iter().cloned().collect(),
+            identities: self.identities.clone(),
             parts,
         };
         let bytes = serde_json::to_vec_pretty(&manifest)?;

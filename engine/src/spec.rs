@@ -301,6 +301,13 @@ pub struct TransformContext {
 
 /// A validated transform.
 pub trait TransformSpec: fmt::Debug + Send + Sync {
+    /// What its checkpointed state depends on: a restore carries the
+    /// state over into a changed configuration while this is unchanged
+    /// (by default the whole configuration, as `Debug` prints it, so any
+    /// change starts it empty).
+    fn identity(&self) -> String {
+        format!("{self:?}")
+    }
     /// What its inputs may carry (every input the same kind): most
     /// transforms take one kind; `correlate` takes `ALERTS` samples or an
     /// alert stream.

@@ -80,7 +80,8 @@ impl Plan {
             match source.checkpointed() {
                 Checkpointed::Kept => members.push(Member {
                     name: name.clone(),
-                    fingerprint: fingerprint(&source.identity()),
+                    fingerprint: fingerprint(&format!("{source:?}")),
+                    identity: fingerprint(&source.identity()),
                     offset: 0,
                 }),
                 Checkpointed::Stateless => {}
@@ -114,6 +115,7 @@ impl Plan {
                     members.push(Member {
                         name: name.clone(),
                         fingerprint: fingerprint(&format!("{transform:?}")),
+                        identity: fingerprint(&transform.identity()),
                         offset,
                     });
                     Some(offset + transform.holdback().saturating_sub(1))
@@ -166,5 +168,37 @@ mod tests {
         let plan = crate::compile::compile("p.yaml", &mixed).unwrap();
         let why = plan.checkpoint_members().unwrap_err();
         assert!(why.contains("`sc`"), "{why}");
+    }
+
+    /// A window's identity leaves out its list of aggregates, not what its
+    /// accumulators keep: `avg` added to `[count, sum]` or a second
+    /// quantile migrates its state, `stddev` or another size does not.
+    #[test]
+    fn a_window_keeps_its_identity_when_an_aggregate_its_accumulators_keep_is_added() {
+        let member = |window: &str, aggregates: &str| {
+            let text = format!(
+                "name: p\nsources:\n  in: {{type: grpc}}\ntransforms:\n  \
+                 w: {{type: window, inputs: [in], window: {{tumbling: {window}}}, aggregates: [{aggregates}]}}\n\
+                 sinks:\n  out: {{type: blackhole, inputs: [w]}}\n"
+            );
+            let plan = crate::compile::compile("p.yaml", &text).unwrap();
+            let members = plan.checkpoint_members().unwrap();
+            members.into_iter().find(|m| m.name == "w").unwrap()
+        };
+        let base = member("1m", "count, sum, p50");
+        for (window, aggregates, same) in [
+            ("1m", "count, sum, avg, p50", true),
+            ("1m", "count, sum, p50, p99, last, min", true),
+            ("1m", "count, sum, p50, stddev", false),
+            ("1m", "count, sum", false),
+            ("5m", "count, sum, p50", false),
+        ] {
+            let m = member(window, aggregates);
+            assert_ne!(
+                m.fingerprint, base.fingerprint,
+                "{window} {aggregates}: changed"
+            );
+            assert_eq!(m.identity == base.identity, same, "{window} {aggregates}");
+        }
     }
 }

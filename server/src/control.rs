@@ -165,7 +165,12 @@ pub struct CheckpointStatus {
     pub restored_from: Option<Time>,
     /// Components whose state came back from it.
     pub restored: Vec<String>,
-    /// Components that started empty (new, or changed since it).
+    /// Those of them whose configuration changed in ways their state does
+    /// not depend on (a window's new aggregate its accumulators already
+    /// keep, a Kafka source's topics): their state was carried over.
+    pub migrated: Vec<String>,
+    /// Components that started empty (new, or changed in what their state
+    /// depends on).
     pub fresh: Vec<String>,
     /// The cut of its newest complete checkpoint.
     pub newest: Option<Time>,
@@ -560,9 +565,9 @@ impl Control {
             components,
             error: e.failure.get().map(str::to_owned),
             checkpoints: e.checkpoints.as_ref().map(|c| {
-                let (restored_from, fresh) = match c.restored() {
-                    Some(r) => (Some(r.at), r.fresh.clone()),
-                    None => (None, c.members()),
+                let (restored_from, fresh, migrated) = match c.restored() {
+                    Some(r) => (Some(r.at), r.fresh.clone(), r.migrated.clone()),
+                    None => (None, c.members(), Vec::new()),
                 };
                 CheckpointStatus {
                     restored_from,
@@ -571,6 +576,7 @@ impl Control {
                         .into_iter()
                         .filter(|m| !fresh.contains(m))
                         .collect(),
+                    migrated,
                     fresh,
                     newest: c.newest(),
                 }
@@ -749,7 +755,7 @@ impl Control {
         match Checkpoints::open(store, &plan.name, self.workers, members, *options) {
             Ok(c) => {
                 if let Some(r) = c.restored() {
-                    tracing::info!(pipeline = %plan.name, checkpoint = r.at, workers_then = r.workers, fresh = ?r.fresh, "State restored from a checkpoint.");
+                    tracing::info!(pipeline = %plan.name, checkpoint = r.at, workers_then = r.workers, migrated = ?r.migrated, fresh = ?r.fresh, "State restored from a checkpoint.");
                 }
                 Some(c)
             }

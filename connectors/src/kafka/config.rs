@@ -422,6 +422,25 @@ mod tests {
         assert_eq!(v.idle_timeout, Duration::from_secs(10));
     }
 
+    /// Positions are kept while the cluster is the same, whatever else
+    /// changed.
+    #[test]
+    fn the_identity_is_the_cluster() {
+        let source = |v: serde_json::Value| {
+            let c: KafkaSourceConfig = serde_json::from_value(v).unwrap();
+            c.validate().unwrap().identity()
+        };
+        let a = source(
+            serde_json::json!({"brokers": "k1:9092,k2:9092", "topics": ["a"], "group": "g"}),
+        );
+        let b = source(
+            serde_json::json!({"brokers": " k2:9092, k1:9092", "topics": ["a", "b"], "group": "h", "format": "influx"}),
+        );
+        let c = source(serde_json::json!({"brokers": "k3:9092", "topics": ["a"], "group": "g"}));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
     #[test]
     fn every_error_is_reported() {
         let c: KafkaSourceConfig = serde_json::from_value(serde_json::json!({

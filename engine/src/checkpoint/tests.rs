@@ -8,6 +8,7 @@ fn members(offsets: &[(&str, u64, Time)]) -> Vec<Member> {
         .map(|(name, fingerprint, offset)| Member {
             name: (*name).to_owned(),
             fingerprint: *fingerprint,
+            identity: *fingerprint,
             offset: *offset,
         })
         .collect()
@@ -331,4 +332,36 @@ fn a_bucket_keeps_checkpoints_as_a_directory_does() {
     store.remove("p", None).unwrap();
     assert!(keys("ckpt/p").is_empty());
     assert_eq!(keys("ckpt/q"), ["ckpt/q/x/0.0"]);
+}
+
+/// A component whose configuration changed but whose identity did not
+/// gets its state back and is reported as migrated; one whose identity
+/// changed starts fresh.
+#[test]
+fn a_component_with_the_same_identity_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::dir(dir.path());
+    let member = |name: &str, fingerprint, identity| Member {
+        name: name.to_owned(),
+        fingerprint,
+        identity,
+        offset: 0,
+    };
+    let c = Checkpoints::open(
+        &store,
+        "p",
+        1,
+        vec![member("w", 1, 10), member("s", 2, 20)],
+        every_cut(),
+    )
+    .unwrap();
+    complete(&c, 1_000, 1, "first");
+    drop(c);
+    let changed = vec![member("w", 3, 10), member("s", 4, 21)];
+    let c = Checkpoints::open(&store, "p", 1, changed, every_cut()).unwrap();
+    let r = c.restored().unwrap();
+    assert_eq!(r.migrated, ["w"]);
+    assert_eq!(r.fresh, ["s"]);
+    assert_eq!(r.take("w", 1).unwrap()[0].as_slice(), b"first w 0");
+    assert!(!r.has("s"));
 }

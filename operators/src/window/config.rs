@@ -275,6 +275,18 @@ impl TransformSpec for WindowPlan {
     fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
         tidemark_engine::checkpoint::Checkpointed::Kept
     }
+    /// Everything but the list of aggregates: an accumulator keeps count,
+    /// sum, min, max and last whatever the list, and what else it keeps
+    /// (`needs`: for stddev, rate and increase, quantiles) is part of the
+    /// identity. So `avg` added to `[count, sum]`, or a second quantile,
+    /// keeps the open windows whole; `stddev` added to them cannot.
+    fn identity(&self) -> String {
+        let s = &self.spec;
+        format!(
+            "window {:?} {:?} {} {} {:?} {:?} {:?}",
+            self.selector, s.kind, s.label, s.lateness, s.late, s.needs, s.grouping
+        )
+    }
     fn build<'scope>(
         &self,
         input: AnyStream<'scope>,
