@@ -1002,8 +1002,14 @@ fn kill_dash_nine_at_any_moment_writes_no_partial_window() {
 const KILLS: usize = 20;
 
 /// A checkpointed pipeline over Kafka (`serve --data-dir`): windows and an
-/// anomaly score per series, written to files.
-fn checkpointed_pipeline(topic: &str, group: &str, out: &Path) -> String {
+/// anomaly score per series, written to files, and the windows to
+/// PostgreSQL too when `db` names a table (url, samples, series).
+fn checkpointed_pipeline(
+    topic: &str,
+    group: &str,
+    out: &Path,
+    db: Option<(&str, &str, &str)>,
+) -> String {
     format!(
         r#"name: p
 sources:
@@ -1014,17 +1020,21 @@ transforms:
 sinks:
   out: {{type: file, inputs: [w], path: {windows}, append: true}}
   scores: {{type: file, inputs: [sc], path: {scores}, append: true}}
-"#,
+{db}"#,
         brokers = brokers(),
         windows = out.join("windows.jsonl").display(),
         scores = out.join("scores.jsonl").display(),
+        db = db.map_or_else(String::new, |(url, table, series)| format!(
+            "  db: {{type: timescaledb, inputs: [w], url: \"{url}\", table: {table}, series_table: {series}, batch_size: 500}}\n"
+        )),
     )
 }
 
 /// Issue 19: a checkpointed pipeline reading Kafka, killed with `kill -9`
 /// twenty times at random moments while the topic fills and restarted on
 /// 1, 2 or 4 workers, against a server that runs through: every window is
-/// exact, and every anomaly score equals the uninterrupted run's (each
+/// exact, in the file and in PostgreSQL (once each), and every anomaly
+/// score equals the uninterrupted run's (each
 /// restart took the partitions' positions and the models from one
 /// checkpoint, not the group's offsets).
 #[test]
@@ -1050,9 +1060,14 @@ fn a_checkpointed_kafka_pipeline_survives_twenty_kills_unchanged() {
         ];
         Server::start(&args, 0)
     };
+    // The killed run's windows go to PostgreSQL too: after the kills the
+    // table holds each exactly once (upserts), with its exact value.
+    let db = common::pg::postgres();
+    let (table, series) = common::pg::fresh_table(&db, "kafka_checkpointed");
     let apply = |server: &Server, out: &Path, group: &str| {
         std::fs::create_dir_all(out).unwrap();
-        let yaml = checkpointed_pipeline(&t, group, out);
+        let table = (group == "killed").then_some((db.as_str(), table.as_str(), series.as_str()));
+        let yaml = checkpointed_pipeline(&t, group, out, table);
         let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&yaml));
         assert_eq!(status, 201, "{body}");
     };
@@ -1135,6 +1150,9 @@ fn a_checkpointed_kafka_pipeline_survives_twenty_kills_unchanged() {
     // same), scores and flags equal to the uninterrupted run's.
     check_rows(&rows(&a.join("windows.jsonl")), &want, true);
     check_rows(&rows(&b.join("windows.jsonl")), &want, false);
+    wait_until("the table holding every window", || {
+        common::pg::rows(&db, &table) == want
+    });
     let (scores_a, scores_b) = (scored(&a), scored(&b));
     assert_eq!(
         scores_a.len(),
