@@ -181,21 +181,8 @@ fn samples_in(server: &Server, pipeline: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-fn args(data: &Path, workers: &str) -> Vec<String> {
-    [
-        "--workers",
-        workers,
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--checkpoint-interval",
-        "500ms",
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
 fn start(data: &Path, workers: &str) -> Server {
-    let a = args(data, workers);
+    let a = common::server::checkpointed(data, workers);
     Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0)
 }
 
@@ -513,7 +500,7 @@ fn checkpoints_in_s3_survive_kill_9() {
     let dir = temp_dir("checkpoint-s3");
     let (a, b) = (run(&dir, "killed"), run(&dir, "through"));
     let start_s3 = |workers: &str| {
-        let mut a_args = args(&a.data, workers);
+        let mut a_args = common::server::checkpointed(&a.data, workers);
         a_args.extend([
             "--checkpoint-store".to_owned(),
             format!("s3://{bucket}/ckpt"),

@@ -1049,16 +1049,8 @@ fn a_checkpointed_kafka_pipeline_survives_twenty_kills_unchanged() {
     let seconds = 240;
     let (a, b) = (dir.join("killed"), dir.join("through"));
     let serve = |out: &Path, workers: &str| {
-        let data = out.join("data");
-        let args = [
-            "--workers",
-            workers,
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--checkpoint-interval",
-            "500ms",
-        ];
-        Server::start(&args, 0)
+        let args = common::server::checkpointed(&out.join("data"), workers);
+        Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>(), 0)
     };
     // The killed run's windows go to PostgreSQL too: after the kills the
     // table holds each exactly once (upserts), with its exact value.

@@ -198,6 +198,21 @@ impl Drop for Server {
     }
 }
 
+/// The `serve` flags of a checkpointed server: `workers` workers, `data`
+/// as its data directory, a checkpoint every 500 ms.
+pub fn checkpointed(data: &Path, workers: &str) -> Vec<String> {
+    [
+        "--workers",
+        workers,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--checkpoint-interval",
+        "500ms",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// The `serve` flags that let tests' pipelines touch what they need: the
 /// system's temporary directory, where tests keep their files (read,
 /// written, replaced), and services on 127.0.0.1.
