@@ -500,9 +500,14 @@ impl Service {
         // watermark where it is.
         loop {
             let admin = base_config(&self.config, &self.client_id);
+            // (Restored from a checkpoint of operator state: its positions
+            // are used, so the topic's are not read.)
             match checkpoint::ensure_topic(&admin, &self.config.checkpoint_topic, true)
-                .and_then(|()| {
-                    checkpoint::read(&admin, &self.config.checkpoint_topic, &self.config.group)
+                .and_then(|()| match self.restored {
+                    Some(_) => Ok(Positions::new()),
+                    None => {
+                        checkpoint::read(&admin, &self.config.checkpoint_topic, &self.config.group)
+                    }
                 })
                 .and_then(|p| {
                     positions = p;
