@@ -102,15 +102,18 @@ fn duckdb_reads_back_from_a_directory_what_a_from_scratch_computation_gives() {
     let expected = tumbling::expected(hosts, seconds);
     assert_eq!(archive_rows(&glob, None), expected);
 
-    // Files: per epoch of 20 minutes, per worker, per event hour; each
-    // epoch's marker records them.
+    // Files: per epoch of 20 minutes, per key group (the first run's
+    // workers, recorded in the layout), per event hour; each epoch's
+    // marker records them.
     let first = files_below(&archive);
     let parquet: Vec<&String> = first.iter().filter(|f| f.ends_with(".parquet")).collect();
-    let markers: Vec<&String> = first
-        .iter()
-        .filter(|f| f.starts_with("_tidemark/"))
-        .collect();
-    assert_eq!(parquet.len() + markers.len(), first.len(), "{first:?}");
+    let markers: Vec<&String> = first.iter().filter(|f| f.contains("/epochs/")).collect();
+    let layout = "_tidemark/pipeline=pq/output=out/layout";
+    assert_eq!(
+        std::fs::read_to_string(archive.join(layout)).unwrap(),
+        "groups=2\n"
+    );
+    assert_eq!(parquet.len() + markers.len() + 1, first.len(), "{first:?}");
     assert!(
         parquet
             .iter()
@@ -148,11 +151,22 @@ fn duckdb_reads_back_from_a_directory_what_a_from_scratch_computation_gives() {
     );
     assert_eq!(codecs, vec![serde_json::json!({"compression": "ZSTD"})]);
 
-    // The same input again: the same files, overwritten, nothing added.
-    let report = run_text(&text, 2);
-    assert_eq!(report.errors, 0);
-    assert_eq!(files_below(&archive), first);
-    assert_eq!(archive_rows(&glob, None), expected);
+    // The same input again: the same files, overwritten, nothing added;
+    // also at another number of workers (series keep their key group).
+    for workers in [2, 3, 1] {
+        let report = run_text(&text, workers);
+        assert_eq!(report.errors, 0);
+        assert_eq!(
+            files_below(&archive),
+            first,
+            "replayed on {workers} workers"
+        );
+        assert_eq!(
+            archive_rows(&glob, None),
+            expected,
+            "replayed on {workers} workers"
+        );
+    }
 }
 
 #[test]
@@ -195,14 +209,19 @@ fn duckdb_reads_back_from_s3_and_a_replay_adds_no_object() {
     run_process(&dir, &text, &standard);
     assert_eq!(archive_rows(&glob, Some(&host_port)), expected);
     let first = objects(&bucket);
-    // An epoch of 5 minutes on a worker: one file (one event hour) and
-    // its marker.
+    // An epoch of 5 minutes of a key group: one file (one event hour) and
+    // its marker; and the archive's layout.
     let files = first.iter().filter(|o| o.ends_with(".parquet")).count();
-    let markers = first.iter().filter(|o| o.contains("/_tidemark/")).count();
+    let markers = first.iter().filter(|o| o.contains("/epochs/")).count();
     assert_eq!(
-        (files, files + markers),
+        (files, files + markers + 1),
         (markers, first.len()),
         "{first:?}"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|o| o.ends_with("/_tidemark/pipeline=pq/output=out/layout"))
     );
     assert!(files >= 8, "{first:?}");
     run_process(&dir, &replay, &[("ARCHIVE_SECRET", "test")]);

@@ -114,6 +114,44 @@ impl Store {
         parts.finish().await.map(|_| ()).map_err(classify)
     }
 
+    /// The object at `key` (below the prefix), if there is one.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, ComponentError> {
+        match self.store.get(&self.path(key)).await {
+            Ok(got) => got.bytes().await.map(Some).map_err(classify),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// The number of key groups the sink's files are named after (see
+    /// `sink.rs`): read from the archive's layout object, or, for a new
+    /// archive, `workers`, written there.
+    pub async fn groups(
+        &self,
+        pipeline: &str,
+        sink: &str,
+        workers: u64,
+    ) -> Result<u64, ComponentError> {
+        let key = format!("_tidemark/pipeline={pipeline}/output={sink}/layout");
+        if let Some(bytes) = self.get(&key).await? {
+            let text = String::from_utf8_lossy(&bytes);
+            return text
+                .trim()
+                .strip_prefix("groups=")
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    ComponentError::permanent(
+                        Fault::Config,
+                        format!("the archive's layout object {key} is damaged ({text:?}; expected groups=N)"),
+                    )
+                });
+        }
+        self.put(&key, Bytes::from(format!("groups={workers}\n")))
+            .await?;
+        Ok(workers)
+    }
+
     /// Whether `key` (below the prefix) exists.
     pub async fn exists(&self, key: &str) -> Result<bool, ComponentError> {
         match self.store.head(&self.path(key)).await {

@@ -2,12 +2,16 @@
 //! times of its series into epochs of `roll_interval`, and a writer thread
 //! (current-thread tokio runtime) that encodes and uploads them.
 //!
-//! - Samples are exchanged by series, so each series is in one worker's
-//!   files. Epoch `e` holds the samples at timely times `[e, e + roll)`; its
-//!   files are named after the epoch, the worker and a sequence number, in
-//!   the partition of each sample's event hour. Every boundary (row group,
-//!   file, epoch) falls between whole times, so a replay of the same input
-//!   makes the same files with the same rows and overwrites them.
+//! - Series fall into a fixed number of *key groups* (series id modulo the
+//!   number of workers of the archive's first run, recorded in its
+//!   `layout` object), and samples are exchanged by group, so each group
+//!   is in one worker's files whatever the number of workers now. Epoch `e`
+//!   holds the samples at timely times `[e, e + roll)`; its files are named
+//!   after the epoch, the group (`w<group>`: the worker of the first run)
+//!   and a sequence number, in the partition of each sample's event hour.
+//!   Every boundary (row group, file, epoch) falls between whole times, so
+//!   a replay of the same input, at any number of workers, makes the same
+//!   files with the same rows and overwrites them.
 //! - The operator holds the capability of an epoch's first time until every
 //!   file of the epoch, then a marker object for it, is uploaded: the sink's
 //!   frontier is its durable frontier. Flow control counts the epoch as
@@ -15,9 +19,10 @@
 //!   while an epoch fills.
 //! - After a restart from a Kafka checkpoint, the first epoch may begin
 //!   before the resume frontier: only part of it is read again. If its
-//!   marker exists it was uploaded whole before and is skipped; if not, the
-//!   earlier run held its first time, so none of it was before the resume
-//!   frontier and it is written whole.
+//!   marker (one per epoch and group) exists, that group's part of it was
+//!   uploaded whole before and is skipped; if not, the earlier run held
+//!   its first time, so none of it was before the resume frontier and it
+//!   is written whole.
 //! - Failed uploads are retried with backoff until they succeed (the file
 //!   stays in memory); the frontier waits, and the sources with it.
 
@@ -27,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use tokio::sync::mpsc;
 
@@ -34,7 +40,7 @@ use tidemark_engine::Sample;
 use tidemark_engine::component::{Failure, SinkContext};
 use tidemark_engine::error::ComponentError;
 use tidemark_engine::runtime::{
-    Operator, ProgressBuilder, ProgressStream, SampleStream, SyncActivator, by_series, frontier_min,
+    Operator, ProgressBuilder, ProgressStream, SampleStream, SyncActivator, frontier_min,
 };
 use tidemark_engine::stats::{ComponentStats, add};
 use tidemark_engine::time::Time;
@@ -67,8 +73,10 @@ impl ParquetSink {
         let name = ctx.name.clone();
         let roll = self.roll.max(1);
         let config = self.clone();
+        let groups = groups(self, &ctx, scope.peers());
+        let by_group = Exchange::new(move |s: &Sample| s.series.id().0 % groups);
         stream
-            .unary_frontier::<ProgressBuilder, _, _, _>(by_series(), &name, move |_cap, info| {
+            .unary_frontier::<ProgressBuilder, _, _, _>(by_group, &name, move |_cap, info| {
                 let (tx, rx) = mpsc::channel::<(u64, Message)>(1);
                 let done = Arc::new(AtomicU64::new(0));
                 let activator = scope.worker().sync_activator_for(info.address.to_vec());
@@ -78,7 +86,7 @@ impl ParquetSink {
                     keys: Keys {
                         pipeline: ctx.pipeline.clone(),
                         sink: ctx.name.clone(),
-                        worker: scope.index(),
+                        groups,
                     },
                     stats: Arc::clone(&ctx.stats),
                     failure: Arc::clone(&ctx.failure),
@@ -155,16 +163,51 @@ impl ParquetSink {
     }
 }
 
+/// The archive's key groups (see the module's documentation), read as the
+/// sink is built on a worker: from its `layout` object, or `workers` for a
+/// new archive. A store that cannot say fails the pipeline: no file is
+/// written under a guessed layout.
+fn groups(config: &ParquetSink, ctx: &SinkContext, workers: usize) -> u64 {
+    let read = || -> Result<u64, ComponentError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                ComponentError::io("cannot start a runtime to read the archive's layout", e)
+            })?;
+        runtime.block_on(async {
+            Store::open(config)?
+                .groups(&ctx.pipeline, &ctx.name, workers as u64)
+                .await
+        })
+    };
+    match read() {
+        Ok(groups) => groups,
+        Err(error) => {
+            add(&ctx.stats.errors, 1);
+            tracing::error!(error = %error.chain(), sink = %ctx.name, "Cannot read the archive's layout; the pipeline stops.");
+            ctx.failure.fail(&ctx.name, &error);
+            workers.max(1) as u64
+        }
+    }
+}
+
 /// Object keys, below the sink's prefix.
 struct Keys {
     pipeline: String,
     sink: String,
-    worker: usize,
+    /// The archive's key groups.
+    groups: u64,
 }
 
 impl Keys {
-    /// `pipeline=P/output=S/date=YYYY-MM-DD/hour=HH/part-<epoch>-w<worker>-<seq>.parquet`.
-    fn file(&self, hour: i64, epoch: Time, seq: u32) -> String {
+    /// The key group of a sample's series.
+    fn group(&self, sample: &Sample) -> u64 {
+        sample.series.id().0 % self.groups.max(1)
+    }
+
+    /// `pipeline=P/output=S/date=YYYY-MM-DD/hour=HH/part-<epoch>-w<group>-<seq>.parquet`.
+    fn file(&self, group: u64, hour: i64, epoch: Time, seq: u32) -> String {
         let start = chrono::DateTime::from_timestamp_millis(hour.saturating_mul(3_600_000))
             .unwrap_or_default();
         format!(
@@ -172,15 +215,15 @@ impl Keys {
             self.pipeline,
             self.sink,
             start.format("date=%Y-%m-%d/hour=%H"),
-            self.worker
+            group
         )
     }
 
-    /// The marker that says an epoch's files are all uploaded.
-    fn marker(&self, epoch: Time) -> String {
+    /// The marker that says a group's files of an epoch are all uploaded.
+    fn marker(&self, epoch: Time, group: u64) -> String {
         format!(
-            "_tidemark/pipeline={}/output={}/epochs/{epoch:013}-w{:03}",
-            self.pipeline, self.sink, self.worker
+            "_tidemark/pipeline={}/output={}/epochs/{epoch:013}-w{group:03}",
+            self.pipeline, self.sink
         )
     }
 }
@@ -194,10 +237,16 @@ struct Partition {
 /// The epoch being written.
 struct Epoch {
     epoch: Time,
-    /// Written whole by an earlier run.
-    skip: bool,
-    partitions: BTreeMap<i64, Partition>,
-    uploaded: Vec<String>,
+    /// It began before the resume frontier: its groups' markers are
+    /// checked.
+    resumed: bool,
+    /// The groups seen in it, each with whether an earlier run wrote it
+    /// whole (its samples are then skipped).
+    groups: BTreeMap<u64, bool>,
+    /// Open files by group and event hour.
+    partitions: BTreeMap<(u64, i64), Partition>,
+    /// Files uploaded, by group.
+    uploaded: BTreeMap<u64, Vec<String>>,
 }
 
 struct Writer {
@@ -273,45 +322,63 @@ impl Writer {
         times: Vec<Vec<Sample>>,
     ) -> bool {
         if self.epoch.as_ref().is_none_or(|e| e.epoch != epoch) {
-            let marker = self.keys.marker(epoch);
-            let skip = if resumed {
-                let Some(exists) = self
-                    .retry(rx, "check an epoch's marker", || store.exists(&marker))
-                    .await
-                else {
-                    return false;
-                };
-                if exists {
-                    tracing::info!(sink = %self.keys.sink, epoch, "This epoch was archived whole before the restart; skipping its replay.");
-                }
-                exists
-            } else {
-                false
-            };
             self.epoch = Some(Epoch {
                 epoch,
-                skip,
+                resumed,
+                groups: BTreeMap::new(),
                 partitions: BTreeMap::new(),
-                uploaded: Vec::new(),
+                uploaded: BTreeMap::new(),
             });
         }
         let Some(format) = self.format.clone() else {
             return false;
         };
         for samples in times {
+            // Groups new to the epoch: in a resumed one, was each written
+            // whole before?
+            let mut new: Vec<u64> = samples.iter().map(|s| self.keys.group(s)).collect();
+            new.sort_unstable();
+            new.dedup();
+            for group in new {
+                let Some(open) = self.epoch.as_ref() else {
+                    return false;
+                };
+                if open.groups.contains_key(&group) {
+                    continue;
+                }
+                let skip = if open.resumed {
+                    let marker = self.keys.marker(epoch, group);
+                    let Some(exists) = self
+                        .retry(rx, "check an epoch's marker", || store.exists(&marker))
+                        .await
+                    else {
+                        return false;
+                    };
+                    if exists {
+                        tracing::info!(sink = %self.keys.sink, epoch, group, "This epoch's group was archived whole before the restart; skipping its replay.");
+                    }
+                    exists
+                } else {
+                    false
+                };
+                if let Some(open) = self.epoch.as_mut() {
+                    open.groups.insert(group, skip);
+                }
+            }
             let Some(open) = self.epoch.as_mut() else {
                 return false;
             };
-            if open.skip {
-                continue;
-            }
-            let mut touched: Vec<i64> = Vec::new();
-            let mut full: Vec<i64> = Vec::new();
+            let mut touched: Vec<(u64, i64)> = Vec::new();
+            let mut full: Vec<(u64, i64)> = Vec::new();
             for sample in samples {
-                let hour = sample.timestamp.div_euclid(3_600_000);
+                let group = self.keys.group(&sample);
+                if open.groups.get(&group).copied().unwrap_or(false) {
+                    continue;
+                }
+                let at = (group, sample.timestamp.div_euclid(3_600_000));
                 let partition = open
                     .partitions
-                    .entry(hour)
+                    .entry(at)
                     .or_insert(Partition { seq: 0, file: None });
                 if partition.file.is_none() {
                     match FileBuilder::new(&format) {
@@ -326,13 +393,12 @@ impl Writer {
                 if let Some(file) = partition.file.as_mut() {
                     file.push([sample]);
                 }
-                if !touched.contains(&hour) {
-                    touched.push(hour);
+                if !touched.contains(&at) {
+                    touched.push(at);
                 }
             }
-            for hour in touched {
-                let Some(file) = open.partitions.get_mut(&hour).and_then(|p| p.file.as_mut())
-                else {
+            for at in touched {
+                let Some(file) = open.partitions.get_mut(&at).and_then(|p| p.file.as_mut()) else {
                     continue;
                 };
                 if file.buffered() >= format.row_group_rows
@@ -342,11 +408,11 @@ impl Writer {
                     tracing::error!(%error, sink = %self.keys.sink, "Cannot encode a row group.");
                 }
                 if file.bytes() >= self.config.max_file_bytes {
-                    full.push(hour);
+                    full.push(at);
                 }
             }
-            for hour in full {
-                if !self.upload(store, rx, hour).await {
+            for at in full {
+                if !self.upload(store, rx, at).await {
                     return false;
                 }
             }
@@ -354,25 +420,25 @@ impl Writer {
         true
     }
 
-    /// Uploads the file of `hour` in the open epoch; the next one in that
-    /// hour gets the next sequence number.
+    /// Uploads the file of group `at.0` and hour `at.1` in the open epoch;
+    /// the next one there gets the next sequence number.
     async fn upload(
         &mut self,
         store: &Store,
         rx: &mpsc::Receiver<(u64, Message)>,
-        hour: i64,
+        at: (u64, i64),
     ) -> bool {
         let (Some(open), Some(format)) = (self.epoch.as_mut(), self.format.as_ref()) else {
             return false;
         };
-        let Some(partition) = open.partitions.get_mut(&hour) else {
+        let Some(partition) = open.partitions.get_mut(&at) else {
             return true;
         };
         let Some(file) = partition.file.take() else {
             return true;
         };
         let rows = file.rows();
-        let key = self.keys.file(hour, open.epoch, partition.seq);
+        let key = self.keys.file(at.0, at.1, open.epoch, partition.seq);
         partition.seq += 1;
         let bytes = match file.finish(format) {
             Ok(b) => Bytes::from(b),
@@ -383,7 +449,7 @@ impl Writer {
             }
         };
         let size = bytes.len();
-        open.uploaded.push(key.clone());
+        open.uploaded.entry(at.0).or_default().push(key.clone());
         let put = self
             .retry(rx, "upload a file", || store.put(&key, bytes.clone()))
             .await;
@@ -405,29 +471,37 @@ impl Writer {
         if self.epoch.as_ref().is_none_or(|e| e.epoch != epoch) {
             return true;
         }
-        let hours: Vec<i64> = self
+        let open: Vec<(u64, i64)> = self
             .epoch
             .as_ref()
             .map(|e| e.partitions.keys().copied().collect())
             .unwrap_or_default();
-        for hour in hours {
-            if !self.upload(store, rx, hour).await {
+        for at in open {
+            if !self.upload(store, rx, at).await {
                 return false;
             }
         }
         let Some(open) = self.epoch.take() else {
             return true;
         };
-        if open.skip {
-            return true;
+        // A marker for each group written (not skipped) in it.
+        for (group, skipped) in &open.groups {
+            if *skipped {
+                continue;
+            }
+            let marker = self.keys.marker(epoch, *group);
+            let files = open.uploaded.get(group).cloned().unwrap_or_default();
+            let body = Bytes::from(files.join("\n") + "\n");
+            let put = self
+                .retry(rx, "write an epoch's marker", || {
+                    store.put(&marker, body.clone())
+                })
+                .await;
+            if put.is_none() {
+                return false;
+            }
         }
-        let marker = self.keys.marker(epoch);
-        let body = Bytes::from(open.uploaded.join("\n") + "\n");
-        self.retry(rx, "write an epoch's marker", || {
-            store.put(&marker, body.clone())
-        })
-        .await
-        .is_some()
+        true
     }
 
     /// Runs `op` until it succeeds, with backoff; `None` if the pipeline
@@ -474,20 +548,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_hive_partitions_named_after_epoch_worker_and_sequence() {
+    fn keys_are_hive_partitions_named_after_epoch_group_and_sequence() {
         let keys = Keys {
             pipeline: "p".into(),
             sink: "archive".into(),
-            worker: 1,
+            groups: 4,
         };
         // 2026-11-25T07:00:00Z is hour 494_887 since the epoch.
         let hour = 1_795_590_000_000i64 / 3_600_000;
         assert_eq!(
-            keys.file(hour, 1_795_590_300_000, 2),
+            keys.file(1, hour, 1_795_590_300_000, 2),
             "pipeline=p/output=archive/date=2026-11-25/hour=07/part-1795590300000-w001-002.parquet"
         );
         assert_eq!(
-            keys.marker(1_795_590_300_000),
+            keys.marker(1_795_590_300_000, 1),
             "_tidemark/pipeline=p/output=archive/epochs/1795590300000-w001"
         );
     }
