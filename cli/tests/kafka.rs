@@ -1003,7 +1003,8 @@ const KILLS: usize = 20;
 
 /// A checkpointed pipeline over Kafka (`serve --data-dir`): windows and an
 /// anomaly score per series, written to files, and the windows to
-/// PostgreSQL too when `db` names a table (url, samples, series).
+/// PostgreSQL and a Parquet archive too when `db` names a table (url,
+/// samples, series).
 fn checkpointed_pipeline(
     topic: &str,
     group: &str,
@@ -1025,7 +1026,9 @@ sinks:
         windows = out.join("windows.jsonl").display(),
         scores = out.join("scores.jsonl").display(),
         db = db.map_or_else(String::new, |(url, table, series)| format!(
-            "  db: {{type: timescaledb, inputs: [w], url: \"{url}\", table: {table}, series_table: {series}, batch_size: 500}}\n"
+            "  db: {{type: timescaledb, inputs: [w], url: \"{url}\", table: {table}, series_table: {series}, batch_size: 500}}\n  \
+             archive: {{type: parquet, inputs: [w], path: {}, promote: [host], roll_interval: 10s}}\n",
+            out.join("archive").display()
         )),
     )
 }
@@ -1033,7 +1036,8 @@ sinks:
 /// Issue 19: a checkpointed pipeline reading Kafka, killed with `kill -9`
 /// twenty times at random moments while the topic fills and restarted on
 /// 1, 2 or 4 workers, against a server that runs through: every window is
-/// exact, in the file and in PostgreSQL (once each), and every anomaly
+/// exact, in the file, in PostgreSQL and in a Parquet archive (once each
+/// in both), and every anomaly
 /// score equals the uninterrupted run's (each
 /// restart took the partitions' positions and the models from one
 /// checkpoint, not the group's offsets).
@@ -1145,6 +1149,30 @@ fn a_checkpointed_kafka_pipeline_survives_twenty_kills_unchanged() {
     wait_until("the table holding every window", || {
         common::pg::rows(&db, &table) == want
     });
+    // The archive, as DuckDB reads it: every window once (its objects
+    // were replayed at 1, 2 and 4 workers under the same names).
+    let archived = || {
+        let glob = a.join("archive").join("**/*.parquet");
+        let sql = format!(
+            "SELECT metric, host, epoch_ms(time) AS t, value FROM read_parquet('{}', hive_partitioning = true)",
+            glob.display()
+        );
+        let mut out = BTreeMap::new();
+        for r in common::duckdb::query(&sql, None) {
+            let key = (
+                r["metric"].as_str().unwrap().to_owned(),
+                r["host"].as_str().unwrap().to_owned(),
+                r["t"].as_i64().unwrap(),
+            );
+            assert!(
+                out.insert(key.clone(), r["value"].as_f64().unwrap())
+                    .is_none(),
+                "{key:?} archived twice"
+            );
+        }
+        out
+    };
+    wait_until("the archive holding every window", || archived() == want);
     let (scores_a, scores_b) = (scored(&a), scored(&b));
     assert_eq!(
         scores_a.len(),
