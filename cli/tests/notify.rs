@@ -238,10 +238,18 @@ fn tidemarks_notifier_pages_webhook_slack_and_pagerduty() {
     let key = "0123456789abcdef0123456789abcdef";
     let key_file = dir.join("pd.key");
     std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    // A second Slack integration with its own title and text, from a
+    // named template in a `templates:` file.
+    std::fs::write(
+        dir.join("custom.tmpl"),
+        r#"{{ define "custom.title" }}{{ .Status | toUpper }}: {{ .CommonLabels.alertname }}{{ end }}"#,
+    )
+    .unwrap();
     let am_yml = format!(
         r#"
 global:
   slack_api_url: '{slack}/services/T0/B0/secret'
+templates: ['*.tmpl']
 route:
   receiver: nobody
   group_by: [alertname]
@@ -254,7 +262,11 @@ receivers:
   - name: nobody
   - name: oncall
     webhook_configs: [{{url: '{hook}/hook'}}]
-    slack_configs: [{{channel: '#ops'}}]
+    slack_configs:
+      - channel: '#ops'
+      - channel: '#custom'
+        title: '{{{{ template "custom.title" . }}}}'
+        text: '{{{{ range .Alerts }}}}{{{{ .Annotations.summary }}}};{{{{ end }}}}'
     pagerduty_configs:
       - routing_key_file: '{key_file}'
         url: '{pd}/v2/enqueue'
@@ -297,10 +309,21 @@ receivers:
         assert!(tidemark_engine::time::parse_rfc3339(a["startsAt"].as_str().unwrap()).is_ok());
         assert_eq!(a["fingerprint"].as_str().unwrap().len(), 16);
     }
-    // Slack: one message (no resolutions by default), in Alertmanager's
-    // default layout.
-    let slacks = slack.received();
-    assert_eq!(slacks.len(), 1, "{slacks:#?}");
+    // Slack: one message each (no resolutions by default), in
+    // Alertmanager's default layout, or with the receiver's own title and
+    // text.
+    let mut slacks = slack.received();
+    assert_eq!(slacks.len(), 2, "{slacks:#?}");
+    slacks.sort_by_key(|s| s.json["channel"].as_str().unwrap().to_owned());
+    let own = &slacks[0].json["attachments"][0];
+    assert_eq!(slacks[0].json["channel"], "#custom");
+    assert_eq!(own["title"], "FIRING: ApiDown");
+    let text = own["text"].as_str().unwrap();
+    assert!(
+        text.contains("api a is down;") && text.contains("api b is down;"),
+        "{text}"
+    );
+    let slacks = &slacks[1..];
     assert_eq!(slacks[0].path, "/services/T0/B0/secret");
     let att = &slacks[0].json["attachments"][0];
     assert_eq!(slacks[0].json["channel"], "#ops");

@@ -421,6 +421,23 @@ impl Limits {
 /// in Prometheus' time parser and PostgreSQL's `timestamptz` range.
 pub const MAX_TIMESTAMP: i64 = 253_402_300_799_999;
 
+/// Refuses a Go template whose last action is not closed (`{{` with no
+/// `}}` after it): `gtmpl` 0.7 never returns from parsing some of those
+/// (`"{{ .x "`, whitespace before the end), so templates from users are
+/// checked with this first.
+pub fn template_actions_closed(text: &str) -> Result<(), String> {
+    let mut from = 0;
+    while let Some(open) = text[from..].find("{{").map(|i| from + i) {
+        match text[open + 2..].find("}}") {
+            Some(close) => from = open + 2 + close + 2,
+            None => {
+                return Err(format!("the action at byte {open} is not closed with }}}}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -584,6 +601,15 @@ mod tests {
         );
         // Empty values are absent labels and do not count.
         assert!(limits.check("cpu", [("a", "1"), ("b", "")]).is_ok());
+    }
+
+    #[test]
+    fn an_unclosed_template_action_is_refused() {
+        assert!(template_actions_closed("plain").is_ok());
+        assert!(template_actions_closed("{{ .a }} and {{ \"}}\" }}").is_ok());
+        let why = template_actions_closed("{{ .a }} {{ .b ").unwrap_err();
+        assert!(why.contains("byte 9"), "{why}");
+        assert!(template_actions_closed("{{").is_err());
     }
 
     #[test]

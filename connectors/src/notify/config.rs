@@ -3,12 +3,14 @@
 //! `pagerduty_configs` in Alertmanager's own format.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use tidemark_engine::component::ConfigError;
 
+use super::template::Text;
 use crate::alertmanager::config::{check_url, positive};
 
 /// The `notify` sink: delivers a `route` transform's notifications to the
@@ -66,6 +68,10 @@ fn default_max_age() -> String {
 struct FileConfig {
     #[serde(default)]
     global: Global,
+    /// Files of named templates (a `*` may stand for any part of a file
+    /// name), relative to the configuration file.
+    #[serde(default)]
+    templates: Vec<String>,
     #[serde(default)]
     receivers: Vec<ReceiverConfig>,
 }
@@ -161,6 +167,10 @@ struct SlackConfig {
     icon_emoji: Option<String>,
     #[serde(default)]
     icon_url: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
 }
 
 /// Alertmanager's `pagerduty_config` (Events API v2).
@@ -192,10 +202,12 @@ struct PagerdutyConfig {
     component: Option<String>,
     #[serde(default)]
     group: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
 }
 
-/// Alertmanager's `email_config` (the fields Tidemark sends with; body
-/// templates are not supported yet).
+/// Alertmanager's `email_config` (the fields Tidemark sends with; of its
+/// headers, `Subject`; the bodies keep their layout).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EmailConfig {
@@ -218,6 +230,8 @@ struct EmailConfig {
     require_tls: Option<bool>,
     #[serde(default)]
     tls_config: TlsConfig,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
 }
 
 /// Alertmanager's `tls_config` (the fields an SMTP connection uses).
@@ -276,6 +290,8 @@ pub(crate) enum Integration {
         username: Option<String>,
         icon_emoji: Option<String>,
         icon_url: Option<String>,
+        title: Option<Text>,
+        text: Option<Text>,
     },
     Pagerduty {
         routing_key: Secret,
@@ -286,6 +302,7 @@ pub(crate) enum Integration {
         class: Option<String>,
         component: Option<String>,
         group: Option<String>,
+        description: Option<Text>,
     },
     Email(Box<Email>),
 }
@@ -304,6 +321,7 @@ pub(crate) struct Email {
     pub(crate) ca_file: Option<String>,
     pub(crate) server_name: Option<String>,
     pub(crate) insecure_skip_verify: bool,
+    pub(crate) subject: Option<Text>,
 }
 
 impl Integration {
@@ -389,9 +407,22 @@ impl NotifySinkConfig {
                 format!("{}: {}", self.config, without_content(&e.to_string())),
             )]
         })?;
+        let defs = definitions(&self.config, &file.templates).map_err(|e| {
+            vec![ConfigError::field(
+                "config",
+                format!("{}: templates: {e}", self.config),
+            )]
+        })?;
         let mut targets = Vec::new();
         for r in &file.receivers {
-            receiver_targets(r, &file.global, &self.config, &mut targets, &mut errors);
+            receiver_targets(
+                r,
+                &file.global,
+                &defs,
+                &self.config,
+                &mut targets,
+                &mut errors,
+            );
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -418,9 +449,52 @@ fn without_content(message: &str) -> String {
     }
 }
 
+/// The named templates of the `templates:` files, in the order given
+/// (each pattern's files sorted by name).
+fn definitions(config: &str, patterns: &[String]) -> Result<Arc<str>, String> {
+    let base = std::path::Path::new(config)
+        .parent()
+        .unwrap_or(std::path::Path::new("."));
+    let mut out = String::new();
+    for pattern in patterns {
+        let path = base.join(pattern);
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let files: Vec<std::path::PathBuf> = match name.split_once('*') {
+            None => vec![path.clone()],
+            Some((prefix, suffix)) => {
+                let dir = path.parent().unwrap_or(base);
+                let mut found: Vec<_> = std::fs::read_dir(dir)
+                    .map_err(|e| format!("cannot list {}: {}", dir.display(), e.kind()))?
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                            n.len() >= prefix.len() + suffix.len()
+                                && n.starts_with(prefix)
+                                && n.ends_with(suffix)
+                        })
+                    })
+                    .collect();
+                found.sort();
+                found
+            }
+        };
+        for f in files {
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| format!("cannot read {}: {}", f.display(), e.kind()))?;
+            out.push_str(&text);
+        }
+    }
+    Ok(Arc::from(out))
+}
+
 fn receiver_targets(
     r: &ReceiverConfig,
     global: &Global,
+    defs: &Arc<str>,
     file: &str,
     out: &mut Vec<Target>,
     errors: &mut Vec<ConfigError>,
@@ -449,6 +523,15 @@ fn receiver_targets(
             ));
         }
     }
+    // A field's template, checked now.
+    let text = |at: String, t: &Option<String>| -> Result<Option<Text>, String> {
+        t.as_ref()
+            .map(|t| {
+                Text::new(t, defs)
+                    .map_err(|why| format!("{at}: the template does not parse: {why}"))
+            })
+            .transpose()
+    };
     let target = |index, send_resolved, integration| Target {
         receiver: r.name.clone(),
         index,
@@ -469,6 +552,14 @@ fn receiver_targets(
         }
     }
     for (i, s) in r.slack_configs.iter().enumerate() {
+        let title = text(format!("slack_configs[{i}].title"), &s.title).unwrap_or_else(|e| {
+            error(e);
+            None
+        });
+        let body = text(format!("slack_configs[{i}].text"), &s.text).unwrap_or_else(|e| {
+            error(e);
+            None
+        });
         match secret_url(
             &s.api_url,
             &s.api_url_file,
@@ -484,18 +575,36 @@ fn receiver_targets(
                     username: s.username.clone(),
                     icon_emoji: s.icon_emoji.clone(),
                     icon_url: s.icon_url.clone(),
+                    title,
+                    text: body,
                 },
             )),
             Err(e) => error(format!("slack_configs[{i}]: {e}")),
         }
     }
     for (i, e) in r.email_configs.iter().enumerate() {
+        let mut subject = None;
+        for (header, value) in &e.headers {
+            if header.eq_ignore_ascii_case("subject") {
+                subject = text(
+                    format!("email_configs[{i}].headers.Subject"),
+                    &Some(value.clone()),
+                )
+                .unwrap_or_else(|e| {
+                    error(e);
+                    None
+                });
+            } else {
+                error(format!(
+                    "email_configs[{i}].headers: only Subject is supported, not {header:?}"
+                ));
+            }
+        }
         match email(e, global) {
-            Ok(email) => out.push(target(
-                i,
-                e.send_resolved,
-                Integration::Email(Box::new(email)),
-            )),
+            Ok(mut email) => out.push(target(i, e.send_resolved, {
+                email.subject = subject;
+                Integration::Email(Box::new(email))
+            })),
             Err(why) => error(format!("email_configs[{i}]: {why}")),
         }
     }
@@ -528,6 +637,14 @@ fn receiver_targets(
             error(format!("pagerduty_configs[{i}]: url is not an http(s) URL"));
             continue;
         }
+        let description = text(
+            format!("pagerduty_configs[{i}].description"),
+            &p.description,
+        )
+        .unwrap_or_else(|e| {
+            error(e);
+            None
+        });
         let severity = p.severity.clone().unwrap_or_else(|| "error".into());
         if !["critical", "error", "warning", "info"].contains(&severity.as_str()) {
             error(format!(
@@ -547,6 +664,7 @@ fn receiver_targets(
                 class: p.class.clone(),
                 component: p.component.clone(),
                 group: p.group.clone(),
+                description,
             },
         ));
     }
@@ -627,6 +745,7 @@ fn email(e: &EmailConfig, global: &Global) -> Result<Email, String> {
         ca_file: e.tls_config.ca_file.clone(),
         server_name: e.tls_config.server_name.clone(),
         insecure_skip_verify: e.tls_config.insecure_skip_verify,
+        subject: None,
     })
 }
 

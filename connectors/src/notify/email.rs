@@ -56,12 +56,17 @@ pub(crate) fn transport(
     Ok(builder.build())
 }
 
-/// The message for a notification: Alertmanager's default subject, a
-/// plain-text and an HTML body listing the alerts, a link back.
-pub(crate) fn message(email: &Email, n: &Notification) -> Result<Message, String> {
+/// The message for a notification: Alertmanager's default subject (or
+/// `own`, the receiver's rendered one), a plain-text and an HTML body
+/// listing the alerts, a link back.
+pub(crate) fn message(
+    email: &Email,
+    n: &Notification,
+    own: Option<String>,
+) -> Result<Message, String> {
     let mut builder = Message::builder()
         .from(email.from.clone())
-        .subject(subject(n));
+        .subject(own.unwrap_or_else(|| subject(n)));
     for to in &email.to {
         builder = builder.to(to.clone());
     }

@@ -15,6 +15,7 @@ mod log;
 mod receivers;
 pub(crate) mod service;
 mod sink;
+mod template;
 
 use std::sync::Arc;
 

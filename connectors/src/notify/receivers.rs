@@ -80,22 +80,24 @@ fn alert_lines(n: &Notification) -> String {
 
 /// Slack's incoming-webhook message, in the layout of Alertmanager's
 /// default Slack template (an attachment with the subject as title
-/// linking back, `danger` or `good`), plus one line per alert.
+/// linking back, `danger` or `good`), plus one line per alert; `own` are
+/// the receiver's rendered `title` and `text`, in place of those.
 pub(crate) fn slack(
     n: &Notification,
     channel: Option<&str>,
     username: Option<&str>,
     icon_emoji: Option<&str>,
     icon_url: Option<&str>,
+    own: (Option<String>, Option<String>),
 ) -> Value {
-    let title = subject(n);
+    let title = own.0.unwrap_or_else(|| subject(n));
     let link = link(n);
     let mut message = json!({
         "username": username.unwrap_or("Tidemark"),
         "attachments": [{
             "title": title,
             "title_link": link,
-            "text": alert_lines(n),
+            "text": own.1.unwrap_or_else(|| alert_lines(n)),
             "fallback": format!("{title} | {link}"),
             "color": if n.status == Status::Firing { "danger" } else { "good" },
             "mrkdwn_in": ["fallback", "pretext", "text"],
@@ -132,6 +134,8 @@ pub(crate) struct PagerdutyFields<'a> {
     pub(crate) class: Option<&'a str>,
     pub(crate) component: Option<&'a str>,
     pub(crate) group: Option<&'a str>,
+    /// The receiver's rendered `description`, the event's summary.
+    pub(crate) description: Option<String>,
 }
 
 /// A PagerDuty Events API v2 event: `trigger` while the group fires,
@@ -142,7 +146,7 @@ pub(crate) fn pagerduty(n: &Notification, f: &PagerdutyFields<'_>) -> Value {
         Status::Firing => "trigger",
         Status::Resolved => "resolve",
     };
-    let mut summary = subject(n);
+    let mut summary = f.description.clone().unwrap_or_else(|| subject(n));
     if summary.len() > 1024 {
         let mut end = 1021;
         while !summary.is_char_boundary(end) {
@@ -235,6 +239,7 @@ mod tests {
             class: None,
             component: Some("db"),
             group: None,
+            description: None,
         };
         let t = pagerduty(&notification(Status::Firing), &f);
         let r = pagerduty(&notification(Status::Resolved), &f);

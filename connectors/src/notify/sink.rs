@@ -16,6 +16,7 @@ use super::email;
 use super::log::{self, Log};
 use super::receivers::{self, PagerdutyFields};
 use super::service::{Attempt, Http, Queue, Request};
+use super::template::Text;
 use crate::deliver::{Deliverer, Work, deliver_sink};
 use lettre::{Message, SmtpTransport};
 
@@ -145,7 +146,12 @@ impl Notifier {
     /// What one integration is sent, or `None` when it is not told (only
     /// resolved alerts, and it does not send resolutions); an email that
     /// cannot be built is an error.
-    fn payload(&self, r: &Ready, n: &Notification) -> Result<Option<Payload>, String> {
+    fn payload(
+        &self,
+        r: &Ready,
+        n: &Notification,
+        stats: &ComponentStats,
+    ) -> Result<Option<Payload>, String> {
         let mut n = n.clone();
         if !r.target.send_resolved {
             n.alerts.retain(|a| a.status == Status::Firing);
@@ -153,10 +159,22 @@ impl Notifier {
                 return Ok(None);
             }
         }
+        // A receiver's own template; one that does not render is counted,
+        // and the default text is sent instead.
+        let render = |t: &Option<Text>, field: &str| -> Option<String> {
+            let t = t.as_ref()?;
+            t.render(&n)
+                .map_err(|error| {
+                    tidemark_engine::stats::add(&stats.errors, 1);
+                    tracing::warn!(target_name = %r.target.name(), field, %error, "A template does not render; the default text is sent.");
+                })
+                .ok()
+        };
         let json = ("content-type".to_owned(), "application/json".to_owned());
         let (url, body) = match &r.target.integration {
             Integration::Email(e) => {
-                return email::message(e, &n)
+                let subject = render(&e.subject, "headers.Subject");
+                return email::message(e, &n, subject)
                     .map(|m| Some(self.payload_of(r, &n, Body::Email(Box::new(m)))));
             }
             Integration::Webhook { max_alerts, .. } => {
@@ -167,6 +185,8 @@ impl Notifier {
                 username,
                 icon_emoji,
                 icon_url,
+                title,
+                text,
                 ..
             } => (
                 r.secret.clone(),
@@ -176,6 +196,7 @@ impl Notifier {
                     username.as_deref(),
                     icon_emoji.as_deref(),
                     icon_url.as_deref(),
+                    (render(title, "title"), render(text, "text")),
                 ),
             ),
             Integration::Pagerduty {
@@ -186,6 +207,7 @@ impl Notifier {
                 class,
                 component,
                 group,
+                description,
                 ..
             } => (
                 url.clone(),
@@ -199,6 +221,7 @@ impl Notifier {
                         class: class.as_deref(),
                         component: component.as_deref(),
                         group: group.as_deref(),
+                        description: render(description, "description"),
                     },
                 ),
             ),
@@ -256,7 +279,7 @@ impl Deliverer<Notification> for Notifier {
                     stats.notified(&n.receiver, "skipped", "already_sent", 1);
                     continue;
                 }
-                match self.payload(&self.ready[i], &n) {
+                match self.payload(&self.ready[i], &n, stats) {
                     Ok(Some(payload)) => self.queues[i].push(payload),
                     Ok(None) => stats.notified(&n.receiver, "skipped", "resolved_only", 1),
                     Err(error) => {

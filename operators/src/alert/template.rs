@@ -66,6 +66,7 @@ fn functions() -> Vec<(&'static str, Func)> {
 }
 
 fn compile(text: &str) -> Result<gtmpl::Template, String> {
+    tidemark_engine::validate::template_actions_closed(text)?;
     let mut t = gtmpl::Template::default();
     t.add_funcs(&functions());
     t.parse(format!("{PRELUDE}{text}"))
@@ -405,5 +406,7 @@ mod tests {
         );
         assert_eq!(expand("plain", 1.0), "plain");
         assert!(Template::parse("t", "{{ .Foo").is_err());
+        // gtmpl 0.7 never returns from parsing this one: refused first.
+        assert!(Template::parse("t", "{{ $labels.job ").is_err());
     }
 }
