@@ -17,7 +17,7 @@ use tidemark_operators::alert::unit::{SavedUnit, UnitState};
 use tidemark_operators::group::Grouping;
 use tidemark_operators::score::Params;
 use tidemark_operators::score::operator::{ScoreSpec, Scorer};
-use tidemark_operators::window::{LatePolicy, WindowKind, WindowSpec, WindowState};
+use tidemark_operators::window::{LatePolicy, Partial, WindowKind, WindowSpec, WindowState};
 
 /// Options of `tidemark bench checkpoint`.
 #[derive(Clone, Debug, clap::Args)]
@@ -101,6 +101,7 @@ pub fn checkpoint(options: &CheckpointBenchOptions) -> anyhow::Result<()> {
         needs: Needs::of(&aggregates),
         aggregates,
         grouping: Grouping::Series,
+        partial: Partial::Emit,
     };
     let t0: i64 = 1_700_000_040_000;
     let mut window = WindowState::new(spec.clone());

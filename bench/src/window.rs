@@ -16,7 +16,7 @@ use tidemark_connectors::generator::Generator;
 use tidemark_engine::validate::Limits;
 use tidemark_operators::aggregate::{Aggregate, Needs};
 use tidemark_operators::group::Grouping;
-use tidemark_operators::window::{LatePolicy, WindowKind, WindowSpec};
+use tidemark_operators::window::{LatePolicy, Partial, WindowKind, WindowSpec};
 
 use tidemark_operators::window::WindowPlan;
 use tidemark_pipelines::plan::{Downstream, Plan};
@@ -151,6 +151,7 @@ fn spec(case: Case) -> WindowSpec {
         needs: Needs::of(&aggregates),
         aggregates: Arc::from(aggregates),
         grouping: Grouping::Series,
+        partial: Partial::Emit,
     }
 }
 

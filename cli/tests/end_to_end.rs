@@ -758,3 +758,76 @@ fn a_kafka_sink_that_can_never_write_fails_the_run() {
         "{error}"
     );
 }
+
+/// The first and last windows of a run over a file are partial: the first
+/// began before the file's first watermark, the end of the file closed the
+/// last before the watermark passed its end. `partial: mark` labels them
+/// `partial="true"` (and only them, with the values of any other window),
+/// `partial: drop` leaves them out; both count them.
+#[test]
+fn partial_first_and_last_windows_are_marked_or_dropped() {
+    let dir = temp_dir("e2e-partial");
+    let input = dir.join("in.jsonl");
+    let samples = write_input(&input, 7);
+    let want = reference(&samples);
+    let ends: std::collections::BTreeSet<i64> = want.keys().map(|k| k.2).collect();
+    let (first, last) = (*ends.first().unwrap(), *ends.last().unwrap());
+    // One partial result per host with samples in a partial window.
+    let partial: std::collections::BTreeSet<(&String, i64)> = want
+        .keys()
+        .filter(|k| k.2 == first || k.2 == last)
+        .map(|k| (&k.0, k.2))
+        .collect();
+    let partial = partial.len() as u64;
+    let with = |partial: &str, output: &Path| {
+        pipeline(&input, output).replace(
+            "    lateness: 2s\n",
+            &format!("    lateness: 2s\n    partial: {partial}\n"),
+        )
+    };
+
+    let output = dir.join("mark.jsonl");
+    let report = run_text(&with("mark", &output), 2);
+    assert_eq!(report.totals.partial_windows, partial);
+    let rows = read_rows(&output);
+    let mut marked = std::collections::BTreeSet::new();
+    let mut got = BTreeMap::new();
+    for mut r in rows {
+        if r.labels.remove("partial").is_some() {
+            marked.insert(r.timestamp);
+        }
+        got.insert(
+            (
+                r.labels["host"].clone(),
+                r.name.rsplit('_').next().unwrap().to_owned(),
+                r.timestamp,
+            ),
+            r.value,
+        );
+    }
+    assert_eq!(marked, [first, last].into(), "marked window ends");
+    assert_eq!(got.len(), want.len());
+    for (key, w) in &want {
+        let g = got[key];
+        assert!(
+            (g - w).abs() <= 0.01 * w.abs().max(1.0),
+            "{key:?}: {g} vs {w}"
+        );
+    }
+
+    let output = dir.join("drop.jsonl");
+    let report = run_text(&with("drop", &output), 1);
+    assert_eq!(report.totals.partial_windows, partial);
+    let got = as_map(&read_rows(&output));
+    let kept: Vec<_> = want
+        .keys()
+        .filter(|k| k.2 != first && k.2 != last)
+        .collect();
+    assert_eq!(got.keys().collect::<Vec<_>>(), kept);
+
+    // The default emits them as any other window.
+    let output = dir.join("emit.jsonl");
+    let report = run_text(&pipeline(&input, &output), 1);
+    assert_eq!(report.totals.partial_windows, partial);
+    assert_eq!(as_map(&read_rows(&output)).len(), want.len());
+}

@@ -90,6 +90,9 @@ pub struct ComponentStats {
     pub sent: AtomicU64,
     /// Late records applied as corrections (`late: update`).
     pub corrections: AtomicU64,
+    /// Results of partial windows (a window's start before the input's,
+    /// or its end after the input ended), emitted, marked or dropped.
+    pub partial_windows: AtomicU64,
     /// Errors talking to an external system that lost or held back output
     /// (what `tidemark run`'s exit status reports).
     pub errors: AtomicU64,
@@ -227,6 +230,8 @@ pub struct Totals {
     pub late: u64,
     /// Late records applied as corrections.
     pub corrections: u64,
+    /// Results of partial windows.
+    pub partial_windows: u64,
     /// The lowest watermark over local workers, `None` when all are done.
     pub watermark: Option<Time>,
 }
@@ -288,6 +293,7 @@ impl PipelineStats {
                 }
             }
             t.corrections += load(&s.corrections);
+            t.partial_windows += load(&s.partial_windows);
         }
         let min = self
             .watermarks
@@ -308,6 +314,7 @@ impl Totals {
         self.rejected += other.rejected;
         self.late += other.late;
         self.corrections += other.corrections;
+        self.partial_windows += other.partial_windows;
         self.watermark = match (self.watermark, other.watermark) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -12,7 +12,7 @@ use tidemark_engine::time::{Millis, Time};
 use tidemark_engine::{Sample, Series};
 use tidemark_operators::aggregate::{Aggregate, Needs, QUANTILE_RELATIVE_ERROR};
 use tidemark_operators::group::Grouping;
-use tidemark_operators::window::{LatePolicy, WindowKind, WindowSpec, WindowState};
+use tidemark_operators::window::{LatePolicy, Partial, WindowKind, WindowSpec, WindowState};
 
 const AGGS: [Aggregate; 11] = [
     Aggregate::Count,
@@ -121,6 +121,7 @@ fn spec(kind: WindowKind, lateness: Millis, late: LatePolicy) -> WindowSpec {
         aggregates: Arc::from(AGGS.to_vec()),
         needs: Needs::of(&AGGS),
         grouping: Grouping::Series,
+        partial: Partial::Emit,
     }
 }
 

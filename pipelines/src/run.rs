@@ -396,6 +396,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         late = totals.late,
         rejected = totals.rejected,
         corrections = totals.corrections,
+        partial_windows = totals.partial_windows,
         errors,
         retries,
         "Finished."

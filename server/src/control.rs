@@ -138,6 +138,9 @@ pub struct Status {
     pub late: u64,
     /// Late samples applied as corrections.
     pub corrections: u64,
+    /// Results of partial windows (emitted, marked or dropped as each
+    /// window's `partial` says).
+    pub partial_windows: u64,
     /// The watermark (ms since the epoch), if its sources still run.
     pub watermark: Option<Time>,
     /// Watermark lag behind the wall clock, in seconds.
@@ -557,6 +560,7 @@ impl Control {
             rejected: t.rejected,
             late: t.late,
             corrections: t.corrections,
+            partial_windows: t.partial_windows,
             watermark: t.watermark,
             watermark_lag_seconds: t
                 .watermark

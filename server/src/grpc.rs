@@ -40,6 +40,7 @@ fn to_proto(s: control::Status) -> PipelineStatus {
         rejected: s.rejected,
         late: s.late,
         corrections: s.corrections,
+        partial_windows: s.partial_windows,
         watermark_ms: s.watermark.map(|w| w as i64),
         definition: s.yaml.unwrap_or_default(),
         cluster: Some(ClusterTotals {

@@ -75,6 +75,7 @@ pub fn render(control: &Control) -> String {
     let mut sent = Vec::new();
     let mut errors = Vec::new();
     let mut retries = Vec::new();
+    let mut partial = Vec::new();
     let mut dropped = Vec::new();
     let mut in_flight = Vec::new();
     let mut notifications = Vec::new();
@@ -90,6 +91,10 @@ pub fn render(control: &Control) -> String {
             sent.push((labels.clone(), s.sent.load(Ordering::Relaxed) as f64));
             errors.push((labels.clone(), s.errors.load(Ordering::Relaxed) as f64));
             retries.push((labels.clone(), s.retries.load(Ordering::Relaxed) as f64));
+            let partial_windows = s.partial_windows.load(Ordering::Relaxed);
+            if partial_windows > 0 {
+                partial.push((labels.clone(), partial_windows as f64));
+            }
             if r == Role::Source {
                 in_flight.push((labels.clone(), s.in_flight.load(Ordering::Relaxed) as f64));
             }
@@ -136,6 +141,12 @@ pub fn render(control: &Control) -> String {
         "counter",
         "Writes that failed and were made again (nothing lost).",
         retries,
+    );
+    family(
+        "tidemark_component_partial_windows_total",
+        "counter",
+        "Results of partial windows (started before the input, or closed by its end), emitted, marked or dropped as the window's partial option says.",
+        partial,
     );
     family(
         "tidemark_component_dropped_total",

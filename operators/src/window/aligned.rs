@@ -37,7 +37,7 @@ pub struct AlignedWindows {
     open: BTreeMap<Millis, Groups>,
     closed: BTreeMap<Millis, Groups>,
     pending_late: BTreeMap<Time, Vec<(Millis, Sample, Series)>>,
-    outputs: Outputs,
+    pub(super) outputs: Outputs,
     spare: Vec<Groups>,
     /// Groups in the last window closed: the size to pre-allocate.
     last_len: usize,
@@ -146,9 +146,11 @@ impl AlignedWindows {
             };
             self.last_len = groups.len();
             let mut batch = Vec::with_capacity(groups.len() * self.spec.aggregates.len());
+            let start = end - self.size;
+            let partial = self.outputs.is_partial(start, end, frontier.is_none());
             for (id, acc) in groups.iter_mut() {
                 self.outputs
-                    .results(*id, acc, (end - self.size, end), end, &mut batch);
+                    .results(*id, acc, (start, end), end, partial, &mut batch);
             }
             emit(to_time(end), batch);
             if keep_closed {
@@ -198,8 +200,10 @@ impl AlignedWindows {
             let mut batch = Vec::new();
             for (end, id) in dirty {
                 if let Some(acc) = self.closed.get_mut(&end).and_then(|w| w.get_mut(&id)) {
+                    let start = end - self.size;
+                    let partial = self.outputs.is_partial(start, end, frontier.is_none());
                     self.outputs
-                        .results(id, acc, (end - self.size, end), end, &mut batch);
+                        .results(id, acc, (start, end), end, partial, &mut batch);
                 }
             }
             let lateness = to_time(self.spec.lateness.saturating_add(1));

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::aggregate::{Aggregate, Needs};
 use crate::filter::match_step;
 use crate::group::Grouping;
-use crate::window::{LatePolicy, Window, WindowKind, WindowSpec};
+use crate::window::{LatePolicy, Partial, Window, WindowKind, WindowSpec};
 use tidemark_engine::component::{ConfigError, Reach};
 use tidemark_engine::selector::Selector;
 use tidemark_engine::spec::{
@@ -49,6 +49,10 @@ pub struct WindowConfig {
     /// corrections. Default `1h`.
     #[serde(default)]
     pub update_horizon: Option<String>,
+    /// Partial windows (begun before the input, or closed by its end):
+    /// `emit` (the default), `mark` (label `partial="true"`) or `drop`.
+    #[serde(default)]
+    pub partial: Partial,
 }
 
 /// The window shape as written.
@@ -231,6 +235,7 @@ impl WindowConfig {
                     needs: Needs::of(&aggregates),
                     aggregates: Arc::from(aggregates),
                     grouping: Grouping::new(self.by.clone(), self.without.clone()),
+                    partial: self.partial,
                 },
             }),
             _ => Err(errors),

@@ -27,7 +27,7 @@ pub use aligned::AlignedWindows;
 pub use operator::Window;
 pub use session::SessionWindows;
 
-use tidemark_engine::time::{Millis, Time};
+use tidemark_engine::time::{Millis, Time, to_time};
 use tidemark_engine::{Sample, Series};
 
 use crate::aggregate::{Accumulator, Aggregate, Needs};
@@ -68,6 +68,26 @@ pub enum LatePolicy {
     },
 }
 
+/// What happens to a partial window: one that the run's input does not
+/// cover whole, because it began before the input did (its start before
+/// the input's first watermark; for a session, within `gap` of it) or the
+/// end of the input closed it before the watermark passed its end (a stop,
+/// the end of a file). Partial windows are counted whatever the policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Partial {
+    /// Emitted as any other window (the default).
+    #[default]
+    Emit,
+    /// Emitted with the label `partial="true"` ([`PARTIAL_LABEL`]).
+    Mark,
+    /// Not emitted.
+    Drop,
+}
+
+/// The label that marks the results of a partial window (`partial: mark`).
+pub const PARTIAL_LABEL: &str = "partial";
+
 /// Everything the window operator needs to know.
 #[derive(Clone, Debug)]
 pub struct WindowSpec {
@@ -85,6 +105,8 @@ pub struct WindowSpec {
     pub needs: Needs,
     /// How series are grouped (used for output names).
     pub grouping: Grouping,
+    /// What happens to partial windows.
+    pub partial: Partial,
 }
 
 impl WindowSpec {
@@ -117,6 +139,9 @@ pub struct Counts {
     pub nan: u64,
     /// Late samples applied as corrections.
     pub corrections: u64,
+    /// Results of partial windows (one per group and window), emitted,
+    /// marked or dropped as [`Partial`] says.
+    pub partial: u64,
 }
 
 /// The groups a window has seen recently and their output series names,
@@ -138,6 +163,16 @@ pub(crate) struct Outputs {
     groups: rustc_hash::FxHashMap<tidemark_engine::SeriesId, Group>,
     /// When the groups were last swept.
     swept: Millis,
+    partial: Partial,
+    /// The earliest time (watermark or record) above zero this run's input
+    /// reached: windows that began before it are partial. `Some(0)` once
+    /// state was restored from a checkpoint.
+    began: Option<Time>,
+    /// The furthest time the input reached before it ended: windows the
+    /// end closes that end at or after it are partial.
+    reached: Time,
+    /// Partial window results since the state last took them.
+    partials: u64,
 }
 
 impl Outputs {
@@ -147,7 +182,37 @@ impl Outputs {
             aggregates: Arc::clone(&spec.aggregates),
             groups: Default::default(),
             swept: Millis::MIN,
+            partial: spec.partial,
+            began: None,
+            reached: 0,
+            partials: 0,
         }
+    }
+
+    /// Notes that the input reached `time` (a frontier or a record's time).
+    #[inline]
+    pub(crate) fn saw(&mut self, time: Time) {
+        if time > 0 {
+            self.began = Some(self.began.map_or(time, |b| b.min(time)));
+        }
+        self.reached = self.reached.max(time);
+    }
+
+    /// The state came from a checkpoint: what it holds began before this
+    /// run, so no window is partial at its start.
+    pub(crate) fn restored(&mut self) {
+        self.began = Some(0);
+    }
+
+    /// Whether the window `(start, end]` is partial (see [`Partial`]);
+    /// `done` once the input has ended.
+    pub(crate) fn is_partial(&self, start: Millis, end: Millis, done: bool) -> bool {
+        self.began.is_some_and(|b| to_time(start) < b) || (done && self.reached <= to_time(end))
+    }
+
+    /// Takes the count of partial window results.
+    pub(crate) fn take_partials(&mut self) -> u64 {
+        std::mem::take(&mut self.partials)
     }
 
     /// Remembers a group (called when it first appears in the window that
@@ -209,14 +274,25 @@ impl Outputs {
 
     /// Appends one sample per defined aggregate of `acc` for a registered
     /// group; `range` is the window `(start, end]`, `stamp` the output time.
+    ///
+    /// A `partial` window's results are emitted, marked or dropped as the
+    /// spec says, and counted.
     pub(crate) fn results(
         &mut self,
         group: tidemark_engine::SeriesId,
         acc: &mut Accumulator,
         range: (Millis, Millis),
         stamp: Millis,
+        partial: bool,
         out: &mut Vec<Sample>,
     ) {
+        if partial {
+            self.partials += 1;
+            if self.partial == Partial::Drop {
+                return;
+            }
+        }
+        let mark = partial && self.partial == Partial::Mark;
         let Some(Group {
             series,
             names,
@@ -236,7 +312,12 @@ impl Outputs {
         });
         for (aggregate, name) in self.aggregates.iter().zip(names.iter()) {
             if let Some(v) = acc.result(*aggregate, range.0, range.1) {
-                out.push(Sample::new(name.clone(), stamp, v));
+                let name = if mark {
+                    name.with_label(PARTIAL_LABEL, "true")
+                } else {
+                    name.clone()
+                };
+                out.push(Sample::new(name, stamp, v));
             }
         }
     }
@@ -305,6 +386,25 @@ impl WindowState {
         }
     }
 
+    /// Notes that the input reached `time` (a frontier or the time of a
+    /// batch of records), to tell partial windows.
+    #[inline]
+    pub fn saw(&mut self, time: Time) {
+        self.outputs_mut().saw(time);
+    }
+
+    /// Notes that the state was restored from a checkpoint.
+    pub fn restored(&mut self) {
+        self.outputs_mut().restored();
+    }
+
+    fn outputs_mut(&mut self) -> &mut Outputs {
+        match self {
+            WindowState::Aligned(w) => &mut w.outputs,
+            WindowState::Session(w) => &mut w.outputs,
+        }
+    }
+
     /// What the state holds now.
     pub fn footprint(&self) -> Footprint {
         match self {
@@ -333,9 +433,100 @@ impl WindowState {
 
     /// Takes the counters accumulated so far.
     pub fn take_counts(&mut self) -> Counts {
-        match self {
+        let partial = self.outputs_mut().take_partials();
+        let counts = match self {
             WindowState::Aligned(w) => std::mem::take(&mut w.counts),
             WindowState::Session(w) => std::mem::take(&mut w.counts),
+        };
+        Counts { partial, ..counts }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: WindowKind, partial: Partial) -> WindowSpec {
+        WindowSpec {
+            kind,
+            label: "10ms".into(),
+            lateness: 0,
+            late: LatePolicy::Drop,
+            aggregates: Arc::from(vec![Aggregate::Count]),
+            needs: Needs::default(),
+            grouping: Grouping::Series,
+            partial,
         }
+    }
+
+    /// Feeds samples at 16..=34 entering at their own time after a first
+    /// frontier of 15, then ends the input; returns what was emitted as
+    /// (window end, marked, count) and the partial count.
+    fn run(kind: WindowKind, partial: Partial, restored: bool) -> (Vec<(i64, bool, f64)>, u64) {
+        let mut state = WindowState::new(spec(kind, partial));
+        if restored {
+            state.restored();
+        }
+        let series = Series::new("x", [("a", "1")]);
+        let mut out = Vec::new();
+        let mut emit = |_t: Time, batch: Vec<Sample>| {
+            for s in batch {
+                let marked = s.series.get(PARTIAL_LABEL) == Some("true");
+                out.push((s.timestamp, marked, s.value));
+            }
+        };
+        state.saw(15);
+        state.advance(Some(15), &mut emit);
+        for ts in 16..=34 {
+            state.saw(ts as Time);
+            state.insert(&Sample::new(series.clone(), ts, 1.0), &series, ts as Time);
+            state.advance(Some(ts as Time), &mut emit);
+        }
+        state.advance(None, &mut emit);
+        (out, state.take_counts().partial)
+    }
+
+    #[test]
+    fn windows_begun_before_the_input_or_closed_by_its_end_are_partial() {
+        let tumbling = WindowKind::Tumbling { size: 10 };
+        // (10, 20] began before the input (15); (30, 40] was closed by the
+        // end of the input at 34.
+        let (out, partial) = run(tumbling.clone(), Partial::Mark, false);
+        assert_eq!(
+            out,
+            vec![(20, true, 5.0), (30, false, 10.0), (40, true, 4.0)]
+        );
+        assert_eq!(partial, 2);
+        let (out, partial) = run(tumbling.clone(), Partial::Drop, false);
+        assert_eq!(out, vec![(30, false, 10.0)]);
+        assert_eq!(partial, 2);
+        let (out, partial) = run(tumbling.clone(), Partial::Emit, false);
+        assert_eq!(
+            out,
+            vec![(20, false, 5.0), (30, false, 10.0), (40, false, 4.0)]
+        );
+        assert_eq!(partial, 2);
+        // Restored state began before this run: only the end is partial.
+        let (out, _) = run(tumbling, Partial::Mark, true);
+        assert_eq!(
+            out,
+            vec![(20, false, 5.0), (30, false, 10.0), (40, true, 4.0)]
+        );
+        // Hopping windows: every window that reaches before 15 or past 34.
+        let (out, _) = run(
+            WindowKind::Hopping { size: 10, every: 5 },
+            Partial::Mark,
+            false,
+        );
+        let marked: Vec<(i64, bool)> = out.iter().map(|o| (o.0, o.1)).collect();
+        assert_eq!(
+            marked,
+            vec![(20, true), (25, false), (30, false), (35, true), (40, true)]
+        );
+        // One session, from 16 (within a gap of the input's start) to the
+        // end of the input.
+        let (out, partial) = run(WindowKind::Session { gap: 3 }, Partial::Mark, false);
+        assert_eq!(out, vec![(37, true, 19.0)]);
+        assert_eq!(partial, 1);
     }
 }

@@ -26,7 +26,7 @@ pub trait Window<'scope> {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use tidemark_operators::window::{Window, WindowKind, WindowSpec, LatePolicy};
+    /// use tidemark_operators::window::{Window, WindowKind, WindowSpec, LatePolicy, Partial};
     /// use tidemark_operators::aggregate::{Aggregate, Needs};
     /// use tidemark_operators::group::Grouping;
     /// use tidemark_engine::stats::ComponentStats;
@@ -41,6 +41,7 @@ pub trait Window<'scope> {
     ///     aggregates: Arc::from(vec![Aggregate::Sum]),
     ///     needs: Needs::default(),
     ///     grouping: Grouping::Series,
+    ///     partial: Partial::Emit,
     /// };
     /// let out = timely::example(move |scope| {
     ///     let s = Series::new("x", [("a", "1")]);
@@ -119,6 +120,8 @@ impl<'scope> Window<'scope> for SampleStream<'scope> {
                     && let Some(x) = gate.restored()
                     && let Some(cap) = held.as_mut()
                 {
+                    // What was restored began before this run.
+                    state.restored();
                     // Results of restored windows are at or after the cut.
                     let to = x.saturating_sub(lateness);
                     raise(cap, to);
@@ -126,6 +129,7 @@ impl<'scope> Window<'scope> for SampleStream<'scope> {
                 input.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return };
                     add(&stats.received, data.len() as u64);
+                    state.saw(time);
                     if !gate.wait(time, data) {
                         insert(&mut state, data, time);
                         data.clear();
@@ -137,6 +141,9 @@ impl<'scope> Window<'scope> for SampleStream<'scope> {
                 let f = frontier_min(frontier);
                 if last_frontier != Some(f) || gate.is_waiting() {
                     last_frontier = Some(f);
+                    if let Some(f) = f {
+                        state.saw(f);
+                    }
                     if let Some(cap) = held.as_mut() {
                         let mut sent = 0u64;
                         let mut emit =
@@ -181,6 +188,7 @@ impl<'scope> Window<'scope> for SampleStream<'scope> {
                 stats.dropped(DropReason::TooLate, counts.too_late);
                 stats.dropped(DropReason::NotANumber, counts.nan);
                 add(&stats.corrections, counts.corrections);
+                add(&stats.partial_windows, counts.partial);
             }
         })
         .container::<Vec<Sample>>()

@@ -51,7 +51,7 @@ pub struct SessionWindows {
     groups: FxHashMap<SeriesId, Group>,
     /// (close time, group, session start) of every open session.
     by_close: BTreeSet<(Time, SeriesId, Millis)>,
-    outputs: Outputs,
+    pub(super) outputs: Outputs,
     /// Counters since the caller last took them.
     pub counts: Counts,
 }
@@ -90,7 +90,7 @@ impl SessionWindows {
             .push((sample.clone(), group.clone()));
     }
 
-    fn close_until(&mut self, limit: Time, out: &mut BTreeMap<Time, Vec<Sample>>) {
+    fn close_until(&mut self, limit: Time, done: bool, out: &mut BTreeMap<Time, Vec<Sample>>) {
         while let Some(&(close, id, start)) = self.by_close.first() {
             if close > limit {
                 break;
@@ -105,8 +105,13 @@ impl SessionWindows {
                 let batch = out.entry(to_time(end)).or_default();
                 // Rates over a session span its samples, without extrapolation.
                 self.outputs.register(&group.series, end);
+                // A session that starts within a gap of the input's start
+                // may have begun before it.
+                let partial = self
+                    .outputs
+                    .is_partial(s.start.saturating_sub(self.gap), end, done);
                 self.outputs
-                    .results(id, &mut s.acc, (s.start, s.last), end, batch);
+                    .results(id, &mut s.acc, (s.start, s.last), end, partial, batch);
             }
             if group.sessions.is_empty() {
                 self.groups.remove(&id);
@@ -236,12 +241,12 @@ impl SessionWindows {
                 break;
             }
             let samples = entry.remove();
-            self.close_until(time, &mut out);
+            self.close_until(time, false, &mut out);
             for (s, g) in samples {
                 self.apply(s, g, time);
             }
         }
-        self.close_until(f, &mut out);
+        self.close_until(f, frontier.is_none(), &mut out);
         // Groups whose last session closed more than two gaps ago are
         // forgotten (they are registered again if they come back).
         let keep = self
