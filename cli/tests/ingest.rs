@@ -199,6 +199,15 @@ impl tonic::codec::Codec for RawCodec {
 #[test]
 fn a_malformed_grpc_message_is_the_senders_error_and_counted() {
     let server = Server::start(&[], 0);
+    // With no pipeline reading gRPC the message is refused before it is
+    // read (FAILED_PRECONDITION); with one, a malformed message is the
+    // sender's error.
+    let pipeline =
+        "name: g\nsources:\n  in: {type: grpc}\nsinks:\n  out: {type: blackhole, inputs: [in]}\n";
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(pipeline)).0,
+        201
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let err = runtime.block_on(async {
         let channel =
@@ -415,6 +424,190 @@ fn remote_write_decoding_is_bounded_in_memory() {
     assert!(server.stop().success());
     let rows = std::fs::read_to_string(&output).unwrap();
     assert_eq!(rows.lines().count(), 1, "{rows}");
+}
+
+/// A length-delimited protobuf field: `tag` (field number and wire type 2)
+/// and `bytes`.
+fn len_field(field: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 10);
+    prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, &mut out);
+    prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// Sends `message` as it is to a gRPC method; the reply's bytes or status.
+fn grpc_raw(
+    server: &Server,
+    path: &'static str,
+    message: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", server.grpc))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+        grpc.unary(tonic::Request::new(message), path, RawCodec)
+            .await
+            .map(|r| r.into_inner())
+    })
+}
+
+/// gRPC and OTLP messages are measured before they are decoded, as
+/// remote-write bodies are: tonic used to build them whole (16 MiB of
+/// empty labels took hundreds of MB) before the budget saw them.
+#[test]
+fn grpc_and_otlp_decoding_is_bounded_in_memory() {
+    use prost::Message;
+    use tidemark_server::ingest::proto::WriteResponse;
+
+    let dir = temp_dir("server-grpc-bounds");
+    let config = dir.join("tidemark.yaml");
+    std::fs::write(&config, "limits:\n  max_decode_mb: 16\n").unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()], 0);
+    let output = dir.join("out.jsonl");
+    let pipeline = format!(
+        "name: pushed\nsources:\n  g: {{type: grpc, idle_timeout: 200ms}}\n  o: {{type: otlp, idle_timeout: 200ms}}\nsinks:\n  out: {{type: file, inputs: [g, o], path: {}}}\n",
+        output.display()
+    );
+    assert_eq!(
+        server.json("POST", "/api/v1/pipelines", Some(&pipeline)).0,
+        201
+    );
+    let now = tidemark_engine::time::now_millis();
+    let mut point = vec![0x08];
+    prost::encoding::encode_varint(now as u64, &mut point);
+    point.extend([0x11, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]); // 1.0
+    let write = "/tidemark.ingest.v1.IngestService/Write";
+
+    // One series of 7 M empty labels (14 MiB, 300 MB and more if built)
+    // beside a good one: the first is rejected without its labels being
+    // gathered, the good one is taken.
+    let mut bomb = [0x12, 0x00].repeat(7 << 20);
+    bomb.extend(len_field(3, &point));
+    let mut message = len_field(1, &bomb);
+    drop(bomb);
+    let mut good = len_field(1, b"up");
+    good.extend(len_field(
+        2,
+        &[len_field(1, b"job"), len_field(2, b"a")].concat(),
+    ));
+    good.extend(len_field(3, &point));
+    message.extend(len_field(1, &good));
+    let reply =
+        WriteResponse::decode(grpc_raw(&server, write, message).unwrap().as_slice()).unwrap();
+    assert_eq!(reply.accepted, 1, "{reply:?}");
+    assert_eq!(
+        reply.rejected_by_reason.get("too_many_labels"),
+        Some(&1),
+        "{reply:?}"
+    );
+
+    // 1 M empty points (2 MiB) would take 2 MiB and 1 M samples: more
+    // than the budget of 16 MiB; refused before anything is decoded.
+    let message = len_field(1, &[0x1a, 0x00].repeat(1 << 20));
+    let err = grpc_raw(&server, write, message).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(
+        err.message()
+            .contains("more than the server's limit of 16 MiB"),
+        "{err}"
+    );
+    // More samples than one message may carry.
+    let message = len_field(1, &[0x1a, 0x00].repeat((1 << 20) + 1));
+    let err = grpc_raw(&server, write, message).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("more than 1048576 samples"), "{err}");
+
+    // An OTLP gauge point with 2 M empty attributes (4 MiB; 200 MB and
+    // more if built): over the budget, on gRPC and over HTTP.
+    let mut data_point = [0x3a, 0x00].repeat(2 << 20);
+    data_point.push(0x19); // time_unix_nano, fixed64
+    data_point.extend((now as u64 * 1_000_000).to_le_bytes());
+    let gauge = [len_field(1, b"g"), len_field(5, &len_field(1, &data_point))].concat();
+    drop(data_point);
+    let export = len_field(1, &len_field(2, &len_field(2, &gauge)));
+    let err = grpc_raw(
+        &server,
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        export.clone(),
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(
+        err.message()
+            .contains("more than the server's limit of 16 MiB"),
+        "{err}"
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(&format!("{}/v1/metrics", server.url))
+        .header("content-type", "application/x-protobuf")
+        .send(&export[..])
+        .unwrap();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    assert_eq!(r.status().as_u16(), 400, "{text}");
+    assert!(
+        text.contains("more than the server's limit of 16 MiB"),
+        "{text}"
+    );
+    // A small export is taken, on both paths.
+    let small = len_field(
+        1,
+        &len_field(
+            2,
+            &len_field(
+                2,
+                &[
+                    len_field(1, b"g"),
+                    len_field(
+                        5,
+                        &len_field(
+                            1,
+                            &[
+                                &[0x19][..],
+                                &(now as u64 * 1_000_000).to_le_bytes(),
+                                &[0x21],
+                                &2.0f64.to_le_bytes(),
+                            ]
+                            .concat(),
+                        ),
+                    ),
+                ]
+                .concat(),
+            ),
+        ),
+    );
+    grpc_raw(
+        &server,
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        small,
+    )
+    .unwrap();
+
+    assert_eq!(metric(&server, "tidemark_ingest_decoding_bytes"), 0.0);
+    let (_, metrics) = server.request("GET", "/metrics", None).unwrap();
+    for (listener, n) in [("grpc", 2), ("otlp", 2)] {
+        let line = format!(
+            "tidemark_ingest_rejected_total{{listener=\"{listener}\",reason=\"malformed\"}} {n}"
+        );
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+    let peak = peak_rss_mb(server.child.id());
+    assert!(peak < 200, "peak resident memory {peak} MiB");
+    assert!(server.stop().success());
+    let rows = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(rows.lines().count(), 2, "{rows}");
+    assert!(rows.contains("\"up\"") && rows.contains("\"g\""), "{rows}");
 }
 
 #[test]

@@ -21,10 +21,34 @@ pub mod proto {
 
 use proto::{Rejection, WriteRequest, WriteResponse};
 
-/// Decodes an encoded `WriteRequest` in place: label strings are borrowed
-/// from the payload (no string is built for a series already known), and
-/// only what the check needs is read. A message that is not a valid
-/// `WriteRequest` is rejected whole, as a generated decoder would.
+/// Samples an encoded `WriteRequest` carries, counted without decoding
+/// anything, or why the message does not parse: the server charges
+/// [`decoded_bytes`] to its budget before it decodes.
+pub fn count_points(mut payload: &[u8]) -> Result<usize, String> {
+    let mut points = 0;
+    while let Some((tag, field)) = next_field(&mut payload, WHAT)? {
+        if let (1, Field::Len(mut series)) = (tag, field) {
+            while let Some((tag, field)) = next_field(&mut series, WHAT)? {
+                points += usize::from(matches!((tag, field), (3, Field::Len(_))));
+            }
+        }
+    }
+    Ok(points)
+}
+
+/// Memory that decoding a message of `len` bytes with `points` samples
+/// holds: the message and the samples built from it ([`decode`] builds
+/// nothing else that grows with the message).
+pub fn decoded_bytes(len: usize, points: usize) -> usize {
+    len + points * size_of::<Sample>()
+}
+
+/// Decodes an encoded `WriteRequest` in place, series by series: label
+/// strings are borrowed from the payload (no string is built for a series
+/// already known), a series with more labels than the limit is rejected
+/// without its labels being gathered, and only what the check needs is
+/// read. A message that is not a valid `WriteRequest` is rejected whole,
+/// as a generated decoder would: nothing of it is kept.
 pub fn decode(
     payload: &[u8],
     arrival: Arrival<'_>,
@@ -32,23 +56,25 @@ pub fn decode(
     out: &mut Vec<Sample>,
     rejects: &mut Rejects,
 ) {
-    let mut request = Request::default();
-    if let Err(message) = request.read(payload) {
+    if let Err(message) = try_decode(payload, arrival, check, out, rejects) {
         rejects.add(RejectReason::Malformed, 1, 0, || message);
-        return;
     }
-    for (i, s) in request.series.iter().enumerate() {
-        accept(
-            i,
-            s.name,
-            request.labels[s.labels.clone()].iter().copied(),
-            request.points[s.points.clone()].iter().copied(),
-            arrival,
-            check,
-            out,
-            rejects,
-        );
-    }
+}
+
+/// [`decode`], but a message that is not a valid `WriteRequest` is the
+/// error (why), with nothing of it kept or counted.
+pub fn try_decode(
+    payload: &[u8],
+    arrival: Arrival<'_>,
+    check: &EdgeCheck,
+    out: &mut Vec<Sample>,
+    rejects: &mut Rejects,
+) -> Result<(), String> {
+    let start = out.len();
+    let mut mine = Rejects::default();
+    read(payload, arrival, check, out, &mut mine).inspect_err(|_| out.truncate(start))?;
+    rejects.merge(mine);
+    Ok(())
 }
 
 /// Validates a decoded request (as gRPC hands it over) sample by sample.
@@ -107,61 +133,114 @@ fn accept<'a>(
     }
 }
 
-/// A `WriteRequest` read in place: its series, with their labels and
-/// points in two shared lists.
-#[derive(Default)]
-struct Request<'a> {
-    series: Vec<SeriesAt<'a>>,
-    labels: Vec<(&'a str, &'a str)>,
-    points: Vec<(i64, f64)>,
-}
-
-struct SeriesAt<'a> {
-    name: &'a str,
-    labels: std::ops::Range<usize>,
-    points: std::ops::Range<usize>,
-}
-
 const WHAT: &str = "WriteRequest";
 
 fn wrong_type(message: &str, field: u32) -> String {
     format!("invalid protobuf {WHAT}: field {field} of {message} has the wrong wire type")
 }
 
-impl<'a> Request<'a> {
-    /// Reads `payload`; proto3 rules: a field sent twice keeps its last
-    /// value, a missing one is empty or zero, unknown fields are skipped.
-    fn read(&mut self, mut payload: &'a [u8]) -> Result<(), String> {
-        while let Some((tag, field)) = next_field(&mut payload, WHAT)? {
-            match (tag, field) {
-                (1, Field::Len(bytes)) => self.read_series(bytes)?,
-                (1, _) => return Err(wrong_type("WriteRequest", 1)),
-                _ => {}
+/// Reads `payload` and takes its series one at a time; proto3 rules: a
+/// field sent twice keeps its last value, a missing one is empty or zero,
+/// unknown fields are skipped.
+fn read<'a>(
+    mut payload: &'a [u8],
+    arrival: Arrival<'_>,
+    check: &EdgeCheck,
+    out: &mut Vec<Sample>,
+    rejects: &mut Rejects,
+) -> Result<(), String> {
+    // One series' labels at a time, never more than the limit allows.
+    let mut labels: Vec<(&'a str, &'a str)> = Vec::new();
+    let mut i = 0;
+    while let Some((tag, field)) = next_field(&mut payload, WHAT)? {
+        match (tag, field) {
+            (1, Field::Len(bytes)) => {
+                let (name, points) = read_series(bytes, check.limits.max_labels, &mut labels)?;
+                if labels.len() > check.limits.max_labels {
+                    // As the check would say it, without gathering them all.
+                    let reason = RejectReason::TooManyLabels;
+                    rejects.add(reason, points as u64, i, || {
+                        format!("{reason} in series {name:?}")
+                    });
+                } else {
+                    accept(
+                        i,
+                        name,
+                        labels.iter().copied(),
+                        Points {
+                            bytes,
+                            left: points,
+                        },
+                        arrival,
+                        check,
+                        out,
+                        rejects,
+                    );
+                }
+                i += 1;
+            }
+            (1, _) => return Err(wrong_type("WriteRequest", 1)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks one encoded series whole and reads its name and labels (at
+/// most `max_labels + 1` of them gathered) and how many points it has.
+fn read_series<'a>(
+    mut bytes: &'a [u8],
+    max_labels: usize,
+    labels: &mut Vec<(&'a str, &'a str)>,
+) -> Result<(&'a str, usize), String> {
+    labels.clear();
+    let (mut name, mut points) = ("", 0);
+    while let Some((tag, field)) = next_field(&mut bytes, WHAT)? {
+        match (tag, field) {
+            (1, Field::Len(b)) => name = text(b, WHAT)?,
+            (2, Field::Len(b)) => {
+                let label = label(b)?;
+                if labels.len() <= max_labels {
+                    labels.push(label);
+                }
+            }
+            (3, Field::Len(b)) => {
+                point(b)?;
+                points += 1;
+            }
+            (1..=3, _) => return Err(wrong_type("Series", tag)),
+            _ => {}
+        }
+    }
+    Ok((name, points))
+}
+
+/// The points of a series already checked by [`read_series`], read again
+/// as they are taken.
+struct Points<'a> {
+    bytes: &'a [u8],
+    left: usize,
+}
+
+impl Iterator for Points<'_> {
+    type Item = (i64, f64);
+
+    fn next(&mut self) -> Option<(i64, f64)> {
+        while let Ok(Some((tag, field))) = next_field(&mut self.bytes, WHAT) {
+            if let (3, Field::Len(b)) = (tag, field) {
+                self.left -= 1;
+                return point(b).ok();
             }
         }
-        Ok(())
+        None
     }
 
-    fn read_series(&mut self, mut bytes: &'a [u8]) -> Result<(), String> {
-        let (labels, points) = (self.labels.len(), self.points.len());
-        let mut name = "";
-        while let Some((tag, field)) = next_field(&mut bytes, WHAT)? {
-            match (tag, field) {
-                (1, Field::Len(b)) => name = text(b, WHAT)?,
-                (2, Field::Len(b)) => self.labels.push(label(b)?),
-                (3, Field::Len(b)) => self.points.push(point(b)?),
-                (1..=3, _) => return Err(wrong_type("Series", tag)),
-                _ => {}
-            }
-        }
-        self.series.push(SeriesAt {
-            name,
-            labels: labels..self.labels.len(),
-            points: points..self.points.len(),
-        });
-        Ok(())
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
     }
 }
+
+impl ExactSizeIterator for Points<'_> {}
 
 fn label(mut bytes: &[u8]) -> Result<(&str, &str), String> {
     let (mut name, mut value) = ("", "");
@@ -387,5 +466,69 @@ mod tests {
             rejects.first().unwrap().contains("not UTF-8"),
             "{rejects:?}"
         );
+    }
+
+    /// Points are counted without decoding; a series with more labels
+    /// than the limit is rejected whole, however many it has.
+    #[test]
+    fn points_are_counted_before_decoding_and_label_floods_are_rejected() {
+        let point = |timestamp_ms| proto::Point {
+            timestamp_ms,
+            value: 1.0,
+        };
+        let label = |i: usize| proto::Label {
+            name: format!("l{i}"),
+            value: "v".into(),
+        };
+        let request = WriteRequest {
+            series: vec![
+                proto::Series {
+                    name: "flood".into(),
+                    labels: (0..10_000).map(label).collect(),
+                    points: vec![point(1_700_000_000_000), point(1_700_000_001_000)],
+                },
+                proto::Series {
+                    name: "up".into(),
+                    labels: vec![label(0)],
+                    points: vec![point(1_700_000_000_000)],
+                },
+            ],
+        };
+        let payload = request.encode_to_vec();
+        assert_eq!(count_points(&payload), Ok(3));
+        assert_eq!(
+            decoded_bytes(payload.len(), 3),
+            payload.len() + 3 * size_of::<Sample>()
+        );
+        assert!(count_points(&payload[..payload.len() - 1]).is_err());
+        let (mut out, mut rejects) = (Vec::new(), Rejects::default());
+        decode(
+            &payload,
+            Arrival::at(1_700_000_000_000),
+            &EdgeCheck::default(),
+            &mut out,
+            &mut rejects,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(rejects.counts[&RejectReason::TooManyLabels], 2);
+        assert_eq!(rejects.examples[0].index, 0);
+        // A message that breaks after a good series keeps nothing of it.
+        let mut broken = WriteRequest {
+            series: request.series[1..].to_vec(),
+        }
+        .encode_to_vec();
+        broken.extend([0x0a, 0x02, 0x0a, 0xff]);
+        let (mut out, mut rejects) = (Vec::new(), Rejects::default());
+        assert!(
+            try_decode(
+                &broken,
+                Arrival::at(1_700_000_000_000),
+                &EdgeCheck::default(),
+                &mut out,
+                &mut rejects
+            )
+            .is_err()
+        );
+        assert!(out.is_empty() && rejects.is_empty());
     }
 }

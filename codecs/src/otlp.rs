@@ -24,6 +24,7 @@ use opentelemetry_proto::tonic::metrics::v1::{HistogramDataPoint, metric, number
 use tidemark_engine::Sample;
 use tidemark_engine::validate::{Check, EdgeCheck, RejectReason};
 
+use crate::wire::Field;
 use crate::{Arrival, Rejects, names, tenant};
 
 /// The OTLP messages, for senders and the gRPC service.
@@ -82,6 +83,187 @@ fn resource_labels(attributes: &[KeyValue]) -> BTreeMap<String, String> {
         labels.insert("instance".into(), instance);
     }
     labels
+}
+
+/// A message of the OTLP metrics schema, as far as [`decoded_bound`] needs
+/// to know it.
+#[derive(Clone, Copy)]
+enum Msg {
+    Request,
+    ResourceMetrics,
+    Resource,
+    EntityRef,
+    ScopeMetrics,
+    Scope,
+    Metric,
+    Points(Point),
+    NumberPoint,
+    HistogramPoint,
+    ExponentialPoint,
+    Buckets,
+    SummaryPoint,
+    Quantile,
+    Exemplar,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+}
+
+/// The kind of point a metric's data holds.
+#[derive(Clone, Copy)]
+enum Point {
+    Number,
+    Histogram,
+    Exponential,
+    Summary,
+}
+
+/// What one field of a message builds when prost decodes it.
+enum Builds {
+    /// An element of a list of messages: the struct (counted twice, for a
+    /// `Vec` that doubled as it grew) and what its fields build.
+    Element(Msg, usize),
+    /// A message held in its parent (optional or a oneof): its fields.
+    Inline(Msg),
+    /// A string or bytes: its length.
+    Text,
+    /// An element of a list of strings.
+    TextElement,
+    /// Packed varints: up to 8 bytes (a `u64`) for each byte, counted twice.
+    PackedVarints,
+    /// Packed 64-bit numbers: their bytes, counted twice.
+    PackedFixed,
+    /// A number held in its parent, or a field prost skips.
+    Nothing,
+}
+
+fn builds(msg: Msg, field: u32) -> Builds {
+    use Builds::*;
+    use opentelemetry_proto::tonic::common::v1 as c;
+    use opentelemetry_proto::tonic::metrics::v1 as m;
+    let kv = Element(Msg::KeyValue, size_of::<KeyValue>());
+    let exemplar = Element(Msg::Exemplar, size_of::<m::Exemplar>());
+    match (msg, field) {
+        (Msg::Request, 1) => Element(Msg::ResourceMetrics, size_of::<m::ResourceMetrics>()),
+        (Msg::ResourceMetrics, 1) => Inline(Msg::Resource),
+        (Msg::ResourceMetrics, 2) => Element(Msg::ScopeMetrics, size_of::<m::ScopeMetrics>()),
+        (Msg::Resource, 1) => kv,
+        (Msg::Resource, 3) => Element(Msg::EntityRef, size_of::<c::EntityRef>()),
+        (Msg::EntityRef, 3 | 4) => TextElement,
+        (Msg::ScopeMetrics, 1) => Inline(Msg::Scope),
+        (Msg::ScopeMetrics, 2) => Element(Msg::Metric, size_of::<m::Metric>()),
+        (Msg::Scope, 3) => kv,
+        (Msg::Metric, 5 | 7) => Inline(Msg::Points(Point::Number)),
+        (Msg::Metric, 9) => Inline(Msg::Points(Point::Histogram)),
+        (Msg::Metric, 10) => Inline(Msg::Points(Point::Exponential)),
+        (Msg::Metric, 11) => Inline(Msg::Points(Point::Summary)),
+        (Msg::Metric, 12) => kv,
+        (Msg::Points(p), 1) => match p {
+            Point::Number => Element(Msg::NumberPoint, size_of::<m::NumberDataPoint>()),
+            Point::Histogram => Element(Msg::HistogramPoint, size_of::<HistogramDataPoint>()),
+            Point::Exponential => Element(
+                Msg::ExponentialPoint,
+                size_of::<m::ExponentialHistogramDataPoint>(),
+            ),
+            Point::Summary => Element(Msg::SummaryPoint, size_of::<m::SummaryDataPoint>()),
+        },
+        (Msg::NumberPoint, 7) => kv,
+        (Msg::NumberPoint, 5) => exemplar,
+        (Msg::HistogramPoint, 9) => kv,
+        (Msg::HistogramPoint, 6 | 7) => PackedFixed,
+        (Msg::HistogramPoint, 8) => exemplar,
+        (Msg::ExponentialPoint, 1) => kv,
+        (Msg::ExponentialPoint, 8 | 9) => Inline(Msg::Buckets),
+        (Msg::ExponentialPoint, 11) => exemplar,
+        (Msg::Buckets, 2) => PackedVarints,
+        (Msg::SummaryPoint, 7) => kv,
+        (Msg::SummaryPoint, 6) => Element(
+            Msg::Quantile,
+            size_of::<m::summary_data_point::ValueAtQuantile>(),
+        ),
+        (Msg::Exemplar, 7) => kv,
+        (Msg::KeyValue, 2) => Inline(Msg::AnyValue),
+        (Msg::AnyValue, 5) => Inline(Msg::ArrayValue),
+        (Msg::AnyValue, 6) => Inline(Msg::KeyValueList),
+        (Msg::ArrayValue, 1) => Element(Msg::AnyValue, size_of::<AnyValue>()),
+        (Msg::KeyValueList, 1) => kv,
+        (Msg::ResourceMetrics | Msg::ScopeMetrics, 3)
+        | (Msg::EntityRef, 1 | 2)
+        | (Msg::Scope, 1 | 2)
+        | (Msg::Metric, 1..=3)
+        | (Msg::Exemplar, 4 | 5)
+        | (Msg::KeyValue, 1)
+        | (Msg::AnyValue, 1 | 7) => Text,
+        _ => Nothing,
+    }
+}
+
+/// How deep messages may nest (prost's own limit).
+const MAX_DEPTH: u32 = 100;
+
+/// An upper bound of the memory that decoding an encoded export request
+/// builds (prost's structs, strings and lists), read from its wire shape
+/// with the OTLP schema, without building anything; the server charges it
+/// with the payload to its decoding budget before it decodes. An error
+/// when the payload does not parse as protobuf.
+pub fn decoded_bound(payload: &[u8]) -> Result<usize, String> {
+    bound(Msg::Request, payload, 0)
+}
+
+fn bound(msg: Msg, mut bytes: &[u8], depth: u32) -> Result<usize, String> {
+    const WHAT: &str = "ExportMetricsServiceRequest";
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "invalid protobuf {WHAT}: messages nested too deeply"
+        ));
+    }
+    let mut total = 0usize;
+    while let Some((tag, field)) = crate::wire::next_field(&mut bytes, WHAT)? {
+        let more = match (builds(msg, tag), field) {
+            (Builds::Element(m, size), Field::Len(b)) => {
+                (2 * size).saturating_add(bound(m, b, depth + 1)?)
+            }
+            (Builds::Inline(m), Field::Len(b)) => bound(m, b, depth + 1)?,
+            (Builds::Text, Field::Len(b)) => b.len(),
+            (Builds::TextElement, Field::Len(b)) => 2 * size_of::<String>() + b.len(),
+            (Builds::PackedVarints, Field::Len(b)) => b.len().saturating_mul(16),
+            (Builds::PackedFixed, Field::Len(b)) => b.len().saturating_mul(2),
+            // One element of a list sent unpacked.
+            (Builds::PackedVarints | Builds::PackedFixed, _) => 16,
+            _ => 0,
+        };
+        total = total.saturating_add(more);
+    }
+    Ok(total)
+}
+
+/// Samples a decoded export request maps to, at most: a point of a gauge
+/// or sum is one, a histogram's a bucket for each bound and `+Inf`, its
+/// sum and its count, a summary's a quantile each and its sum and count.
+pub fn samples_in(request: &ExportMetricsServiceRequest) -> usize {
+    let metrics = request
+        .resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics);
+    metrics
+        .map(|m| match &m.data {
+            Some(metric::Data::Gauge(g)) => g.data_points.len(),
+            Some(metric::Data::Sum(s)) => s.data_points.len(),
+            Some(metric::Data::Histogram(h)) => h
+                .data_points
+                .iter()
+                .map(|p| p.explicit_bounds.len() + 3)
+                .sum(),
+            Some(metric::Data::Summary(s)) => s
+                .data_points
+                .iter()
+                .map(|p| p.quantile_values.len() + 2)
+                .sum(),
+            Some(metric::Data::ExponentialHistogram(_)) | None => 0,
+        })
+        .sum()
 }
 
 /// Decodes an encoded export request.
@@ -452,5 +634,54 @@ mod tests {
         // The unset time: every sample of the point (2 buckets and count).
         assert_eq!(rejects.counts[&RejectReason::TimestampOutOfRange], 3);
         assert!(rejects.summary().contains("4 malformed"));
+    }
+
+    /// The bound covers what prost builds for many empty fields (the
+    /// amplification an attacker would use), and stays within a small
+    /// multiple of the size of an ordinary request.
+    #[test]
+    fn the_decoding_bound_covers_empty_fields_and_is_modest_for_real_requests() {
+        let request = |points: usize, attributes: usize| ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![string("service.name", "checkout")],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "queue.depth".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: (0..points)
+                                .map(|i| {
+                                    let mut p = point(i as f64);
+                                    p.attributes
+                                        .extend((0..attributes).map(|_| KeyValue::default()));
+                                    p
+                                })
+                                .collect(),
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        // 100 000 empty attributes: at least what their structs take.
+        let bomb = request(1, 100_000).encode_to_vec();
+        let bound = decoded_bound(&bomb).unwrap();
+        assert!(
+            bound >= 100_000 * size_of::<KeyValue>() * 2,
+            "{bound} for {} bytes",
+            bomb.len()
+        );
+        // An ordinary request: 1 000 points with two attributes each.
+        let real = request(1_000, 0).encode_to_vec();
+        let bound = decoded_bound(&real).unwrap();
+        assert!(bound < 16 * real.len(), "{bound} for {} bytes", real.len());
+        assert!(bound > real.len());
+        assert_eq!(samples_in(&request(1_000, 0)), 1_000);
+        // Not a message at all.
+        assert!(decoded_bound(&[0xff; 8]).is_err());
     }
 }

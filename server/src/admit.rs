@@ -126,16 +126,15 @@ impl Control {
         Ok(())
     }
 
-    /// Adds the ingest messages that the gRPC codec could not decode
-    /// ([`crate::codec`]) to the `grpc` listener's `malformed` count.
-    pub fn collect_malformed_grpc(&self) {
-        let n = crate::codec::take_malformed();
-        if n > 0 {
-            self.count_rejects(
-                listener(Protocol::Grpc),
-                &[(DropReason::Rejected(RejectReason::Malformed), n)],
-            );
-        }
+    /// Why a request that alone needs `bytes`, more than the whole
+    /// decoding budget, is refused.
+    pub fn over_decode_budget(&self, bytes: usize) -> String {
+        format!(
+            "decoding this request takes {} MiB, more than the server's limit of {} MiB \
+             (limits.max_decode_mb); send fewer samples per request",
+            bytes.div_ceil(1 << 20),
+            self.decode_budget_kib / 1024
+        )
     }
 
     /// Counts one request that could not be read at all.

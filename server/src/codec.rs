@@ -1,72 +1,56 @@
-//! The protobuf codec of Tidemark's ingest service: tonic's prost codec,
-//! except that a message that does not decode is the sender's fault,
-//! `INVALID_ARGUMENT` (not `INTERNAL`, which clients report as a server
-//! bug and may retry), and is counted as a `malformed` request of the
-//! `grpc` listener.
+//! The protobuf codec of the ingest services (Tidemark's own and OTLP's):
+//! a request is handed over encoded ([`Encoded`]), not decoded by tonic,
+//! so that the server can measure what decoding it takes, charge that to
+//! its decoding budget (`limits.max_decode_mb`) and only then decode it
+//! (in place for Tidemark's messages). Replies are encoded by prost.
+//! tonic has already uncompressed the message and checked it against the
+//! service's `max_decoding_message_size`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::marker::PhantomData;
 
+use bytes::{Buf, Bytes};
 use prost::Message;
 use tonic::Status;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
-use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic_prost::ProstEncoder;
 
-/// Ingest messages that did not decode, not yet added to the listener's
-/// counters (the codec has no handle on the control plane; `/metrics` and
-/// the status API collect them with [`take_malformed`]).
-static MALFORMED: AtomicU64 = AtomicU64::new(0);
+/// A request message as it came, uncompressed and not yet decoded.
+#[derive(Debug, Clone)]
+pub struct Encoded(pub Bytes);
 
-/// Malformed ingest messages since the last call.
-pub fn take_malformed() -> u64 {
-    MALFORMED.swap(0, Ordering::Relaxed)
-}
+/// The services' codec (`codec_path` in `build.rs`): replies of type `T`
+/// encoded by prost, requests kept [`Encoded`].
+pub struct RawCodec<T, U>(PhantomData<(T, U)>);
 
-/// The ingest service's codec (`codec_path` in `build.rs`).
-pub struct StrictCodec<T, U>(ProstCodec<T, U>);
-
-impl<T, U> Default for StrictCodec<T, U> {
+impl<T, U> Default for RawCodec<T, U> {
     fn default() -> Self {
-        StrictCodec(ProstCodec::default())
+        RawCodec(PhantomData)
     }
 }
 
-impl<T, U> Codec for StrictCodec<T, U>
-where
-    T: Message + Send + 'static,
-    U: Message + Default + Send + 'static,
-{
+impl<T: Message + Send + 'static> Codec for RawCodec<T, Encoded> {
     type Encode = T;
-    type Decode = U;
+    type Decode = Encoded;
     type Encoder = ProstEncoder<T>;
-    type Decoder = StrictDecoder<U>;
+    type Decoder = RawDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        self.0.encoder()
+        ProstEncoder::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        StrictDecoder(self.0.decoder())
+        RawDecoder
     }
 }
 
-/// Decodes as prost does; a failure is `INVALID_ARGUMENT`, counted.
-pub struct StrictDecoder<U>(ProstDecoder<U>);
+/// Takes a message's bytes as they are.
+pub struct RawDecoder;
 
-impl<U: Message + Default> Decoder for StrictDecoder<U> {
-    type Item = U;
+impl Decoder for RawDecoder {
+    type Item = Encoded;
     type Error = Status;
 
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0.decode(buf).map_err(|status| {
-            MALFORMED.fetch_add(1, Ordering::Relaxed);
-            Status::invalid_argument(format!(
-                "the message is not a valid protobuf WriteRequest: {}",
-                status.message()
-            ))
-        })
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        self.0.buffer_settings()
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Encoded>, Status> {
+        Ok(Some(Encoded(buf.copy_to_bytes(buf.remaining()))))
     }
 }

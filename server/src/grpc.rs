@@ -232,7 +232,7 @@ pub async fn serve(
             check(Some(Scope::Ingest)),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
-            opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer::new(otlp)
+            super::otlp::service::metrics_service_server::MetricsServiceServer::new(otlp)
                 .max_decoding_message_size(super::ingest::MAX_MESSAGE)
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                 .accept_compressed(tonic::codec::CompressionEncoding::Zstd),

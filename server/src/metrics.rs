@@ -156,7 +156,6 @@ pub fn render(control: &Control) -> String {
     );
     let mut accepted = Vec::new();
     let mut refused = Vec::new();
-    control.collect_malformed_grpc();
     for (listener, _, s) in control.listeners.components() {
         accepted.push((
             format!("listener=\"{listener}\""),

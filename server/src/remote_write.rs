@@ -130,13 +130,5 @@ fn malformed(control: &Control, message: String) -> Response {
 
 /// A request that alone needs more than the whole decoding budget.
 fn over_budget(control: &Control, bytes: usize) -> Response {
-    malformed(
-        control,
-        format!(
-            "decoding this request takes {} MiB, more than the server's limit of {} MiB \
-             (limits.max_decode_mb); send fewer samples per request",
-            bytes.div_ceil(1 << 20),
-            control.decode_budget_kib / 1024
-        ),
-    )
+    malformed(control, control.over_decode_budget(bytes))
 }
