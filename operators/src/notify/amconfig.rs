@@ -3,14 +3,16 @@
 //! `inhibit_rules`, checked as Alertmanager checks them (every receiver a
 //! route names must exist, the root route has no matchers, `...` stands
 //! alone in `group_by`). `receivers` are read for their names here; their
-//! integrations are the `notify` sink's. Time intervals are refused with a
-//! clear error until they are supported.
+//! integrations are the `notify` sink's. Time intervals
+//! ([`super::interval`]) are checked here, and every name a route uses
+//! must be defined.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
 use tidemark_engine::component::ConfigError;
 
+use super::interval::{NamedConfig, Period};
 use super::matcher::{self, Matcher, Op};
 use crate::alert::rules::{deserialize, duration_ms};
 
@@ -32,12 +34,12 @@ pub struct FileConfig {
     /// Template files (the `notify` sink reads them).
     #[serde(default)]
     pub templates: Vec<String>,
-    /// Not supported yet.
+    /// Named time intervals that routes mute or activate by.
     #[serde(default)]
-    pub time_intervals: Option<serde_json::Value>,
-    /// Not supported yet.
+    pub time_intervals: Vec<NamedConfig>,
+    /// The same, under its deprecated name.
     #[serde(default)]
-    pub mute_time_intervals: Option<serde_json::Value>,
+    pub mute_time_intervals: Vec<NamedConfig>,
 }
 
 /// A receiver's name; the rest of its entry is for the `notify` sink.
@@ -84,12 +86,14 @@ pub struct RouteNodeConfig {
     /// again (default 4h).
     #[serde(default)]
     pub repeat_interval: Option<String>,
-    /// Not supported yet.
+    /// Time intervals in which this route notifies nobody (not
+    /// inherited, as in Alertmanager).
     #[serde(default)]
-    pub mute_time_intervals: Option<serde_json::Value>,
-    /// Not supported yet.
+    pub mute_time_intervals: Vec<String>,
+    /// Time intervals outside which this route notifies nobody (not
+    /// inherited).
     #[serde(default)]
-    pub active_time_intervals: Option<serde_json::Value>,
+    pub active_time_intervals: Vec<String>,
     /// Child routes, tried in order.
     #[serde(default)]
     pub routes: Vec<RouteNodeConfig>,
@@ -153,6 +157,10 @@ pub struct Route {
     pub repeat_interval: i64,
     /// Whether siblings are tried after it matched.
     pub continue_: bool,
+    /// Names of the time intervals it is muted in.
+    pub mute: Vec<String>,
+    /// Names of the time intervals it is active in (none: always).
+    pub active: Vec<String>,
     /// Its children.
     pub routes: Vec<Route>,
 }
@@ -180,6 +188,23 @@ pub struct Routing {
     /// Receivers told of resolutions by some integration (see
     /// [`sends_resolved`]).
     pub send_resolved: HashSet<String>,
+    /// Named time intervals.
+    pub intervals: HashMap<String, Vec<Period>>,
+}
+
+impl Routing {
+    /// Whether `route` notifies nobody at `at` (ms): it is in one of the
+    /// route's mute intervals, or the route has active intervals and is in
+    /// none of them (Alertmanager's time mute and time active stages).
+    pub fn time_muted(&self, route: &Route, at: i64) -> bool {
+        let holds = |name: &String| {
+            self.intervals
+                .get(name)
+                .is_some_and(|periods| periods.iter().any(|p| p.contains(at)))
+        };
+        route.mute.iter().any(holds)
+            || (!route.active.is_empty() && !route.active.iter().any(holds))
+    }
 }
 
 /// Alertmanager's defaults.
@@ -194,13 +219,21 @@ pub const DEFAULT_REPEAT_INTERVAL: i64 = 4 * 3_600_000;
 pub fn from_json(json: &serde_json::Value) -> Result<Routing, Vec<ConfigError>> {
     let file: FileConfig = deserialize(json)?;
     let mut errors = Vec::new();
-    let unsupported = "time intervals are not supported yet; remove them (or route around them)";
-    for (field, value) in [
+    let mut intervals = HashMap::new();
+    for (field, list) in [
         ("time_intervals", &file.time_intervals),
         ("mute_time_intervals", &file.mute_time_intervals),
     ] {
-        if value.is_some() {
-            errors.push(ConfigError::field(field, unsupported));
+        for (i, (name, periods)) in super::interval::check(list, field, &mut errors)
+            .into_iter()
+            .enumerate()
+        {
+            if intervals.insert(name.clone(), periods).is_some() {
+                errors.push(at(
+                    &[field, &i.to_string(), "name"],
+                    format!("time interval {name:?} is defined twice"),
+                ));
+            }
         }
     }
     let mut names = HashSet::new();
@@ -225,6 +258,18 @@ pub fn from_json(json: &serde_json::Value) -> Result<Routing, Vec<ConfigError>> 
     if file.route.continue_ {
         errors.push(at(&["route", "continue"], "the root route cannot continue"));
     }
+    if !file.route.mute_time_intervals.is_empty() {
+        errors.push(at(
+            &["route", "mute_time_intervals"],
+            "the root route must not have any mute time intervals",
+        ));
+    }
+    if !file.route.active_time_intervals.is_empty() {
+        errors.push(at(
+            &["route", "active_time_intervals"],
+            "the root route must not have any active time intervals",
+        ));
+    }
     let defaults = Inherited {
         key: None,
         receiver: String::new(),
@@ -234,11 +279,15 @@ pub fn from_json(json: &serde_json::Value) -> Result<Routing, Vec<ConfigError>> 
         repeat_interval: DEFAULT_REPEAT_INTERVAL,
     };
     let mut next = 0;
+    let known = Known {
+        receivers: &names,
+        intervals: &intervals.keys().cloned().collect(),
+    };
     let root = route(
         &file.route,
         &defaults,
         &root_path,
-        &names,
+        &known,
         &mut next,
         &mut errors,
     );
@@ -261,7 +310,14 @@ pub fn from_json(json: &serde_json::Value) -> Result<Routing, Vec<ConfigError>> 
             .map(|r| r.name.clone())
             .collect(),
         receivers: file.receivers.into_iter().map(|r| r.name).collect(),
+        intervals,
     })
+}
+
+/// The names a route may use.
+struct Known<'a> {
+    receivers: &'a HashSet<String>,
+    intervals: &'a HashSet<String>,
 }
 
 /// Whether a receiver is told of resolutions by any of its integrations
@@ -307,7 +363,7 @@ fn route(
     config: &RouteNodeConfig,
     parent: &Inherited,
     path: &[String],
-    receivers: &HashSet<String>,
+    known: &Known<'_>,
     next: &mut usize,
     errors: &mut Vec<ConfigError>,
 ) -> Route {
@@ -349,15 +405,19 @@ fn route(
         &config.repeat_interval,
         parent.repeat_interval,
     );
-    for (name, value) in [
+    for (name, list) in [
         ("mute_time_intervals", &config.mute_time_intervals),
         ("active_time_intervals", &config.active_time_intervals),
     ] {
-        if value.is_some() {
-            errors.push(ConfigError {
-                field: field(name),
-                message: "time intervals are not supported yet".into(),
-            });
+        for (i, interval) in list.iter().enumerate() {
+            if !known.intervals.contains(interval) {
+                let mut f = field(name);
+                f.push(i.to_string());
+                errors.push(ConfigError {
+                    field: f,
+                    message: format!("undefined time interval {interval:?} used in route"),
+                });
+            }
         }
     }
     let receiver = config
@@ -365,7 +425,7 @@ fn route(
         .clone()
         .unwrap_or_else(|| parent.receiver.clone());
     if let Some(name) = &config.receiver
-        && !receivers.contains(name)
+        && !known.receivers.contains(name)
     {
         errors.push(ConfigError {
             field: field("receiver"),
@@ -397,7 +457,7 @@ fn route(
         .map(|(i, child)| {
             let mut p = field("routes");
             p.push(i.to_string());
-            route(child, &inherited, &p, receivers, next, errors)
+            route(child, &inherited, &p, known, next, errors)
         })
         .collect();
     Route {
@@ -410,6 +470,8 @@ fn route(
         group_interval,
         repeat_interval,
         continue_: config.continue_,
+        mute: config.mute_time_intervals.clone(),
+        active: config.active_time_intervals.clone(),
         routes,
     }
 }
@@ -658,6 +720,21 @@ inhibit_rules:
         let e = errors(
             "route: {receiver: a, routes: [{mute_time_intervals: [x]}]}\nreceivers: [{name: a}]\n",
         );
-        assert!(e[0].contains("not supported yet"), "{e:?}");
+        assert!(
+            e[0].starts_with("route.routes.0.mute_time_intervals.0:")
+                && e[0].contains("undefined time interval \"x\""),
+            "{e:?}"
+        );
+        let e = errors(
+            "route: {receiver: a, active_time_intervals: [x]}\nreceivers: [{name: a}]\n\
+             time_intervals: [{name: x, time_intervals: [{weekdays: [saturday]}]}]\n\
+             mute_time_intervals: [{name: x}]\n",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("defined twice"), "{e:?}");
+        assert!(
+            e[1].contains("root route must not have any active"),
+            "{e:?}"
+        );
     }
 }

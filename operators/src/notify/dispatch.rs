@@ -117,6 +117,9 @@ pub struct Counts {
     pub silenced: u64,
     /// Flushes that found nothing new to say.
     pub deduplicated: u64,
+    /// Alerts left out of a flush because its route was muted by a time
+    /// interval at the flush's event time.
+    pub time_muted: u64,
 }
 
 /// The routing state of one `route` transform (on one worker: every
@@ -319,6 +322,17 @@ impl Dispatcher {
                     .or_default() += n;
             }
         }
+        // A route muted by a time interval tells nobody at this flush and
+        // records nothing (the next flush out of the interval tells what
+        // is new then); resolved alerts are let go as after any flush.
+        let time_muted = !shown.is_empty() && self.routing.time_muted(route, at);
+        if time_muted {
+            self.counts.time_muted += shown.len() as u64;
+            *self
+                .muted
+                .entry((route.receiver.clone(), "time_muted"))
+                .or_default() += shown.len() as u64;
+        }
         let firing: BTreeSet<u64> = shown
             .iter()
             .filter(|(_, h)| h.ends_at.is_none())
@@ -329,14 +343,15 @@ impl Dispatcher {
             .filter(|(_, h)| h.ends_at.is_some())
             .map(|(fp, _)| *fp)
             .collect();
-        let send = needs_update(
-            group.last.as_ref(),
-            &firing,
-            &resolved,
-            self.routing.send_resolved.contains(&route.receiver),
-            at,
-            repeats.then_some(route.repeat_interval),
-        );
+        let send = !time_muted
+            && needs_update(
+                group.last.as_ref(),
+                &firing,
+                &resolved,
+                self.routing.send_resolved.contains(&route.receiver),
+                at,
+                repeats.then_some(route.repeat_interval),
+            );
         let notification =
             send.then(|| notification(group, &shown, &route.receiver, &self.external_url, at));
         if send {
@@ -345,7 +360,7 @@ impl Dispatcher {
                 resolved,
                 at,
             });
-        } else {
+        } else if !time_muted {
             self.counts.deduplicated += 1;
         }
         group.flushed = true;

@@ -8,6 +8,7 @@
 //! - [`amconfig`]: the route tree and inhibition rules of a configuration
 //!   file, checked as Alertmanager checks them;
 //! - [`inhibit`]: which alerts are muted at an event time;
+//! - [`interval`]: time intervals, in which routes are muted or active;
 //! - [`dispatch`]: groups, flushes and deduplication, a plain state
 //!   machine;
 //! - [`operator`]: the thin timely wrapper;
@@ -17,6 +18,7 @@ pub mod amconfig;
 pub mod config;
 pub mod dispatch;
 pub mod inhibit;
+pub mod interval;
 pub mod matcher;
 pub mod operator;
 

@@ -455,3 +455,78 @@ fn a_restored_dispatcher_tells_what_one_that_ran_through_tells() {
         "no group: nothing to refuse"
     );
 }
+
+/// Routes muted by a time interval tell nobody inside it and what is new
+/// at their first flush outside it; a route with active intervals only
+/// inside them; the root and other routes are not affected.
+#[test]
+fn time_intervals_mute_and_activate_routes_at_the_flushs_event_time() {
+    // 2026-12-05 is a Saturday; times in UTC.
+    let day = |h: i64, m: i64| {
+        chrono::DateTime::parse_from_rfc3339("2026-12-05T00:00:00Z")
+            .unwrap()
+            .timestamp_millis()
+            + (h * 60 + m) * 60 * S
+    };
+    let r = routing(
+        r#"
+route:
+  receiver: team
+  group_by: [alertname]
+  group_wait: 30s
+  group_interval: 5m
+  repeat_interval: 12h
+  routes:
+    - matchers: [severity="page"]
+      receiver: oncall
+      repeat_interval: 1h
+      mute_time_intervals: [night]
+    - matchers: [severity="ticket"]
+      receiver: office
+      active_time_intervals: [hours]
+receivers: [{name: team}, {name: oncall}, {name: office}]
+time_intervals:
+  - name: night
+    time_intervals: [{times: [{start_time: "22:00", end_time: "24:00"}]}]
+mute_time_intervals:
+  - name: hours
+    time_intervals: [{times: [{start_time: "08:00", end_time: "18:00"}]}]
+"#,
+    );
+    let mut d = Dispatcher::new(r, "http://tidemark");
+    let events = vec![
+        // Paged at 21:50 (before the night), then again at 22:50 (the
+        // repeat falls in the night: muted) and at 00:00 (the next day).
+        (
+            day(21, 50),
+            firing("Down", &[("severity", "page")], day(21, 50)),
+        ),
+        // A ticket at 06:00: told at 08:00, the first flush in hours.
+        (
+            day(6, 0),
+            firing("Disk", &[("severity", "ticket")], day(6, 0)),
+        ),
+        // The root route's group is never muted.
+        (day(23, 0), firing("Other", &[], day(23, 0))),
+    ];
+    let got = summary(&run(&mut d, events, day(24, 10)));
+    let at = |h, m, receiver: &str, alert: &str| {
+        (
+            (day(h, m) + 30 * S) / S,
+            receiver.to_owned(),
+            vec![alert.to_owned()],
+        )
+    };
+    assert_eq!(
+        got,
+        vec![
+            // Flushes every 5 minutes from 06:00:30; the first in hours.
+            at(8, 0, "office", "Disk"),
+            at(21, 50, "oncall", "Down"),
+            at(23, 0, "team", "Other"),
+            // The repeat was due at 22:50:30, in the night.
+            at(24, 0, "oncall", "Down"),
+        ]
+    );
+    assert!(d.counts().time_muted > 0);
+}
