@@ -4,8 +4,15 @@
 //! anything else that takes `incidents`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use crate::Series;
+use crate::alert::{Alert, AlertState};
+
+/// The `alertname` of an incident as an alert ([`Incident::as_alert`]).
+pub const INCIDENT_ALERTNAME: &str = "Incident";
 
 /// What happened to an incident at this step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -76,6 +83,70 @@ pub struct Incident {
     pub summary: String,
 }
 
+impl Incident {
+    /// The incident as one alert, so that a `route` transform pages once
+    /// per incident: labels `alertname="Incident"` and `incident="<id>"`
+    /// (the same for the incident's whole life, so each change updates
+    /// the same alert), firing while it is open, resolved once it is
+    /// resolved or merged into another (which then holds its members).
+    /// Annotations: `summary`, `root`, `root_reason` and `members` (one
+    /// line each: labels, since when, why it belongs). `None` for a
+    /// retired incident (it was resolved before).
+    pub fn as_alert(&self) -> Option<Alert> {
+        let state = match self.status {
+            IncidentStatus::Opened | IncidentStatus::Updated => AlertState::Firing,
+            IncidentStatus::Resolved | IncidentStatus::Merged => AlertState::Resolved,
+            IncidentStatus::Retired => return None,
+        };
+        let members: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| {
+                let labels: Vec<String> =
+                    m.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+                let mut line = format!("{{{}}} since {}", labels.join(", "), m.starts_at);
+                if m.ends_at.is_some() {
+                    line.push_str(" (resolved)");
+                }
+                if !m.tied_by.is_empty() {
+                    line.push_str(": ");
+                    line.push_str(&m.tied_by);
+                }
+                line
+            })
+            .collect();
+        let mut annotations = vec![("summary".to_owned(), self.summary.clone())];
+        if let Some(into) = &self.merged_into {
+            annotations.push(("merged_into".to_owned(), into.clone()));
+        }
+        for (name, value) in [("root", &self.root), ("root_reason", &self.root_reason)] {
+            if !value.is_empty() {
+                annotations.push((name.to_owned(), value.clone()));
+            }
+        }
+        if !members.is_empty() {
+            annotations.push(("members".to_owned(), members.join("\n")));
+        }
+        Some(Alert {
+            labels: Series::new(
+                "",
+                [
+                    ("alertname", INCIDENT_ALERTNAME),
+                    ("incident", self.id.as_str()),
+                ],
+            ),
+            annotations: Arc::from(annotations),
+            state,
+            active_at: self.opened_at,
+            starts_at: self.opened_at,
+            ends_at: (state == AlertState::Resolved).then_some(self.at),
+            value: self.members.len() as f64,
+            at: self.at,
+            generator_url: String::new(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +187,74 @@ mod tests {
         assert_eq!(json["status"], "merged");
         assert!(json["members"][0].get("startsAt").is_some());
         assert_eq!(json["members"][0]["labels"]["alertname"], "A");
+    }
+
+    #[test]
+    fn an_incident_is_one_alert_with_the_same_labels_for_its_whole_life() {
+        let member = |name: &str, ends_at| Member {
+            labels: BTreeMap::from([("alertname".to_owned(), name.to_owned())]),
+            starts_at: 10,
+            ends_at,
+            entity: None,
+            tied_by: "depends on service=db".into(),
+        };
+        let incident = |status, members: Vec<Member>| Incident {
+            id: "abc".into(),
+            status,
+            merged_into: None,
+            split_from: None,
+            opened_at: 10,
+            at: 40,
+            members,
+            root: "service=db".into(),
+            root_reason: "the earliest alert".into(),
+            summary: "2 alerts".into(),
+        };
+        let opened = incident(IncidentStatus::Opened, vec![member("A", None)])
+            .as_alert()
+            .unwrap();
+        let updated = incident(
+            IncidentStatus::Updated,
+            vec![member("A", None), member("B", Some(30))],
+        )
+        .as_alert()
+        .unwrap();
+        let resolved = incident(IncidentStatus::Resolved, vec![member("A", Some(35))])
+            .as_alert()
+            .unwrap();
+        let merged = incident(IncidentStatus::Merged, vec![]).as_alert().unwrap();
+        assert_eq!(
+            opened.labels.to_string(),
+            "{alertname=\"Incident\", incident=\"abc\"}"
+        );
+        for a in [&updated, &resolved, &merged] {
+            assert_eq!(a.labels, opened.labels);
+        }
+        assert_eq!(
+            (opened.state, updated.state, resolved.state, merged.state),
+            (
+                AlertState::Firing,
+                AlertState::Firing,
+                AlertState::Resolved,
+                AlertState::Resolved
+            )
+        );
+        assert_eq!((opened.starts_at, resolved.ends_at), (10, Some(40)));
+        let members = &updated
+            .annotations
+            .iter()
+            .find(|(k, _)| k == "members")
+            .unwrap()
+            .1;
+        assert_eq!(members.lines().count(), 2, "{members}");
+        assert!(
+            members.contains("(resolved): depends on service=db"),
+            "{members}"
+        );
+        assert!(
+            incident(IncidentStatus::Retired, vec![])
+                .as_alert()
+                .is_none()
+        );
     }
 }

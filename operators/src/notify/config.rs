@@ -119,8 +119,10 @@ impl Validate<dyn TransformSpec> for RouteConfig {
 }
 
 impl TransformSpec for RouteTransform {
+    /// Alerts, or a `correlate` transform's incidents, each routed as
+    /// one alert (`Incident::as_alert`): one page per incident.
     fn takes(&self) -> &'static [StreamKind] {
-        &[StreamKind::Alerts]
+        &[StreamKind::Alerts, StreamKind::Incidents]
     }
     fn outputs(&self) -> Vec<Port> {
         vec![Port::default_output(StreamKind::Notifications)]
@@ -156,7 +158,14 @@ impl TransformSpec for RouteTransform {
         ctx: TransformContext,
     ) -> Vec<AnyStream<'scope>> {
         let stats = ctx.stats.component(&ctx.name, Role::Transform);
-        let routed = input.into_alerts().route_alerts(
+        let alerts = match input {
+            AnyStream::Incidents(incidents) => {
+                use timely::dataflow::operators::vec::Map;
+                incidents.flat_map(|i: tidemark_engine::incident::Incident| i.as_alert())
+            }
+            other => other.into_alerts(),
+        };
+        let routed = alerts.route_alerts(
             &ctx.name,
             Arc::clone(&self.routing),
             &self.external_url,
