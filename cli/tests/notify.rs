@@ -374,6 +374,9 @@ receivers:
         send_resolved: true
         auth_password_file: '{password}'
         tls_config: {{ca_file: '{cert}', server_name: localhost}}
+        text: 'Own text: {{{{ .Status | toUpper }}}} for {{{{ .CommonLabels.alertname }}}}'
+        html: '<p>{{{{ .CommonLabels.alertname }}}} is {{{{ .Status }}}}</p>'
+
       - to: 'oncall@example.com'
         auth_password: wrong
         tls_config: {{ca_file: '{cert}', server_name: localhost}}
@@ -396,7 +399,18 @@ receivers:
         mail[0]
     );
     assert!(mail[0].contains("text/plain") && mail[0].contains("text/html"));
-    assert!(mail[0].contains("api a is down"));
+    // The receiver's own bodies (text and html templates).
+    assert!(
+        mail[0].contains("Own text: FIRING for ApiDown"),
+        "{}",
+        mail[0]
+    );
+    assert!(mail[0].contains("<p>ApiDown is firing</p>"), "{}", mail[0]);
+    assert!(
+        mail[1].contains("Own text: RESOLVED for ApiDown"),
+        "{}",
+        mail[1]
+    );
     assert!(
         mail[1].contains("Subject: [RESOLVED] ApiDown (api page)"),
         "{}",

@@ -207,7 +207,8 @@ struct PagerdutyConfig {
 }
 
 /// Alertmanager's `email_config` (the fields Tidemark sends with; of its
-/// headers, `Subject`; the bodies keep their layout).
+/// headers, `Subject`; `text` and `html` bodies as templates, each part
+/// the default layout when not given).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EmailConfig {
@@ -232,6 +233,10 @@ struct EmailConfig {
     tls_config: TlsConfig,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    html: Option<String>,
 }
 
 /// Alertmanager's `tls_config` (the fields an SMTP connection uses).
@@ -322,6 +327,10 @@ pub(crate) struct Email {
     pub(crate) server_name: Option<String>,
     pub(crate) insecure_skip_verify: bool,
     pub(crate) subject: Option<Text>,
+    /// The plain-text body's template.
+    pub(crate) text: Option<Text>,
+    /// The HTML body's template.
+    pub(crate) html: Option<Text>,
 }
 
 impl Integration {
@@ -600,9 +609,18 @@ fn receiver_targets(
                 ));
             }
         }
+        let mut body = |field: &str, value: &Option<String>| {
+            text(format!("email_configs[{i}].{field}"), value).unwrap_or_else(|e| {
+                error(e);
+                None
+            })
+        };
+        let (plain, html) = (body("text", &e.text), body("html", &e.html));
         match email(e, global) {
             Ok(mut email) => out.push(target(i, e.send_resolved, {
                 email.subject = subject;
+                email.text = plain;
+                email.html = html;
                 Integration::Email(Box::new(email))
             })),
             Err(why) => error(format!("email_configs[{i}]: {why}")),
@@ -746,6 +764,8 @@ fn email(e: &EmailConfig, global: &Global) -> Result<Email, String> {
         server_name: e.tls_config.server_name.clone(),
         insecure_skip_verify: e.tls_config.insecure_skip_verify,
         subject: None,
+        text: None,
+        html: None,
     })
 }
 

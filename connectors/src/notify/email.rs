@@ -56,21 +56,26 @@ pub(crate) fn transport(
     Ok(builder.build())
 }
 
-/// The message for a notification: Alertmanager's default subject (or
-/// `own`, the receiver's rendered one), a plain-text and an HTML body
-/// listing the alerts, a link back.
-pub(crate) fn message(
-    email: &Email,
-    n: &Notification,
-    own: Option<String>,
-) -> Result<Message, String> {
+/// What a receiver's own templates rendered, each in place of the default.
+#[derive(Default)]
+pub(crate) struct Own {
+    pub(crate) subject: Option<String>,
+    pub(crate) text: Option<String>,
+    pub(crate) html: Option<String>,
+}
+
+/// The message for a notification: Alertmanager's default subject, a
+/// plain-text and an HTML body listing the alerts with a link back; each
+/// replaced by the receiver's own where it has one.
+pub(crate) fn message(email: &Email, n: &Notification, own: Own) -> Result<Message, String> {
     let mut builder = Message::builder()
         .from(email.from.clone())
-        .subject(own.unwrap_or_else(|| subject(n)));
+        .subject(own.subject.unwrap_or_else(|| subject(n)));
     for to in &email.to {
         builder = builder.to(to.clone());
     }
     let (text, html) = bodies(n);
+    let (text, html) = (own.text.unwrap_or(text), own.html.unwrap_or(html));
     builder
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|e| format!("cannot build the message: {e}"))
@@ -142,5 +147,46 @@ pub(crate) fn send(transport: &SmtpTransport, message: &Message) -> Attempt {
             detail: e.to_string(),
             after: None,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_engine::notify::{LabelMap, NotifiedAlert, labels};
+
+    #[test]
+    fn default_bodies_list_the_alerts_with_a_link_and_escape_html() {
+        let alert = |host: &str, status| NotifiedAlert {
+            status,
+            labels: labels(&[("alertname", "Down"), ("host", host)]),
+            annotations: labels(&[("summary", &format!("<{host}> is down"))]),
+            starts_at: 0,
+            ends_at: None,
+            generator_url: String::new(),
+            fingerprint: String::new(),
+        };
+        let n = Notification {
+            version: "4".into(),
+            group_key: "{}:{}".into(),
+            truncated_alerts: 0,
+            status: Status::Firing,
+            receiver: "mail".into(),
+            group_labels: LabelMap::new(),
+            common_labels: labels(&[("alertname", "Down")]),
+            common_annotations: LabelMap::new(),
+            external_url: "http://tidemark:8080".into(),
+            alerts: vec![alert("a", Status::Firing), alert("b", Status::Resolved)],
+            at: 0,
+        };
+        let (text, html) = bodies(&n);
+        assert!(text.contains("Firing:\n- <a> is down"), "{text}");
+        assert!(text.contains("Resolved:\n- <b> is down"), "{text}");
+        assert!(
+            text.contains("http://tidemark:8080/#/alerts?receiver=mail"),
+            "{text}"
+        );
+        assert!(html.contains("<b>&lt;a&gt; is down</b>"), "{html}");
+        assert!(!html.contains("<a> is down"), "{html}");
     }
 }

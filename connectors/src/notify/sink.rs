@@ -173,8 +173,12 @@ impl Notifier {
         let json = ("content-type".to_owned(), "application/json".to_owned());
         let (url, body) = match &r.target.integration {
             Integration::Email(e) => {
-                let subject = render(&e.subject, "headers.Subject");
-                return email::message(e, &n, subject)
+                let own = email::Own {
+                    subject: render(&e.subject, "headers.Subject"),
+                    text: render(&e.text, "text"),
+                    html: render(&e.html, "html"),
+                };
+                return email::message(e, &n, own)
                     .map(|m| Some(self.payload_of(r, &n, Body::Email(Box::new(m)))));
             }
             Integration::Webhook { max_alerts, .. } => {
