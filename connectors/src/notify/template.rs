@@ -5,9 +5,10 @@
 //! and `.Alerts`, each with `.Status`, `.Labels`, `.Annotations`,
 //! `.StartsAt`, `.EndsAt`, `.GeneratorURL` and `.Fingerprint`. The named
 //! templates of the configuration's `templates:` files can be called
-//! (`{{ template "slack.title" . }}`). `.Alerts` is a list: Alertmanager's
-//! `.Alerts.Firing` and `.Alerts.Resolved` methods are not there (test
-//! `.Status` in a `range`).
+//! (`{{ template "slack.title" . }}`). `.Alerts` is a list; Alertmanager's
+//! `.Alerts.Firing` and `.Alerts.Resolved` methods, which gtmpl has no
+//! way to call on a list, are rewritten in actions to fields of the root
+//! holding those lists ([`methods`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -51,9 +52,49 @@ impl Text {
     }
 }
 
+/// The root fields that stand for `.Alerts.Firing` and `.Alerts.Resolved`.
+const FIRING: &str = "AlertsFiring";
+const RESOLVED: &str = "AlertsResolved";
+
+/// Rewrites `.Alerts.Firing` and `.Alerts.Resolved` inside actions
+/// (`{{ ... }}`) to `.AlertsFiring` and `.AlertsResolved`, so that
+/// `{{ .Alerts.Firing | len }}` or `{{ range $.Alerts.Resolved }}` work
+/// as in Alertmanager.
+fn methods(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let action = &rest[open..];
+        let end = action.find("}}").map_or(action.len(), |e| e + 2);
+        let mut a = &action[..end];
+        while let Some(at) = a.find(".Alerts.") {
+            out.push_str(&a[..at]);
+            let after = &a[at + ".Alerts.".len()..];
+            let word = after
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            match &after[..word] {
+                "Firing" => out.push_str(&format!(".{FIRING}")),
+                "Resolved" => out.push_str(&format!(".{RESOLVED}")),
+                other => {
+                    out.push_str(".Alerts.");
+                    out.push_str(other);
+                }
+            }
+            a = &after[word..];
+        }
+        out.push_str(a);
+        rest = &action[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn compile(defs: &str, text: &str) -> Result<gtmpl::Template, String> {
     tidemark_engine::validate::template_actions_closed(defs)?;
     tidemark_engine::validate::template_actions_closed(text)?;
+    let (defs, text) = (methods(defs), methods(text));
     let mut t = gtmpl::Template::default();
     t.add_funcs(&[
         ("toUpper", to_upper as Func),
@@ -95,7 +136,7 @@ fn time(ms: Option<i64>) -> Value {
 }
 
 fn data(n: &Notification) -> Value {
-    let alerts = n
+    let alerts: Vec<(Status, Value)> = n
         .alerts
         .iter()
         .map(|a| {
@@ -113,10 +154,21 @@ fn data(n: &Notification) -> Value {
                 "Fingerprint".to_owned(),
                 Value::String(a.fingerprint.clone()),
             );
-            Value::Map(m)
+            (a.status, Value::Map(m))
         })
         .collect();
+    let only = |status: Status| {
+        Value::Array(
+            alerts
+                .iter()
+                .filter(|(s, _)| *s == status)
+                .map(|(_, a)| a.clone())
+                .collect(),
+        )
+    };
     let mut root = HashMap::new();
+    root.insert(FIRING.to_owned(), only(Status::Firing));
+    root.insert(RESOLVED.to_owned(), only(Status::Resolved));
     root.insert("Receiver".to_owned(), Value::String(n.receiver.clone()));
     root.insert("Status".to_owned(), status(n.status));
     root.insert("GroupKey".to_owned(), Value::String(n.group_key.clone()));
@@ -127,7 +179,10 @@ fn data(n: &Notification) -> Value {
         "ExternalURL".to_owned(),
         Value::String(n.external_url.clone()),
     );
-    root.insert("Alerts".to_owned(), Value::Array(alerts));
+    root.insert(
+        "Alerts".to_owned(),
+        Value::Array(alerts.into_iter().map(|(_, a)| a).collect()),
+    );
     Value::Map(root)
 }
 
@@ -243,5 +298,30 @@ mod tests {
         );
         let missing = Text::new(r#"{{ template "nope" . }}"#, &none).unwrap();
         assert!(missing.render(&n).is_err(), "no such template");
+    }
+
+    /// `.Alerts.Firing` and `.Alerts.Resolved` as in Alertmanager (in
+    /// actions only; text outside them is left alone).
+    #[test]
+    fn firing_and_resolved_alerts_as_alertmanagers_methods() {
+        let defs: Arc<str> =
+            Arc::from(r#"{{ define "n" }}{{ len .Alerts.Firing }}/{{ len .Alerts }}{{ end }}"#);
+        let n = notification();
+        let render = |text: &str| Text::new(text, &defs).unwrap().render(&n).unwrap();
+        assert_eq!(
+            render("[{{ .Status | toUpper }}:{{ .Alerts.Firing | len }}] .Alerts.Firing"),
+            "[FIRING:1] .Alerts.Firing"
+        );
+        assert_eq!(
+            render(
+                "{{ range .Alerts.Resolved }}{{ .Labels.host }}{{ end }}|{{ range $.Alerts.Firing }}{{ .Labels.host }}{{ end }}"
+            ),
+            "b|a"
+        );
+        assert_eq!(render(r#"{{ template "n" . }}"#), "1/2");
+        assert_eq!(
+            methods("{{ .Alerts.FiringX }} {{.Alerts.Resolved}}"),
+            "{{ .Alerts.FiringX }} {{.AlertsResolved}}"
+        );
     }
 }
