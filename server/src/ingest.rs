@@ -34,9 +34,11 @@ use proto::ingest_service_server::IngestService;
 /// Largest ingest message accepted (after decompression).
 pub const MAX_MESSAGE: usize = 16 << 20;
 
-/// Messages smaller than this are decoded on the request's task; larger
-/// ones on a blocking thread, so that no async thread is held for long.
-pub const DECODE_INLINE: usize = 64 << 10;
+/// Messages smaller than this (encoded) are decoded on the request's task;
+/// larger ones on a blocking thread, so that no async thread is held for
+/// long. A typical batch of 1 000 samples (about 40 KB) stays inline: a
+/// blocking thread for each cost 5% of the throughput at saturation.
+pub const DECODE_INLINE: usize = 256 << 10;
 
 /// The ingest service.
 pub struct Ingest {
@@ -77,6 +79,7 @@ impl Ingest {
             Some(Err(refusal)) => return Err(status(refusal)),
             None => return Err(malformed(control.over_decode_budget(bytes))),
         };
+        let inline = payload.len() < DECODE_INLINE;
         let decode = {
             let tenant = tenant.map(str::to_owned);
             let control = Arc::clone(control);
@@ -92,7 +95,7 @@ impl Ingest {
                 .map(|()| (samples, rejects))
             }
         };
-        let decoded = if bytes < DECODE_INLINE {
+        let decoded = if inline {
             decode()
         } else {
             tokio::task::spawn_blocking(decode)

@@ -72,7 +72,7 @@ pub async fn export(
         Some(Err(refusal)) => return Err(Failed::Refused(refusal)),
         None => return Err(malformed(control.over_decode_budget(bound))),
     };
-    let inline = bound < crate::ingest::DECODE_INLINE;
+    let inline = payload.len() < crate::ingest::DECODE_INLINE;
     let request = on_blocking(inline, move || ExportMetricsServiceRequest::decode(payload))
         .await
         .map_err(|e| malformed(format!("invalid {WHAT}: {e}")))?;
