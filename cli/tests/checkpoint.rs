@@ -574,3 +574,170 @@ fn checkpoints_in_s3_survive_kill_9() {
     assert!(killed.stop().success());
     assert!(through.stop().success());
 }
+
+/// The paging pipeline: the rules' alerts routed and delivered to a
+/// webhook at `url` by a `notify` sink with no `log:` of its own (under
+/// `--data-dir` it keeps one in the pipeline's state directory). The
+/// routing is written to `dir/<port>.yml`.
+fn paging(dir: &Path, url: &str) -> String {
+    let config = dir.join(format!("{}.yml", url.rsplit(':').next().unwrap()));
+    std::fs::write(
+        &config,
+        format!(
+            "route: {{receiver: team, group_by: [alertname], group_wait: 2s, group_interval: 5s, \
+             repeat_interval: 10s}}\nreceivers: [{{name: team, webhook_configs: [{{url: '{url}/hook'}}]}}]\n"
+        ),
+    )
+    .unwrap();
+    let config = config.display();
+    format!(
+        "name: pg\nsources:\n  in: {{type: grpc, max_out_of_orderness: 0s, idle_timeout: 200ms}}\n\
+         transforms:\n  rules: {{type: alert, inputs: [in], interval: 1s, rules: {RULES}}}\n  \
+         page: {{type: route, inputs: [rules.alerts], config: {config}}}\n\
+         sinks:\n  hook: {{type: notify, inputs: [page], config: {config}, max_age: off}}\n"
+    )
+}
+
+/// A webhook receiver that answers 503 while `down` is set, and the
+/// bodies it took (answered 200), without the links back (which name the
+/// server's port).
+struct Receiver {
+    hook: common::http::Recorder,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    taken: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::sync::atomic::Ordering;
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (d, t) = (std::sync::Arc::clone(&down), std::sync::Arc::clone(&taken));
+        let hook = common::http::Recorder::start(move |_, r| {
+            if d.load(Ordering::SeqCst) {
+                return (503, vec![], "down".into());
+            }
+            let mut body = r.json.clone();
+            body.as_object_mut().unwrap().remove("externalURL");
+            for a in body["alerts"].as_array_mut().unwrap() {
+                a.as_object_mut().unwrap().remove("generatorURL");
+            }
+            t.lock().unwrap().push(body.to_string());
+            (200, vec![], String::new())
+        });
+        Receiver { hook, down, taken }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// What it took, each body with how many times.
+    fn taken(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for body in self.taken.lock().unwrap().iter() {
+            *counts.entry(body.clone()).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// `kill -9` while notifications wait for a receiver that is down, after
+/// a checkpoint covers them: the restarted server delivers them. Against
+/// a server that runs through, the receiver of the killed one took every
+/// page the other's took, as many times, and at most one more per kill (a
+/// delivery in the instant before the kill, before its log line).
+#[test]
+fn kill_9_while_a_receiver_is_down_loses_no_page() {
+    const KILLS: usize = 3;
+    let dir = temp_dir("checkpoint-paging");
+    let (data_a, data_b) = (dir.join("killed-data"), dir.join("through-data"));
+    let (hook_a, hook_b) = (Receiver::start(), Receiver::start());
+    let (mut killed, through) = (start(&data_a, "2"), start(&data_b, "1"));
+    let install = |server: &Server, hook: &Receiver| {
+        let (status, body) = server.json(
+            "POST",
+            "/api/v1/pipelines",
+            Some(&paging(&dir, &hook.hook.url)),
+        );
+        assert_eq!(status, 201, "{body}");
+        Sender::new(server)
+    };
+    let (mut to_a, mut to_b) = (install(&killed, &hook_a), install(&through, &hook_b));
+    let mut k = 0;
+    while k < 200 {
+        to_a.send(request(k));
+        to_b.send(request(k));
+        k += 1;
+    }
+    for kill in 0..KILLS {
+        hook_a.set_down(true);
+        let refused = hook_a.hook.received().len() - hook_a.taken.lock().unwrap().len();
+        // Enough event time for a flush of the group (group_interval 5 s).
+        for _ in 0..150 {
+            to_a.send(request(k));
+            to_b.send(request(k));
+            k += 1;
+        }
+        checkpoint_after(&mut [&mut to_a, &mut to_b], &mut k, &data_a, "pg");
+        wait_until("a page refused by the receiver that is down", || {
+            hook_a.hook.received().len() - hook_a.taken.lock().unwrap().len() > refused
+        });
+        killed.kill_hard();
+        hook_a.set_down(false);
+        killed = start(&data_a, ["1", "2", "4"][kill % 3]);
+        wait_until("the pipeline back", || {
+            killed.json("GET", "/api/v1/pipelines/pg", None).1["state"] == "running"
+        });
+        to_a = Sender::new(&killed);
+    }
+    while k < REQUESTS {
+        to_a.send(request(k));
+        to_b.send(request(k));
+        k += 1;
+    }
+    to_a.send(closing());
+    to_b.send(closing());
+    // Every page the uninterrupted server's receiver took, as many times.
+    let missing = || {
+        let (a, b) = (hook_a.taken(), hook_b.taken());
+        b.into_iter()
+            .filter(|(body, n)| a.get(body).copied().unwrap_or(0) < *n)
+            .map(|(body, _)| body)
+            .collect::<Vec<_>>()
+    };
+    let start = std::time::Instant::now();
+    while !missing().is_empty() && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let late duplicates arrive before counting them.
+    std::thread::sleep(Duration::from_secs(2));
+    let (a, b) = (hook_a.taken(), hook_b.taken());
+    assert!(
+        b.values().sum::<usize>() >= 8,
+        "too few pages to compare: {b:#?}"
+    );
+    let at = |body: &String| serde_json::from_str::<Value>(body).unwrap()["at"].clone();
+    assert!(
+        missing().is_empty(),
+        "pages lost by the killed server: {:#?}\nit took, at those times: {:#?}",
+        missing(),
+        a.keys()
+            .filter(|body| missing().iter().any(|m| at(m) == at(body)))
+            .collect::<Vec<_>>()
+    );
+    let extra: usize = a
+        .iter()
+        .map(|(body, n)| n.saturating_sub(b.get(body).copied().unwrap_or(0)))
+        .sum();
+    assert!(
+        extra <= KILLS,
+        "{extra} pages more than the other server's: {a:#?}"
+    );
+    assert!(
+        a.keys().all(|body| b.contains_key(body)),
+        "pages the other server never sent"
+    );
+    assert!(killed.stop().success());
+    assert!(through.stop().success());
+}

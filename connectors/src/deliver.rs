@@ -157,7 +157,12 @@ fn delivery_thread<R, D: Deliverer<R>>(
         }
     };
     runtime.block_on(async move {
-        let mut wait: Option<Duration> = None;
+        // A first round before anything arrives: what a deliverer
+        // restored (a notification log's undelivered entries) goes out
+        // without waiting for new records.
+        let work = deliverer.work(&stats);
+        let mut wait = work.wait;
+        undelivered.store(work.undelivered as u64, Ordering::Release);
         loop {
             let next = match wait {
                 None => Some(rx.recv().await),

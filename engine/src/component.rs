@@ -193,4 +193,8 @@ pub struct SinkContext {
     pub worker: usize,
     /// Set when a write can never succeed: the pipeline stops with it.
     pub failure: Arc<Failure>,
+    /// Where the pipeline keeps state of its own on local disk
+    /// (`tidemark serve --data-dir`: `<data-dir>/state/<pipeline>`);
+    /// `None` when there is no data directory.
+    pub state_dir: Option<std::path::PathBuf>,
 }

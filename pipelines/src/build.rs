@@ -57,6 +57,9 @@ pub struct Env {
     /// The installation's checkpoints, when the pipeline is checkpointed
     /// (`tidemark serve --data-dir`; see [`Plan::checkpoint_members`]).
     pub checkpoints: Option<Arc<Checkpoints>>,
+    /// Where the pipeline keeps state of its own on local disk (see
+    /// [`SinkContext::state_dir`]).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Handles on a built dataflow.
@@ -185,6 +188,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 history: Arc::clone(&env.history),
                 worker: scope.index(),
                 failure: Arc::clone(&env.failure),
+                state_dir: env.state_dir.clone(),
             };
             sink.build(input, ctx).probe_with(&sinks);
         }

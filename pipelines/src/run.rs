@@ -278,6 +278,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         failure: Arc::clone(&failure),
         tenant: None,
         checkpoints: None,
+        state_dir: None,
     };
     let plan = Arc::new(plan);
     let started = Instant::now();

@@ -8,6 +8,7 @@
 //! entry per pipeline with its counters and state, read by the HTTP API.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -284,6 +285,9 @@ pub struct Control {
     /// Where and how operator state is checkpointed (`--data-dir`, one
     /// process: the processes of a cluster do not agree on cuts yet).
     checkpoints: Option<(Store, CheckpointOptions)>,
+    /// Where pipelines keep state of their own (`--data-dir`: its
+    /// `state` directory, one directory per pipeline).
+    state_dir: Option<PathBuf>,
 }
 
 impl Control {
@@ -362,6 +366,7 @@ impl Control {
             heartbeats: (0..workers)
                 .map(|_| AtomicU64::new(now_millis() as u64))
                 .collect(),
+            state_dir: options.data_dir.as_ref().map(|dir| dir.join("state")),
         })
     }
 
@@ -690,6 +695,7 @@ impl Control {
                 failure: Arc::default(),
                 tenant: owner.map(str::to_owned),
                 checkpoints: None,
+                state_dir: None,
             };
         }
         if newest != Some(position) {
@@ -741,6 +747,7 @@ impl Control {
             failure: Arc::clone(&e.failure),
             tenant: e.owner.clone(),
             checkpoints: e.checkpoints.clone(),
+            state_dir: self.state_dir.as_ref().map(|dir| dir.join(name)),
         }
     }
 

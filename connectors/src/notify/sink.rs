@@ -2,6 +2,7 @@
 //! per integration of its receiver, queued per integration.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tidemark_engine::component::{Failure, SinkContext};
@@ -13,7 +14,7 @@ use tidemark_engine::time::{Time, now_millis};
 
 use super::config::{Integration, NotifySink, Target};
 use super::email;
-use super::log::{self, Log};
+use super::log::{self, Log, Logged, Pending};
 use super::receivers::{self, PagerdutyFields};
 use super::service::{Attempt, Http, Queue, Request};
 use super::template::Text;
@@ -29,8 +30,15 @@ pub(super) fn build<'scope>(
     let failure = Arc::clone(&ctx.failure);
     let names = (ctx.pipeline.clone(), ctx.name.clone());
     let recent = Arc::clone(&ctx.notifications);
+    // Under `tidemark serve --data-dir`, a sink without a log of its own
+    // keeps one in the pipeline's state directory.
+    let log = sink.log.as_ref().map(PathBuf::from).or_else(|| {
+        ctx.state_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{}.nflog", ctx.name)))
+    });
     deliver_sink(notifications, ctx, move || {
-        Notifier::new(sink, &failure, names, recent)
+        Notifier::new(sink, log, &failure, names, recent)
     })
 }
 
@@ -67,6 +75,9 @@ struct Notifier {
     pipeline: String,
     name: String,
     log: Option<Log>,
+    /// Notifications the log held queued and undelivered when the sink
+    /// started: queued again on the first round of work.
+    restored: Vec<Pending>,
 }
 
 impl Notifier {
@@ -74,6 +85,7 @@ impl Notifier {
     /// with an error naming where it should be (never its value).
     fn new(
         sink: NotifySink,
+        log: Option<PathBuf>,
         failure: &Failure,
         (pipeline, name): (String, String),
         recent: Arc<Recent>,
@@ -107,17 +119,33 @@ impl Notifier {
                 }
             }
         }
-        let log = sink.log.as_ref().and_then(|path| {
-            match Log::open(std::path::Path::new(path), now_millis()) {
-                Ok(log) => Some(log),
+        let opened = log.and_then(|path| {
+            let opened = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| Log::open(&path, now_millis()));
+            match opened {
+                Ok(opened) => Some(opened),
                 Err(e) => {
-                    let error = ComponentError::io(format!("cannot open the notification log {path}"), e);
+                    let error = ComponentError::io(
+                        format!("cannot open the notification log {}", path.display()),
+                        e,
+                    );
                     tracing::error!(sink = %name, error = %error.chain(), "Cannot open the notification log; the pipeline stops.");
                     failure.fail(&name, &error);
                     None
                 }
             }
         });
+        let (log, restored) = match opened {
+            Some((log, restored)) => {
+                if !restored.is_empty() {
+                    tracing::info!(sink = %name, notifications = restored.len(), "Delivering what was queued and not delivered before the restart.");
+                }
+                (Some(log), restored)
+            }
+            None => (None, Vec::new()),
+        };
         let mut by_receiver: HashMap<String, Vec<usize>> = HashMap::new();
         let mut queues = Vec::new();
         for (i, r) in ready.iter().enumerate() {
@@ -140,6 +168,73 @@ impl Notifier {
             pipeline,
             name,
             log,
+            restored,
+        }
+    }
+
+    /// Whether `n` is older than `max_age` (counted, not sent).
+    fn too_old(&self, n: &Notification, now: i64, stats: &ComponentStats) -> bool {
+        let old = self
+            .sink
+            .max_age
+            .is_some_and(|max| now - n.at > max.as_millis() as i64);
+        if old {
+            stats.notified(&n.receiver, "too_old", "", 1);
+        }
+        old
+    }
+
+    /// Builds what integration `i` is sent for `n` and queues it; `true`
+    /// when it was queued.
+    fn enqueue(&mut self, i: usize, n: &Notification, stats: &ComponentStats) -> bool {
+        match self.payload(&self.ready[i], n, stats) {
+            Ok(Some(payload)) => {
+                self.queues[i].push(payload);
+                true
+            }
+            Ok(None) => {
+                stats.notified(&n.receiver, "skipped", "resolved_only", 1);
+                false
+            }
+            Err(error) => {
+                stats.notified(&n.receiver, "failed", "unbuildable", 1);
+                tidemark_engine::stats::add(&stats.errors, 1);
+                tracing::error!(target_name = %self.ready[i].target.name(), %error, "Cannot build a notification; it is dropped.");
+                false
+            }
+        }
+    }
+
+    /// Queues again what the log held undelivered at the start; what can
+    /// no longer be delivered (too old, or for an integration the
+    /// configuration no longer has) is logged as done.
+    fn requeue_restored(&mut self, stats: &ComponentStats) {
+        let now = now_millis();
+        for p in std::mem::take(&mut self.restored) {
+            let n = &p.notification;
+            let key = log::key(&p.target, n);
+            let target = self.ready.iter().position(|r| r.target.name() == p.target);
+            let queued = match target {
+                _ if self.too_old(n, now, stats) => false,
+                Some(i) => self.enqueue(i, n, stats),
+                None => {
+                    stats.notified(&n.receiver, "failed", "unknown_receiver", 1);
+                    tracing::warn!(target_name = %p.target, "A notification queued before the restart is for an integration the configuration no longer has; it is dropped.");
+                    false
+                }
+            };
+            if !queued {
+                self.log_done(key, now, stats);
+            }
+        }
+    }
+
+    fn log_done(&mut self, key: String, now: i64, stats: &ComponentStats) {
+        if let Some(log) = self.log.as_mut()
+            && let Err(error) = log.add(key, now)
+        {
+            tidemark_engine::stats::add(&stats.errors, 1);
+            tracing::error!(%error, file = %log.path().display(), "Cannot write the notification log; a replay may notify again.");
         }
     }
 
@@ -262,37 +357,53 @@ impl Deliverer<Notification> for Notifier {
     fn accept(&mut self, notifications: Vec<Notification>, _time: Time, stats: &ComponentStats) {
         let now = now_millis();
         for n in notifications {
-            if self
-                .sink
-                .max_age
-                .is_some_and(|max| now - n.at > max.as_millis() as i64)
-            {
-                stats.notified(&n.receiver, "too_old", "", 1);
+            if self.too_old(&n, now, stats) {
                 continue;
             }
-            let Some(targets) = self.by_receiver.get(&n.receiver) else {
+            let Some(targets) = self.by_receiver.get(&n.receiver).cloned() else {
                 if !self.sink.receivers.contains(&n.receiver) {
                     stats.notified(&n.receiver, "failed", "unknown_receiver", 1);
                     tracing::warn!(receiver = %n.receiver, "A notification names a receiver the notify sink's configuration does not have; it is dropped.");
                 }
                 continue;
             };
-            for &i in targets {
-                let key = log::key(&self.ready[i].target.name(), &n);
-                if self.log.as_ref().is_some_and(|l| l.contains(&key)) {
-                    stats.notified(&n.receiver, "skipped", "already_sent", 1);
-                    continue;
-                }
-                match self.payload(&self.ready[i], &n, stats) {
-                    Ok(Some(payload)) => self.queues[i].push(payload),
-                    Ok(None) => stats.notified(&n.receiver, "skipped", "resolved_only", 1),
-                    Err(error) => {
-                        stats.notified(&n.receiver, "failed", "unbuildable", 1);
-                        tidemark_engine::stats::add(&stats.errors, 1);
-                        tracing::error!(target_name = %self.ready[i].target.name(), %error, "Cannot build a notification; it is dropped.");
+            for i in targets {
+                let target = self.ready[i].target.name();
+                let key = log::key(&target, &n);
+                match self.log.as_ref().and_then(|l| l.state(&key)) {
+                    Some(Logged::Done) => {
+                        stats.notified(&n.receiver, "skipped", "already_sent", 1);
+                        continue;
                     }
+                    Some(Logged::Queued) => {
+                        stats.notified(&n.receiver, "skipped", "already_queued", 1);
+                        continue;
+                    }
+                    None => {}
+                }
+                if self.enqueue(i, &n, stats)
+                    && let Some(log) = self.log.as_mut()
+                    && let Err(error) = log.queue(
+                        key,
+                        Pending {
+                            target,
+                            notification: n.clone(),
+                        },
+                        now,
+                    )
+                {
+                    tidemark_engine::stats::add(&stats.errors, 1);
+                    tracing::error!(%error, file = %log.path().display(), "Cannot write the notification log; a crash before delivery would lose a notification.");
                 }
             }
+        }
+        // Before the sink lets the input's time pass (and a checkpoint
+        // cover it): what was queued is on disk.
+        if let Some(log) = self.log.as_mut()
+            && let Err(error) = log.sync()
+        {
+            tidemark_engine::stats::add(&stats.errors, 1);
+            tracing::error!(%error, file = %log.path().display(), "Cannot write the notification log; a crash before delivery would lose a notification.");
         }
     }
 
@@ -301,6 +412,9 @@ impl Deliverer<Notification> for Notifier {
     }
 
     fn work(&mut self, stats: &ComponentStats) -> Work {
+        if !self.restored.is_empty() {
+            self.requeue_restored(stats);
+        }
         let mut work = Work::default();
         let (http, ready) = (&self.http, &self.ready);
         for (q, r) in self.queues.iter_mut().zip(ready) {
@@ -318,10 +432,11 @@ impl Deliverer<Notification> for Notifier {
                 },
                 |p, outcome| {
                     // A refusal is final too: sending it again after a
-                    // restart would be refused again.
+                    // restart would be refused again. One given up stays
+                    // pending: the next start tries it again.
                     if let Some(log) = log.as_mut()
                         && outcome != "gave_up"
-                        && let Err(error) = log.add(p.key.clone(), p.note.at)
+                        && let Err(error) = log.add(p.key.clone(), now_millis())
                     {
                         tidemark_engine::stats::add(&stats.errors, 1);
                         tracing::error!(%error, file = %log.path().display(), "Cannot write the notification log; a replay may notify again.");
