@@ -81,7 +81,7 @@ pub(crate) fn message(email: &Email, n: &Notification, own: Own) -> Result<Messa
         .map_err(|e| format!("cannot build the message: {e}"))
 }
 
-fn bodies(n: &Notification) -> (String, String) {
+pub(crate) fn bodies(n: &Notification) -> (String, String) {
     let mut text = format!("{}\n", subject(n));
     let mut html = format!("<html><body><h2>{}</h2>", escape(&subject(n)));
     for (status, title) in [(Status::Firing, "Firing"), (Status::Resolved, "Resolved")] {

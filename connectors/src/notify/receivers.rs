@@ -58,7 +58,7 @@ pub(crate) fn webhook(n: &Notification, max_alerts: u64) -> Value {
 
 /// One line per alert: its summary (or description) annotation, else
 /// its labels.
-fn alert_lines(n: &Notification) -> String {
+pub(crate) fn alert_lines(n: &Notification) -> String {
     n.alerts
         .iter()
         .map(|a| {

@@ -5,10 +5,14 @@
 //! and `.Alerts`, each with `.Status`, `.Labels`, `.Annotations`,
 //! `.StartsAt`, `.EndsAt`, `.GeneratorURL` and `.Fingerprint`. The named
 //! templates of the configuration's `templates:` files can be called
-//! (`{{ template "slack.title" . }}`). `.Alerts` is a list; Alertmanager's
-//! `.Alerts.Firing` and `.Alerts.Resolved` methods, which gtmpl has no
-//! way to call on a list, are rewritten in actions to fields of the root
-//! holding those lists ([`methods`]).
+//! (`{{ template "slack.title" . }}`), and so can Alertmanager's built-in
+//! ones (`__subject`, `slack.default.title`, `email.default.html`...),
+//! each rendering what Tidemark sends when the field is left out
+//! ([`BUILTIN`]); a `templates:` file may define them anew. Alertmanager's
+//! methods, which gtmpl has no way to call, are rewritten in actions to
+//! what it can call ([`methods`]): `.Alerts.Firing` and `.Alerts.Resolved`
+//! to fields of the root holding those lists, and the label sets'
+//! `SortedPairs`, `Names`, `Values` and `Remove` to functions.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -56,10 +60,15 @@ impl Text {
 const FIRING: &str = "AlertsFiring";
 const RESOLVED: &str = "AlertsResolved";
 
-/// Rewrites `.Alerts.Firing` and `.Alerts.Resolved` inside actions
-/// (`{{ ... }}`) to `.AlertsFiring` and `.AlertsResolved`, so that
-/// `{{ .Alerts.Firing | len }}` or `{{ range $.Alerts.Resolved }}` work
-/// as in Alertmanager.
+/// Rewrites Alertmanager's methods inside actions (`{{ ... }}`, outside
+/// quoted strings) to what gtmpl can call:
+/// - `.Alerts.Firing` and `.Alerts.Resolved` to `.AlertsFiring` and
+///   `.AlertsResolved`, so that `{{ .Alerts.Firing | len }}` or
+///   `{{ range $.Alerts.Resolved }}` work as in Alertmanager;
+/// - `X.SortedPairs`, `X.Names` and `X.Values` (of a label set, or of its
+///   sorted pairs) to `(sortedPairs X)`, `(names X)` and `(values X)`;
+/// - `X.Remove NAMES` (a method with an argument, so the first word of a
+///   command) to `remove X NAMES`.
 fn methods(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -67,34 +76,158 @@ fn methods(text: &str) -> String {
         out.push_str(&rest[..open]);
         let action = &rest[open..];
         let end = action.find("}}").map_or(action.len(), |e| e + 2);
-        let mut a = &action[..end];
-        while let Some(at) = a.find(".Alerts.") {
-            out.push_str(&a[..at]);
-            let after = &a[at + ".Alerts.".len()..];
-            let word = after
-                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            match &after[..word] {
-                "Firing" => out.push_str(&format!(".{FIRING}")),
-                "Resolved" => out.push_str(&format!(".{RESOLVED}")),
-                other => {
-                    out.push_str(".Alerts.");
-                    out.push_str(other);
-                }
-            }
-            a = &after[word..];
-        }
-        out.push_str(a);
+        out.push_str(&action_methods(&action[..end]));
         rest = &action[end..];
     }
     out.push_str(rest);
     out
 }
 
+fn action_methods(action: &str) -> String {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(action.len());
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut prev = ' ';
+    let mut chars = action.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && q == '"' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            prev = c;
+            continue;
+        }
+        if c == '"' || c == '`' {
+            quote = Some(c);
+        } else if (c == '.' || c == '$') && !word(prev) && prev != ')' {
+            let mut end = i + c.len_utf8();
+            while let Some(&(j, d)) = chars.peek() {
+                if !(word(d) || d == '.' || d == '$') {
+                    break;
+                }
+                end = j + d.len_utf8();
+                chars.next();
+            }
+            out.push_str(&chain(&action[i..end]));
+            prev = 'x';
+            continue;
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
+}
+
+/// One field chain (`.Alerts.Firing`, `$.GroupLabels.SortedPairs.Values`,
+/// `$a.Labels`) with its methods rewritten.
+fn chain(text: &str) -> String {
+    let (mut expr, fields) = match text.find('.') {
+        Some(dot) => (text[..dot].to_owned(), &text[dot + 1..]),
+        None => return text.to_owned(),
+    };
+    let dot = |e: &str| {
+        if e.is_empty() {
+            ".".to_owned()
+        } else {
+            e.to_owned()
+        }
+    };
+    let mut last = "";
+    for field in fields.split('.') {
+        match field {
+            "Firing" | "Resolved" if last == "Alerts" => expr.push_str(field),
+            "SortedPairs" => expr = format!("(sortedPairs {})", dot(&expr)),
+            "Names" => expr = format!("(names {})", dot(&expr)),
+            "Values" => expr = format!("(values {})", dot(&expr)),
+            "Remove" => expr = format!("remove {}", dot(&expr)),
+            _ => {
+                expr.push('.');
+                expr.push_str(field);
+            }
+        }
+        last = field;
+    }
+    expr
+}
+
+/// Alertmanager's built-in named templates, each rendering what Tidemark
+/// sends when the field is left out (the root's hidden `TidemarkDefaults`
+/// holds those texts); `__alertmanager` names Tidemark. Like
+/// Alertmanager's, they read the notification's data, so call them with
+/// it (`{{ template "__subject" . }}`).
+const BUILTIN: &[(&str, &str)] = &[
+    ("__alertmanager", "Tidemark"),
+    ("__alertmanagerURL", "{{ .TidemarkDefaults.Link }}"),
+    ("__subject", "{{ .TidemarkDefaults.Subject }}"),
+    ("__description", ""),
+    (
+        "__text_alert_list",
+        "{{ range . }}Labels:\n{{ range .Labels.SortedPairs }} - {{ .Name }} = {{ .Value }}\n{{ end }}\
+         Annotations:\n{{ range .Annotations.SortedPairs }} - {{ .Name }} = {{ .Value }}\n{{ end }}\
+         Source: {{ .GeneratorURL }}\n{{ end }}",
+    ),
+    ("slack.default.title", "{{ template \"__subject\" . }}"),
+    (
+        "slack.default.username",
+        "{{ template \"__alertmanager\" . }}",
+    ),
+    (
+        "slack.default.fallback",
+        "{{ template \"slack.default.title\" . }} | {{ template \"slack.default.titlelink\" . }}",
+    ),
+    ("slack.default.callbackid", ""),
+    ("slack.default.pretext", ""),
+    (
+        "slack.default.titlelink",
+        "{{ template \"__alertmanagerURL\" . }}",
+    ),
+    ("slack.default.iconemoji", ""),
+    ("slack.default.iconurl", ""),
+    ("slack.default.text", "{{ .TidemarkDefaults.SlackText }}"),
+    ("slack.default.footer", ""),
+    (
+        "pagerduty.default.description",
+        "{{ template \"__subject\" . }}",
+    ),
+    (
+        "pagerduty.default.client",
+        "{{ template \"__alertmanager\" . }}",
+    ),
+    (
+        "pagerduty.default.clientURL",
+        "{{ template \"__alertmanagerURL\" . }}",
+    ),
+    (
+        "pagerduty.default.instances",
+        "{{ template \"__text_alert_list\" . }}",
+    ),
+    ("email.default.subject", "{{ template \"__subject\" . }}"),
+    ("email.default.text", "{{ .TidemarkDefaults.EmailText }}"),
+    ("email.default.html", "{{ .TidemarkDefaults.EmailHTML }}"),
+];
+
+/// The built-in templates that `defined` (the configuration's files and
+/// the field itself) does not define anew: gtmpl refuses a second
+/// definition of a name, and Alertmanager lets a file replace its own.
+fn builtins(defined: &str) -> String {
+    BUILTIN
+        .iter()
+        .filter(|(name, _)| !defined.contains(&format!("define \"{name}\"")))
+        .map(|(name, body)| format!("{{{{ define \"{name}\" }}}}{body}{{{{ end }}}}"))
+        .collect()
+}
+
 fn compile(defs: &str, text: &str) -> Result<gtmpl::Template, String> {
     tidemark_engine::validate::template_actions_closed(defs)?;
     tidemark_engine::validate::template_actions_closed(text)?;
-    let (defs, text) = (methods(defs), methods(text));
+    let builtin = builtins(&format!("{defs}{text}"));
+    let (defs, text) = (methods(&format!("{builtin}{defs}")), methods(text));
     let mut t = gtmpl::Template::default();
     t.add_funcs(&[
         ("toUpper", to_upper as Func),
@@ -102,6 +235,11 @@ fn compile(defs: &str, text: &str) -> Result<gtmpl::Template, String> {
         ("title", title as Func),
         ("join", join as Func),
         ("safeHtml", safe_html as Func),
+        ("sortedPairs", sorted_pairs as Func),
+        ("names", names as Func),
+        ("values", values as Func),
+        ("remove", remove as Func),
+        ("len", len as Func),
     ]);
     t.parse(format!("{defs}{text}"))
         .map_err(|e| e.to_string())?;
@@ -167,6 +305,23 @@ fn data(n: &Notification) -> Value {
         )
     };
     let mut root = HashMap::new();
+    let (email_text, email_html) = super::email::bodies(n);
+    root.insert(
+        "TidemarkDefaults".to_owned(),
+        Value::Map(HashMap::from([
+            (
+                "Subject".to_owned(),
+                Value::String(super::receivers::subject(n)),
+            ),
+            ("Link".to_owned(), Value::String(super::receivers::link(n))),
+            (
+                "SlackText".to_owned(),
+                Value::String(super::receivers::alert_lines(n)),
+            ),
+            ("EmailText".to_owned(), Value::String(email_text)),
+            ("EmailHTML".to_owned(), Value::String(email_html)),
+        ])),
+    );
     root.insert(FIRING.to_owned(), only(Status::Firing));
     root.insert(RESOLVED.to_owned(), only(Status::Resolved));
     root.insert("Receiver".to_owned(), Value::String(n.receiver.clone()));
@@ -225,6 +380,88 @@ fn title(args: &[Value]) -> Result<Value, FuncError> {
 
 fn safe_html(args: &[Value]) -> Result<Value, FuncError> {
     Ok(one("safeHtml", args)?.clone())
+}
+
+/// A label set's pairs sorted by name, each with `.Name` and `.Value`
+/// (Alertmanager's `SortedPairs`).
+fn sorted_pairs(args: &[Value]) -> Result<Value, FuncError> {
+    let Value::Map(m) = one("SortedPairs", args)? else {
+        return Err(FuncError::Generic(
+            "SortedPairs of what is not a label set".into(),
+        ));
+    };
+    let mut pairs: Vec<(&String, &Value)> = m.iter().collect();
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    Ok(Value::Array(
+        pairs
+            .into_iter()
+            .map(|(k, v)| {
+                Value::Map(HashMap::from([
+                    ("Name".to_owned(), Value::String(k.clone())),
+                    ("Value".to_owned(), v.clone()),
+                ]))
+            })
+            .collect(),
+    ))
+}
+
+/// The names, or the values, of a label set (sorted by name) or of a list
+/// of pairs (in its order).
+fn pair_parts(name: &str, args: &[Value], part: &str) -> Result<Value, FuncError> {
+    let pairs = match one(name, args)? {
+        m @ Value::Map(_) => sorted_pairs(std::slice::from_ref(m))?,
+        other => other.clone(),
+    };
+    let Value::Array(pairs) = pairs else {
+        return Err(FuncError::Generic(format!(
+            "{name} of what is not a label set"
+        )));
+    };
+    Ok(Value::Array(
+        pairs
+            .iter()
+            .map(|p| match p {
+                Value::Map(p) => p.get(part).cloned().unwrap_or(Value::Nil),
+                _ => Value::Nil,
+            })
+            .collect(),
+    ))
+}
+
+fn names(args: &[Value]) -> Result<Value, FuncError> {
+    pair_parts("Names", args, "Name")
+}
+
+fn values(args: &[Value]) -> Result<Value, FuncError> {
+    pair_parts("Values", args, "Value")
+}
+
+/// Go's `len`, of label sets too (gtmpl's takes strings, lists and
+/// objects only).
+fn len(args: &[Value]) -> Result<Value, FuncError> {
+    let n = match one("len", args)? {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a.len(),
+        Value::Object(m) | Value::Map(m) => m.len(),
+        other => return Err(FuncError::Generic(format!("unable to call len on {other}"))),
+    };
+    Ok(Value::from(n as u64))
+}
+
+/// A label set without the labels named (Alertmanager's `Remove`).
+fn remove(args: &[Value]) -> Result<Value, FuncError> {
+    let [Value::Map(m), Value::Array(gone)] = args else {
+        return Err(FuncError::Generic(
+            "Remove takes a label set and a list of names".into(),
+        ));
+    };
+    let gone: Vec<String> = gone.iter().map(string).collect();
+    Ok(Value::Map(
+        m.iter()
+            .filter(|(k, _)| !gone.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    ))
 }
 
 /// `join SEP LIST`, as Alertmanager's (the separator first).
@@ -323,5 +560,80 @@ mod tests {
             methods("{{ .Alerts.FiringX }} {{.Alerts.Resolved}}"),
             "{{ .Alerts.FiringX }} {{.AlertsResolved}}"
         );
+    }
+
+    /// Label sets' methods, and Alertmanager's own `__subject` written
+    /// with them: the same text as Tidemark's default subject.
+    #[test]
+    fn label_sets_methods_as_alertmanagers() {
+        let mut n = notification();
+        n.common_labels = labels(&[("alertname", "Down"), ("team", "db"), ("env", "prod")]);
+        let none: Arc<str> = Arc::from("");
+        let render = |text: &str| Text::new(text, &none).unwrap().render(&n).unwrap();
+        assert_eq!(
+            render("{{ range .CommonLabels.SortedPairs }}{{ .Name }}={{ .Value }},{{ end }}"),
+            "alertname=Down,env=prod,team=db,"
+        );
+        assert_eq!(
+            render(
+                r#"{{ .CommonLabels.Names | join "," }}|{{ $.CommonLabels.SortedPairs.Values | join "," }}"#
+            ),
+            "alertname,env,team|Down,prod,db"
+        );
+        assert_eq!(
+            render(
+                r#"{{ with .CommonLabels.Remove .GroupLabels.Names }}{{ .Values | join " " }}{{ end }}"#
+            ),
+            "prod db"
+        );
+        // Left alone: text outside actions, quoted strings, other fields.
+        assert_eq!(
+            render(r#"a.Names {{ ".Names" }} {{ .GroupLabels.alertname }}"#),
+            "a.Names .Names Down"
+        );
+        let subject = r#"[{{ .Status | toUpper }}{{ if eq .Status "firing" }}:{{ .Alerts.Firing | len }}{{ end }}] {{ .GroupLabels.SortedPairs.Values | join " " }} {{ if gt (len .CommonLabels) (len .GroupLabels) }}({{ with .CommonLabels.Remove .GroupLabels.Names }}{{ .Values | join " " }}{{ end }}){{ end }}"#;
+        assert_eq!(render(subject), super::super::receivers::subject(&n));
+    }
+
+    /// Alertmanager's built-in named templates render what Tidemark sends
+    /// by default, and a `templates:` file may define them anew.
+    #[test]
+    fn alertmanagers_built_in_templates() {
+        let n = notification();
+        let none: Arc<str> = Arc::from("");
+        let render = |text: &str| Text::new(text, &none).unwrap().render(&n).unwrap();
+        let subject = super::super::receivers::subject(&n);
+        let link = super::super::receivers::link(&n);
+        assert_eq!(render(r#"{{ template "slack.default.title" . }}"#), subject);
+        assert_eq!(
+            render(r#"{{ template "email.default.subject" . }}"#),
+            subject
+        );
+        assert_eq!(
+            render(r#"{{ template "pagerduty.default.description" . }}"#),
+            subject
+        );
+        assert_eq!(
+            render(r#"{{ template "slack.default.fallback" . }}"#),
+            format!("{subject} | {link}")
+        );
+        assert_eq!(
+            render(r#"{{ template "slack.default.username" . }}"#),
+            "Tidemark"
+        );
+        assert_eq!(
+            render(r#"{{ template "slack.default.text" . }}"#),
+            super::super::receivers::alert_lines(&n)
+        );
+        let (text, html) = super::super::email::bodies(&n);
+        assert_eq!(render(r#"{{ template "email.default.text" . }}"#), text);
+        assert_eq!(render(r#"{{ template "email.default.html" . }}"#), html);
+        assert_eq!(
+            render(r#"{{ template "__text_alert_list" .Alerts.Firing }}"#),
+            "Labels:\n - alertname = Down\n - host = a\nAnnotations:\n - summary = a is down\nSource: /graph\n"
+        );
+        let own: Arc<str> = Arc::from(r#"{{ define "__subject" }}mine: {{ .Receiver }}{{ end }}"#);
+        let t = Text::new(r#"{{ template "slack.default.title" . }}"#, &own).unwrap();
+        assert_eq!(t.render(&n).unwrap(), "mine: oncall");
     }
 }
