@@ -741,3 +741,54 @@ fn kill_9_while_a_receiver_is_down_loses_no_page() {
     assert!(killed.stop().success());
     assert!(through.stop().success());
 }
+
+/// `kill -9` of a server whose `alertmanager` sink keeps an alert firing
+/// in a real Alertmanager, then a restart with no new input: the
+/// restarted sink goes on sending it (read back from its state
+/// directory), so Alertmanager does not resolve an alert that still
+/// fires four `resend_delay`s after the last send before the kill.
+#[test]
+fn kill_9_does_not_let_alertmanager_resolve_a_firing_alert() {
+    let dir = temp_dir("checkpoint-am");
+    let am = common::alertmanager::Alertmanager::start(
+        &dir.join("am"),
+        "route: {receiver: none}\nreceivers: [{name: none}]\n",
+    );
+    let data = dir.join("data");
+    let server = start(&data, "2");
+    let text = format!(
+        "name: am\nsources:\n  in: {{type: grpc, max_out_of_orderness: 0s, idle_timeout: 200ms}}\n\
+         transforms:\n  rules: {{type: alert, inputs: [in], interval: 1s, rules: {RULES}}}\n\
+         sinks:\n  am: {{type: alertmanager, inputs: [rules.alerts], url: '{}', resend_delay: 1s, max_age: off}}\n",
+        am.url
+    );
+    let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&text));
+    assert_eq!(status, 201, "{body}");
+    let mut sender = Sender::new(&server);
+    let mut k = 0;
+    while k < 200 {
+        sender.send(request(k));
+        k += 1;
+    }
+    checkpoint_after(&mut [&mut sender], &mut k, &data, "am");
+    // Series 3 (121 and more) fires throughout.
+    let firing = |am: &common::alertmanager::Alertmanager| {
+        am.alerts()
+            .iter()
+            .any(|a| a["labels"]["s"] == "3" && a["status"]["state"] == "active")
+    };
+    wait_until("series 3 firing in Alertmanager", || firing(&am));
+    server.kill_hard();
+    let server = start(&data, "1");
+    wait_until("the pipeline back", || {
+        server.json("GET", "/api/v1/pipelines/am", None).1["state"] == "running"
+    });
+    // Past four resend_delays after the last send before the kill.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        firing(&am),
+        "Alertmanager let the firing alert go: {:#?}",
+        am.alerts()
+    );
+    assert!(server.stop().success());
+}

@@ -5,9 +5,11 @@
 //! ahead (so Alertmanager keeps them while Tidemark lives and resolves
 //! them if it dies), resolutions at once and again for 15 minutes (an
 //! Alertmanager that restarted learns them too), at most 64 alerts a
-//! request, every Alertmanager of the list sent everything.
+//! request, every Alertmanager of the list sent everything. Under `tidemark
+//! serve --data-dir` what it keeps sending survives a crash ([`kept`]).
 
 pub(crate) mod config;
+mod kept;
 mod sink;
 
 use std::sync::Arc;

@@ -2,19 +2,22 @@
 //! one queue per Alertmanager.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use tidemark_engine::alert::{Alert, AlertState};
-use tidemark_engine::component::SinkContext;
+use tidemark_engine::component::{Failure, SinkContext};
+use tidemark_engine::error::ComponentError;
 use tidemark_engine::notify::{fingerprint, label_map};
 use tidemark_engine::runtime::{AlertStream, ProgressStream};
 use tidemark_engine::stats::ComponentStats;
 use tidemark_engine::time::{Time, format_millis, now_millis};
 
 use super::config::AlertmanagerSink;
+use super::kept::{Kept, KeptFile};
 use crate::deliver::{Deliverer, Work, deliver_sink};
 use crate::notify::service::{Http, Queue, Request};
 
@@ -30,28 +33,35 @@ pub(super) fn build<'scope>(
     ctx: SinkContext,
 ) -> ProgressStream<'scope> {
     let sink = sink.clone();
-    deliver_sink(alerts, ctx, move || Sender::new(sink))
-}
-
-/// An alert as it is sent again: what Alertmanager is told, and until
-/// when it is told.
-struct Kept {
-    alert: Alert,
-    /// For a resolved alert: when to stop sending it.
-    until: Option<Instant>,
+    // Under `tidemark serve --data-dir`, what the sink keeps sending is
+    // kept on disk too.
+    let path = ctx
+        .state_dir
+        .as_ref()
+        .map(|dir| dir.join(format!("{}.alerts", ctx.name)));
+    let (failure, name) = (Arc::clone(&ctx.failure), ctx.name.clone());
+    deliver_sink(alerts, ctx, move || {
+        Sender::new(sink, path, &failure, &name)
+    })
 }
 
 struct Sender {
     sink: AlertmanagerSink,
     http: Arc<Http>,
-    /// By fingerprint: firing alerts, and resolved ones for a while.
+    /// By fingerprint: firing alerts, and resolved ones for a while (until
+    /// the wall-clock time they hold).
     kept: BTreeMap<u64, Kept>,
+    /// `kept` on disk, if the pipeline has a state directory.
+    file: Option<KeptFile>,
     queues: Vec<Queue<Request>>,
     next_resend: Option<Instant>,
 }
 
 impl Sender {
-    fn new(sink: AlertmanagerSink) -> Sender {
+    /// A sender; with `path`, what an earlier process kept sending is read
+    /// back from there and sent at once. A file that cannot be opened stops
+    /// the pipeline.
+    fn new(sink: AlertmanagerSink, path: Option<PathBuf>, failure: &Failure, name: &str) -> Sender {
         let queues = sink
             .urls
             .iter()
@@ -61,13 +71,40 @@ impl Sender {
                 Queue::new(name.clone(), name, sink.retry_for)
             })
             .collect();
-        Sender {
+        let opened = path.map(|path| {
+            path.parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| KeptFile::open(&path, now_millis()))
+                .map_err(|e| {
+                    ComponentError::io(
+                        format!("cannot open the alerts kept in {}", path.display()),
+                        e,
+                    )
+                })
+        });
+        let (file, kept) = match opened {
+            Some(Ok((file, kept))) => (Some(file), kept),
+            Some(Err(error)) => {
+                tracing::error!(sink = %name, error = %error.chain(), "Cannot open the alerts kept on disk; the pipeline stops.");
+                failure.fail(name, &error);
+                (None, BTreeMap::new())
+            }
+            None => (None, BTreeMap::new()),
+        };
+        let mut sender = Sender {
             http: Arc::new(Http::new(sink.timeout)),
             sink,
-            kept: BTreeMap::new(),
+            kept,
+            file,
             queues,
             next_resend: None,
+        };
+        if !sender.kept.is_empty() {
+            tracing::info!(sink = %name, alerts = sender.kept.len(), "Sending again the alerts kept before the restart.");
+            sender.resend();
+            sender.next_resend = Some(Instant::now() + sender.sink.resend_delay);
         }
+        sender
     }
 
     /// Alertmanager's postable alert.
@@ -106,7 +143,7 @@ impl Sender {
     }
 
     fn resend(&mut self) {
-        let now = Instant::now();
+        let now = now_millis();
         self.kept.retain(|_, k| k.until.is_none_or(|u| u > now));
         let kept: Vec<Alert> = self.kept.values().map(|k| k.alert.clone()).collect();
         let refs: Vec<&Alert> = kept.iter().collect();
@@ -132,16 +169,29 @@ impl Deliverer<Alert> for Sender {
                 continue;
             }
             let fp = fingerprint(&label_map(&alert.labels));
-            let until =
-                (alert.state == AlertState::Resolved).then(|| Instant::now() + RESOLVED_RETENTION);
-            self.kept.insert(
-                fp,
-                Kept {
-                    alert: alert.clone(),
-                    until,
-                },
-            );
+            let until = (alert.state == AlertState::Resolved)
+                .then(|| now + RESOLVED_RETENTION.as_millis() as i64);
+            let kept = Kept {
+                alert: alert.clone(),
+                until,
+            };
+            if let Some(file) = self.file.as_mut()
+                && let Err(error) = file.record(fp, &kept)
+            {
+                tidemark_engine::stats::add(&stats.errors, 1);
+                tracing::error!(%error, file = %file.path().display(), "Cannot write the alerts kept on disk; a crash would forget them.");
+            }
+            self.kept.insert(fp, kept);
             changed.push(alert);
+        }
+        // Before the sink lets the input's time pass (and a checkpoint
+        // cover it): what it keeps sending is on disk.
+        if !changed.is_empty()
+            && let Some(file) = self.file.as_mut()
+            && let Err(error) = file.sync(&self.kept)
+        {
+            tidemark_engine::stats::add(&stats.errors, 1);
+            tracing::error!(%error, file = %file.path().display(), "Cannot write the alerts kept on disk; a crash would forget them.");
         }
         for q in &self.queues {
             stats.notified(&q.receiver, "too_old", "", too_old);
