@@ -569,3 +569,157 @@ ws.onerror = () => {{ if (results.ws === "pending") results.ws = "error"; }};
     assert!(refused >= 3.0, "origin refusals: {refused}\n{metrics}");
     assert!(server.stop().success());
 }
+
+/// A `correlate` transform on `tidemark serve`: its incidents in the
+/// server's API and on the dashboard, each drawn with its members, the
+/// ties between them and when each fired; another one shown when its row
+/// is clicked.
+#[test]
+fn the_dashboard_shows_incidents_with_members_ties_and_timeline() {
+    let server = Server::start(&[], 0);
+    // Ten hosts' CPU alerts, tied by region (three regions: incidents of
+    // 4, 3 and 3 alerts).
+    let out = common::temp_dir("dashboard-incidents").join("incidents.jsonl");
+    let pipeline = r#"
+name: incidents
+sources:
+  gen: {type: generator, series: 50, interval: 1s, start: 2026-01-01T00:00:00Z, rate: 2000, seed: 1}
+transforms:
+  rules:
+    type: alert
+    inputs: [gen]
+    rules:
+      groups:
+      - name: hosts
+        interval: 10s
+        rules:
+        - alert: CpuBusy
+          expr: cpu_usage > 0
+          for: 30s
+  inc:
+    type: correlate
+    inputs: [rules.alerts]
+    rules: {labels: {by: [region], weight: 1}}
+sinks:
+  samples: {type: blackhole, inputs: [rules, inc]}
+  incidents: {type: file, inputs: [inc.incidents], path: OUT}
+"#
+    .replace("OUT", &out.display().to_string());
+    let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&pipeline));
+    assert_eq!(status, 201, "{body}");
+    let incidents = || {
+        server.json("GET", "/api/v1/incidents", None).1["data"]["incidents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    // The alerts of an incident (an alert that fired again is a member
+    // once per episode).
+    let alerts = |i: &Value| -> std::collections::BTreeSet<String> {
+        i["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["labels"].to_string())
+            .collect()
+    };
+    common::server::wait_until("three incidents of all ten alerts", || {
+        let all = incidents();
+        all.len() == 3 && all.iter().map(|i| alerts(i).len()).sum::<usize>() == 10
+    });
+    let mut sizes = Vec::new();
+    for i in &incidents() {
+        assert_eq!(i["pipeline"], "incidents", "{i}");
+        assert_eq!(i["transform"], "inc", "{i}");
+        assert_ne!(i["status"], "resolved", "{i}");
+        let members = i["members"].as_array().unwrap();
+        let region = &members[0]["labels"]["region"];
+        assert!(
+            members.iter().all(|m| &m["labels"]["region"] == region),
+            "{i}"
+        );
+        // Every member but one names the member it is tied to.
+        let tied = members.iter().filter(|m| m["tiedTo"].is_u64()).count();
+        assert!(tied + 1 >= members.len(), "{i}");
+        sizes.push(alerts(i).len());
+    }
+    sizes.sort();
+    assert_eq!(sizes, [3, 3, 4]);
+    // What the drawing of incident `id` must hold now: a node per alert (no
+    // topology), an edge per distinct tie between two of them, a bar and a
+    // line per member.
+    let drawn = |id: &str| {
+        let all = incidents();
+        let i = all.iter().find(|i| i["id"] == id).unwrap();
+        let members = i["members"].as_array().unwrap();
+        let node = |k: usize| members[k]["labels"].to_string();
+        let mut edges = std::collections::BTreeSet::new();
+        for (k, m) in members.iter().enumerate() {
+            if let Some(t) = m["tiedTo"].as_u64() {
+                let (a, b) = (node(k), node(t as usize));
+                if a != b {
+                    edges.insert(if a < b { (a, b) } else { (b, a) });
+                }
+            }
+        }
+        json!({
+            "title": true,
+            "summary": i["summary"],
+            "nodes": alerts(i).len(),
+            "edges": edges.len(),
+            "bars": members.len(),
+            "lines": members.len(),
+        })
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let browser = Browser::start().await;
+        browser
+            .client
+            .goto(&format!("{}/", server.url))
+            .await
+            .unwrap();
+        browser
+            .wait_for(
+                "!document.getElementById('incidents').hidden \
+                 && document.querySelectorAll('#incident-table tbody tr.open').length === 3 \
+                 && !document.getElementById('incident-detail').hidden",
+                WAIT,
+                "three open incidents listed, one drawn",
+            )
+            .await;
+        for row in [0, 2] {
+            let id = browser
+                .eval(&format!(
+                    "(() => {{ const tr = document.querySelectorAll('#incident-table tbody tr')[{row}]; \
+                     tr.click(); return tr.dataset.id; }})()"
+                ))
+                .await;
+            let id = id.as_str().unwrap().to_owned();
+            // The page redraws every 2 s and an alert may fire again
+            // meanwhile: compare until the two agree.
+            let page = format!(
+                "({{title: document.getElementById('incident-title').textContent.includes('{id}'), \
+                  summary: document.getElementById('incident-summary').textContent, \
+                  nodes: document.querySelectorAll('#incident-graph circle').length, \
+                  edges: document.querySelectorAll('#incident-graph line').length, \
+                  bars: document.querySelectorAll('#incident-timeline rect').length, \
+                  lines: document.querySelectorAll('#incident-members li').length}})"
+            );
+            let started = std::time::Instant::now();
+            loop {
+                let (shown, expected) = (browser.eval(&page).await, drawn(&id));
+                if shown == expected {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < WAIT,
+                    "incident {id} drawn as {shown}, expected {expected}"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        browser.close().await;
+    });
+    assert!(server.stop().success());
+}

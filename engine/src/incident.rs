@@ -4,7 +4,8 @@
 //! anything else that takes `incidents`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,10 @@ pub struct Member {
     /// (`depends on service=payments (1 hop), started 40s after`); empty
     /// for an incident of one alert.
     pub tied_by: String,
+    /// The member that tie is to: its index in the incident's `members`
+    /// (absent for an incident of one alert).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tied_to: Option<usize>,
 }
 
 /// A state change of one incident.
@@ -147,6 +152,80 @@ impl Incident {
     }
 }
 
+/// Incidents by pipeline, component and id, with their publisher.
+type Held = BTreeMap<(String, String, String), (u64, Incident)>;
+
+/// The incidents of every `correlate` transform of the process, as their
+/// latest records tell them: open ones, and resolved ones until they
+/// retire (at most [`IncidentBoard::RESOLVED`] of those, the latest), for
+/// the server's incidents API and the dashboard. A merged or retired
+/// incident leaves the board.
+#[derive(Debug, Default)]
+pub struct IncidentBoard {
+    held: Mutex<Held>,
+    next: AtomicU64,
+}
+
+impl IncidentBoard {
+    /// Resolved incidents kept, the latest.
+    pub const RESOLVED: usize = 100;
+
+    /// A token that identifies one publisher (an operator instance), so
+    /// that a replaced pipeline's operator, dropped after its successor
+    /// published, withdraws only its own incidents.
+    pub fn publisher(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Records a change of an incident of `component` in `pipeline`.
+    pub fn record(&self, publisher: u64, pipeline: &str, component: &str, incident: &Incident) {
+        let key = (
+            pipeline.to_owned(),
+            component.to_owned(),
+            incident.id.clone(),
+        );
+        let mut held = self.lock();
+        match incident.status {
+            IncidentStatus::Merged | IncidentStatus::Retired => {
+                held.remove(&key);
+            }
+            _ => {
+                held.insert(key, (publisher, incident.clone()));
+            }
+        }
+        let resolved = |i: &Incident| i.status == IncidentStatus::Resolved;
+        let count = held.values().filter(|(_, i)| resolved(i)).count();
+        if count > Self::RESOLVED {
+            let mut oldest: Vec<_> = held
+                .iter()
+                .filter(|(_, (_, i))| resolved(i))
+                .map(|(k, (_, i))| (i.at, k.clone()))
+                .collect();
+            oldest.sort();
+            for (_, k) in oldest.into_iter().take(count - Self::RESOLVED) {
+                held.remove(&k);
+            }
+        }
+    }
+
+    /// Removes what `publisher` recorded.
+    pub fn withdraw(&self, publisher: u64) {
+        self.lock().retain(|_, (p, _)| *p != publisher);
+    }
+
+    /// Every incident held, with its pipeline and component.
+    pub fn list(&self) -> Vec<(String, String, Incident)> {
+        self.lock()
+            .iter()
+            .map(|((p, c, _), (_, i))| (p.clone(), c.clone(), i.clone()))
+            .collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +245,7 @@ mod tests {
                 ends_at: None,
                 entity: None,
                 tied_by: String::new(),
+                tied_to: None,
             }],
             root: String::new(),
             root_reason: String::new(),
@@ -197,6 +277,7 @@ mod tests {
             ends_at,
             entity: None,
             tied_by: "depends on service=db".into(),
+            tied_to: Some(0),
         };
         let incident = |status, members: Vec<Member>| Incident {
             id: "abc".into(),
@@ -256,5 +337,58 @@ mod tests {
                 .as_alert()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_board_holds_open_and_recently_resolved_incidents() {
+        let board = IncidentBoard::default();
+        let (a, b) = (board.publisher(), board.publisher());
+        let incident = |id: &str, status, at| Incident {
+            id: id.into(),
+            status,
+            merged_into: None,
+            split_from: None,
+            opened_at: 0,
+            at,
+            members: Vec::new(),
+            root: String::new(),
+            root_reason: String::new(),
+            summary: String::new(),
+        };
+        let ids = |board: &IncidentBoard| {
+            board
+                .list()
+                .into_iter()
+                .map(|(_, _, i)| (i.id, i.status))
+                .collect::<Vec<_>>()
+        };
+        board.record(a, "p", "inc", &incident("x", IncidentStatus::Opened, 1));
+        board.record(a, "p", "inc", &incident("y", IncidentStatus::Opened, 1));
+        board.record(a, "p", "inc", &incident("x", IncidentStatus::Updated, 2));
+        board.record(a, "p", "inc", &incident("y", IncidentStatus::Merged, 2));
+        board.record(b, "q", "inc", &incident("z", IncidentStatus::Opened, 1));
+        assert_eq!(
+            ids(&board),
+            [
+                ("x".into(), IncidentStatus::Updated),
+                ("z".into(), IncidentStatus::Opened)
+            ]
+        );
+        board.withdraw(b);
+        board.record(a, "p", "inc", &incident("x", IncidentStatus::Retired, 3));
+        assert!(board.list().is_empty());
+        // The latest resolved ones are kept.
+        for n in 0..IncidentBoard::RESOLVED + 5 {
+            let id = format!("r{n:03}");
+            board.record(
+                a,
+                "p",
+                "inc",
+                &incident(&id, IncidentStatus::Resolved, n as i64),
+            );
+        }
+        let kept = ids(&board);
+        assert_eq!(kept.len(), IncidentBoard::RESOLVED);
+        assert_eq!(kept[0].0, "r005");
     }
 }

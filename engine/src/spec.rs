@@ -290,6 +290,9 @@ pub struct TransformContext {
     pub rules: Arc<crate::rules::RulesHub>,
     /// The process's silences (`route` transforms apply them).
     pub silences: Arc<crate::silence::SilenceHub>,
+    /// Where `correlate` transforms show their incidents (the server's
+    /// incidents API reads it).
+    pub incidents: Arc<crate::incident::IncidentBoard>,
     /// The pipeline's counters in this process (a transform may register
     /// parts of itself, such as a window's `match` step).
     pub stats: Arc<PipelineStats>,

@@ -50,6 +50,8 @@ pub struct Env {
     pub history: Arc<tidemark_engine::history::Histories>,
     /// The process's silences (`route` transforms).
     pub silences: Arc<tidemark_engine::silence::SilenceHub>,
+    /// The process's incidents (`correlate` transforms).
+    pub incidents: Arc<tidemark_engine::incident::IncidentBoard>,
     /// Set when a component fails for good: the pipeline stops.
     pub failure: Arc<Failure>,
     /// The tenant that owns the pipeline (`tidemark serve`), if one does.
@@ -161,6 +163,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 pipeline: plan.name.clone(),
                 rules: Arc::clone(&env.rules),
                 silences: Arc::clone(&env.silences),
+                incidents: Arc::clone(&env.incidents),
                 stats: Arc::clone(&env.stats),
                 checkpoint: cut(name),
             };

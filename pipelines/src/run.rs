@@ -273,6 +273,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         live,
         rules: Arc::default(),
         silences: Arc::default(),
+        incidents: Arc::default(),
         notifications: Arc::default(),
         history: Arc::default(),
         failure: Arc::clone(&failure),

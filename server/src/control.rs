@@ -252,6 +252,8 @@ pub struct Control {
     pub silences: Arc<tidemark_engine::silence::SilenceHub>,
     /// Recent deliveries of `notify` sinks (the dashboard shows them).
     pub notifications: Arc<tidemark_engine::notify::Recent>,
+    /// The incidents of `correlate` transforms (the incidents API).
+    pub incidents: Arc<tidemark_engine::incident::IncidentBoard>,
     /// Recent history of `memory` sinks (the query API reads it).
     pub history: Arc<tidemark_engine::history::Histories>,
     /// Slots for queries evaluated at once (see [`crate::query`]).
@@ -327,6 +329,7 @@ impl Control {
             live: Arc::default(),
             rules: Arc::default(),
             silences: Arc::default(),
+            incidents: Arc::default(),
             notifications: Arc::default(),
             history: Arc::default(),
             query_slots: tokio::sync::Semaphore::new(crate::query::CONCURRENT),
@@ -690,6 +693,7 @@ impl Control {
                 live: Arc::clone(&self.live),
                 rules: Arc::clone(&self.rules),
                 silences: Arc::clone(&self.silences),
+                incidents: Arc::clone(&self.incidents),
                 notifications: Arc::clone(&self.notifications),
                 history: Arc::clone(&self.history),
                 failure: Arc::default(),
@@ -742,6 +746,7 @@ impl Control {
             live: Arc::clone(&self.live),
             rules: Arc::clone(&self.rules),
             silences: Arc::clone(&self.silences),
+            incidents: Arc::clone(&self.incidents),
             notifications: Arc::clone(&self.notifications),
             history: Arc::clone(&self.history),
             failure: Arc::clone(&e.failure),

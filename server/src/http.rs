@@ -37,6 +37,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/api/v1/rules", get(super::rules::rules))
         .route("/api/v1/alerts", get(super::rules::alerts))
         .route("/api/v1/notifications", get(super::notifier::notifications))
+        .route("/api/v1/incidents", get(super::notifier::incidents))
         .route(
             "/api/v2/silences",
             get(super::notifier::list).post(super::notifier::post),

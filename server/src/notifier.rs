@@ -7,6 +7,8 @@
 //!   gets the matcher `tenant="<its tenant>"`, so it mutes only its own
 //!   alerts, and a tenant sees only its silences.
 //! - `GET /api/v1/notifications`: recent deliveries, for the dashboard.
+//! - `GET /api/v1/incidents`: the incidents of `correlate` transforms, for
+//!   the dashboard and scripts.
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use tidemark_codecs::tenant::TENANT_LABEL;
+use tidemark_engine::incident::IncidentStatus;
 use tidemark_engine::silence::{Silence, SilenceMatcher};
 use tidemark_engine::time::{format_millis, now_millis, parse_rfc3339};
 use tidemark_operators::notify::matcher::{Matcher, Op};
@@ -149,6 +152,35 @@ pub async fn notifications(
         .collect();
     all.reverse();
     axum::Json(json!({"status": "success", "data": {"notifications": all}})).into_response()
+}
+
+/// `GET /api/v1/incidents`: every incident this process's `correlate`
+/// transforms hold (open, and the latest resolved ones), of the pipelines
+/// the caller may see: each as its latest record (the `incidents`
+/// output's fields) with `pipeline` and `transform`. Open ones first,
+/// then resolved; the latest change first within each.
+pub async fn incidents(
+    State(control): State<Arc<Control>>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    let mut all: Vec<(bool, i64, Value)> = control
+        .incidents
+        .list()
+        .into_iter()
+        .filter(|(pipeline, _, _)| control.may_see(&principal, pipeline))
+        .map(|(pipeline, transform, incident)| {
+            let open = incident.status != IncidentStatus::Resolved;
+            let mut v = serde_json::to_value(&incident).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut v {
+                m.insert("pipeline".into(), Value::String(pipeline));
+                m.insert("transform".into(), Value::String(transform));
+            }
+            (open, incident.at, v)
+        })
+        .collect();
+    all.sort_by_key(|(open, at, _)| std::cmp::Reverse((*open, *at)));
+    let all: Vec<Value> = all.into_iter().map(|(_, _, v)| v).collect();
+    axum::Json(json!({"status": "success", "data": {"incidents": all}})).into_response()
 }
 
 /// `GET /api/v2/silences`.

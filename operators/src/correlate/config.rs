@@ -12,7 +12,7 @@ use tidemark_engine::stats::Role;
 use tidemark_engine::time::Time;
 
 use super::model::{LabelSet, Model, Rules, Topology};
-use super::operator::{Settings, alerts_as_samples, correlate};
+use super::operator::{Settings, alerts_as_samples, correlate_shown};
 use crate::alert::rules::duration_ms;
 
 /// Groups firing alerts (`ALERTS` samples) into incidents.
@@ -400,6 +400,7 @@ impl TransformSpec for CorrelateTransform {
         ctx: TransformContext,
     ) -> Vec<AnyStream<'scope>> {
         let stats = ctx.stats.component(&ctx.name, Role::Transform);
+        let shown = Some((Arc::clone(&ctx.incidents), ctx.pipeline.clone()));
         let (samples, incidents) = match input {
             AnyStream::Alerts(alerts) => {
                 // State changes: an episode ends when its alert resolves,
@@ -408,13 +409,14 @@ impl TransformSpec for CorrelateTransform {
                     gap: super::operator::NO_GAP,
                     ..self.settings.clone()
                 };
-                correlate(alerts_as_samples(alerts), &ctx.name, settings, stats)
+                correlate_shown(alerts_as_samples(alerts), &ctx.name, settings, stats, shown)
             }
-            other => correlate(
+            other => correlate_shown(
                 other.into_samples(),
                 &ctx.name,
                 self.settings.clone(),
                 stats,
+                shown,
             ),
         };
         vec![AnyStream::Samples(samples), AnyStream::Incidents(incidents)]

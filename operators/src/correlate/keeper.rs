@@ -353,12 +353,16 @@ impl Keeper {
             .unwrap_or_default();
         let topology = &self.model.topology;
         let mut list = Vec::with_capacity(members.len());
+        let (mut listed, mut partners) = (Vec::new(), Vec::new());
         let mut all_ended = true;
         for key in &members {
             let Some(e) = self.episodes.get(key) else {
                 continue;
             };
             all_ended &= e.end.is_some();
+            let (tied_by, partner) = self.tied_by(key, e, &members);
+            listed.push(*key);
+            partners.push(partner);
             list.push(Member {
                 labels: e
                     .labels
@@ -368,8 +372,12 @@ impl Keeper {
                 starts_at: key.0 as i64,
                 ends_at: e.end.map(|t| t as i64),
                 entity: e.entities.first().map(|&x| topology.name(x).to_owned()),
-                tied_by: self.tied_by(key, e, &members),
+                tied_by,
+                tied_to: None,
             });
+        }
+        for (m, partner) in list.iter_mut().zip(partners) {
+            m.tied_to = partner.and_then(|p| listed.iter().position(|k| *k == p));
         }
         let (root, root_reason) = self.root(&members);
         let entities: BTreeSet<&str> = list.iter().filter_map(|m| m.entity.as_deref()).collect();
@@ -401,10 +409,11 @@ impl Keeper {
         }
     }
 
-    /// Why `key` belongs: its strongest tie to another member.
-    fn tied_by(&self, key: &EpKey, e: &Episode, members: &[EpKey]) -> String {
+    /// Why `key` belongs: its strongest tie to another member, in words,
+    /// and that member.
+    fn tied_by(&self, key: &EpKey, e: &Episode, members: &[EpKey]) -> (String, Option<EpKey>) {
         let Some(ties) = self.ties.get(key) else {
-            return String::new();
+            return (String::new(), None);
         };
         let rules = &self.model.rules;
         let best = ties
@@ -416,10 +425,10 @@ impl Keeper {
             })
             .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let Some((score, std::cmp::Reverse(other), why)) = best else {
-            return String::new();
+            return (String::new(), None);
         };
         let Some(o) = self.episodes.get(&other) else {
-            return String::new();
+            return (String::new(), None);
         };
         let mut reasons = Vec::new();
         if let Some((d, via)) = why.topology {
@@ -443,13 +452,14 @@ impl Keeper {
         }
         let dt = key.0.abs_diff(other.0);
         let when = if key.0 >= other.0 { "after" } else { "before" };
-        format!(
+        let text = format!(
             "tied to {}: {}; started {} {when} (score {:.2})",
             alert_text(&o.labels),
             reasons.join(" and "),
             short_duration(dt),
             score
-        )
+        );
+        (text, Some(other))
     }
 
     /// The probable root: the entity that most members are on or depend

@@ -32,7 +32,7 @@ use timely::dataflow::operators::Concatenate;
 use timely::dataflow::operators::vec::Map;
 
 use tidemark_engine::alert::{Alert, AlertState};
-use tidemark_engine::incident::Incident;
+use tidemark_engine::incident::{Incident, IncidentBoard};
 use tidemark_engine::runtime::{
     AlertStream, IncidentStream, Operator, SampleStream, frontier_min, raise,
 };
@@ -108,6 +108,10 @@ pub fn alerts_as_samples<'scope>(alerts: AlertStream<'scope>) -> SampleStream<'s
     })
 }
 
+/// Where a `correlate` transform shows its incidents: the process's board,
+/// under its pipeline's name.
+pub type Shown = (Arc<IncidentBoard>, String);
+
 /// Correlates `ALERTS` samples into incidents: `ALERTS_INCIDENT` samples
 /// and the incident stream.
 pub fn correlate<'scope>(
@@ -115,6 +119,17 @@ pub fn correlate<'scope>(
     name: &str,
     settings: Settings,
     stats: Arc<ComponentStats>,
+) -> (SampleStream<'scope>, IncidentStream<'scope>) {
+    correlate_shown(input, name, settings, stats, None)
+}
+
+/// As [`correlate`], recording each change of an incident on `shown`.
+pub fn correlate_shown<'scope>(
+    input: SampleStream<'scope>,
+    name: &str,
+    settings: Settings,
+    stats: Arc<ComponentStats>,
+    shown: Option<Shown>,
 ) -> (SampleStream<'scope>, IncidentStream<'scope>) {
     let tracked = track(input, name, &settings, Arc::clone(&stats));
     let model = Arc::clone(&settings.model);
@@ -220,7 +235,7 @@ pub fn correlate<'scope>(
         ties.inner
             .map(|(((a, b), why), t, diff)| Feed::Tie(t, a, b, why, diff)),
     ]);
-    let out = keep(feeds, name, model, stats);
+    let out = keep(feeds, name, model, stats, shown);
     let samples = out.clone().flat_map(|o| match o {
         Out::Sample(s) => Some(s),
         Out::Incident(_) => None,
@@ -322,13 +337,21 @@ fn keep<'scope>(
     name: &str,
     model: Arc<Model>,
     stats: Arc<ComponentStats>,
+    shown: Option<Shown>,
 ) -> timely::dataflow::StreamVec<'scope, Time, Out> {
+    let component = name.to_owned();
     feeds.unary_frontier(
         Exchange::new(|_: &Feed| 0u64),
         &format!("{name}.incidents"),
         move |capability, _info| {
             let mut held = Some(capability);
             let mut keeper = Keeper::new(model);
+            // The board forgets this instance's incidents when it is
+            // dropped (the pipeline deleted or replaced).
+            let shown = shown.map(|(board, pipeline)| {
+                let publisher = board.publisher();
+                (Withdraw(board, publisher), pipeline)
+            });
             let mut pending: BTreeMap<u64, Vec<Feed>> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each(|_cap, data| {
@@ -411,6 +434,11 @@ fn keep<'scope>(
                         }
                     }
                     sent += incidents.len() as u64;
+                    if let Some((Withdraw(board, publisher), pipeline)) = &shown {
+                        for i in &incidents {
+                            board.record(*publisher, pipeline, &component, i);
+                        }
+                    }
                     for i in incidents {
                         session.give(Out::Incident(i));
                     }
@@ -425,4 +453,13 @@ fn keep<'scope>(
             }
         },
     )
+}
+
+/// Withdraws a publisher's incidents from the board when dropped.
+struct Withdraw(Arc<IncidentBoard>, u64);
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        self.0.withdraw(self.1);
+    }
 }

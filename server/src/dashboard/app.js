@@ -489,6 +489,127 @@
     }));
   }
 
+  // ---- incidents -------------------------------------------------------
+
+  // The incidents of the server's `correlate` transforms
+  // (/api/v1/incidents: open ones first, the latest change first), polled
+  // with the alerts. The selected one (at first the first listed) is
+  // drawn: its members as nodes, one per entity (or alert, when it is on
+  // none), joined where a member's strongest tie is (`tiedTo`), the
+  // probable root outlined; a timeline of when each member fired; and why
+  // each belongs. Hidden when there are none.
+  let selectedIncident = null;
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function svg(tag, attrs, text) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  function alertText(labels) {
+    const rest = Object.keys(labels).filter((k) => k !== "alertname").sort()
+      .map((k) => k + "=" + JSON.stringify(labels[k])).join(", ");
+    return (labels.alertname || "") + "{" + rest + "}";
+  }
+
+  async function loadIncidents() {
+    const data = await apiData("/api/v1/incidents");
+    if (!data) return;
+    const list = data.incidents || [];
+    const key = (i) => i.pipeline + "/" + i.transform + "/" + i.id;
+    if (!list.some((i) => key(i) === selectedIncident)) {
+      selectedIncident = list.length ? key(list[0]) : null;
+    }
+    $("incidents").hidden = list.length === 0;
+    const open = list.filter((i) => i.status !== "resolved").length;
+    $("incident-count").textContent = "(" + open + " open, " + (list.length - open) + " resolved)";
+    $("incident-table").tBodies[0].replaceChildren(...list.slice(0, MAX_ROWS).map((i) => {
+      const tr = document.createElement("tr");
+      tr.className = i.status === "resolved" ? "resolved" : "open";
+      if (key(i) === selectedIncident) tr.classList.add("selected");
+      tr.dataset.id = i.id;
+      for (const c of [i.status, i.id, formatTime(i.openedAt), String(i.members.length), i.root]) {
+        const td = document.createElement("td");
+        td.textContent = c;
+        tr.append(td);
+      }
+      tr.onclick = () => { selectedIncident = key(i); loadIncidents(); };
+      return tr;
+    }));
+    const shown = list.find((i) => key(i) === selectedIncident);
+    $("incident-detail").hidden = !shown;
+    if (shown) drawIncident(shown);
+  }
+
+  function drawIncident(i) {
+    $("incident-title").textContent = "Incident " + i.id + " (" + i.pipeline + " / " + i.transform + ")";
+    $("incident-summary").textContent = i.summary;
+    const members = i.members;
+    // Nodes: one per entity, or per alert on none.
+    const nodeOf = members.map((m) => m.entity || alertText(m.labels));
+    const names = [...new Set(nodeOf)];
+    const ended = (name) => members.every((m, k) => nodeOf[k] !== name || m.endsAt !== null);
+    const edges = new Set();
+    members.forEach((m, k) => {
+      if (m.tiedTo === undefined || m.tiedTo === null) return;
+      const [a, b] = [nodeOf[k], nodeOf[m.tiedTo]].sort();
+      if (a !== b) edges.add(JSON.stringify([a, b]));
+    });
+    const graph = $("incident-graph");
+    const [w, h] = [360, 240];
+    const r = names.length > 1 ? Math.min(w, h) / 2 - 40 : 0;
+    const at = (name) => {
+      const k = names.indexOf(name);
+      const angle = (2 * Math.PI * k) / names.length - Math.PI / 2;
+      return [w / 2 + r * Math.cos(angle), h / 2 + r * Math.sin(angle)];
+    };
+    const parts = [];
+    for (const e of edges) {
+      const [a, b] = JSON.parse(e).map(at);
+      parts.push(svg("line", { x1: a[0], y1: a[1], x2: b[0], y2: b[1] }));
+    }
+    for (const name of names) {
+      const [x, y] = at(name);
+      const classes = [ended(name) ? "ended" : "", name === i.root ? "root" : ""].join(" ").trim();
+      const node = svg("circle", { cx: x, cy: y, r: 8, class: classes });
+      node.append(svg("title", {}, name));
+      parts.push(node);
+      const label = name.length > 28 ? name.slice(0, 27) + "…" : name;
+      parts.push(svg("text", { x: x, y: y + 20, "text-anchor": "middle" }, label));
+    }
+    graph.replaceChildren(...parts);
+    graph.dataset.nodes = String(names.length);
+    graph.dataset.edges = String(edges.size);
+    // The timeline: a bar per member, from when it started firing to when
+    // it ended (or to the incident's latest change).
+    const timeline = $("incident-timeline");
+    const row = 18, left = 150, width = 480;
+    const start = Math.min(...members.map((m) => m.startsAt));
+    const end = Math.max(i.at, ...members.map((m) => m.endsAt || 0));
+    const x = (t) => left + ((t - start) / Math.max(end - start, 1)) * (width - left - 10);
+    const bars = [];
+    members.forEach((m, k) => {
+      const y = 6 + k * row;
+      bars.push(svg("text", { x: 4, y: y + 11 }, alertText(m.labels).slice(0, 26)));
+      const x0 = x(m.startsAt), x1 = x(m.endsAt === null ? i.at : m.endsAt);
+      const bar = svg("rect", { x: x0, y: y, width: Math.max(x1 - x0, 2), height: row - 6,
+        class: m.endsAt === null ? "" : "ended" });
+      bar.append(svg("title", {}, alertText(m.labels) + " since " + formatTime(m.startsAt)));
+      bars.push(bar);
+    });
+    timeline.setAttribute("height", String(12 + members.length * row));
+    timeline.replaceChildren(...bars);
+    timeline.dataset.bars = String(members.length);
+    $("incident-members").replaceChildren(...members.map((m) => {
+      const li = document.createElement("li");
+      li.textContent = alertText(m.labels) + " since " + formatTime(m.startsAt)
+        + (m.endsAt === null ? "" : " (resolved)") + ": " + (m.tiedBy || "its first alert");
+      return li;
+    }));
+  }
+
   // ---- controls --------------------------------------------------------
 
   $("match").value = view.match;
@@ -514,4 +635,6 @@
   setInterval(loadAlerts, 2000);
   loadNotifications();
   setInterval(loadNotifications, 2000);
+  loadIncidents();
+  setInterval(loadIncidents, 2000);
 })();
