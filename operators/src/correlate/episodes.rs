@@ -31,11 +31,13 @@ pub enum Episode {
         /// The `ALERTS` sample as it came.
         sample: Sample,
     },
-    /// It ended: its last firing sample was at `end`.
+    /// It ended at `end`.
     Ended {
         /// Its key.
         key: EpKey,
-        /// Its last firing sample.
+        /// When it stopped: its staleness marker's time (the step its
+        /// alert resolved), or, for one ended by the gap, its last firing
+        /// sample.
         end: u64,
     },
     /// It retired: resolved longer than the horizon ago.
@@ -116,7 +118,7 @@ impl Tracker {
                 Kind::Other => {}
                 Kind::Stale => {
                     if let Some(open) = self.open.remove(&id) {
-                        self.end(id, open, t, out);
+                        self.end(id, open, t, t, out);
                     }
                 }
                 Kind::Firing => match self.open.get_mut(&id) {
@@ -181,8 +183,8 @@ impl Tracker {
             .collect();
         ended.sort_by_key(|(id, o)| (o.last, *id));
         for (id, open) in ended {
-            let at = open.last + self.gap;
-            self.end(id, open, at, out);
+            let (at, last) = (open.last + self.gap, open.last);
+            self.end(id, open, at, last, out);
         }
         while let Some(entry) = self.ending.first_entry() {
             if *entry.key() >= t {
@@ -195,15 +197,10 @@ impl Tracker {
         }
     }
 
-    fn end(&mut self, id: u64, open: Open, at: u64, out: &mut Vec<(u64, Episode)>) {
+    /// Ends `open` at `at` (the event), having stopped at `end`.
+    fn end(&mut self, id: u64, open: Open, at: u64, end: u64, out: &mut Vec<(u64, Episode)>) {
         let key = (open.start, id);
-        out.push((
-            at,
-            Episode::Ended {
-                key,
-                end: open.last,
-            },
-        ));
+        out.push((at, Episode::Ended { key, end }));
         self.ending
             .entry(at.saturating_add(self.horizon).max(at + 1))
             .or_default()
@@ -225,5 +222,45 @@ impl Tracker {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn firing(host: &str, t: i64) -> Sample {
+        let series = Series::new(
+            "ALERTS",
+            [
+                ("alertname", "Down"),
+                ("host", host),
+                ("alertstate", "firing"),
+            ],
+        );
+        Sample::new(series, t, 1.0)
+    }
+
+    /// An episode that a staleness marker ends stopped then (the step its
+    /// alert resolved: one from an alert stream has a single firing
+    /// sample); one the gap ends stopped at its last firing sample.
+    #[test]
+    fn an_episode_stops_at_its_marker_or_its_last_sample() {
+        let mut tracker = Tracker::new(60_000, 3_600_000);
+        let mut out = Vec::new();
+        tracker.step(0, &[firing("a", 0), firing("b", 0)], &mut out);
+        tracker.step(10_000, &[firing("b", 10_000)], &mut out);
+        let mut stale = firing("a", 30_000);
+        stale.value = f64::from_bits(tidemark_promql::STALE_NAN);
+        tracker.step(30_000, &[stale], &mut out);
+        tracker.advance(100_000, &mut out);
+        let ends: Vec<(u64, u64)> = out
+            .iter()
+            .filter_map(|(at, e)| match e {
+                Episode::Ended { end, .. } => Some((*at, *end)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ends, [(30_000, 30_000), (70_000, 10_000)]);
     }
 }
