@@ -669,6 +669,8 @@ sinks:
             "edges": edges.len(),
             "bars": members.len(),
             "lines": members.len(),
+            // Without topology the probable root is an alert, outlined.
+            "root": 1,
         })
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -704,7 +706,8 @@ sinks:
                   nodes: document.querySelectorAll('#incident-graph circle').length, \
                   edges: document.querySelectorAll('#incident-graph line').length, \
                   bars: document.querySelectorAll('#incident-timeline rect').length, \
-                  lines: document.querySelectorAll('#incident-members li').length}})"
+                  lines: document.querySelectorAll('#incident-members li').length, \
+                  root: document.querySelectorAll('#incident-graph circle.root').length}})"
             );
             let started = std::time::Instant::now();
             loop {

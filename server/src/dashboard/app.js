@@ -508,9 +508,11 @@
     return e;
   }
 
-  function alertText(labels) {
+  // An alert as `Name{a="x", b="y"}`; `compact` leaves out the spaces,
+  // as the incident's `root` names an alert.
+  function alertText(labels, compact) {
     const rest = Object.keys(labels).filter((k) => k !== "alertname").sort()
-      .map((k) => k + "=" + JSON.stringify(labels[k])).join(", ");
+      .map((k) => k + "=" + JSON.stringify(labels[k])).join(compact ? "," : ", ");
     return (labels.alertname || "") + "{" + rest + "}";
   }
 
@@ -547,8 +549,14 @@
     $("incident-title").textContent = "Incident " + i.id + " (" + i.pipeline + " / " + i.transform + ")";
     $("incident-summary").textContent = i.summary;
     const members = i.members;
-    // Nodes: one per entity, or per alert on none.
-    const nodeOf = members.map((m) => m.entity || alertText(m.labels));
+    // Nodes: one per entity, or per alert on none, named by the labels
+    // that tell the members apart.
+    const varying = [...new Set(members.flatMap((m) => Object.keys(m.labels)))].sort()
+      .filter((k) => new Set(members.map((m) => m.labels[k])).size > 1);
+    const short = (m) => varying.map((k) => m.labels[k]).filter((v) => v !== undefined).join(" ")
+      || m.labels.alertname || alertText(m.labels);
+    const nodeOf = members.map((m) => m.entity || alertText(m.labels, true));
+    const nameOf = new Map(members.map((m, k) => [nodeOf[k], m.entity || short(m)]));
     const names = [...new Set(nodeOf)];
     const ended = (name) => members.every((m, k) => nodeOf[k] !== name || m.endsAt !== null);
     const edges = new Set();
@@ -576,30 +584,35 @@
       const node = svg("circle", { cx: x, cy: y, r: 8, class: classes });
       node.append(svg("title", {}, name));
       parts.push(node);
-      const label = name.length > 28 ? name.slice(0, 27) + "…" : name;
+      const text = nameOf.get(name);
+      const label = text.length > 24 ? text.slice(0, 23) + "…" : text;
       parts.push(svg("text", { x: x, y: y + 20, "text-anchor": "middle" }, label));
     }
     graph.replaceChildren(...parts);
     graph.dataset.nodes = String(names.length);
     graph.dataset.edges = String(edges.size);
     // The timeline: a bar per member, from when it started firing to when
-    // it ended (or to the incident's latest change).
+    // it stopped; one still firing runs to the right edge. The axis spans
+    // the first start to the incident's latest change (at least a minute).
     const timeline = $("incident-timeline");
-    const row = 18, left = 150, width = 480;
+    const row = 18, left = 130, width = 480;
     const start = Math.min(...members.map((m) => m.startsAt));
-    const end = Math.max(i.at, ...members.map((m) => m.endsAt || 0));
-    const x = (t) => left + ((t - start) / Math.max(end - start, 1)) * (width - left - 10);
+    const end = Math.max(i.at, start + 60000, ...members.map((m) => m.endsAt || 0));
+    const x = (t) => left + ((t - start) / (end - start)) * (width - left - 10);
     const bars = [];
     members.forEach((m, k) => {
       const y = 6 + k * row;
-      bars.push(svg("text", { x: 4, y: y + 11 }, alertText(m.labels).slice(0, 26)));
-      const x0 = x(m.startsAt), x1 = x(m.endsAt === null ? i.at : m.endsAt);
+      bars.push(svg("text", { x: 4, y: y + 11 }, short(m).slice(0, 22)));
+      const x0 = x(m.startsAt), x1 = m.endsAt === null ? width - 4 : x(m.endsAt);
       const bar = svg("rect", { x: x0, y: y, width: Math.max(x1 - x0, 2), height: row - 6,
         class: m.endsAt === null ? "" : "ended" });
       bar.append(svg("title", {}, alertText(m.labels) + " since " + formatTime(m.startsAt)));
       bars.push(bar);
     });
-    timeline.setAttribute("height", String(12 + members.length * row));
+    const axis = 10 + members.length * row;
+    bars.push(svg("text", { x: left, y: axis + 10 }, formatTime(start)));
+    bars.push(svg("text", { x: width - 4, y: axis + 10, "text-anchor": "end" }, formatTime(end)));
+    timeline.setAttribute("height", String(axis + 16));
     timeline.replaceChildren(...bars);
     timeline.dataset.bars = String(members.length);
     $("incident-members").replaceChildren(...members.map((m) => {
