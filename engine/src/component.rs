@@ -197,4 +197,9 @@ pub struct SinkContext {
     /// (`tidemark serve --data-dir`: `<data-dir>/state/<pipeline>`);
     /// `None` when there is no data directory.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Whether the pipeline resumed from a checkpoint that restored the
+    /// components this sink reads (none of them started empty): what the
+    /// sink kept in `state_dir` beside that checkpoint then agrees with
+    /// its input.
+    pub inputs_restored: bool,
 }

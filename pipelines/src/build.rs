@@ -178,6 +178,13 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
             }
         }
 
+        // The components that started empty, when the pipeline resumed
+        // from a checkpoint.
+        let restored = env
+            .checkpoints
+            .as_ref()
+            .and_then(|c| c.restored())
+            .map(|r| &r.fresh);
         for (name, sink, inputs) in &plan.sinks {
             let input = merge(scope, &streams, inputs);
             let ctx = SinkContext {
@@ -192,6 +199,12 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 worker: scope.index(),
                 failure: Arc::clone(&env.failure),
                 state_dir: env.state_dir.clone(),
+                inputs_restored: restored.is_some_and(|fresh: &Vec<String>| {
+                    inputs.iter().all(|i| {
+                        let component = i.split_once('.').map_or(i.as_str(), |(c, _)| c);
+                        !fresh.iter().any(|f| f == component)
+                    })
+                }),
             };
             sink.build(input, ctx).probe_with(&sinks);
         }

@@ -45,10 +45,15 @@ pub(super) struct KeptFile {
 }
 
 impl KeptFile {
-    /// Opens (or creates) the file at `path` and reads back the alerts it
-    /// keeps at `now`: resolved ones whose time is up are left out, and so
-    /// is a line cut by a crash. The file is rewritten with them.
-    pub(super) fn open(path: &Path, now: i64) -> std::io::Result<(KeptFile, BTreeMap<u64, Kept>)> {
+    /// Opens (or creates) the file at `path` and, with `resume`, reads back
+    /// the alerts it keeps at `now`: resolved ones whose time is up are
+    /// left out, and so is a line cut by a crash. The file is rewritten
+    /// with them (emptied without `resume`).
+    pub(super) fn open(
+        path: &Path,
+        now: i64,
+        resume: bool,
+    ) -> std::io::Result<(KeptFile, BTreeMap<u64, Kept>)> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -61,7 +66,7 @@ impl KeptFile {
         {
             kept.insert(line.fingerprint, line.kept);
         }
-        kept.retain(|_, k: &mut Kept| k.until.is_none_or(|u| u > now));
+        kept.retain(|_, k: &mut Kept| resume && k.until.is_none_or(|u| u > now));
         let mut file = KeptFile {
             file: OpenOptions::new().create(true).append(true).open(path)?,
             path: path.to_owned(),
@@ -146,7 +151,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("am.alerts");
         let _ = std::fs::remove_file(&path);
-        let (mut file, kept) = KeptFile::open(&path, 0).unwrap();
+        let (mut file, kept) = KeptFile::open(&path, 0, true).unwrap();
         assert!(kept.is_empty());
         let firing = |name| Kept {
             alert: alert(name, AlertState::Firing),
@@ -176,7 +181,7 @@ mod tests {
             .write_all(b"{\"fingerprint\":2,")
             .unwrap();
         drop(file);
-        let (mut file, back) = KeptFile::open(&path, 100).unwrap();
+        let (mut file, back) = KeptFile::open(&path, 100, true).unwrap();
         assert_eq!(
             back,
             BTreeMap::from([(1, resolved("a", 1_000)), (2, firing("b"))]),
@@ -190,6 +195,9 @@ mod tests {
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
         assert!(lines <= back.len() + SLACK + 1, "{lines} lines");
         drop(file);
-        assert_eq!(KeptFile::open(&path, 100).unwrap().1, back);
+        assert_eq!(KeptFile::open(&path, 100, true).unwrap().1, back);
+        // Not resumed: nothing comes back, and the file is emptied.
+        assert!(KeptFile::open(&path, 100, false).unwrap().1.is_empty());
+        assert!(KeptFile::open(&path, 100, true).unwrap().1.is_empty());
     }
 }

@@ -35,10 +35,15 @@ pub(super) fn build<'scope>(
     let sink = sink.clone();
     // Under `tidemark serve --data-dir`, what the sink keeps sending is
     // kept on disk too.
-    let path = ctx
-        .state_dir
-        .as_ref()
-        .map(|dir| dir.join(format!("{}.alerts", ctx.name)));
+    // What it kept is sent again only if the alerts' state came back
+    // with the checkpoint: otherwise the rules start afresh, and would
+    // never resolve a firing alert the file holds.
+    let path = ctx.state_dir.as_ref().map(|dir| {
+        (
+            dir.join(format!("{}.alerts", ctx.name)),
+            ctx.inputs_restored,
+        )
+    });
     let (failure, name) = (Arc::clone(&ctx.failure), ctx.name.clone());
     deliver_sink(alerts, ctx, move || {
         Sender::new(sink, path, &failure, &name)
@@ -59,9 +64,15 @@ struct Sender {
 
 impl Sender {
     /// A sender; with `path`, what an earlier process kept sending is read
-    /// back from there and sent at once. A file that cannot be opened stops
-    /// the pipeline.
-    fn new(sink: AlertmanagerSink, path: Option<PathBuf>, failure: &Failure, name: &str) -> Sender {
+    /// back from there and sent at once when `resume` says the alerts'
+    /// state was restored (else the file is emptied). A file that cannot
+    /// be opened stops the pipeline.
+    fn new(
+        sink: AlertmanagerSink,
+        path: Option<(PathBuf, bool)>,
+        failure: &Failure,
+        name: &str,
+    ) -> Sender {
         let queues = sink
             .urls
             .iter()
@@ -71,10 +82,13 @@ impl Sender {
                 Queue::new(name.clone(), name, sink.retry_for)
             })
             .collect();
-        let opened = path.map(|path| {
+        let opened = path.map(|(path, resume)| {
+            if !resume {
+                tracing::info!(sink = %name, "The alerts' state was not restored from a checkpoint: the alerts this sink kept sending before are not sent again.");
+            }
             path.parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| KeptFile::open(&path, now_millis()))
+                .and_then(|()| KeptFile::open(&path, now_millis(), resume))
                 .map_err(|e| {
                     ComponentError::io(
                         format!("cannot open the alerts kept in {}", path.display()),
