@@ -190,3 +190,26 @@ fn delivery_thread<R, D: Deliverer<R>>(
         }
     });
 }
+
+/// Replaces the file at `path` with `lines` (one a line) through a synced
+/// temporary file renamed over it, then syncs the directory, so that the
+/// rename (and what is appended to the new file after) survives a power
+/// cut; returns the new file, opened for appending. The files the
+/// delivering sinks keep beside a checkpoint are compacted this way.
+pub(crate) fn replace_lines(
+    path: &std::path::Path,
+    lines: impl IntoIterator<Item = String>,
+) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    out.into_inner()?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    std::fs::OpenOptions::new().append(true).open(path)
+}

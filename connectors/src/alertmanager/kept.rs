@@ -99,20 +99,14 @@ impl KeptFile {
     }
 
     fn compact(&mut self, kept: &BTreeMap<u64, Kept>) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut out = std::io::BufWriter::new(File::create(&tmp)?);
-            for (fingerprint, k) in kept {
-                let line = Line {
-                    fingerprint: *fingerprint,
-                    kept: k.clone(),
-                };
-                writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default())?;
-            }
-            out.into_inner()?.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        let lines = kept.iter().map(|(fingerprint, k)| {
+            serde_json::to_string(&Line {
+                fingerprint: *fingerprint,
+                kept: k.clone(),
+            })
+            .unwrap_or_default()
+        });
+        self.file = crate::deliver::replace_lines(&self.path, lines)?;
         self.lines = kept.len();
         Ok(())
     }

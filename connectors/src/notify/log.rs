@@ -137,22 +137,14 @@ impl Log {
         let young = |at: &i64| *at + RETENTION > now;
         self.done.retain(|_, at| young(at));
         self.pending.retain(|_, (_, at, _)| young(at));
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut out = std::io::BufWriter::new(File::create(&tmp)?);
-            for (key, at) in &self.done {
-                let line = line(key, *at, None);
-                writeln!(out, "{line}")?;
-            }
-            let mut pending: Vec<_> = self.pending.iter().collect();
-            pending.sort_by_key(|(_, (seq, ..))| *seq);
-            for (key, (_, at, p)) in pending {
-                writeln!(out, "{}", line(key, *at, Some(p)))?;
-            }
-            out.into_inner()?.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        let mut pending: Vec<_> = self.pending.iter().collect();
+        pending.sort_by_key(|(_, (seq, ..))| *seq);
+        let lines = (self.done.iter().map(|(key, at)| line(key, *at, None))).chain(
+            pending
+                .into_iter()
+                .map(|(key, (_, at, p))| line(key, *at, Some(p))),
+        );
+        self.file = crate::deliver::replace_lines(&self.path, lines)?;
         self.lines = self.done.len() + self.pending.len();
         Ok(())
     }
