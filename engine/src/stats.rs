@@ -33,10 +33,14 @@ pub enum DropReason {
     /// A sample of a new series that a `memory` sink had no room for
     /// (`max_series`).
     SeriesLimit,
+    /// An edge sample given to a `correlate` transform (of its
+    /// `topology.metric`) whose labels do not name an edge (a `from_*` and
+    /// a `to_*` label at least).
+    BadEdge,
 }
 
 impl DropReason {
-    const COUNT: usize = RejectReason::ALL.len() + 7;
+    const COUNT: usize = RejectReason::ALL.len() + 8;
 
     fn index(self) -> usize {
         match self {
@@ -48,6 +52,7 @@ impl DropReason {
             DropReason::Silenced => RejectReason::ALL.len() + 4,
             DropReason::NotAnAlert => RejectReason::ALL.len() + 5,
             DropReason::SeriesLimit => RejectReason::ALL.len() + 6,
+            DropReason::BadEdge => RejectReason::ALL.len() + 7,
         }
     }
 
@@ -63,6 +68,7 @@ impl DropReason {
                 DropReason::Silenced,
                 DropReason::NotAnAlert,
                 DropReason::SeriesLimit,
+                DropReason::BadEdge,
             ])
     }
 
@@ -77,6 +83,7 @@ impl DropReason {
             DropReason::Silenced => "silenced",
             DropReason::NotAnAlert => "not_an_alert",
             DropReason::SeriesLimit => "series_limit",
+            DropReason::BadEdge => "bad_edge",
         }
     }
 }
@@ -289,7 +296,8 @@ impl PipelineStats {
                     | DropReason::Inhibited
                     | DropReason::Silenced
                     | DropReason::NotAnAlert
-                    | DropReason::SeriesLimit => {}
+                    | DropReason::SeriesLimit
+                    | DropReason::BadEdge => {}
                 }
             }
             t.corrections += load(&s.corrections);

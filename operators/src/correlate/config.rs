@@ -31,7 +31,8 @@ use crate::alert::rules::duration_ms;
 pub struct CorrelateConfig {
     /// The dependency graph: `{path: FILE}` (JSON lines, `{"from": {...},
     /// "to": {...}}`: `from` depends on or runs on `to`) or `{edges:
-    /// [{from: ..., to: ...}]}`. Default none.
+    /// [{from: ..., to: ...}]}`, and with `metric: NAME` edges that
+    /// samples on the input add and take back. Default none.
     #[serde(default)]
     pub topology: Option<TopologyField>,
     /// How far apart two alerts' starts may be to be tied. Default `10m`.
@@ -67,6 +68,11 @@ pub struct TopologyField {
     /// Edges inline.
     #[serde(default)]
     pub edges: Option<Vec<Edge>>,
+    /// Edges from the input: samples of this metric whose `from_*` and
+    /// `to_*` labels name an edge add it (any value but 0) and take it
+    /// back (0, or a staleness marker) in event time.
+    #[serde(default)]
+    pub metric: Option<String>,
 }
 
 /// One edge: `from` depends on (or runs on) `to`.
@@ -277,6 +283,7 @@ impl CorrelateConfig {
                 lateness,
                 gap,
                 horizon,
+                edge_metric: self.topology.as_ref().and_then(|t| t.metric.clone()),
             },
             file: self.topology.as_ref().and_then(|t| t.path.clone()),
         })
@@ -306,10 +313,25 @@ fn read_topology(t: &TopologyField, errors: &mut Vec<ConfigError>) -> Vec<(Label
             edges.push((e.from, e.to));
         }
     };
+    if let Some(metric) = &t.metric
+        && !tidemark_engine::validate::is_metric_name(metric)
+    {
+        errors.push(field(
+            &["topology", "metric"],
+            &format!("{metric:?} is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)"),
+        ));
+    }
     match (&t.path, &t.edges) {
-        (Some(_), Some(_)) | (None, None) => {
+        (Some(_), Some(_)) => {
             errors.push(field(&["topology"], "give either `path` or `edges`"));
         }
+        (None, None) if t.metric.is_none() => {
+            errors.push(field(
+                &["topology"],
+                "give `path`, `edges` or `metric` (edges from the input)",
+            ));
+        }
+        (None, None) => {}
         (None, Some(list)) => {
             for (i, e) in list.iter().enumerate() {
                 check(e.clone(), &|| ConfigError {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use tidemark_engine::{Sample, Series};
 
-use super::model::EpKey;
+use super::model::{EpKey, LabelSet, edge_of};
 
 /// What the tracker tells the rest of the operator, each at its event
 /// time `at`.
@@ -46,6 +46,16 @@ pub enum Episode {
         key: EpKey,
         /// Its labels (to take back its join keys).
         labels: Series,
+    },
+    /// An edge sample's series added its edge to the topology (`diff` 1)
+    /// or took it back (-1).
+    Edge {
+        /// The dependent entity.
+        from: LabelSet,
+        /// What it depends on.
+        to: LabelSet,
+        /// 1 or -1.
+        diff: isize,
     },
 }
 
@@ -84,11 +94,27 @@ pub fn alert_labels(series: &Series) -> Series {
     Series::new("", series.tags().filter(|(n, _)| *n != "alertstate"))
 }
 
-/// The episodes of the series of one worker.
+/// Whether a sample is an edge sample: of the edge metric, not an alert.
+pub fn is_edge(sample: &Sample, metric: Option<&str>) -> bool {
+    metric.is_some_and(|m| sample.series.name() == m)
+}
+
+/// Whether an edge sample says its edge is there: any value but 0 and
+/// the staleness marker.
+fn edge_present(value: f64) -> bool {
+    value != 0.0 && value.to_bits() != tidemark_promql::STALE_NAN
+}
+
+/// The episodes of the series of one worker, and the edges of its edge
+/// series.
 #[derive(Debug)]
 pub struct Tracker {
     gap: u64,
     horizon: u64,
+    /// The metric of edge samples, if the topology comes from the input.
+    edge_metric: Option<String>,
+    /// Edge series whose edge is there.
+    edges: FxHashMap<u64, (LabelSet, LabelSet)>,
     open: FxHashMap<u64, Open>,
     /// Episodes that ended, by when they retire.
     ending: BTreeMap<u64, Vec<(u64, EpKey, Series)>>,
@@ -102,18 +128,32 @@ impl Tracker {
         Tracker {
             gap,
             horizon,
+            edge_metric: None,
+            edges: FxHashMap::default(),
             open: FxHashMap::default(),
             ending: BTreeMap::new(),
             done: 0,
         }
     }
 
+    /// Also reads edge samples: samples of `metric` whose `from_*` and
+    /// `to_*` labels name an edge (see [`edge_of`]).
+    pub fn with_edges(mut self, metric: Option<String>) -> Tracker {
+        self.edge_metric = metric;
+        self
+    }
+
     /// Applies everything due before `t` (episodes that ended or retired),
-    /// then the firing samples at `t`. `t` never goes back.
+    /// then the samples at `t`: firing alerts and edges. `t` never goes
+    /// back.
     pub fn step(&mut self, t: u64, samples: &[Sample], out: &mut Vec<(u64, Episode)>) {
         self.advance(t, out);
         for sample in samples {
             let id = sample.series.id().0;
+            if is_edge(sample, self.edge_metric.as_deref()) {
+                self.edge(t, id, sample, out);
+                continue;
+            }
             match kind(sample) {
                 Kind::Other => {}
                 Kind::Stale => {
@@ -160,6 +200,34 @@ impl Tracker {
                     }
                 },
             }
+        }
+    }
+
+    /// An edge sample: its edge is added when its series says it is
+    /// there and was not, taken back when the series says it is not (a
+    /// 0 or a staleness marker) and was.
+    fn edge(&mut self, t: u64, id: u64, sample: &Sample, out: &mut Vec<(u64, Episode)>) {
+        let present = edge_present(sample.value);
+        match (self.edges.contains_key(&id), present) {
+            (false, true) => {
+                if let Some((from, to)) = edge_of(&sample.series) {
+                    out.push((
+                        t,
+                        Episode::Edge {
+                            from: from.clone(),
+                            to: to.clone(),
+                            diff: 1,
+                        },
+                    ));
+                    self.edges.insert(id, (from, to));
+                }
+            }
+            (true, false) => {
+                if let Some((from, to)) = self.edges.remove(&id) {
+                    out.push((t, Episode::Edge { from, to, diff: -1 }));
+                }
+            }
+            _ => {}
         }
     }
 

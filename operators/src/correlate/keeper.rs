@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tidemark_engine::incident::{Incident, IncidentStatus, Member};
 use tidemark_engine::{Sample, Series};
 
-use super::model::{EntityId, EpKey, Model, Why};
+use super::model::{EntityId, EpKey, LabelSet, LiveTopology, Model, Why};
 
 /// An episode the keeper knows.
 #[derive(Clone, Debug)]
@@ -42,6 +42,8 @@ struct Held {
 #[derive(Debug)]
 pub struct Keeper {
     model: Arc<Model>,
+    /// The topology as of the last step (edge samples change it).
+    topology: LiveTopology,
     episodes: HashMap<EpKey, Episode>,
     /// Components: root -> members.
     components: BTreeMap<EpKey, BTreeSet<EpKey>>,
@@ -61,6 +63,7 @@ impl Keeper {
     /// An empty keeper.
     pub fn new(model: Arc<Model>) -> Keeper {
         Keeper {
+            topology: LiveTopology::new(&model.topology),
             model,
             episodes: HashMap::new(),
             components: BTreeMap::new(),
@@ -85,9 +88,36 @@ impl Keeper {
         }
     }
 
+    /// An edge was added (`diff` 1) or taken back (-1); see
+    /// [`Self::topology_changed`].
+    pub fn edge(&mut self, from: &LabelSet, to: &LabelSet, diff: isize) {
+        self.topology.change(from, to, diff);
+    }
+
+    /// After the edges of a step: if the topology changed, every
+    /// episode's entities and causes are found again, and their incidents
+    /// told (their explanations may change even when the members do not).
+    pub fn topology_changed(&mut self) {
+        if !self.topology.refresh() {
+            return;
+        }
+        let mut roots = Vec::new();
+        for e in self.episodes.values_mut() {
+            let keys = self.model.keys_in(self.topology.get(), &e.labels);
+            if keys.entities != e.entities || keys.causes != e.causes {
+                e.entities = keys.entities;
+                e.causes = keys.causes;
+                roots.extend(e.root);
+            }
+        }
+        for root in roots {
+            self.touch(root);
+        }
+    }
+
     /// An episode started.
     pub fn started(&mut self, key: EpKey, labels: Series) {
-        let keys = self.model.keys(&labels);
+        let keys = self.model.keys_in(self.topology.get(), &labels);
         self.episodes.insert(
             key,
             Episode {
@@ -351,7 +381,7 @@ impl Keeper {
             .get(&held.root)
             .map(|m| m.iter().copied().collect())
             .unwrap_or_default();
-        let topology = &self.model.topology;
+        let topology = self.topology.get();
         let mut list = Vec::with_capacity(members.len());
         let (mut listed, mut partners) = (Vec::new(), Vec::new());
         let mut all_ended = true;
@@ -432,7 +462,7 @@ impl Keeper {
         };
         let mut reasons = Vec::new();
         if let Some((d, via)) = why.topology {
-            let topology = &self.model.topology;
+            let topology = self.topology.get();
             let hops = format!("{d} hop{}", plural(d));
             let mine = e.entities.first().map(|&x| topology.name(x));
             let theirs = o.entities.first().map(|&x| topology.name(x));
@@ -466,7 +496,7 @@ impl Keeper {
     /// on (the most downstream one on a tie, then the earliest alert's);
     /// without topology, the earliest alert.
     fn root(&self, members: &[EpKey]) -> (String, String) {
-        let topology = &self.model.topology;
+        let topology = self.topology.get();
         let mut candidates: BTreeMap<EntityId, (usize, usize, u64)> = BTreeMap::new();
         for key in members {
             let Some(e) = self.episodes.get(key) else {

@@ -46,6 +46,10 @@ pub fn entity_text(labels: &LabelSet) -> String {
 /// spreads against the edges, from `to` to what depends on it.
 #[derive(Clone, Debug, Default)]
 pub struct Topology {
+    /// The edges it was made of.
+    edges: Vec<(LabelSet, LabelSet)>,
+    /// How far reach goes.
+    hops: u8,
     /// Entity ids and how they are written.
     names: HashMap<EntityId, String>,
     /// The label names that entities use, each set once (`[service]`,
@@ -96,10 +100,17 @@ impl Topology {
             reach.insert(start, list);
         }
         Topology {
+            edges: edges.to_vec(),
+            hops,
             names,
             shapes,
             reach,
         }
+    }
+
+    /// The edges it was made of.
+    pub fn edges(&self) -> &[(LabelSet, LabelSet)] {
+        &self.edges
     }
 
     /// The entities an alert's labels name: every topology entity whose
@@ -144,6 +155,95 @@ impl Topology {
     /// Whether it has none.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
+    }
+}
+
+/// The label-name prefixes of an edge sample's two entities.
+pub const FROM_PREFIX: &str = "from_";
+/// See [`FROM_PREFIX`].
+pub const TO_PREFIX: &str = "to_";
+
+/// The edge an edge sample names: its `from_*` labels (without the
+/// prefix) depend on its `to_*` labels; other labels are ignored. `None`
+/// when either side has no label.
+pub fn edge_of(series: &Series) -> Option<(LabelSet, LabelSet)> {
+    let (mut from, mut to) = (LabelSet::new(), LabelSet::new());
+    for (n, v) in series.tags() {
+        if let Some(n) = n.strip_prefix(FROM_PREFIX) {
+            from.insert(n.to_owned(), v.to_owned());
+        } else if let Some(n) = n.strip_prefix(TO_PREFIX) {
+            to.insert(n.to_owned(), v.to_owned());
+        }
+    }
+    (!from.contains_key("") && !to.contains_key("") && !from.is_empty() && !to.is_empty())
+        .then_some((from, to))
+}
+
+/// The topology as it changes while the pipeline runs: the edges given at
+/// start, plus those edge samples add and take back. Each edge is counted
+/// (two series may name one edge); it is in the topology while its count
+/// is above zero.
+#[derive(Clone, Debug)]
+pub struct LiveTopology {
+    counts: BTreeMap<(EntityId, EntityId), (LabelSet, LabelSet, isize)>,
+    current: Topology,
+    dirty: bool,
+}
+
+impl LiveTopology {
+    /// Starts from `initial`.
+    pub fn new(initial: &Topology) -> LiveTopology {
+        let mut counts = BTreeMap::new();
+        for (from, to) in initial.edges() {
+            let slot = counts
+                .entry((entity_id(from), entity_id(to)))
+                .or_insert_with(|| (from.clone(), to.clone(), 0));
+            slot.2 += 1;
+        }
+        LiveTopology {
+            counts,
+            current: initial.clone(),
+            dirty: false,
+        }
+    }
+
+    /// Adds (`diff` 1) or takes back (-1) an edge; the topology is made
+    /// again at the next [`Self::refresh`] if the set of edges changed.
+    pub fn change(&mut self, from: &LabelSet, to: &LabelSet, diff: isize) {
+        let key = (entity_id(from), entity_id(to));
+        let slot = self
+            .counts
+            .entry(key)
+            .or_insert_with(|| (from.clone(), to.clone(), 0));
+        let was = slot.2 > 0;
+        slot.2 += diff;
+        if was != (slot.2 > 0) {
+            self.dirty = true;
+        }
+        if slot.2 == 0 {
+            self.counts.remove(&key);
+        }
+    }
+
+    /// Makes the topology again if its edges changed; says whether they
+    /// did.
+    pub fn refresh(&mut self) -> bool {
+        if !std::mem::take(&mut self.dirty) {
+            return false;
+        }
+        let edges: Vec<(LabelSet, LabelSet)> = self
+            .counts
+            .values()
+            .filter(|(_, _, n)| *n > 0)
+            .map(|(f, t, _)| (f.clone(), t.clone()))
+            .collect();
+        self.current = Topology::new(&edges, self.current.hops);
+        true
+    }
+
+    /// The topology as of the last refresh.
+    pub fn get(&self) -> &Topology {
+        &self.current
     }
 }
 
@@ -274,10 +374,15 @@ pub struct Keys {
 impl Model {
     /// The join keys of an episode with these labels.
     pub fn keys(&self, labels: &Series) -> Keys {
-        let entities = self.topology.entities_of(labels);
+        self.keys_in(&self.topology, labels)
+    }
+
+    /// [`Self::keys`] in another topology (one that changed since start).
+    pub fn keys_in(&self, topology: &Topology, labels: &Series) -> Keys {
+        let entities = topology.entities_of(labels);
         let mut best: HashMap<EntityId, u8> = HashMap::new();
         for &e in &entities {
-            for &(c, d) in self.topology.reach(e) {
+            for &(c, d) in topology.reach(e) {
                 let slot = best.entry(c).or_insert(d);
                 *slot = (*slot).min(d);
             }

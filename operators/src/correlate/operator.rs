@@ -26,10 +26,11 @@ use std::sync::Arc;
 use differential_dataflow::AsCollection;
 use differential_dataflow::VecCollection;
 use differential_dataflow::algorithms::graphs::propagate::propagate;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Concatenate;
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::vec::{Broadcast, Filter, Map};
+use timely::dataflow::operators::{Concat, Concatenate};
 
 use tidemark_engine::alert::{Alert, AlertState};
 use tidemark_engine::incident::{Incident, IncidentBoard};
@@ -40,9 +41,9 @@ use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 use tidemark_engine::{Sample, Series};
 
-use super::episodes::{Episode, Kind, Tracker, kind};
+use super::episodes::{Episode, Kind, Tracker, is_edge, kind};
 use super::keeper::Keeper;
-use super::model::{EntityId, EpKey, Model, Why};
+use super::model::{EntityId, EpKey, LiveTopology, Model, Why, edge_of};
 
 /// How `correlate` runs.
 #[derive(Clone, Debug)]
@@ -55,6 +56,9 @@ pub struct Settings {
     pub gap: u64,
     /// How long an ended episode is kept (ms).
     pub horizon: u64,
+    /// The metric of edge samples on the input, which add edges to the
+    /// topology and take them back while the pipeline runs.
+    pub edge_metric: Option<String>,
 }
 
 /// Episodes keyed for a join: (key and time bucket, episode).
@@ -139,21 +143,7 @@ pub fn correlate_shown<'scope>(
         .clone()
         .flat_map(move |(at, ep)| updates(&ep).map(|(key, _, diff)| ((key, key), at, diff)))
         .as_collection();
-    let causes: Keyed<'scope, (EntityId, u64), (EpKey, u8)> = {
-        let model = Arc::clone(&model);
-        tracked
-            .clone()
-            .flat_map(move |(at, ep)| {
-                let mut out = Vec::new();
-                if let Some((key, labels, diff)) = updates(&ep) {
-                    for (c, d) in model.keys(labels).causes {
-                        out.push((((c, key.0 / window), (key, d)), at, diff));
-                    }
-                }
-                out
-            })
-            .as_collection()
-    };
+    let causes = causes(tracked.clone(), name, &settings);
     let by: Keyed<'scope, (u64, u64), EpKey> = {
         let model = Arc::clone(&model);
         tracked
@@ -247,12 +237,123 @@ pub fn correlate_shown<'scope>(
     (samples, incidents)
 }
 
+/// Step 1b: each episode's possible common causes (every entity it
+/// reaches in the topology, and in how many hops), keyed by cause and the
+/// time bucket of its start, kept as the topology changes. Every worker
+/// holds the whole topology (edges are broadcast) and the episodes it
+/// tracks; when edges change at `t`, the causes that changed are taken
+/// back and given again at `t`, before the episodes that start at `t`.
+fn causes<'scope>(
+    tracked: timely::dataflow::StreamVec<'scope, Time, (u64, Episode)>,
+    name: &str,
+    settings: &Settings,
+) -> Keyed<'scope, (EntityId, u64), (EpKey, u8)> {
+    let model = Arc::clone(&settings.model);
+    let window = model.rules.window.max(1);
+    let dynamic = settings.edge_metric.is_some();
+    let edges = tracked
+        .clone()
+        .filter(|(_, ep)| matches!(ep, Episode::Edge { .. }))
+        .broadcast();
+    let episodes =
+        tracked.filter(|(_, ep)| matches!(ep, Episode::Started { .. } | Episode::Retired { .. }));
+    let give = move |out: &mut Vec<_>, key: EpKey, causes: &[(EntityId, u8)], diff: isize| {
+        for &(c, d) in causes {
+            out.push((((c, key.0 / window), (key, d)), diff));
+        }
+    };
+    episodes
+        .concat(edges)
+        .unary_frontier(
+            Pipeline,
+            &format!("{name}.causes"),
+            move |capability, _info| {
+                let mut held = Some(capability);
+                let mut topology = LiveTopology::new(&model.topology);
+                // This worker's episodes and their causes, kept only when
+                // the topology can change.
+                let mut live: FxHashMap<EpKey, (Series, Vec<(EntityId, u8)>)> =
+                    FxHashMap::default();
+                let mut pending: BTreeMap<u64, Vec<Episode>> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each(|_cap, data| {
+                        for (at, ep) in data.drain(..) {
+                            pending.entry(at).or_default().push(ep);
+                        }
+                    });
+                    let Some(cap) = held.as_mut() else {
+                        pending.clear();
+                        return;
+                    };
+                    let f = frontier_min(frontier);
+                    let limit = f.unwrap_or(u64::MAX);
+                    while let Some(entry) = pending.first_entry() {
+                        if *entry.key() >= limit {
+                            break;
+                        }
+                        let (t, eps) = entry.remove_entry();
+                        let mut out = Vec::new();
+                        for ep in &eps {
+                            if let Episode::Edge { from, to, diff } = ep {
+                                topology.change(from, to, *diff);
+                            }
+                        }
+                        if topology.refresh() {
+                            for (key, (labels, causes)) in live.iter_mut() {
+                                let now = model.keys_in(topology.get(), labels).causes;
+                                if now != *causes {
+                                    give(&mut out, *key, causes, -1);
+                                    give(&mut out, *key, &now, 1);
+                                    *causes = now;
+                                }
+                            }
+                        }
+                        for ep in eps {
+                            match ep {
+                                Episode::Started { key, labels } => {
+                                    let now = model.keys_in(topology.get(), &labels).causes;
+                                    give(&mut out, key, &now, 1);
+                                    if dynamic {
+                                        live.insert(key, (labels, now));
+                                    }
+                                }
+                                Episode::Retired { key, labels } => {
+                                    let then = match live.remove(&key) {
+                                        Some((_, then)) => then,
+                                        None => model.keys_in(topology.get(), &labels).causes,
+                                    };
+                                    give(&mut out, key, &then, -1);
+                                }
+                                _ => {}
+                            }
+                        }
+                        if !out.is_empty() {
+                            let at = cap.delayed(&t.max(*cap.time()));
+                            let time = *at.time();
+                            let mut session = output.session(&at);
+                            for (record, diff) in out {
+                                session.give((record, time, diff));
+                            }
+                        }
+                    }
+                    match f {
+                        Some(f) => {
+                            raise(cap, f);
+                        }
+                        None => held = None,
+                    }
+                }
+            },
+        )
+        .as_collection()
+}
+
 /// An episode's records: added when it starts, taken back when it retires.
 fn updates(ep: &Episode) -> Option<(EpKey, &Series, isize)> {
     match ep {
         Episode::Started { key, labels } => Some((*key, labels, 1)),
         Episode::Retired { key, labels } => Some((*key, labels, -1)),
-        _ => None,
+        Episode::Sample { .. } | Episode::Ended { .. } | Episode::Edge { .. } => None,
     }
 }
 
@@ -265,21 +366,27 @@ fn track<'scope>(
 ) -> timely::dataflow::StreamVec<'scope, Time, (u64, Episode)> {
     let lateness = settings.lateness;
     let (gap, horizon) = (settings.gap, settings.horizon);
+    let edge_metric = settings.edge_metric.clone();
     input.unary_frontier(
         Exchange::new(|s: &Sample| s.series.id().0),
         &format!("{name}.episodes"),
         move |capability, _info| {
             let mut held = Some(capability);
-            let mut tracker = Tracker::new(gap, horizon);
+            let mut tracker = Tracker::new(gap, horizon).with_edges(edge_metric.clone());
             let mut pending: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
             // Everything before this time has been applied.
             let mut done: u64 = 0;
             move |(input, frontier), output| {
-                let (mut late, mut other) = (0u64, 0u64);
+                let (mut late, mut other, mut bad_edge) = (0u64, 0u64, 0u64);
                 input.for_each(|_cap, data| {
                     add(&stats.received, data.len() as u64);
                     for sample in data.drain(..) {
-                        if kind(&sample) == Kind::Other {
+                        if is_edge(&sample, edge_metric.as_deref()) {
+                            if edge_of(&sample.series).is_none() {
+                                bad_edge += 1;
+                                continue;
+                            }
+                        } else if kind(&sample) == Kind::Other {
                             other += 1;
                             continue;
                         }
@@ -293,6 +400,7 @@ fn track<'scope>(
                 });
                 stats.dropped(DropReason::Late, late);
                 stats.dropped(DropReason::NotAnAlert, other);
+                stats.dropped(DropReason::BadEdge, bad_edge);
                 let Some(cap) = held.as_mut() else {
                     pending.clear();
                     return;
@@ -376,6 +484,12 @@ fn keep<'scope>(
                     // Starts first, then the dataflow's changes, then ends
                     // and retirements (which need the components).
                     let mut later = Vec::new();
+                    for feed in &feeds {
+                        if let Feed::Episode(_, Episode::Edge { from, to, diff }) = feed {
+                            keeper.edge(from, to, *diff);
+                        }
+                    }
+                    keeper.topology_changed();
                     for feed in feeds {
                         match feed {
                             Feed::Episode(_, Episode::Started { key, labels }) => {
@@ -386,6 +500,7 @@ fn keep<'scope>(
                             }
                             Feed::Episode(_, Episode::Ended { key, end }) => ended.push((key, end)),
                             Feed::Episode(_, Episode::Retired { key, .. }) => retired.push(key),
+                            Feed::Episode(_, Episode::Edge { .. }) => {}
                             other => later.push(other),
                         }
                     }

@@ -268,6 +268,7 @@ fn settings(model: Arc<Model>, lateness: u64) -> Settings {
         lateness,
         gap: 60_000,
         horizon: 300_000,
+        edge_metric: None,
     }
 }
 
@@ -430,6 +431,7 @@ fn merges_keep_the_older_id_and_splits_take_a_new_one() {
         lateness: 0,
         gap: 30_000,
         horizon: 60_000,
+        edge_metric: None,
     };
     let (labelled, incidents) = run(samples_of(&eps), s, 1, 0);
     let id_at = |t: i64, service: &str| -> String {
@@ -537,6 +539,29 @@ fn config_errors_name_the_field_and_the_line() {
     .unwrap();
     let errors = both.validate().unwrap_err();
     assert_eq!(errors[0].message, "give either `path` or `edges`");
+    let empty: CorrelateConfig =
+        serde_json::from_value(serde_json::json!({"topology": {}})).unwrap();
+    let errors = empty.validate().unwrap_err();
+    assert_eq!(
+        errors[0].message,
+        "give `path`, `edges` or `metric` (edges from the input)"
+    );
+    let metric: CorrelateConfig =
+        serde_json::from_value(serde_json::json!({"topology": {"metric": "edge-of"}})).unwrap();
+    let errors = metric.validate().unwrap_err();
+    assert_eq!(
+        (errors[0].field.join("."), errors[0].message.as_str()),
+        (
+            "topology.metric".to_owned(),
+            "\"edge-of\" is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)"
+        )
+    );
+    let stream_only: CorrelateConfig =
+        serde_json::from_value(serde_json::json!({"topology": {"metric": "topology_edge"}}))
+            .unwrap();
+    let t = stream_only.validate().unwrap();
+    assert_eq!(t.settings().edge_metric.as_deref(), Some("topology_edge"));
+    assert!(t.settings().model.topology.is_empty());
     let unknown = serde_json::from_value::<CorrelateConfig>(serde_json::json!({"hops": 2}));
     assert!(unknown.is_err());
     let good: CorrelateConfig = serde_json::from_value(serde_json::json!({
@@ -670,4 +695,201 @@ fn an_alert_stream_gives_the_same_incidents() {
         );
         assert_eq!(observed(&labelled), want, "{workers} workers");
     }
+}
+
+/// An edge that the edge stream turns on and off, from a series of its
+/// own (`src` tells two series that name one edge apart).
+#[derive(Clone, Debug)]
+struct Toggle {
+    from: LabelSet,
+    to: LabelSet,
+    src: &'static str,
+    /// (time, present).
+    changes: Vec<(i64, bool)>,
+}
+
+impl Toggle {
+    fn series(&self) -> Series {
+        let from = self.from.iter().map(|(n, v)| (format!("from_{n}"), v));
+        let to = self.to.iter().map(|(n, v)| (format!("to_{n}"), v));
+        let labels: Vec<(String, &String)> = from.chain(to).collect();
+        let src = ("src".to_owned(), self.src.to_owned());
+        Series::new(
+            "topology_edge",
+            labels
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .chain([(src.0.as_str(), src.1.as_str())]),
+        )
+    }
+
+    fn samples(&self) -> Vec<Sample> {
+        self.changes
+            .iter()
+            .map(|&(t, on)| Sample::new(self.series(), t, if on { 1.0 } else { 0.0 }))
+            .collect()
+    }
+
+    fn present_at(&self, t: i64) -> bool {
+        self.changes
+            .iter()
+            .take_while(|(at, _)| *at <= t)
+            .last()
+            .is_some_and(|(_, on)| *on)
+    }
+}
+
+/// Edges that come and go over the scenario: the shop's own (the stream
+/// adds one the file also has: it stays when the stream takes it back),
+/// new services and a host, twice for one edge.
+fn toggles(rng: &mut StdRng) -> Vec<Toggle> {
+    let node = set(&[("host", "node-1")]);
+    let edges = [
+        (svc("payments"), svc("db"), "a"),
+        (svc("payments"), svc("db"), "b"),
+        (svc("checkout"), svc("payments"), "a"),
+        (svc("auth"), svc("db"), "a"),
+        (svc("mail"), svc("auth"), "a"),
+        (svc("search"), svc("db"), "a"),
+        (svc("auth"), node.clone(), "a"),
+        (svc("mail"), node, "a"),
+    ];
+    edges
+        .into_iter()
+        .map(|(from, to, src)| {
+            let mut changes: Vec<(i64, bool)> = (0..rng.random_range(1..6))
+                .map(|_| (rng.random_range(0..250i64) * STEP, rng.random_bool(0.6)))
+                .collect();
+            changes.sort_by_key(|&(t, _)| t);
+            changes.dedup_by_key(|&mut (t, _)| t);
+            Toggle {
+                from,
+                to,
+                src,
+                changes,
+            }
+        })
+        .collect()
+}
+
+/// The topology changes while alerts fire (edges added and taken back by
+/// edge samples on the input, a new entity shape among them): at every
+/// step the incidents equal a from-scratch computation over the alerts
+/// alive then in the topology as it is then, at 1, 2 and 4 workers and
+/// with arrival shuffled within the lateness.
+#[test]
+fn incidents_follow_a_topology_that_changes_mid_stream() {
+    let initial = vec![
+        (svc("checkout"), svc("payments")),
+        (svc("cart"), svc("payments")),
+        (svc("checkout"), svc("search")),
+    ];
+    let model = Arc::new(Model {
+        topology: Topology::new(&initial, 2),
+        rules: rules(),
+    });
+    let mut changed = 0;
+    for seed in 0..4u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut episodes = scenario(&mut rng, 60);
+        // Alerts on the host itself.
+        for i in 0..6 {
+            let start = rng.random_range(0..240i64) * STEP;
+            episodes.push(Generated {
+                labels: Series::new(
+                    "",
+                    [
+                        ("alertname", "NodeDown"),
+                        ("host", "node-1"),
+                        ("instance", &format!("n{i}")),
+                    ],
+                ),
+                times: (0..rng.random_range(1..8i64))
+                    .map(|k| start + k * STEP)
+                    .collect(),
+            });
+        }
+        let toggles = toggles(&mut rng);
+        // The reference: each step in the topology of that step.
+        let times: BTreeSet<i64> = episodes.iter().flat_map(|e| e.times.clone()).collect();
+        let mut want = BTreeMap::new();
+        let still = expected(&model, &episodes, 60_000, 300_000);
+        for &t in &times {
+            let mut edges = initial.clone();
+            for tg in &toggles {
+                if tg.present_at(t) {
+                    edges.push((tg.from.clone(), tg.to.clone()));
+                }
+            }
+            let at_t = Model {
+                topology: Topology::new(&edges, 2),
+                rules: rules(),
+            };
+            let one = expected_for(&at_t, &episodes, 60_000, 300_000, |e, x| {
+                e.times.contains(&x)
+            });
+            if let Some(groups) = one.get(&t) {
+                if still.get(&t) != Some(groups) {
+                    changed += 1;
+                }
+                want.insert(t, groups.clone());
+            }
+        }
+        let alerts = samples_of(&episodes);
+        let mut all: Vec<Sample> = alerts.clone();
+        all.extend(toggles.iter().flat_map(Toggle::samples));
+        all.sort_by_key(|s| (s.timestamp, s.series.id()));
+        for (workers, slack) in [(1, 0), (2, 0), (4, 0), (2, 45_000)] {
+            let mut samples = all.clone();
+            if slack > 0 {
+                let mut keyed: Vec<(i64, Sample)> = samples
+                    .into_iter()
+                    .map(|s| (s.timestamp + rng.random_range(0..slack), s))
+                    .collect();
+                keyed.sort_by_key(|(k, s)| (*k, s.series.id()));
+                samples = keyed.into_iter().map(|(_, s)| s).collect();
+            }
+            let s = Settings {
+                edge_metric: Some("topology_edge".into()),
+                ..settings(Arc::clone(&model), slack as u64)
+            };
+            let (labelled, _) = run(samples, s, workers, slack);
+            assert_eq!(
+                labelled.len(),
+                alerts.len(),
+                "seed {seed}: edges give no output"
+            );
+            let got = observed(&labelled);
+            for (t, groups) in &want {
+                assert_eq!(
+                    got.get(t),
+                    Some(groups),
+                    "seed {seed}, {workers} workers, slack {slack}: incidents at {t}"
+                );
+            }
+        }
+    }
+    // The changes mattered: a static topology gives other incidents.
+    assert!(
+        changed > 20,
+        "only {changed} steps differ from the initial topology"
+    );
+}
+
+#[test]
+fn edge_samples_name_their_edge_by_prefix() {
+    use super::model::edge_of;
+    let s = Series::new(
+        "topology_edge",
+        [
+            ("from_service", "checkout"),
+            ("to_service", "payments"),
+            ("job", "cmdb"),
+        ],
+    );
+    assert_eq!(edge_of(&s), Some((svc("checkout"), svc("payments"))));
+    let one_side = Series::new("topology_edge", [("from_service", "checkout")]);
+    assert_eq!(edge_of(&one_side), None);
+    let unnamed = Series::new("topology_edge", [("from_", "x"), ("to_service", "db")]);
+    assert_eq!(edge_of(&unnamed), None);
 }
