@@ -11,7 +11,7 @@ use tidemark_engine::spec::{
 use tidemark_engine::stats::Role;
 use tidemark_engine::time::Time;
 
-use super::model::{LabelSet, Model, Rules, Topology};
+use super::model::{LabelSet, Model, Rules, Together, Topology};
 use super::operator::{Settings, alerts_as_samples, correlate_shown};
 use crate::alert::rules::duration_ms;
 
@@ -101,6 +101,35 @@ pub struct RulesConfig {
     /// rule (`{within: 1m, weight: 0.5}`, say). Default none.
     #[serde(default)]
     pub time: Option<TimeRule>,
+    /// Ties between alerts that keep firing together. Default none.
+    #[serde(default)]
+    pub cooccurrence: Option<CooccurrenceRule>,
+}
+
+/// `rules.cooccurrence`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CooccurrenceRule {
+    /// How close two alerts' starts must be to count as firing together.
+    /// Default `1m`.
+    #[serde(default)]
+    pub within: Option<String>,
+    /// How many times a pair must have fired together. Default 3.
+    #[serde(default = "three")]
+    pub min_count: u32,
+    /// How long a start is remembered. Default `7d`.
+    #[serde(default)]
+    pub history: Option<String>,
+    /// The weight. Default 1.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// The labels that make an alert's identity. Default all of them.
+    #[serde(default)]
+    pub identity: Vec<String>,
+}
+
+fn three() -> u32 {
+    3
 }
 
 /// `rules.topology`.
@@ -211,6 +240,13 @@ impl CorrelateConfig {
             Some(t) => duration("rules.time.within", &Some(t.within.clone()), 60_000),
             None => 0,
         };
+        let together = self.rules.cooccurrence.as_ref().map(|c| Together {
+            within: duration("rules.cooccurrence.within", &c.within, 60_000),
+            min_count: c.min_count,
+            history: duration("rules.cooccurrence.history", &c.history, 7 * 86_400_000),
+            weight: c.weight,
+            identity: c.identity.clone(),
+        });
         if window == 0 {
             errors.push(ConfigError::field("window", "must be greater than 0"));
         }
@@ -236,6 +272,29 @@ impl CorrelateConfig {
         }
         if let Some(t) = &self.rules.time {
             weight(&["rules", "time", "weight"], t.weight);
+        }
+        if let Some(c) = &self.rules.cooccurrence {
+            weight(&["rules", "cooccurrence", "weight"], c.weight);
+        }
+        if let Some(t) = &together {
+            if t.min_count < 2 {
+                errors.push(field(
+                    &["rules", "cooccurrence", "min_count"],
+                    "must be at least 2 (once is not a pattern)",
+                ));
+            }
+            if t.within == 0 || t.within > window {
+                errors.push(field(
+                    &["rules", "cooccurrence", "within"],
+                    "must be greater than 0 and at most `window`",
+                ));
+            }
+            if t.history < window {
+                errors.push(field(
+                    &["rules", "cooccurrence", "history"],
+                    "must be at least `window`",
+                ));
+            }
         }
         if !(threshold > 0.0 && threshold.is_finite()) {
             errors.push(field(
@@ -274,6 +333,7 @@ impl CorrelateConfig {
             labels_weight: self.rules.labels.as_ref().map_or(0.0, |l| l.weight),
             within,
             time_weight: self.rules.time.as_ref().map_or(0.0, |t| t.weight),
+            together,
             threshold,
         };
         let topology = Topology::new(&edges, rules.hops);

@@ -47,6 +47,14 @@ pub enum Episode {
         /// Its labels (to take back its join keys).
         labels: Series,
     },
+    /// An episode's start left the co-occurrence history (`history`
+    /// after it started).
+    Forgotten {
+        /// Its key.
+        key: EpKey,
+        /// Its labels (to take back its identity's start).
+        labels: Series,
+    },
     /// An edge sample's series added its edge to the topology (`diff` 1)
     /// or took it back (-1).
     Edge {
@@ -115,6 +123,10 @@ pub struct Tracker {
     edge_metric: Option<String>,
     /// Edge series whose edge is there.
     edges: FxHashMap<u64, (LabelSet, LabelSet)>,
+    /// How long starts are remembered for the co-occurrence rule, if on.
+    history: Option<u64>,
+    /// Starts remembered, by when they are forgotten.
+    remembered: BTreeMap<u64, Vec<(EpKey, Series)>>,
     open: FxHashMap<u64, Open>,
     /// Episodes that ended, by when they retire.
     ending: BTreeMap<u64, Vec<(u64, EpKey, Series)>>,
@@ -130,6 +142,8 @@ impl Tracker {
             horizon,
             edge_metric: None,
             edges: FxHashMap::default(),
+            history: None,
+            remembered: BTreeMap::new(),
             open: FxHashMap::default(),
             ending: BTreeMap::new(),
             done: 0,
@@ -143,11 +157,23 @@ impl Tracker {
         self
     }
 
+    /// Also remembers every start for `history` and says when it is
+    /// forgotten ([`Episode::Forgotten`]), for the co-occurrence rule.
+    pub fn with_history(mut self, history: Option<u64>) -> Tracker {
+        self.history = history;
+        self
+    }
+
     /// Applies everything due before `t` (episodes that ended or retired),
     /// then the samples at `t`: firing alerts and edges. `t` never goes
     /// back.
     pub fn step(&mut self, t: u64, samples: &[Sample], out: &mut Vec<(u64, Episode)>) {
         self.advance(t, out);
+        // What is due at `t` happens before the samples of `t`, whether
+        // this worker has samples at `t` or not (and however the input
+        // came in batches).
+        self.retire(t + 1, out);
+        self.forget(t + 1, out);
         for sample in samples {
             let id = sample.series.id().0;
             if is_edge(sample, self.edge_metric.as_deref()) {
@@ -175,6 +201,12 @@ impl Tracker {
                     None => {
                         let labels = alert_labels(&sample.series);
                         let key = (t, id);
+                        if let Some(h) = self.history {
+                            self.remembered
+                                .entry(t.saturating_add(h.max(1)))
+                                .or_default()
+                                .push((key, labels.clone()));
+                        }
                         out.push((
                             t,
                             Episode::Started {
@@ -254,6 +286,13 @@ impl Tracker {
             let (at, last) = (open.last + self.gap, open.last);
             self.end(id, open, at, last, out);
         }
+        self.retire(t, out);
+        self.forget(t, out);
+    }
+
+    /// Retires the episodes due before `t`: one that retires at `r` is
+    /// held while the time is before `r`.
+    fn retire(&mut self, t: u64, out: &mut Vec<(u64, Episode)>) {
         while let Some(entry) = self.ending.first_entry() {
             if *entry.key() >= t {
                 break;
@@ -261,6 +300,21 @@ impl Tracker {
             let (at, list) = entry.remove_entry();
             for (_, key, labels) in list {
                 out.push((at, Episode::Retired { key, labels }));
+            }
+        }
+    }
+
+    /// Forgets the starts remembered until before `t`: a start is in
+    /// the history from its time `s` while the time is before `s +
+    /// history`.
+    fn forget(&mut self, t: u64, out: &mut Vec<(u64, Episode)>) {
+        while let Some(entry) = self.remembered.first_entry() {
+            if *entry.key() >= t {
+                break;
+            }
+            let (at, list) = entry.remove_entry();
+            for (key, labels) in list {
+                out.push((at, Episode::Forgotten { key, labels }));
             }
         }
     }
@@ -279,7 +333,8 @@ impl Tracker {
     pub fn next_due(&self) -> Option<u64> {
         let ends = self.open.values().map(|o| o.last + self.gap + 1).min();
         let retires = self.ending.keys().next().copied();
-        ends.into_iter().chain(retires).min()
+        let forgets = self.remembered.keys().next().copied();
+        ends.into_iter().chain(retires).chain(forgets).min()
     }
 
     /// Episodes not yet retired (open or ended).

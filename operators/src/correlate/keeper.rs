@@ -480,6 +480,15 @@ impl Keeper {
         if why.labels {
             reasons.push(format!("same {}", rules.by.join(",")));
         }
+        if let Some(t) = &rules.together
+            && why.together >= t.min_count
+        {
+            reasons.push(format!(
+                "fired together {} times in {}",
+                why.together,
+                short_duration(t.history)
+            ));
+        }
         let dt = key.0.abs_diff(other.0);
         let when = if key.0 >= other.0 { "after" } else { "before" };
         let text = format!(
@@ -567,6 +576,7 @@ fn short_duration(ms: u64) -> String {
         0..60 => format!("{s}s"),
         60..3600 if s.is_multiple_of(60) => format!("{}m", s / 60),
         60..3600 => format!("{}m{}s", s / 60, s % 60),
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
         _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
     }
 }

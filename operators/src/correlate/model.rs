@@ -279,8 +279,27 @@ pub struct Rules {
     pub within: u64,
     /// Its weight.
     pub time_weight: f64,
+    /// Co-occurrence learned from history, if on.
+    pub together: Option<Together>,
     /// The score that ties two episodes.
     pub threshold: f64,
+}
+
+/// The co-occurrence rule: two alerts whose identities have started
+/// together (within `within`) at least `min_count` times in the last
+/// `history` are tied by `weight`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Together {
+    /// How close two starts must be to count as firing together (ms).
+    pub within: u64,
+    /// How many times a pair must have started together.
+    pub min_count: u32,
+    /// How long a start is remembered (ms).
+    pub history: u64,
+    /// The weight.
+    pub weight: f64,
+    /// The labels that make an alert's identity (empty: all of them).
+    pub identity: Vec<String>,
 }
 
 /// What two episodes have in common, from the keyed rules.
@@ -292,6 +311,9 @@ pub struct Why {
     pub topology: Option<(u8, EntityId)>,
     /// Whether the `by` labels are equal.
     pub labels: bool,
+    /// How many times their identities started together within the
+    /// history (0 without the co-occurrence rule).
+    pub together: u32,
 }
 
 impl Rules {
@@ -307,6 +329,11 @@ impl Rules {
         }
         if why.labels {
             score += self.labels_weight;
+        }
+        if let Some(t) = &self.together
+            && why.together >= t.min_count
+        {
+            score += t.weight;
         }
         if score > 0.0 && dt <= self.within {
             score += self.time_weight;
@@ -334,6 +361,23 @@ impl Rules {
             std::cmp::Ordering::Equal => return true,
         };
         near.0 <= far.0.saturating_add(self.lead)
+    }
+
+    /// An alert's identity for the co-occurrence rule: the hash of its
+    /// `identity` labels (a missing one counts as empty), or of all its
+    /// labels.
+    pub fn identity(&self, labels: &Series) -> u64 {
+        match &self.together {
+            Some(t) if !t.identity.is_empty() => {
+                let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+                for name in &t.identity {
+                    hasher.update(labels.get(name).unwrap_or("").as_bytes());
+                    hasher.update(&[0xff]);
+                }
+                hasher.digest()
+            }
+            _ => labels.id().0,
+        }
     }
 
     /// The hash of an episode's `by` labels, if it has them all.
@@ -369,6 +413,8 @@ pub struct Keys {
     pub causes: Vec<(EntityId, u8)>,
     /// Its `by` labels' hash.
     pub by: Option<u64>,
+    /// Its identity for the co-occurrence rule.
+    pub identity: u64,
 }
 
 impl Model {
@@ -393,6 +439,7 @@ impl Model {
             entities,
             causes,
             by: self.rules.by_key(labels),
+            identity: self.rules.identity(labels),
         }
     }
 
@@ -413,6 +460,7 @@ impl Model {
         Why {
             topology,
             labels: a.by.is_some() && a.by == b.by,
+            together: 0,
         }
     }
 }
@@ -421,6 +469,16 @@ impl Model {
 /// compared, tied pairs joined (union-find). Each incident is its members
 /// in order, and incidents are ordered by their earliest member.
 pub fn reference_partition(model: &Model, episodes: &[(EpKey, Arc<Keys>)]) -> Vec<Vec<EpKey>> {
+    reference_partition_with(model, episodes, &|_, _| 0)
+}
+
+/// [`reference_partition`] with co-occurrence: `together(a, b)` is how
+/// many times identities `a` and `b` started together in the history.
+pub fn reference_partition_with(
+    model: &Model,
+    episodes: &[(EpKey, Arc<Keys>)],
+    together: &dyn Fn(u64, u64) -> u32,
+) -> Vec<Vec<EpKey>> {
     let mut parent: Vec<usize> = (0..episodes.len()).collect();
     fn find(parent: &mut [usize], mut i: usize) -> usize {
         while parent[i] != i {
@@ -433,7 +491,11 @@ pub fn reference_partition(model: &Model, episodes: &[(EpKey, Arc<Keys>)]) -> Ve
         for j in i + 1..episodes.len() {
             let (a, b) = (&episodes[i], &episodes[j]);
             let dt = a.0.0.abs_diff(b.0.0);
-            if model.rules.ties(&model.why(&a.0, &a.1, &b.0, &b.1), dt) {
+            let mut why = model.why(&a.0, &a.1, &b.0, &b.1);
+            if a.1.identity != b.1.identity {
+                why.together = together(a.1.identity, b.1.identity);
+            }
+            if model.rules.ties(&why, dt) {
                 let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
                 parent[ri.max(rj)] = ri.min(rj);
             }

@@ -64,6 +64,9 @@ pub struct Settings {
 /// Episodes keyed for a join: (key and time bucket, episode).
 type Keyed<'scope, K, V> = VecCollection<'scope, Time, (K, V), isize>;
 
+/// Pairs of episodes and what they have in common.
+type Pairs<'scope> = VecCollection<'scope, Time, ((EpKey, EpKey), Why), isize>;
+
 /// What the keeper is given, each with its event time.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum Feed {
@@ -176,7 +179,7 @@ pub fn correlate_shown<'scope>(
                 pair,
                 Why {
                     topology: Some((d, c)),
-                    labels: false,
+                    ..Why::default()
                 },
             )
         });
@@ -189,31 +192,34 @@ pub fn correlate_shown<'scope>(
             (
                 pair,
                 Why {
-                    topology: None,
                     labels: true,
+                    ..Why::default()
                 },
             )
         });
+    let mut pairs = topo_pairs.concat(label_pairs);
+    if let Some(learned) = together(tracked.clone(), &model) {
+        pairs = pairs.concat(learned);
+    }
     let rules = model.rules.clone();
-    let ties = topo_pairs
-        .concat(label_pairs)
-        .reduce(move |pair: &(EpKey, EpKey), found, out| {
-            let mut why = Why::default();
-            for (w, n) in found {
-                if *n <= 0 {
-                    continue;
-                }
-                if let Some(t) = w.topology
-                    && why.topology.is_none_or(|best| t < best)
-                {
-                    why.topology = Some(t);
-                }
-                why.labels |= w.labels;
+    let ties = pairs.reduce(move |pair: &(EpKey, EpKey), found, out| {
+        let mut why = Why::default();
+        for (w, n) in found {
+            if *n <= 0 {
+                continue;
             }
-            if rules.ties(&why, pair.0.0.abs_diff(pair.1.0)) {
-                out.push((why, 1));
+            if let Some(t) = w.topology
+                && why.topology.is_none_or(|best| t < best)
+            {
+                why.topology = Some(t);
             }
-        });
+            why.labels |= w.labels;
+            why.together = why.together.max(w.together);
+        }
+        if rules.ties(&why, pair.0.0.abs_diff(pair.1.0)) {
+            out.push((why, 1));
+        }
+    });
     let edges = ties.clone().flat_map(|((a, b), _)| [(a, b), (b, a)]);
     let roots = propagate(edges, nodes);
 
@@ -348,12 +354,88 @@ fn causes<'scope>(
         .as_collection()
 }
 
+/// The co-occurrence rule's pairs, if it is on. History: every
+/// start, by identity, until it is forgotten. Two starts of different
+/// identities at most `within` apart are a co-start (a join on the time
+/// bucket, each pair once), counted per pair of identities; pairs counted
+/// `min_count` times or more are learned. Live episodes of a learned pair
+/// whose starts are within the window are tied, with the count as
+/// evidence.
+fn together<'scope>(
+    tracked: timely::dataflow::StreamVec<'scope, Time, (u64, Episode)>,
+    model: &Arc<Model>,
+) -> Option<Pairs<'scope>> {
+    let rule = model.rules.together.clone()?;
+    let within = rule.within.max(1);
+    let window = model.rules.window.max(1);
+    let starts = {
+        let model = Arc::clone(model);
+        tracked
+            .clone()
+            .flat_map(move |(at, ep)| {
+                let (key, labels, diff) = match &ep {
+                    Episode::Started { key, labels } => (*key, labels, 1isize),
+                    Episode::Forgotten { key, labels } => (*key, labels, -1),
+                    _ => return None,
+                };
+                let identity = model.rules.identity(labels);
+                Some(((key.0 / within, (identity, key)), at, diff))
+            })
+            .as_collection()
+    };
+    let counts = starts
+        .clone()
+        .flat_map(|(b, v)| [(b, (v, false)), (b + 1, (v, true))])
+        .join_map(starts, move |_, &((ia, a), shifted), &(ib, b)| {
+            // A pair in one bucket meets twice: keep one.
+            let once = shifted || (ia, a) < (ib, b);
+            let close = a.0.abs_diff(b.0) <= within;
+            (once && close && ia != ib).then_some((ia.min(ib), ia.max(ib)))
+        })
+        .flat_map(|pair| pair)
+        .count();
+    let min = isize::try_from(rule.min_count).unwrap_or(isize::MAX);
+    let learned = counts
+        .filter(move |(_, n)| *n >= min)
+        .flat_map(|((a, b), n)| {
+            let n = u32::try_from(n).unwrap_or(u32::MAX);
+            [(a, (b, n)), (b, (a, n))]
+        });
+    let live = {
+        let model = Arc::clone(model);
+        tracked
+            .flat_map(move |(at, ep)| {
+                updates(&ep)
+                    .map(|(key, labels, diff)| ((model.rules.identity(labels), key), at, diff))
+            })
+            .as_collection()
+    };
+    let pairs = live
+        .clone()
+        .join_map(learned, |_, &a, &(ib, n)| (ib, (a, n)))
+        .join_map(live, |_, &(a, n), &b| (a, b, n))
+        .filter(move |(a, b, _)| a < b && a.0.abs_diff(b.0) <= window)
+        .map(|(a, b, n)| {
+            (
+                (a, b),
+                Why {
+                    together: n,
+                    ..Why::default()
+                },
+            )
+        });
+    Some(pairs)
+}
+
 /// An episode's records: added when it starts, taken back when it retires.
 fn updates(ep: &Episode) -> Option<(EpKey, &Series, isize)> {
     match ep {
         Episode::Started { key, labels } => Some((*key, labels, 1)),
         Episode::Retired { key, labels } => Some((*key, labels, -1)),
-        Episode::Sample { .. } | Episode::Ended { .. } | Episode::Edge { .. } => None,
+        Episode::Sample { .. }
+        | Episode::Ended { .. }
+        | Episode::Forgotten { .. }
+        | Episode::Edge { .. } => None,
     }
 }
 
@@ -367,12 +449,15 @@ fn track<'scope>(
     let lateness = settings.lateness;
     let (gap, horizon) = (settings.gap, settings.horizon);
     let edge_metric = settings.edge_metric.clone();
+    let history = settings.model.rules.together.as_ref().map(|t| t.history);
     input.unary_frontier(
         Exchange::new(|s: &Sample| s.series.id().0),
         &format!("{name}.episodes"),
         move |capability, _info| {
             let mut held = Some(capability);
-            let mut tracker = Tracker::new(gap, horizon).with_edges(edge_metric.clone());
+            let mut tracker = Tracker::new(gap, horizon)
+                .with_edges(edge_metric.clone())
+                .with_history(history);
             let mut pending: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
             // Everything before this time has been applied.
             let mut done: u64 = 0;
@@ -419,7 +504,12 @@ fn track<'scope>(
                     tracker.step(t, &samples, &mut events);
                     done = t + 1;
                 }
-                if f.is_some() && limit > done {
+                // When the input ends (the frontier is empty), every
+                // episode ends and retires at its own time: what the
+                // watermark passing would have done, the same on any
+                // number of workers (a worker that has no more samples of
+                // its own would otherwise keep its episodes open).
+                if limit > done {
                     tracker.advance(limit, &mut events);
                     done = limit;
                 }
@@ -500,7 +590,7 @@ fn keep<'scope>(
                             }
                             Feed::Episode(_, Episode::Ended { key, end }) => ended.push((key, end)),
                             Feed::Episode(_, Episode::Retired { key, .. }) => retired.push(key),
-                            Feed::Episode(_, Episode::Edge { .. }) => {}
+                            Feed::Episode(_, Episode::Edge { .. } | Episode::Forgotten { .. }) => {}
                             other => later.push(other),
                         }
                     }

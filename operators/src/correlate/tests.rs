@@ -40,6 +40,7 @@ fn rules() -> Rules {
         labels_weight: 0.0,
         within: 60_000,
         time_weight: 0.5,
+        together: None,
         threshold: 1.0,
     }
 }
@@ -121,7 +122,7 @@ fn ties_follow_common_causes_not_common_dependents() {
     wide.max_delay = 3_600_000;
     let why = Why {
         topology: Some((1, 0)),
-        labels: false,
+        ..Why::default()
     };
     assert!(wide.ties(&why, 600_000));
     assert!(!wide.ties(&why, 600_001));
@@ -294,10 +295,10 @@ fn expected_for(
     let times: BTreeSet<i64> = episodes.iter().flat_map(|e| e.times.clone()).collect();
     let mut out = BTreeMap::new();
     for &t in &times {
-        // Alive: started, and not retired (last + gap + horizon >= t).
+        // Alive: started, and not retired (last + gap + horizon > t).
         let alive: Vec<(EpKey, Arc<Keys>)> = episodes
             .iter()
-            .filter(|e| e.times[0] <= t && e.times.last().unwrap() + gap + horizon >= t)
+            .filter(|e| e.times[0] <= t && e.times.last().unwrap() + gap + horizon > t)
             .map(|e| {
                 (
                     (e.times[0] as u64, series_of(e).id().0),
@@ -555,6 +556,25 @@ fn config_errors_name_the_field_and_the_line() {
             "topology.metric".to_owned(),
             "\"edge-of\" is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)"
         )
+    );
+    let co: CorrelateConfig = serde_json::from_value(serde_json::json!({
+        "window": "5m",
+        "rules": {"cooccurrence": {"within": "10m", "min_count": 1, "history": "1m", "weight": -1}},
+    }))
+    .unwrap();
+    let errors = co.validate().unwrap_err();
+    let text: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field.join("."), e.message))
+        .collect();
+    assert_eq!(
+        text,
+        [
+            "rules.cooccurrence.weight: must be a number of at least 0",
+            "rules.cooccurrence.min_count: must be at least 2 (once is not a pattern)",
+            "rules.cooccurrence.within: must be greater than 0 and at most `window`",
+            "rules.cooccurrence.history: must be at least `window`",
+        ]
     );
     let stream_only: CorrelateConfig =
         serde_json::from_value(serde_json::json!({"topology": {"metric": "topology_edge"}}))
@@ -892,4 +912,111 @@ fn edge_samples_name_their_edge_by_prefix() {
     assert_eq!(edge_of(&one_side), None);
     let unnamed = Series::new("topology_edge", [("from_", "x"), ("to_service", "db")]);
     assert_eq!(edge_of(&unnamed), None);
+}
+
+/// Co-occurrence learned from history: alerts of identities (alertname
+/// and service) that keep starting together are tied even where the
+/// topology does not tie them, and forgotten after the history. At every
+/// step the incidents equal a from-scratch computation that counts the
+/// co-starts remembered then, at 1, 2 and 4 workers.
+#[test]
+fn cooccurrence_ties_alerts_that_keep_firing_together() {
+    use super::model::{Together, reference_partition_with};
+    let history = 1_800_000;
+    let within = 45_000;
+    let rules = Rules {
+        together: Some(Together {
+            within,
+            min_count: 2,
+            history,
+            weight: 1.0,
+            identity: vec!["alertname".into(), "service".into()],
+        }),
+        ..rules()
+    };
+    // Only part of the shop: co-occurrence has to find the rest.
+    let model = Arc::new(Model {
+        topology: Topology::new(&[(svc("cart"), svc("payments"))], 2),
+        rules,
+    });
+    let (gap, horizon) = (60_000i64, 300_000i64);
+    let mut learned_ties = 0;
+    for seed in 0..4u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let episodes = scenario(&mut rng, 80);
+        let keys: Vec<(EpKey, Arc<Keys>)> = episodes
+            .iter()
+            .map(|e| {
+                (
+                    (e.times[0] as u64, series_of(e).id().0),
+                    Arc::new(model.keys(&e.labels)),
+                )
+            })
+            .collect();
+        let times: BTreeSet<i64> = episodes.iter().flat_map(|e| e.times.clone()).collect();
+        let mut want = BTreeMap::new();
+        for &t in &times {
+            let t64 = t as u64;
+            // Remembered at t: started at or before t, less than the
+            // history ago.
+            let remembered: Vec<&(EpKey, Arc<Keys>)> = keys
+                .iter()
+                .filter(|(k, _)| k.0 <= t64 && t64 < k.0 + history)
+                .collect();
+            let mut counts: HashMap<(u64, u64), u32> = HashMap::new();
+            for (i, a) in remembered.iter().enumerate() {
+                for b in &remembered[i + 1..] {
+                    let (ia, ib) = (a.1.identity, b.1.identity);
+                    if ia != ib && a.0.0.abs_diff(b.0.0) <= within {
+                        *counts.entry((ia.min(ib), ia.max(ib))).or_default() += 1;
+                    }
+                }
+            }
+            let together = |a: u64, b: u64| counts.get(&(a.min(b), a.max(b))).copied().unwrap_or(0);
+            let alive: Vec<(EpKey, Arc<Keys>)> = episodes
+                .iter()
+                .zip(&keys)
+                .filter(|(e, _)| e.times[0] <= t && e.times.last().unwrap() + gap + horizon > t)
+                .map(|(_, k)| k.clone())
+                .collect();
+            let with = reference_partition_with(&model, &alive, &together);
+            if with != reference_partition(&model, &alive) {
+                learned_ties += 1;
+            }
+            let firing: BTreeSet<u64> = episodes
+                .iter()
+                .filter(|e| e.times.contains(&t))
+                .map(|e| series_of(e).id().0)
+                .collect();
+            let groups: BTreeSet<BTreeSet<u64>> = with
+                .into_iter()
+                .map(|g| {
+                    g.into_iter()
+                        .map(|k| k.1)
+                        .filter(|id| firing.contains(id))
+                        .collect::<BTreeSet<_>>()
+                })
+                .filter(|g| !g.is_empty())
+                .collect();
+            if !groups.is_empty() {
+                want.insert(t, groups);
+            }
+        }
+        let samples = samples_of(&episodes);
+        for workers in [1, 2, 4] {
+            let (labelled, _) = run(samples.clone(), settings(Arc::clone(&model), 0), workers, 0);
+            let got = observed(&labelled);
+            for (t, groups) in &want {
+                assert_eq!(
+                    got.get(t),
+                    Some(groups),
+                    "seed {seed}, {workers} workers: incidents at {t}"
+                );
+            }
+        }
+    }
+    assert!(
+        learned_ties > 20,
+        "co-occurrence changed only {learned_ties} steps"
+    );
 }
