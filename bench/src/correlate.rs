@@ -240,13 +240,18 @@ pub fn samples(s: &Scenario) -> Vec<Sample> {
 
 /// The default `correlate` of a scenario's topology.
 pub fn settings(s: &Scenario) -> anyhow::Result<Settings> {
+    settings_with(s, serde_json::json!({}))
+}
+
+/// `correlate` of a scenario's topology with these `rules`.
+pub fn settings_with(s: &Scenario, rules: serde_json::Value) -> anyhow::Result<Settings> {
     let edges: Vec<serde_json::Value> = s
         .edges
         .iter()
         .map(|(f, t)| serde_json::json!({"from": f, "to": t}))
         .collect();
     let config: CorrelateConfig =
-        serde_json::from_value(serde_json::json!({"topology": {"edges": edges}}))?;
+        serde_json::from_value(serde_json::json!({"topology": {"edges": edges}, "rules": rules}))?;
     let t = config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid bench config: {e:?}"))?;
@@ -484,7 +489,8 @@ pub fn correlate_bench(options: &CorrelateBenchOptions) -> anyhow::Result<()> {
          and spreading to dependents, 30 s to 2 min and a falling probability a hop; one to three alert names \
          per hit service; noise alerts a third of all; alerts as `ALERTS` samples every 30 s). Scores over alert \
          episodes, medians of {} seeds; `correlate` with its defaults (window 10m; topology hops 2, weight 1, \
-         decay 0.5, max_delay 2m, lead 30s; threshold 1). Goal (issue 18): ARI at least 0.9.\n",
+         decay 0.5, max_delay 2m, lead 30s; threshold 1), and with `rules.cooccurrence` at its defaults \
+         (within 1m, min_count 3, history 7d, weight 1, identity all labels). Goal (issue 18): ARI at least 0.9.\n",
         tidemark_engine::time::format_millis(tidemark_engine::time::now_millis()),
         options.faults,
         options.seeds,
@@ -495,7 +501,7 @@ pub fn correlate_bench(options: &CorrelateBenchOptions) -> anyhow::Result<()> {
     );
     let _ = writeln!(md, "|---:|---:|---|---:|---:|---:|---:|");
     for &services in &options.services {
-        let mut rows: Vec<[Scores; 3]> = Vec::new();
+        let mut rows: Vec<[Scores; 4]> = Vec::new();
         let mut delays = Vec::new();
         let mut episodes = 0;
         for seed in 0..options.seeds {
@@ -503,11 +509,15 @@ pub fn correlate_bench(options: &CorrelateBenchOptions) -> anyhow::Result<()> {
             episodes = s.episodes.len();
             let (labelled, _) = run(samples(&s), settings(&s)?, 1);
             let (ours, time_only, adjacent, delay) = evaluate(&s, &labelled);
-            rows.push([ours, time_only, adjacent]);
-            delays.push(delay);
+            let learned = settings_with(&s, serde_json::json!({"cooccurrence": {}}))?;
+            let (labelled, _) = run(samples(&s), learned, 1);
+            let (together, _, _, together_delay) = evaluate(&s, &labelled);
+            rows.push([ours, together, time_only, adjacent]);
+            delays.push([delay, together_delay]);
         }
         for (m, method) in [
             "correlate (defaults)",
+            "correlate + cooccurrence (defaults)",
             "time window only",
             "adjacent within 10m",
         ]
@@ -515,8 +525,8 @@ pub fn correlate_bench(options: &CorrelateBenchOptions) -> anyhow::Result<()> {
         .enumerate()
         {
             let pick = |f: fn(&Scores) -> f64| median(rows.iter().map(|r| f(&r[m])).collect());
-            let delay = if m == 0 {
-                format!("{:.0} s", median(delays.clone()))
+            let delay = if m < 2 {
+                format!("{:.0} s", median(delays.iter().map(|d| d[m]).collect()))
             } else {
                 "-".into()
             };
@@ -542,12 +552,23 @@ pub fn correlate_bench(options: &CorrelateBenchOptions) -> anyhow::Result<()> {
         s.episodes.len(),
         input.len()
     );
-    let _ = writeln!(md, "| workers | alert samples/s | wall time |");
-    let _ = writeln!(md, "|---:|---:|---:|");
-    for &workers in &options.workers {
-        let (_, secs) = run(input.clone(), settings(&s)?, workers);
+    let _ = writeln!(md, "| rules | workers | alert samples/s | wall time |");
+    let _ = writeln!(md, "|---|---:|---:|---:|");
+    let runs = options
+        .workers
+        .iter()
+        .map(|&w| ("defaults", w, serde_json::json!({})))
+        .chain(options.workers.first().map(|&w| {
+            (
+                "defaults + cooccurrence",
+                w,
+                serde_json::json!({"cooccurrence": {}}),
+            )
+        }));
+    for (name, workers, rules) in runs {
+        let (_, secs) = run(input.clone(), settings_with(&s, rules)?, workers);
         let rate = input.len() as f64 / secs;
-        let line = format!("| {workers} | {rate:.0} | {secs:.2} s |");
+        let line = format!("| {name} | {workers} | {rate:.0} | {secs:.2} s |");
         eprintln!("{line}");
         let _ = writeln!(md, "{line}");
     }

@@ -3,7 +3,7 @@
 //! its members and why each belongs, for the dashboard, notifiers and
 //! anything else that takes `incidents`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -152,8 +152,34 @@ impl Incident {
     }
 }
 
-/// Incidents by pipeline, component and id, with their publisher.
-type Held = BTreeMap<(String, String, String), (u64, Incident)>;
+/// An incident's key: pipeline, component and id.
+type Key = (String, String, String);
+
+/// Incidents by key, with their publisher, and the resolved ones by the
+/// time of their record (to drop the oldest without a scan).
+#[derive(Debug, Default)]
+struct Held {
+    incidents: BTreeMap<Key, (u64, Incident)>,
+    resolved: BTreeSet<(i64, Key)>,
+}
+
+impl Held {
+    fn remove(&mut self, key: &Key) {
+        if let Some((_, old)) = self.incidents.remove(key)
+            && old.status == IncidentStatus::Resolved
+        {
+            self.resolved.remove(&(old.at, key.clone()));
+        }
+    }
+
+    fn insert(&mut self, key: Key, publisher: u64, incident: Incident) {
+        self.remove(&key);
+        if incident.status == IncidentStatus::Resolved {
+            self.resolved.insert((incident.at, key.clone()));
+        }
+        self.incidents.insert(key, (publisher, incident));
+    }
+}
 
 /// The incidents of every `correlate` transform of the process, as their
 /// latest records tell them: open ones, and resolved ones until they
@@ -186,36 +212,35 @@ impl IncidentBoard {
         );
         let mut held = self.lock();
         match incident.status {
-            IncidentStatus::Merged | IncidentStatus::Retired => {
-                held.remove(&key);
-            }
-            _ => {
-                held.insert(key, (publisher, incident.clone()));
-            }
+            IncidentStatus::Merged | IncidentStatus::Retired => held.remove(&key),
+            _ => held.insert(key, publisher, incident.clone()),
         }
-        let resolved = |i: &Incident| i.status == IncidentStatus::Resolved;
-        let count = held.values().filter(|(_, i)| resolved(i)).count();
-        if count > Self::RESOLVED {
-            let mut oldest: Vec<_> = held
-                .iter()
-                .filter(|(_, (_, i))| resolved(i))
-                .map(|(k, (_, i))| (i.at, k.clone()))
-                .collect();
-            oldest.sort();
-            for (_, k) in oldest.into_iter().take(count - Self::RESOLVED) {
-                held.remove(&k);
-            }
+        while held.resolved.len() > Self::RESOLVED {
+            let Some((_, oldest)) = held.resolved.pop_first() else {
+                break;
+            };
+            held.incidents.remove(&oldest);
         }
     }
 
     /// Removes what `publisher` recorded.
     pub fn withdraw(&self, publisher: u64) {
-        self.lock().retain(|_, (p, _)| *p != publisher);
+        let mut held = self.lock();
+        let theirs: Vec<Key> = held
+            .incidents
+            .iter()
+            .filter(|(_, (p, _))| *p == publisher)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in theirs {
+            held.remove(&key);
+        }
     }
 
     /// Every incident held, with its pipeline and component.
     pub fn list(&self) -> Vec<(String, String, Incident)> {
         self.lock()
+            .incidents
             .iter()
             .map(|((p, c, _), (_, i))| (p.clone(), c.clone(), i.clone()))
             .collect()
@@ -390,5 +415,19 @@ mod tests {
         let kept = ids(&board);
         assert_eq!(kept.len(), IncidentBoard::RESOLVED);
         assert_eq!(kept[0].0, "r005");
+        // One reopens: it is open, not among the resolved, and stays
+        // when more resolve.
+        board.record(
+            a,
+            "p",
+            "inc",
+            &incident("r050", IncidentStatus::Updated, 200),
+        );
+        board.record(a, "p", "inc", &incident("s", IncidentStatus::Resolved, 201));
+        board.record(a, "p", "inc", &incident("t", IncidentStatus::Resolved, 202));
+        let kept = ids(&board);
+        assert_eq!(kept.len(), IncidentBoard::RESOLVED + 1);
+        assert_eq!(kept[0].0, "r006");
+        assert!(kept.contains(&("r050".into(), IncidentStatus::Updated)));
     }
 }
