@@ -508,6 +508,16 @@ impl Control {
         })
     }
 
+    /// Whether an apply of `name` is over: installed on every worker,
+    /// failed, or gone.
+    pub fn is_settled(&self, name: &str, id: (usize, u64)) -> bool {
+        self.is_installed(name, id)
+            || self
+                .entries()
+                .get(name)
+                .is_none_or(|e| e.failure.get().is_some())
+    }
+
     /// Whether `name` is gone from this process.
     pub fn is_gone(&self, name: &str) -> bool {
         !self.entries().contains_key(name)

@@ -121,6 +121,10 @@ impl ServeOptions {
     }
 }
 
+/// How long a start waits for the pipelines read back from the data
+/// directory to run again before it serves the APIs.
+const RESTORE_WAIT: Duration = Duration::from_secs(60);
+
 /// The default of [`ServeOptions::max_decode_mb`].
 pub const DEFAULT_MAX_DECODE_MB: u64 = 256;
 
@@ -316,17 +320,18 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
         tracing::info!(grpc = %grpc_listener.local_addr()?, tls = tls.is_some(), "Listening.");
         let grpc_identity = tls.as_ref().map(|t| tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem));
         let connections = conn::Connections::new(options.max_connections);
-        let grpc = tokio::spawn(grpc::serve(grpc_listener, Arc::clone(&control), options.auth.clone(), grpc_identity, connections.clone()));
         if cluster.process == 0 {
             // What was applied before the restart, in its order, checked
             // again against today's access policy and quotas (a stored
             // pipeline that no longer compiles or is no longer allowed is
             // reported and left in the store); then the directory's, which
             // replace stored ones of the same name.
+            let mut restoring = Vec::new();
             for s in &stored {
                 match control.compile_request(&s.yaml) {
                     Ok(_) => {
-                        control.apply(&s.name, &s.yaml, s.owner.as_deref());
+                        let id = control.apply(&s.name, &s.yaml, s.owner.as_deref());
+                        restoring.push((s.name.clone(), id));
                     }
                     Err(errors) => {
                         for e in errors {
@@ -338,7 +343,23 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
             for (name, yaml) in &initial {
                 control.apply(name, yaml, None);
             }
+            // The API answers once the pipelines read back are running
+            // again (their state restored), so that a client asking right
+            // after a restart does not hear "no pipeline named ...".
+            // Connections wait in the listener's queue meanwhile.
+            let settled = control
+                .wait_for(RESTORE_WAIT, |c| restoring.iter().all(|(n, id)| c.is_settled(n, *id)))
+                .await;
+            if !settled {
+                let waiting: Vec<&str> = restoring
+                    .iter()
+                    .filter(|(n, id)| !control.is_settled(n, *id))
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                tracing::warn!(seconds = RESTORE_WAIT.as_secs(), pipelines = ?waiting, "Pipelines read back are not all running yet; serving the APIs meanwhile.");
+            }
         }
+        let grpc = tokio::spawn(grpc::serve(grpc_listener, Arc::clone(&control), options.auth.clone(), grpc_identity, connections.clone()));
         // Stop on a signal here, or on a shutdown sequenced by another process.
         let stopping = Arc::clone(&control);
         let stop = async move {

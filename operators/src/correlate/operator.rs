@@ -249,6 +249,8 @@ pub fn correlate_shown<'scope>(
 /// holds the whole topology (edges are broadcast) and the episodes it
 /// tracks; when edges change at `t`, the causes that changed are taken
 /// back and given again at `t`, before the episodes that start at `t`.
+/// Without edge samples (`topology.metric`) the topology never changes
+/// and each start or retirement gives its causes as it comes.
 fn causes<'scope>(
     tracked: timely::dataflow::StreamVec<'scope, Time, (u64, Episode)>,
     name: &str,
@@ -256,7 +258,21 @@ fn causes<'scope>(
 ) -> Keyed<'scope, (EntityId, u64), (EpKey, u8)> {
     let model = Arc::clone(&settings.model);
     let window = model.rules.window.max(1);
-    let dynamic = settings.edge_metric.is_some();
+    if settings.edge_metric.is_none() {
+        // A topology that never changes: each start and retirement gives
+        // its causes as it comes, nothing buffered or held.
+        return tracked
+            .flat_map(move |(at, ep)| {
+                let mut out = Vec::new();
+                if let Some((key, labels, diff)) = updates(&ep) {
+                    for (c, d) in model.keys(labels).causes {
+                        out.push((((c, key.0 / window), (key, d)), at, diff));
+                    }
+                }
+                out
+            })
+            .as_collection();
+    }
     let edges = tracked
         .clone()
         .filter(|(_, ep)| matches!(ep, Episode::Edge { .. }))
@@ -276,8 +292,7 @@ fn causes<'scope>(
             move |capability, _info| {
                 let mut held = Some(capability);
                 let mut topology = LiveTopology::new(&model.topology);
-                // This worker's episodes and their causes, kept only when
-                // the topology can change.
+                // This worker's episodes and their causes.
                 let mut live: FxHashMap<EpKey, (Series, Vec<(EntityId, u8)>)> =
                     FxHashMap::default();
                 let mut pending: BTreeMap<u64, Vec<Episode>> = BTreeMap::new();
@@ -319,16 +334,12 @@ fn causes<'scope>(
                                 Episode::Started { key, labels } => {
                                     let now = model.keys_in(topology.get(), &labels).causes;
                                     give(&mut out, key, &now, 1);
-                                    if dynamic {
-                                        live.insert(key, (labels, now));
-                                    }
+                                    live.insert(key, (labels, now));
                                 }
-                                Episode::Retired { key, labels } => {
-                                    let then = match live.remove(&key) {
-                                        Some((_, then)) => then,
-                                        None => model.keys_in(topology.get(), &labels).causes,
-                                    };
-                                    give(&mut out, key, &then, -1);
+                                Episode::Retired { key, .. } => {
+                                    if let Some((_, then)) = live.remove(&key) {
+                                        give(&mut out, key, &then, -1);
+                                    }
                                 }
                                 _ => {}
                             }
