@@ -307,26 +307,36 @@ fn expected_for(
             })
             .collect();
         let partition = reference_partition(model, &alive);
-        let firing: BTreeSet<u64> = episodes
-            .iter()
-            .filter(|e| shown(e, t))
-            .map(|e| series_of(e).id().0)
-            .collect();
-        let groups: BTreeSet<BTreeSet<u64>> = partition
-            .into_iter()
-            .map(|g| {
-                g.into_iter()
-                    .map(|k| k.1)
-                    .filter(|id| firing.contains(id))
-                    .collect::<BTreeSet<_>>()
-            })
-            .filter(|g| !g.is_empty())
-            .collect();
+        let groups = shown_groups(partition, episodes, |e| shown(e, t));
         if !groups.is_empty() {
             out.insert(t, groups);
         }
     }
     out
+}
+
+/// The incidents of a partition as the sets of the alerts `shown` (their
+/// series ids), leaving out incidents with none.
+fn shown_groups(
+    partition: Vec<Vec<EpKey>>,
+    episodes: &[Generated],
+    shown: impl Fn(&Generated) -> bool,
+) -> BTreeSet<BTreeSet<u64>> {
+    let firing: BTreeSet<u64> = episodes
+        .iter()
+        .filter(|e| shown(e))
+        .map(|e| series_of(e).id().0)
+        .collect();
+    partition
+        .into_iter()
+        .map(|g| {
+            g.into_iter()
+                .map(|k| k.1)
+                .filter(|id| firing.contains(id))
+                .collect::<BTreeSet<_>>()
+        })
+        .filter(|g| !g.is_empty())
+        .collect()
 }
 
 fn series_of(e: &Generated) -> Series {
@@ -983,21 +993,7 @@ fn cooccurrence_ties_alerts_that_keep_firing_together() {
             if with != reference_partition(&model, &alive) {
                 learned_ties += 1;
             }
-            let firing: BTreeSet<u64> = episodes
-                .iter()
-                .filter(|e| e.times.contains(&t))
-                .map(|e| series_of(e).id().0)
-                .collect();
-            let groups: BTreeSet<BTreeSet<u64>> = with
-                .into_iter()
-                .map(|g| {
-                    g.into_iter()
-                        .map(|k| k.1)
-                        .filter(|id| firing.contains(id))
-                        .collect::<BTreeSet<_>>()
-                })
-                .filter(|g| !g.is_empty())
-                .collect();
+            let groups = shown_groups(with, &episodes, |e| e.times.contains(&t));
             if !groups.is_empty() {
                 want.insert(t, groups);
             }
