@@ -1016,3 +1016,61 @@ fn cooccurrence_ties_alerts_that_keep_firing_together() {
         "co-occurrence changed only {learned_ties} steps"
     );
 }
+
+/// An edge sample that names no edge is dropped and counted as
+/// `bad_edge`; samples of other metrics as `not_an_alert`; the alerts
+/// around them are labelled as usual.
+#[test]
+fn samples_that_name_no_edge_are_counted() {
+    use tidemark_engine::stats::DropReason;
+    let stats = Arc::new(ComponentStats::default());
+    let counted = Arc::clone(&stats);
+    let model = Arc::new(Model {
+        topology: Topology::new(&[], 2),
+        rules: rules(),
+    });
+    let settings = Settings {
+        edge_metric: Some("topology_edge".into()),
+        ..settings(model, 0)
+    };
+    let labelled: Arc<Mutex<Vec<Sample>>> = Arc::default();
+    let sink = Arc::clone(&labelled);
+    timely::execute(timely::Config::process(2), move |worker| {
+        let sink = Arc::clone(&sink);
+        let mut input: InputHandleVec<u64, Sample> = InputHandleVec::new();
+        let probe = worker.dataflow::<u64, _, _>(|scope| {
+            let (out, _) = correlate(
+                scope.input_from(&mut input),
+                "c",
+                settings.clone(),
+                Arc::clone(&counted),
+            );
+            out.inspect(move |s| sink.lock().unwrap().push(s.clone()))
+                .probe()
+                .0
+        });
+        if worker.index() == 0 {
+            let edge = |labels: &[(&str, &str)]| {
+                Sample::new(Series::new("topology_edge", labels.iter().copied()), 0, 1.0)
+            };
+            input.send(edge(&[("from_service", "a"), ("to_service", "b")]));
+            input.send(edge(&[("from_service", "a")]));
+            input.send(edge(&[("to_service", "b"), ("job", "cmdb")]));
+            input.send(Sample::new(Series::new("up", [("job", "x")]), 0, 1.0));
+            let alert = Series::new(
+                "ALERTS",
+                alert("Down", "a").tags().chain([("alertstate", "firing")]),
+            );
+            input.send(Sample::new(alert, 0, 1.0));
+        }
+        input.close();
+        while !probe.done() {
+            worker.step();
+        }
+    })
+    .unwrap()
+    .join();
+    assert_eq!(stats.drops(DropReason::BadEdge), 2);
+    assert_eq!(stats.drops(DropReason::NotAnAlert), 1);
+    assert_eq!(labelled.lock().unwrap().len(), 1);
+}
