@@ -343,6 +343,15 @@ fn series_of(e: &Generated) -> Series {
     Series::new("ALERTS", e.labels.tags().chain([("alertstate", "firing")]))
 }
 
+/// Asserts that the operator's incidents equal the reference's at every
+/// step the reference has.
+fn assert_steps(labelled: &[Sample], want: &BTreeMap<i64, BTreeSet<BTreeSet<u64>>>, run: &str) {
+    let got = observed(labelled);
+    for (t, groups) in want {
+        assert_eq!(got.get(t), Some(groups), "{run}: incidents at {t}");
+    }
+}
+
 fn observed(labelled: &[Sample]) -> BTreeMap<i64, BTreeSet<BTreeSet<u64>>> {
     let mut by_time: BTreeMap<i64, BTreeMap<String, BTreeSet<u64>>> = BTreeMap::new();
     for s in labelled {
@@ -401,14 +410,11 @@ fn incidents_equal_a_from_scratch_computation_at_every_step() {
                 samples.len(),
                 "seed {seed}, {workers} workers: one ALERTS_INCIDENT per firing sample"
             );
-            let got = observed(&labelled);
-            for (t, groups) in &want {
-                assert_eq!(
-                    got.get(t),
-                    Some(groups),
-                    "seed {seed}, {workers} workers, slack {slack}: incidents at {t}"
-                );
-            }
+            assert_steps(
+                &labelled,
+                &want,
+                &format!("seed {seed}, {workers} workers, slack {slack}"),
+            );
         }
     }
 }
@@ -889,14 +895,11 @@ fn incidents_follow_a_topology_that_changes_mid_stream() {
                 alerts.len(),
                 "seed {seed}: edges give no output"
             );
-            let got = observed(&labelled);
-            for (t, groups) in &want {
-                assert_eq!(
-                    got.get(t),
-                    Some(groups),
-                    "seed {seed}, {workers} workers, slack {slack}: incidents at {t}"
-                );
-            }
+            assert_steps(
+                &labelled,
+                &want,
+                &format!("seed {seed}, {workers} workers, slack {slack}"),
+            );
         }
     }
     // The changes mattered: a static topology gives other incidents.
@@ -1001,14 +1004,7 @@ fn cooccurrence_ties_alerts_that_keep_firing_together() {
         let samples = samples_of(&episodes);
         for workers in [1, 2, 4] {
             let (labelled, _) = run(samples.clone(), settings(Arc::clone(&model), 0), workers, 0);
-            let got = observed(&labelled);
-            for (t, groups) in &want {
-                assert_eq!(
-                    got.get(t),
-                    Some(groups),
-                    "seed {seed}, {workers} workers: incidents at {t}"
-                );
-            }
+            assert_steps(&labelled, &want, &format!("seed {seed}, {workers} workers"));
         }
     }
     assert!(
