@@ -435,6 +435,11 @@ impl Checkpoints {
             return;
         }
         s.decided = b;
+        // A cut is taken by every kept component at `b - offset`, after
+        // the time it starts at: an earlier one could never complete.
+        if self.members.iter().any(|m| m.offset >= b) {
+            return;
+        }
         let newest = s.complete.last().copied().unwrap_or(0).max(s.sealed);
         // (One that has not completed for a minute no longer holds the
         // next back: it may wait for a sink that cannot write.)

@@ -116,6 +116,25 @@ fn a_cut_is_decided_once_for_everyone() {
     assert_eq!(cut.due(13_999), None);
 }
 
+/// A cut at or before a kept component's offset is never a checkpoint:
+/// that component would cut at time 0, which it never does, and the
+/// checkpoint would hold every later one back.
+#[test]
+fn no_checkpoint_is_cut_before_every_component_can_take_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Checkpoints::open(
+        &Store::dir(dir.path()),
+        "p",
+        1,
+        members(&[("w", 1, 0), ("k", 1, 5_000)]),
+        every_cut(),
+    )
+    .unwrap();
+    assert!(c.crossed(0, 3_000).is_empty());
+    assert!(c.crossed(3_000, 5_000).is_empty(), "at the offset");
+    assert_eq!(c.crossed(5_000, 6_000), vec![6_000]);
+}
+
 #[test]
 fn the_gate_applies_what_the_cut_allows_and_writes_at_the_cut() {
     let dir = tempfile::tempdir().unwrap();
