@@ -300,6 +300,9 @@ pub struct TransformContext {
     /// (only for a transform whose state is [`Checkpointed::Kept`], in a
     /// checkpointed pipeline).
     pub checkpoint: Option<crate::checkpoint::Cut>,
+    /// Where its later stages cut theirs, in the order of
+    /// [`TransformSpec::later_stages`] (empty when not checkpointed).
+    pub later: Vec<crate::checkpoint::Cut>,
 }
 
 /// A validated transform.
@@ -338,6 +341,13 @@ pub trait TransformSpec: fmt::Debug + Send + Sync {
     /// Whether its state is written to checkpoints and restored (see
     /// [`crate::checkpoint`]).
     fn checkpointed(&self) -> Checkpointed;
+    /// Operators of a kept transform that cut their state later than its
+    /// input does (behind a holdback inside it), each its name (the
+    /// checkpoint member `{transform}/{name}`) and how far behind the
+    /// transform's input it is. None by default.
+    fn later_stages(&self) -> Vec<(&'static str, Time)> {
+        Vec::new()
+    }
     /// Builds it on a worker: one stream for each of [`Self::outputs`], in
     /// that order.
     fn build<'scope>(

@@ -166,6 +166,11 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 incidents: Arc::clone(&env.incidents),
                 stats: Arc::clone(&env.stats),
                 checkpoint: cut(name),
+                later: transform
+                    .later_stages()
+                    .into_iter()
+                    .filter_map(|(stage, _)| cut(&format!("{name}/{stage}")))
+                    .collect(),
             };
             let outputs = transform.outputs();
             for (port, stream) in outputs.iter().zip(transform.build(input, ctx)) {

@@ -112,12 +112,24 @@ impl Plan {
                             "transform `{name}` reads inputs that windows hold back by different amounts"
                         ));
                     };
+                    let (fp, identity) = (
+                        fingerprint(&format!("{transform:?}")),
+                        fingerprint(&transform.identity()),
+                    );
                     members.push(Member {
                         name: name.clone(),
-                        fingerprint: fingerprint(&format!("{transform:?}")),
-                        identity: fingerprint(&transform.identity()),
+                        fingerprint: fp,
+                        identity,
                         offset,
                     });
+                    for (stage, behind) in transform.later_stages() {
+                        members.push(Member {
+                            name: format!("{name}/{stage}"),
+                            fingerprint: fp,
+                            identity,
+                            offset: offset + behind,
+                        });
+                    }
                     Some(offset + transform.holdback().saturating_sub(1))
                 }
             };
@@ -142,15 +154,17 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     /// Offsets of kept components: a window's and an alert transform's
-    /// output is their lateness behind their input; a reader of inputs held
-    /// back differently cannot be checkpointed.
+    /// output is their lateness behind their input, a later stage its own
+    /// distance behind its transform's; a reader of inputs held back
+    /// differently cannot be checkpointed.
     #[test]
     fn checkpoint_offsets_follow_the_lateness_before_each_component() {
         let text = "name: p\nsources:\n  in: {type: grpc}\ntransforms:\n  \
             w: {type: window, inputs: [in], window: {tumbling: 10s}, lateness: 5s, aggregates: [avg]}\n  \
             rules: {type: alert, inputs: [w], lateness: 2s, rules: {groups: [{name: g, rules: [{record: r, expr: 'x'}]}]}}\n  \
-            sc: {type: score, inputs: [rules]}\n\
-            sinks:\n  out: {type: blackhole, inputs: [sc]}\n";
+            sc: {type: score, inputs: [rules]}\n  \
+            c: {type: correlate, inputs: [rules.alerts], lateness: 3s}\n\
+            sinks:\n  out: {type: blackhole, inputs: [sc, c]}\n";
         let plan = crate::compile::compile("p.yaml", text).unwrap();
         let offsets: Vec<(String, u64)> = plan
             .checkpoint_members()
@@ -158,7 +172,15 @@ mod tests {
             .into_iter()
             .map(|m| (m.name, m.offset))
             .collect();
-        let want = [("in", 0), ("w", 0), ("rules", 5_000), ("sc", 7_000)];
+        // The correlate's keeper cuts its lateness behind its tracker.
+        let want = [
+            ("in", 0),
+            ("w", 0),
+            ("rules", 5_000),
+            ("c", 7_000),
+            ("c/incidents", 10_000),
+            ("sc", 7_000),
+        ];
         assert_eq!(
             offsets,
             want.map(|(n, o)| (n.to_owned(), o)).to_vec(),

@@ -12,7 +12,7 @@ use tidemark_engine::stats::Role;
 use tidemark_engine::time::Time;
 
 use super::model::{LabelSet, Model, Rules, Together, Topology};
-use super::operator::{Settings, alerts_as_samples, correlate_shown};
+use super::operator::{Cuts, Settings, alerts_as_samples, correlate_shown};
 use crate::alert::rules::duration_ms;
 
 /// Groups firing alerts (`ALERTS` samples) into incidents.
@@ -472,9 +472,15 @@ impl TransformSpec for CorrelateTransform {
             })
             .collect()
     }
-    /// Correlation arrangements are not checkpointed yet.
+    /// The tracker's episodes and the keeper's incidents are kept; the
+    /// differential arrangements are rebuilt from the episodes at a
+    /// restore.
     fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
-        tidemark_engine::checkpoint::Checkpointed::NotYet
+        tidemark_engine::checkpoint::Checkpointed::Kept
+    }
+    /// The keeper cuts `lateness` behind the tracker.
+    fn later_stages(&self) -> Vec<(&'static str, Time)> {
+        vec![("incidents", self.settings.lateness)]
     }
     fn build<'scope>(
         &self,
@@ -483,6 +489,10 @@ impl TransformSpec for CorrelateTransform {
     ) -> Vec<AnyStream<'scope>> {
         let stats = ctx.stats.component(&ctx.name, Role::Transform);
         let shown = Some((Arc::clone(&ctx.incidents), ctx.pipeline.clone()));
+        let cuts = Cuts {
+            episodes: ctx.checkpoint,
+            incidents: ctx.later.into_iter().next(),
+        };
         let (samples, incidents) = match input {
             AnyStream::Alerts(alerts) => {
                 // State changes: an episode ends when its alert resolves,
@@ -491,7 +501,8 @@ impl TransformSpec for CorrelateTransform {
                     gap: super::operator::NO_GAP,
                     ..self.settings.clone()
                 };
-                correlate_shown(alerts_as_samples(alerts), &ctx.name, settings, stats, shown)
+                let alerts = alerts_as_samples(alerts);
+                correlate_shown(alerts, &ctx.name, settings, stats, shown, cuts)
             }
             other => correlate_shown(
                 other.into_samples(),
@@ -499,6 +510,7 @@ impl TransformSpec for CorrelateTransform {
                 self.settings.clone(),
                 stats,
                 shown,
+                cuts,
             ),
         };
         vec![AnyStream::Samples(samples), AnyStream::Incidents(incidents)]

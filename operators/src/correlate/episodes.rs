@@ -55,6 +55,21 @@ pub enum Episode {
         /// Its labels (to take back its identity's start).
         labels: Series,
     },
+    /// An episode the tracker held at the checkpoint it was restored
+    /// from, given again (before the restored time) to rebuild what the
+    /// rest of the operator derives from episodes.
+    Restored {
+        /// Its key.
+        key: EpKey,
+        /// Its labels.
+        labels: Series,
+        /// It has not retired (it is in the dataflow's collections).
+        live: bool,
+        /// Its start is in the co-occurrence history.
+        remembered: bool,
+        /// When it stopped, if it has ended.
+        end: Option<u64>,
+    },
     /// An edge sample's series added its edge to the topology (`diff` 1)
     /// or took it back (-1).
     Edge {
@@ -67,8 +82,8 @@ pub enum Episode {
     },
 }
 
-/// An episode that has not retired.
-#[derive(Clone, Debug)]
+/// An episode that has not ended.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Open {
     start: u64,
     last: u64,
@@ -128,8 +143,9 @@ pub struct Tracker {
     /// Starts remembered, by when they are forgotten.
     remembered: BTreeMap<u64, Vec<(EpKey, Series)>>,
     open: FxHashMap<u64, Open>,
-    /// Episodes that ended, by when they retire.
-    ending: BTreeMap<u64, Vec<(u64, EpKey, Series)>>,
+    /// Episodes that ended, by when they retire: (series, key, labels,
+    /// when it stopped).
+    ending: BTreeMap<u64, Vec<(u64, EpKey, Series, u64)>>,
     /// The time up to which everything was applied.
     done: u64,
 }
@@ -298,7 +314,7 @@ impl Tracker {
                 break;
             }
             let (at, list) = entry.remove_entry();
-            for (_, key, labels) in list {
+            for (_, key, labels, _) in list {
                 out.push((at, Episode::Retired { key, labels }));
             }
         }
@@ -326,7 +342,7 @@ impl Tracker {
         self.ending
             .entry(at.saturating_add(self.horizon).max(at + 1))
             .or_default()
-            .push((id, key, open.labels));
+            .push((id, key, open.labels, end));
     }
 
     /// The earliest time something is due without new samples.
@@ -346,6 +362,120 @@ impl Tracker {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Every series' state, for a checkpoint: its open episode, its ended
+    /// ones, its starts in the history and its edge, by series id.
+    pub fn snapshot(&self) -> FxHashMap<u64, Saved> {
+        let mut saved: FxHashMap<u64, Saved> = FxHashMap::default();
+        for (id, open) in &self.open {
+            saved.entry(*id).or_default().open = Some(open.clone());
+        }
+        for (at, list) in &self.ending {
+            for (id, key, labels, end) in list {
+                let e = (*at, *key, labels.clone(), *end);
+                saved.entry(*id).or_default().ending.push(e);
+            }
+        }
+        for (at, list) in &self.remembered {
+            for (key, labels) in list {
+                let r = (*at, *key, labels.clone());
+                saved.entry(key.1).or_default().remembered.push(r);
+            }
+        }
+        for (id, edge) in &self.edges {
+            saved.entry(*id).or_default().edge = Some(edge.clone());
+        }
+        saved
+    }
+
+    /// Adds one series' state from a checkpoint.
+    pub fn restore(&mut self, id: u64, saved: Saved) {
+        if let Some(open) = saved.open {
+            self.open.insert(id, open);
+        }
+        for (at, key, labels, end) in saved.ending {
+            self.ending
+                .entry(at)
+                .or_default()
+                .push((id, key, labels, end));
+        }
+        for (at, key, labels) in saved.remembered {
+            self.remembered.entry(at).or_default().push((key, labels));
+        }
+        if let Some(edge) = saved.edge {
+            self.edges.insert(id, edge);
+        }
+    }
+
+    /// After a restore, everything up to `done` is applied: the episodes
+    /// and edges held, as [`Episode::Restored`] and [`Episode::Edge`]
+    /// events, in a fixed order.
+    pub fn restored(&mut self, done: u64) -> Vec<Episode> {
+        self.done = done;
+        let remembered: FxHashMap<EpKey, &Series> = self
+            .remembered
+            .values()
+            .flatten()
+            .map(|(k, l)| (*k, l))
+            .collect();
+        let mut out = Vec::new();
+        let mut live = Vec::new();
+        for (id, o) in &self.open {
+            live.push(((o.start, *id), &o.labels, None));
+        }
+        for (_, key, labels, end) in self.ending.values().flatten() {
+            live.push((*key, labels, Some(*end)));
+        }
+        live.sort_by_key(|(key, ..)| *key);
+        for (key, labels, end) in &live {
+            out.push(Episode::Restored {
+                key: *key,
+                labels: (*labels).clone(),
+                live: true,
+                remembered: remembered.contains_key(key),
+                end: *end,
+            });
+        }
+        let held: std::collections::BTreeSet<EpKey> = live.iter().map(|(k, ..)| *k).collect();
+        let mut past: Vec<(EpKey, &Series)> = remembered
+            .iter()
+            .filter(|(k, _)| !held.contains(k))
+            .map(|(k, l)| (*k, *l))
+            .collect();
+        past.sort_by_key(|(key, _)| *key);
+        for (key, labels) in past {
+            out.push(Episode::Restored {
+                key,
+                labels: labels.clone(),
+                live: false,
+                remembered: true,
+                end: None,
+            });
+        }
+        let mut edges: Vec<_> = self.edges.iter().collect();
+        edges.sort_by_key(|(id, _)| **id);
+        for (_, (from, to)) in edges {
+            out.push(Episode::Edge {
+                from: from.clone(),
+                to: to.clone(),
+                diff: 1,
+            });
+        }
+        out
+    }
+}
+
+/// One series' state in a checkpoint.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Saved {
+    open: Option<Open>,
+    /// (retires at, key, labels, stopped at).
+    ending: Vec<(u64, EpKey, Series, u64)>,
+    /// (forgotten at, key, labels).
+    remembered: Vec<(u64, EpKey, Series)>,
+    edge: Option<(LabelSet, LabelSet)>,
+    /// Its samples not applied yet (after the cut less the lateness).
+    pub waiting: Vec<Sample>,
 }
 
 #[cfg(test)]

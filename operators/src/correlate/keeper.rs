@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tidemark_engine::incident::{Incident, IncidentStatus, Member};
 use tidemark_engine::{Sample, Series};
 
@@ -227,6 +228,116 @@ impl Keeper {
     /// How many episodes are held.
     pub fn episodes(&self) -> usize {
         self.episodes.len()
+    }
+
+    /// Its state, for a checkpoint (between steps).
+    pub fn snapshot(&self) -> Saved {
+        let mut episodes: Vec<_> = self
+            .episodes
+            .iter()
+            .map(|(k, e)| (*k, e.labels.clone(), e.end, e.root))
+            .collect();
+        episodes.sort_by_key(|e| e.0);
+        let mut ties: Vec<_> = self
+            .ties
+            .iter()
+            .flat_map(|(a, m)| m.iter().map(move |(b, why)| (*a, *b, *why)))
+            .filter(|(a, b, _)| a < b)
+            .collect();
+        ties.sort_by_key(|(a, b, _)| (*a, *b));
+        let mut incidents: Vec<_> = self
+            .incidents
+            .iter()
+            .map(|(id, h)| {
+                // (Records skip absent fields: bincode cannot read them.)
+                let last = h.last.as_ref().map(|i| {
+                    serde_json::to_string(i).unwrap_or_else(|e| unreachable!("records encode: {e}"))
+                });
+                (id.clone(), h.root, h.opened_at, last)
+            })
+            .collect();
+        incidents.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut id_of: Vec<_> = self.id_of.iter().map(|(k, id)| (*k, id.clone())).collect();
+        id_of.sort();
+        let mut by_root: Vec<_> = self
+            .by_root
+            .iter()
+            .map(|(k, id)| (*k, id.clone()))
+            .collect();
+        by_root.sort();
+        Saved {
+            edges: self.topology.counts(),
+            episodes,
+            components: self
+                .components
+                .iter()
+                .map(|(r, m)| (*r, m.iter().copied().collect()))
+                .collect(),
+            ties,
+            by_root,
+            incidents,
+            id_of,
+        }
+    }
+
+    /// Takes the state of a checkpoint ([`Self::snapshot`]) in place of
+    /// its own.
+    pub fn restore(&mut self, saved: Saved) -> Result<(), String> {
+        self.topology.restore(saved.edges);
+        self.episodes = saved
+            .episodes
+            .into_iter()
+            .map(|(key, labels, end, root)| {
+                let keys = self.model.keys_in(self.topology.get(), &labels);
+                let e = Episode {
+                    labels,
+                    entities: keys.entities,
+                    causes: keys.causes,
+                    end,
+                    root,
+                };
+                (key, e)
+            })
+            .collect();
+        self.components = saved
+            .components
+            .into_iter()
+            .map(|(r, m)| (r, m.into_iter().collect()))
+            .collect();
+        self.ties.clear();
+        for (a, b, why) in saved.ties {
+            self.ties.entry(a).or_default().insert(b, why);
+            self.ties.entry(b).or_default().insert(a, why);
+        }
+        self.by_root = saved.by_root.into_iter().collect();
+        self.incidents.clear();
+        for (id, root, opened_at, last) in saved.incidents {
+            let last = match last {
+                Some(text) => Some(serde_json::from_str(&text).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            let held = Held {
+                root,
+                opened_at,
+                last,
+            };
+            self.incidents.insert(id, held);
+        }
+        self.id_of = saved.id_of.into_iter().collect();
+        self.touched.clear();
+        Ok(())
+    }
+
+    /// The last record of every incident held, oldest first (to show
+    /// them again after a restore).
+    pub fn records(&self) -> Vec<Incident> {
+        let mut out: Vec<Incident> = self
+            .incidents
+            .values()
+            .filter_map(|h| h.last.clone())
+            .collect();
+        out.sort_by(|a, b| (a.opened_at, &a.id).cmp(&(b.opened_at, &b.id)));
+        out
     }
 
     /// Ends the step at `at`: assigns ids to the components that changed
@@ -546,6 +657,24 @@ impl Keeper {
 
 /// A new incident's id, from its first alert and when it appeared (a
 /// part that splits off later gets an id of its own): 16 hex digits.
+/// The keeper's state in a checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Saved {
+    /// The topology's edges with their counts.
+    edges: Vec<(LabelSet, LabelSet, isize)>,
+    /// (key, labels, when it stopped, component root).
+    episodes: Vec<(EpKey, Series, Option<u64>, Option<EpKey>)>,
+    /// Component root and members.
+    components: Vec<(EpKey, Vec<EpKey>)>,
+    /// Each tie once (`a < b`).
+    ties: Vec<(EpKey, EpKey, Why)>,
+    /// Incident id by component root.
+    by_root: Vec<(EpKey, String)>,
+    /// (id, root, opened at, last record sent as JSON).
+    incidents: Vec<(String, EpKey, u64, Option<String>)>,
+    id_of: Vec<(EpKey, String)>,
+}
+
 fn new_id(root: EpKey, at: u64) -> String {
     let mut bytes = [0u8; 24];
     bytes[..8].copy_from_slice(&root.0.to_le_bytes());

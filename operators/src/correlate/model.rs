@@ -245,6 +245,22 @@ impl LiveTopology {
     pub fn get(&self) -> &Topology {
         &self.current
     }
+
+    /// Every edge with its count, for a checkpoint.
+    pub fn counts(&self) -> Vec<(LabelSet, LabelSet, isize)> {
+        self.counts.values().cloned().collect()
+    }
+
+    /// Takes the edges and counts of a checkpoint ([`Self::counts`]) in
+    /// place of its own, refreshed.
+    pub fn restore(&mut self, counts: Vec<(LabelSet, LabelSet, isize)>) {
+        self.counts = counts
+            .into_iter()
+            .map(|(f, t, n)| ((entity_id(&f), entity_id(&t)), (f, t, n)))
+            .collect();
+        self.dirty = true;
+        self.refresh();
+    }
 }
 
 /// The rules that tie two episodes, with their weights. Two episodes

@@ -33,6 +33,9 @@ use timely::dataflow::operators::vec::{Broadcast, Filter, Map};
 use timely::dataflow::operators::{Concat, Concatenate};
 
 use tidemark_engine::alert::{Alert, AlertState};
+use tidemark_engine::checkpoint::{
+    Cut, Entry, Gate, Step, by_key, decode, encode, restore_entries, restore_input, restore_stream,
+};
 use tidemark_engine::incident::{Incident, IncidentBoard};
 use tidemark_engine::runtime::{
     AlertStream, IncidentStream, Operator, SampleStream, frontier_min, raise,
@@ -41,7 +44,7 @@ use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::Time;
 use tidemark_engine::{Sample, Series};
 
-use super::episodes::{Episode, Kind, Tracker, is_edge, kind};
+use super::episodes::{Episode, Kind, Saved, Tracker, is_edge, kind};
 use super::keeper::Keeper;
 use super::model::{EntityId, EpKey, LiveTopology, Model, Why, edge_of};
 
@@ -127,18 +130,21 @@ pub fn correlate<'scope>(
     settings: Settings,
     stats: Arc<ComponentStats>,
 ) -> (SampleStream<'scope>, IncidentStream<'scope>) {
-    correlate_shown(input, name, settings, stats, None)
+    correlate_shown(input, name, settings, stats, None, Cuts::default())
 }
 
-/// As [`correlate`], recording each change of an incident on `shown`.
+/// As [`correlate`], recording each change of an incident on `shown`,
+/// and with `cuts`, writing its state to checkpoints and starting from
+/// the restored one.
 pub fn correlate_shown<'scope>(
     input: SampleStream<'scope>,
     name: &str,
     settings: Settings,
     stats: Arc<ComponentStats>,
     shown: Option<Shown>,
+    cuts: Cuts,
 ) -> (SampleStream<'scope>, IncidentStream<'scope>) {
-    let tracked = track(input, name, &settings, Arc::clone(&stats));
+    let tracked = track(input, name, &settings, Arc::clone(&stats), cuts.episodes);
     let model = Arc::clone(&settings.model);
     let window = model.rules.window.max(1);
 
@@ -231,7 +237,7 @@ pub fn correlate_shown<'scope>(
         ties.inner
             .map(|(((a, b), why), t, diff)| Feed::Tie(t, a, b, why, diff)),
     ]);
-    let out = keep(feeds, name, model, stats, shown);
+    let out = keep(feeds, name, model, stats, shown, cuts.incidents);
     let samples = out.clone().flat_map(|o| match o {
         Out::Sample(s) => Some(s),
         Out::Incident(_) => None,
@@ -277,8 +283,7 @@ fn causes<'scope>(
         .clone()
         .filter(|(_, ep)| matches!(ep, Episode::Edge { .. }))
         .broadcast();
-    let episodes =
-        tracked.filter(|(_, ep)| matches!(ep, Episode::Started { .. } | Episode::Retired { .. }));
+    let episodes = tracked.filter(|(_, ep)| updates(ep).is_some());
     let give = move |out: &mut Vec<_>, key: EpKey, causes: &[(EntityId, u8)], diff: isize| {
         for &(c, d) in causes {
             out.push((((c, key.0 / window), (key, d)), diff));
@@ -331,7 +336,13 @@ fn causes<'scope>(
                         }
                         for ep in eps {
                             match ep {
-                                Episode::Started { key, labels } => {
+                                Episode::Started { key, labels }
+                                | Episode::Restored {
+                                    key,
+                                    labels,
+                                    live: true,
+                                    ..
+                                } => {
                                     let now = model.keys_in(topology.get(), &labels).causes;
                                     give(&mut out, key, &now, 1);
                                     live.insert(key, (labels, now));
@@ -387,6 +398,12 @@ fn together<'scope>(
                 let (key, labels, diff) = match &ep {
                     Episode::Started { key, labels } => (*key, labels, 1isize),
                     Episode::Forgotten { key, labels } => (*key, labels, -1),
+                    Episode::Restored {
+                        key,
+                        labels,
+                        remembered: true,
+                        ..
+                    } => (*key, labels, 1),
                     _ => return None,
                 };
                 let identity = model.rules.identity(labels);
@@ -443,27 +460,116 @@ fn updates(ep: &Episode) -> Option<(EpKey, &Series, isize)> {
     match ep {
         Episode::Started { key, labels } => Some((*key, labels, 1)),
         Episode::Retired { key, labels } => Some((*key, labels, -1)),
-        Episode::Sample { .. }
+        Episode::Restored {
+            key,
+            labels,
+            live: true,
+            ..
+        } => Some((*key, labels, 1)),
+        Episode::Restored { .. }
+        | Episode::Sample { .. }
         | Episode::Ended { .. }
         | Episode::Forgotten { .. }
         | Episode::Edge { .. } => None,
     }
 }
 
-/// Step 1: episodes, per series.
+/// Counts of samples the tracker drops, by reason.
+#[derive(Default)]
+struct Dropped {
+    late: u64,
+    other: u64,
+    bad_edge: u64,
+}
+
+/// Takes one sample into `pending`, unless it is dropped.
+fn intake(
+    sample: Sample,
+    done: u64,
+    edge_metric: Option<&str>,
+    pending: &mut BTreeMap<u64, Vec<Sample>>,
+    dropped: &mut Dropped,
+) {
+    if is_edge(&sample, edge_metric) {
+        if edge_of(&sample.series).is_none() {
+            dropped.bad_edge += 1;
+            return;
+        }
+    } else if kind(&sample) == Kind::Other {
+        dropped.other += 1;
+        return;
+    }
+    let t = sample.timestamp.max(0) as u64;
+    if t < done {
+        dropped.late += 1;
+        return;
+    }
+    pending.entry(t).or_default().push(sample);
+}
+
+/// Applies the samples pending before `limit`, then everything due
+/// before it (`done` is then at least `limit`).
+fn track_until(
+    tracker: &mut Tracker,
+    pending: &mut BTreeMap<u64, Vec<Sample>>,
+    done: &mut u64,
+    limit: u64,
+    events: &mut Vec<(u64, Episode)>,
+) {
+    while let Some(entry) = pending.first_entry() {
+        if *entry.key() >= limit {
+            break;
+        }
+        let (t, samples) = entry.remove_entry();
+        tracker.step(t, &samples, events);
+        *done = t + 1;
+    }
+    // When the input ends (`limit` is the end of time), every episode
+    // ends and retires at its own time: what the watermark passing would
+    // have done, the same on any number of workers (a worker that has no
+    // more samples of its own would otherwise keep its episodes open).
+    if limit > *done {
+        tracker.advance(limit, events);
+        *done = limit;
+    }
+}
+
+/// Every series' state and waiting samples, for a checkpoint.
+fn track_snapshot(tracker: &Tracker, pending: &BTreeMap<u64, Vec<Sample>>) -> Vec<Entry> {
+    let mut saved = tracker.snapshot();
+    for s in pending.values().flatten() {
+        saved
+            .entry(s.series.id().0)
+            .or_default()
+            .waiting
+            .push(s.clone());
+    }
+    saved.into_iter().map(|(id, s)| (id, encode(&s))).collect()
+}
+
+/// Step 1: episodes, per series. With `checkpoint`, every series' state
+/// (and its samples waiting for the lateness) is written at each cut
+/// `x`, as applied up to `x - lateness`; a restored tracker gives the
+/// episodes and edges it holds again, just before that time, so that the
+/// dataflow after it rebuilds what it derives from them.
 fn track<'scope>(
     input: SampleStream<'scope>,
     name: &str,
     settings: &Settings,
     stats: Arc<ComponentStats>,
+    checkpoint: Option<Cut>,
 ) -> timely::dataflow::StreamVec<'scope, Time, (u64, Episode)> {
     let lateness = settings.lateness;
     let (gap, horizon) = (settings.gap, settings.horizon);
     let edge_metric = settings.edge_metric.clone();
     let history = settings.model.rules.together.as_ref().map(|t| t.history);
-    input.unary_frontier(
+    let name = format!("{name}.episodes");
+    let restore = restore_input(input.scope(), &name, checkpoint.as_ref());
+    input.binary_frontier(
+        restore,
         Exchange::new(|s: &Sample| s.series.id().0),
-        &format!("{name}.episodes"),
+        by_key(),
+        &name,
         move |capability, _info| {
             let mut held = Some(capability);
             let mut tracker = Tracker::new(gap, horizon)
@@ -472,58 +578,84 @@ fn track<'scope>(
             let mut pending: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
             // Everything before this time has been applied.
             let mut done: u64 = 0;
-            move |(input, frontier), output| {
-                let (mut late, mut other, mut bad_edge) = (0u64, 0u64, 0u64);
-                input.for_each(|_cap, data| {
+            let mut gate: Gate<Vec<Sample>> = Gate::new(checkpoint);
+            move |(input, frontier), (restored, restored_frontier), output| {
+                restored.for_each(|_cap, data| {
+                    restore_entries(data, &stats, |id, bytes| {
+                        let mut saved: Saved = decode(bytes)?;
+                        for s in std::mem::take(&mut saved.waiting) {
+                            pending
+                                .entry(s.timestamp.max(0) as u64)
+                                .or_default()
+                                .push(s);
+                        }
+                        tracker.restore(id, saved);
+                        Ok(())
+                    });
+                });
+                if restored_frontier.frontier().is_empty()
+                    && let Some(x) = gate.restored()
+                    && let Some(cap) = held.as_mut()
+                {
+                    done = x.saturating_sub(lateness);
+                    let rebuilt = tracker.restored(done);
+                    if !rebuilt.is_empty() {
+                        let at = cap.delayed(&done.saturating_sub(1).max(*cap.time()));
+                        let time = *at.time();
+                        let mut session = output.session(&at);
+                        for ep in rebuilt {
+                            session.give((time, ep));
+                        }
+                    }
+                    raise(cap, done);
+                }
+                let mut dropped = Dropped::default();
+                input.for_each(|cap, data| {
+                    let Some(&time) = cap.least() else { return };
                     add(&stats.received, data.len() as u64);
-                    for sample in data.drain(..) {
-                        if is_edge(&sample, edge_metric.as_deref()) {
-                            if edge_of(&sample.series).is_none() {
-                                bad_edge += 1;
-                                continue;
-                            }
-                        } else if kind(&sample) == Kind::Other {
-                            other += 1;
-                            continue;
+                    if !gate.wait(time, data) {
+                        for sample in data.drain(..) {
+                            let metric = edge_metric.as_deref();
+                            intake(sample, done, metric, &mut pending, &mut dropped);
                         }
-                        let t = sample.timestamp.max(0) as u64;
-                        if t < done {
-                            late += 1;
-                            continue;
-                        }
-                        pending.entry(t).or_default().push(sample);
                     }
                 });
-                stats.dropped(DropReason::Late, late);
-                stats.dropped(DropReason::NotAnAlert, other);
-                stats.dropped(DropReason::BadEdge, bad_edge);
+                let report = |dropped: &mut Dropped| {
+                    let d = std::mem::take(dropped);
+                    stats.dropped(DropReason::Late, d.late);
+                    stats.dropped(DropReason::NotAnAlert, d.other);
+                    stats.dropped(DropReason::BadEdge, d.bad_edge);
+                };
+                report(&mut dropped);
                 let Some(cap) = held.as_mut() else {
                     pending.clear();
                     return;
                 };
+                if gate.restoring() {
+                    return;
+                }
                 let f = frontier_min(frontier);
+                let mut events = Vec::new();
+                gate.advance(f, &mut |step| match step {
+                    Step::Apply(_, batch) => {
+                        for sample in batch {
+                            let metric = edge_metric.as_deref();
+                            intake(sample, done, metric, &mut pending, &mut dropped);
+                        }
+                        Vec::new()
+                    }
+                    Step::Cut(x) => {
+                        let limit = x.saturating_sub(lateness);
+                        track_until(&mut tracker, &mut pending, &mut done, limit, &mut events);
+                        encode(&track_snapshot(&tracker, &pending))
+                    }
+                });
                 let limit = match f {
                     Some(f) => f.saturating_sub(lateness),
                     None => u64::MAX,
                 };
-                let mut events = Vec::new();
-                while let Some(entry) = pending.first_entry() {
-                    if *entry.key() >= limit {
-                        break;
-                    }
-                    let (t, samples) = entry.remove_entry();
-                    tracker.step(t, &samples, &mut events);
-                    done = t + 1;
-                }
-                // When the input ends (the frontier is empty), every
-                // episode ends and retires at its own time: what the
-                // watermark passing would have done, the same on any
-                // number of workers (a worker that has no more samples of
-                // its own would otherwise keep its episodes open).
-                if limit > done {
-                    tracker.advance(limit, &mut events);
-                    done = limit;
-                }
+                track_until(&mut tracker, &mut pending, &mut done, limit, &mut events);
+                report(&mut dropped);
                 for (at, ep) in events {
                     let at = cap.delayed(&at.max(*cap.time()));
                     let time = *at.time();
@@ -540,18 +672,152 @@ fn track<'scope>(
     )
 }
 
-/// Step 4: the keeper, on worker 0.
+/// Where `correlate` cuts its state for checkpoints: the tracker at the
+/// transform's input, the keeper `lateness` behind it.
+#[derive(Default)]
+pub struct Cuts {
+    /// The tracker's (`{name}`).
+    pub episodes: Option<Cut>,
+    /// The keeper's (`{name}/incidents`).
+    pub incidents: Option<Cut>,
+}
+
+/// The keeper's output of one step.
+type Made = Vec<(u64, Vec<Out>)>;
+
+/// Applies the keeper's feeds pending before `limit`, a step per time.
+fn keep_until(
+    keeper: &mut Keeper,
+    pending: &mut BTreeMap<u64, Vec<Feed>>,
+    limit: u64,
+    shown: Option<(&IncidentBoard, u64, &str, &str)>,
+    made: &mut Made,
+) {
+    while let Some(entry) = pending.first_entry() {
+        if *entry.key() >= limit {
+            break;
+        }
+        let (t, feeds) = entry.remove_entry();
+        let mut out = Vec::new();
+        let (samples, incidents) = keeper_step(keeper, t, feeds);
+        for (key, sample) in &samples {
+            if let Some(s) = keeper.label(key, sample) {
+                out.push(Out::Sample(s));
+            }
+        }
+        if let Some((board, publisher, pipeline, component)) = shown {
+            for i in &incidents {
+                board.record(publisher, pipeline, component, i);
+            }
+        }
+        out.extend(incidents.into_iter().map(Out::Incident));
+        if !out.is_empty() {
+            made.push((t, out));
+        }
+    }
+}
+
+/// One step of the keeper at `t`: returns the firing samples to label
+/// and the incidents that changed.
+fn keeper_step(
+    keeper: &mut Keeper,
+    t: u64,
+    feeds: Vec<Feed>,
+) -> (Vec<(EpKey, Sample)>, Vec<Incident>) {
+    let mut samples = Vec::new();
+    let (mut ended, mut retired) = (Vec::new(), Vec::new());
+    // Starts first, then the dataflow's changes, then ends and
+    // retirements (which need the components).
+    let mut later = Vec::new();
+    for feed in &feeds {
+        if let Feed::Episode(_, Episode::Edge { from, to, diff }) = feed {
+            keeper.edge(from, to, *diff);
+        }
+    }
+    keeper.topology_changed();
+    for feed in feeds {
+        match feed {
+            Feed::Episode(_, Episode::Started { key, labels }) => keeper.started(key, labels),
+            // A keeper that starts empty where the tracker was restored.
+            Feed::Episode(
+                _,
+                Episode::Restored {
+                    key,
+                    labels,
+                    live: true,
+                    end,
+                    ..
+                },
+            ) => {
+                keeper.started(key, labels);
+                ended.extend(end.map(|e| (key, e)));
+            }
+            Feed::Episode(_, Episode::Sample { key, sample }) => samples.push((key, sample)),
+            Feed::Episode(_, Episode::Ended { key, end }) => ended.push((key, end)),
+            Feed::Episode(_, Episode::Retired { key, .. }) => retired.push(key),
+            Feed::Episode(
+                _,
+                Episode::Edge { .. } | Episode::Forgotten { .. } | Episode::Restored { .. },
+            ) => {}
+            other => later.push(other),
+        }
+    }
+    // The dataflow's changes at `t` may come in several batches that
+    // cancel out: apply the net of each.
+    let mut members: BTreeMap<(EpKey, EpKey), isize> = BTreeMap::new();
+    let mut ties: BTreeMap<(EpKey, EpKey, Why), isize> = BTreeMap::new();
+    for feed in later {
+        match feed {
+            Feed::Member(_, key, root, diff) => *members.entry((key, root)).or_default() += diff,
+            Feed::Tie(_, a, b, why, diff) => *ties.entry((a, b, why)).or_default() += diff,
+            Feed::Episode(..) => {}
+        }
+    }
+    // Removals first, so a member that moves is never in two components.
+    for positive in [false, true] {
+        for (&(key, root), &diff) in &members {
+            if diff != 0 && (diff > 0) == positive {
+                keeper.member(key, root, diff);
+            }
+        }
+        for (&(a, b, why), &diff) in &ties {
+            if diff != 0 && (diff > 0) == positive {
+                keeper.tie(a, b, why, diff);
+            }
+        }
+    }
+    for (key, end) in ended {
+        keeper.ended(key, end);
+    }
+    for key in retired {
+        keeper.retired(key);
+    }
+    (samples, keeper.finish_step(t))
+}
+
+/// Step 4: the keeper, on worker 0. With `checkpoint`, its state is
+/// written at each cut (on the other workers, an empty part); a restored
+/// keeper skips what comes before its cut (the rebuild of what it holds)
+/// and shows its incidents again.
 fn keep<'scope>(
     feeds: timely::dataflow::StreamVec<'scope, Time, Feed>,
     name: &str,
     model: Arc<Model>,
     stats: Arc<ComponentStats>,
     shown: Option<Shown>,
+    checkpoint: Option<Cut>,
 ) -> timely::dataflow::StreamVec<'scope, Time, Out> {
     let component = name.to_owned();
-    feeds.unary_frontier(
+    let name = format!("{name}.incidents");
+    let parts = checkpoint.as_ref().and_then(Cut::restored);
+    let kept = parts.is_some();
+    let restore = restore_stream(feeds.scope(), &name, parts.unwrap_or_default());
+    let first = feeds.scope().index() == 0;
+    feeds.binary_frontier(
+        restore,
         Exchange::new(|_: &Feed| 0u64),
-        &format!("{name}.incidents"),
+        Exchange::new(|_: &Entry| 0u64),
+        &name,
         move |capability, _info| {
             let mut held = Some(capability);
             let mut keeper = Keeper::new(model);
@@ -562,102 +828,77 @@ fn keep<'scope>(
                 (Withdraw(board, publisher), pipeline)
             });
             let mut pending: BTreeMap<u64, Vec<Feed>> = BTreeMap::new();
-            move |(input, frontier), output| {
-                input.for_each(|_cap, data| {
-                    for feed in data.drain(..) {
-                        pending.entry(feed.time()).or_default().push(feed);
+            let mut gate: Gate<Vec<Feed>> = Gate::new(checkpoint);
+            // Feeds before it are the rebuild of what a restored keeper
+            // holds.
+            let mut skip_below: u64 = 0;
+            move |(input, frontier), (restored, restored_frontier), output| {
+                restored.for_each(|_cap, data| {
+                    restore_entries(data, &stats, |_, bytes| keeper.restore(decode(bytes)?));
+                });
+                if restored_frontier.frontier().is_empty()
+                    && let Some(y) = gate.restored()
+                    && kept
+                {
+                    skip_below = y;
+                    if let Some((Withdraw(board, publisher), pipeline)) = &shown {
+                        for i in keeper.records() {
+                            board.record(*publisher, pipeline, &component, &i);
+                        }
+                    }
+                }
+                let take = |batch: &mut Vec<Feed>, pending: &mut BTreeMap<u64, Vec<Feed>>| {
+                    for feed in batch.drain(..) {
+                        if feed.time() >= skip_below {
+                            pending.entry(feed.time()).or_default().push(feed);
+                        }
+                    }
+                };
+                input.for_each(|cap, data| {
+                    let Some(&time) = cap.least() else { return };
+                    if !gate.wait(time, data) {
+                        take(data, &mut pending);
                     }
                 });
                 let Some(cap) = held.as_mut() else {
                     pending.clear();
                     return;
                 };
+                if gate.restoring() {
+                    return;
+                }
                 let f = frontier_min(frontier);
-                let limit = f.unwrap_or(u64::MAX);
+                let board = shown.as_ref().map(|(Withdraw(b, p), pipeline)| {
+                    (&**b, *p, pipeline.as_str(), component.as_str())
+                });
+                let mut made = Made::new();
+                gate.advance(f, &mut |step| match step {
+                    Step::Apply(_, mut batch) => {
+                        take(&mut batch, &mut pending);
+                        Vec::new()
+                    }
+                    Step::Cut(y) => {
+                        keep_until(&mut keeper, &mut pending, y, board, &mut made);
+                        let entries: Vec<Entry> = if first {
+                            vec![(0, encode(&keeper.snapshot()))]
+                        } else {
+                            Vec::new()
+                        };
+                        encode(&entries)
+                    }
+                });
+                keep_until(
+                    &mut keeper,
+                    &mut pending,
+                    f.unwrap_or(u64::MAX),
+                    board,
+                    &mut made,
+                );
                 let mut sent = 0u64;
-                while let Some(entry) = pending.first_entry() {
-                    if *entry.key() >= limit {
-                        break;
-                    }
-                    let (t, feeds) = entry.remove_entry();
-                    let mut samples = Vec::new();
-                    let (mut ended, mut retired) = (Vec::new(), Vec::new());
-                    // Starts first, then the dataflow's changes, then ends
-                    // and retirements (which need the components).
-                    let mut later = Vec::new();
-                    for feed in &feeds {
-                        if let Feed::Episode(_, Episode::Edge { from, to, diff }) = feed {
-                            keeper.edge(from, to, *diff);
-                        }
-                    }
-                    keeper.topology_changed();
-                    for feed in feeds {
-                        match feed {
-                            Feed::Episode(_, Episode::Started { key, labels }) => {
-                                keeper.started(key, labels)
-                            }
-                            Feed::Episode(_, Episode::Sample { key, sample }) => {
-                                samples.push((key, sample))
-                            }
-                            Feed::Episode(_, Episode::Ended { key, end }) => ended.push((key, end)),
-                            Feed::Episode(_, Episode::Retired { key, .. }) => retired.push(key),
-                            Feed::Episode(_, Episode::Edge { .. } | Episode::Forgotten { .. }) => {}
-                            other => later.push(other),
-                        }
-                    }
-                    // The dataflow's changes at `t` may come in several
-                    // batches that cancel out: apply the net of each.
-                    let mut members: BTreeMap<(EpKey, EpKey), isize> = BTreeMap::new();
-                    let mut ties: BTreeMap<(EpKey, EpKey, Why), isize> = BTreeMap::new();
-                    for feed in later {
-                        match feed {
-                            Feed::Member(_, key, root, diff) => {
-                                *members.entry((key, root)).or_default() += diff
-                            }
-                            Feed::Tie(_, a, b, why, diff) => {
-                                *ties.entry((a, b, why)).or_default() += diff
-                            }
-                            Feed::Episode(..) => {}
-                        }
-                    }
-                    // Removals first, so a member that moves is never in
-                    // two components.
-                    for positive in [false, true] {
-                        for (&(key, root), &diff) in &members {
-                            if diff != 0 && (diff > 0) == positive {
-                                keeper.member(key, root, diff);
-                            }
-                        }
-                        for (&(a, b, why), &diff) in &ties {
-                            if diff != 0 && (diff > 0) == positive {
-                                keeper.tie(a, b, why, diff);
-                            }
-                        }
-                    }
-                    for (key, end) in ended {
-                        keeper.ended(key, end);
-                    }
-                    for key in retired {
-                        keeper.retired(key);
-                    }
-                    let incidents = keeper.finish_step(t);
+                for (t, out) in made {
+                    sent += out.len() as u64;
                     let at = cap.delayed(&t.max(*cap.time()));
-                    let mut session = output.session(&at);
-                    for (key, sample) in &samples {
-                        if let Some(s) = keeper.label(key, sample) {
-                            sent += 1;
-                            session.give(Out::Sample(s));
-                        }
-                    }
-                    sent += incidents.len() as u64;
-                    if let Some((Withdraw(board, publisher), pipeline)) = &shown {
-                        for i in &incidents {
-                            board.record(*publisher, pipeline, &component, i);
-                        }
-                    }
-                    for i in incidents {
-                        session.give(Out::Incident(i));
-                    }
+                    output.session(&at).give_iterator(out.into_iter());
                 }
                 add(&stats.sent, sent);
                 match f {

@@ -1070,3 +1070,297 @@ fn samples_that_name_no_edge_are_counted() {
     assert_eq!(stats.drops(DropReason::NotAnAlert), 1);
     assert_eq!(labelled.lock().unwrap().len(), 1);
 }
+
+/// Asserts that two lists are equal, showing where they first differ.
+fn same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T], what: &str) {
+    if let Some(i) = (0..got.len().max(want.len())).find(|&i| got.get(i) != want.get(i)) {
+        panic!(
+            "{what}: {} and {} items, first different at {i}: got {:#?}, want {:#?}",
+            got.len(),
+            want.len(),
+            &got[i..got.len().min(i + 3)],
+            &want[i..want.len().min(i + 3)]
+        );
+    }
+}
+
+/// An epoch time (ms) the scenarios of the checkpoint test start at.
+const BASE: i64 = 1_700_000_000_000;
+
+/// Records as the harness sends them: each sample with the input time it
+/// is sent at (the watermark, trailing the latest time by `slack`).
+fn timed(samples: Vec<Sample>, slack: i64) -> Vec<(u64, Sample)> {
+    let mut latest = 0i64;
+    samples
+        .into_iter()
+        .map(|s| {
+            latest = latest.max(s.timestamp);
+            ((latest - slack).max(0) as u64, s)
+        })
+        .collect()
+}
+
+/// What a run with checkpoints gave: the `ALERTS_INCIDENT` samples and
+/// the incident records, each with its output time.
+type Outputs = (Vec<(u64, Sample)>, Vec<(u64, Incident)>);
+
+/// Runs the operator with checkpoints `c` on `workers` workers: worker 0
+/// sends the records of `input` sent at or after `from` (the restored
+/// cut), completing checkpoints as the output passes them. With `stop`,
+/// the run is cut off there, as by `kill -9`: the input is not closed and
+/// nothing more is made durable.
+fn run_checkpointed(
+    input: &[(u64, Sample)],
+    settings: &Settings,
+    workers: usize,
+    c: &Arc<tidemark_engine::checkpoint::Checkpoints>,
+    from: u64,
+    stop: Option<u64>,
+) -> Outputs {
+    use super::operator::{Cuts, correlate_shown};
+    let input: Arc<Vec<(u64, Sample)>> = Arc::new(
+        input
+            .iter()
+            .filter(|(t, _)| *t >= from && stop.is_none_or(|s| *t < s))
+            .cloned()
+            .collect(),
+    );
+    let outside = Arc::clone(c);
+    let (settings, c) = (settings.clone(), Arc::clone(c));
+    let out: Arc<Mutex<Outputs>> = Arc::default();
+    let sink = Arc::clone(&out);
+    let stats = Arc::new(ComponentStats::default());
+    let counted = Arc::clone(&stats);
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let index = worker.index();
+        let stats = Arc::clone(&counted);
+        let mut handle: InputHandleVec<u64, Sample> = InputHandleVec::new();
+        let (s1, s2) = (Arc::clone(&sink), Arc::clone(&sink));
+        let probe = worker.dataflow::<u64, _, _>(|scope| {
+            let cuts = Cuts {
+                episodes: Some(c.cut(0, index)),
+                incidents: Some(c.cut(1, index)),
+            };
+            let (labelled, incidents) = correlate_shown(
+                scope.input_from(&mut handle),
+                "c",
+                settings.clone(),
+                stats,
+                None,
+                cuts,
+            );
+            labelled.inspect_core(move |event| {
+                if let Ok((t, data)) = event {
+                    let mut o = s1.lock().unwrap();
+                    let t = *t.least().unwrap();
+                    o.0.extend(data.iter().map(|s| (t, s.clone())));
+                }
+            });
+            incidents
+                .inspect_core(move |event| {
+                    if let Ok((t, data)) = event {
+                        let mut o = s2.lock().unwrap();
+                        let t = *t.least().unwrap();
+                        o.1.extend(data.iter().map(|i| (t, i.clone())));
+                    }
+                })
+                .probe()
+                .0
+        });
+        if from > 0 {
+            handle.advance_to(from);
+        }
+        let durable = |c: &tidemark_engine::checkpoint::Checkpoints| {
+            let f = probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+            c.poll(f);
+        };
+        if index == 0 {
+            for (t, s) in input.iter() {
+                if *t > *handle.time() {
+                    handle.advance_to(*t);
+                }
+                handle.send(s.clone());
+                worker.step();
+                durable(&c);
+                if stop.is_some() {
+                    // Time for the writer: checkpoints complete as the
+                    // run goes, as they would at a real pace.
+                    std::thread::sleep(std::time::Duration::from_micros(500));
+                }
+            }
+        }
+        match stop {
+            Some(stop) => {
+                handle.advance_to(stop);
+                while probe.less_than(&stop.saturating_sub(settings.lateness)) {
+                    worker.step();
+                    durable(&c);
+                }
+                // What was written by then completes.
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(100);
+                while std::time::Instant::now() < until {
+                    worker.step();
+                    durable(&c);
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            None => {
+                handle.close();
+                while !probe.done() {
+                    worker.step();
+                }
+            }
+        }
+    })
+    .unwrap();
+    guards.join();
+
+    if stop.is_some() {
+        // Cut off: nothing queued is written any more.
+        outside.close();
+    }
+    let mut out = std::mem::take(&mut *out.lock().unwrap());
+    out.0.sort_by_key(|(t, s)| (*t, s.timestamp, s.series.id()));
+    out.1.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+    out
+}
+
+/// A correlate restored from a checkpoint continues as a run that never
+/// stopped: cut off at several points (the topology changing from edge
+/// samples, the co-occurrence rule on, arrival shuffled within the
+/// lateness) and restored on 1, 2 or 4 workers, it gives, from the
+/// keeper's cut on, exactly the `ALERTS_INCIDENT` samples and incident
+/// records (ids included) of the uninterrupted run, and nothing before it.
+#[test]
+fn a_restored_correlate_continues_as_a_run_that_never_stopped() {
+    use super::model::Together;
+    let rich = Arc::new(Model {
+        topology: Topology::new(&[(svc("checkout"), svc("payments"))], 2),
+        rules: Rules {
+            together: Some(Together {
+                within: 45_000,
+                min_count: 2,
+                history: 1_800_000,
+                weight: 1.0,
+                identity: vec!["alertname".into(), "service".into()],
+            }),
+            ..rules()
+        },
+    });
+    let plain = Arc::new(Model {
+        topology: Topology::new(&shop(), 2),
+        rules: rules(),
+    });
+    restores_continue(settings(plain, 0), false, 0);
+    let rich = Settings {
+        edge_metric: Some("topology_edge".into()),
+        ..settings(rich, 45_000)
+    };
+    restores_continue(rich, true, 45_000);
+}
+
+/// Cuts off runs of `settings` at several points and compares the
+/// restored run with one that never stopped.
+fn restores_continue(settings: Settings, edges: bool, slack: i64) {
+    use tidemark_engine::checkpoint::{CheckpointOptions, Checkpoints, Member, Store};
+    let members = vec![
+        Member {
+            name: "c".into(),
+            fingerprint: 1,
+            identity: 1,
+            offset: 0,
+        },
+        Member {
+            name: "c/incidents".into(),
+            fingerprint: 1,
+            identity: 1,
+            offset: settings.lateness,
+        },
+    ];
+    let options = CheckpointOptions {
+        interval: std::time::Duration::ZERO,
+        keep: 2,
+    };
+    let mut spanned = 0;
+    for seed in 0..3u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let episodes = scenario(&mut rng, 60);
+        let mut all = samples_of(&episodes);
+        if edges {
+            all.extend(toggles(&mut rng).iter().flat_map(Toggle::samples));
+        }
+        all.sort_by_key(|s| (s.timestamp, s.series.id()));
+        let mut keyed: Vec<(i64, Sample)> = all
+            .into_iter()
+            .map(|s| (s.timestamp + rng.random_range(0..slack.max(1)), s))
+            .collect();
+        keyed.sort_by_key(|(k, s)| (*k, s.series.id()));
+        // Times as they are in production (a cut is never at or before a
+        // component's offset).
+        let input = timed(
+            keyed
+                .into_iter()
+                .map(|(_, s)| Sample::new(s.series, s.timestamp + BASE, s.value))
+                .collect(),
+            slack,
+        );
+        let dir = std::env::temp_dir().join(format!(
+            "tidemark-correlate-restore-{}-{seed}-{edges}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::dir(&dir);
+        let open =
+            |workers| Checkpoints::open(&store, "p", workers, members.clone(), options).unwrap();
+        let through = run_checkpointed(&input, &settings, 2, &open(2), 0, None);
+        let _ = std::fs::remove_dir_all(&dir);
+        for (stop, workers) in [(40, 2), (90, 1), (150, 4), (210, 2)] {
+            let stop = (BASE + stop * STEP) as u64;
+            let c = open(2);
+            run_checkpointed(&input, &settings, 2, &c, 0, Some(stop));
+            drop(c);
+            let c = open(workers);
+            let at = c.restored().map(|r| r.at).expect("a checkpoint");
+            let cut = at.saturating_sub(settings.lateness);
+            let again = run_checkpointed(&input, &settings, workers, &c, at, None);
+            let run = format!(
+                "edges {edges}, slack {slack}, seed {seed}, cut off at {stop}, restored at {at} on {workers}"
+            );
+            let after = |o: &Outputs| -> Outputs {
+                (
+                    o.0.iter().filter(|(t, _)| *t >= cut).cloned().collect(),
+                    o.1.iter().filter(|(t, _)| *t >= cut).cloned().collect(),
+                )
+            };
+            let (want, got) = (after(&through), after(&again));
+            assert_eq!(got.0.len(), again.0.len(), "{run}: samples before the cut");
+            assert_eq!(
+                got.1.len(),
+                again.1.len(),
+                "{run}: incidents before the cut"
+            );
+            same(&got.0, &want.0, &format!("{run}: ALERTS_INCIDENT samples"));
+            same(&got.1, &want.1, &format!("{run}: incident records"));
+            // An incident open at the cut went on after it.
+            let open_then: BTreeSet<&str> = through
+                .1
+                .iter()
+                .filter(|(t, i)| *t < cut && i.status == IncidentStatus::Opened)
+                .map(|(_, i)| i.id.as_str())
+                .collect();
+            if want
+                .1
+                .iter()
+                .any(|(_, i)| open_then.contains(i.id.as_str()))
+            {
+                spanned += 1;
+            }
+            drop(c);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    assert!(
+        spanned >= 6,
+        "only {spanned} restores had an incident across the cut"
+    );
+}
