@@ -2,8 +2,9 @@
 //! for many series: the bytes written and the time to cut (snapshot and
 //! encode, on the worker's thread) and to restore, for a window (one
 //! minute, four aggregates, by series), an anomaly score and an alert rule
-//! (a rate over five minutes, pending) over the same series, each measured
-//! as the median of several cuts of one state.
+//! (a rate over five minutes, pending) over the same series, and a
+//! `correlate` with one firing alert per ten series, each measured as the
+//! median of several cuts of one state.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -40,7 +41,9 @@ pub struct CheckpointBenchOptions {
 }
 
 struct Measured {
-    what: &'static str,
+    what: String,
+    /// What the bytes are counted per (series, or alerts).
+    per: u64,
     bytes: usize,
     cut_ms: f64,
     restore_ms: f64,
@@ -53,7 +56,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Times `runs` cuts (snapshot and encode) and restores of a state.
 fn measure(
-    what: &'static str,
+    what: &str,
+    per: u64,
     runs: usize,
     snapshot: impl Fn() -> Vec<(u64, Vec<u8>)>,
     restore: impl Fn(&[(u64, Vec<u8>)]),
@@ -70,7 +74,8 @@ fn measure(
         restores.push(start.elapsed().as_secs_f64() * 1e3);
     }
     Ok(Measured {
-        what,
+        what: what.to_owned(),
+        per,
         bytes,
         cut_ms: median(cuts),
         restore_ms: median(restores),
@@ -162,6 +167,7 @@ pub fn checkpoint(options: &CheckpointBenchOptions) -> anyhow::Result<()> {
     let rows = [
         measure(
             "window (1m tumbling, count/sum/min/max by series)",
+            options.series,
             options.runs,
             || window.snapshot(),
             |entries| {
@@ -173,6 +179,7 @@ pub fn checkpoint(options: &CheckpointBenchOptions) -> anyhow::Result<()> {
         )?,
         measure(
             "score (default detector)",
+            options.series,
             options.runs,
             || scorer.snapshot(),
             |entries| {
@@ -184,6 +191,7 @@ pub fn checkpoint(options: &CheckpointBenchOptions) -> anyhow::Result<()> {
         )?,
         measure(
             "alert (rate over 5m, pending: samples and instances)",
+            options.series,
             options.runs,
             || vec![(unit_key, encode(&(0u64, unit.save())))],
             |entries| {
@@ -195,24 +203,25 @@ pub fn checkpoint(options: &CheckpointBenchOptions) -> anyhow::Result<()> {
                 }
             },
         )?,
+        correlate_row(options)?,
     ];
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Measured {} with `tidemark bench checkpoint` (release build, in one process): the state of {} series after {} samples each; a cut is the snapshot and its encoding on the worker's thread (writing and `fsync` happen on the checkpoint thread), a restore decodes the part and rebuilds the state. Medians of {} runs.\n",
+        "Measured {} with `tidemark bench checkpoint` (release build, in one process): the state of {} series after {} samples each; a cut is the snapshot and its encoding on the worker's thread (writing and `fsync` happen on the checkpoint thread), a restore decodes the part and rebuilds the state (for `correlate`, the tracker's and the keeper's; the dataflow rebuilds its differential arrangements from the restored alerts afterwards, not counted here). Medians of {} runs.\n",
         tidemark_engine::time::format_millis(tidemark_engine::time::now_millis()),
         options.series,
         options.samples,
         options.runs
     );
-    md.push_str("| state | part bytes | bytes per series | cut ms | restore ms |\n|---|---:|---:|---:|---:|\n");
+    md.push_str("| state | part bytes | bytes per series (alert) | cut ms | restore ms |\n|---|---:|---:|---:|---:|\n");
     for r in &rows {
         let _ = writeln!(
             md,
             "| {} | {} | {:.0} | {:.1} | {:.1} |",
             r.what,
             r.bytes,
-            r.bytes as f64 / options.series as f64,
+            r.bytes as f64 / r.per.max(1) as f64,
             r.cut_ms,
             r.restore_ms
         );
@@ -227,4 +236,101 @@ pub fn checkpoint(options: &CheckpointBenchOptions) -> anyhow::Result<()> {
         eprintln!("Wrote {}.", options.output.display());
     }
     Ok(())
+}
+
+/// A `correlate` transform's state with one firing alert per ten series,
+/// in incidents of ten tied alerts: the tracker's part (every alert's
+/// episode) and the keeper's (episodes, components, ties, ids and
+/// records), cut and restored together.
+fn correlate_row(options: &CheckpointBenchOptions) -> anyhow::Result<Measured> {
+    use tidemark_operators::correlate::episodes::{Episode, Tracker};
+    use tidemark_operators::correlate::keeper::Keeper;
+    let alerts = (options.series / 10).max(10);
+    let service = |name: &str| {
+        tidemark_operators::correlate::model::LabelSet::from([(
+            "service".to_owned(),
+            name.to_owned(),
+        )])
+    };
+    let scenario = crate::correlate::Scenario {
+        edges: vec![(service("api"), service("db"))],
+        episodes: Vec::new(),
+    };
+    let settings = crate::correlate::settings(&scenario)?;
+    let t0: u64 = 1_700_000_040_000;
+    let mut tracker = Tracker::new(settings.gap, settings.horizon);
+    let mut keeper = Keeper::new(Arc::clone(&settings.model));
+    let samples: Vec<Sample> = (0..alerts)
+        .map(|i| {
+            let series = Series::new(
+                "ALERTS",
+                [
+                    ("alertname", "HighLatency".to_owned()),
+                    ("instance", format!("pod-{i}")),
+                    ("alertstate", "firing".to_owned()),
+                ],
+            );
+            Sample::new(series, t0 as i64, 1.0)
+        })
+        .collect();
+    let mut events = Vec::new();
+    tracker.step(t0, &samples, &mut events);
+    let keys: Vec<_> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Episode::Started { key, labels } => Some((*key, labels.clone())),
+            _ => None,
+        })
+        .collect();
+    for (key, labels) in &keys {
+        keeper.started(*key, labels.clone());
+    }
+    for group in keys.chunks(10) {
+        let root = group[0].0;
+        for (key, _) in group {
+            keeper.member(*key, root, 1);
+        }
+        for pair in group.windows(2) {
+            let why = tidemark_operators::correlate::model::Why {
+                labels: true,
+                ..Default::default()
+            };
+            keeper.tie(pair[0].0, pair[1].0, why, 1);
+        }
+    }
+    let records = keeper.finish_step(t0);
+    anyhow::ensure!(
+        records.len() as u64 == alerts.div_ceil(10),
+        "{} incidents",
+        records.len()
+    );
+    measure(
+        &format!("correlate ({alerts} firing alerts in incidents of 10: tracker and keeper)"),
+        alerts,
+        options.runs,
+        || {
+            let mut entries: Vec<(u64, Vec<u8>)> = tracker
+                .snapshot()
+                .into_iter()
+                .map(|(id, s)| (id, encode(&s)))
+                .collect();
+            entries.push((0, encode(&keeper.snapshot())));
+            entries
+        },
+        |entries| {
+            let (mut t, mut k) = (
+                Tracker::new(settings.gap, settings.horizon),
+                Keeper::new(Arc::clone(&settings.model)),
+            );
+            let (keeper_part, series) = entries.split_last().expect("parts");
+            for (id, bytes) in series {
+                if let Ok(saved) = decode(bytes) {
+                    t.restore(*id, saved);
+                }
+            }
+            if let Ok(saved) = decode(&keeper_part.1) {
+                let _ = k.restore(saved);
+            }
+        },
+    )
 }
