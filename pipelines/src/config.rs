@@ -18,7 +18,7 @@ use tidemark_connectors::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 use tidemark_connectors::memory::MemorySinkConfig;
 use tidemark_connectors::network::{GrpcSourceConfig, OtlpSourceConfig, RemoteWriteSourceConfig};
 use tidemark_connectors::notify::NotifySinkConfig;
-use tidemark_connectors::parquet::ParquetSinkConfig;
+use tidemark_connectors::parquet::{ParquetSinkConfig, ParquetSourceConfig};
 use tidemark_connectors::redis::RedisSinkConfig;
 use tidemark_connectors::timescaledb::TimescaleSinkConfig;
 use tidemark_connectors::websocket::WebsocketSinkConfig;
@@ -103,6 +103,8 @@ registry! {
         Otlp(OtlpSourceConfig),
         /// Messages read from Kafka topics.
         Kafka(KafkaSourceConfig),
+        /// A `parquet` sink's archive, replayed in event time.
+        Parquet(ParquetSourceConfig),
     }
 }
 

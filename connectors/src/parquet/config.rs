@@ -107,14 +107,109 @@ pub const RESERVED: [&str; 9] = [
     "hour",
 ];
 
-/// A validated `parquet` sink.
-#[derive(Clone, Debug)]
-pub struct ParquetSink {
+/// Where an archive is and how to reach it: what the `parquet` sink writes
+/// and the `parquet` source reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreAt {
     pub(crate) location: Location,
     pub(crate) endpoint: Option<String>,
     pub(crate) region: Option<String>,
     pub(crate) access_key_id: Option<String>,
     pub(crate) secret_access_key_env: Option<String>,
+}
+
+impl StoreAt {
+    /// Checks the fields an archive's location is given by, adding what is
+    /// wrong to `errors`.
+    pub(crate) fn validate(
+        path: &str,
+        endpoint: &Option<String>,
+        region: &Option<String>,
+        access_key_id: &Option<String>,
+        secret_access_key_env: &Option<String>,
+        errors: &mut Vec<ConfigError>,
+    ) -> StoreAt {
+        let location = location(path).unwrap_or_else(|e| {
+            errors.push(ConfigError::field("path", e));
+            Location::Memory
+        });
+        let s3 = matches!(location, Location::S3 { .. });
+        for (field, set) in [
+            ("endpoint", endpoint.is_some()),
+            ("region", region.is_some()),
+            ("access_key_id", access_key_id.is_some()),
+            ("secret_access_key_env", secret_access_key_env.is_some()),
+        ] {
+            if set && !s3 {
+                errors.push(ConfigError::field(
+                    field,
+                    format!("{field} applies only to an s3:// path"),
+                ));
+            }
+        }
+        if let Some(e) = endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            errors.push(ConfigError::field(
+                "endpoint",
+                "endpoint must be an http:// or https:// URL",
+            ));
+        }
+        if secret_access_key_env.as_deref() == Some("") {
+            errors.push(ConfigError::field(
+                "secret_access_key_env",
+                "secret_access_key_env is empty",
+            ));
+        }
+        StoreAt {
+            location,
+            endpoint: endpoint.clone(),
+            region: region.clone(),
+            access_key_id: access_key_id.clone(),
+            secret_access_key_env: secret_access_key_env.clone(),
+        }
+    }
+
+    /// The directory (used as `local`: read or written), or the S3
+    /// endpoint it connects to (AWS's own when none is given), and the
+    /// secret key's variable.
+    pub(crate) fn touches(
+        &self,
+        local: impl FnOnce(std::path::PathBuf) -> tidemark_engine::spec::ResourceKind,
+    ) -> Vec<tidemark_engine::spec::Resource> {
+        use tidemark_engine::spec::{Resource, ResourceKind};
+        let mut out = Vec::new();
+        match &self.location {
+            Location::Local(dir) => out.push(Resource::new("path", local(dir.clone()))),
+            Location::S3 { .. } => match &self.endpoint {
+                Some(endpoint) => out.push(crate::touches::url("endpoint", endpoint, 443)),
+                None => {
+                    let host = match &self.region {
+                        Some(region) => format!("s3.{region}.amazonaws.com"),
+                        None => "s3.amazonaws.com".to_owned(),
+                    };
+                    out.push(Resource::new(
+                        "path",
+                        ResourceKind::Connect { host, port: 443 },
+                    ));
+                }
+            },
+            Location::Memory => {}
+        }
+        if let Some(name) = &self.secret_access_key_env {
+            out.push(Resource::new(
+                "secret_access_key_env",
+                ResourceKind::Env(name.clone()),
+            ));
+        }
+        out
+    }
+}
+
+/// A validated `parquet` sink.
+#[derive(Clone, Debug)]
+pub struct ParquetSink {
+    pub(crate) store: StoreAt,
     pub(crate) promote: Vec<String>,
     pub(crate) roll: Time,
     pub(crate) max_file_bytes: usize,
@@ -168,41 +263,14 @@ impl ParquetSinkConfig {
     /// Checks the fields without touching the store.
     pub fn validate(&self) -> Result<ParquetSink, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let location = location(&self.path).unwrap_or_else(|e| {
-            errors.push(ConfigError::field("path", e));
-            Location::Memory
-        });
-        let s3 = matches!(location, Location::S3 { .. });
-        for (field, set) in [
-            ("endpoint", self.endpoint.is_some()),
-            ("region", self.region.is_some()),
-            ("access_key_id", self.access_key_id.is_some()),
-            (
-                "secret_access_key_env",
-                self.secret_access_key_env.is_some(),
-            ),
-        ] {
-            if set && !s3 {
-                errors.push(ConfigError::field(
-                    field,
-                    format!("{field} applies only to an s3:// path"),
-                ));
-            }
-        }
-        if let Some(e) = &self.endpoint
-            && !(e.starts_with("http://") || e.starts_with("https://"))
-        {
-            errors.push(ConfigError::field(
-                "endpoint",
-                "endpoint must be an http:// or https:// URL",
-            ));
-        }
-        if self.secret_access_key_env.as_deref() == Some("") {
-            errors.push(ConfigError::field(
-                "secret_access_key_env",
-                "secret_access_key_env is empty",
-            ));
-        }
+        let store = StoreAt::validate(
+            &self.path,
+            &self.endpoint,
+            &self.region,
+            &self.access_key_id,
+            &self.secret_access_key_env,
+            &mut errors,
+        );
         let mut seen = std::collections::BTreeSet::new();
         for name in &self.promote {
             if !label_name_ok(name) {
@@ -258,11 +326,7 @@ impl ParquetSinkConfig {
             return Err(errors);
         }
         Ok(ParquetSink {
-            location,
-            endpoint: self.endpoint.clone(),
-            region: self.region.clone(),
-            access_key_id: self.access_key_id.clone(),
-            secret_access_key_env: self.secret_access_key_env.clone(),
+            store,
             promote: self.promote.clone(),
             roll,
             max_file_bytes: (self.max_file_mb as usize) << 20,
@@ -273,38 +337,157 @@ impl ParquetSinkConfig {
 }
 
 impl ParquetSink {
-    /// The directory it writes, or the S3 endpoint it connects to (AWS's
-    /// own when none is given), and the secret key's variable.
+    /// The directory it writes, or the S3 endpoint it connects to, and the
+    /// secret key's variable.
     pub fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
-        use tidemark_engine::spec::{Resource, ResourceKind, WriteMode};
-        let mut out = Vec::new();
-        match &self.location {
-            Location::Local(dir) => out.push(Resource::new(
-                "path",
-                ResourceKind::WriteFile(dir.clone(), WriteMode::NewFiles),
-            )),
-            Location::S3 { .. } => match &self.endpoint {
-                Some(endpoint) => out.push(crate::touches::url("endpoint", endpoint, 443)),
-                None => {
-                    let host = match &self.region {
-                        Some(region) => format!("s3.{region}.amazonaws.com"),
-                        None => "s3.amazonaws.com".to_owned(),
-                    };
-                    out.push(Resource::new(
-                        "path",
-                        ResourceKind::Connect { host, port: 443 },
-                    ));
-                }
-            },
-            Location::Memory => {}
+        use tidemark_engine::spec::{ResourceKind, WriteMode};
+        self.store
+            .touches(|dir| ResourceKind::WriteFile(dir, WriteMode::NewFiles))
+    }
+}
+
+/// The `parquet` source: replays what a `parquet` sink archived, in event
+/// time order, for backtests (`tidemark backtest`) and reprocessing.
+///
+/// ```yaml
+/// type: parquet
+/// path: s3://metrics-archive/tidemark
+/// pipeline: ingest
+/// output: raw
+/// from: 2026-11-24T00:00:00Z
+/// to: 2026-11-25T00:00:00Z
+/// ```
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSourceConfig {
+    /// The archive, as the sink's `path`: `s3://bucket/prefix` or a local
+    /// directory (`/data/archive`, `file:///data/archive`).
+    pub path: String,
+    /// The pipeline that wrote it (its `pipeline=` partition).
+    pub pipeline: String,
+    /// The sink that wrote it (its `output=` partition).
+    pub output: String,
+    /// The first event time read (RFC 3339, or milliseconds since the
+    /// epoch); default the archive's start.
+    #[serde(default)]
+    pub from: Option<TimeBound>,
+    /// The event time reading stops before (exclusive); default the
+    /// archive's end.
+    #[serde(default)]
+    pub to: Option<TimeBound>,
+    /// S3 endpoint URL, as the sink's.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3 region, as the sink's.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// S3 access key id, as the sink's.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// Environment variable holding the S3 secret access key, as the sink's.
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+}
+
+/// An event time in a config: RFC 3339 text or milliseconds since the epoch.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum TimeBound {
+    /// Milliseconds since the epoch.
+    Millis(i64),
+    /// RFC 3339 (`2026-11-24T00:00:00Z`).
+    Text(String),
+}
+
+impl TimeBound {
+    /// Milliseconds since the epoch.
+    pub fn millis(&self) -> Result<i64, String> {
+        match self {
+            TimeBound::Millis(ms) => Ok(*ms),
+            TimeBound::Text(text) => text
+                .trim()
+                .parse::<i64>()
+                .or_else(|_| tidemark_engine::time::parse_rfc3339(text.trim())),
         }
-        if let Some(name) = &self.secret_access_key_env {
-            out.push(Resource::new(
-                "secret_access_key_env",
-                ResourceKind::Env(name.clone()),
+    }
+}
+
+/// A validated `parquet` source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParquetSource {
+    pub(crate) store: StoreAt,
+    pub(crate) pipeline: String,
+    pub(crate) output: String,
+    /// Event times `[from, to)` are read.
+    pub(crate) from: i64,
+    pub(crate) to: i64,
+}
+
+/// A name that can be a hive partition value as the sink writes it.
+fn partition_value_ok(value: &str) -> bool {
+    !value.is_empty() && !value.contains(['/', '='])
+}
+
+impl ParquetSourceConfig {
+    /// Checks the fields without touching the store.
+    pub fn validate(&self) -> Result<ParquetSource, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let store = StoreAt::validate(
+            &self.path,
+            &self.endpoint,
+            &self.region,
+            &self.access_key_id,
+            &self.secret_access_key_env,
+            &mut errors,
+        );
+        if store.location == Location::Memory {
+            errors.push(ConfigError::field(
+                "path",
+                "a memory:// archive lives only in the process that wrote it and cannot be read back",
             ));
         }
-        out
+        for (field, value) in [("pipeline", &self.pipeline), ("output", &self.output)] {
+            if !partition_value_ok(value) {
+                errors.push(ConfigError::field(
+                    field,
+                    format!("{field} must be the name of a pipeline or sink (not empty, no `/` or `=`), got {value:?}"),
+                ));
+            }
+        }
+        let mut bound = |field: &str, value: &Option<TimeBound>, default: i64| match value {
+            None => default,
+            Some(b) => b.millis().unwrap_or_else(|e| {
+                errors.push(ConfigError::field(field, e));
+                default
+            }),
+        };
+        let from = bound("from", &self.from, i64::MIN);
+        let to = bound("to", &self.to, i64::MAX);
+        if from >= to {
+            errors.push(ConfigError::field(
+                "to",
+                "to must be after from (the range is [from, to))",
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(ParquetSource {
+            store,
+            pipeline: self.pipeline.clone(),
+            output: self.output.clone(),
+            from,
+            to,
+        })
+    }
+}
+
+impl ParquetSource {
+    /// The directory it reads, or the S3 endpoint it connects to, and the
+    /// secret key's variable.
+    pub fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
+        self.store
+            .touches(tidemark_engine::spec::ResourceKind::ReadFile)
     }
 }
 
@@ -324,7 +507,7 @@ mod tests {
         .unwrap();
         let v = c.validate().unwrap();
         assert_eq!(
-            v.location,
+            v.store.location,
             Location::S3 {
                 bucket: "metrics-archive".into(),
                 prefix: "tidemark".into()
@@ -384,5 +567,47 @@ mod tests {
                 "zstd_level"
             ]
         );
+    }
+
+    #[test]
+    fn a_replay_source_checks_its_range_and_names() {
+        let c: ParquetSourceConfig = serde_json::from_value(serde_json::json!({
+            "path": "s3://metrics-archive/tidemark",
+            "pipeline": "ingest",
+            "output": "raw",
+            "from": "2026-11-24T00:00:00Z",
+            "to": 1_795_564_800_000i64
+        }))
+        .unwrap();
+        let v = c.validate().unwrap();
+        assert_eq!((v.from, v.to), (1_795_478_400_000, 1_795_564_800_000));
+        let open: ParquetSourceConfig = serde_json::from_value(serde_json::json!({
+            "path": "/data/archive", "pipeline": "p", "output": "o"
+        }))
+        .unwrap();
+        assert_eq!(open.validate().unwrap().from, i64::MIN);
+        let bad: ParquetSourceConfig = serde_json::from_value(serde_json::json!({
+            "path": "memory://",
+            "pipeline": "a/b",
+            "output": "",
+            "from": "yesterday",
+            "to": 0,
+            "region": "eu-west-1"
+        }))
+        .unwrap();
+        let fields: Vec<String> = bad
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field.join("."))
+            .collect();
+        assert_eq!(fields, ["region", "path", "pipeline", "output", "from"]);
+        let backwards = ParquetSourceConfig {
+            from: Some(TimeBound::Millis(5)),
+            to: Some(TimeBound::Millis(5)),
+            ..open
+        };
+        let errors = backwards.validate().unwrap_err();
+        assert_eq!(errors[0].field, ["to"]);
     }
 }

@@ -1,5 +1,7 @@
 //! Parquet: the `parquet` sink, an archive for DuckDB and other analytical
-//! engines, on S3 (any compatible store), a local directory or memory.
+//! engines, on S3 (any compatible store), a local directory or memory; and
+//! the `parquet` source, which replays such an archive in event time
+//! ([`source`], for `tidemark backtest`).
 //!
 //! Files sit in hive-style partitions
 //! `pipeline=<pipeline>/output=<sink>/date=<YYYY-MM-DD>/hour=<HH>/` by each
@@ -12,8 +14,14 @@ mod config;
 mod encode;
 mod service;
 mod sink;
+mod source;
 
-pub use config::{Location, ParquetSink, ParquetSinkConfig};
+pub use config::{
+    Location, ParquetSink, ParquetSinkConfig, ParquetSource, ParquetSourceConfig, TimeBound,
+};
 
 // The open epoch is held back (flow control lets sources run past it).
 samples_sink!(ParquetSinkConfig => ParquetSink, holdback: ParquetSink::holdback, serves_live: false, touches: ParquetSink::touches);
+
+// A replay ends; it does not record positions in checkpoints yet.
+samples_source!(ParquetSourceConfig => ParquetSource, finite: |_| true, needs_ingest: false, touches: ParquetSource::touches, positions: None);

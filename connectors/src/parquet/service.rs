@@ -15,7 +15,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
-use super::config::{Location, ParquetSink};
+use super::config::{Location, StoreAt};
 use tidemark_engine::error::{ComponentError, Fault};
 
 /// Files larger than this are uploaded in parts of this size.
@@ -31,7 +31,7 @@ impl Store {
     /// Opens the store (no request is made yet). What fails here is the
     /// configuration (a missing variable, a directory that cannot be
     /// created, an invalid endpoint), which no retry mends.
-    pub fn open(config: &ParquetSink) -> Result<Store, ComponentError> {
+    pub fn open(config: &StoreAt) -> Result<Store, ComponentError> {
         let config_error = |message: String| ComponentError::permanent(Fault::Config, message);
         Ok(match &config.location {
             Location::S3 { bucket, prefix } => {
@@ -150,6 +150,40 @@ impl Store {
         self.put(&key, Bytes::from(format!("groups={workers}\n")))
             .await?;
         Ok(workers)
+    }
+
+    /// Every object whose key (below the prefix) starts with `under/`:
+    /// its key below the prefix, and its size.
+    pub async fn list(&self, under: &str) -> Result<Vec<(String, u64)>, ComponentError> {
+        use futures_util::TryStreamExt;
+        let base = self.path(under);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let listed: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&base))
+            .try_collect()
+            .await
+            .map_err(classify)?;
+        Ok(listed
+            .into_iter()
+            .map(|m| (m.location.as_ref()[strip..].to_owned(), m.size))
+            .collect())
+    }
+
+    /// The bytes `range` of the object at `key` (below the prefix).
+    pub async fn range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, ComponentError> {
+        self.store
+            .get_range(&self.path(key), range)
+            .await
+            .map_err(classify)
     }
 
     /// Whether `key` (below the prefix) exists.

@@ -176,7 +176,7 @@ fn groups(config: &ParquetSink, ctx: &SinkContext, workers: usize) -> u64 {
                 ComponentError::io("cannot start a runtime to read the archive's layout", e)
             })?;
         runtime.block_on(async {
-            Store::open(config)?
+            Store::open(&config.store)?
                 .groups(&ctx.pipeline, &ctx.name, workers as u64)
                 .await
         })
@@ -278,7 +278,7 @@ impl Writer {
             }
         };
         runtime.block_on(async move {
-            let store = match Store::open(&self.config) {
+            let store = match Store::open(&self.config.store) {
                 Ok(s) => s,
                 Err(error) => {
                     add(&self.stats.errors, 1);

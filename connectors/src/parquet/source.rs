@@ -1,0 +1,531 @@
+//! The `parquet` source: replays an archive the `parquet` sink wrote, in
+//! event-time order, as fast as the dataflow takes it.
+//!
+//! Every worker lists the archive's files in the range (pruned by the
+//! `date=`/`hour=` partitions) and reads its share of them (by a hash of
+//! the file's name, so every worker picks the same split) on a thread of
+//! its own, with a current-thread tokio runtime for the store.
+//!
+//! A file is not sorted by time (its row groups are sorted by series, then
+//! time), and files overlap in time (an epoch's files hold samples up to
+//! the out-of-orderness past it; late samples fall in later epochs). So a
+//! reader first reads every file's footer: the `time` statistics of its row
+//! groups bound its samples. It then loads the files in the order of their
+//! first time, and after each one hands on, sorted by time, every loaded
+//! sample older than the next file's first time: nothing read later can be
+//! older. The operator gives them at the time of the first one and then
+//! moves its capability to that bound, so windows downstream close as the
+//! replay goes. Memory holds the files whose times overlap (an epoch's
+//! files, normally), not the archive.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::file::metadata::{FooterTail, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::statistics::Statistics;
+
+use tidemark_engine::component::{Shutdown, SourceContext};
+use tidemark_engine::error::{ComponentError, Fault};
+use tidemark_engine::flow::FlowControl;
+use tidemark_engine::runtime::{PipelineScope, SampleStream, SyncActivator, source};
+use tidemark_engine::stats::{ComponentStats, add};
+use tidemark_engine::time::to_time;
+use tidemark_engine::{Sample, Series};
+
+use super::config::ParquetSource;
+use super::service::Store;
+
+/// Samples handed to the operator at a time.
+const CHUNK: usize = 65_536;
+
+/// Rows decoded at a time.
+const DECODE_ROWS: usize = 65_536;
+
+/// What a reader hands its operator: samples sorted by time, and a bound on
+/// everything it will hand on later.
+struct Chunk {
+    samples: Vec<Sample>,
+    /// No later sample of this reader is older than this.
+    floor: i64,
+}
+
+/// One file of the archive to read, with the row groups in the range.
+#[derive(Debug)]
+struct ArchiveFile {
+    key: String,
+    size: u64,
+    metadata: Arc<ParquetMetaData>,
+    row_groups: Vec<usize>,
+    /// The oldest time its chosen row groups may hold.
+    first: i64,
+}
+
+/// The hour partition (`date=YYYY-MM-DD/hour=HH`) of a key, as the hour's
+/// first millisecond.
+fn partition_hour(key: &str) -> Option<i64> {
+    let date = key.split('/').find_map(|p| p.strip_prefix("date="))?;
+    let hour = key.split('/').find_map(|p| p.strip_prefix("hour="))?;
+    let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    let hour: u32 = hour.parse().ok()?;
+    let at = day.and_hms_opt(hour, 0, 0)?;
+    Some(at.and_utc().timestamp_millis())
+}
+
+/// The files of the archive whose hour overlaps `[from, to)`, with sizes.
+fn in_range(listed: Vec<(String, u64)>, from: i64, to: i64) -> Vec<(String, u64)> {
+    const HOUR: i64 = 3_600_000;
+    let mut files: Vec<(String, u64)> = listed
+        .into_iter()
+        .filter(|(key, _)| key.ends_with(".parquet"))
+        .filter(|(key, _)| match partition_hour(key) {
+            Some(hour) => hour < to && hour.saturating_add(HOUR) > from,
+            // Not in the sink's layout: read it, the footer decides.
+            None => true,
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Which worker reads a file: the same answer on every worker.
+fn reader_of(key: &str, peers: usize) -> usize {
+    // FNV-1a: stable across processes and releases, unlike `DefaultHasher`'s
+    // promise.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % peers.max(1) as u64) as usize
+}
+
+/// The `time` column's bounds in a row group, if its statistics say.
+fn time_bounds(metadata: &ParquetMetaData, row_group: usize) -> Option<(i64, i64)> {
+    let group = metadata.row_group(row_group);
+    let column = group
+        .columns()
+        .iter()
+        .find(|c| c.column_path().string() == "time")?;
+    match column.statistics()? {
+        Statistics::Int64(s) => Some((*s.min_opt()?, *s.max_opt()?)),
+        _ => None,
+    }
+}
+
+fn damaged(key: &str, what: impl std::fmt::Display) -> ComponentError {
+    ComponentError::permanent(Fault::External, format!("cannot read {key}: {what}"))
+}
+
+/// Reads a file's footer and keeps the row groups that may hold `[from,
+/// to)`; `None` if none may.
+async fn footer(
+    store: &Store,
+    key: &str,
+    size: u64,
+    from: i64,
+    to: i64,
+) -> Result<Option<ArchiveFile>, ComponentError> {
+    const TAIL: u64 = 64 << 10;
+    if size < 8 {
+        return Err(damaged(key, "too short to be a Parquet file"));
+    }
+    let tail = store.range(key, size.saturating_sub(TAIL)..size).await?;
+    let last: [u8; 8] = tail[tail.len() - 8..]
+        .try_into()
+        .map_err(|_| damaged(key, "no footer"))?;
+    let footer = FooterTail::try_new(&last).map_err(|e| damaged(key, e))?;
+    let length = footer.metadata_length() as u64;
+    if length + 8 > size {
+        return Err(damaged(key, "its footer is longer than the file"));
+    }
+    let encoded = if length + 8 <= tail.len() as u64 {
+        let end = tail.len() - 8;
+        tail.slice(end - length as usize..end)
+    } else {
+        store.range(key, size - 8 - length..size - 8).await?
+    };
+    let metadata = ParquetMetaDataReader::decode_metadata(&encoded).map_err(|e| damaged(key, e))?;
+    let mut first = i64::MAX;
+    let mut row_groups = Vec::new();
+    for index in 0..metadata.num_row_groups() {
+        let (min, max) = time_bounds(&metadata, index).unwrap_or((i64::MIN, i64::MAX));
+        if max >= from && min < to {
+            row_groups.push(index);
+            first = first.min(min.max(from));
+        }
+    }
+    Ok((!row_groups.is_empty()).then(|| ArchiveFile {
+        key: key.to_owned(),
+        size,
+        metadata: Arc::new(metadata),
+        row_groups,
+        first,
+    }))
+}
+
+/// Decodes a file's chosen row groups, keeping the samples in `[from, to)`.
+fn decode(
+    file: &ArchiveFile,
+    bytes: Bytes,
+    from: i64,
+    to: i64,
+) -> Result<Vec<Sample>, ComponentError> {
+    let key = &file.key;
+    let metadata = ArrowReaderMetadata::try_new(Arc::clone(&file.metadata), Default::default())
+        .map_err(|e| damaged(key, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata)
+        .with_row_groups(file.row_groups.clone())
+        .with_batch_size(DECODE_ROWS)
+        .build()
+        .map_err(|e| damaged(key, e))?;
+    let mut out = Vec::new();
+    let mut known: HashMap<i64, Series> = HashMap::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| damaged(key, e))?;
+        rows(&batch, &mut known, from, to, &mut out).map_err(|e| damaged(key, e))?;
+    }
+    Ok(out)
+}
+
+/// The samples of one record batch, each series built once per file.
+fn rows(
+    batch: &RecordBatch,
+    known: &mut HashMap<i64, Series>,
+    from: i64,
+    to: i64,
+    out: &mut Vec<Sample>,
+) -> Result<(), String> {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| format!("it has no `{name}` column (not written by a parquet sink?)"))
+    };
+    let wrong = |name: &str| format!("its `{name}` column has an unexpected type");
+    let time = column("time")?
+        .as_primitive_opt::<TimestampMillisecondType>()
+        .ok_or_else(|| wrong("time"))?;
+    let ids = column("series_id")?
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| wrong("series_id"))?;
+    let metric = column("metric")?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| wrong("metric"))?;
+    let labels = column("labels")?
+        .as_map_opt()
+        .ok_or_else(|| wrong("labels"))?;
+    let keys = labels
+        .keys()
+        .as_string_opt::<i32>()
+        .ok_or_else(|| wrong("labels"))?;
+    let values = labels
+        .values()
+        .as_string_opt::<i32>()
+        .ok_or_else(|| wrong("labels"))?;
+    let value = column("value")?
+        .as_primitive_opt::<Float64Type>()
+        .ok_or_else(|| wrong("value"))?;
+    let offsets = labels.value_offsets();
+    out.reserve(batch.num_rows());
+    let mut last: Option<(i64, Series)> = None;
+    for row in 0..batch.num_rows() {
+        let at = time.value(row);
+        if at < from || at >= to {
+            continue;
+        }
+        let id = ids.value(row);
+        let series = match &last {
+            Some((last_id, series)) if *last_id == id => series.clone(),
+            _ => {
+                let series = known
+                    .entry(id)
+                    .or_insert_with(|| {
+                        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+                        Series::new(
+                            metric.value(row),
+                            (start..end).map(|i| (keys.value(i), values.value(i))),
+                        )
+                    })
+                    .clone();
+                last = Some((id, series.clone()));
+                series
+            }
+        };
+        out.push(Sample::new(series, at, value.value(row)));
+    }
+    Ok(())
+}
+
+/// What a reader thread needs.
+struct Reader {
+    config: ParquetSource,
+    index: usize,
+    peers: usize,
+    name: String,
+    stats: Arc<ComponentStats>,
+    shutdown: Shutdown,
+    tx: SyncSender<Chunk>,
+    activator: SyncActivator,
+}
+
+impl Reader {
+    fn send(&self, chunk: Chunk) -> bool {
+        let sent = self.tx.send(chunk).is_ok();
+        let _ = self.activator.activate();
+        sent
+    }
+
+    /// Hands on, sorted and in chunks, the samples of `pending` older than
+    /// `bound`; keeps the rest.
+    fn hand_on(&self, pending: &mut Vec<Sample>, bound: i64) -> bool {
+        pending.sort_by_key(|s| s.timestamp);
+        let split = pending.partition_point(|s| s.timestamp < bound);
+        let rest = pending.split_off(split);
+        let ready = std::mem::replace(pending, rest);
+        let floor_after = pending.first().map_or(bound, |s| s.timestamp.min(bound));
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
+            let samples: Vec<Sample> = ready.by_ref().take(CHUNK).collect();
+            let floor = ready.peek().map_or(floor_after, |s| s.timestamp);
+            if !self.send(Chunk { samples, floor }) {
+                return false;
+            }
+        }
+        if split == 0 {
+            return self.send(Chunk {
+                samples: Vec::new(),
+                floor: floor_after,
+            });
+        }
+        true
+    }
+
+    /// A damaged file is counted as an error, named in the log and
+    /// skipped: the rest of the archive is still replayed (and the run
+    /// ends with an error). Any other error stops the replay.
+    fn skip(&self, error: ComponentError) -> Result<(), ComponentError> {
+        if error.retryable || error.fault != Fault::External {
+            return Err(error);
+        }
+        add(&self.stats.errors, 1);
+        tracing::error!(error = %error.chain(), source = %self.name, "Skipping a damaged file of the archive.");
+        Ok(())
+    }
+
+    async fn read(&self) -> Result<(), ComponentError> {
+        let config = &self.config;
+        let store = Store::open(&config.store)?;
+        let under = format!("pipeline={}/output={}", config.pipeline, config.output);
+        let listed = store.list(&under).await?;
+        if listed.is_empty() && self.index == 0 {
+            tracing::warn!(source = %self.name, archive = %under, "The archive has no files there.");
+        }
+        let mut files = Vec::new();
+        for (key, size) in in_range(listed, config.from, config.to) {
+            if reader_of(&key, self.peers) != self.index {
+                continue;
+            }
+            if self.shutdown.is_triggered() {
+                return Ok(());
+            }
+            match footer(&store, &key, size, config.from, config.to).await {
+                Ok(Some(file)) => files.push(file),
+                Ok(None) => {}
+                Err(error) => self.skip(error)?,
+            }
+        }
+        files.sort_by(|a, b| (a.first, &a.key).cmp(&(b.first, &b.key)));
+        tracing::debug!(source = %self.name, worker = self.index, files = files.len(), "Replaying.");
+        let mut pending: Vec<Sample> = Vec::new();
+        for (i, file) in files.iter().enumerate() {
+            if self.shutdown.is_triggered() {
+                return Ok(());
+            }
+            let bytes = store.range(&file.key, 0..file.size).await?;
+            match decode(file, bytes, config.from, config.to) {
+                Ok(samples) => {
+                    add(&self.stats.received, samples.len() as u64);
+                    pending.extend(samples);
+                }
+                Err(error) => self.skip(error)?,
+            }
+            let bound = files.get(i + 1).map_or(i64::MAX, |next| next.first);
+            if !self.hand_on(&mut pending, bound) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn spawn_reader(
+    config: &ParquetSource,
+    ctx: &SourceContext,
+    index: usize,
+    peers: usize,
+    activator: SyncActivator,
+) -> Receiver<Chunk> {
+    let (tx, rx) = sync_channel(4);
+    let reader = Reader {
+        config: config.clone(),
+        index,
+        peers,
+        name: ctx.name.clone(),
+        stats: Arc::clone(&ctx.stats),
+        shutdown: ctx.shutdown.clone(),
+        tx,
+        activator,
+    };
+    let stats = Arc::clone(&ctx.stats);
+    let spawned = std::thread::Builder::new()
+        .name(format!("parquet-{}-{index}", ctx.name))
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let result = match runtime {
+                Ok(runtime) => runtime.block_on(reader.read()),
+                Err(e) => Err(ComponentError::io("cannot start the reader's runtime", e)),
+            };
+            if let Err(error) = result {
+                add(&reader.stats.errors, 1);
+                tracing::error!(error = %error.chain(), source = %reader.name, "Cannot replay the archive; this source stops.");
+            }
+            let _ = reader.activator.activate();
+        });
+    if let Err(error) = spawned {
+        add(&stats.errors, 1);
+        tracing::error!(%error, "Cannot start the parquet reader thread.");
+    }
+    rx
+}
+
+impl ParquetSource {
+    /// Builds the source on a worker.
+    pub fn build<'scope>(
+        &self,
+        scope: PipelineScope<'scope>,
+        ctx: SourceContext,
+    ) -> SampleStream<'scope> {
+        let config = self.clone();
+        let (index, peers) = (scope.index(), scope.peers());
+        source(scope, &ctx.name.clone(), move |capability, info| {
+            let activator = scope.activator_for(Rc::clone(&info.address));
+            let sync = scope.worker().sync_activator_for(info.address.to_vec());
+            let rx = spawn_reader(&config, &ctx, index, peers, sync);
+            let mut cap = Some(capability);
+            let mut flow = FlowControl::new(ctx.probe.clone(), ctx.holdback, ctx.max_in_flight)
+                .with_gauge(Arc::clone(&ctx.stats));
+            move |output| {
+                let Some(c) = cap.as_mut() else { return };
+                if ctx.shutdown.is_triggered() {
+                    cap = None;
+                    return;
+                }
+                for _ in 0..16 {
+                    if !flow.may_send(*c.time()) {
+                        activator.activate_after(Duration::from_millis(1));
+                        return;
+                    }
+                    let Chunk { mut samples, floor } = match rx.try_recv() {
+                        Ok(chunk) => chunk,
+                        Err(TryRecvError::Empty) => {
+                            activator.activate_after(Duration::from_millis(100));
+                            return;
+                        }
+                        Err(TryRecvError::Disconnected) => {
+                            cap = None;
+                            return;
+                        }
+                    };
+                    if let Some(first) = samples.first() {
+                        let at = to_time(first.timestamp);
+                        if at > *c.time() {
+                            c.downgrade(&at);
+                        }
+                        flow.sent(*c.time(), samples.len() as u64);
+                        output.session(&*c).give_container(&mut samples);
+                    }
+                    // The last floor is "nothing more": the capability is
+                    // dropped when the reader ends instead, so the frontier
+                    // empties rather than jumping to the end of time (which
+                    // an alert rule would evaluate its way towards).
+                    let floor = to_time(floor);
+                    if floor > *c.time() && floor < to_time(i64::MAX) {
+                        c.downgrade(&floor);
+                    }
+                    ctx.clock.publish(*c.time());
+                }
+                activator.activate();
+            }
+        })
+        .container::<Vec<Sample>>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hours_are_read_from_the_partitions() {
+        assert_eq!(
+            partition_hour("pipeline=p/output=o/date=2026-11-25/hour=07/part-1-w000-000.parquet"),
+            Some(1_795_590_000_000)
+        );
+        assert_eq!(partition_hour("x/part.parquet"), None);
+        assert_eq!(partition_hour("date=2026-13-01/hour=00/a.parquet"), None);
+    }
+
+    #[test]
+    fn files_outside_the_range_are_not_read() {
+        let key = |h: u32| {
+            (
+                format!("pipeline=p/output=o/date=2026-11-25/hour={h:02}/part.parquet"),
+                1,
+            )
+        };
+        let hour7 = 1_795_590_000_000;
+        let listed = vec![
+            key(6),
+            key(7),
+            key(8),
+            (
+                "pipeline=p/output=o/date=2026-11-25/hour=07/x.tmp".to_owned(),
+                1,
+            ),
+            ("pipeline=p/output=o/elsewhere.parquet".to_owned(), 1),
+        ];
+        let kept: Vec<String> = in_range(listed, hour7 + 10, hour7 + 3_600_000)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "pipeline=p/output=o/date=2026-11-25/hour=07/part.parquet",
+                "pipeline=p/output=o/elsewhere.parquet"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_file_has_one_reader() {
+        let keys: Vec<String> = (0..200).map(|i| format!("part-{i}.parquet")).collect();
+        let mut per = [0usize; 3];
+        for key in &keys {
+            let r = reader_of(key, 3);
+            assert_eq!(r, reader_of(key, 3));
+            per[r] += 1;
+        }
+        assert!(per.iter().all(|n| *n > 40), "{per:?}");
+        assert!(keys.iter().all(|k| reader_of(k, 1) == 0));
+    }
+}
