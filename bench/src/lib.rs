@@ -19,6 +19,7 @@
 pub mod alert;
 pub mod alert_latency;
 pub mod anomaly;
+pub mod backtest;
 pub mod checkpoint;
 pub mod correlate;
 pub mod kafka;

@@ -95,6 +95,36 @@ enum Command {
         #[arg(long, default_value = "30s", env = "TIDEMARK_SHUTDOWN_TIMEOUT")]
         shutdown_timeout: String,
     },
+    /// Replay a pipeline over its Parquet archive, as fast as the machine
+    /// allows, and write what it would have produced (docs/backtest.md).
+    Backtest {
+        /// The pipeline file.
+        file: String,
+        /// The first event time replayed (RFC 3339 or ms since the epoch)
+        /// [default: the archive's start].
+        #[arg(long)]
+        from: Option<String>,
+        /// The event time the replay stops before [default: the archive's
+        /// end].
+        #[arg(long)]
+        to: Option<String>,
+        /// Directory for each stream's output and summary.json.
+        #[arg(long, default_value = "backtest")]
+        out: PathBuf,
+        /// The archive a source replays, when the pipeline has no parquet
+        /// sink of exactly that source: SOURCE=PATH, PATH ending in
+        /// /pipeline=<name>/output=<sink>; repeatable.
+        #[arg(long = "archive", value_name = "SOURCE=PATH")]
+        archives: Vec<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Progress display on standard error.
+        #[arg(long, value_enum, default_value = "auto")]
+        progress: ProgressMode,
+        /// Records each source instance may have in flight before it waits.
+        #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+        max_in_flight: u64,
+    },
     /// Serve: run the pipelines applied over the API until SIGTERM.
     Serve(Box<ServeArgs>),
     /// Manage the pipelines of a running server.
@@ -477,6 +507,8 @@ enum BenchCommand {
     Websocket(bench::websocket::WebsocketBenchOptions),
     /// Query API latency over a memory sink (10 000 and 100 000 series), and what queries cost ingest.
     Query(bench::query::QueryBenchOptions),
+    /// Backtest: samples per second replayed from a Parquet archive into a window and a detector.
+    Backtest(bench::backtest::BacktestBenchOptions),
 }
 
 fn init_logging(format: LogFormat) {
@@ -587,6 +619,25 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Backtest {
+            file,
+            from,
+            to,
+            out,
+            archives,
+            cluster,
+            progress,
+            max_in_flight,
+        } => backtest(
+            file,
+            from,
+            to,
+            out,
+            archives,
+            cluster,
+            progress,
+            max_in_flight,
+        ),
         Command::Serve(args) => match (*args).options()? {
             Ok(options) => {
                 serve(options)?;
@@ -673,6 +724,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
+            which: BenchCommand::Backtest(options),
+        } => {
+            bench::backtest::run_bench(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
             which: BenchCommand::Sinks(options),
         } => {
             bench::sinks::sinks(&options)?;
@@ -721,4 +778,90 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `tidemark backtest`: rewrite, run, summarize.
+#[allow(clippy::too_many_arguments)]
+fn backtest(
+    file: String,
+    from: Option<String>,
+    to: Option<String>,
+    out: PathBuf,
+    archives: Vec<String>,
+    cluster: ClusterArgs,
+    progress: ProgressMode,
+    max_in_flight: u64,
+) -> anyhow::Result<ExitCode> {
+    use tidemark_pipelines::backtest::{Backtest, parse_time, prepare, render, summarize};
+    let time = |flag: &str, text: Option<String>| -> anyhow::Result<Option<i64>> {
+        text.map(|t| parse_time(&t).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+            .transpose()
+    };
+    let archives = archives
+        .iter()
+        .map(|a| {
+            a.split_once('=')
+                .filter(|(s, p)| !s.is_empty() && !p.is_empty())
+                .map(|(s, p)| (s.to_owned(), p.to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("--archive {a:?}: expected SOURCE=PATH"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let backtest = Backtest {
+        from: time("from", from)?,
+        to: time("to", to)?,
+        out,
+        archives,
+    };
+    if let (Some(from), Some(to)) = (backtest.from, backtest.to) {
+        anyhow::ensure!(
+            from < to,
+            "--to must be after --from (the range is [from, to))"
+        );
+    }
+    let text =
+        std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?;
+    let prepared = match prepare(&file, &text, &backtest) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    std::fs::create_dir_all(&backtest.out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", backtest.out.display()))?;
+    for (source, archive) in &prepared.sources {
+        tracing::info!(source = %source, archive = %archive, "Replaying.");
+    }
+    let options = RunOptions {
+        cluster: cluster.cluster()?,
+        progress,
+        max_in_flight,
+        dashboard: None,
+        stop_after_samples: None,
+        shutdown_timeout: tidemark_pipelines::run::DEFAULT_SHUTDOWN_TIMEOUT,
+    };
+    let report = run(prepared.plan.clone(), options)?;
+    let summary = summarize(&prepared, &backtest, &report)?;
+    let path = backtest.out.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    std::io::Write::write_all(
+        &mut std::io::stdout(),
+        format!("{}\n", render(&summary, &backtest.out)).as_bytes(),
+    )?;
+    if report.errors > 0 || report.interrupted {
+        eprintln!(
+            "The backtest is incomplete: {} errors{} (see the log above).",
+            report.errors,
+            if report.interrupted {
+                ", interrupted"
+            } else {
+                ""
+            }
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }

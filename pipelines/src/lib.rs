@@ -13,6 +13,7 @@
 //! is the binary, `tidemark-bench` the benchmarks.
 
 pub mod access;
+pub mod backtest;
 pub mod build;
 pub mod compile;
 pub mod config;
