@@ -314,6 +314,27 @@ fn a_backtest_writes_what_the_live_run_wrote() {
     assert!(!refused.status.success());
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("--archive in="), "{said}");
+
+    // Named, but wrong: nothing was ever written there.
+    let wrong = format!("in={}/archive/pipeline=nope/output=raw", dir.display());
+    let out = dir.join("bt-wrong");
+    let refused = tidemark(
+        &[
+            "backtest",
+            bare.to_str().unwrap(),
+            "--archive",
+            &wrong,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("there is no archive at pipeline=nope/output=raw"),
+        "{said}"
+    );
 }
 
 #[test]

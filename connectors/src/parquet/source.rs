@@ -324,8 +324,18 @@ impl Reader {
         let store = Store::open(&config.store)?;
         let under = format!("pipeline={}/output={}", config.pipeline, config.output);
         let listed = store.list(&under).await?;
-        if listed.is_empty() && self.index == 0 {
-            tracing::warn!(source = %self.name, archive = %under, "The archive has no files there.");
+        if listed.is_empty() {
+            // A wrong path, pipeline or output, most likely: worker 0 says
+            // so (once), and the run ends with an error.
+            if self.index != 0 {
+                return Ok(());
+            }
+            return Err(ComponentError::permanent(
+                Fault::Config,
+                format!(
+                    "there is no archive at {under} (nothing was ever written there: check path, pipeline and output)"
+                ),
+            ));
         }
         let mut files = Vec::new();
         for (key, size) in in_range(listed, config.from, config.to) {
