@@ -378,18 +378,22 @@ pub fn summarize(
             "sinks": stream.sinks,
         }));
     }
-    let fired: Vec<Value> = alerts
+    // In the order they fired.
+    let mut fired: Vec<(i64, Value)> = alerts
         .into_values()
         .filter_map(|(labels, episode)| {
             episode.fired.map(|at| {
-                json!({
+                let alert = json!({
                     "labels": labels,
                     "fired_at": format_millis(at),
                     "resolved_at": episode.resolved.map(format_millis),
-                })
+                });
+                (at, alert)
             })
         })
         .collect();
+    fired.sort_by_key(|(at, _)| *at);
+    let fired: Vec<Value> = fired.into_iter().map(|(_, alert)| alert).collect();
     let seconds = report.elapsed.as_secs_f64();
     let bound = |t: Option<i64>| t.map(format_millis);
     Ok(json!({
@@ -567,5 +571,53 @@ sinks:
         let text = PIPELINE.replace("tumbling: 1m", "tumbling: soon");
         let errors = prepare("p.yaml", &text, &backtest()).unwrap_err();
         assert!(errors[0].starts_with("p.yaml:5:"), "{errors:?}");
+    }
+
+    #[test]
+    fn the_summary_lists_firing_episodes_in_time_order_and_counts_the_rest() {
+        let dir = std::env::temp_dir().join(format!("tidemark-summary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut prepared = prepare("p.yaml", PIPELINE, &backtest()).unwrap();
+        prepared.streams[0].file = dir.join("w.jsonl");
+        let alert = |host: &str, state: &str, starts: i64, ends: Option<i64>| {
+            json!({"labels": {"alertname": "A", "host": host}, "state": state, "startsAt": starts,
+                   "activeAt": starts, "endsAt": ends, "at": ends.unwrap_or(starts)})
+            .to_string()
+        };
+        let lines = [
+            alert("b", "pending", 1_000, None),
+            alert("b", "firing", 2_000, None),
+            alert("a", "firing", 5_000, None),
+            alert("b", "resolved", 2_000, Some(9_000)),
+            r#"{"name":"cpu:anomaly","labels":{},"timestamp":1,"value":1.0}"#.to_owned(),
+            r#"{"name":"cpu:anomaly","labels":{},"timestamp":2,"value":0.0}"#.to_owned(),
+            r#"{"name":"cpu:anomaly_score","labels":{},"timestamp":1,"value":1.0}"#.to_owned(),
+            json!({"receiver": "oncall", "status": "firing", "groupKey": "{}"}).to_string(),
+            json!({"receiver": "oncall", "status": "resolved", "groupKey": "{}"}).to_string(),
+        ];
+        std::fs::write(&prepared.streams[0].file, lines.join("\n") + "\n").unwrap();
+        let report = RunReport {
+            totals: Default::default(),
+            errors: 0,
+            elapsed: std::time::Duration::from_secs(1),
+            interrupted: false,
+        };
+        let summary = summarize(&prepared, &backtest(), &report).unwrap();
+        let fired = summary["alerts_fired"].as_array().unwrap();
+        let hosts: Vec<&str> = fired
+            .iter()
+            .map(|a| a["labels"]["host"].as_str().unwrap())
+            .collect();
+        assert_eq!(hosts, ["b", "a"], "{summary}");
+        assert_eq!(fired[0]["fired_at"], "1970-01-01T00:00:02.000Z");
+        assert_eq!(fired[0]["resolved_at"], "1970-01-01T00:00:09.000Z");
+        assert_eq!(fired[1]["resolved_at"], Value::Null);
+        assert_eq!(summary["anomalies"], json!({"cpu": 1}));
+        assert_eq!(
+            summary["notifications"]["oncall"],
+            json!({"firing": 1, "resolved": 1})
+        );
+        assert_eq!(summary["streams"][0]["records"], lines.len());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
