@@ -97,34 +97,7 @@ enum Command {
     },
     /// Replay a pipeline over its Parquet archive, as fast as the machine
     /// allows, and write what it would have produced (docs/backtest.md).
-    Backtest {
-        /// The pipeline file.
-        file: String,
-        /// The first event time replayed (RFC 3339 or ms since the epoch)
-        /// [default: the archive's start].
-        #[arg(long)]
-        from: Option<String>,
-        /// The event time the replay stops before [default: the archive's
-        /// end].
-        #[arg(long)]
-        to: Option<String>,
-        /// Directory for each stream's output and summary.json.
-        #[arg(long, default_value = "backtest")]
-        out: PathBuf,
-        /// The archive a source replays, when the pipeline has no parquet
-        /// sink of exactly that source: SOURCE=PATH, PATH ending in
-        /// /pipeline=<name>/output=<sink>; repeatable.
-        #[arg(long = "archive", value_name = "SOURCE=PATH")]
-        archives: Vec<String>,
-        #[command(flatten)]
-        cluster: ClusterArgs,
-        /// Progress display on standard error.
-        #[arg(long, value_enum, default_value = "auto")]
-        progress: ProgressMode,
-        /// Records each source instance may have in flight before it waits.
-        #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
-        max_in_flight: u64,
-    },
+    Backtest(Box<BacktestArgs>),
     /// Serve: run the pipelines applied over the API until SIGTERM.
     Serve(Box<ServeArgs>),
     /// Manage the pipelines of a running server.
@@ -161,6 +134,37 @@ enum Command {
         #[command(subcommand)]
         which: BenchCommand,
     },
+}
+
+/// `tidemark backtest`.
+#[derive(clap::Args)]
+struct BacktestArgs {
+    /// The pipeline file.
+    file: String,
+    /// The first event time replayed (RFC 3339 or ms since the epoch)
+    /// [default: the archive's start].
+    #[arg(long)]
+    from: Option<String>,
+    /// The event time the replay stops before [default: the archive's
+    /// end].
+    #[arg(long)]
+    to: Option<String>,
+    /// Directory for each stream's output and summary.json.
+    #[arg(long, default_value = "backtest")]
+    out: PathBuf,
+    /// The archive a source replays, when the pipeline has no parquet
+    /// sink of exactly that source: SOURCE=PATH, PATH ending in
+    /// /pipeline=<name>/output=<sink>; repeatable.
+    #[arg(long = "archive", value_name = "SOURCE=PATH")]
+    archives: Vec<String>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Progress display on standard error.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+    /// Records each source instance may have in flight before it waits.
+    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: u64,
 }
 
 /// `tidemark serve`: flags and variables win over `--config`, which wins
@@ -619,25 +623,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Backtest {
-            file,
-            from,
-            to,
-            out,
-            archives,
-            cluster,
-            progress,
-            max_in_flight,
-        } => backtest(
-            file,
-            from,
-            to,
-            out,
-            archives,
-            cluster,
-            progress,
-            max_in_flight,
-        ),
+        Command::Backtest(args) => backtest(*args),
         Command::Serve(args) => match (*args).options()? {
             Ok(options) => {
                 serve(options)?;
@@ -781,17 +767,17 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// `tidemark backtest`: rewrite, run, summarize.
-#[allow(clippy::too_many_arguments)]
-fn backtest(
-    file: String,
-    from: Option<String>,
-    to: Option<String>,
-    out: PathBuf,
-    archives: Vec<String>,
-    cluster: ClusterArgs,
-    progress: ProgressMode,
-    max_in_flight: u64,
-) -> anyhow::Result<ExitCode> {
+fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
+    let BacktestArgs {
+        file,
+        from,
+        to,
+        out,
+        archives,
+        cluster,
+        progress,
+        max_in_flight,
+    } = args;
     use tidemark_pipelines::backtest::{Backtest, parse_time, prepare, render, summarize};
     let time = |flag: &str, text: Option<String>| -> anyhow::Result<Option<i64>> {
         text.map(|t| parse_time(&t).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
@@ -842,7 +828,16 @@ fn backtest(
         stop_after_samples: None,
         shutdown_timeout: tidemark_pipelines::run::DEFAULT_SHUTDOWN_TIMEOUT,
     };
+    let process = options.cluster.process;
     let report = run(prepared.plan.clone(), options)?;
+    if process != 0 {
+        // Process 0's workers wrote the outputs; it writes the summary.
+        return Ok(if report.errors > 0 || report.interrupted {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
     let summary = summarize(&prepared, &backtest, &report)?;
     let path = backtest.out.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")

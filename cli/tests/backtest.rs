@@ -212,10 +212,44 @@ fn a_backtest_writes_what_the_live_run_wrote() {
         format!("{}/archive/pipeline=live/output=raw", dir.display())
     );
 
+    // Two processes of one worker each: each replays its share of the
+    // files; process 0 writes the same streams, and the summary.
+    let hosts = dir.join("hosts");
+    common::write_host_file(&hosts);
+    let clustered = dir.join("bt-cluster");
+    let yaml = dir.join("live.yaml");
+    let spawn = |process: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["backtest", yaml.to_str().unwrap(), "--out"])
+            .arg(&clustered)
+            .args(["--progress", "off", "--hostfile"])
+            .arg(&hosts)
+            .args(["--process", process])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut p0, mut p1) = (spawn("0"), spawn("1"));
+    assert!(p0.wait().unwrap().success());
+    assert!(p1.wait().unwrap().success());
+    for stream in ["w.jsonl", "s.jsonl", "rules.alerts.jsonl", "page.jsonl"] {
+        assert!(
+            lines(&clustered.join(stream)) == lines(&dir.join("bt").join(stream)),
+            "{stream} of two processes differs"
+        );
+    }
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(clustered.join("summary.json")).unwrap())
+            .unwrap();
+    let share = summary["samples_replayed"].as_u64().unwrap();
+    assert!(
+        0 < share && share < input().1 as u64,
+        "process 0 replayed {share}: the files were not shared"
+    );
+
     // A range: only its samples, and the windows inside it as live.
     let (from, to) = (BASE + 1_800_000, BASE + 7_200_000);
     let out = dir.join("bt-range");
-    let yaml = dir.join("live.yaml");
     ok(
         &tidemark(
             &[
