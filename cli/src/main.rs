@@ -78,13 +78,7 @@ enum Command {
         /// The pipeline file (`-` for standard input).
         file: String,
         #[command(flatten)]
-        cluster: ClusterArgs,
-        /// Progress display on standard error.
-        #[arg(long, value_enum, default_value = "auto")]
-        progress: ProgressMode,
-        /// Records each source instance may have in flight before it waits.
-        #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
-        max_in_flight: u64,
+        here: RunHere,
         /// Where the dashboard and `/ws` listen when the pipeline has a
         /// `websocket` sink (on process 0 of a cluster unless given)
         /// [default: 127.0.0.1:8080].
@@ -158,6 +152,13 @@ struct BacktestArgs {
     #[arg(long = "archive", value_name = "SOURCE=PATH")]
     archives: Vec<String>,
     #[command(flatten)]
+    here: RunHere,
+}
+
+/// How a pipeline runs in this process, for `run` and `backtest`.
+#[derive(clap::Args)]
+struct RunHere {
+    #[command(flatten)]
     cluster: ClusterArgs,
     /// Progress display on standard error.
     #[arg(long, value_enum, default_value = "auto")]
@@ -165,6 +166,30 @@ struct BacktestArgs {
     /// Records each source instance may have in flight before it waits.
     #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: u64,
+}
+
+impl RunHere {
+    /// The run's options, without a dashboard.
+    fn options(self, shutdown_timeout: std::time::Duration) -> anyhow::Result<RunOptions> {
+        Ok(RunOptions {
+            cluster: self.cluster.cluster()?,
+            progress: self.progress,
+            max_in_flight: self.max_in_flight,
+            dashboard: None,
+            stop_after_samples: None,
+            shutdown_timeout,
+        })
+    }
+}
+
+/// A run's exit status: failure if a sink or source hit an error that lost
+/// or held back output.
+fn run_status(report: &tidemark_pipelines::run::RunReport) -> ExitCode {
+    if report.errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// `tidemark serve`: flags and variables win over `--config`, which wins
@@ -582,9 +607,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Run {
             file,
-            cluster,
-            progress,
-            max_in_flight,
+            here,
             http,
             shutdown_timeout,
         } => {
@@ -599,29 +622,19 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let cluster = cluster.cluster()?;
+            let mut options = here.options(shutdown_timeout)?;
             let required = http.is_some();
             let http = http.or_else(|| {
-                (cluster.process == 0).then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
+                (options.cluster.process == 0)
+                    .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
             });
-            let options = RunOptions {
-                cluster,
-                progress,
-                max_in_flight,
-                dashboard: http.map(|addr| Dashboard {
-                    addr,
-                    required,
-                    serve: tidemark_server::live::serve_dashboard,
-                }),
-                stop_after_samples: None,
-                shutdown_timeout,
-            };
+            options.dashboard = http.map(|addr| Dashboard {
+                addr,
+                required,
+                serve: tidemark_server::live::serve_dashboard,
+            });
             let report = run(plan, options)?;
-            Ok(if report.errors > 0 {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(run_status(&report))
         }
         Command::Backtest(args) => backtest(*args),
         Command::Serve(args) => match (*args).options()? {
@@ -774,9 +787,7 @@ fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         to,
         out,
         archives,
-        cluster,
-        progress,
-        max_in_flight,
+        here,
     } = args;
     use tidemark_pipelines::backtest::{Backtest, parse_time, prepare, render, summarize};
     let time = |flag: &str, text: Option<String>| -> anyhow::Result<Option<i64>> {
@@ -820,22 +831,15 @@ fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     for (source, archive) in &prepared.sources {
         tracing::info!(source = %source, archive = %archive, "Replaying.");
     }
-    let options = RunOptions {
-        cluster: cluster.cluster()?,
-        progress,
-        max_in_flight,
-        dashboard: None,
-        stop_after_samples: None,
-        shutdown_timeout: tidemark_pipelines::run::DEFAULT_SHUTDOWN_TIMEOUT,
-    };
+    let options = here.options(tidemark_pipelines::run::DEFAULT_SHUTDOWN_TIMEOUT)?;
     let process = options.cluster.process;
     let report = run(prepared.plan.clone(), options)?;
     if process != 0 {
         // Process 0's workers wrote the outputs; it writes the summary.
-        return Ok(if report.errors > 0 || report.interrupted {
+        return Ok(if report.interrupted {
             ExitCode::FAILURE
         } else {
-            ExitCode::SUCCESS
+            run_status(&report)
         });
     }
     let summary = summarize(&prepared, &backtest, &report)?;

@@ -121,7 +121,7 @@ fn archive_for(
     pipeline: &str,
     sinks: &serde_json::Map<String, Value>,
     named: &[(String, String)],
-) -> Result<(serde_json::Map<String, Value>, String), String> {
+) -> Result<serde_json::Map<String, Value>, String> {
     let mut config = serde_json::Map::new();
     config.insert("type".into(), json!("parquet"));
     if let Some((_, path)) = named.iter().find(|(s, _)| s == source) {
@@ -129,7 +129,7 @@ fn archive_for(
         config.insert("path".into(), json!(prefix));
         config.insert("pipeline".into(), json!(pipeline));
         config.insert("output".into(), json!(output));
-        return Ok((config, path.trim_end_matches('/').to_owned()));
+        return Ok(config);
     }
     let archives: Vec<(&String, &Value)> = sinks
         .iter()
@@ -164,12 +164,18 @@ fn archive_for(
     }
     config.insert("pipeline".into(), json!(pipeline));
     config.insert("output".into(), json!(sink));
-    let path = settings.get("path").and_then(Value::as_str).unwrap_or("");
-    let shown = format!(
-        "{}/pipeline={pipeline}/output={sink}",
-        path.trim_end_matches('/')
-    );
-    Ok((config, shown))
+    Ok(config)
+}
+
+/// The archive a `parquet` source config reads, as `--archive` names it.
+fn archive_path(config: &serde_json::Map<String, Value>) -> String {
+    let field = |name: &str| config.get(name).and_then(Value::as_str).unwrap_or("");
+    format!(
+        "{}/pipeline={}/output={}",
+        field("path").trim_end_matches('/'),
+        field("pipeline"),
+        field("output")
+    )
 }
 
 /// Rewrites the pipeline `text` (from `file`) for a backtest and compiles
@@ -205,16 +211,10 @@ pub fn prepare(file: &str, text: &str, backtest: &Backtest) -> Result<Prepared, 
     let mut replaced = serde_json::Map::new();
     let mut replays = Vec::new();
     for (name, config) in &sources {
-        let (mut config, shown) = if config.get("type").and_then(Value::as_str) == Some("parquet")
+        let mut config = if config.get("type").and_then(Value::as_str) == Some("parquet")
             && !backtest.archives.iter().any(|(s, _)| s == name)
         {
-            let shown = format!(
-                "{}/pipeline={}/output={}",
-                config.get("path").and_then(Value::as_str).unwrap_or(""),
-                config.get("pipeline").and_then(Value::as_str).unwrap_or(""),
-                config.get("output").and_then(Value::as_str).unwrap_or("")
-            );
-            (config.as_object().cloned().unwrap_or_default(), shown)
+            config.as_object().cloned().unwrap_or_default()
         } else {
             match archive_for(name, &pipeline, &sinks, &backtest.archives) {
                 Ok(found) => found,
@@ -230,7 +230,7 @@ pub fn prepare(file: &str, text: &str, backtest: &Backtest) -> Result<Prepared, 
         if let Some(to) = backtest.to {
             config.insert("to".into(), json!(to));
         }
-        replays.push((name.clone(), shown));
+        replays.push((name.clone(), archive_path(&config)));
         replaced.insert(name.clone(), Value::Object(config));
     }
     // Each stream a sink read, once, in the order sinks name them.
@@ -592,6 +592,12 @@ sinks:
             r#"{"name":"cpu:anomaly","labels":{},"timestamp":1,"value":1.0}"#.to_owned(),
             r#"{"name":"cpu:anomaly","labels":{},"timestamp":2,"value":0.0}"#.to_owned(),
             r#"{"name":"cpu:anomaly_score","labels":{},"timestamp":1,"value":1.0}"#.to_owned(),
+            json!({"id": "i1", "status": "opened", "openedAt": 2_000, "at": 2_000, "members": [{}],
+                   "root": "host=b", "rootReason": "", "summary": ""})
+            .to_string(),
+            json!({"id": "i1", "status": "resolved", "openedAt": 2_000, "at": 9_000,
+                   "members": [{}, {}], "root": "host=b", "rootReason": "", "summary": ""})
+            .to_string(),
             json!({"receiver": "oncall", "status": "firing", "groupKey": "{}"}).to_string(),
             json!({"receiver": "oncall", "status": "resolved", "groupKey": "{}"}).to_string(),
         ];
@@ -612,6 +618,11 @@ sinks:
         assert_eq!(fired[0]["fired_at"], "1970-01-01T00:00:02.000Z");
         assert_eq!(fired[0]["resolved_at"], "1970-01-01T00:00:09.000Z");
         assert_eq!(fired[1]["resolved_at"], Value::Null);
+        assert_eq!(
+            summary["incidents"],
+            json!([{"id": "i1", "opened_at": "1970-01-01T00:00:02.000Z", "status": "resolved",
+                    "root": "host=b", "max_members": 2}])
+        );
         assert_eq!(summary["anomalies"], json!({"cpu": 1}));
         assert_eq!(
             summary["notifications"]["oncall"],
