@@ -1,4 +1,5 @@
-//! The `score` transform end to end: the operator with 1, 2 and 4 workers,
+//! The `score` transform end to end: the operator with 1, 2 and 4 workers
+//! and each detector,
 //! fed out of order within the source's `max_out_of_orderness`, writes
 //! exactly what a direct loop over each series' samples in event-time order
 //! computes with the state machine.
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use common::{read_rows, run_text, temp_dir};
-use tidemark_operators::score::{Model, Params};
+use tidemark_operators::score::{Detector, Model, Params};
 
 /// (series index, timestamp, value) for 12 series of 400 samples, one a
 /// second with unique times, spikes and a level shift, and each line moved
@@ -59,51 +60,60 @@ fn the_operator_with_1_2_and_4_workers_matches_a_direct_loop() {
     }
     std::fs::write(&path, text).unwrap();
 
-    // The direct loop: each series in event-time order.
-    let p = Params::default();
-    let mut per_series: BTreeMap<usize, Vec<(i64, f64)>> = BTreeMap::new();
-    for (s, ts, v) in &rows {
-        per_series.entry(*s).or_default().push((*ts, *v));
-    }
-    let mut want: BTreeMap<(String, String, i64), f64> = BTreeMap::new();
-    let mut flagged = 0;
-    for (s, mut samples) in per_series {
-        samples.sort_by_key(|x| x.0);
-        let mut m = Model::default();
-        for (ts, v) in samples {
-            let score = m.update(&p, ts, v);
-            flagged += usize::from(score.anomaly);
-            want.insert(("m:anomaly_score".into(), s.to_string(), ts), score.score);
-            want.insert(
-                ("m:anomaly".into(), s.to_string(), ts),
-                f64::from(u8::from(score.anomaly)),
-            );
+    for (name, detector) in [
+        ("novelty", Detector::Novelty),
+        ("light", Detector::Light),
+        ("robust", Detector::Robust),
+    ] {
+        // The direct loop: each series in event-time order.
+        let p = Params {
+            detector,
+            ..Params::default()
+        };
+        let mut per_series: BTreeMap<usize, Vec<(i64, f64)>> = BTreeMap::new();
+        for (s, ts, v) in &rows {
+            per_series.entry(*s).or_default().push((*ts, *v));
         }
-    }
-    assert!(flagged >= 12, "the spikes are flagged: {flagged}");
+        let mut want: BTreeMap<(String, String, i64), f64> = BTreeMap::new();
+        let mut flagged = 0;
+        for (s, mut samples) in per_series {
+            samples.sort_by_key(|x| x.0);
+            let mut m = Model::new(&p);
+            for (ts, v) in samples {
+                let score = m.update(&p, ts, v);
+                flagged += usize::from(score.anomaly);
+                want.insert(("m:anomaly_score".into(), s.to_string(), ts), score.score);
+                want.insert(
+                    ("m:anomaly".into(), s.to_string(), ts),
+                    f64::from(u8::from(score.anomaly)),
+                );
+            }
+        }
+        assert!(flagged >= 12, "{name}: the spikes are flagged: {flagged}");
 
-    for workers in [1, 2, 4] {
-        let out = dir.join(format!("out-{workers}.jsonl"));
-        let pipeline = format!(
-            "name: scored\nsources:\n  in: {{type: file, path: {}, max_out_of_orderness: 3s}}\n\
-             transforms:\n  s: {{type: score, inputs: [in]}}\n\
-             sinks:\n  out: {{type: file, inputs: [s], path: {}}}\n",
-            path.display(),
-            out.display()
-        );
-        let report = run_text(&pipeline, workers);
-        assert_eq!(report.totals.late, 0, "{workers} workers");
-        let got: BTreeMap<(String, String, i64), f64> = read_rows(&out)
-            .into_iter()
-            .map(|r| ((r.name, r.labels["s"].clone(), r.timestamp), r.value))
-            .collect();
-        assert_eq!(got.len(), want.len(), "{workers} workers");
-        let differ: Vec<_> = want
-            .iter()
-            .filter(|(k, v)| got.get(*k) != Some(*v))
-            .take(5)
-            .collect();
-        assert!(differ.is_empty(), "{workers} workers: {differ:?}");
+        for workers in [1, 2, 4] {
+            let out = dir.join(format!("out-{name}-{workers}.jsonl"));
+            let pipeline = format!(
+                "name: scored\nsources:\n  in: {{type: file, path: {}, max_out_of_orderness: 3s}}\n\
+                 transforms:\n  s: {{type: score, inputs: [in], detector: {name}}}\n\
+                 sinks:\n  out: {{type: file, inputs: [s], path: {}}}\n",
+                path.display(),
+                out.display()
+            );
+            let report = run_text(&pipeline, workers);
+            assert_eq!(report.totals.late, 0, "{name}, {workers} workers");
+            let got: BTreeMap<(String, String, i64), f64> = read_rows(&out)
+                .into_iter()
+                .map(|r| ((r.name, r.labels["s"].clone(), r.timestamp), r.value))
+                .collect();
+            assert_eq!(got.len(), want.len(), "{name}, {workers} workers");
+            let differ: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(*v))
+                .take(5)
+                .collect();
+            assert!(differ.is_empty(), "{name}, {workers} workers: {differ:?}");
+        }
     }
 }
 

@@ -334,7 +334,7 @@ fn type_errors_name_their_field_and_all_are_reported() {
 fn score_parameters_are_checked_and_located() {
     let text = BASE.replace(
         "sinks:\n",
-        "  s:\n    type: score\n    inputs: [gen]\n    threshold: 2\n    window: 3\n    range: {min: 5, max: 1}\nsinks:\n",
+        "  s:\n    type: score\n    inputs: [gen]\n    detector: robust\n    threshold: 2\n    window: 3\n    range: {min: 5, max: 1}\nsinks:\n",
     )
     .replace("inputs: [w]", "inputs: [w, s]");
     let found = errors(&text);
@@ -348,11 +348,24 @@ fn score_parameters_are_checked_and_located() {
     assert_eq!(
         brief,
         vec![
-            (15, "threshold".to_owned()),
-            (16, "window".to_owned()),
-            (17, "range".to_owned())
+            (16, "threshold".to_owned()),
+            (17, "window".to_owned()),
+            (18, "range".to_owned())
         ],
         "{found:#?}"
+    );
+    // A window is robust's alone.
+    let text = BASE
+        .replace(
+            "sinks:\n",
+            "  s:\n    type: score\n    inputs: [gen]\n    detector: light\n    window: 64\nsinks:\n",
+        )
+        .replace("inputs: [w]", "inputs: [w, s]");
+    let (line, _, component, message) = one(&text);
+    assert_eq!((line, component), (16, transform("s")));
+    assert!(
+        message.contains("window applies to detector robust only"),
+        "{message}"
     );
 }
 

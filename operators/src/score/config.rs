@@ -12,8 +12,8 @@ use tidemark_engine::spec::{
 use tidemark_engine::stats::Role;
 use tidemark_engine::time::{Time, parse_duration};
 
-use super::Params;
 use super::operator::{ScoreSamples, ScoreSpec};
+use super::{Detector, Params};
 use crate::filter::match_step;
 
 /// Streaming anomaly scoring, per series.
@@ -24,7 +24,8 @@ pub struct ScoreConfig {
     /// dropped. Default: every series.
     #[serde(default, rename = "match")]
     pub selector: Option<String>,
-    /// The detector: `robust` (the default, and for now the only one).
+    /// The detector: `novelty` (the default), `light` (the same with
+    /// shorter contexts, a few hundred bytes a series) or `robust`.
     #[serde(default)]
     pub detector: DetectorConfig,
     /// Bounds the metric keeps to (a percentage: `{min: 0, max: 100}`):
@@ -32,10 +33,10 @@ pub struct ScoreConfig {
     #[serde(default)]
     pub range: Option<RangeConfig>,
     /// Scores at or above this are flagged in `<metric>:anomaly`, in
-    /// (0, 1]. Default 0.5 (a tail probability of 1e-5).
+    /// (0, 1]. Default 0.5.
     #[serde(default)]
     pub threshold: Option<f64>,
-    /// Recent values the detector compares with, 8 to 4096. Default 256.
+    /// Recent values `robust` compares with, 8 to 4096. Default 256.
     #[serde(default)]
     pub window: Option<usize>,
     /// Samples a series needs before it is scored (0 until then).
@@ -59,9 +60,14 @@ pub struct ScoreConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectorConfig {
-    /// Distance from the recent median in robust deviations, calibrated
-    /// per series (see `tidemark_operators::score`).
+    /// Contextual novelty at several resolutions (see
+    /// `tidemark_operators::score::novelty`).
     #[default]
+    Novelty,
+    /// `novelty` with contexts of one value: for millions of series.
+    Light,
+    /// Distance from the recent median in robust deviations, calibrated
+    /// per series.
     Robust,
 }
 
@@ -96,7 +102,12 @@ impl ScoreConfig {
             ));
         }
         let window = self.window.unwrap_or(d.window);
-        if !(8..=4096).contains(&window) {
+        if self.window.is_some() && self.detector != DetectorConfig::Robust {
+            errors.push(ConfigError::field(
+                "window",
+                "window applies to detector robust only (novelty and light keep no window of values)",
+            ));
+        } else if !(8..=4096).contains(&window) {
             errors.push(ConfigError::field(
                 "window",
                 format!("window is 8 to 4096 values, not {window}"),
@@ -133,11 +144,16 @@ impl ScoreConfig {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let DetectorConfig::Robust = self.detector;
+        let detector = match self.detector {
+            DetectorConfig::Novelty => Detector::Novelty,
+            DetectorConfig::Light => Detector::Light,
+            DetectorConfig::Robust => Detector::Robust,
+        };
         Ok(ScoreTransform {
             selector,
             spec: ScoreSpec {
                 params: Params {
+                    detector,
                     window,
                     warmup: self.warmup.unwrap_or(d.warmup),
                     threshold,

@@ -5,18 +5,21 @@
 //! exchanges samples by series, orders each series' samples by event time
 //! up to the frontier and writes the output series; [`config`] is the YAML.
 //!
-//! The default detector (`robust`) compares each value with the median of
-//! the series' recent values, in units of their median absolute deviation
-//! (with a scale floor, so a series that was constant still has a finite
-//! scale), and calibrates that distance the way HTM's anomaly likelihood
-//! does: the mean of the last few distances is compared with the
-//! distribution of distances the series has shown so far, so a series that
-//! is always noisy does not alarm all the time, and a change in a quiet one
-//! does. The score is that comparison's tail probability turned around
-//! (0 normal, 1 most anomalous), the same scale for every series. A sample
-//! depends only on earlier samples of its series (no look-ahead).
+//! The default detector, `novelty` ([`novelty`]), scores how new a value
+//! is at several resolutions: a value, a step or a sequence of steps the
+//! series has never made. `light` is the same with shorter contexts, a few
+//! hundred bytes a series. `robust` ([`Robust`]) compares each value with
+//! the median of the series' recent values, in units of their median
+//! absolute deviation (with a scale floor, so a series that was constant
+//! still has a finite scale), and calibrates that distance the way HTM's
+//! anomaly likelihood does: the mean of the last few distances is compared
+//! with the distribution of distances the series has shown so far. Every
+//! detector scores on [0, 1] (0 normal, 1 most anomalous), the same scale
+//! for every series, and a sample depends only on earlier samples of its
+//! series (no look-ahead).
 
 pub mod config;
+pub mod novelty;
 pub mod operator;
 
 use std::collections::VecDeque;
@@ -40,10 +43,25 @@ pub struct Score {
     pub upper: f64,
 }
 
+/// The detectors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Detector {
+    /// Contextual novelty at several resolutions, contexts of two values
+    /// ([`novelty`]).
+    #[default]
+    Novelty,
+    /// The same with contexts of one value: a few hundred bytes a series.
+    Light,
+    /// Distance from the recent median in robust deviations ([`Robust`]).
+    Robust,
+}
+
 /// The detector's parameters (one set for every series).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Params {
-    /// Recent values the median and deviation are taken over.
+    /// Which detector.
+    pub detector: Detector,
+    /// Recent values the median and deviation are taken over (`robust`).
     pub window: usize,
     /// Samples a series must have before it is scored (its score is 0
     /// until then).
@@ -61,11 +79,56 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
+            detector: Detector::Novelty,
             window: 256,
             warmup: 32,
             threshold: 0.5,
             refractory: 150,
             range: None,
+        }
+    }
+}
+
+/// One series' model, of the detector its `Params` name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Model {
+    /// `novelty` or `light`.
+    Novelty(novelty::Novelty),
+    /// `robust`.
+    Robust(Robust),
+}
+
+impl Model {
+    /// A model with nothing learnt, for `p`'s detector.
+    pub fn new(p: &Params) -> Model {
+        match p.detector {
+            Detector::Novelty => Model::Novelty(novelty::Novelty::new(2)),
+            Detector::Light => Model::Novelty(novelty::Novelty::new(1)),
+            Detector::Robust => Model::Robust(Robust::default()),
+        }
+    }
+
+    /// Scores `value` at event time `t` and learns it (see each detector).
+    pub fn update(&mut self, p: &Params, t: i64, value: f64) -> Score {
+        match self {
+            Model::Novelty(m) => m.update(p, t, value),
+            Model::Robust(m) => m.update(p, t, value),
+        }
+    }
+
+    /// Event time of the last sample scored.
+    pub fn last(&self) -> i64 {
+        match self {
+            Model::Novelty(m) => m.last,
+            Model::Robust(m) => m.last,
+        }
+    }
+
+    /// Bytes the model holds.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Model::Novelty(m) => m.bytes(),
+            Model::Robust(m) => m.bytes(),
         }
     }
 }
@@ -85,7 +148,7 @@ const BAND: f64 = 4.0;
 /// serialisable, so that it can be checkpointed (the sorted copy is
 /// rebuilt, not written).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Model {
+pub struct Robust {
     values: VecDeque<f64>,
     /// `values` in order (`f64::total_cmp`), for the median and the MAD
     /// without a selection per sample; rebuilt from `values` after a
@@ -111,7 +174,7 @@ fn calibrated(d: f64) -> f64 {
     ((tail + 1e-10).ln() / 1e-10f64.ln()).clamp(0.0, 1.0)
 }
 
-/// A model's recent values in order: a cache of `Model::values`, equal
+/// A model's recent values in order: a cache of `Robust::values`, equal
 /// whatever it holds (it is derived state).
 #[derive(Clone, Debug, Default)]
 struct Sorted(Vec<f64>);
@@ -188,10 +251,10 @@ impl Sorted {
     }
 }
 
-impl Model {
+impl Robust {
     /// Bytes the model holds (its buffers at capacity included).
     pub fn bytes(&self) -> usize {
-        size_of::<Model>()
+        size_of::<Robust>()
             + 8 * (self.values.capacity() + self.sorted.0.capacity() + self.recent.capacity())
     }
 
@@ -303,6 +366,13 @@ impl Model {
 mod tests {
     use super::*;
 
+    fn robust() -> Params {
+        Params {
+            detector: Detector::Robust,
+            ..Params::default()
+        }
+    }
+
     /// The median by selection, as the detector computed it before it kept
     /// its window sorted.
     fn selected_median(v: &mut [f64]) -> f64 {
@@ -358,7 +428,7 @@ mod tests {
     }
 
     fn run(values: &[f64], p: &Params) -> Vec<Score> {
-        let mut m = Model::default();
+        let mut m = Robust::default();
         values
             .iter()
             .enumerate()
@@ -383,7 +453,7 @@ mod tests {
     fn a_spike_is_flagged_once_and_noise_is_not() {
         let mut v = noise(600, 7);
         v[400] = 200.0;
-        let s = run(&v, &Params::default());
+        let s = run(&v, &robust());
         assert!(s.iter().all(|s| (0.0..=1.0).contains(&s.score)));
         let flagged: Vec<usize> = (0..v.len()).filter(|&i| s[i].anomaly).collect();
         assert_eq!(flagged, vec![400], "{:?}", &s[395..405]);
@@ -399,7 +469,7 @@ mod tests {
         for x in &mut v[500..] {
             *x += 40.0;
         }
-        let s = run(&v, &Params::default());
+        let s = run(&v, &robust());
         let flagged: Vec<usize> = (0..v.len()).filter(|&i| s[i].anomaly).collect();
         assert_eq!(flagged.first(), Some(&500), "{flagged:?}");
         assert!(flagged.len() <= 2, "{flagged:?}");
@@ -409,14 +479,14 @@ mod tests {
     fn constant_series_nan_and_infinities() {
         let mut v = vec![5.0; 200];
         v[150] = 5.5;
-        let s = run(&v, &Params::default());
+        let s = run(&v, &robust());
         assert!(
             s[..150].iter().all(|s| s.score < 0.5),
             "a constant is normal"
         );
         assert!(s[150].anomaly, "a change after a constant is an anomaly");
-        let p = Params::default();
-        let mut m = Model::default();
+        let p = robust();
+        let mut m = Robust::default();
         for i in 0..100 {
             m.update(&p, i, 1.0);
         }
@@ -441,25 +511,25 @@ mod tests {
     fn the_range_hint_sets_the_scale_and_flags_values_outside() {
         let p = Params {
             range: Some((0.0, 100.0)),
-            ..Params::default()
+            ..robust()
         };
         let s = run(&[50.0; 100], &p);
         assert!((s[99].upper - s[99].lower - 2.0 * BAND * 0.1).abs() < 1e-9);
-        let mut m = Model::default();
+        let mut m = Robust::default();
         assert!(m.update(&p, 0, 101.0).score == 1.0);
     }
 
     #[test]
     fn state_is_small_and_serialisable() {
-        let mut m = Model::default();
-        let p = Params::default();
+        let mut m = Robust::default();
+        let p = robust();
         for (i, v) in noise(1000, 5).into_iter().enumerate() {
             m.update(&p, i as i64, v);
         }
         // The window twice (in arrival order and sorted), a few numbers.
         assert!(m.bytes() <= 4608, "{}", m.bytes());
         let text = serde_json::to_string(&m).unwrap();
-        let mut back: Model = serde_json::from_str(&text).unwrap();
+        let mut back: Robust = serde_json::from_str(&text).unwrap();
         assert_eq!(back, m);
         assert!(back.sorted.0.is_empty(), "the sorted copy is not written");
         // Restored, it scores on exactly as the original.

@@ -41,25 +41,29 @@ const SUFFIXES: [&str; 5] = [
     ":upper",
 ];
 
-/// One series' model and its output series.
+/// One series' model and its output series (the two always written kept
+/// inline: with many series, every pointer followed is a cache miss).
 struct Tracked {
     model: Model,
     /// The input series, for checkpoints.
     series: Series,
-    outputs: Box<[Series]>,
+    score: Series,
+    anomaly: Series,
+    /// `:expected`, `:lower` and `:upper`, with `explain`.
+    band: Option<Box<[Series; 3]>>,
 }
 
 impl Tracked {
-    fn new(series: &Series, explain: bool) -> Tracked {
-        let n = if explain { 5 } else { 2 };
-        let outputs = SUFFIXES[..n]
-            .iter()
-            .map(|suffix| series.with_name(&format!("{}{suffix}", series.name())))
-            .collect();
+    fn new(series: &Series, spec: &ScoreSpec) -> Tracked {
+        let named = |suffix: &str| series.with_name(&format!("{}{suffix}", series.name()));
         Tracked {
-            model: Model::default(),
+            model: Model::new(&spec.params),
             series: series.clone(),
-            outputs,
+            score: named(SUFFIXES[0]),
+            anomaly: named(SUFFIXES[1]),
+            band: spec
+                .explain
+                .then(|| Box::new([named(SUFFIXES[2]), named(SUFFIXES[3]), named(SUFFIXES[4])])),
         }
     }
 }
@@ -73,22 +77,21 @@ fn outputs(
     out: &mut Vec<Sample>,
 ) {
     let t = sample.timestamp;
-    let o = &tracked.outputs;
     // The sample first, then what was said of it (a dashboard charts the
     // first name it sees).
     if spec.passthrough {
         out.push(sample.clone());
     }
-    out.push(Sample::new(o[0].clone(), t, score.score));
+    out.push(Sample::new(tracked.score.clone(), t, score.score));
     out.push(Sample::new(
-        o[1].clone(),
+        tracked.anomaly.clone(),
         t,
         f64::from(u8::from(score.anomaly)),
     ));
-    if spec.explain {
-        out.push(Sample::new(o[2].clone(), t, score.expected));
-        out.push(Sample::new(o[3].clone(), t, score.lower));
-        out.push(Sample::new(o[4].clone(), t, score.upper));
+    if let Some([expected, lower, upper]) = tracked.band.as_deref() {
+        out.push(Sample::new(expected.clone(), t, score.expected));
+        out.push(Sample::new(lower.clone(), t, score.lower));
+        out.push(Sample::new(upper.clone(), t, score.upper));
     }
 }
 
@@ -138,12 +141,12 @@ impl Scorer {
             let batch = entry.remove();
             let mut out = Vec::with_capacity(batch.len() * 2);
             for sample in &batch {
-                let explain = self.spec.explain;
+                let spec = &self.spec;
                 let tracked = self
                     .series
                     .entry(sample.series.id())
-                    .or_insert_with(|| Tracked::new(&sample.series, explain));
-                if tracked.model.last > sample.timestamp {
+                    .or_insert_with(|| Tracked::new(&sample.series, spec));
+                if tracked.model.last() > sample.timestamp {
                     self.late += 1;
                     continue;
                 }
@@ -164,7 +167,7 @@ impl Scorer {
             if f.saturating_sub(self.swept) >= every {
                 self.swept = f;
                 let horizon = f.saturating_sub(self.spec.idle_ms);
-                self.series.retain(|_, t| t.model.last >= horizon);
+                self.series.retain(|_, t| t.model.last() >= horizon);
             }
         }
     }
@@ -209,7 +212,13 @@ impl Scorer {
     pub fn restore(&mut self, key: u64, bytes: &[u8]) -> Result<(), String> {
         let saved: Saved = decode(bytes)?;
         if let Some(model) = saved.model {
-            let mut tracked = Tracked::new(&saved.series, self.spec.explain);
+            let mut tracked = Tracked::new(&saved.series, &self.spec);
+            if std::mem::discriminant(&model) != std::mem::discriminant(&tracked.model) {
+                return Err(format!(
+                    "the checkpoint holds a model of another detector than {:?}",
+                    self.spec.params.detector
+                ));
+            }
             tracked.model = model;
             self.series.insert(SeriesId(key), tracked);
         }
