@@ -68,6 +68,7 @@ fn the_operator_with_1_2_and_4_workers_matches_a_direct_loop() {
         // The direct loop: each series in event-time order.
         let p = Params {
             detector,
+            warmup: 32,
             ..Params::default()
         };
         let mut per_series: BTreeMap<usize, Vec<(i64, f64)>> = BTreeMap::new();
@@ -95,7 +96,7 @@ fn the_operator_with_1_2_and_4_workers_matches_a_direct_loop() {
             let out = dir.join(format!("out-{name}-{workers}.jsonl"));
             let pipeline = format!(
                 "name: scored\nsources:\n  in: {{type: file, path: {}, max_out_of_orderness: 3s}}\n\
-                 transforms:\n  s: {{type: score, inputs: [in], detector: {name}}}\n\
+                 transforms:\n  s: {{type: score, inputs: [in], detector: {name}, warmup: 32}}\n\
                  sinks:\n  out: {{type: file, inputs: [s], path: {}}}\n",
                 path.display(),
                 out.display()

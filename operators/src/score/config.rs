@@ -40,7 +40,9 @@ pub struct ScoreConfig {
     #[serde(default)]
     pub window: Option<usize>,
     /// Samples a series needs before it is scored (0 until then).
-    /// Default 32.
+    /// Default 300 for `novelty` and `light`, which must meet a series'
+    /// usual values and steps first (a day of 5-minute samples), 32 for
+    /// `robust`.
     #[serde(default)]
     pub warmup: Option<u64>,
     /// Also write `<metric>:expected`, `:lower` and `:upper`: the band the
@@ -155,7 +157,10 @@ impl ScoreConfig {
                 params: Params {
                     detector,
                     window,
-                    warmup: self.warmup.unwrap_or(d.warmup),
+                    warmup: self.warmup.unwrap_or(match detector {
+                        Detector::Robust => super::ROBUST_WARMUP,
+                        _ => d.warmup,
+                    }),
                     threshold,
                     refractory: d.refractory,
                     range: self.range.map(|r| (r.min, r.max)),
@@ -217,5 +222,32 @@ impl TransformSpec for ScoreTransform {
             stats,
             ctx.checkpoint,
         ))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> ScoreSpec {
+        let config: ScoreConfig = serde_json::from_str(json).unwrap();
+        config.validate().unwrap().spec
+    }
+
+    #[test]
+    fn each_detector_has_its_warm_up() {
+        let novelty = spec(r#"{}"#);
+        assert_eq!(novelty.params.detector, Detector::Novelty);
+        assert_eq!(novelty.params.warmup, 300);
+        assert_eq!(spec(r#"{"detector": "light"}"#).params.warmup, 300);
+        let robust = spec(r#"{"detector": "robust"}"#);
+        assert_eq!(
+            (robust.params.detector, robust.params.warmup),
+            (Detector::Robust, 32)
+        );
+        assert_eq!(
+            spec(r#"{"detector": "robust", "warmup": 5}"#).params.warmup,
+            5
+        );
     }
 }

@@ -66,8 +66,7 @@ pub struct Params {
     /// Samples a series must have before it is scored (its score is 0
     /// until then).
     pub warmup: u64,
-    /// Scores at or above this are anomalies (0.5: a tail probability of
-    /// 1e-5).
+    /// Scores at or above this are anomalies (default 0.5).
     pub threshold: f64,
     /// Samples after an anomaly during which no other is flagged (one
     /// event, one alarm).
@@ -81,7 +80,7 @@ impl Default for Params {
         Params {
             detector: Detector::Novelty,
             window: 256,
-            warmup: 32,
+            warmup: 300,
             threshold: 0.5,
             refractory: 150,
             range: None,
@@ -132,6 +131,9 @@ impl Model {
         }
     }
 }
+
+/// `robust`'s default warm-up: it needs only a window's median and spread.
+pub const ROBUST_WARMUP: u64 = 32;
 
 /// Distances averaged for the short-term side of the calibration.
 const RECENT: usize = 8;
@@ -369,6 +371,7 @@ mod tests {
     fn robust() -> Params {
         Params {
             detector: Detector::Robust,
+            warmup: ROBUST_WARMUP,
             ..Params::default()
         }
     }

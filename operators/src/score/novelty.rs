@@ -339,8 +339,13 @@ impl Novelty {
 mod tests {
     use super::*;
 
+    /// The defaults, but a short warm-up: these tests are of what the
+    /// model learns, not of how long it waits.
     fn params() -> Params {
-        Params::default()
+        Params {
+            warmup: 32,
+            ..Params::default()
+        }
     }
 
     fn run(m: &mut Novelty, p: &Params, values: &[f64]) -> Vec<Score> {
@@ -550,7 +555,7 @@ mod tests {
     fn the_range_hint_fixes_the_bins_and_flags_values_outside() {
         let p = Params {
             range: Some((0.0, 100.0)),
-            ..Params::default()
+            ..params()
         };
         let mut m = Novelty::new(2);
         let s = run(&mut m, &p, &noise(300, 11));
