@@ -35,8 +35,8 @@ pub struct AnomalyBenchOptions {
     /// Series counts of the cost measurement.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 100_000])]
     pub series: Vec<u64>,
-    /// Samples per series in the cost measurement (the models fill their
-    /// 256-value windows in the first 256).
+    /// Samples per series in the cost measurement (`robust` fills its
+    /// 256-value window in the first 256).
     #[arg(long, default_value_t = 300)]
     pub samples: u64,
     /// Detectors measured (NAB and cost), the first the default.
@@ -49,8 +49,9 @@ pub struct AnomalyBenchOptions {
 
 /// Samples per second of generator -> score -> blackhole with `series`
 /// series on 1 worker, the median of three runs (one run past 5 M
-/// samples); and the bytes a series holds once its model is full.
-fn cost(detector: &str, series: u64, samples: u64) -> anyhow::Result<(f64, f64, f64)> {
+/// samples); and the bytes of a series' model once it has learnt, alone
+/// and with its output series and map entry.
+fn cost(detector: &str, series: u64, samples: u64) -> anyhow::Result<(f64, f64, f64, f64)> {
     let yaml = format!(
         "name: cost\nsources:\n  gen: {{type: generator, series: {series}, interval: 1s, start: 2026-01-01T00:00:00Z, samples: {samples}, seed: 1}}\n\
          transforms:\n  s: {{type: score, inputs: [gen], detector: {detector}}}\nsinks:\n  out: {{type: blackhole, inputs: [s]}}\n\
@@ -97,8 +98,9 @@ fn cost(detector: &str, series: u64, samples: u64) -> anyhow::Result<(f64, f64, 
             ("service", "web"),
         ],
     );
-    let bytes = m.bytes() as f64 + 2.0 * out.heap_bytes() as f64 + 64.0;
-    Ok((scored, generated, bytes))
+    let model = m.bytes() as f64;
+    let bytes = model + 2.0 * out.heap_bytes() as f64 + 64.0;
+    Ok((scored, generated, model, bytes))
 }
 
 /// One NAB file: its path under `data/` and its rows.
@@ -392,18 +394,18 @@ pub fn anomaly(o: &AnomalyBenchOptions) -> anyhow::Result<()> {
     let _ = writeln!(md, "\nPrecision: {precision}.\n");
     let _ = writeln!(
         md,
-        "Cost ({build} build, 1 worker, generator -> score -> blackhole, {} samples per series, median of 3 runs, 1 run past 5 M samples; the generator alone beside it; bytes per series: the model once it has learnt, its two output series and the map entry):\n\n| detector | series | samples/s scored | generator alone | bytes per series |\n|---|---:|---:|---:|---:|",
+        "Cost ({build} build, 1 worker, generator -> score -> blackhole, {} samples per series, median of 3 runs, 1 run past 5 M samples; the generator alone beside it; model bytes: one series' model once it has learnt; bytes per series: the model, its two output series and the map entry):\n\n| detector | series | samples/s scored | generator alone | model bytes | bytes per series |\n|---|---:|---:|---:|---:|---:|",
         o.samples
     );
     for detector in o.detectors.iter().map(String::as_str) {
         for &n in &o.series {
-            let (scored, generated, bytes) = cost(detector, n, o.samples)?;
+            let (scored, generated, model, bytes) = cost(detector, n, o.samples)?;
             eprintln!(
                 "{detector}, {n} series: {scored:.0} samples/s scored, {generated:.0} generated, {bytes:.0} bytes per series"
             );
             let _ = writeln!(
                 md,
-                "| `{detector}` | {n} | {:.0} K | {:.0} K | {bytes:.0} |",
+                "| `{detector}` | {n} | {:.0} K | {:.0} K | {model:.0} | {bytes:.0} |",
                 scored / 1e3,
                 generated / 1e3
             );
