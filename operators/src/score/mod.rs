@@ -115,6 +115,15 @@ impl Model {
         }
     }
 
+    /// The detector this model is of.
+    pub fn detector(&self) -> Detector {
+        match self {
+            Model::Novelty(m) if m.order() == 1 => Detector::Light,
+            Model::Novelty(_) => Detector::Novelty,
+            Model::Robust(_) => Detector::Robust,
+        }
+    }
+
     /// Event time of the last sample scored.
     pub fn last(&self) -> i64 {
         match self {

@@ -121,6 +121,11 @@ impl Novelty {
         }
     }
 
+    /// Its context length: 1 (`light`) or 2 (`novelty`).
+    pub fn order(&self) -> u8 {
+        self.order
+    }
+
     /// Bytes the model holds.
     pub fn bytes(&self) -> usize {
         let heap = if self.bits.spilled() {

@@ -213,9 +213,10 @@ impl Scorer {
         let saved: Saved = decode(bytes)?;
         if let Some(model) = saved.model {
             let mut tracked = Tracked::new(&saved.series, &self.spec);
-            if std::mem::discriminant(&model) != std::mem::discriminant(&tracked.model) {
+            if model.detector() != self.spec.params.detector {
                 return Err(format!(
-                    "the checkpoint holds a model of another detector than {:?}",
+                    "the checkpoint holds a {:?} model, but the detector is {:?}",
+                    model.detector(),
                     self.spec.params.detector
                 ));
             }
@@ -375,6 +376,35 @@ mod tests {
         // Newer than the last scored, though behind the frontier: scored.
         scorer.insert(Sample::new(s.clone(), 2400, 1.0));
         assert_eq!(scored(&mut scorer, None), vec![2400, 3000]);
+    }
+
+    #[test]
+    fn a_snapshot_restores_into_its_detector_only() {
+        let mut scorer = Scorer::new(spec());
+        for t in 1..50 {
+            scorer.insert(Sample::new(
+                Series::new("m", [("a", "1")]),
+                t * 1000,
+                t as f64,
+            ));
+        }
+        scored(&mut scorer, Some(50_000));
+        assert_eq!(scorer.tracked(), 1);
+        let saved = scorer.snapshot();
+        let mut same = Scorer::new(spec());
+        for (key, bytes) in &saved {
+            same.restore(*key, bytes).unwrap();
+        }
+        assert_eq!(same.tracked(), 1);
+        let mut light = spec();
+        light.params.detector = crate::score::Detector::Light;
+        let mut other = Scorer::new(light);
+        let (key, bytes) = &saved[0];
+        let err = other.restore(*key, bytes).unwrap_err();
+        assert!(
+            err.contains("Novelty model, but the detector is Light"),
+            "{err}"
+        );
     }
 
     #[test]
