@@ -46,15 +46,19 @@ pub struct BacktestBenchOptions {
 const START: &str = "2026-01-01T00:00:00Z";
 
 /// What the replay feeds.
-const CASES: [(&str, &str); 3] = [
+const CASES: [(&str, &str); 4] = [
     ("replay only", ""),
     (
         "window (1m by series: count, sum, max, avg)",
         "  w: {type: window, inputs: [in], window: {tumbling: 1m}, aggregates: [count, sum, max, avg]}\n",
     ),
     (
-        "window + score (default detector)",
+        "window + score (default detector, `novelty`)",
         "  w: {type: window, inputs: [in], window: {tumbling: 1m}, aggregates: [count, sum, max, avg]}\n  s: {type: score, inputs: [in]}\n",
+    ),
+    (
+        "window + score (`light`)",
+        "  w: {type: window, inputs: [in], window: {tumbling: 1m}, aggregates: [count, sum, max, avg]}\n  s: {type: score, inputs: [in], detector: light}\n",
     ),
 ];
 

@@ -448,8 +448,8 @@ mod tests {
             .collect()
     }
 
-    /// A deterministic noisy series around 50.
-    fn noise(n: usize, seed: u64) -> Vec<f64> {
+    /// A deterministic noisy series around 50 (the novelty tests' too).
+    pub(crate) fn noise(n: usize, seed: u64) -> Vec<f64> {
         let mut x = seed | 1;
         (0..n)
             .map(|_| {

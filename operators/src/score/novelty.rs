@@ -343,6 +343,7 @@ impl Novelty {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::score::tests::noise;
 
     /// The defaults, but a short warm-up: these tests are of what the
     /// model learns, not of how long it waits.
@@ -358,19 +359,6 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, v)| m.update(p, i as i64 * 1000, *v))
-            .collect()
-    }
-
-    /// A deterministic noisy series around 50.
-    fn noise(n: usize, seed: u64) -> Vec<f64> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                50.0 + (x % 1000) as f64 / 100.0
-            })
             .collect()
     }
 
