@@ -144,6 +144,38 @@ impl Model {
 /// `robust`'s default warm-up: it needs only a window's median and spread.
 pub const ROBUST_WARMUP: u64 = 32;
 
+/// One event, one alarm: after a flag, a series' scores come back
+/// gradually over `refractory` samples and no other flag is raised in
+/// that time, so an anomaly that lasts is not counted again and again.
+/// Part of every detector's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    since_flag: u64,
+    flagged_once: bool,
+}
+
+impl Alarm {
+    /// `score`, scaled down while the last flag is recent.
+    pub fn damped(&self, p: &Params, score: f64) -> f64 {
+        if !self.flagged_once {
+            return score;
+        }
+        score * (self.since_flag as f64 / p.refractory.max(1) as f64).min(1.0)
+    }
+
+    /// Whether a score flags an anomaly, at most one per `refractory`;
+    /// called once per sample scored.
+    pub fn flag(&mut self, p: &Params, score: f64) -> bool {
+        self.since_flag = self.since_flag.saturating_add(1);
+        if score >= p.threshold && (!self.flagged_once || self.since_flag > p.refractory) {
+            self.since_flag = 0;
+            self.flagged_once = true;
+            return true;
+        }
+        false
+    }
+}
+
 /// Distances averaged for the short-term side of the calibration.
 const RECENT: usize = 8;
 /// Weight of a new distance in the long-term mean and variance.
@@ -168,8 +200,7 @@ pub struct Robust {
     sorted: Sorted,
     recent: VecDeque<f64>,
     seen: u64,
-    since_flag: u64,
-    flagged_once: bool,
+    alarm: Alarm,
     mean: f64,
     var: f64,
     /// Event time of the last sample scored.
@@ -293,7 +324,7 @@ impl Robust {
         let outside = p.range.is_some_and(|(lo, hi)| value < lo || value > hi);
         if value.is_infinite() || outside {
             let mut s = band(1.0);
-            s.anomaly = self.flag(p, 1.0);
+            s.anomaly = self.alarm.flag(p, 1.0);
             return s;
         }
         self.seen += 1;
@@ -335,26 +366,10 @@ impl Robust {
         // One event, one alarm: after a flag, scores come back gradually
         // over `refractory` samples, so an anomaly that lasts is not
         // counted again and again.
-        let quiet = (self.since_flag as f64 / p.refractory.max(1) as f64).min(1.0);
-        let score = if self.flagged_once {
-            score * quiet
-        } else {
-            score
-        };
+        let score = self.alarm.damped(p, score);
         let mut s = band(score);
-        s.anomaly = self.seen > p.warmup && self.flag(p, score);
+        s.anomaly = self.seen > p.warmup && self.alarm.flag(p, score);
         s
-    }
-
-    /// Whether a score flags an anomaly, at most one per `refractory`.
-    fn flag(&mut self, p: &Params, score: f64) -> bool {
-        self.since_flag = self.since_flag.saturating_add(1);
-        if score >= p.threshold && (!self.flagged_once || self.since_flag > p.refractory) {
-            self.since_flag = 0;
-            self.flagged_once = true;
-            return true;
-        }
-        false
     }
 
     /// The recent median and deviation (1.4826 × MAD, floored).

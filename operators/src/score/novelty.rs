@@ -21,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use super::{Params, Score};
+use super::{Alarm, Params, Score};
 
 /// Bins across the range, one resolution each.
 const BINS: [usize; 5] = [4, 6, 8, 10, 12];
@@ -97,8 +97,7 @@ pub struct Novelty {
     /// One bit per (context, level) met, every resolution's tables end to
     /// end.
     bits: SmallVec<[u64; INLINE]>,
-    since_flag: u64,
-    flagged_once: bool,
+    alarm: Alarm,
     /// Event time of the last sample scored.
     pub last: i64,
 }
@@ -115,8 +114,7 @@ impl Novelty {
             seen: 0,
             recent: [[0; 2]; 5],
             bits: SmallVec::from_elem(0, words),
-            since_flag: 0,
-            flagged_once: false,
+            alarm: Alarm::default(),
             last: i64::MIN,
         }
     }
@@ -184,7 +182,7 @@ impl Novelty {
         let outside = p.range.is_some_and(|(lo, hi)| value < lo || value > hi);
         if value.is_infinite() || outside {
             s.score = 1.0;
-            s.anomaly = self.flag(p, 1.0);
+            s.anomaly = self.alarm.flag(p, 1.0);
             return s;
         }
         if self.seen == 0 && p.range.is_none() {
@@ -206,27 +204,9 @@ impl Novelty {
         };
         self.seen += 1;
         let score = if self.seen > p.warmup { novel } else { 0.0 };
-        // One event, one alarm: after a flag, scores come back gradually
-        // over `refractory` samples.
-        let quiet = (self.since_flag as f64 / p.refractory.max(1) as f64).min(1.0);
-        s.score = if self.flagged_once {
-            score * quiet
-        } else {
-            score
-        };
-        s.anomaly = self.seen > p.warmup && self.flag(p, score);
+        s.score = self.alarm.damped(p, score);
+        s.anomaly = self.seen > p.warmup && self.alarm.flag(p, score);
         s
-    }
-
-    /// Whether a score flags an anomaly, at most one per `refractory`.
-    fn flag(&mut self, p: &Params, score: f64) -> bool {
-        self.since_flag = self.since_flag.saturating_add(1);
-        if score >= p.threshold && (!self.flagged_once || self.since_flag > p.refractory) {
-            self.since_flag = 0;
-            self.flagged_once = true;
-            return true;
-        }
-        false
     }
 
     /// Marks `value`'s level after each context at every resolution;
