@@ -156,6 +156,7 @@ impl ScoreConfig {
             spec: ScoreSpec {
                 params: Params {
                     detector,
+                    explain: self.explain,
                     window,
                     warmup: self.warmup.unwrap_or(match detector {
                         Detector::Robust => super::ROBUST_WARMUP,

@@ -61,6 +61,11 @@ pub enum Detector {
 pub struct Params {
     /// Which detector.
     pub detector: Detector,
+    /// Whether `novelty` and `light` work out the band they expected
+    /// (`Score::expected`, `lower`, `upper`; 0 when not): only `explain`
+    /// writes it, and it is an eighth of their time. `robust` needs its
+    /// band to score and always gives it. Default true.
+    pub explain: bool,
     /// Recent values the median and deviation are taken over (`robust`).
     pub window: usize,
     /// Samples a series must have before it is scored (its score is 0
@@ -79,6 +84,7 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             detector: Detector::Novelty,
+            explain: true,
             window: 256,
             warmup: 300,
             threshold: 0.5,

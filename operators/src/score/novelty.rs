@@ -168,7 +168,11 @@ impl Novelty {
         if let Some((lo, hi)) = p.range {
             (self.lo, self.hi) = (lo, hi);
         }
-        let (expected, lower, upper) = self.band();
+        let (expected, lower, upper) = if p.explain {
+            self.band()
+        } else {
+            (0.0, 0.0, 0.0)
+        };
         let mut s = Score {
             score: 0.0,
             anomaly: false,
@@ -540,6 +544,32 @@ mod tests {
         assert!(last.lower < last.expected && last.expected < last.upper);
         assert_eq!(m.update(&p, 1_000_000, 101.0).score, 1.0);
         assert_eq!((m.lo, m.hi), (0.0, 100.0));
+    }
+
+    #[test]
+    fn the_band_is_worked_out_only_when_asked_for() {
+        let quiet = Params {
+            explain: false,
+            ..params()
+        };
+        let (mut a, mut b) = (Novelty::new(2), Novelty::new(2));
+        let mut v = noise(500, 13);
+        v[400] = 90.0;
+        for (i, x) in v.into_iter().enumerate() {
+            let (with, without) = (
+                a.update(&params(), i as i64, x),
+                b.update(&quiet, i as i64, x),
+            );
+            assert_eq!((with.score, with.anomaly), (without.score, without.anomaly));
+            assert_eq!(
+                (without.expected, without.lower, without.upper),
+                (0.0, 0.0, 0.0)
+            );
+            if i > 0 {
+                assert!(with.lower < with.upper, "{with:?}");
+            }
+        }
+        assert_eq!(a, b);
     }
 
     #[test]
