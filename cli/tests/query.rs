@@ -429,43 +429,26 @@ fn wait_for_points(server: &Server, want: usize) {
     }
 }
 
-#[test]
-fn queries_agree_with_prometheus_and_promtool_and_remote_read_work() {
-    let dir = temp_dir("query-oracle");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let end = now / STEP * STEP - 60_000;
-    let data = inputs(end);
-    let points: usize = data.iter().map(|i| i.points.len()).sum();
-
-    let prom = Prometheus::start(&dir.join("prometheus"), "global: {}\n");
-    remote_write(&prom, &data);
-
-    let input = dir.join("input.jsonl");
-    write_jsonl(&input, &data);
-    let server = Server::start(&[], 0);
-    let (status, body) = server
-        .request("POST", "/api/v1/pipelines", Some(&pipeline(&input)))
-        .unwrap();
-    assert_eq!(status, 201, "{body}");
-    wait_for_points(&server, points);
-
-    // Instant queries at times across the range, and range queries over it.
-    let mut rng = StdRng::seed_from_u64(11);
-    let start = end - 45 * 60_000;
+/// Compares Tidemark with Prometheus on the fixed expressions at every
+/// time of `times` and on `random` seeded random ones at the first three,
+/// as instant queries, and as range queries over `(start, end)`; fails
+/// with every expression that disagreed.
+fn compare_queries(
+    prom: &Prometheus,
+    server: &Server,
+    times: &[i64],
+    random: usize,
+    (start, end): (i64, i64),
+) {
     let mut failures = Vec::new();
     let mut compared = 0;
     let mut answered = 0;
-    let times: Vec<i64> = (0..5)
-        .map(|_| rng.random_range(start..end + 120_000))
-        .chain([end, start + 25 * 60_000])
-        .collect();
-    // The fixed expressions, then 120 random ones (seeded; a failure
+    // The fixed expressions, then the random ones (seeded; a failure
     // prints each expression that disagreed).
     let mut generator = StdRng::seed_from_u64(2026);
-    let random: Vec<String> = (0..120).map(|_| random_vector(&mut generator, 2)).collect();
+    let random: Vec<String> = (0..random)
+        .map(|_| random_vector(&mut generator, 2))
+        .collect();
     let all: Vec<&str> = QUERIES
         .iter()
         .copied()
@@ -475,7 +458,7 @@ fn queries_agree_with_prometheus_and_promtool_and_remote_read_work() {
         let sorted = q.starts_with("sort");
         // Random expressions at three of the times, to keep the test short.
         let times = if i < QUERIES.len() {
-            &times[..]
+            times
         } else {
             &times[..3]
         };
@@ -522,6 +505,39 @@ fn queries_agree_with_prometheus_and_promtool_and_remote_read_work() {
         answered * 10 >= instants * 7,
         "only {answered} of {instants} instant queries had a result"
     );
+}
+
+#[test]
+fn queries_agree_with_prometheus_and_promtool_and_remote_read_work() {
+    let dir = temp_dir("query-oracle");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let end = now / STEP * STEP - 60_000;
+    let data = inputs(end);
+    let points: usize = data.iter().map(|i| i.points.len()).sum();
+
+    let prom = Prometheus::start(&dir.join("prometheus"), "global: {}\n");
+    remote_write(&prom, &data);
+
+    let input = dir.join("input.jsonl");
+    write_jsonl(&input, &data);
+    let server = Server::start(&[], 0);
+    let (status, body) = server
+        .request("POST", "/api/v1/pipelines", Some(&pipeline(&input)))
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    wait_for_points(&server, points);
+
+    // Instant queries at times across the range, and range queries over it.
+    let mut rng = StdRng::seed_from_u64(11);
+    let start = end - 45 * 60_000;
+    let times: Vec<i64> = (0..5)
+        .map(|_| rng.random_range(start..end + 120_000))
+        .chain([end, start + 25 * 60_000])
+        .collect();
+    compare_queries(&prom, &server, &times, 120, (start, end));
 
     // Series, labels and label values.
     for path in [
@@ -666,6 +682,212 @@ fn queries_agree_with_prometheus_and_promtool_and_remote_read_work() {
     ));
     assert_eq!(up["data"]["result"][0]["value"][1], "12", "{up}");
     drop(server);
+}
+
+/// Past what the memory sink holds, queries read the pipeline's Parquet
+/// archive; a damaged file makes it unreadable.
+#[test]
+fn queries_reach_past_memory_into_the_parquet_archive() {
+    let dir = temp_dir("query-archive");
+    let archive = dir.join("archive");
+    let sink = format!(
+        "type: parquet\n    path: {}\n    roll_interval: 5m",
+        archive.display()
+    );
+    let damage = || {
+        let mut damaged = 0;
+        for entry in walk(&archive) {
+            if entry.extension().is_some_and(|e| e == "parquet") {
+                std::fs::write(&entry, b"not a parquet file").unwrap();
+                damaged += 1;
+            }
+        }
+        assert!(damaged > 0, "no parquet file under {}", archive.display());
+    };
+    tiered(&dir, &sink, damage, "pipeline=tiered/output=archive");
+}
+
+/// Past what the memory sink holds, queries read the pipeline's
+/// TimescaleDB tables; a dropped table makes them unreadable.
+#[test]
+fn queries_reach_past_memory_into_timescaledb() {
+    let dir = temp_dir("query-timescaledb");
+    let url = common::pg::timescaledb();
+    let (table, series) = common::pg::fresh_table(&url, "query_tiered");
+    let sink = format!(
+        "type: timescaledb\n    url: \"{url}\"\n    table: {table}\n    series_table: {series}\n    method: insert"
+    );
+    let damage = || {
+        common::pg::query(&url, &format!("DROP TABLE {table} CASCADE"));
+    };
+    tiered(&dir, &sink, damage, &format!("public.{table}"));
+}
+
+/// With 10 minutes in memory over 45 minutes of data and the rest in the
+/// archive that `sink` writes, every query (at times in the archive,
+/// across the seam, in memory) agrees with Prometheus, which holds it all;
+/// a listing with `start` and remote read see the archived series; and
+/// once `damage` has made the archive unreadable, a query gives a warning
+/// that names it (`named`) with the rest of the answer, not an error.
+fn tiered(dir: &std::path::Path, sink: &str, damage: impl FnOnce(), named: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let end = now / STEP * STEP - 60_000;
+    let start = end - 45 * 60_000;
+    let data = inputs(end);
+    let points: usize = data.iter().map(|i| i.points.len()).sum();
+    let prom = Prometheus::start(&dir.join("prometheus"), "global: {}\n");
+    remote_write(&prom, &data);
+
+    let input = dir.join("input.jsonl");
+    write_jsonl(&input, &data);
+    let yaml = format!(
+        r#"
+name: tiered
+sources:
+  input:
+    type: file
+    path: {}
+sinks:
+  recent:
+    type: memory
+    inputs: [input]
+    retention: 10m
+  archive:
+    inputs: [input]
+    {sink}
+"#,
+        input.display(),
+    );
+    let server = Server::start(&[], 0);
+    let (status, body) = server
+        .request("POST", "/api/v1/pipelines", Some(&yaml))
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let waited = Instant::now();
+    loop {
+        let (_, status) = server.json("GET", "/api/v1/pipelines/tiered", None);
+        if status["state"] == "finished" {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "the pipeline did not finish: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, metrics) = server.request("GET", "/metrics", None).unwrap();
+    let held: usize = metrics
+        .lines()
+        .find(|l| l.starts_with("tidemark_memory_points{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tidemark_memory_points in {metrics}"));
+    assert!(
+        held * 3 < points,
+        "memory holds {held} of {points} points: the archive would not be needed"
+    );
+
+    // In the archive only, around the seam (memory holds the last 10
+    // minutes; an instant selector looks 5 minutes back), in memory.
+    let times = [
+        start + 2 * 60_000,
+        start + 17 * 60_000 + 7_000,
+        end - 11 * 60_000,
+        end - 8 * 60_000 + 3_000,
+        end - 30 * 60_000,
+        end,
+    ];
+    compare_queries(&prom, &server, &times, 30, (start, end));
+
+    // A listing with `start` reaches the archive: queue_depth stopped 25
+    // minutes before the end.
+    for path in [
+        format!(
+            "/api/v1/series?match[]=queue_depth&start={}",
+            seconds(start)
+        ),
+        format!(
+            "/api/v1/label/job/values?start={}&end={}",
+            seconds(start),
+            seconds(start + 60_000)
+        ),
+    ] {
+        let (_, want) = get_json(&format!("{}{path}", prom.url));
+        let (_, got) = get_json(&format!("{}{path}", server.url));
+        assert_eq!(want["data"], got["data"], "{path}");
+        assert!(
+            got["data"].as_array().is_some_and(|a| !a.is_empty()),
+            "{path}: {got}"
+        );
+    }
+
+    // A Prometheus reading Tidemark remotely sees the archived samples.
+    let reader = Prometheus::start(
+        &dir.join("reader"),
+        &format!(
+            "global: {{}}\nremote_read:\n  - url: {}/api/v1/read\n    read_recent: true\n",
+            server.url
+        ),
+    );
+    for q in ["queue_depth", "sum(rate(http_requests_total[5m]))"] {
+        let path = format!(
+            "/api/v1/query?query={}&time={}",
+            encode(q),
+            seconds(start + 10 * 60_000)
+        );
+        let (_, want) = get_json(&format!("{}{path}", prom.url));
+        let (_, got) = get_json(&format!("{}{path}", reader.url));
+        agree(&format!("remote read {q}"), &want, &got, false).unwrap();
+        assert!(
+            got["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        );
+    }
+
+    // An unreadable archive: the answer says so in a warning and holds
+    // what memory holds; a query memory covers alone does not read the
+    // archive.
+    damage();
+    let ask = |t: i64| {
+        let (status, body) = server
+            .request(
+                "GET",
+                &format!("/api/v1/query?query=count(temperature)&time={}", seconds(t)),
+                None,
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let early = ask(start + 10 * 60_000);
+    assert_eq!(early["status"], "success", "{early}");
+    assert_eq!(early["data"]["result"], serde_json::json!([]), "{early}");
+    let warning = early["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("cannot be read") && warning.contains(named),
+        "{early}"
+    );
+    let late = ask(end);
+    assert_eq!(late["data"]["result"][0]["value"][1], "4", "{late}");
+    assert!(late.get("warnings").is_none(), "{late}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// A tenant reads only the histories of its own pipelines; limits and

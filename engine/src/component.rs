@@ -175,6 +175,8 @@ pub struct SinkContext {
     pub name: String,
     /// The pipeline's name.
     pub pipeline: String,
+    /// The streams it reads, as its `inputs` name them.
+    pub inputs: Vec<String>,
     /// Its counters.
     pub stats: Arc<ComponentStats>,
     /// Standard output.

@@ -195,6 +195,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
             let ctx = SinkContext {
                 name: name.clone(),
                 pipeline: plan.name.clone(),
+                inputs: inputs.clone(),
                 stats: env.stats.component(name, Role::Sink),
                 stdout: Arc::clone(&env.stdout),
                 resume: Arc::clone(&env.resume),

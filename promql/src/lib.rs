@@ -43,12 +43,14 @@ pub mod gofmt;
 mod histogram;
 mod index;
 mod labels;
+mod reads;
 mod value;
 
 pub use check::{Unsupported, check, parse};
 pub use eval::{EvalError, Evaluator};
 pub use index::SelectorIndex;
 pub use labels::{drop_name, set as set_label};
+pub use reads::reads;
 pub use tidemark_engine::memstore::{MemStore, Point, STALE_NAN, Storage, is_stale, selects};
 pub use value::{Element, RangeSeries, Value};
 

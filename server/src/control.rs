@@ -899,9 +899,11 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                         draining.push(old);
                     }
                     // Worker 0 holds the websocket outputs: subscribers of
-                    // the replaced pipeline are closed.
+                    // the replaced pipeline are closed. Its archives are
+                    // registered again by the sinks the new one builds.
                     if worker.index() == 0 {
                         control.live.remove_pipeline(&name);
+                        control.history.forget_archives(&name);
                     }
                     let env = control.entry_for(&plan, &yaml, owner.as_deref(), id, position);
                     let stats = Arc::clone(&env.stats);

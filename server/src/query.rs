@@ -9,6 +9,11 @@
 //!
 //! A caller reads the histories of the pipelines it may see (a tenant its
 //! own). Where two sinks hold the same series, their points are merged.
+//! Past what a history holds, a query reads the archives those pipelines'
+//! `parquet` sinks write ([`from_archives`]): each only before the time a
+//! `memory` sink reading the same streams covers, so the two meet without
+//! a seam. An archive that cannot be read gives a warning, and the answer
+//! holds what the rest hold.
 //!
 //! Queries never hold up ingest: they run on tokio's blocking threads, at
 //! most [`CONCURRENT`] at once (others wait their turn, as in Prometheus),
@@ -33,7 +38,7 @@ use rustc_hash::FxHashMap;
 use serde_json::{Value as Json, json};
 
 use tidemark_engine::Series;
-use tidemark_engine::history::History;
+use tidemark_engine::history::{ArchiveError, ArchiveTier, History, Wanted};
 use tidemark_engine::memstore::{MemStore, Point, Storage};
 use tidemark_promql::{Evaluator, Value, gofmt};
 
@@ -103,6 +108,12 @@ impl ApiError {
             "timeout" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
@@ -320,35 +331,114 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The histories `principal` may read; an error on any process but the
-/// first, which holds them all.
-pub(crate) fn visible(
-    control: &Control,
-    principal: &Principal,
-) -> Result<Vec<Arc<History>>, ApiError> {
+/// What a caller may read: the `memory` sinks' histories and the archives
+/// past them, of the pipelines it may see.
+pub(crate) struct Visible {
+    pub(crate) histories: Vec<Arc<History>>,
+    pub(crate) archives: Vec<ArchiveTier>,
+}
+
+/// What `principal` may read; an error on any process but the first,
+/// which holds it all.
+pub(crate) fn visible(control: &Control, principal: &Principal) -> Result<Visible, ApiError> {
     if control.process != 0 {
         return Err(ApiError::elsewhere());
     }
-    Ok(control
-        .history
-        .list()
-        .into_iter()
-        .filter(|(pipeline, _, _)| control.may_see(principal, pipeline))
-        .map(|(_, _, h)| h)
-        .collect())
+    Ok(Visible {
+        histories: control
+            .history
+            .list()
+            .into_iter()
+            .filter(|(pipeline, _, _)| control.may_see(principal, pipeline))
+            .map(|(_, _, h)| h)
+            .collect(),
+        archives: control
+            .history
+            .archives()
+            .into_iter()
+            .filter(|a| control.may_see(principal, &a.pipeline))
+            .collect(),
+    })
+}
+
+/// What the archives hold of `wanted`, each read only before the time its
+/// `memory` sink covers, as one store (`None` when no archive was read),
+/// with a warning for each archive that could not be read. Runs on the
+/// query's blocking thread: decoding is work, and ingest must not wait for
+/// it. Past `deadline` it answers `timeout`; more than [`MAX_SAMPLES`]
+/// samples, `execution`.
+pub(crate) fn from_archives(
+    archives: &[ArchiveTier],
+    wanted: &[Wanted],
+    deadline: Instant,
+) -> Result<(Option<MemStore>, Vec<String>), ApiError> {
+    let mut store: Option<MemStore> = None;
+    let mut warnings = Vec::new();
+    let mut total = 0usize;
+    for tier in archives {
+        let clipped: Vec<Wanted> = wanted
+            .iter()
+            .filter_map(|w| {
+                let end = tier
+                    .covered_from
+                    .map_or(w.end, |covered| w.end.min(covered - 1));
+                (w.start <= end).then(|| Wanted {
+                    selector: w.selector.clone(),
+                    start: w.start,
+                    end,
+                })
+            })
+            .collect();
+        if clipped.is_empty() {
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = tier.archive.select(&clipped, MAX_SAMPLES - total);
+        let answer = tokio::runtime::Handle::current().block_on(tokio::time::timeout(left, read));
+        match answer {
+            Err(_) => {
+                return Err(ApiError::timeout(format!(
+                    "query timed out reading the archive {}",
+                    tier.archive.describe()
+                )));
+            }
+            Ok(Err(ArchiveError::TooMany(message))) => {
+                return Err(ApiError::execution(format!(
+                    "query processing would load too many samples into memory in query execution: {message}"
+                )));
+            }
+            Ok(Err(ArchiveError::Unreadable(message))) => {
+                tracing::warn!(pipeline = %tier.pipeline, sink = %tier.sink, error = %message, "A query could not read an archive; it answered from the rest.");
+                warnings.push(message);
+            }
+            Ok(Ok(found)) => {
+                let held = store.get_or_insert_default();
+                for (series, points) in found {
+                    total += points.len();
+                    for p in points {
+                        held.insert(&series, p.t, p.v);
+                    }
+                }
+            }
+        }
+    }
+    Ok((store, warnings))
 }
 
 /// Several stores read as one: a series held by more than one has its
 /// points merged (one per time). Counts the points it hands out.
 pub(crate) struct Union<'a> {
-    stores: Vec<RwLockReadGuard<'a, MemStore>>,
+    guards: Vec<RwLockReadGuard<'a, MemStore>>,
+    archived: Option<&'a MemStore>,
     read: Cell<usize>,
 }
 
 impl<'a> Union<'a> {
-    pub(crate) fn new(histories: &'a [Arc<History>]) -> Union<'a> {
+    /// The histories, and what was read from the archives.
+    pub(crate) fn new(histories: &'a [Arc<History>], archived: Option<&'a MemStore>) -> Union<'a> {
         Union {
-            stores: histories.iter().map(|h| h.read()).collect(),
+            guards: histories.iter().map(|h| h.read()).collect(),
+            archived,
             read: Cell::new(0),
         }
     }
@@ -362,7 +452,13 @@ impl Storage for Union<'_> {
         end: i64,
         each: &mut dyn FnMut(&Series, &[Point]),
     ) {
-        if let [store] = self.stores.as_slice() {
+        let stores: Vec<&MemStore> = self
+            .guards
+            .iter()
+            .map(|g| &**g)
+            .chain(self.archived)
+            .collect();
+        if let [store] = stores.as_slice() {
             store.select(selector, start, end, &mut |s, points| {
                 self.read.set(self.read.get() + points.len());
                 each(s, points);
@@ -371,7 +467,7 @@ impl Storage for Union<'_> {
         }
         let mut merged: FxHashMap<tidemark_engine::SeriesId, (Series, Vec<Point>)> =
             FxHashMap::default();
-        for store in &self.stores {
+        for store in &stores {
             store.select(selector, start, end, &mut |s, points| {
                 merged
                     .entry(s.id())
@@ -453,19 +549,20 @@ async fn instant_query(control: &Control, call: &Call) -> Result<Response, ApiEr
     let t = params.time("time")?.unwrap_or_else(now_ms);
     let limit = params.limit()?;
     let timeout = params.timeout()?;
-    let histories = visible(control, principal)?;
-    let (value, read) = run(control, timeout, move |_deadline| {
-        let union = Union::new(&histories);
+    let visible = visible(control, principal)?;
+    let (value, read, mut warnings) = run(control, timeout, move |deadline| {
+        let wanted = tidemark_promql::reads(&expr, t, t, tidemark_promql::DEFAULT_LOOKBACK);
+        let (archived, warnings) = from_archives(&visible.archives, &wanted, deadline)?;
+        let union = Union::new(&visible.histories, archived.as_ref());
         let value = Evaluator::new(&union)
             .eval(&expr, t)
             .map_err(|e| ApiError::execution(e.0))?;
         let read = union.read.get();
-        Ok(((value, keeps_order(&expr)), read))
+        Ok(((value, keeps_order(&expr)), read, warnings))
     })
     .await?;
     too_many_samples(read)?;
     let (value, ordered) = value;
-    let mut warnings = Vec::new();
     let data = match value {
         Value::Scalar(v) => json!({"resultType": "scalar", "result": point(t, v)}),
         Value::String(s) => json!({"resultType": "string", "result": [seconds(t), s]}),
@@ -554,8 +651,10 @@ async fn range_query(control: &Control, call: &Call) -> Result<Response, ApiErro
     }
     let limit = params.limit()?;
     let timeout = params.timeout()?;
-    let histories = visible(control, principal)?;
-    let series = run(control, timeout, move |deadline| {
+    let visible = visible(control, principal)?;
+    let (series, mut warnings) = run(control, timeout, move |deadline| {
+        let wanted = tidemark_promql::reads(&expr, start, end, tidemark_promql::DEFAULT_LOOKBACK);
+        let (archived, warnings) = from_archives(&visible.archives, &wanted, deadline)?;
         let mut out: BTreeMap<Series, Vec<(i64, f64)>> = BTreeMap::new();
         let mut t = start;
         while t <= end {
@@ -567,7 +666,7 @@ async fn range_query(control: &Control, call: &Call) -> Result<Response, ApiErro
                 )));
             }
             // The stores are locked for one step at a time.
-            let union = Union::new(&histories);
+            let union = Union::new(&visible.histories, archived.as_ref());
             let value = Evaluator::new(&union)
                 .eval(&expr, t)
                 .map_err(|e| ApiError::execution(e.0))?;
@@ -592,10 +691,9 @@ async fn range_query(control: &Control, call: &Call) -> Result<Response, ApiErro
             }
             t += step;
         }
-        Ok(out)
+        Ok((out, warnings))
     })
     .await?;
-    let mut warnings = Vec::new();
     let mut result: Vec<(Series, Vec<(i64, f64)>)> = series.into_iter().collect();
     truncate(&mut result, limit, &mut warnings);
     let result: Vec<Json> = result
@@ -645,27 +743,45 @@ fn every_series() -> VectorSelector {
 }
 
 /// The series that `match[]` selects with a point in `[start, end]`
-/// (default: everything held).
+/// (default: everything held), with the archives' warnings. The archives
+/// are read only when `start` is given (Grafana always gives it): without
+/// it a listing would read every file ever archived.
 async fn matching(
     control: &Control,
     principal: &Principal,
     params: &Params,
     required: bool,
-) -> Result<BTreeSet<Series>, ApiError> {
+) -> Result<(BTreeSet<Series>, Vec<String>), ApiError> {
     let selectors = selectors(params, required)?;
-    let start = params.time("start")?.unwrap_or(i64::MIN);
+    let given = params.time("start")?;
+    let start = given.unwrap_or(i64::MIN);
     let end = params.time("end")?.unwrap_or(i64::MAX);
     let timeout = params.timeout()?;
-    let histories = visible(control, principal)?;
-    run(control, timeout, move |_| {
-        let union = Union::new(&histories);
+    let visible = visible(control, principal)?;
+    run(control, timeout, move |deadline| {
+        let (archived, warnings) = match given {
+            Some(_) => {
+                let end = end.min(now_ms());
+                let wanted: Vec<Wanted> = selectors
+                    .iter()
+                    .map(|vs| Wanted {
+                        selector: vs.clone(),
+                        start,
+                        end,
+                    })
+                    .collect();
+                from_archives(&visible.archives, &wanted, deadline)?
+            }
+            None => (None, Vec::new()),
+        };
+        let union = Union::new(&visible.histories, archived.as_ref());
         let mut out = BTreeSet::new();
         for vs in &selectors {
             union.select(vs, start, end, &mut |s, _| {
                 out.insert(s.clone());
             });
         }
-        Ok(out)
+        Ok((out, warnings))
     })
     .await
 }
@@ -681,9 +797,9 @@ async fn listing(
 ) -> Response {
     let answer = async {
         let limit = call.params.limit()?;
-        let found = matching(control, &call.principal, &call.params, required).await?;
+        let (found, mut warnings) =
+            matching(control, &call.principal, &call.params, required).await?;
         let mut items = list(found);
-        let mut warnings = Vec::new();
         truncate(&mut items, limit, &mut warnings);
         Ok::<_, ApiError>(success(json!(items), warnings))
     };
@@ -819,7 +935,7 @@ mod tests {
             tidemark_engine::Sample::new(s.clone(), 2000, 2.0),
         ]);
         let histories = vec![Arc::new(a), Arc::new(b)];
-        let union = Union::new(&histories);
+        let union = Union::new(&histories, None);
         let mut seen = Vec::new();
         union.select(&every_series(), 0, 5000, &mut |s, points| {
             seen.push((s.clone(), points.iter().map(|p| p.t).collect::<Vec<_>>()));

@@ -111,15 +111,26 @@ pub async fn read(
             Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
         }
     }
-    let histories = match crate::query::visible(&control, &principal) {
-        Ok(h) => h,
+    let visible = match crate::query::visible(&control, &principal) {
+        Ok(v) => v,
         Err(e) => return e.into_response(),
     };
     let answered = tokio::task::spawn_blocking(move || {
         let mut results = Vec::with_capacity(selectors.len());
         let mut total = 0usize;
+        let deadline = std::time::Instant::now() + crate::query::DEFAULT_TIMEOUT;
         for (vs, start, end) in &selectors {
-            let union = crate::query::Union::new(&histories);
+            // Remote read has no warnings: an archive that cannot be read
+            // is logged, and the answer holds what the rest hold.
+            let wanted = [tidemark_engine::history::Wanted {
+                selector: vs.clone(),
+                start: *start,
+                end: *end,
+            }];
+            let (archived, _warnings) =
+                crate::query::from_archives(&visible.archives, &wanted, deadline)
+                    .map_err(|e| e.to_string())?;
+            let union = crate::query::Union::new(&visible.histories, archived.as_ref());
             let mut timeseries = Vec::new();
             union.select(vs, *start, *end, &mut |series, points| {
                 total += points.len();

@@ -25,7 +25,10 @@ impl MemorySink {
         ctx: SinkContext,
     ) -> ProgressStream<'scope> {
         let first = stream.scope().index() == 0;
-        let history = first.then(|| ctx.history.output(&ctx.pipeline, &ctx.name, self.limits));
+        let history = first.then(|| {
+            ctx.history
+                .output(&ctx.pipeline, &ctx.name, &ctx.inputs, self.limits)
+        });
         stream
             .unary_frontier::<ProgressBuilder, _, _, _>(
                 to_first_worker(),
@@ -65,10 +68,12 @@ impl MemorySink {
                                 let n = buffer.len() as u64;
                                 written(n, history.insert(&mut buffer));
                             }
-                            // At the end of its input the history stays as
-                            // it is, for queries after a finite run.
-                            if let Some(f) = now {
-                                history.advance(i64::try_from(f).unwrap_or(i64::MAX));
+                            // At the end of its input the history keeps the
+                            // retention behind its newest sample, for
+                            // queries after a finite run.
+                            match now {
+                                Some(f) => history.advance(i64::try_from(f).unwrap_or(i64::MAX)),
+                                None => history.finish(),
                             }
                         }
                     }

@@ -1,7 +1,8 @@
 //! Parquet: the `parquet` sink, an archive for DuckDB and other analytical
 //! engines, on S3 (any compatible store), a local directory or memory; and
 //! the `parquet` source, which replays such an archive in event time
-//! ([`source`], for `tidemark backtest`).
+//! ([`source`], for `tidemark backtest`); and the archive read back by the
+//! query API past what the `memory` sinks hold ([`archive`]).
 //!
 //! Files sit in hive-style partitions
 //! `pipeline=<pipeline>/output=<sink>/date=<YYYY-MM-DD>/hour=<HH>/` by each
@@ -10,12 +11,14 @@
 //! a replay reproduces, so it overwrites rather than duplicates ([`sink`]).
 //! See `docs/sinks/parquet.md`.
 
+mod archive;
 mod config;
 mod encode;
 mod service;
 mod sink;
 mod source;
 
+pub use archive::ParquetArchive;
 pub use config::{
     Location, ParquetSink, ParquetSinkConfig, ParquetSource, ParquetSourceConfig, TimeBound,
 };

@@ -45,6 +45,7 @@ use tidemark_engine::runtime::{
 use tidemark_engine::stats::{ComponentStats, add};
 use tidemark_engine::time::Time;
 
+use super::archive::ParquetArchive;
 use super::config::ParquetSink;
 use super::encode::{FileBuilder, Format};
 use super::service::Store;
@@ -70,6 +71,13 @@ impl ParquetSink {
         ctx: SinkContext,
     ) -> ProgressStream<'scope> {
         let scope = stream.scope();
+        if ctx.worker == 0
+            && let Some(archive) = ParquetArchive::open(&self.store, &ctx.pipeline, &ctx.name)
+        {
+            // Queries read what the sink wrote, past the memory sinks.
+            ctx.history
+                .archive(&ctx.pipeline, &ctx.name, &ctx.inputs, Arc::new(archive));
+        }
         let name = ctx.name.clone();
         let roll = self.roll.max(1);
         let config = self.clone();

@@ -80,7 +80,7 @@ fn partition_hour(key: &str) -> Option<i64> {
 }
 
 /// The files of the archive whose hour overlaps `[from, to)`, with sizes.
-fn in_range(listed: Vec<(String, u64)>, from: i64, to: i64) -> Vec<(String, u64)> {
+pub(super) fn in_range(listed: Vec<(String, u64)>, from: i64, to: i64) -> Vec<(String, u64)> {
     const HOUR: i64 = 3_600_000;
     let mut files: Vec<(String, u64)> = listed
         .into_iter()
@@ -108,7 +108,7 @@ fn reader_of(key: &str, peers: usize) -> usize {
 }
 
 /// The `time` column's bounds in a row group, if its statistics say.
-fn time_bounds(metadata: &ParquetMetaData, row_group: usize) -> Option<(i64, i64)> {
+pub(super) fn time_bounds(metadata: &ParquetMetaData, row_group: usize) -> Option<(i64, i64)> {
     let group = metadata.row_group(row_group);
     let column = group
         .columns()
@@ -120,19 +120,17 @@ fn time_bounds(metadata: &ParquetMetaData, row_group: usize) -> Option<(i64, i64
     }
 }
 
-fn damaged(key: &str, what: impl std::fmt::Display) -> ComponentError {
+pub(super) fn damaged(key: &str, what: impl std::fmt::Display) -> ComponentError {
     ComponentError::permanent(Fault::External, format!("cannot read {key}: {what}"))
 }
 
-/// Reads a file's footer and keeps the row groups that may hold `[from,
-/// to)`; `None` if none may.
-async fn footer(
+/// Reads a file's footer (one ranged read of its tail, a second when the
+/// footer is longer than that).
+pub(super) async fn metadata(
     store: &Store,
     key: &str,
     size: u64,
-    from: i64,
-    to: i64,
-) -> Result<Option<ArchiveFile>, ComponentError> {
+) -> Result<ParquetMetaData, ComponentError> {
     const TAIL: u64 = 64 << 10;
     if size < 8 {
         return Err(damaged(key, "too short to be a Parquet file"));
@@ -152,7 +150,19 @@ async fn footer(
     } else {
         store.range(key, size - 8 - length..size - 8).await?
     };
-    let metadata = ParquetMetaDataReader::decode_metadata(&encoded).map_err(|e| damaged(key, e))?;
+    ParquetMetaDataReader::decode_metadata(&encoded).map_err(|e| damaged(key, e))
+}
+
+/// Reads a file's footer and keeps the row groups that may hold `[from,
+/// to)`; `None` if none may.
+async fn footer(
+    store: &Store,
+    key: &str,
+    size: u64,
+    from: i64,
+    to: i64,
+) -> Result<Option<ArchiveFile>, ComponentError> {
+    let metadata = metadata(store, key, size).await?;
     let mut first = i64::MAX;
     let mut row_groups = Vec::new();
     for index in 0..metadata.num_row_groups() {
@@ -190,18 +200,23 @@ fn decode(
     let mut known: HashMap<i64, Series> = HashMap::new();
     for batch in reader {
         let batch = batch.map_err(|e| damaged(key, e))?;
-        rows(&batch, &mut known, from, to, &mut out).map_err(|e| damaged(key, e))?;
+        out.reserve(batch.num_rows());
+        rows(&batch, &mut known, from, to, &mut |series, t, v| {
+            out.push(Sample::new(series.clone(), t, v));
+        })
+        .map_err(|e| damaged(key, e))?;
     }
     Ok(out)
 }
 
-/// The samples of one record batch, each series built once per file.
-fn rows(
+/// Calls `each` with the series, time and value of every row of a record
+/// batch in `[from, to)`, each series built once per file (`known`).
+pub(super) fn rows(
     batch: &RecordBatch,
     known: &mut HashMap<i64, Series>,
     from: i64,
     to: i64,
-    out: &mut Vec<Sample>,
+    each: &mut impl FnMut(&Series, i64, f64),
 ) -> Result<(), String> {
     let column = |name: &str| {
         batch
@@ -233,7 +248,6 @@ fn rows(
         .as_primitive_opt::<Float64Type>()
         .ok_or_else(|| wrong("value"))?;
     let offsets = labels.value_offsets();
-    out.reserve(batch.num_rows());
     let mut last: Option<(i64, Series)> = None;
     for row in 0..batch.num_rows() {
         let at = time.value(row);
@@ -241,24 +255,19 @@ fn rows(
             continue;
         }
         let id = ids.value(row);
-        let series = match &last {
-            Some((last_id, series)) if *last_id == id => series.clone(),
-            _ => {
-                let series = known
-                    .entry(id)
-                    .or_insert_with(|| {
-                        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
-                        Series::new(
-                            metric.value(row),
-                            (start..end).map(|i| (keys.value(i), values.value(i))),
-                        )
-                    })
-                    .clone();
-                last = Some((id, series.clone()));
-                series
-            }
-        };
-        out.push(Sample::new(series, at, value.value(row)));
+        if last.as_ref().is_none_or(|(last_id, _)| *last_id != id) {
+            let series = known.entry(id).or_insert_with(|| {
+                let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+                Series::new(
+                    metric.value(row),
+                    (start..end).map(|i| (keys.value(i), values.value(i))),
+                )
+            });
+            last = Some((id, series.clone()));
+        }
+        if let Some((_, series)) = &last {
+            each(series, at, value.value(row));
+        }
     }
     Ok(())
 }

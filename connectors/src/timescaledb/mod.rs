@@ -7,13 +7,17 @@
 //! available, native range partitions otherwise. Writes are upserts of
 //! de-duplicated batches (binary `COPY` into a staging table, or one
 //! `INSERT ... FROM unnest(...)`), so a replay or a late correction leaves
-//! exactly one row per series and time. See `docs/sinks/timescaledb.md`.
+//! exactly one row per series and time. The query API reads the tables
+//! back past what the `memory` sinks hold ([`archive`]). See
+//! `docs/sinks/timescaledb.md`.
 
+mod archive;
 mod config;
 mod schema;
 mod service;
 mod sink;
 
+pub use archive::TimescaleArchive;
 pub use config::{Extension, Method, TimescaleSink, TimescaleSinkConfig};
 
 samples_sink!(TimescaleSinkConfig => TimescaleSink, holdback: |_| 0, serves_live: false, touches: TimescaleSink::touches);

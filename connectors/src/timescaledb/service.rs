@@ -87,38 +87,48 @@ impl Writer {
     }
 
     async fn connect(&mut self) -> Result<(), WriteError> {
-        let mut pg: tokio_postgres::Config = self.config.url.parse()?;
-        if let Some(p) = &self.password {
-            pg.password(p);
-        }
-        if pg.get_application_name().is_none() {
-            pg.application_name("tidemark");
-        }
-        pg.connect_timeout(Duration::from_secs(10));
-        // `CREATE ... IF NOT EXISTS` notices are not news.
-        if pg.get_options().is_none() {
-            pg.options("-c client_min_messages=warning");
-        }
-        let mut tls = SslConnector::builder(SslMethod::tls())?;
-        match &self.config.ca_file {
-            Some(ca) => {
-                tls.set_ca_file(ca)
-                    .map_err(|e| format!("ca_file {ca}: {e}"))?;
-                pg.ssl_mode(SslMode::Require);
-            }
-            // As libpq's prefer and require: encrypted, not verified.
-            None => tls.set_verify(SslVerifyMode::NONE),
-        }
-        let (mut client, connection) = pg.connect(MakeTlsConnector::new(tls.build())).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "PostgreSQL connection closed.");
-            }
-        });
+        let mut client = connect(&self.config, self.password.as_deref()).await?;
         let layout = schema::setup(&mut client, &self.config).await?;
         self.client = Some((client, layout));
         Ok(())
     }
+}
+
+/// Connects to the sink's database (TLS as the config asks), the
+/// connection driven by a task on the current runtime.
+pub(crate) async fn connect(
+    config: &TimescaleSink,
+    password: Option<&str>,
+) -> Result<Client, WriteError> {
+    let mut pg: tokio_postgres::Config = config.url.parse()?;
+    if let Some(p) = password {
+        pg.password(p);
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name("tidemark");
+    }
+    pg.connect_timeout(Duration::from_secs(10));
+    // `CREATE ... IF NOT EXISTS` notices are not news.
+    if pg.get_options().is_none() {
+        pg.options("-c client_min_messages=warning");
+    }
+    let mut tls = SslConnector::builder(SslMethod::tls())?;
+    match &config.ca_file {
+        Some(ca) => {
+            tls.set_ca_file(ca)
+                .map_err(|e| format!("ca_file {ca}: {e}"))?;
+            pg.ssl_mode(SslMode::Require);
+        }
+        // As libpq's prefer and require: encrypted, not verified.
+        None => tls.set_verify(SslVerifyMode::NONE),
+    }
+    let (client, connection) = pg.connect(MakeTlsConnector::new(tls.build())).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "PostgreSQL connection closed.");
+        }
+    });
+    Ok(client)
 }
 
 /// One row per series and timestamp, the last of the batch winning, sorted
