@@ -1,8 +1,10 @@
 //! `tidemark bench query`: latency of the Prometheus query API over a
-//! `memory` sink, and what queries cost ingest.
+//! `memory` sink, the Parquet archive and TimescaleDB, and what queries
+//! cost ingest.
 //!
 //! Starts `tidemark serve` (a child process, 1 worker) with a gRPC source
-//! into a `memory` sink, loads N series (`bench{job="j0".."j99",
+//! into a `memory` sink (or only a `parquet` sink, or only a `timescaledb`
+//! sink, so that every point comes from that tier), loads N series (`bench{job="j0".."j99",
 //! instance="i<n>"}`, a counter each) with a point every 15 s over
 //! `--minutes`, then times each query `--repeats` times from one client
 //! (ureq, in this process): p50 and p99 of the wall time per request. Then
@@ -34,6 +36,18 @@ pub struct QueryBenchOptions {
     /// Times each query is asked.
     #[arg(long, default_value_t = 20)]
     pub repeats: usize,
+    /// Where the history is queried from: `memory`, `parquet` (a local
+    /// directory), `postgres` (the `timescaledb` sink's tables).
+    #[arg(long, value_delimiter = ',', default_values_t = [Tier::Memory, Tier::Parquet, Tier::Postgres])]
+    pub tiers: Vec<Tier>,
+    /// PostgreSQL or TimescaleDB for the `postgres` tier
+    /// (`deploy/postgres.sh start 15432` starts one).
+    #[arg(
+        long,
+        env = "TIDEMARK_POSTGRES",
+        default_value = "postgresql://postgres@127.0.0.1:15432/postgres"
+    )]
+    pub postgres: String,
     /// Markdown file whose query section is rewritten.
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub output: PathBuf,
@@ -42,12 +56,70 @@ pub struct QueryBenchOptions {
     pub no_write: bool,
 }
 
-const PIPELINE: &str = "name: query
-sources:
-  in: {type: grpc, idle_timeout: 1s}
-sinks:
-  recent: {type: memory, inputs: [in], retention: 2h, max_series: 2000000, max_mb: 16384}
-";
+/// Where a query finds the history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tier {
+    /// A `memory` sink.
+    Memory,
+    /// A `parquet` sink's files in a local directory.
+    Parquet,
+    /// A `timescaledb` sink's tables.
+    Postgres,
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Tier::Memory => "memory",
+            Tier::Parquet => "parquet",
+            Tier::Postgres => "postgres",
+        })
+    }
+}
+
+/// Tables and directories of this benchmark.
+const TAG: &str = "bench_query";
+
+fn pipeline(tier: Tier, o: &QueryBenchOptions) -> String {
+    let sink = match tier {
+        Tier::Memory => "recent: {type: memory, inputs: [in], retention: 2h, max_series: 2000000, max_mb: 16384}".to_owned(),
+        Tier::Parquet => format!(
+            "archive: {{type: parquet, inputs: [in], path: {}, roll_interval: 1m}}",
+            archive_dir().display()
+        ),
+        Tier::Postgres => format!(
+            "archive: {{type: timescaledb, inputs: [in], url: \"{}\", table: {TAG}_samples, series_table: {TAG}_series, timescaledb: disabled}}",
+            o.postgres
+        ),
+    };
+    format!("name: query\nsources:\n  in: {{type: grpc, idle_timeout: 1s}}\nsinks:\n  {sink}\n")
+}
+
+fn archive_dir() -> PathBuf {
+    std::env::temp_dir().join(TAG)
+}
+
+/// Starts each tier empty.
+fn clean(tier: Tier, o: &QueryBenchOptions) -> anyhow::Result<()> {
+    match tier {
+        Tier::Memory => {}
+        Tier::Parquet => match std::fs::remove_dir_all(archive_dir()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        },
+        Tier::Postgres => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(crate::sinks::drop_tables(&o.postgres, TAG))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "no PostgreSQL at {} ({e}): start one with `deploy/postgres.sh start 15432`, or leave out `postgres` from --tiers",
+                    o.postgres
+                )
+            })?,
+    }
+    Ok(())
+}
 
 const STEP_MS: i64 = 15_000;
 const BATCH: usize = 5_000;
@@ -155,16 +227,54 @@ fn held(agent: &ureq::Agent, server: &ServerChild) -> anyhow::Result<u64> {
         .unwrap_or(0.0) as u64)
 }
 
-fn wait_for(agent: &ureq::Agent, server: &ServerChild, points: u64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while held(agent, server)? < points {
+/// Points the archiving sink has written, from the pipeline's status.
+fn archived(agent: &ureq::Agent, server: &ServerChild) -> anyhow::Result<u64> {
+    let text = get(agent, &format!("{}/api/v1/pipelines/query", server.http))?;
+    let status: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(status["components"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "archive"))
+        .and_then(|c| c["sent"].as_u64())
+        .unwrap_or(0))
+}
+
+fn wait_for(
+    agent: &ureq::Agent,
+    server: &ServerChild,
+    tier: Tier,
+    points: u64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let have = || match tier {
+        Tier::Memory => held(agent, server),
+        Tier::Parquet | Tier::Postgres => archived(agent, server),
+    };
+    while have()? < points {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the memory sink holds {} points, not {points}",
-            held(agent, server)?
+            "the {tier} sink holds {} points, not {points}",
+            have()?
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    Ok(())
+}
+
+/// One sample of another metric a few minutes past the history, so that
+/// the watermark closes the archive's last files.
+async fn close_epochs(server: &ServerChild, after: i64) -> anyhow::Result<()> {
+    let mut client = IngestServiceClient::connect(server.grpc.clone()).await?;
+    let request = WriteRequest {
+        series: vec![Series {
+            name: "bench_marker".into(),
+            labels: Vec::new(),
+            points: vec![Point {
+                timestamp_ms: after + 3 * 60_000,
+                value: 1.0,
+            }],
+        }],
+    };
+    client.write(request).await?;
     Ok(())
 }
 
@@ -209,6 +319,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 struct Row {
     series: usize,
+    tier: Tier,
     what: &'static str,
     kind: Kind,
     p50: f64,
@@ -236,19 +347,27 @@ pub fn query(o: &QueryBenchOptions) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut costs = Vec::new();
     let mut loads = Vec::new();
-    for &series in &o.series {
-        let server = start_server(1, PIPELINE)?;
+    for (&series, &tier) in o
+        .series
+        .iter()
+        .flat_map(|s| o.tiers.iter().map(move |t| (s, t)))
+    {
+        clean(tier, o)?;
+        let server = start_server(1, &pipeline(tier, o))?;
         // History ends a minute before now; the ingest runs add after it.
         let first = (now - 60_000) / STEP_MS * STEP_MS - (steps - 1) * STEP_MS;
         let last = first + (steps - 1) * STEP_MS;
         let rate = runtime.block_on(load(&server, series, first, steps))?;
-        wait_for(&agent, &server, series as u64 * steps as u64)?;
+        if tier == Tier::Parquet {
+            runtime.block_on(close_epochs(&server, last))?;
+        }
+        wait_for(&agent, &server, tier, series as u64 * steps as u64)?;
         eprintln!(
-            "{series} series: loaded {} points at {:.0} K samples/s",
+            "{series} series, {tier}: loaded {} points at {:.0} K samples/s",
             series as i64 * steps,
             rate / 1e3
         );
-        loads.push((series, rate));
+        loads.push((series, tier, rate));
         for &(what, kind, expr) in QUERIES {
             let u = url(&server, kind, expr, first, last);
             let mut times = Vec::with_capacity(o.repeats);
@@ -261,6 +380,7 @@ pub fn query(o: &QueryBenchOptions) -> anyhow::Result<()> {
             times.sort_by(f64::total_cmp);
             let row = Row {
                 series,
+                tier,
                 what,
                 kind,
                 p50: percentile(&times, 0.5),
@@ -269,6 +389,11 @@ pub fn query(o: &QueryBenchOptions) -> anyhow::Result<()> {
             };
             eprintln!("{}", row_text(&row));
             rows.push(row);
+        }
+        if tier != Tier::Memory {
+            drop(server);
+            clean(tier, o)?;
+            continue;
         }
         // Ingest alone, then with a client asking the heaviest instant
         // query in a loop; each run adds `extra` new steps.
@@ -304,8 +429,8 @@ pub fn query(o: &QueryBenchOptions) -> anyhow::Result<()> {
         drop(server);
     }
     let mut md = format!(
-        "Query API (`tidemark bench query`, `tidemark serve` with 1 worker, a gRPC source into a `memory` sink; `bench{{job, instance}}` counters with a point every 15 s for {} minutes; each query asked {} times in a row by one client in the benchmark process, on the same 2 cores; wall time per request, JSON included; range queries span the whole history, one series every 15 s, the aggregation every minute):\n\n\
-         | series | query | kind | p50 | p99 | answer |\n|---|---|---|---|---|---|\n",
+        "Query API (`tidemark bench query`, `tidemark serve` with 1 worker, a gRPC source into one sink per tier: `memory`; `parquet` in a local directory, 1-minute files, no memory sink; `postgres`: the `timescaledb` sink into PostgreSQL 15 on the same machine, no memory sink. `bench{{job, instance}}` counters with a point every 15 s for {} minutes; each query asked {} times in a row by one client in the benchmark process, on the same 2 cores; wall time per request, JSON included; range queries span the whole history, one series every 15 s, the aggregation every minute):\n\n\
+         | series | tier | query | kind | p50 | p99 | answer |\n|---|---|---|---|---|---|---|\n",
         o.minutes, o.repeats
     );
     for r in &rows {
@@ -316,7 +441,7 @@ pub fn query(o: &QueryBenchOptions) -> anyhow::Result<()> {
         "\nLoading the history over gRPC: {}.\n\nWhat queries cost ingest: the same number of new points sent as fast as the server takes them, alone and while another client asks `sum by (job) (rate(bench[5m]))` over all series in a loop:\n\n| series | ingest alone | ingest while queried | ratio | queries answered meanwhile |\n|---|---|---|---|---|",
         loads
             .iter()
-            .map(|(s, r)| format!("{:.0} K samples/s for {s} series", r / 1e3))
+            .map(|(s, t, r)| format!("{:.0} K samples/s for {s} series into {t}", r / 1e3))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -333,8 +458,9 @@ pub fn query(o: &QueryBenchOptions) -> anyhow::Result<()> {
 
 fn row_text(r: &Row) -> String {
     format!(
-        "| {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} KB |",
+        "| {} | {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} KB |",
         r.series,
+        r.tier,
         r.what,
         match r.kind {
             Kind::Instant => "instant",

@@ -116,7 +116,7 @@ fn parquet_dir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(tag)
 }
 
-async fn drop_tables(url: &str, tag: &str) -> anyhow::Result<()> {
+pub(crate) async fn drop_tables(url: &str, tag: &str) -> anyhow::Result<()> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     client

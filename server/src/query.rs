@@ -381,7 +381,7 @@ pub(crate) fn from_archives(
             .filter_map(|w| {
                 let end = tier
                     .covered_from
-                    .map_or(w.end, |covered| w.end.min(covered - 1));
+                    .map_or(w.end, |covered| w.end.min(covered.saturating_sub(1)));
                 (w.start <= end).then(|| Wanted {
                     selector: w.selector.clone(),
                     start: w.start,

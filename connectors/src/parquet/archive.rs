@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
 use promql_parser::label::MatchOp;
@@ -26,7 +25,7 @@ use tidemark_engine::{Series, SeriesId};
 
 use super::config::{Location, StoreAt};
 use super::service::Store;
-use super::source::{damaged, in_range, metadata, rows, time_bounds};
+use super::source::{in_range, metadata, read_rows, time_bounds};
 
 /// Footers kept at most; past it the cache starts again.
 const FOOTERS: usize = 4096;
@@ -131,42 +130,33 @@ impl ParquetArchive {
                 .range(&key, 0..size)
                 .await
                 .map_err(|e| self.unreadable(e.chain()))?;
-            let options = ArrowReaderMetadata::try_new(Arc::clone(&metadata), Default::default())
-                .map_err(|e| self.unreadable(damaged(&key, e).chain()))?;
-            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, options)
-                .with_row_groups(groups)
-                .build()
-                .map_err(|e| self.unreadable(damaged(&key, e).chain()))?;
-            let mut known = HashMap::new();
-            for batch in reader {
-                let batch = batch.map_err(|e| self.unreadable(damaged(&key, e).chain()))?;
-                rows(
-                    &batch,
-                    &mut known,
-                    start,
-                    end.saturating_add(1),
-                    &mut |series, t, v| {
-                        let entries = picked.entry(series.id()).or_insert_with(|| {
-                            (0..wanted.len())
-                                .filter(|&i| selects(&wanted[i].selector, series))
-                                .collect()
-                        });
-                        if !entries
-                            .iter()
-                            .any(|&i| wanted[i].start <= t && t <= wanted[i].end)
-                        {
-                            return;
-                        }
-                        found
-                            .entry(series.id())
-                            .or_insert_with(|| (series.clone(), Vec::new()))
-                            .1
-                            .push(Point { t, v });
-                        points += 1;
-                    },
-                )
-                .map_err(|e| self.unreadable(damaged(&key, e).chain()))?;
-            }
+            read_rows(
+                &key,
+                &metadata,
+                groups,
+                bytes,
+                (start, end.saturating_add(1)),
+                &mut |series, t, v| {
+                    let entries = picked.entry(series.id()).or_insert_with(|| {
+                        (0..wanted.len())
+                            .filter(|&i| selects(&wanted[i].selector, series))
+                            .collect()
+                    });
+                    if !entries
+                        .iter()
+                        .any(|&i| wanted[i].start <= t && t <= wanted[i].end)
+                    {
+                        return;
+                    }
+                    found
+                        .entry(series.id())
+                        .or_insert_with(|| (series.clone(), Vec::new()))
+                        .1
+                        .push(Point { t, v });
+                    points += 1;
+                },
+            )
+            .map_err(|e| self.unreadable(e.chain()))?;
             if points > max_points {
                 return Err(ArchiveError::TooMany(format!(
                     "the archive {} holds more than {max_points} samples for this query",

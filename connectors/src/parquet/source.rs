@@ -188,30 +188,46 @@ fn decode(
     from: i64,
     to: i64,
 ) -> Result<Vec<Sample>, ComponentError> {
-    let key = &file.key;
-    let metadata = ArrowReaderMetadata::try_new(Arc::clone(&file.metadata), Default::default())
+    let mut out = Vec::new();
+    read_rows(
+        &file.key,
+        &file.metadata,
+        file.row_groups.clone(),
+        bytes,
+        (from, to),
+        &mut |series, t, v| out.push(Sample::new(series.clone(), t, v)),
+    )?;
+    Ok(out)
+}
+
+/// Calls `each` with the series, time and value of every row in `[from,
+/// to)` of a file's `row_groups` (its bytes and footer given).
+pub(super) fn read_rows(
+    key: &str,
+    metadata: &Arc<ParquetMetaData>,
+    row_groups: Vec<usize>,
+    bytes: Bytes,
+    (from, to): (i64, i64),
+    each: &mut impl FnMut(&Series, i64, f64),
+) -> Result<(), ComponentError> {
+    let metadata = ArrowReaderMetadata::try_new(Arc::clone(metadata), Default::default())
         .map_err(|e| damaged(key, e))?;
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata)
-        .with_row_groups(file.row_groups.clone())
+        .with_row_groups(row_groups)
         .with_batch_size(DECODE_ROWS)
         .build()
         .map_err(|e| damaged(key, e))?;
-    let mut out = Vec::new();
     let mut known: HashMap<i64, Series> = HashMap::new();
     for batch in reader {
         let batch = batch.map_err(|e| damaged(key, e))?;
-        out.reserve(batch.num_rows());
-        rows(&batch, &mut known, from, to, &mut |series, t, v| {
-            out.push(Sample::new(series.clone(), t, v));
-        })
-        .map_err(|e| damaged(key, e))?;
+        rows(&batch, &mut known, from, to, each).map_err(|e| damaged(key, e))?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Calls `each` with the series, time and value of every row of a record
 /// batch in `[from, to)`, each series built once per file (`known`).
-pub(super) fn rows(
+fn rows(
     batch: &RecordBatch,
     known: &mut HashMap<i64, Series>,
     from: i64,

@@ -8,7 +8,8 @@
 //! rows found (so regular expressions keep PromQL's RE2 meaning), and the
 //! samples table is read for those series over the time range, in one
 //! query per selector. One connection is kept and made again after an
-//! error.
+//! error. Statements are unnamed (`query_typed`): nothing is prepared
+//! that a pooler, or PGlite's one shared session, would see twice.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,7 @@ use promql_parser::label::MatchOp;
 use promql_parser::parser::VectorSelector;
 use rustc_hash::FxHashMap;
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use tidemark_engine::Series;
 use tidemark_engine::history::{Archive, ArchiveError, Found, Wanted};
@@ -110,7 +112,7 @@ impl TimescaleArchive {
         for w in wanted {
             let (name, labels) = pushed_down(&w.selector);
             let rows = client
-                .query(&candidates, &[&name, &labels])
+                .query_typed(&candidates, &[(&name, Type::TEXT), (&labels, Type::TEXT)])
                 .await
                 .map_err(|e| self.failed(&e))?;
             let mut picked: FxHashMap<i64, Series> = FxHashMap::default();
@@ -134,7 +136,15 @@ impl TimescaleArchive {
             };
             let limit = (max_points - total + 1) as i64;
             let rows = client
-                .query(&points, &[&ids, &start, &end, &limit])
+                .query_typed(
+                    &points,
+                    &[
+                        (&ids, Type::INT8_ARRAY),
+                        (&start, Type::TIMESTAMPTZ),
+                        (&end, Type::TIMESTAMPTZ),
+                        (&limit, Type::INT8),
+                    ],
+                )
                 .await
                 .map_err(|e| self.failed(&e))?;
             total += rows.len();
