@@ -944,6 +944,98 @@ mod tests {
         assert_eq!(union.read.get(), 2);
     }
 
+    /// Records what it is asked; answers one point at each range's start,
+    /// or fails.
+    struct Recording {
+        asked: std::sync::Mutex<Vec<(i64, i64)>>,
+        fail: bool,
+    }
+
+    impl tidemark_engine::history::Archive for Recording {
+        fn select<'a>(
+            &'a self,
+            wanted: &'a [Wanted],
+            _max_points: usize,
+        ) -> std::pin::Pin<
+            Box<
+                dyn Future<Output = Result<tidemark_engine::history::Found, ArchiveError>>
+                    + Send
+                    + 'a,
+            >,
+        > {
+            Box::pin(async move {
+                let mut asked = self.asked.lock().unwrap();
+                asked.extend(wanted.iter().map(|w| (w.start, w.end)));
+                if self.fail {
+                    return Err(ArchiveError::Unreadable(
+                        "the archive x cannot be read".into(),
+                    ));
+                }
+                Ok(wanted
+                    .iter()
+                    .map(|w| {
+                        (
+                            Series::new("m", [("at", w.start.to_string())]),
+                            vec![Point { t: w.start, v: 1.0 }],
+                        )
+                    })
+                    .collect())
+            })
+        }
+
+        fn describe(&self) -> String {
+            "recording".into()
+        }
+    }
+
+    #[test]
+    fn archives_are_read_only_before_their_cover_and_failures_are_warnings() {
+        let tier = |covered_from: Option<i64>, fail: bool| {
+            let archive = Arc::new(Recording {
+                asked: std::sync::Mutex::new(Vec::new()),
+                fail,
+            });
+            let tier = ArchiveTier {
+                pipeline: "p".into(),
+                sink: "a".into(),
+                archive: Arc::clone(&archive) as Arc<dyn tidemark_engine::history::Archive>,
+                covered_from,
+            };
+            (archive, tier)
+        };
+        let (covered, a) = tier(Some(5_000), false);
+        let (whole, b) = tier(None, false);
+        let (broken, c) = tier(None, true);
+        let wanted: Vec<Wanted> = [(1_000, 9_000), (6_000, 9_000)]
+            .into_iter()
+            .map(|(start, end)| Wanted {
+                selector: every_series(),
+                start,
+                end,
+            })
+            .collect();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (store, warnings) = runtime
+            .block_on(async move {
+                tokio::task::spawn_blocking(move || {
+                    from_archives(&[a, b, c], &wanted, Instant::now() + Duration::from_secs(5))
+                })
+                .await
+            })
+            .unwrap()
+            .unwrap();
+        // Clipped to the cover; a range wholly covered is not asked.
+        assert_eq!(*covered.asked.lock().unwrap(), [(1_000, 4_999)]);
+        assert_eq!(
+            *whole.asked.lock().unwrap(),
+            [(1_000, 9_000), (6_000, 9_000)]
+        );
+        assert_eq!(broken.asked.lock().unwrap().len(), 2);
+        assert_eq!(warnings, ["the archive x cannot be read"]);
+        let store = store.unwrap();
+        assert_eq!((store.series_count(), store.point_count()), (2, 2));
+    }
+
     #[test]
     fn label_names() {
         assert!(valid_label_name("__name__"));
