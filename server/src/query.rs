@@ -10,10 +10,10 @@
 //! A caller reads the histories of the pipelines it may see (a tenant its
 //! own). Where two sinks hold the same series, their points are merged.
 //! Past what a history holds, a query reads the archives those pipelines'
-//! `parquet` sinks write ([`from_archives`]): each only before the time a
-//! `memory` sink reading the same streams covers, so the two meet without
-//! a seam. An archive that cannot be read gives a warning, and the answer
-//! holds what the rest hold.
+//! `parquet` and `timescaledb` sinks write ([`from_archives`]): each only
+//! before the time a `memory` sink reading the same streams covers, so the
+//! two meet without a seam. An archive that cannot be read gives a
+//! warning, and the answer holds what the rest hold.
 //!
 //! Queries never hold up ingest: they run on tokio's blocking threads, at
 //! most [`CONCURRENT`] at once (others wait their turn, as in Prometheus),
