@@ -4,7 +4,8 @@
 //!
 //! Starts `tidemark serve` (a child process, 1 worker) with a gRPC source
 //! into a `memory` sink (or only a `parquet` sink, or only a `timescaledb`
-//! sink, so that every point comes from that tier), loads N series (`bench{job="j0".."j99",
+//! sink, so that every point comes from that tier; one sample of another
+//! metric past the history moves the watermark past it), loads N series (`bench{job="j0".."j99",
 //! instance="i<n>"}`, a counter each) with a point every 15 s over
 //! `--minutes`, then times each query `--repeats` times from one client
 //! (ureq, in this process): p50 and p99 of the wall time per request. Then
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use tidemark_codecs::ingest::proto::{Label, Point, Series, WriteRequest};
 use tidemark_server::ingest::proto::ingest_service_client::IngestServiceClient;
 
-use crate::latency::{ServerChild, start_server};
+use crate::latency::{ServerChild, start_server_with};
 
 /// Options of `tidemark bench query`.
 #[derive(Clone, Debug, clap::Args)]
@@ -82,7 +83,10 @@ const TAG: &str = "bench_query";
 
 fn pipeline(tier: Tier, o: &QueryBenchOptions) -> String {
     let sink = match tier {
-        Tier::Memory => "recent: {type: memory, inputs: [in], retention: 2h, max_series: 2000000, max_mb: 16384}".to_owned(),
+        Tier::Memory => {
+            "recent: {type: memory, inputs: [in], retention: 2h, max_series: 2000000, max_mb: 1024}"
+                .to_owned()
+        }
         Tier::Parquet => format!(
             "archive: {{type: parquet, inputs: [in], path: {}, roll_interval: 1m}}",
             archive_dir().display()
@@ -113,7 +117,7 @@ fn clean(tier: Tier, o: &QueryBenchOptions) -> anyhow::Result<()> {
             .block_on(crate::sinks::drop_tables(&o.postgres, TAG))
             .map_err(|e| {
                 anyhow::anyhow!(
-                    "no PostgreSQL at {} ({e}): start one with `deploy/postgres.sh start 15432`, or leave out `postgres` from --tiers",
+                    "no PostgreSQL at {} ({e:#}): start one with `deploy/postgres.sh start 15432`, or leave out `postgres` from --tiers",
                     o.postgres
                 )
             })?,
@@ -261,7 +265,8 @@ fn wait_for(
 }
 
 /// One sample of another metric a few minutes past the history, so that
-/// the watermark closes the archive's last files.
+/// the watermark passes the history's last step: sinks write only what is
+/// behind it (the `parquet` sink closes its last files).
 async fn close_epochs(server: &ServerChild, after: i64) -> anyhow::Result<()> {
     let mut client = IngestServiceClient::connect(server.grpc.clone()).await?;
     let request = WriteRequest {
@@ -353,12 +358,19 @@ pub fn query(o: &QueryBenchOptions) -> anyhow::Result<()> {
         .flat_map(|s| o.tiers.iter().map(move |t| (s, t)))
     {
         clean(tier, o)?;
-        let server = start_server(1, &pipeline(tier, o))?;
+        // The archive's directory and the database, as the server's access
+        // policy must allow them.
+        let dir = archive_dir().display().to_string();
+        let server = start_server_with(
+            1,
+            &["--allow-write-dir", &dir, "--allow-host", "*"],
+            Some(&pipeline(tier, o)),
+        )?;
         // History ends a minute before now; the ingest runs add after it.
         let first = (now - 60_000) / STEP_MS * STEP_MS - (steps - 1) * STEP_MS;
         let last = first + (steps - 1) * STEP_MS;
         let rate = runtime.block_on(load(&server, series, first, steps))?;
-        if tier == Tier::Parquet {
+        if tier != Tier::Memory {
             runtime.block_on(close_epochs(&server, last))?;
         }
         wait_for(&agent, &server, tier, series as u64 * steps as u64)?;

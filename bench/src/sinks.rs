@@ -122,7 +122,12 @@ pub(crate) async fn drop_tables(url: &str, tag: &str) -> anyhow::Result<()> {
     client
         .batch_execute(&format!(
             "DROP VIEW IF EXISTS {tag}_samples_labeled; DROP TABLE IF EXISTS {tag}_samples CASCADE;
-             DROP TABLE IF EXISTS {tag}_series; DELETE FROM tidemark_schema WHERE samples_table = '{tag}_samples';"
+             DROP TABLE IF EXISTS {tag}_series;
+             DO $$ BEGIN
+               IF to_regclass('tidemark_schema') IS NOT NULL THEN
+                 DELETE FROM tidemark_schema WHERE samples_table = '{tag}_samples';
+               END IF;
+             END $$;"
         ))
         .await?;
     Ok(())
