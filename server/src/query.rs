@@ -452,13 +452,10 @@ impl Storage for Union<'_> {
         end: i64,
         each: &mut dyn FnMut(&Series, &[Point]),
     ) {
-        let stores: Vec<&MemStore> = self
-            .guards
-            .iter()
-            .map(|g| &**g)
-            .chain(self.archived)
-            .collect();
-        if let [store] = stores.as_slice() {
+        // Called for every selector at every step: no allocation.
+        let stores = || self.guards.iter().map(|g| &**g).chain(self.archived);
+        let mut first_two = stores();
+        if let (Some(store), None) = (first_two.next(), first_two.next()) {
             store.select(selector, start, end, &mut |s, points| {
                 self.read.set(self.read.get() + points.len());
                 each(s, points);
@@ -467,7 +464,7 @@ impl Storage for Union<'_> {
         }
         let mut merged: FxHashMap<tidemark_engine::SeriesId, (Series, Vec<Point>)> =
             FxHashMap::default();
-        for store in &stores {
+        for store in stores() {
             store.select(selector, start, end, &mut |s, points| {
                 merged
                     .entry(s.id())
