@@ -89,8 +89,9 @@ enum Command {
         #[arg(long, default_value = "30s", env = "TIDEMARK_SHUTDOWN_TIMEOUT")]
         shutdown_timeout: String,
     },
-    /// Replay a pipeline over its Parquet archive, as fast as the machine
-    /// allows, and write what it would have produced (docs/backtest.md).
+    /// Replay a pipeline over its Parquet archive (or its TimescaleDB
+    /// tables), as fast as the machine allows, and write what it would have
+    /// produced (docs/backtest.md).
     Backtest(Box<BacktestArgs>),
     /// Serve: run the pipelines applied over the API until SIGTERM.
     Serve(Box<ServeArgs>),
@@ -147,8 +148,9 @@ struct BacktestArgs {
     #[arg(long, default_value = "backtest")]
     out: PathBuf,
     /// The archive a source replays, when the pipeline has no parquet
-    /// sink of exactly that source: SOURCE=PATH, PATH ending in
-    /// /pipeline=<name>/output=<sink>; repeatable.
+    /// sink of exactly that source, or several: SOURCE=PATH, PATH ending
+    /// in /pipeline=<name>/output=<sink>, or the name of one of the
+    /// pipeline's parquet or timescaledb sinks of that source; repeatable.
     #[arg(long = "archive", value_name = "SOURCE=PATH")]
     archives: Vec<String>,
     #[command(flatten)]

@@ -8,7 +8,7 @@
 
 use tidemark_testkit as common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
@@ -115,16 +115,19 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The live run, then a backtest of the whole archive at one worker: the
-/// same lines in every stream. Returns the live run's directory.
-fn live_and_full_backtest(dir: &Path, archive: &str, env: &[(&str, &str)]) -> Value {
+/// The live run on `workers`, then a backtest of the whole archive at one
+/// worker: the same lines in every stream. Returns the summary.
+fn live_and_full_backtest(dir: &Path, archive: &str, env: &[(&str, &str)], workers: &str) -> Value {
     let (text, samples) = input();
     std::fs::write(dir.join("in.jsonl"), text).unwrap();
     let yaml = dir.join("live.yaml");
     std::fs::write(&yaml, pipeline(dir, archive)).unwrap();
     let yaml = yaml.to_str().unwrap();
     ok(
-        &tidemark(&["run", yaml, "--workers", "2", "--progress", "off"], env),
+        &tidemark(
+            &["run", yaml, "--workers", workers, "--progress", "off"],
+            env,
+        ),
         "tidemark run",
     );
     let out = dir.join("bt");
@@ -206,7 +209,7 @@ fn a_backtest_writes_what_the_live_run_wrote() {
         "    type: parquet\n    inputs: [in]\n    path: {}/archive\n    roll_interval: 5m",
         dir.display()
     );
-    let summary = live_and_full_backtest(&dir, &archive, &[]);
+    let summary = live_and_full_backtest(&dir, &archive, &[], "2");
     assert_eq!(
         summary["archives"][0]["archive"],
         format!("{}/archive/pipeline=live/output=raw", dir.display())
@@ -380,9 +383,158 @@ fn a_backtest_replays_an_archive_on_s3() {
         "    type: parquet\n    inputs: [in]\n    path: s3://{bucket}/archive\n    endpoint: {endpoint}\n    \
          region: us-east-1\n    access_key_id: test\n    secret_access_key_env: ARCHIVE_SECRET\n    roll_interval: 5m"
     );
-    let summary = live_and_full_backtest(&dir, &archive, &[("ARCHIVE_SECRET", "test")]);
+    let summary = live_and_full_backtest(&dir, &archive, &[("ARCHIVE_SECRET", "test")], "2");
     assert_eq!(
         summary["archives"][0]["archive"],
         format!("s3://{bucket}/archive/pipeline=live/output=raw")
     );
+}
+
+/// The same pipeline with a `timescaledb` sink as its archive, in
+/// TimescaleDB (PGlite: `deploy/timescaledb.sh start 15440`, which
+/// `./deploy/test.sh` starts; `TIDEMARK_TIMESCALEDB` points elsewhere): the
+/// backtest replays the hypertable whole and a range of it, and names a
+/// table that is not there.
+#[test]
+fn a_backtest_replays_a_timescaledb_range() {
+    let dir = temp_dir("backtest-timescaledb");
+    let url = common::pg::timescaledb();
+    let (table, series) = common::pg::fresh_table(&url, "backtest");
+    let archive = format!(
+        "    type: timescaledb\n    inputs: [in]\n    url: \"{url}\"\n    table: {table}\n    series_table: {series}\n    method: insert"
+    );
+    // PGlite runs every connection in one session: one worker, live and
+    // replayed (two readers' queries interleave there and lose rows).
+    let summary = live_and_full_backtest(&dir, &archive, &[], "1");
+    assert_eq!(
+        summary["archives"][0]["archive"],
+        format!("timescaledb public.{table} at 127.0.0.1:15440/postgres"),
+        "{summary}"
+    );
+
+    // A range: only its samples, and the windows inside it as live.
+    let (from, to) = (BASE + 1_800_000, BASE + 7_200_000);
+    let out = dir.join("bt-range");
+    ok(
+        &tidemark(
+            &[
+                "backtest",
+                dir.join("live.yaml").to_str().unwrap(),
+                "--from",
+                &from.to_string(),
+                "--to",
+                "2026-11-25T02:00:00Z",
+                "--out",
+                out.to_str().unwrap(),
+                "--progress",
+                "off",
+            ],
+            &[],
+        ),
+        "tidemark backtest --from --to of a timescaledb archive",
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let in_range = (to - from) / 1000 / STEP * HOSTS as i64;
+    assert_eq!(summary["samples_replayed"], in_range, "{summary}");
+    let stamp = |line: &String| -> i64 {
+        serde_json::from_str::<Value>(line).unwrap()["timestamp"]
+            .as_i64()
+            .unwrap()
+    };
+    let inside = |path: &Path| -> Vec<String> {
+        lines(path)
+            .into_iter()
+            .filter(|l| (from + 1..to).contains(&stamp(l)))
+            .collect()
+    };
+    let windows = inside(&dir.join("live/w.jsonl"));
+    assert_eq!(windows.len(), 89 * HOSTS * 2);
+    assert_eq!(inside(&out.join("w.jsonl")), windows);
+
+    // A table that is not there: named, and the run fails.
+    let yaml = as_source(&dir, &url, "backtest_nothing_here", &series, 500);
+    let run = tidemark(
+        &[
+            "backtest",
+            yaml.to_str().unwrap(),
+            "--out",
+            dir.join("bt-missing").to_str().unwrap(),
+            "--progress",
+            "off",
+        ],
+        &[],
+    );
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{said}");
+    assert!(
+        said.contains("there is no table public.backtest_nothing_here"),
+        "{said}"
+    );
+}
+
+/// The live pipeline of `dir` with its source replaced by a `timescaledb`
+/// source over `table` in pages of `page_rows`.
+fn as_source(dir: &Path, url: &str, table: &str, series: &str, page_rows: usize) -> PathBuf {
+    let live = std::fs::read_to_string(dir.join("live.yaml")).unwrap();
+    let file_source = live
+        .lines()
+        .find(|l| l.contains("type: file, path:"))
+        .unwrap();
+    let replaying = live.replace(
+        file_source,
+        &format!(
+            "  in: {{type: timescaledb, url: \"{url}\", table: {table}, series_table: {series}, page_rows: {page_rows}}}"
+        ),
+    );
+    let yaml = dir.join(format!("{table}.yaml"));
+    std::fs::write(&yaml, replaying).unwrap();
+    yaml
+}
+
+/// The same against PostgreSQL (`deploy/postgres.sh start 15432`;
+/// `TIDEMARK_POSTGRES`), where connections are sessions of their own: the
+/// live run and the replays on two workers, each reading its share of the
+/// series a page of 500 rows at a time, write what the live run wrote.
+#[test]
+fn a_backtest_replays_postgresql_in_pages_on_two_workers() {
+    let dir = temp_dir("backtest-postgres");
+    let url = common::pg::postgres();
+    let (table, series) = common::pg::fresh_table(&url, "backtest");
+    let archive = format!(
+        "    type: timescaledb\n    inputs: [in]\n    url: \"{url}\"\n    table: {table}\n    series_table: {series}"
+    );
+    live_and_full_backtest(&dir, &archive, &[], "2");
+    let yaml = as_source(&dir, &url, &table, &series, 500);
+    let out = dir.join("bt-paged");
+    ok(
+        &tidemark(
+            &[
+                "backtest",
+                yaml.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--workers",
+                "2",
+                "--progress",
+                "off",
+            ],
+            &[],
+        ),
+        "tidemark backtest of a timescaledb source",
+    );
+    for (live, replayed) in [
+        ("w.jsonl", "w.jsonl"),
+        ("s.jsonl", "s.jsonl"),
+        ("alerts.jsonl", "rules.alerts.jsonl"),
+        ("page.jsonl", "page.jsonl"),
+    ] {
+        assert!(
+            lines(&dir.join("live").join(live)) == lines(&out.join(replayed)),
+            "{replayed} replayed in pages on two workers differs from the live run's"
+        );
+    }
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["samples_replayed"], input().1 as u64, "{summary}");
 }

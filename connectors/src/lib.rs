@@ -17,6 +17,7 @@
 #[macro_use]
 mod spec;
 mod progress;
+mod replay;
 mod touches;
 
 pub mod alertmanager;

@@ -114,62 +114,123 @@ fn file_name(stream: &str) -> String {
     format!("{safe}.jsonl")
 }
 
-/// The archive source replacing `source`: from `--archive`, or from the
-/// pipeline's `parquet` sink that archives it.
+/// The settings of a sink that a replay source of the same type takes.
+const PARQUET_FIELDS: [&str; 5] = [
+    "path",
+    "endpoint",
+    "region",
+    "access_key_id",
+    "secret_access_key_env",
+];
+const TIMESCALEDB_FIELDS: [&str; 6] = [
+    "url",
+    "password_env",
+    "ca_file",
+    "schema",
+    "table",
+    "series_table",
+];
+
+/// The replay source over what the sink `sink` (`settings`) of `pipeline`
+/// wrote: a `parquet` or a `timescaledb` source.
+fn replay_of(pipeline: &str, sink: &str, settings: &Value) -> serde_json::Map<String, Value> {
+    let kind = settings.get("type").and_then(Value::as_str).unwrap_or("");
+    let mut config = serde_json::Map::new();
+    config.insert("type".into(), json!(kind));
+    let fields: &[&str] = if kind == "parquet" {
+        &PARQUET_FIELDS
+    } else {
+        &TIMESCALEDB_FIELDS
+    };
+    for field in fields {
+        if let Some(v) = settings.get(*field) {
+            config.insert((*field).into(), v.clone());
+        }
+    }
+    if kind == "parquet" {
+        config.insert("pipeline".into(), json!(pipeline));
+        config.insert("output".into(), json!(sink));
+    }
+    config
+}
+
+fn is_archive(settings: &Value, kind: &str) -> bool {
+    settings.get("type").and_then(Value::as_str) == Some(kind)
+}
+
+/// The archive source replacing `source`: from `--archive` (a Parquet
+/// archive's path, or the name of one of the pipeline's `parquet` or
+/// `timescaledb` sinks), or from the pipeline's `parquet` sink that
+/// archives it, or failing that its `timescaledb` sink.
 fn archive_for(
     source: &str,
     pipeline: &str,
     sinks: &serde_json::Map<String, Value>,
     named: &[(String, String)],
 ) -> Result<serde_json::Map<String, Value>, String> {
-    let mut config = serde_json::Map::new();
-    config.insert("type".into(), json!("parquet"));
+    let reads_only_source = |s: &Value| inputs_of(s) == [source];
     if let Some((_, path)) = named.iter().find(|(s, _)| s == source) {
+        if !path.contains("/pipeline=")
+            && let Some(settings) = sinks.get(path)
+        {
+            if !(is_archive(settings, "parquet") || is_archive(settings, "timescaledb")) {
+                return Err(format!(
+                    "--archive {source}={path}: sink {path:?} is neither a parquet nor a timescaledb sink, so it keeps nothing to replay"
+                ));
+            }
+            if !reads_only_source(settings) {
+                return Err(format!(
+                    "--archive {source}={path}: sink {path:?} does not read exactly [{source}], so it did not archive that source"
+                ));
+            }
+            return Ok(replay_of(pipeline, path, settings));
+        }
         let (prefix, pipeline, output) = parse_archive(path)?;
+        let mut config = serde_json::Map::new();
+        config.insert("type".into(), json!("parquet"));
         config.insert("path".into(), json!(prefix));
         config.insert("pipeline".into(), json!(pipeline));
         config.insert("output".into(), json!(output));
         return Ok(config);
     }
-    let archives: Vec<(&String, &Value)> = sinks
-        .iter()
-        .filter(|(_, s)| s.get("type").and_then(Value::as_str) == Some("parquet"))
-        .filter(|(_, s)| inputs_of(s) == [source])
-        .collect();
-    let (sink, settings) = match archives.as_slice() {
-        [one] => *one,
-        [] => {
-            return Err(format!(
-                "source {source:?} has no archive to replay: no parquet sink of the pipeline has inputs [{source}]; name one with --archive {source}=s3://bucket/prefix/pipeline=<name>/output=<sink>"
-            ));
-        }
-        several => {
-            let names: Vec<&str> = several.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(format!(
-                "source {source:?} is archived by several parquet sinks ({}); choose one with --archive {source}=<path>/pipeline={pipeline}/output=<sink>",
-                names.join(", ")
-            ));
-        }
-    };
-    for field in [
-        "path",
-        "endpoint",
-        "region",
-        "access_key_id",
-        "secret_access_key_env",
-    ] {
-        if let Some(v) = settings.get(field) {
-            config.insert(field.into(), v.clone());
+    for kind in ["parquet", "timescaledb"] {
+        let archives: Vec<(&String, &Value)> = sinks
+            .iter()
+            .filter(|(_, s)| is_archive(s, kind) && reads_only_source(s))
+            .collect();
+        match archives.as_slice() {
+            [] => continue,
+            [(sink, settings)] => return Ok(replay_of(pipeline, sink, settings)),
+            several => {
+                let names: Vec<&str> = several.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(format!(
+                    "source {source:?} is archived by several {kind} sinks ({}); choose one with --archive {source}=<sink>",
+                    names.join(", ")
+                ));
+            }
         }
     }
-    config.insert("pipeline".into(), json!(pipeline));
-    config.insert("output".into(), json!(sink));
-    Ok(config)
+    Err(format!(
+        "source {source:?} has no archive to replay: no parquet or timescaledb sink of the pipeline has inputs [{source}]; name one with --archive {source}=s3://bucket/prefix/pipeline=<name>/output=<sink>"
+    ))
 }
 
-/// The archive a `parquet` source config reads, as `--archive` names it.
+/// What a replay source config reads, for the log and the summary: a
+/// Parquet archive as `--archive` names it, or a table and its database.
 fn archive_path(config: &serde_json::Map<String, Value>) -> String {
     let field = |name: &str| config.get(name).and_then(Value::as_str).unwrap_or("");
+    if field("type") == "timescaledb" {
+        let or = |name: &str, default: &'static str| match field(name) {
+            "" => default,
+            set => set,
+        };
+        let at = tidemark_connectors::timescaledb::location(field("url"));
+        return format!(
+            "timescaledb {}.{} at {at}",
+            or("schema", "public"),
+            or("table", "tidemark_samples")
+        );
+    }
     format!(
         "{}/pipeline={}/output={}",
         field("path").trim_end_matches('/'),
@@ -211,9 +272,8 @@ pub fn prepare(file: &str, text: &str, backtest: &Backtest) -> Result<Prepared, 
     let mut replaced = serde_json::Map::new();
     let mut replays = Vec::new();
     for (name, config) in &sources {
-        let mut config = if config.get("type").and_then(Value::as_str) == Some("parquet")
-            && !backtest.archives.iter().any(|(s, _)| s == name)
-        {
+        let replays_already = is_archive(config, "parquet") || is_archive(config, "timescaledb");
+        let mut config = if replays_already && !backtest.archives.iter().any(|(s, _)| s == name) {
             config.as_object().cloned().unwrap_or_default()
         } else {
             match archive_for(name, &pipeline, &sinks, &backtest.archives) {
@@ -562,6 +622,74 @@ sinks:
         let errors = prepare("p.yaml", &text, &wrong).unwrap_err();
         assert!(
             errors.iter().any(|e| e.contains("no source \"nope\"")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_timescaledb_sink_is_replayed_where_there_is_no_parquet_archive() {
+        let db = "{type: timescaledb, inputs: [in], url: \"postgresql://u:secret@db.internal:6432/metrics\", table: raw_samples}";
+        let only_db = PIPELINE.replace(
+            "raw: {type: parquet, inputs: [in], path: /tmp/archive}",
+            &format!("raw: {db}"),
+        );
+        let prepared = prepare("p.yaml", &only_db, &backtest()).unwrap();
+        assert_eq!(
+            prepared.sources,
+            [(
+                "in".into(),
+                "timescaledb public.raw_samples at db.internal:6432/metrics".into()
+            )]
+        );
+        let source = format!("{:?}", prepared.plan.sources[0].1);
+        assert!(
+            source.contains("TimescaleSource") && source.contains("from: 1000, to: 2000"),
+            "{source}"
+        );
+        // Both: the Parquet archive, unless the sink is named.
+        let both = PIPELINE.replace(
+            "  db: {type: file",
+            &format!("  tsdb: {db}\n  db: {{type: file"),
+        );
+        let prepared = prepare("p.yaml", &both, &backtest()).unwrap();
+        assert_eq!(
+            prepared.sources[0].1,
+            "/tmp/archive/pipeline=live/output=raw"
+        );
+        let named = |sink: &str| Backtest {
+            archives: vec![("in".into(), sink.into())],
+            ..backtest()
+        };
+        let prepared = prepare("p.yaml", &both, &named("tsdb")).unwrap();
+        assert!(
+            prepared.sources[0]
+                .1
+                .starts_with("timescaledb public.raw_samples")
+        );
+        let errors = prepare("p.yaml", &both, &named("copy")).unwrap_err();
+        assert!(
+            errors[0].contains("neither a parquet nor a timescaledb sink"),
+            "{errors:?}"
+        );
+        let errors = prepare(
+            "p.yaml",
+            &both.replace("[in], url", "[w], url"),
+            &named("tsdb"),
+        )
+        .unwrap_err();
+        assert!(
+            errors[0].contains("does not read exactly [in]"),
+            "{errors:?}"
+        );
+        // Two tables: choose one.
+        let two = only_db.replace(
+            "  db: {type: file",
+            &format!("  tsdb: {db}\n  db: {{type: file"),
+        );
+        let errors = prepare("p.yaml", &two, &backtest()).unwrap_err();
+        assert!(
+            errors[0].contains("several timescaledb sinks (raw, tsdb)")
+                && errors[0].contains("--archive in=<sink>"),
             "{errors:?}"
         );
     }

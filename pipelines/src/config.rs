@@ -20,7 +20,7 @@ use tidemark_connectors::network::{GrpcSourceConfig, OtlpSourceConfig, RemoteWri
 use tidemark_connectors::notify::NotifySinkConfig;
 use tidemark_connectors::parquet::{ParquetSinkConfig, ParquetSourceConfig};
 use tidemark_connectors::redis::RedisSinkConfig;
-use tidemark_connectors::timescaledb::TimescaleSinkConfig;
+use tidemark_connectors::timescaledb::{TimescaleSinkConfig, TimescaleSourceConfig};
 use tidemark_connectors::websocket::WebsocketSinkConfig;
 use tidemark_engine::component::ConfigError;
 use tidemark_engine::spec::{SinkSpec, SourceSpec, TransformSpec, Validate};
@@ -105,6 +105,8 @@ registry! {
         Kafka(KafkaSourceConfig),
         /// A `parquet` sink's archive, replayed in event time.
         Parquet(ParquetSourceConfig),
+        /// A `timescaledb` sink's tables, replayed in event time.
+        Timescaledb(TimescaleSourceConfig),
     }
 }
 

@@ -13,16 +13,13 @@
 //! groups bound its samples. It then loads the files in the order of their
 //! first time, and after each one hands on, sorted by time, every loaded
 //! sample older than the next file's first time: nothing read later can be
-//! older. The operator gives them at the time of the first one and then
-//! moves its capability to that bound, so windows downstream close as the
-//! replay goes. Memory holds the files whose times overlap (an epoch's
-//! files, normally), not the archive.
+//! older. The operator ([`crate::replay`]) gives them at the time of the
+//! first one and then moves its capability to that bound, so windows
+//! downstream close as the replay goes. Memory holds the files whose times
+//! overlap (an epoch's files, normally), not the archive.
 
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
-use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
@@ -34,28 +31,16 @@ use parquet::file::statistics::Statistics;
 
 use tidemark_engine::component::{Shutdown, SourceContext};
 use tidemark_engine::error::{ComponentError, Fault};
-use tidemark_engine::flow::FlowControl;
-use tidemark_engine::runtime::{PipelineScope, SampleStream, SyncActivator, source};
+use tidemark_engine::runtime::{PipelineScope, SampleStream};
 use tidemark_engine::stats::{ComponentStats, add};
-use tidemark_engine::time::to_time;
 use tidemark_engine::{Sample, Series};
 
 use super::config::ParquetSource;
 use super::service::Store;
-
-/// Samples handed to the operator at a time.
-const CHUNK: usize = 65_536;
+use crate::replay::{Feed, replay};
 
 /// Rows decoded at a time.
 const DECODE_ROWS: usize = 65_536;
-
-/// What a reader hands its operator: samples sorted by time, and a bound on
-/// everything it will hand on later.
-struct Chunk {
-    samples: Vec<Sample>,
-    /// No later sample of this reader is older than this.
-    floor: i64,
-}
 
 /// One file of the archive to read, with the row groups in the range.
 #[derive(Debug)]
@@ -296,40 +281,18 @@ struct Reader {
     name: String,
     stats: Arc<ComponentStats>,
     shutdown: Shutdown,
-    tx: SyncSender<Chunk>,
-    activator: SyncActivator,
 }
 
 impl Reader {
-    fn send(&self, chunk: Chunk) -> bool {
-        let sent = self.tx.send(chunk).is_ok();
-        let _ = self.activator.activate();
-        sent
-    }
-
     /// Hands on, sorted and in chunks, the samples of `pending` older than
     /// `bound`; keeps the rest.
-    fn hand_on(&self, pending: &mut Vec<Sample>, bound: i64) -> bool {
+    fn hand_on(feed: &Feed, pending: &mut Vec<Sample>, bound: i64) -> bool {
         pending.sort_by_key(|s| s.timestamp);
         let split = pending.partition_point(|s| s.timestamp < bound);
         let rest = pending.split_off(split);
         let ready = std::mem::replace(pending, rest);
         let floor_after = pending.first().map_or(bound, |s| s.timestamp.min(bound));
-        let mut ready = ready.into_iter().peekable();
-        while ready.peek().is_some() {
-            let samples: Vec<Sample> = ready.by_ref().take(CHUNK).collect();
-            let floor = ready.peek().map_or(floor_after, |s| s.timestamp);
-            if !self.send(Chunk { samples, floor }) {
-                return false;
-            }
-        }
-        if split == 0 {
-            return self.send(Chunk {
-                samples: Vec::new(),
-                floor: floor_after,
-            });
-        }
-        true
+        feed.send_sorted(ready, floor_after)
     }
 
     /// A damaged file is counted as an error, named in the log and
@@ -344,7 +307,7 @@ impl Reader {
         Ok(())
     }
 
-    async fn read(&self) -> Result<(), ComponentError> {
+    async fn read(self, feed: Feed) -> Result<(), ComponentError> {
         let config = &self.config;
         let store = Store::open(&config.store)?;
         let under = format!("pipeline={}/output={}", config.pipeline, config.output);
@@ -392,54 +355,12 @@ impl Reader {
                 Err(error) => self.skip(error)?,
             }
             let bound = files.get(i + 1).map_or(i64::MAX, |next| next.first);
-            if !self.hand_on(&mut pending, bound) {
+            if !Self::hand_on(&feed, &mut pending, bound) {
                 return Ok(());
             }
         }
         Ok(())
     }
-}
-
-fn spawn_reader(
-    config: &ParquetSource,
-    ctx: &SourceContext,
-    index: usize,
-    peers: usize,
-    activator: SyncActivator,
-) -> Receiver<Chunk> {
-    let (tx, rx) = sync_channel(4);
-    let reader = Reader {
-        config: config.clone(),
-        index,
-        peers,
-        name: ctx.name.clone(),
-        stats: Arc::clone(&ctx.stats),
-        shutdown: ctx.shutdown.clone(),
-        tx,
-        activator,
-    };
-    let stats = Arc::clone(&ctx.stats);
-    let spawned = std::thread::Builder::new()
-        .name(format!("parquet-{}-{index}", ctx.name))
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            let result = match runtime {
-                Ok(runtime) => runtime.block_on(reader.read()),
-                Err(e) => Err(ComponentError::io("cannot start the reader's runtime", e)),
-            };
-            if let Err(error) = result {
-                add(&reader.stats.errors, 1);
-                tracing::error!(error = %error.chain(), source = %reader.name, "Cannot replay the archive; this source stops.");
-            }
-            let _ = reader.activator.activate();
-        });
-    if let Err(error) = spawned {
-        add(&stats.errors, 1);
-        tracing::error!(%error, "Cannot start the parquet reader thread.");
-    }
-    rx
 }
 
 impl ParquetSource {
@@ -449,59 +370,17 @@ impl ParquetSource {
         scope: PipelineScope<'scope>,
         ctx: SourceContext,
     ) -> SampleStream<'scope> {
-        let config = self.clone();
         let (index, peers) = (scope.index(), scope.peers());
-        source(scope, &ctx.name.clone(), move |capability, info| {
-            let activator = scope.activator_for(Rc::clone(&info.address));
-            let sync = scope.worker().sync_activator_for(info.address.to_vec());
-            let rx = spawn_reader(&config, &ctx, index, peers, sync);
-            let mut cap = Some(capability);
-            let mut flow = FlowControl::new(ctx.probe.clone(), ctx.holdback, ctx.max_in_flight)
-                .with_gauge(Arc::clone(&ctx.stats));
-            move |output| {
-                let Some(c) = cap.as_mut() else { return };
-                if ctx.shutdown.is_triggered() {
-                    cap = None;
-                    return;
-                }
-                for _ in 0..16 {
-                    if !flow.may_send(*c.time()) {
-                        activator.activate_after(Duration::from_millis(1));
-                        return;
-                    }
-                    let Chunk { mut samples, floor } = match rx.try_recv() {
-                        Ok(chunk) => chunk,
-                        Err(TryRecvError::Empty) => {
-                            activator.activate_after(Duration::from_millis(100));
-                            return;
-                        }
-                        Err(TryRecvError::Disconnected) => {
-                            cap = None;
-                            return;
-                        }
-                    };
-                    if let Some(first) = samples.first() {
-                        let at = to_time(first.timestamp);
-                        if at > *c.time() {
-                            c.downgrade(&at);
-                        }
-                        flow.sent(*c.time(), samples.len() as u64);
-                        output.session(&*c).give_container(&mut samples);
-                    }
-                    // The last floor is "nothing more": the capability is
-                    // dropped when the reader ends instead, so the frontier
-                    // empties rather than jumping to the end of time (which
-                    // an alert rule would evaluate its way towards).
-                    let floor = to_time(floor);
-                    if floor > *c.time() && floor < to_time(i64::MAX) {
-                        c.downgrade(&floor);
-                    }
-                    ctx.clock.publish(*c.time());
-                }
-                activator.activate();
-            }
-        })
-        .container::<Vec<Sample>>()
+        let reader = Reader {
+            config: self.clone(),
+            index,
+            peers,
+            name: ctx.name.clone(),
+            stats: Arc::clone(&ctx.stats),
+            shutdown: ctx.shutdown.clone(),
+        };
+        let thread = format!("parquet-{}-{index}", ctx.name);
+        replay(scope, ctx, thread, move |feed| reader.read(feed))
     }
 }
 

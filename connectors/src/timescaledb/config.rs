@@ -7,6 +7,8 @@ use serde::Deserialize;
 use tidemark_engine::component::ConfigError;
 use tidemark_engine::time::parse_duration;
 
+use crate::parquet::TimeBound;
+
 /// Whether to use the TimescaleDB extension.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -272,6 +274,143 @@ impl TimescaleSink {
     }
 }
 
+/// The `timescaledb` source: replays what a `timescaledb` sink wrote, in
+/// event-time order, for backtests (`tidemark backtest`) and reprocessing.
+///
+/// ```yaml
+/// type: timescaledb
+/// url: postgresql://tidemark@db.internal:5432/metrics
+/// password_env: TIDEMARK_DB_PASSWORD
+/// table: tidemark_samples
+/// from: 2026-11-24T00:00:00Z
+/// to: 2026-11-25T00:00:00Z
+/// ```
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimescaleSourceConfig {
+    /// Connection string, as the sink's.
+    pub url: String,
+    /// Environment variable holding the password, as the sink's.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// CA certificate(s) (PEM) to verify the server with, as the sink's.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Schema of the tables, as the sink's.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    /// The samples table the sink wrote.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// The series table the sink wrote.
+    #[serde(default = "default_series_table")]
+    pub series_table: String,
+    /// The first event time read (RFC 3339, or milliseconds since the
+    /// epoch); default the table's start.
+    #[serde(default)]
+    pub from: Option<TimeBound>,
+    /// The event time reading stops before (exclusive); default the
+    /// table's end.
+    #[serde(default)]
+    pub to: Option<TimeBound>,
+    /// Rows read per query.
+    #[serde(default = "default_page_rows")]
+    pub page_rows: usize,
+}
+
+fn default_page_rows() -> usize {
+    50_000
+}
+
+/// A validated `timescaledb` source.
+#[derive(Clone, Debug)]
+pub struct TimescaleSource {
+    /// The tables, as the sink that wrote them names them (its connection
+    /// settings; the rest is the sink's defaults, unused).
+    pub(crate) tables: TimescaleSink,
+    /// Event times `[from, to)` are read.
+    pub(crate) from: i64,
+    pub(crate) to: i64,
+    pub(crate) page_rows: usize,
+}
+
+impl TimescaleSourceConfig {
+    /// Checks the fields without connecting.
+    pub fn validate(&self) -> Result<TimescaleSource, Vec<ConfigError>> {
+        let tables = TimescaleSinkConfig {
+            url: self.url.clone(),
+            password_env: self.password_env.clone(),
+            ca_file: self.ca_file.clone(),
+            schema: self.schema.clone(),
+            table: self.table.clone(),
+            series_table: self.series_table.clone(),
+            timescaledb: Extension::Auto,
+            chunk_interval: default_chunk_interval(),
+            compress_after: default_compress_after(),
+            retention: default_retention(),
+            batch_size: default_batch_size(),
+            method: Method::Copy,
+        }
+        .validate();
+        let mut errors = Vec::new();
+        let tables = tables.map_err(|e| errors.extend(e)).ok();
+        let mut bound = |field: &str, value: &Option<TimeBound>, default: i64| match value {
+            None => default,
+            Some(b) => b.millis().unwrap_or_else(|e| {
+                errors.push(ConfigError::field(field, e));
+                default
+            }),
+        };
+        let from = bound("from", &self.from, i64::MIN);
+        let to = bound("to", &self.to, i64::MAX);
+        if from >= to {
+            errors.push(ConfigError::field(
+                "to",
+                "to must be after from (the range is [from, to))",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.page_rows) {
+            errors.push(ConfigError::field(
+                "page_rows",
+                "page_rows must be between 1 and 1000000",
+            ));
+        }
+        match tables {
+            Some(tables) if errors.is_empty() => Ok(TimescaleSource {
+                tables,
+                from,
+                to,
+                page_rows: self.page_rows,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Where a connection string points (`host:port/database`), without its
+/// user or password, for logs and summaries.
+pub fn location(url: &str) -> String {
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        return "(not a connection string)".into();
+    };
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", config.get_dbname().unwrap_or(""))
+}
+
+impl TimescaleSource {
+    /// The database hosts it connects to, the password variable and the CA
+    /// file it reads.
+    pub fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
+        self.tables.touches()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,5 +458,32 @@ mod tests {
                 "batch_size"
             ]
         );
+    }
+
+    #[test]
+    fn the_source_checks_what_the_sink_checks_and_its_range() {
+        let c: TimescaleSourceConfig = serde_json::from_value(serde_json::json!({
+            "url": "postgresql://tidemark@db.internal:5432/metrics",
+            "table": "cpu_samples",
+            "from": "2026-11-24T00:00:00Z",
+            "to": 1_795_564_800_000i64
+        }))
+        .unwrap();
+        let v = c.validate().unwrap();
+        assert_eq!(v.tables.table, "cpu_samples");
+        assert_eq!(v.tables.series_table, "tidemark_series");
+        assert_eq!((v.from, v.to), (1_795_478_400_000, 1_795_564_800_000));
+        assert_eq!(v.page_rows, 50_000);
+        let bad: TimescaleSourceConfig = serde_json::from_value(serde_json::json!({
+            "url": "postgresql://x:notaport/",
+            "table": "Samples",
+            "from": "tomorrow",
+            "to": 0,
+            "page_rows": 0
+        }))
+        .unwrap();
+        let errors = bad.validate().unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field[0].as_str()).collect();
+        assert_eq!(fields, ["url", "table", "from", "page_rows"]);
     }
 }

@@ -1,4 +1,6 @@
-//! TimescaleDB (and plain PostgreSQL): the `timescaledb` sink.
+//! TimescaleDB (and plain PostgreSQL): the `timescaledb` sink, and the
+//! `timescaledb` source that replays what it wrote in event time
+//! ([`source`], for `tidemark backtest`).
 //!
 //! Samples go to a samples table `(time, series_id, value)` keyed by series
 //! and time, and each series once to a series table `(series_id, metric,
@@ -16,8 +18,15 @@ mod config;
 mod schema;
 mod service;
 mod sink;
+mod source;
 
 pub use archive::TimescaleArchive;
-pub use config::{Extension, Method, TimescaleSink, TimescaleSinkConfig};
+pub use config::{
+    Extension, Method, TimescaleSink, TimescaleSinkConfig, TimescaleSource, TimescaleSourceConfig,
+    location,
+};
 
 samples_sink!(TimescaleSinkConfig => TimescaleSink, holdback: |_| 0, serves_live: false, touches: TimescaleSink::touches);
+
+// A replay ends; it does not record positions in checkpoints yet.
+samples_source!(TimescaleSourceConfig => TimescaleSource, finite: |_| true, needs_ingest: false, touches: TimescaleSource::touches, positions: None);

@@ -1,0 +1,241 @@
+//! The `timescaledb` source: replays what a `timescaledb` sink wrote, in
+//! event-time order, as fast as the database hands it over.
+//!
+//! Every worker reads its share of the series (by series id, so every
+//! worker picks the same split) on a thread of its own, a page of rows at a
+//! time in `(time, series_id)` order: each page starts after the last row
+//! of the one before (keyset paging, so a page costs the same at the end of
+//! a long range as at its start, and nothing is read twice or skipped).
+//! A series' metric and labels are read from the series table the first
+//! time one of its rows comes. Each page is handed on sorted, with its last
+//! time as the floor of what follows ([`crate::replay`]), so windows
+//! downstream close as the replay goes. Statements are unnamed
+//! (`query_typed`), as the query API's reader's are.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rustc_hash::FxHashMap;
+use tokio_postgres::Client;
+use tokio_postgres::types::{ToSql, Type};
+
+use tidemark_engine::component::{Shutdown, SourceContext};
+use tidemark_engine::error::{ComponentError, Fault};
+use tidemark_engine::runtime::{PipelineScope, SampleStream};
+use tidemark_engine::stats::{ComponentStats, add};
+use tidemark_engine::{Sample, Series};
+
+use super::config::TimescaleSource;
+use super::schema::qualified;
+use super::service::connect;
+use crate::replay::{Feed, replay};
+
+/// The earliest time asked of the database (about 4700 BC; PostgreSQL's
+/// timestamps start in 4713 BC).
+const EARLIEST: i64 = -210_000_000_000_000;
+/// The latest (about AD 250 000; chrono's and PostgreSQL's reach further).
+const LATEST: i64 = 7_700_000_000_000_000;
+
+fn stamp(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms.clamp(EARLIEST, LATEST)).unwrap_or_default()
+}
+
+/// What a reader thread needs.
+struct Reader {
+    config: TimescaleSource,
+    password: Option<String>,
+    index: usize,
+    peers: usize,
+    name: String,
+    stats: Arc<ComponentStats>,
+    shutdown: Shutdown,
+}
+
+fn failed(what: &str, error: &tokio_postgres::Error) -> ComponentError {
+    let text = match std::error::Error::source(error) {
+        Some(cause) => format!("{what}: {error}: {cause}"),
+        None => format!("{what}: {error}"),
+    };
+    ComponentError::permanent(Fault::External, text)
+}
+
+impl Reader {
+    async fn read(self, feed: Feed) -> Result<(), ComponentError> {
+        let tables = &self.config.tables;
+        let samples = qualified(&tables.schema, &tables.table);
+        let series = qualified(&tables.schema, &tables.series_table);
+        let client = connect(tables, self.password.as_deref())
+            .await
+            .map_err(|e| {
+                ComponentError::permanent(
+                    Fault::External,
+                    format!("cannot connect to the database of {samples}: {e}"),
+                )
+            })?;
+        for table in [&samples, &series] {
+            let found = exists(&client, table)
+                .await
+                .map_err(|e| failed(&format!("cannot look for {table}"), &e))?;
+            if found.is_none() {
+                // Worker 0 says so (once), and the run ends with an error.
+                if self.index != 0 {
+                    return Ok(());
+                }
+                return Err(ComponentError::permanent(
+                    Fault::Config,
+                    format!(
+                        "there is no table {table} in that database (nothing was ever written there: check url, schema, table and series_table)"
+                    ),
+                ));
+            }
+        }
+        let share = "(($3::int8 = 1) OR ((series_id % $3) + $3) % $3 = $4)";
+        let first = format!(
+            "SELECT time, series_id, value FROM {samples} \
+             WHERE time >= $1 AND time < $2 AND {share} \
+             ORDER BY time, series_id LIMIT $5"
+        );
+        let next = format!(
+            "SELECT time, series_id, value FROM {samples} \
+             WHERE (time, series_id) > ($1, $6) AND time < $2 AND {share} \
+             ORDER BY time, series_id LIMIT $5"
+        );
+        let lookup = format!(
+            "SELECT series_id, metric, labels::text FROM {series} WHERE series_id = ANY($1)"
+        );
+        let (peers, index) = (self.peers as i64, self.index as i64);
+        let limit = self.config.page_rows as i64;
+        let to = stamp(self.config.to);
+        let mut known: FxHashMap<i64, Series> = FxHashMap::default();
+        let mut after: (DateTime<Utc>, i64) = (stamp(self.config.from), 0);
+        let mut started = false;
+        loop {
+            if self.shutdown.is_triggered() {
+                return Ok(());
+            }
+            let (sql, id) = if started {
+                (&next, after.1)
+            } else {
+                (&first, 0)
+            };
+            let params: [(&(dyn ToSql + Sync), Type); 6] = [
+                (&after.0, Type::TIMESTAMPTZ),
+                (&to, Type::TIMESTAMPTZ),
+                (&peers, Type::INT8),
+                (&index, Type::INT8),
+                (&limit, Type::INT8),
+                (&id, Type::INT8),
+            ];
+            let used = if started { 6 } else { 5 };
+            let rows = client
+                .query_typed(sql, &params[..used])
+                .await
+                .map_err(|e| failed(&format!("cannot read {samples}"), &e))?;
+            started = true;
+            let full = rows.len() as i64 == limit;
+            let mut page: Vec<(i64, i64, f64)> = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let at: DateTime<Utc> = row.get(0);
+                page.push((at.timestamp_millis(), row.get(1), row.get(2)));
+            }
+            if let Some(last) = rows.last() {
+                after = (last.get(0), last.get(1));
+            }
+            let mut unknown: Vec<i64> = page
+                .iter()
+                .map(|(_, id, _)| *id)
+                .filter(|id| !known.contains_key(id))
+                .collect();
+            unknown.sort_unstable();
+            unknown.dedup();
+            if !unknown.is_empty() {
+                self.learn(&client, &lookup, &unknown, &mut known).await?;
+            }
+            let mut out = Vec::with_capacity(page.len());
+            let mut orphans = 0u64;
+            for (t, id, v) in page {
+                match known.get(&id) {
+                    Some(series) => out.push(Sample::new(series.clone(), t, v)),
+                    None => orphans += 1,
+                }
+            }
+            if orphans > 0 {
+                add(&self.stats.errors, orphans);
+                tracing::error!(source = %self.name, samples = orphans, table = %series, "Samples whose series is not in the series table were skipped.");
+            }
+            add(&self.stats.received, out.len() as u64);
+            let floor = if full {
+                after.0.timestamp_millis()
+            } else {
+                i64::MAX
+            };
+            if !feed.send_sorted(out, floor) || !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads the metric and labels of the series `ids` into `known`.
+    async fn learn(
+        &self,
+        client: &Client,
+        lookup: &str,
+        ids: &[i64],
+        known: &mut FxHashMap<i64, Series>,
+    ) -> Result<(), ComponentError> {
+        let ids = ids.to_vec();
+        let rows = client
+            .query_typed(lookup, &[(&ids, Type::INT8_ARRAY)])
+            .await
+            .map_err(|e| failed("cannot read the series table", &e))?;
+        for row in rows {
+            let id: i64 = row.get(0);
+            let metric: String = row.get(1);
+            let labels: String = row.get(2);
+            let labels: BTreeMap<String, String> = serde_json::from_str(&labels).map_err(|e| {
+                ComponentError::permanent(
+                    Fault::External,
+                    format!("series {id} has labels that are not an object of strings: {e}"),
+                )
+            })?;
+            known.insert(id, Series::new(&metric, labels));
+        }
+        Ok(())
+    }
+}
+
+/// The table's name if it exists.
+async fn exists(client: &Client, table: &str) -> Result<Option<String>, tokio_postgres::Error> {
+    let row = client
+        .query_typed("SELECT to_regclass($1)::text", &[(&table, Type::TEXT)])
+        .await?;
+    Ok(row.first().and_then(|r| r.get(0)))
+}
+
+impl TimescaleSource {
+    /// Builds the source on a worker.
+    pub fn build<'scope>(
+        &self,
+        scope: PipelineScope<'scope>,
+        ctx: SourceContext,
+    ) -> SampleStream<'scope> {
+        let (index, peers) = (scope.index(), scope.peers());
+        let password = self
+            .tables
+            .password_env
+            .as_deref()
+            .and_then(|v| std::env::var(v).ok());
+        let reader = Reader {
+            config: self.clone(),
+            password,
+            index,
+            peers,
+            name: ctx.name.clone(),
+            stats: Arc::clone(&ctx.stats),
+            shutdown: ctx.shutdown.clone(),
+        };
+        let thread = format!("timescaledb-{}-{index}", ctx.name);
+        replay(scope, ctx, thread, move |feed| reader.read(feed))
+    }
+}
