@@ -136,6 +136,7 @@ impl ParquetArchive {
                 groups,
                 bytes,
                 (start, end.saturating_add(1)),
+                &mut HashMap::new(),
                 &mut |series, t, v| {
                     let entries = picked.entry(series.id()).or_insert_with(|| {
                         (0..wanted.len())

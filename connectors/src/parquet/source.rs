@@ -21,11 +21,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow_array::{ArrayRef, PrimitiveArray, RecordBatch};
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
 use parquet::file::metadata::{FooterTail, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 
@@ -41,6 +44,11 @@ use crate::replay::{Feed, replay};
 
 /// Rows decoded at a time.
 const DECODE_ROWS: usize = 65_536;
+
+/// Series a reader remembers by id across files; past it, it starts again
+/// (and decodes their labels again), so an archive of many short-lived
+/// series does not grow its memory without bound.
+const KNOWN: usize = 1_000_000;
 
 /// One file of the archive to read, with the row groups in the range.
 #[derive(Debug)]
@@ -166,12 +174,13 @@ async fn footer(
     }))
 }
 
-/// Decodes a file's chosen row groups, keeping the samples in `[from, to)`.
+/// Decodes a file's chosen row groups, keeping the samples in `[from,
+/// to)`; `known` holds the series met so far, by id.
 fn decode(
     file: &ArchiveFile,
     bytes: Bytes,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
+    known: &mut HashMap<i64, Series>,
 ) -> Result<Vec<Sample>, ComponentError> {
     let mut out = Vec::new();
     read_rows(
@@ -180,6 +189,7 @@ fn decode(
         file.row_groups.clone(),
         bytes,
         (from, to),
+        known,
         &mut |series, t, v| out.push(Sample::new(series.clone(), t, v)),
     )?;
     Ok(out)
@@ -187,54 +197,122 @@ fn decode(
 
 /// Calls `each` with the series, time and value of every row in `[from,
 /// to)` of a file's `row_groups` (its bytes and footer given).
+///
+/// Two passes: the first decodes only `series_id`, `time` and `value`; the
+/// second decodes the names and labels of the series not in `known` yet,
+/// one row of each (a run of rows, as the sink sorts them by series), and
+/// adds them to it. A replay that keeps `known` across files decodes each
+/// series' labels once, not once a sample.
 pub(super) fn read_rows(
     key: &str,
     metadata: &Arc<ParquetMetaData>,
     row_groups: Vec<usize>,
     bytes: Bytes,
     (from, to): (i64, i64),
+    known: &mut HashMap<i64, Series>,
     each: &mut impl FnMut(&Series, i64, f64),
 ) -> Result<(), ComponentError> {
     let metadata = ArrowReaderMetadata::try_new(Arc::clone(metadata), Default::default())
         .map_err(|e| damaged(key, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata)
-        .with_row_groups(row_groups)
-        .with_batch_size(DECODE_ROWS)
+    let schema = metadata.parquet_schema();
+    let reader = |columns: &[&str]| {
+        ParquetRecordBatchReaderBuilder::new_with_metadata(bytes.clone(), metadata.clone())
+            .with_row_groups(row_groups.clone())
+            .with_projection(ProjectionMask::columns(schema, columns.iter().copied()))
+            .with_batch_size(DECODE_ROWS)
+    };
+    // Pass 1: the points, and the first row of each run of a series not
+    // known yet.
+    let mut points: Vec<(i64, i64, f64)> = Vec::new();
+    let mut firsts: Vec<RowSelector> = Vec::new();
+    let (mut row, mut selected_to, mut last_id) = (0usize, 0usize, None);
+    let built = reader(&["time", "series_id", "value"])
         .build()
         .map_err(|e| damaged(key, e))?;
-    let mut known: HashMap<i64, Series> = HashMap::new();
-    for batch in reader {
+    for batch in built {
         let batch = batch.map_err(|e| damaged(key, e))?;
-        rows(&batch, &mut known, from, to, each).map_err(|e| damaged(key, e))?;
+        let (ids, time, value) = point_columns(&batch).map_err(|e| damaged(key, e))?;
+        for i in 0..batch.num_rows() {
+            let id = ids.value(i);
+            if last_id != Some(id) && !known.contains_key(&id) {
+                firsts.push(RowSelector::skip(row - selected_to));
+                firsts.push(RowSelector::select(1));
+                selected_to = row + 1;
+            }
+            last_id = Some(id);
+            row += 1;
+            let at = time.value(i);
+            if (from..to).contains(&at) {
+                points.push((id, at, value.value(i)));
+            }
+        }
+    }
+    // Pass 2: the names and labels of the new series.
+    if !firsts.is_empty() {
+        let built = reader(&["series_id", "metric", "labels"])
+            .with_row_selection(RowSelection::from(firsts))
+            .build()
+            .map_err(|e| damaged(key, e))?;
+        for batch in built {
+            let batch = batch.map_err(|e| damaged(key, e))?;
+            names(&batch, known).map_err(|e| damaged(key, e))?;
+        }
+    }
+    let mut last: Option<(i64, &Series)> = None;
+    for (id, at, value) in points {
+        if last.is_none_or(|(last_id, _)| last_id != id) {
+            let series = known
+                .get(&id)
+                .ok_or_else(|| damaged(key, format!("series {id} has no name")))?;
+            last = Some((id, series));
+        }
+        if let Some((_, series)) = last {
+            each(series, at, value);
+        }
     }
     Ok(())
 }
 
-/// Calls `each` with the series, time and value of every row of a record
-/// batch in `[from, to)`, each series built once per file (`known`).
-fn rows(
-    batch: &RecordBatch,
-    known: &mut HashMap<i64, Series>,
-    from: i64,
-    to: i64,
-    each: &mut impl FnMut(&Series, i64, f64),
-) -> Result<(), String> {
-    let column = |name: &str| {
-        batch
-            .column_by_name(name)
-            .ok_or_else(|| format!("it has no `{name}` column (not written by a parquet sink?)"))
-    };
-    let wrong = |name: &str| format!("its `{name}` column has an unexpected type");
-    let time = column("time")?
-        .as_primitive_opt::<TimestampMillisecondType>()
-        .ok_or_else(|| wrong("time"))?;
-    let ids = column("series_id")?
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, String> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| format!("it has no `{name}` column (not written by a parquet sink?)"))
+}
+
+fn wrong(name: &str) -> String {
+    format!("its `{name}` column has an unexpected type")
+}
+
+type PointColumns<'a> = (
+    &'a PrimitiveArray<Int64Type>,
+    &'a PrimitiveArray<TimestampMillisecondType>,
+    &'a PrimitiveArray<Float64Type>,
+);
+
+/// A record batch's `series_id`, `time` and `value` columns.
+fn point_columns(batch: &RecordBatch) -> Result<PointColumns<'_>, String> {
+    let ids = column(batch, "series_id")?
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| wrong("series_id"))?;
-    let metric = column("metric")?
+    let time = column(batch, "time")?
+        .as_primitive_opt::<TimestampMillisecondType>()
+        .ok_or_else(|| wrong("time"))?;
+    let value = column(batch, "value")?
+        .as_primitive_opt::<Float64Type>()
+        .ok_or_else(|| wrong("value"))?;
+    Ok((ids, time, value))
+}
+
+/// Adds the series of every row of a record batch of `series_id`, `metric`
+/// and `labels` to `known`.
+fn names(batch: &RecordBatch, known: &mut HashMap<i64, Series>) -> Result<(), String> {
+    let ids = column(batch, "series_id")?
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| wrong("series_id"))?;
+    let metric = column(batch, "metric")?
         .as_string_opt::<i32>()
         .ok_or_else(|| wrong("metric"))?;
-    let labels = column("labels")?
+    let labels = column(batch, "labels")?
         .as_map_opt()
         .ok_or_else(|| wrong("labels"))?;
     let keys = labels
@@ -245,30 +323,15 @@ fn rows(
         .values()
         .as_string_opt::<i32>()
         .ok_or_else(|| wrong("labels"))?;
-    let value = column("value")?
-        .as_primitive_opt::<Float64Type>()
-        .ok_or_else(|| wrong("value"))?;
     let offsets = labels.value_offsets();
-    let mut last: Option<(i64, Series)> = None;
     for row in 0..batch.num_rows() {
-        let at = time.value(row);
-        if at < from || at >= to {
-            continue;
-        }
-        let id = ids.value(row);
-        if last.as_ref().is_none_or(|(last_id, _)| *last_id != id) {
-            let series = known.entry(id).or_insert_with(|| {
-                let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
-                Series::new(
-                    metric.value(row),
-                    (start..end).map(|i| (keys.value(i), values.value(i))),
-                )
-            });
-            last = Some((id, series.clone()));
-        }
-        if let Some((_, series)) = &last {
-            each(series, at, value.value(row));
-        }
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        known.entry(ids.value(row)).or_insert_with(|| {
+            Series::new(
+                metric.value(row),
+                (start..end).map(|i| (keys.value(i), values.value(i))),
+            )
+        });
     }
     Ok(())
 }
@@ -342,12 +405,16 @@ impl Reader {
         files.sort_by(|a, b| (a.first, &a.key).cmp(&(b.first, &b.key)));
         tracing::debug!(source = %self.name, worker = self.index, files = files.len(), "Replaying.");
         let mut pending: Vec<Sample> = Vec::new();
+        let mut known: HashMap<i64, Series> = HashMap::new();
         for (i, file) in files.iter().enumerate() {
             if self.shutdown.is_triggered() {
                 return Ok(());
             }
             let bytes = store.range(&file.key, 0..file.size).await?;
-            match decode(file, bytes, config.from, config.to) {
+            if known.len() > KNOWN {
+                known.clear();
+            }
+            match decode(file, bytes, (config.from, config.to), &mut known) {
                 Ok(samples) => {
                     add(&self.stats.received, samples.len() as u64);
                     pending.extend(samples);
@@ -428,6 +495,73 @@ mod tests {
                 "pipeline=p/output=o/elsewhere.parquet"
             ]
         );
+    }
+
+    #[test]
+    fn labels_are_decoded_for_the_series_not_known_yet() {
+        use super::super::encode::{FileBuilder, Format};
+        let format = Format::new(&["host".into()], 4, 3);
+        let mut file = FileBuilder::new(&format).unwrap();
+        let series: Vec<Series> = (0..5)
+            .map(|i| Series::new("cpu", [("host", format!("h{i}")), ("dc", format!("d{i}"))]))
+            .collect();
+        for (i, s) in series.iter().enumerate() {
+            // Runs of 1 to 5 rows: some span row groups of 4.
+            for t in 0..=i as i64 {
+                file.push([Sample::new(s.clone(), 1_000 * t, i as f64)]);
+            }
+        }
+        let bytes = Bytes::from(file.finish(&format).unwrap());
+        let metadata = Arc::new(
+            ParquetMetaDataReader::new()
+                .parse_and_finish(&bytes)
+                .unwrap(),
+        );
+        let groups: Vec<usize> = (0..metadata.num_row_groups()).collect();
+        assert!(groups.len() > 2);
+        let read = |known: &mut HashMap<i64, Series>, range: (i64, i64)| {
+            let mut out = Vec::new();
+            read_rows(
+                "f",
+                &metadata,
+                groups.clone(),
+                bytes.clone(),
+                range,
+                known,
+                &mut |s, t, v| out.push((s.clone(), t, v)),
+            )
+            .unwrap();
+            out.sort_by(|a, b| (a.2, a.1).partial_cmp(&(b.2, b.1)).unwrap());
+            out
+        };
+        let expected: Vec<(Series, i64, f64)> = series
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| (0..=i as i64).map(move |t| (s.clone(), 1_000 * t, i as f64)))
+            .collect();
+        // Two of them known already (a stale name for h3 shows it is used
+        // as it is, not decoded again); the rest decoded, each under its
+        // own id.
+        let stale = Series::new("cpu", [("host", "stale")]);
+        let mut known: HashMap<i64, Series> = HashMap::new();
+        known.insert(series[1].id().0 as i64, series[1].clone());
+        known.insert(series[3].id().0 as i64, stale.clone());
+        let got = read(&mut known, (i64::MIN, i64::MAX));
+        let mut want = expected.clone();
+        for row in &mut want {
+            if row.0 == series[3] {
+                row.0 = stale.clone();
+            }
+        }
+        assert_eq!(got, want);
+        assert_eq!(known.len(), 5);
+        // From scratch, within a range.
+        let got = read(&mut HashMap::new(), (1_000, 3_000));
+        let want: Vec<_> = expected
+            .into_iter()
+            .filter(|(_, t, _)| (1_000..3_000).contains(t))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]
