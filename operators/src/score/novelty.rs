@@ -148,9 +148,15 @@ impl Novelty {
     /// The level (bin index, margin included) at resolution `r` of a value
     /// at `position`.
     fn level(r: usize, position: f64) -> usize {
-        let x = (position * BINS[r] as f64).floor() + MARGIN[r] as f64;
-        // NaN cannot reach here; a huge value clamps to the last level.
-        x.clamp(0.0, (LEVELS[r] - 1) as f64) as usize
+        // `floor` without the libm call it compiles to on baseline x86-64:
+        // truncate, then step down for negatives. NaN cannot reach here; a
+        // huge value saturates and clamps to the first or last level.
+        let x = position * BINS[r] as f64;
+        let t = x as i64;
+        let floor = t.saturating_sub(i64::from((t as f64) > x));
+        floor
+            .saturating_add(MARGIN[r] as i64)
+            .clamp(0, LEVELS[r] as i64 - 1) as usize
     }
 
     fn test_and_set(&mut self, bit: usize) -> bool {
@@ -328,6 +334,21 @@ impl Novelty {
 mod tests {
     use super::*;
     use crate::score::tests::noise;
+
+    #[test]
+    fn levels_are_floored_as_floor_does() {
+        let reference = |r: usize, position: f64| {
+            let x = (position * BINS[r] as f64).floor() + MARGIN[r] as f64;
+            x.clamp(0.0, (LEVELS[r] - 1) as f64) as usize
+        };
+        let mut positions: Vec<f64> = (-400..=400).map(|i| f64::from(i) / 160.0).collect();
+        positions.extend([-1e300, -1e19, -0.0, 1e-300, 0.999_999_999, 1e19, 1e300]);
+        for r in 0..5 {
+            for &p in &positions {
+                assert_eq!(Novelty::level(r, p), reference(r, p), "r={r} p={p}");
+            }
+        }
+    }
 
     /// The defaults, but a short warm-up: these tests are of what the
     /// model learns, not of how long it waits.
