@@ -202,6 +202,62 @@ fn live_and_full_backtest(dir: &Path, archive: &str, env: &[(&str, &str)], worke
     summary
 }
 
+/// A backtest of `dir`'s live pipeline from 00:30 to 02:00 (`from` and
+/// `to` as given on the command line) replays only the samples in it, and
+/// the windows inside it are the live run's; the first and last are the
+/// partial ones at the edges.
+fn range_as_live(dir: &Path, from_arg: &str, to_arg: &str, workers: &str) {
+    let (from, to) = (BASE + 1_800_000, BASE + 7_200_000);
+    let out = dir.join("bt-range");
+    ok(
+        &tidemark(
+            &[
+                "backtest",
+                dir.join("live.yaml").to_str().unwrap(),
+                "--from",
+                from_arg,
+                "--to",
+                to_arg,
+                "--out",
+                out.to_str().unwrap(),
+                "--workers",
+                workers,
+                "--progress",
+                "off",
+            ],
+            &[],
+        ),
+        "tidemark backtest --from --to",
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let in_range = (to - from) / 1000 / STEP * HOSTS as i64;
+    assert_eq!(summary["samples_replayed"], in_range, "{summary}");
+    let stamp = |line: &String| -> i64 {
+        serde_json::from_str::<Value>(line).unwrap()["timestamp"]
+            .as_i64()
+            .unwrap()
+    };
+    // A window stamped t holds (t - 1m, t]: those stamped inside the
+    // range are whole; the one stamped `from` has only its last sample, the
+    // one stamped `to` lacks its last.
+    let inside = |path: &Path| -> Vec<String> {
+        lines(path)
+            .into_iter()
+            .filter(|l| (from + 1..to).contains(&stamp(l)))
+            .collect()
+    };
+    let live = inside(&dir.join("live/w.jsonl"));
+    assert_eq!(live.len(), 89 * HOSTS * 2);
+    assert_eq!(inside(&out.join("w.jsonl")), live);
+    let replayed = lines(&out.join("w.jsonl"));
+    assert_eq!(
+        (stamp(&replayed[0]), stamp(replayed.last().unwrap())),
+        (from, to),
+        "the first and last windows are the partial ones at the edges"
+    );
+}
+
 #[test]
 fn a_backtest_writes_what_the_live_run_wrote() {
     let dir = temp_dir("backtest");
@@ -250,55 +306,12 @@ fn a_backtest_writes_what_the_live_run_wrote() {
         "process 0 replayed {share}: the files were not shared"
     );
 
-    // A range: only its samples, and the windows inside it as live.
-    let (from, to) = (BASE + 1_800_000, BASE + 7_200_000);
-    let out = dir.join("bt-range");
-    ok(
-        &tidemark(
-            &[
-                "backtest",
-                yaml.to_str().unwrap(),
-                "--from",
-                "2026-11-25T00:30:00Z",
-                "--to",
-                &to.to_string(),
-                "--out",
-                out.to_str().unwrap(),
-                "--workers",
-                "2",
-                "--progress",
-                "off",
-            ],
-            &[],
-        ),
-        "tidemark backtest --from --to",
-    );
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    let in_range = (to - from) / 1000 / STEP * HOSTS as i64;
-    assert_eq!(summary["samples_replayed"], in_range, "{summary}");
-    let stamp = |line: &String| -> i64 {
-        serde_json::from_str::<Value>(line).unwrap()["timestamp"]
-            .as_i64()
-            .unwrap()
-    };
-    // A window stamped t holds (t - 1m, t]: those stamped inside the
-    // range are whole; the one stamped `from` has only its last sample, the
-    // one stamped `to` lacks its last.
-    let inside = |path: &Path| -> Vec<String> {
-        lines(path)
-            .into_iter()
-            .filter(|l| (from + 1..to).contains(&stamp(l)))
-            .collect()
-    };
-    let live = inside(&dir.join("live/w.jsonl"));
-    assert_eq!(live.len(), 89 * HOSTS * 2);
-    assert_eq!(inside(&out.join("w.jsonl")), live);
-    let replayed = lines(&out.join("w.jsonl"));
-    assert_eq!(
-        (stamp(&replayed[0]), stamp(replayed.last().unwrap())),
-        (from, to),
-        "the first and last windows are the partial ones at the edges"
+    // A range, from RFC 3339 to milliseconds, on two workers.
+    range_as_live(
+        dir.as_path(),
+        "2026-11-25T00:30:00Z",
+        &(BASE + 7_200_000).to_string(),
+        "2",
     );
 
     // A damaged file is named and skipped; the rest is still replayed, and
@@ -412,45 +425,13 @@ fn a_backtest_replays_a_timescaledb_range() {
         "{summary}"
     );
 
-    // A range: only its samples, and the windows inside it as live.
-    let (from, to) = (BASE + 1_800_000, BASE + 7_200_000);
-    let out = dir.join("bt-range");
-    ok(
-        &tidemark(
-            &[
-                "backtest",
-                dir.join("live.yaml").to_str().unwrap(),
-                "--from",
-                &from.to_string(),
-                "--to",
-                "2026-11-25T02:00:00Z",
-                "--out",
-                out.to_str().unwrap(),
-                "--progress",
-                "off",
-            ],
-            &[],
-        ),
-        "tidemark backtest --from --to of a timescaledb archive",
+    // A range, from milliseconds to RFC 3339.
+    range_as_live(
+        &dir,
+        &(BASE + 1_800_000).to_string(),
+        "2026-11-25T02:00:00Z",
+        "1",
     );
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    let in_range = (to - from) / 1000 / STEP * HOSTS as i64;
-    assert_eq!(summary["samples_replayed"], in_range, "{summary}");
-    let stamp = |line: &String| -> i64 {
-        serde_json::from_str::<Value>(line).unwrap()["timestamp"]
-            .as_i64()
-            .unwrap()
-    };
-    let inside = |path: &Path| -> Vec<String> {
-        lines(path)
-            .into_iter()
-            .filter(|l| (from + 1..to).contains(&stamp(l)))
-            .collect()
-    };
-    let windows = inside(&dir.join("live/w.jsonl"));
-    assert_eq!(windows.len(), 89 * HOSTS * 2);
-    assert_eq!(inside(&out.join("w.jsonl")), windows);
 
     // A table that is not there: named, and the run fails.
     let yaml = as_source(&dir, &url, "backtest_nothing_here", &series, 500);

@@ -400,6 +400,30 @@ pub enum TimeBound {
 }
 
 impl TimeBound {
+    /// A replay source's `[from, to)` (unbounded where not given); what
+    /// is wrong goes to `errors`, under the field's name.
+    pub fn range(
+        from: &Option<TimeBound>,
+        to: &Option<TimeBound>,
+        errors: &mut Vec<ConfigError>,
+    ) -> (i64, i64) {
+        let mut bound = |field: &str, value: &Option<TimeBound>, default: i64| match value {
+            None => default,
+            Some(b) => b.millis().unwrap_or_else(|e| {
+                errors.push(ConfigError::field(field, e));
+                default
+            }),
+        };
+        let (from, to) = (bound("from", from, i64::MIN), bound("to", to, i64::MAX));
+        if from >= to {
+            errors.push(ConfigError::field(
+                "to",
+                "to must be after from (the range is [from, to))",
+            ));
+        }
+        (from, to)
+    }
+
     /// Milliseconds since the epoch.
     pub fn millis(&self) -> Result<i64, String> {
         match self {
@@ -454,21 +478,7 @@ impl ParquetSourceConfig {
                 ));
             }
         }
-        let mut bound = |field: &str, value: &Option<TimeBound>, default: i64| match value {
-            None => default,
-            Some(b) => b.millis().unwrap_or_else(|e| {
-                errors.push(ConfigError::field(field, e));
-                default
-            }),
-        };
-        let from = bound("from", &self.from, i64::MIN);
-        let to = bound("to", &self.to, i64::MAX);
-        if from >= to {
-            errors.push(ConfigError::field(
-                "to",
-                "to must be after from (the range is [from, to))",
-            ));
-        }
+        let (from, to) = TimeBound::range(&self.from, &self.to, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }

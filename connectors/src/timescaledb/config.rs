@@ -354,21 +354,7 @@ impl TimescaleSourceConfig {
         .validate();
         let mut errors = Vec::new();
         let tables = tables.map_err(|e| errors.extend(e)).ok();
-        let mut bound = |field: &str, value: &Option<TimeBound>, default: i64| match value {
-            None => default,
-            Some(b) => b.millis().unwrap_or_else(|e| {
-                errors.push(ConfigError::field(field, e));
-                default
-            }),
-        };
-        let from = bound("from", &self.from, i64::MIN);
-        let to = bound("to", &self.to, i64::MAX);
-        if from >= to {
-            errors.push(ConfigError::field(
-                "to",
-                "to must be after from (the range is [from, to))",
-            ));
-        }
+        let (from, to) = TimeBound::range(&self.from, &self.to, &mut errors);
         if !(1..=1_000_000).contains(&self.page_rows) {
             errors.push(ConfigError::field(
                 "page_rows",
