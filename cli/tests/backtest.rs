@@ -518,4 +518,31 @@ fn a_backtest_replays_postgresql_in_pages_on_two_workers() {
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["samples_replayed"], input().1 as u64, "{summary}");
+
+    // A table of other column types is an error that says so, not a crash.
+    common::pg::query(
+        &url,
+        "DROP TABLE IF EXISTS backtest_odd; CREATE TABLE backtest_odd (time timestamptz, series_id bigint, value text);
+         INSERT INTO backtest_odd VALUES ('2026-11-25T00:00:00Z', 1, 'y');",
+    );
+    let yaml = as_source(&dir, &url, "backtest_odd", &series, 500);
+    let run = tidemark(
+        &[
+            "backtest",
+            yaml.to_str().unwrap(),
+            "--out",
+            dir.join("bt-odd").to_str().unwrap(),
+            "--progress",
+            "off",
+        ],
+        &[],
+    );
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(
+            "public.backtest_odd is not a samples table as the timescaledb sink writes it"
+        ),
+        "{said}"
+    );
 }

@@ -135,12 +135,21 @@ impl Reader {
             started = true;
             let full = rows.len() as i64 == limit;
             let mut page: Vec<(i64, i64, f64)> = Vec::with_capacity(rows.len());
+            let unexpected = |e: tokio_postgres::Error| {
+                failed(
+                    &format!("{samples} is not a samples table as the timescaledb sink writes it"),
+                    &e,
+                )
+            };
             for row in &rows {
-                let at: DateTime<Utc> = row.get(0);
-                page.push((at.timestamp_millis(), row.get(1), row.get(2)));
-            }
-            if let Some(last) = rows.last() {
-                after = (last.get(0), last.get(1));
+                let at: DateTime<Utc> = row.try_get(0).map_err(unexpected)?;
+                let id: i64 = row.try_get(1).map_err(unexpected)?;
+                page.push((
+                    at.timestamp_millis(),
+                    id,
+                    row.try_get(2).map_err(unexpected)?,
+                ));
+                after = (at, id);
             }
             let mut unknown: Vec<i64> = page
                 .iter()
@@ -189,10 +198,16 @@ impl Reader {
             .query_typed(lookup, &[(&ids, Type::INT8_ARRAY)])
             .await
             .map_err(|e| failed("cannot read the series table", &e))?;
+        let unexpected = |e: tokio_postgres::Error| {
+            failed(
+                "the series table is not one the timescaledb sink writes",
+                &e,
+            )
+        };
         for row in rows {
-            let id: i64 = row.get(0);
-            let metric: String = row.get(1);
-            let labels: String = row.get(2);
+            let id: i64 = row.try_get(0).map_err(unexpected)?;
+            let metric: String = row.try_get(1).map_err(unexpected)?;
+            let labels: String = row.try_get(2).map_err(unexpected)?;
             let labels: BTreeMap<String, String> = serde_json::from_str(&labels).map_err(|e| {
                 ComponentError::permanent(
                     Fault::External,
