@@ -17,11 +17,11 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::time::Duration;
 
 use tidemark_engine::Sample;
-use tidemark_engine::component::SourceContext;
-use tidemark_engine::error::ComponentError;
+use tidemark_engine::component::{Shutdown, SourceContext};
+use tidemark_engine::error::{ComponentError, Fault};
 use tidemark_engine::flow::FlowControl;
 use tidemark_engine::runtime::{PipelineScope, SampleStream, SyncActivator, source};
-use tidemark_engine::stats::add;
+use tidemark_engine::stats::{ComponentStats, add};
 use tidemark_engine::time::to_time;
 
 /// Samples handed to the operator at a time.
@@ -33,6 +33,38 @@ struct Chunk {
     samples: Vec<Sample>,
     /// No later sample of this reader is older than this.
     floor: i64,
+}
+
+/// Where a reader runs: its worker among its peers, and its source's
+/// name, counters and stop request.
+pub(crate) struct Worker {
+    pub(crate) index: usize,
+    pub(crate) peers: usize,
+    pub(crate) name: String,
+    pub(crate) stats: Arc<ComponentStats>,
+    pub(crate) shutdown: Shutdown,
+}
+
+impl Worker {
+    pub(crate) fn of(scope: &PipelineScope<'_>, ctx: &SourceContext) -> Worker {
+        Worker {
+            index: scope.index(),
+            peers: scope.peers(),
+            name: ctx.name.clone(),
+            stats: Arc::clone(&ctx.stats),
+            shutdown: ctx.shutdown.clone(),
+        }
+    }
+
+    /// There is nothing to replay where the source points (a wrong path
+    /// or table, most likely): worker 0 says so, once, and the run ends
+    /// with an error; the other workers end quietly.
+    pub(crate) fn nothing_there(&self, what: String) -> Result<(), ComponentError> {
+        if self.index != 0 {
+            return Ok(());
+        }
+        Err(ComponentError::permanent(Fault::Config, what))
+    }
 }
 
 /// A reader's end of the channel to its operator.

@@ -32,15 +32,15 @@ use parquet::arrow::arrow_reader::{
 use parquet::file::metadata::{FooterTail, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 
-use tidemark_engine::component::{Shutdown, SourceContext};
+use tidemark_engine::component::SourceContext;
 use tidemark_engine::error::{ComponentError, Fault};
 use tidemark_engine::runtime::{PipelineScope, SampleStream};
-use tidemark_engine::stats::{ComponentStats, add};
+use tidemark_engine::stats::add;
 use tidemark_engine::{Sample, Series};
 
 use super::config::ParquetSource;
 use super::service::Store;
-use crate::replay::{Feed, replay};
+use crate::replay::{Feed, Worker, replay};
 
 /// Rows decoded at a time.
 const DECODE_ROWS: usize = 65_536;
@@ -339,11 +339,7 @@ fn names(batch: &RecordBatch, known: &mut HashMap<i64, Series>) -> Result<(), St
 /// What a reader thread needs.
 struct Reader {
     config: ParquetSource,
-    index: usize,
-    peers: usize,
-    name: String,
-    stats: Arc<ComponentStats>,
-    shutdown: Shutdown,
+    at: Worker,
 }
 
 impl Reader {
@@ -365,8 +361,8 @@ impl Reader {
         if error.retryable || error.fault != Fault::External {
             return Err(error);
         }
-        add(&self.stats.errors, 1);
-        tracing::error!(error = %error.chain(), source = %self.name, "Skipping a damaged file of the archive.");
+        add(&self.at.stats.errors, 1);
+        tracing::error!(error = %error.chain(), source = %self.at.name, "Skipping a damaged file of the archive.");
         Ok(())
     }
 
@@ -376,24 +372,16 @@ impl Reader {
         let under = format!("pipeline={}/output={}", config.pipeline, config.output);
         let listed = store.list(&under).await?;
         if listed.is_empty() {
-            // A wrong path, pipeline or output, most likely: worker 0 says
-            // so (once), and the run ends with an error.
-            if self.index != 0 {
-                return Ok(());
-            }
-            return Err(ComponentError::permanent(
-                Fault::Config,
-                format!(
-                    "there is no archive at {under} (nothing was ever written there: check path, pipeline and output)"
-                ),
+            return self.at.nothing_there(format!(
+                "there is no archive at {under} (nothing was ever written there: check path, pipeline and output)"
             ));
         }
         let mut files = Vec::new();
         for (key, size) in in_range(listed, config.from, config.to) {
-            if reader_of(&key, self.peers) != self.index {
+            if reader_of(&key, self.at.peers) != self.at.index {
                 continue;
             }
-            if self.shutdown.is_triggered() {
+            if self.at.shutdown.is_triggered() {
                 return Ok(());
             }
             match footer(&store, &key, size, config.from, config.to).await {
@@ -403,11 +391,11 @@ impl Reader {
             }
         }
         files.sort_by(|a, b| (a.first, &a.key).cmp(&(b.first, &b.key)));
-        tracing::debug!(source = %self.name, worker = self.index, files = files.len(), "Replaying.");
+        tracing::debug!(source = %self.at.name, worker = self.at.index, files = files.len(), "Replaying.");
         let mut pending: Vec<Sample> = Vec::new();
         let mut known: HashMap<i64, Series> = HashMap::new();
         for (i, file) in files.iter().enumerate() {
-            if self.shutdown.is_triggered() {
+            if self.at.shutdown.is_triggered() {
                 return Ok(());
             }
             let bytes = store.range(&file.key, 0..file.size).await?;
@@ -416,7 +404,7 @@ impl Reader {
             }
             match decode(file, bytes, (config.from, config.to), &mut known) {
                 Ok(samples) => {
-                    add(&self.stats.received, samples.len() as u64);
+                    add(&self.at.stats.received, samples.len() as u64);
                     pending.extend(samples);
                 }
                 Err(error) => self.skip(error)?,
@@ -437,16 +425,11 @@ impl ParquetSource {
         scope: PipelineScope<'scope>,
         ctx: SourceContext,
     ) -> SampleStream<'scope> {
-        let (index, peers) = (scope.index(), scope.peers());
         let reader = Reader {
             config: self.clone(),
-            index,
-            peers,
-            name: ctx.name.clone(),
-            stats: Arc::clone(&ctx.stats),
-            shutdown: ctx.shutdown.clone(),
+            at: Worker::of(&scope, &ctx),
         };
-        let thread = format!("parquet-{}-{index}", ctx.name);
+        let thread = format!("parquet-{}-{}", ctx.name, reader.at.index);
         replay(scope, ctx, thread, move |feed| reader.read(feed))
     }
 }

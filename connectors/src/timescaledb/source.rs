@@ -13,23 +13,22 @@
 //! (`query_typed`), as the query API's reader's are.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
 use tokio_postgres::Client;
 use tokio_postgres::types::{ToSql, Type};
 
-use tidemark_engine::component::{Shutdown, SourceContext};
+use tidemark_engine::component::SourceContext;
 use tidemark_engine::error::{ComponentError, Fault};
 use tidemark_engine::runtime::{PipelineScope, SampleStream};
-use tidemark_engine::stats::{ComponentStats, add};
+use tidemark_engine::stats::add;
 use tidemark_engine::{Sample, Series};
 
 use super::config::TimescaleSource;
 use super::schema::qualified;
 use super::service::connect;
-use crate::replay::{Feed, replay};
+use crate::replay::{Feed, Worker, replay};
 
 /// The earliest time asked of the database (about 4700 BC; PostgreSQL's
 /// timestamps start in 4713 BC).
@@ -45,11 +44,7 @@ fn stamp(ms: i64) -> DateTime<Utc> {
 struct Reader {
     config: TimescaleSource,
     password: Option<String>,
-    index: usize,
-    peers: usize,
-    name: String,
-    stats: Arc<ComponentStats>,
-    shutdown: Shutdown,
+    at: Worker,
 }
 
 fn failed(what: &str, error: &tokio_postgres::Error) -> ComponentError {
@@ -78,15 +73,8 @@ impl Reader {
                 .await
                 .map_err(|e| failed(&format!("cannot look for {table}"), &e))?;
             if found.is_none() {
-                // Worker 0 says so (once), and the run ends with an error.
-                if self.index != 0 {
-                    return Ok(());
-                }
-                return Err(ComponentError::permanent(
-                    Fault::Config,
-                    format!(
-                        "there is no table {table} in that database (nothing was ever written there: check url, schema, table and series_table)"
-                    ),
+                return self.at.nothing_there(format!(
+                    "there is no table {table} in that database (nothing was ever written there: check url, schema, table and series_table)"
                 ));
             }
         }
@@ -104,14 +92,14 @@ impl Reader {
         let lookup = format!(
             "SELECT series_id, metric, labels::text FROM {series} WHERE series_id = ANY($1)"
         );
-        let (peers, index) = (self.peers as i64, self.index as i64);
+        let (peers, index) = (self.at.peers as i64, self.at.index as i64);
         let limit = self.config.page_rows as i64;
         let to = stamp(self.config.to);
         let mut known: FxHashMap<i64, Series> = FxHashMap::default();
         let mut after: (DateTime<Utc>, i64) = (stamp(self.config.from), 0);
         let mut started = false;
         loop {
-            if self.shutdown.is_triggered() {
+            if self.at.shutdown.is_triggered() {
                 return Ok(());
             }
             let (sql, id) = if started {
@@ -170,10 +158,10 @@ impl Reader {
                 }
             }
             if orphans > 0 {
-                add(&self.stats.errors, orphans);
-                tracing::error!(source = %self.name, samples = orphans, table = %series, "Samples whose series is not in the series table were skipped.");
+                add(&self.at.stats.errors, orphans);
+                tracing::error!(source = %self.at.name, samples = orphans, table = %series, "Samples whose series is not in the series table were skipped.");
             }
-            add(&self.stats.received, out.len() as u64);
+            add(&self.at.stats.received, out.len() as u64);
             let floor = if full {
                 after.0.timestamp_millis()
             } else {
@@ -235,7 +223,6 @@ impl TimescaleSource {
         scope: PipelineScope<'scope>,
         ctx: SourceContext,
     ) -> SampleStream<'scope> {
-        let (index, peers) = (scope.index(), scope.peers());
         let password = self
             .tables
             .password_env
@@ -244,13 +231,9 @@ impl TimescaleSource {
         let reader = Reader {
             config: self.clone(),
             password,
-            index,
-            peers,
-            name: ctx.name.clone(),
-            stats: Arc::clone(&ctx.stats),
-            shutdown: ctx.shutdown.clone(),
+            at: Worker::of(&scope, &ctx),
         };
-        let thread = format!("timescaledb-{}-{index}", ctx.name);
+        let thread = format!("timescaledb-{}-{}", ctx.name, reader.at.index);
         replay(scope, ctx, thread, move |feed| reader.read(feed))
     }
 }
