@@ -105,10 +105,11 @@ TIDEMARK_S3="${TIDEMARK_S3:-$(deploy/s3.sh start 19100)}"
 export TIDEMARK_S3
 # The timescaledb and redis sinks' tests: a private PostgreSQL cluster
 # (the outage test starts and stops another on 15433 itself), TimescaleDB
-# in PGlite, and a private Redis.
+# in PGlite (restarted: a fresh session, see deploy/timescaledb.sh), and a
+# private Redis.
 TIDEMARK_POSTGRES="${TIDEMARK_POSTGRES:-$(deploy/postgres.sh start 15432)}"
 export TIDEMARK_POSTGRES
-TIDEMARK_TIMESCALEDB="${TIDEMARK_TIMESCALEDB:-$(deploy/timescaledb.sh start 15440)}"
+TIDEMARK_TIMESCALEDB="${TIDEMARK_TIMESCALEDB:-$(deploy/timescaledb.sh restart 15440)}"
 export TIDEMARK_TIMESCALEDB
 TIDEMARK_REDIS="${TIDEMARK_REDIS:-$(deploy/redis.sh start 16379)}"
 export TIDEMARK_REDIS

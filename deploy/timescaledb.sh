@@ -7,8 +7,14 @@
 # imports) and @electric-sql/pglite-socket 0.0.22. Node.js and npm come from
 # apt-get where missing.
 #
-#   deploy/timescaledb.sh start [PORT]   # prints a connection URL
+#   deploy/timescaledb.sh start [PORT]     # prints a connection URL
+#   deploy/timescaledb.sh restart [PORT]   # a fresh one; prints the URL
 #   deploy/timescaledb.sh stop [PORT]
+#
+# deploy/test.sh restarts it: PGlite's one session outlives the
+# connections, so it keeps their prepared statements, and a later client
+# whose statement has the same name (tokio-postgres counts them from s0 in
+# every process) fails with "prepared statement s47 already exists".
 #
 # The database lives in memory and is gone on stop. Clients must send a
 # password (any) and must not ask for TLS (sslmode=disable). PGlite serves
@@ -66,8 +72,12 @@ case "$action" in
   stop)
     stop_pidfile "$pidfile"
     ;;
+  restart)
+    stop_pidfile "$pidfile"
+    exec "$0" start "$port"
+    ;;
   *)
-    echo "usage: deploy/timescaledb.sh start|stop [PORT]" >&2
+    echo "usage: deploy/timescaledb.sh start|restart|stop [PORT]" >&2
     exit 2
     ;;
 esac

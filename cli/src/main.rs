@@ -252,7 +252,7 @@ struct ServeArgs {
     /// Time between checkpoints of operator state (windows, scores) under --data-dir, or `off` [default: 10s].
     #[arg(long, env = "TIDEMARK_CHECKPOINT_INTERVAL")]
     checkpoint_interval: Option<String>,
-    /// Where checkpoints are kept: `s3://bucket/prefix` (endpoint, region and credentials from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or a directory [default: DATA_DIR/checkpoints].
+    /// Where checkpoints are kept: `s3://bucket/prefix` (endpoint, region and credentials from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or a directory [default: DATA_DIR/checkpoints]; in a cluster, one every process sees (needed there).
     #[arg(long, env = "TIDEMARK_CHECKPOINT_STORE")]
     checkpoint_store: Option<String>,
     /// Records each source instance may have in flight before it waits [default: 1048576].

@@ -1194,3 +1194,169 @@ fn a_checkpointed_kafka_pipeline_survives_twenty_kills_unchanged() {
     assert!(killed.stop().success());
     assert!(through.stop().success());
 }
+
+/// Issue 19: a checkpointed pipeline on a cluster of two processes (one
+/// worker each, every process with its own data directory and one
+/// checkpoint store they share), killed with `kill -9` several times while
+/// the topic fills and restarted as two processes, and at last restarted
+/// as one process of two workers: every window is exact and every anomaly
+/// score equals that of a server that ran through (each restart took the
+/// partitions' positions and the models from one checkpoint both
+/// processes had written).
+#[test]
+fn a_checkpointed_cluster_survives_kills_and_restores_on_one_process() {
+    use common::server::{Server, wait_until};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let t = topic("cluster-checkpointed");
+    let dir = temp_dir(&t);
+    client(&["create", &t, "4"]);
+    let base = base();
+    let seconds = 120;
+    let (a, b) = (dir.join("cluster"), dir.join("through"));
+    let shared = dir.join("checkpoints");
+    let data = |p: usize| a.join(format!("data{p}"));
+    let flags = |p: usize, workers: &str| -> Vec<String> {
+        let mut f = common::server::checkpointed(&data(p), workers);
+        f.extend(["--checkpoint-store".into(), shared.display().to_string()]);
+        f
+    };
+    let cluster = || {
+        let hosts = a.join("hosts");
+        common::write_host_file(&hosts);
+        Server::start_cluster(&hosts, &[flags(0, "1"), flags(1, "1")])
+    };
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let apply = |server: &Server, out: &Path, group: &str| {
+        let yaml = checkpointed_pipeline(&t, group, out, None);
+        let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&yaml));
+        assert_eq!(status, 201, "{body}");
+    };
+    let mut servers = cluster();
+    let through = Server::start(
+        &common::server::checkpointed(&b.join("data"), "1")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        0,
+    );
+    apply(&servers[1], &a, "cluster");
+    apply(&through, &b, "through");
+    let checkpoint = |server: &Server| -> serde_json::Value {
+        server.json("GET", "/api/v1/pipelines/p", None).1["checkpoints"].clone()
+    };
+    let mut sent = 20;
+    produce(
+        "produce-confluent",
+        &t,
+        &dir,
+        "0.tsv",
+        &every_partition(4, base, 0, sent),
+    );
+    wait_until("a first checkpoint of both processes", || {
+        servers.iter().all(|s| checkpoint(s)["newest"].is_u64())
+    });
+    let mut restored = Vec::new();
+    let kills = 4;
+    for kill in 0..=kills {
+        let to = (sent + rng.random_range(8..16)).min(seconds);
+        let name = format!("{}.tsv", kill + 1);
+        produce(
+            "produce-confluent",
+            &t,
+            &dir,
+            &name,
+            &every_partition(4, base, sent, to),
+        );
+        sent = to;
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..1_200)));
+        for s in servers.drain(..) {
+            s.kill_hard();
+        }
+        // The last restart is one process of two workers, on process 0's
+        // data directory (which holds the applied pipeline).
+        servers = if kill < kills {
+            cluster()
+        } else {
+            let args = flags(0, "2");
+            vec![Server::start(
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+                0,
+            )]
+        };
+        for s in &servers {
+            wait_until("the pipeline back", || {
+                s.json("GET", "/api/v1/pipelines/p", None).1["state"] == "running"
+            });
+        }
+        let c = checkpoint(&servers[0]);
+        for member in ["k", "w", "sc"] {
+            assert!(
+                c["restored"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|n| n == member)),
+                "restart {kill}: {member} was not restored: {c}"
+            );
+        }
+        let from = c["restored_from"].as_u64().unwrap();
+        if servers.len() > 1 {
+            assert_eq!(
+                checkpoint(&servers[1])["restored_from"].as_u64(),
+                Some(from),
+                "both processes restore one checkpoint"
+            );
+        }
+        restored.push(from);
+    }
+    let mut rest = every_partition(4, base, sent, seconds);
+    rest.extend((0..4).map(|p| (p, sentinel(base))));
+    produce("produce-confluent", &t, &dir, "rest.tsv", &rest);
+    let want = expected_of(SERIES, seconds, base);
+    let scored = |out: &Path| -> BTreeMap<(String, String, i64), f64> {
+        let mut seen = BTreeMap::new();
+        for r in rows_so_far(&out.join("scores.jsonl")) {
+            if let Some(old) = seen.insert(key(&r), r.value) {
+                assert_eq!(old, r.value, "{:?} scored twice, differently", key(&r));
+            }
+        }
+        seen
+    };
+    for out in [&a, &b] {
+        wait_until("every window", || {
+            let got: std::collections::BTreeSet<_> = rows_so_far(&out.join("windows.jsonl"))
+                .iter()
+                .map(key)
+                .collect();
+            want.keys().all(|k| got.contains(k))
+        });
+        wait_until("every score", || {
+            scored(out)
+                .keys()
+                .filter(|k| k.0 == "cpu:anomaly_score")
+                .count()
+                == SERIES * seconds as usize
+        });
+    }
+    check_rows(&rows(&a.join("windows.jsonl")), &want, true);
+    check_rows(&rows(&b.join("windows.jsonl")), &want, false);
+    let (scores_a, scores_b) = (scored(&a), scored(&b));
+    assert_eq!(scores_a.len(), 2 * SERIES * seconds as usize);
+    let differ: Vec<_> = scores_b
+        .iter()
+        .filter(|(k, v)| scores_a.get(*k) != Some(*v))
+        .take(5)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "scores that differ from the uninterrupted run's: {differ:?}"
+    );
+    // The restarts came from several checkpoints, never an older one.
+    assert!(restored.windows(2).all(|w| w[0] <= w[1]), "{restored:?}");
+    restored.dedup();
+    assert!(restored.len() >= 3, "{restored:?}");
+    for s in servers {
+        assert!(s.stop().success());
+    }
+    assert!(through.stop().success());
+}

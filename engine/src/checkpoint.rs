@@ -30,10 +30,25 @@
 //! it through the same exchange as its input, so a restore at another
 //! number of workers gives each key to its new owner.
 //!
+//! **Clusters.** In a cluster of several processes every process keeps its
+//! own `Checkpoints` over one store that all of them see (a bucket, or a
+//! shared directory), and none talks to another: a cut is a checkpoint
+//! when it is a multiple of the interval in event time (so every process
+//! decides the same cuts), each process writes its parts and then a
+//! process file (`PROCESS.<p>.json`, its parts' list) once its sinks are
+//! durable past the cut (the probe's frontier is the whole cluster's),
+//! and whichever process finds every process file there merges them into
+//! `MANIFEST.json`. The others see that manifest appear. A restore reads
+//! the merged manifest, whose parts are named by global worker index, so a
+//! cluster restores at another number of processes or workers as one
+//! process does.
+//!
 //! Files: `DIR/checkpoints/<pipeline>/<B:020>-<nonce>/`, one file per part
 //! (`<component index>.<worker>`) and `MANIFEST.json`. The nonce tells
 //! apart the installations of a pipeline (a replaced one may still be
-//! draining while the new one starts).
+//! draining while the new one starts); in a cluster it comes with the
+//! sequenced command that installed it, so every process writes into the
+//! same directory.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
@@ -57,6 +72,13 @@ pub const STEP: Time = 1_000;
 /// How long a checkpoint under way holds the next one back.
 const STALE: Duration = Duration::from_secs(60);
 
+/// How often a process of a cluster looks for the other processes' files
+/// of a checkpoint it has written its own of.
+const MERGE_POLL: Duration = Duration::from_millis(200);
+
+/// How many checkpoints a process of a cluster has under way at most.
+const UNDER_WAY: usize = 4;
+
 /// How checkpoints are taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckpointOptions {
@@ -71,6 +93,37 @@ impl Default for CheckpointOptions {
         CheckpointOptions {
             interval: Duration::from_secs(10),
             keep: 2,
+        }
+    }
+}
+
+/// An installation of a pipeline in this process, as its checkpoints see
+/// it: this process of how many, with how many workers each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Installation {
+    /// This process's index in its cluster.
+    pub process: usize,
+    /// Processes in the cluster (1: no cluster).
+    pub processes: usize,
+    /// Workers of this process (every process has as many).
+    pub workers: usize,
+    /// Its id, the same in every process (in a cluster: the sequenced
+    /// command's); `None` picks one from the clock.
+    pub id: Option<u64>,
+    /// Whether it restores from the newest intact checkpoint (else it
+    /// starts empty, and checkpoints from there).
+    pub restore: bool,
+}
+
+impl Installation {
+    /// One process of `workers` workers, restoring.
+    pub fn single(workers: usize) -> Installation {
+        Installation {
+            process: 0,
+            processes: 1,
+            workers,
+            id: None,
+            restore: true,
         }
     }
 }
@@ -178,6 +231,9 @@ struct State {
     decided: Time,
     /// The decided cuts that are checkpoints.
     yes: BTreeSet<Time>,
+    /// In a cluster: those not sealed here yet, with when they were
+    /// decided.
+    under_way: BTreeMap<Time, Instant>,
     /// When the last checkpoint was decided (`None`: none yet, the first
     /// cut is one).
     last_yes: Option<Instant>,
@@ -195,6 +251,18 @@ struct State {
     sealed: Time,
     /// The pipeline was deleted: nothing more is written.
     closed: bool,
+}
+
+/// A process's share of a checkpoint in a cluster: its parts.
+#[derive(Debug, Serialize, Deserialize)]
+struct ProcessFile {
+    process: usize,
+    parts: Vec<PartInfo>,
+}
+
+/// The name of process `p`'s file in a checkpoint of a cluster.
+fn process_file(p: usize) -> String {
+    format!("PROCESS.{p}.json")
 }
 
 enum Job {
@@ -217,7 +285,11 @@ pub struct Checkpoints {
     /// Held while parts or manifests are written, checkpoints abandoned
     /// or writing closed.
     io: Arc<Mutex<()>>,
+    /// This process's workers.
     workers: usize,
+    /// Processes in the cluster: with more than one, cuts are decided by
+    /// event time alone (see the module's documentation).
+    processes: usize,
     options: CheckpointOptions,
     members: Vec<Member>,
     state: Arc<Mutex<State>>,
@@ -312,10 +384,37 @@ impl Checkpoints {
         members: Vec<Member>,
         options: CheckpointOptions,
     ) -> std::io::Result<Arc<Checkpoints>> {
+        Checkpoints::open_as(
+            store,
+            pipeline,
+            Installation::single(workers),
+            members,
+            options,
+        )
+    }
+
+    /// As [`Checkpoints::open`], for `installation`, which may be one
+    /// process of a cluster: `store` must then be one every process of
+    /// the cluster sees.
+    pub fn open_as(
+        store: &Store,
+        pipeline: &str,
+        installation: Installation,
+        members: Vec<Member>,
+        options: CheckpointOptions,
+    ) -> std::io::Result<Arc<Checkpoints>> {
+        let Installation {
+            process,
+            processes,
+            workers,
+            id,
+            restore,
+        } = installation;
+        let processes = processes.max(1);
         store.prepare(pipeline)?;
         let found = store.listed(pipeline)?;
         let mut restored = None;
-        for l in found.iter().rev().filter(|l| l.complete) {
+        for l in found.iter().rev().filter(|l| restore && l.complete) {
             let at = l.at;
             match read_checkpoint(store, pipeline, &l.name) {
                 Ok((manifest, mut parts)) => {
@@ -359,6 +458,7 @@ impl Checkpoints {
         let state = Arc::new(Mutex::new(State {
             decided: restored.as_ref().map_or(0, |r| r.at),
             yes: BTreeSet::new(),
+            under_way: BTreeMap::new(),
             last_yes: None,
             hurry: false,
             written: BTreeMap::new(),
@@ -371,16 +471,18 @@ impl Checkpoints {
         let io = Arc::new(Mutex::new(()));
         let nonce = format!(
             "{:016x}",
-            std::time::SystemTime::now()
+            id.unwrap_or_else(|| std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
+                .map_or(0, |d| d.as_nanos() as u64))
         );
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             pipeline: pipeline.to_owned(),
             store: store.clone(),
             nonce,
-            workers,
+            workers: workers * processes,
+            process,
+            processes,
             keep: options.keep.max(1),
             components: members
                 .iter()
@@ -401,6 +503,7 @@ impl Checkpoints {
             pipeline: pipeline.to_owned(),
             io,
             workers,
+            processes,
             options,
             members,
             state,
@@ -434,10 +537,39 @@ impl Checkpoints {
         if b <= s.decided {
             return;
         }
+        let old = s.decided;
         s.decided = b;
         // A cut is taken by every kept component at `b - offset`, after
         // the time it starts at: an earlier one could never complete.
         if self.members.iter().any(|m| m.offset >= b) {
+            return;
+        }
+        if self.processes > 1 {
+            // A cluster: the last multiple of the interval up to `b` that
+            // was not decided yet, as every process decides it (a process
+            // whose output jumps over several takes only the last; one
+            // the others did not take never completes, and is deleted).
+            let every = (self.options.interval.as_millis() as Time)
+                .div_ceil(STEP)
+                .max(1)
+                .saturating_mul(STEP);
+            let last = b / every * every;
+            // Parts of checkpoints whose sinks are not durable yet pile up
+            // in the store: a few at most are under way here (one that a
+            // minute has not sealed no longer counts).
+            let sealed = s.complete.last().copied().unwrap_or(0).max(s.sealed);
+            let failed = std::mem::take(&mut s.failed);
+            s.under_way
+                .retain(|b, at| *b > sealed && !failed.contains(b) && at.elapsed() < STALE);
+            s.failed = failed;
+            if last > old
+                && !self.members.iter().any(|m| m.offset >= last)
+                && s.under_way.len() < UNDER_WAY
+            {
+                s.yes.insert(last);
+                s.under_way.insert(last, Instant::now());
+                s.last_yes = Some(Instant::now());
+            }
             return;
         }
         let newest = s.complete.last().copied().unwrap_or(0).max(s.sealed);
@@ -593,7 +725,10 @@ struct Writer {
     pipeline: String,
     store: Store,
     nonce: String,
+    /// Workers of the whole cluster.
     workers: usize,
+    process: usize,
+    processes: usize,
     keep: usize,
     components: Vec<(String, String)>,
     identities: BTreeMap<String, String>,
@@ -603,14 +738,29 @@ struct Writer {
 
 impl Writer {
     fn run(&self, rx: &mpsc::Receiver<Job>) {
-        while let Ok(job) = rx.recv() {
+        // In a cluster: the checkpoints whose process file is written,
+        // waiting for the other processes' files (or the manifest).
+        let mut waiting: BTreeSet<Time> = BTreeSet::new();
+        let (mut looked, mut look_now) = (Instant::now(), false);
+        loop {
+            let job = if waiting.is_empty() {
+                rx.recv().ok()
+            } else {
+                match rx.recv_timeout(MERGE_POLL) {
+                    Ok(job) => Some(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            };
             match job {
-                Job::Part {
+                None if waiting.is_empty() => return,
+                None => {}
+                Some(Job::Part {
                     at,
                     component,
                     worker,
                     bytes,
-                } => {
+                }) => {
                     let _io = lock(&self.io);
                     let s = lock(&self.state);
                     if s.closed || s.failed.contains(&at) {
@@ -625,22 +775,98 @@ impl Writer {
                         }
                     }
                 }
-                Job::Manifest { at, parts } => {
+                Some(Job::Manifest { at, parts }) => {
                     let _io = lock(&self.io);
                     let s = lock(&self.state);
                     if s.closed || s.failed.contains(&at) {
                         continue;
                     }
                     drop(s);
-                    match self.write_manifest(at, parts) {
-                        Ok(()) => self.retain(at),
-                        Err(error) => {
-                            tracing::error!(pipeline = %self.pipeline, checkpoint = at, %error, "Cannot write a checkpoint's manifest; this checkpoint is abandoned and the next one tried.");
-                        }
+                    let written = if self.processes > 1 {
+                        self.write_process_file(at, parts).map(|()| {
+                            waiting.insert(at);
+                            // (Its own file may be the last one.)
+                            look_now = true;
+                        })
+                    } else {
+                        self.write_manifest(at, parts).map(|()| self.retain(at))
+                    };
+                    if let Err(error) = written {
+                        tracing::error!(pipeline = %self.pipeline, checkpoint = at, %error, "Cannot write a checkpoint's manifest; this checkpoint is abandoned and the next one tried.");
                     }
                 }
             }
+            if !waiting.is_empty() && (look_now || looked.elapsed() >= MERGE_POLL) {
+                self.merge(&mut waiting);
+                (looked, look_now) = (Instant::now(), false);
+            }
         }
+    }
+
+    /// A cluster's checkpoints that wait for other processes: the newest
+    /// whose every process file is there is merged into its manifest (or
+    /// has one, merged by another process) and completes; older ones are
+    /// let go.
+    fn merge(&self, waiting: &mut BTreeSet<Time>) {
+        let _io = lock(&self.io);
+        if lock(&self.state).closed {
+            waiting.clear();
+            return;
+        }
+        // A process that stopped for good leaves them waiting: the newest
+        // few are enough.
+        while waiting.len() > 16 {
+            waiting.pop_first();
+        }
+        let done = waiting.iter().rev().copied().find(|at| match self.merged(*at) {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::error!(pipeline = %self.pipeline, checkpoint = at, %error, "Cannot write a checkpoint's manifest; the next one is tried.");
+                false
+            }
+        });
+        if let Some(at) = done {
+            waiting.retain(|w| *w > at);
+            self.retain(at);
+        }
+    }
+
+    /// Whether checkpoint `at` of a cluster is complete: its manifest is
+    /// there, or every process's file is and the manifest has now been
+    /// written from them.
+    fn merged(&self, at: Time) -> std::io::Result<bool> {
+        let name = self.name(at);
+        if self.store.read(&self.pipeline, &name, MANIFEST).is_ok() {
+            return Ok(true);
+        }
+        let mut parts = Vec::new();
+        for p in 0..self.processes {
+            // Not there yet (or not readable yet): asked again later.
+            let Ok(bytes) = self.store.read(&self.pipeline, &name, &process_file(p)) else {
+                return Ok(false);
+            };
+            let file: ProcessFile = serde_json::from_slice(&bytes)?;
+            parts.extend(file.parts);
+        }
+        parts.sort_by(|a, b| (&a.component, a.worker).cmp(&(&b.component, b.worker)));
+        self.write_manifest(at, parts)?;
+        Ok(true)
+    }
+
+    /// This process's share of a cluster's checkpoint, written once its
+    /// parts are.
+    fn write_process_file(&self, at: Time, parts: Vec<PartInfo>) -> std::io::Result<()> {
+        let file = ProcessFile {
+            process: self.process,
+            parts,
+        };
+        let bytes = serde_json::to_vec_pretty(&file)?;
+        self.store.write_whole(
+            &self.pipeline,
+            &self.name(at),
+            &process_file(self.process),
+            &bytes,
+        )
     }
 
     fn name(&self, at: Time) -> String {
@@ -681,7 +907,7 @@ impl Writer {
         };
         let bytes = serde_json::to_vec_pretty(&manifest)?;
         self.store
-            .write_manifest(&self.pipeline, &self.name(at), &bytes)
+            .write_whole(&self.pipeline, &self.name(at), MANIFEST, &bytes)
     }
 
     /// Keeps the newest `keep` complete checkpoints; deletes everything

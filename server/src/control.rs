@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use tidemark_engine::checkpoint::{CheckpointOptions, Checkpoints, Store};
+use tidemark_engine::checkpoint::{CheckpointOptions, Checkpoints, Installation, Store};
 use tidemark_engine::component::{Failure, Resume, Shutdown, SourceClock, StdoutWriter};
 use tidemark_engine::ingest::IngestHub;
 use tidemark_engine::live::LiveHub;
@@ -44,6 +44,9 @@ pub enum Command {
         /// The tenant that owns it (`None`: an admin's, or the server's
         /// pipelines directory's).
         owner: Option<String>,
+        /// This installation's id in checkpoints, the same in every
+        /// process (the applying process's clock, in ns).
+        installation: u64,
     },
     /// Stop a pipeline: its sources end, windows flush, then it is dropped.
     Delete {
@@ -284,8 +287,8 @@ pub struct Control {
     /// The position in the command sequence of the last apply or delete
     /// of each name, as the first local worker to get there saw it.
     positions: Mutex<BTreeMap<String, u64>>,
-    /// Where and how operator state is checkpointed (`--data-dir`, one
-    /// process: the processes of a cluster do not agree on cuts yet).
+    /// Where and how operator state is checkpointed (`--data-dir`; in a
+    /// cluster only to a `--checkpoint-store` every process sees).
     checkpoints: Option<(Store, CheckpointOptions)>,
     /// Where pipelines keep state of their own (`--data-dir`: its
     /// `state` directory, one directory per pipeline).
@@ -350,17 +353,18 @@ impl Control {
             decode_budget: tokio::sync::Semaphore::new(decode_budget_kib as usize),
             decode_budget_kib,
             positions: Mutex::default(),
-            checkpoints: match (&options.data_dir, options.checkpoints) {
-                (Some(dir), Some(c)) if processes == 1 => {
-                    let store = options.checkpoint_store.clone();
-                    Some((
-                        store.unwrap_or_else(|| Store::dir(dir.join("checkpoints"))),
-                        c,
-                    ))
+            checkpoints: match (
+                &options.data_dir,
+                options.checkpoints,
+                &options.checkpoint_store,
+            ) {
+                (Some(_), Some(c), Some(store)) => Some((store.clone(), c)),
+                (Some(dir), Some(c), None) if processes == 1 => {
+                    Some((Store::dir(dir.join("checkpoints")), c))
                 }
-                (Some(_), Some(_)) => {
+                (Some(_), Some(_), None) => {
                     tracing::warn!(
-                        "Operator state is not checkpointed in a cluster yet: a restart recomputes windows from the write-ahead log."
+                        "Operator state is not checkpointed: in a cluster checkpoints need a store every process sees (--checkpoint-store s3://bucket/prefix, or a directory they share). A restart recomputes state from the sources."
                     );
                     None
                 }
@@ -415,6 +419,9 @@ impl Control {
             yaml: yaml.to_owned(),
             id,
             owner: owner.map(str::to_owned),
+            installation: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
         });
         id
     }
@@ -684,6 +691,7 @@ impl Control {
         owner: Option<&str>,
         id: (usize, u64),
         position: u64,
+        installation: u64,
     ) -> Env {
         let name = plan.name.as_str();
         let mut entries = self.entries();
@@ -734,7 +742,7 @@ impl Control {
                     clock: Arc::default(),
                     resume: Arc::default(),
                     failure: Arc::default(),
-                    checkpoints: self.open_checkpoints(plan),
+                    checkpoints: self.open_checkpoints(plan, installation, !replaced.is_empty()),
                     installed: 0,
                     finished: 0,
                     applied_at: now_millis(),
@@ -768,9 +776,19 @@ impl Control {
 
     /// The checkpoints of a new installation of `plan`, restoring from the
     /// newest intact one, if the pipeline can be checkpointed.
-    fn open_checkpoints(&self, plan: &Plan) -> Option<Arc<Checkpoints>> {
+    /// `replacing`: an older version runs in this process.
+    fn open_checkpoints(
+        &self,
+        plan: &Plan,
+        installation: u64,
+        replacing: bool,
+    ) -> Option<Arc<Checkpoints>> {
         let (store, options) = self.checkpoints.as_ref()?;
         let members = match plan.checkpoint_members() {
+            Ok(_) if self.processes > 1 && !plan.network_sources().is_empty() => {
+                tracing::info!(pipeline = %plan.name, "Not checkpointed: a cluster's network sources read each process's own write-ahead log, which checkpoints do not follow yet; a restart recomputes its state from the logs.");
+                return None;
+            }
             Ok(m) if !m.is_empty() => m,
             Ok(_) => return None,
             Err(why) => {
@@ -778,7 +796,21 @@ impl Control {
                 return None;
             }
         };
-        match Checkpoints::open(store, &plan.name, self.workers, members, *options) {
+        // In a cluster, the older version may still complete a checkpoint
+        // in one process after another has opened this one: the processes
+        // could restore different cuts. This version starts empty there.
+        let restore = self.processes == 1 || !replacing;
+        if !restore {
+            tracing::warn!(pipeline = %plan.name, "A new version in a cluster starts with empty state: its state is checkpointed from now on, and restored after a restart.");
+        }
+        let installation = Installation {
+            process: self.process,
+            processes: self.processes,
+            workers: self.workers,
+            id: Some(installation),
+            restore,
+        };
+        match Checkpoints::open_as(store, &plan.name, installation, members, *options) {
             Ok(c) => {
                 if let Some(r) = c.restored() {
                     tracing::info!(pipeline = %plan.name, checkpoint = r.at, workers_then = r.workers, migrated = ?r.migrated, fresh = ?r.fresh, "State restored from a checkpoint.");
@@ -881,6 +913,7 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                     yaml,
                     id,
                     owner,
+                    installation,
                 } => {
                     let plan = match compile(&name, &yaml) {
                         Ok(p) => p,
@@ -905,7 +938,14 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
                         control.live.remove_pipeline(&name);
                         control.history.forget_archives(&name);
                     }
-                    let env = control.entry_for(&plan, &yaml, owner.as_deref(), id, position);
+                    let env = control.entry_for(
+                        &plan,
+                        &yaml,
+                        owner.as_deref(),
+                        id,
+                        position,
+                        installation,
+                    );
                     let stats = Arc::clone(&env.stats);
                     let dataflow = worker.next_dataflow_index();
                     let built = build(worker, &plan, &env);

@@ -97,6 +97,57 @@ impl Server {
         server
     }
 
+    /// Starts the processes of a cluster (`tidemark serve` with
+    /// `--hostfile hosts --process i`, and `args[i]`): all are spawned
+    /// before any is waited for, since each waits for the others to
+    /// connect before it listens.
+    pub fn start_cluster(hosts: &Path, args: &[Vec<String>]) -> Vec<Server> {
+        let children: Vec<Child> = args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                Command::new(crate::tidemark_bin())
+                    .arg("serve")
+                    .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+                    .args(["--hostfile", hosts.to_str().unwrap()])
+                    .args(["--process", &i.to_string()])
+                    .args(open_access())
+                    .args(a)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let waits: Vec<_> = children
+            .into_iter()
+            .map(|mut child| {
+                let stderr = child.stderr.take().unwrap();
+                (child, std::thread::spawn(move || listening(stderr)))
+            })
+            .collect();
+        let servers: Vec<Server> = waits
+            .into_iter()
+            .enumerate()
+            .map(|(i, (mut child, wait))| {
+                let (Some(http), Some(grpc)) = wait.join().unwrap() else {
+                    let status = child.wait().unwrap();
+                    panic!("process {i} exited ({status}) before listening; its log is above");
+                };
+                Server {
+                    child,
+                    url: format!("http://127.0.0.1:{http}"),
+                    grpc,
+                    token: None,
+                }
+            })
+            .collect();
+        for s in &servers {
+            s.wait_ready();
+        }
+        servers
+    }
+
     /// Starts `tidemark serve` with one token (in a token file under
     /// `dir`), which [`Server::request`] then sends.
     pub fn start_with_token(dir: &Path, token: &str) -> Server {

@@ -300,19 +300,28 @@ impl Store {
         })
     }
 
-    /// Writes the manifest, which completes the checkpoint: its parts
-    /// (written before) and it are durable once this returns.
-    pub fn write_manifest(&self, pipeline: &str, dir: &str, bytes: &[u8]) -> std::io::Result<()> {
+    /// Writes `file` whole or not at all (the manifest, which completes
+    /// the checkpoint, or a process's share of one in a cluster): what was
+    /// written before it and it are durable once this returns. Several
+    /// processes may write the same file at once.
+    pub fn write_whole(
+        &self,
+        pipeline: &str,
+        dir: &str,
+        file: &str,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
         match &*self.0 {
             Inner::Dir(root) => {
                 let dir = root.join(pipeline).join(dir);
+                std::fs::create_dir_all(&dir)?;
                 sync_dir(&dir)?;
-                let tmp = dir.join(format!("{MANIFEST}.tmp"));
+                let tmp = dir.join(format!("{file}.{}.tmp", std::process::id()));
                 write_synced(&tmp, bytes)?;
-                std::fs::rename(&tmp, dir.join(MANIFEST))?;
+                std::fs::rename(&tmp, dir.join(file))?;
                 sync_dir(&dir)
             }
-            Inner::Bucket { .. } => self.put(pipeline, dir, MANIFEST, bytes),
+            Inner::Bucket { .. } => self.put(pipeline, dir, file, bytes),
         }
     }
 

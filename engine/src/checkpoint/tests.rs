@@ -384,3 +384,104 @@ fn a_component_with_the_same_identity_is_migrated() {
     assert_eq!(r.take("w", 1).unwrap()[0].as_slice(), b"first w 0");
     assert!(!r.has("s"));
 }
+
+/// Two processes of a cluster over one store: they decide the same cuts
+/// from event time alone, a checkpoint completes only once both have
+/// written their share (either may merge the manifest, and the other sees
+/// it), and one process of three workers restores it whole.
+#[test]
+fn a_clusters_checkpoint_completes_when_every_process_has_written_its_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::dir(dir.path());
+    let ms = members(&[("src", 1, 0), ("w", 2, 0)]);
+    let every_2s = CheckpointOptions {
+        interval: Duration::from_millis(1_500),
+        keep: 2,
+    };
+    let open = |process| {
+        let installation = Installation {
+            process,
+            processes: 2,
+            workers: 1,
+            id: Some(7),
+            restore: true,
+        };
+        Checkpoints::open_as(&store, "p", installation, ms.clone(), every_2s).unwrap()
+    };
+    let (p0, p1) = (open(0), open(1));
+    // The interval rounds up to whole steps (2 s); a jump takes the last
+    // multiple it passes, whoever gets there and however the jumps fall.
+    assert_eq!(p0.crossed(0, 5_500), [4_000]);
+    assert_eq!(p1.crossed(0, 3_000), [2_000]);
+    assert_eq!(p1.crossed(3_000, 5_500), [4_000]);
+    assert_eq!(p0.crossed(5_500, 5_999), Vec::<Time>::new());
+    let share = |c: &Arc<Checkpoints>, at: Time, worker: usize| {
+        for i in 0..2 {
+            c.submit(at, i, worker, format!("{at} {i} {worker}").into_bytes());
+        }
+        c.poll(Time::MAX);
+    };
+    share(&p1, 2_000, 1);
+    share(&p0, 4_000, 0);
+    // Process 0's share alone completes nothing, however long it waits.
+    std::thread::sleep(Duration::from_millis(600));
+    p0.poll(Time::MAX);
+    assert_eq!(p0.newest(), None);
+    assert!(store.listed("p").unwrap().iter().all(|l| !l.complete));
+    share(&p1, 4_000, 1);
+    until("both processes see checkpoint 4 s complete", || {
+        p0.poll(Time::MAX);
+        p1.poll(Time::MAX);
+        p0.newest() == Some(4_000) && p1.newest() == Some(4_000)
+    });
+    // The cut only process 1 took never completes, and is deleted.
+    until("the cut process 0 never took deleted", || {
+        cuts(&store) == [4_000]
+    });
+    drop((p0, p1));
+
+    let one = Checkpoints::open(&store, "p", 3, ms.clone(), every_cut()).unwrap();
+    let r = one.restored().expect("restored");
+    assert_eq!((r.at, r.workers), (4_000, 2));
+    let parts: Vec<Vec<u8>> = r.take("w", 3).unwrap().iter().map(|p| p.to_vec()).collect();
+    assert_eq!(parts, [b"4000 1 0".to_vec(), b"4000 1 1".to_vec()]);
+}
+
+/// While a cluster's sinks are not durable, a process takes no more than a
+/// few checkpoints (each holds a copy of the state in the store); once one
+/// is sealed, cuts are checkpoints again.
+#[test]
+fn a_cluster_process_keeps_few_checkpoints_under_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let installation = Installation {
+        process: 0,
+        processes: 2,
+        workers: 1,
+        id: Some(1),
+        restore: true,
+    };
+    let c = Checkpoints::open_as(
+        &Store::dir(dir.path()),
+        "p",
+        installation,
+        members(&[("w", 1, 0)]),
+        every_cut(),
+    )
+    .unwrap();
+    let taken: Vec<Time> = (1..=6)
+        .flat_map(|i| c.crossed((i - 1) * 1_000, i * 1_000))
+        .collect();
+    assert_eq!(taken, [1_000, 2_000, 3_000, 4_000]);
+    c.submit(1_000, 0, 0, b"x".to_vec());
+    // (Each look crosses a cut not decided yet.)
+    let t = std::cell::Cell::new(6_000);
+    until("checkpoint 1 s sealed here", || {
+        c.poll(1_000);
+        t.set(t.get() + 1_000);
+        c.crossed(t.get() - 1_000, t.get()) == [t.get()]
+    });
+    assert!(
+        c.crossed(t.get(), t.get() + 1_000).is_empty(),
+        "4 under way again"
+    );
+}
