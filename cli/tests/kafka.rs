@@ -1308,6 +1308,31 @@ fn a_checkpointed_cluster_survives_kills_and_restores_on_one_process() {
             );
         }
         restored.push(from);
+        if kill == 1 {
+            // A new version applied to the running cluster (one more sink)
+            // keeps the state of everything else, in both processes alike.
+            std::thread::sleep(Duration::from_millis(rng.random_range(200..800)));
+            let yaml = checkpointed_pipeline(&t, "cluster", &a, None)
+                + "  more: {type: blackhole, inputs: [w]}\n";
+            let (status, body) = servers[1].json("POST", "/api/v1/pipelines", Some(&yaml));
+            assert_eq!(status, 200, "{body}");
+            let restored_from: Vec<_> = servers
+                .iter()
+                .map(|s| {
+                    wait_until("the new version running", || {
+                        s.json("GET", "/api/v1/pipelines/p", None).1["state"] == "running"
+                    });
+                    let c = checkpoint(s);
+                    assert_eq!(c["fresh"], serde_json::json!([]), "{c}");
+                    c["restored_from"].as_u64()
+                })
+                .collect();
+            assert!(
+                restored_from[0].is_some_and(|f| f >= from),
+                "{restored_from:?}"
+            );
+            assert_eq!(restored_from[0], restored_from[1]);
+        }
     }
     let mut rest = every_partition(4, base, sent, seconds);
     rest.extend((0..4).map(|p| (p, sentinel(base))));

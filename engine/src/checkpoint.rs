@@ -110,20 +110,16 @@ pub struct Installation {
     /// Its id, the same in every process (in a cluster: the sequenced
     /// command's); `None` picks one from the clock.
     pub id: Option<u64>,
-    /// Whether it restores from the newest intact checkpoint (else it
-    /// starts empty, and checkpoints from there).
-    pub restore: bool,
 }
 
 impl Installation {
-    /// One process of `workers` workers, restoring.
+    /// One process of `workers` workers.
     pub fn single(workers: usize) -> Installation {
         Installation {
             process: 0,
             processes: 1,
             workers,
             id: None,
-            restore: true,
         }
     }
 }
@@ -287,9 +283,13 @@ pub struct Checkpoints {
     io: Arc<Mutex<()>>,
     /// This process's workers.
     workers: usize,
+    /// This process's index in the cluster.
+    process: usize,
     /// Processes in the cluster: with more than one, cuts are decided by
     /// event time alone (see the module's documentation).
     processes: usize,
+    /// The installation's part of checkpoint directories' names.
+    nonce: String,
     options: CheckpointOptions,
     members: Vec<Member>,
     state: Arc<Mutex<State>>,
@@ -408,13 +408,12 @@ impl Checkpoints {
             processes,
             workers,
             id,
-            restore,
         } = installation;
         let processes = processes.max(1);
         store.prepare(pipeline)?;
         let found = store.listed(pipeline)?;
         let mut restored = None;
-        for l in found.iter().rev().filter(|l| restore && l.complete) {
+        for l in found.iter().rev().filter(|l| l.complete) {
             let at = l.at;
             match read_checkpoint(store, pipeline, &l.name) {
                 Ok((manifest, mut parts)) => {
@@ -479,7 +478,7 @@ impl Checkpoints {
         let writer = Writer {
             pipeline: pipeline.to_owned(),
             store: store.clone(),
-            nonce,
+            nonce: nonce.clone(),
             workers: workers * processes,
             process,
             processes,
@@ -503,7 +502,9 @@ impl Checkpoints {
             pipeline: pipeline.to_owned(),
             io,
             workers,
+            process,
             processes,
+            nonce,
             options,
             members,
             state,
@@ -688,6 +689,50 @@ impl Checkpoints {
     pub fn close(&self) {
         let _io = lock(&self.io);
         lock(&self.state).closed = true;
+    }
+
+    /// Hands over to a new version of the pipeline in a cluster: stops
+    /// writing here (as [`Checkpoints::close`], keeping what is written),
+    /// then says so in the store and waits until every process has. After
+    /// it no checkpoint of this installation can complete, so every
+    /// process opening the new version finds the same newest one. (A
+    /// process stuck for good stops the whole cluster, timely's way; the
+    /// wait logs every 10 s whom it waits for.)
+    pub fn hand_over(&self) {
+        self.close();
+        if self.processes <= 1 {
+            return;
+        }
+        let dir = format!("handover-{}", self.nonce);
+        let start = Instant::now();
+        let mut told = Instant::now();
+        loop {
+            let missing: Vec<usize> = (0..self.processes)
+                .filter(|p| {
+                    self.store
+                        .read(&self.pipeline, &dir, &p.to_string())
+                        .is_err()
+                })
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            // Its own file, again if writing it failed.
+            let mut error = None;
+            if missing.contains(&self.process) {
+                error = self
+                    .store
+                    .write_whole(&self.pipeline, &dir, &self.process.to_string(), b"")
+                    .err();
+            }
+            if told.elapsed() >= Duration::from_secs(10) {
+                told = Instant::now();
+                tracing::warn!(pipeline = %self.pipeline, ?missing, ?error, waited_s = start.elapsed().as_secs(), "A new version waits for these processes to stop the old version's checkpoints.");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // (Its files are deleted once the new version completes a
+        // checkpoint: every process is past this hand-over then.)
     }
 
     /// Every cut up to it was abandoned, if any was.
@@ -931,6 +976,17 @@ impl Writer {
                 && let Err(error) = self.store.remove(&self.pipeline, Some(&l.name))
             {
                 tracing::warn!(pipeline = %self.pipeline, checkpoint = %l.name, %error, "Cannot delete an old checkpoint.");
+            }
+        }
+        // Every process wrote parts of this installation, so each is past
+        // the hand-over into it (and those before); only the one out of
+        // it may be under way.
+        if self.processes > 1 {
+            let current = format!("handover-{}", self.nonce);
+            for h in self.store.handovers(&self.pipeline).unwrap_or_default() {
+                if h != current {
+                    let _ = self.store.remove(&self.pipeline, Some(&h));
+                }
             }
         }
     }

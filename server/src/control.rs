@@ -725,6 +725,14 @@ impl Control {
             let mut replaced = Vec::new();
             if let Some(old) = entries.get(name) {
                 old.shutdown.trigger();
+                // In a cluster every process must restore the same
+                // checkpoint: none of the old version's may complete
+                // after one process has looked for the newest.
+                if self.processes > 1
+                    && let Some(c) = &old.checkpoints
+                {
+                    c.hand_over();
+                }
                 replaced = old.replaced.clone();
                 replaced.push(old.id);
                 if replaced.len() > REMEMBERED {
@@ -742,7 +750,7 @@ impl Control {
                     clock: Arc::default(),
                     resume: Arc::default(),
                     failure: Arc::default(),
-                    checkpoints: self.open_checkpoints(plan, installation, !replaced.is_empty()),
+                    checkpoints: self.open_checkpoints(plan, installation),
                     installed: 0,
                     finished: 0,
                     applied_at: now_millis(),
@@ -776,13 +784,7 @@ impl Control {
 
     /// The checkpoints of a new installation of `plan`, restoring from the
     /// newest intact one, if the pipeline can be checkpointed.
-    /// `replacing`: an older version runs in this process.
-    fn open_checkpoints(
-        &self,
-        plan: &Plan,
-        installation: u64,
-        replacing: bool,
-    ) -> Option<Arc<Checkpoints>> {
+    fn open_checkpoints(&self, plan: &Plan, installation: u64) -> Option<Arc<Checkpoints>> {
         let (store, options) = self.checkpoints.as_ref()?;
         let members = match plan.checkpoint_members() {
             Ok(_) if self.processes > 1 && !plan.network_sources().is_empty() => {
@@ -796,19 +798,11 @@ impl Control {
                 return None;
             }
         };
-        // In a cluster, the older version may still complete a checkpoint
-        // in one process after another has opened this one: the processes
-        // could restore different cuts. This version starts empty there.
-        let restore = self.processes == 1 || !replacing;
-        if !restore {
-            tracing::warn!(pipeline = %plan.name, "A new version in a cluster starts with empty state: its state is checkpointed from now on, and restored after a restart.");
-        }
         let installation = Installation {
             process: self.process,
             processes: self.processes,
             workers: self.workers,
             id: Some(installation),
-            restore,
         };
         match Checkpoints::open_as(store, &plan.name, installation, members, *options) {
             Ok(c) => {

@@ -246,6 +246,50 @@ impl Store {
         Ok(out)
     }
 
+    /// The hand-over directories of `pipeline` (`handover-<installation>`,
+    /// see `Checkpoints::hand_over`).
+    pub fn handovers(&self, pipeline: &str) -> std::io::Result<Vec<String>> {
+        let mut out = std::collections::BTreeSet::new();
+        match &*self.0 {
+            Inner::Dir(dir) => {
+                let entries = match std::fs::read_dir(dir.join(pipeline)) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                    Err(e) => return Err(e),
+                };
+                out.extend(
+                    entries
+                        .filter_map(Result::ok)
+                        .filter_map(|e| e.file_name().into_string().ok()),
+                );
+            }
+            Inner::Bucket {
+                store,
+                prefix,
+                runtime,
+                ..
+            } => {
+                let root = Self::key(prefix, &[pipeline]);
+                let (store, under) = (Arc::clone(store), root.clone());
+                let objects: Vec<Key> = Self::wait(runtime, async move {
+                    let list = store.list(Some(&under)).map_ok(|m| m.location);
+                    list.try_collect().await.map_err(other)
+                })?;
+                for key in objects {
+                    if let Some(mut rest) = key.prefix_match(&root)
+                        && let Some(first) = rest.next()
+                    {
+                        out.insert(first.as_ref().to_owned());
+                    }
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .filter(|n| n.starts_with("handover-"))
+            .collect())
+    }
+
     /// A file of a checkpoint.
     pub fn read(&self, pipeline: &str, dir: &str, file: &str) -> std::io::Result<Vec<u8>> {
         match &*self.0 {

@@ -404,7 +404,6 @@ fn a_clusters_checkpoint_completes_when_every_process_has_written_its_share() {
             processes: 2,
             workers: 1,
             id: Some(7),
-            restore: true,
         };
         Checkpoints::open_as(&store, "p", installation, ms.clone(), every_2s).unwrap()
     };
@@ -458,7 +457,6 @@ fn a_cluster_process_keeps_few_checkpoints_under_way() {
         processes: 2,
         workers: 1,
         id: Some(1),
-        restore: true,
     };
     let c = Checkpoints::open_as(
         &Store::dir(dir.path()),
@@ -483,5 +481,68 @@ fn a_cluster_process_keeps_few_checkpoints_under_way() {
     assert!(
         c.crossed(t.get(), t.get() + 1_000).is_empty(),
         "4 under way again"
+    );
+}
+
+/// A new version applied to a cluster: each process stops the old
+/// version's checkpoints and waits until every process has, so none of the
+/// old version's completes after a process looked for the newest; the
+/// hand-over's files go once the new version completes a checkpoint.
+#[test]
+fn a_new_version_in_a_cluster_waits_until_every_process_has_stopped_the_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::dir(dir.path());
+    let ms = members(&[("w", 1, 0)]);
+    let open = |process, id| {
+        let installation = Installation {
+            process,
+            processes: 2,
+            workers: 1,
+            id: Some(id),
+        };
+        Checkpoints::open_as(&store, "p", installation, ms.clone(), every_cut()).unwrap()
+    };
+    let (p0, p1) = (open(0, 1), open(1, 1));
+    for c in [&p0, &p1] {
+        assert_eq!(c.crossed(0, 2_000), [2_000]);
+    }
+    p0.submit(2_000, 0, 0, b"x".to_vec());
+    until("process 0's share written", || {
+        p0.poll(Time::MAX);
+        store
+            .read("p", &dir_name(2_000, &p0.nonce), &process_file(0))
+            .is_ok()
+    });
+    let waiting = {
+        let p0 = Arc::clone(&p0);
+        std::thread::spawn(move || p0.hand_over())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiting.is_finished(), "process 0 waits for process 1");
+    p1.hand_over();
+    waiting.join().unwrap();
+    // Process 1's share comes too late: the old version's checkpoint never
+    // completes, so the new version finds none in either process.
+    p1.submit(2_000, 0, 1, b"y".to_vec());
+    p1.poll(Time::MAX);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(store.listed("p").unwrap().iter().all(|l| !l.complete));
+    let (n0, n1) = (open(0, 2), open(1, 2));
+    assert!(n0.restored().is_none() && n1.restored().is_none());
+    assert_eq!(
+        store.handovers("p").unwrap(),
+        [format!("handover-{:016x}", 1)]
+    );
+    for (w, c) in [&n0, &n1].into_iter().enumerate() {
+        assert_eq!(c.crossed(2_000, 4_000), [4_000]);
+        c.submit(4_000, 0, w, b"z".to_vec());
+    }
+    until(
+        "the new version's checkpoint, and the hand-over gone",
+        || {
+            n0.poll(Time::MAX);
+            n1.poll(Time::MAX);
+            n0.newest() == Some(4_000) && store.handovers("p").unwrap().is_empty()
+        },
     );
 }
