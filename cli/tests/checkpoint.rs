@@ -268,7 +268,7 @@ fn windows_and_models_survive_kill_9_and_a_restart_at_another_worker_count() {
         to_b.send(request(k));
         k += 1;
     }
-    let rules_a = close_and_compare(&a, &b, &mut to_a, &mut to_b);
+    let rules_a = close_and_compare(&a, &b, std::slice::from_mut(&mut to_a), &mut to_b);
     // Some alert was pending or firing across a kill: its `activeAt` came
     // back with the restored state.
     let spans = |cut: i64| {
@@ -325,7 +325,7 @@ fn twenty_kills_at_random_moments_change_no_output() {
         to_b.send(request(k));
         k += 1;
     }
-    close_and_compare(&a, &b, &mut to_a, &mut to_b);
+    close_and_compare(&a, &b, std::slice::from_mut(&mut to_a), &mut to_b);
     assert!(killed.stop().success());
     assert!(through.stop().success());
 }
@@ -334,8 +334,10 @@ fn twenty_kills_at_random_moments_change_no_output() {
 /// checks that they are equal: the windows exact, every score and flag,
 /// every recorded sample and alert change up to the minute's end. Returns
 /// the rules' output.
-fn close_and_compare(a: &Run, b: &Run, to_a: &mut Sender, to_b: &mut Sender) -> BTreeSet<String> {
-    to_a.send(closing());
+fn close_and_compare(a: &Run, b: &Run, to_a: &mut [Sender], to_b: &mut Sender) -> BTreeSet<String> {
+    for s in to_a {
+        s.send(closing());
+    }
     to_b.send(closing());
     let minute = MINUTE + 60_000;
     for r in [a, b] {
@@ -428,6 +430,98 @@ fn close_and_compare(a: &Run, b: &Run, to_a: &mut Sender, to_b: &mut Sender) -> 
         "scores and flags"
     );
     rules_a
+}
+
+/// Issue 19: network ingest on a cluster of two processes (each logs what
+/// its own listener acknowledged, in its own data directory; checkpoints
+/// go to one store both see), requests sent to the processes in turn,
+/// killed with `kill -9` three times after a checkpoint and restarted with
+/// 2, then 1 worker per process, against a server that runs through:
+/// every window, score, recorded sample, alert change and incident is
+/// equal (each process read its own log from its own workers' positions).
+#[test]
+fn a_cluster_with_network_sources_survives_kill_9_with_its_logs_and_checkpoints() {
+    let dir = temp_dir("checkpoint-cluster");
+    let (a, b) = (run(&dir, "cluster"), run(&dir, "through"));
+    let shared = dir.join("shared");
+    let cluster = |workers: &str| -> Vec<Server> {
+        let hosts = dir.join("hosts");
+        common::write_host_file(&hosts);
+        let flags = |p: usize| {
+            let mut f = common::server::checkpointed(&a.data.join(p.to_string()), workers);
+            let store = shared.join("checkpoints").display().to_string();
+            f.extend(["--checkpoint-store".to_owned(), store]);
+            f
+        };
+        Server::start_cluster(&hosts, &[flags(0), flags(1)])
+    };
+    let running = |servers: &[Server]| {
+        for s in servers {
+            wait_until("the pipeline running on both processes", || {
+                s.json("GET", "/api/v1/pipelines/p", None).1["state"] == "running"
+            });
+        }
+    };
+    let mut killed = cluster("1");
+    let through = start(&b.data, "1");
+    let (status, body) =
+        killed[0].json("POST", "/api/v1/pipelines", Some(&pipeline("p", &a, false)));
+    assert_eq!(status, 201, "{body}");
+    running(&killed);
+    let mut to_b = apply(&through, &b);
+    let mut to_a: Vec<Sender> = killed.iter().map(Sender::new).collect();
+    let send = |to_a: &mut [Sender], to_b: &mut Sender, k: i64| {
+        to_a[(k % 2) as usize].send(request(k));
+        to_b.send(request(k));
+    };
+    let mut k = 0;
+    for (until_k, workers) in [(300, "2"), (600, "1"), (900, "1")] {
+        while k < until_k {
+            send(&mut to_a, &mut to_b, k);
+            k += 1;
+        }
+        // Past the interval, two more seconds: a checkpoint of what was
+        // sent.
+        std::thread::sleep(Duration::from_millis(700));
+        let before = T0 + (k - 1) * STEP;
+        for _ in 0..40 {
+            send(&mut to_a, &mut to_b, k);
+            k += 1;
+        }
+        wait_until("a checkpoint of what was sent", || {
+            newest_checkpoint(&shared, "p").is_some_and(|at| at > before)
+        });
+        let at = newest_checkpoint(&shared, "p").unwrap();
+        for s in killed.drain(..) {
+            s.kill_hard();
+        }
+        killed = cluster(workers);
+        running(&killed);
+        // Both processes restored one checkpoint, at or after the one seen
+        // (the next second's may have completed before the kill).
+        let restored: Vec<_> = killed
+            .iter()
+            .map(|s| {
+                let c = s.json("GET", "/api/v1/pipelines/p", None).1["checkpoints"].clone();
+                assert_eq!(c["fresh"], serde_json::json!([]), "{c}");
+                c["restored_from"].as_i64().unwrap()
+            })
+            .collect();
+        assert!(
+            restored[0] >= at && restored[0] == restored[1],
+            "{restored:?}, {at}"
+        );
+        to_a = killed.iter().map(Sender::new).collect();
+    }
+    while k < REQUESTS {
+        send(&mut to_a, &mut to_b, k);
+        k += 1;
+    }
+    close_and_compare(&a, &b, &mut to_a, &mut to_b);
+    for s in killed {
+        assert!(s.stop().success());
+    }
+    assert!(through.stop().success());
 }
 
 /// An in-place update (`apply` of a new version) keeps the state of the
@@ -596,7 +690,7 @@ fn checkpoints_in_s3_survive_kill_9() {
         to_b.send(request(k));
         k += 1;
     }
-    close_and_compare(&a, &b, &mut to_a, &mut to_b);
+    close_and_compare(&a, &b, std::slice::from_mut(&mut to_a), &mut to_b);
     let (status, _) = killed.json("DELETE", "/api/v1/pipelines/p", None);
     assert_eq!(status, 204);
     wait_until("the pipeline's checkpoints deleted", || {

@@ -110,6 +110,10 @@ pub struct Installation {
     /// Its id, the same in every process (in a cluster: the sequenced
     /// command's); `None` picks one from the clock.
     pub id: Option<u64>,
+    /// Its state is tied to the processes (network sources read each
+    /// process's own write-ahead log): a checkpoint written by another
+    /// number of processes is not restored.
+    pub per_process: bool,
 }
 
 impl Installation {
@@ -120,6 +124,7 @@ impl Installation {
             processes: 1,
             workers,
             id: None,
+            per_process: false,
         }
     }
 }
@@ -169,11 +174,19 @@ struct PartInfo {
     crc32: u32,
 }
 
+fn one() -> usize {
+    1
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Manifest {
     pipeline: String,
     at: Time,
+    /// Workers of every process.
     workers: usize,
+    /// Processes that wrote it (each with `workers / processes` workers).
+    #[serde(default = "one")]
+    processes: usize,
     /// Component name to fingerprint (hex).
     components: BTreeMap<String, String>,
     /// Component name to identity (hex; absent in checkpoints written
@@ -189,8 +202,10 @@ struct Manifest {
 pub struct Restored {
     /// Its cut.
     pub at: Time,
-    /// Workers of the run that wrote it.
+    /// Workers of the run that wrote it (of all its processes).
     pub workers: usize,
+    /// Processes of the run that wrote it.
+    pub processes: usize,
     /// Restored components' parts, in the order of the workers that wrote
     /// them, with how many of this run's instances have taken them.
     parts: Mutex<HashMap<String, (Vec<Part>, usize)>>,
@@ -408,6 +423,7 @@ impl Checkpoints {
             processes,
             workers,
             id,
+            per_process,
         } = installation;
         let processes = processes.max(1);
         store.prepare(pipeline)?;
@@ -416,6 +432,10 @@ impl Checkpoints {
         for l in found.iter().rev().filter(|l| l.complete) {
             let at = l.at;
             match read_checkpoint(store, pipeline, &l.name) {
+                Ok((manifest, _)) if per_process && manifest.processes.max(1) != processes => {
+                    tracing::error!(pipeline, checkpoint = %l.name, processes_then = manifest.processes, processes, "The checkpoint was written by another number of processes, and this pipeline's network sources read each process's own write-ahead log: its state starts empty, and each process reads its log from its stored position.");
+                    break;
+                }
                 Ok((manifest, mut parts)) => {
                     let (mut fresh, mut migrated) = (Vec::new(), Vec::new());
                     let mut kept = HashMap::new();
@@ -436,6 +456,7 @@ impl Checkpoints {
                     restored = Some(Restored {
                         at,
                         workers: manifest.workers.max(1),
+                        processes: manifest.processes.max(1),
                         parts: Mutex::new(kept),
                         fresh,
                         migrated,
@@ -946,6 +967,7 @@ impl Writer {
             pipeline: self.pipeline.clone(),
             at,
             workers: self.workers,
+            processes: self.processes,
             components: self.components.iter().cloned().collect(),
             identities: self.identities.clone(),
             parts,
@@ -1057,6 +1079,24 @@ impl Cut {
             .restored
             .as_ref()?
             .take(name, self.checkpoints.workers)
+    }
+
+    /// The restored parts of this component that process `process` of
+    /// the run that wrote them wrote (its workers' parts; none if that run
+    /// had fewer processes), if it was restored: a source reading a log
+    /// of this process's own takes those.
+    /// (Each instance takes them once.)
+    pub fn restored_of_process(&self, process: usize) -> Option<Vec<Part>> {
+        let parts = self.restored()?;
+        let r = self.checkpoints.restored.as_ref()?;
+        let per = r.workers / r.processes.max(1);
+        Some(
+            parts
+                .into_iter()
+                .skip(process * per)
+                .take(if process < r.processes { per } else { 0 })
+                .collect(),
+        )
     }
 
     /// The checkpoint restored from, if any.

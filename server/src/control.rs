@@ -787,10 +787,6 @@ impl Control {
     fn open_checkpoints(&self, plan: &Plan, installation: u64) -> Option<Arc<Checkpoints>> {
         let (store, options) = self.checkpoints.as_ref()?;
         let members = match plan.checkpoint_members() {
-            Ok(_) if self.processes > 1 && !plan.network_sources().is_empty() => {
-                tracing::info!(pipeline = %plan.name, "Not checkpointed: a cluster's network sources read each process's own write-ahead log, which checkpoints do not follow yet; a restart recomputes its state from the logs.");
-                return None;
-            }
             Ok(m) if !m.is_empty() => m,
             Ok(_) => return None,
             Err(why) => {
@@ -803,6 +799,7 @@ impl Control {
             processes: self.processes,
             workers: self.workers,
             id: Some(installation),
+            per_process: !plan.network_sources().is_empty(),
         };
         match Checkpoints::open_as(store, &plan.name, installation, members, *options) {
             Ok(c) => {

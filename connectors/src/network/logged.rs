@@ -67,8 +67,11 @@ impl NetworkSource {
             // of each record had already taken in.
             let mut done: Vec<u64> = Vec::new();
             let mut start_at: Time = 0;
+            // (In a cluster each process reads its own log: the positions
+            // of the workers this process had when the checkpoint was cut.)
+            let process = scope.index() / logged.workers.max(1);
             if let Some(cut) = &ctx.checkpoint
-                && let (Some(at), Some(parts)) = (cut.restored_at(), cut.restored())
+                && let (Some(at), Some(parts)) = (cut.restored_at(), cut.restored_of_process(process))
             {
                 let positions: Vec<Position> = parts.iter().filter_map(|p| decode(p).ok()).collect();
                 if positions.len() == parts.len() && !positions.is_empty() {

@@ -404,6 +404,7 @@ fn a_clusters_checkpoint_completes_when_every_process_has_written_its_share() {
             processes: 2,
             workers: 1,
             id: Some(7),
+            per_process: false,
         };
         Checkpoints::open_as(&store, "p", installation, ms.clone(), every_2s).unwrap()
     };
@@ -444,6 +445,31 @@ fn a_clusters_checkpoint_completes_when_every_process_has_written_its_share() {
     assert_eq!((r.at, r.workers), (4_000, 2));
     let parts: Vec<Vec<u8>> = r.take("w", 3).unwrap().iter().map(|p| p.to_vec()).collect();
     assert_eq!(parts, [b"4000 1 0".to_vec(), b"4000 1 1".to_vec()]);
+    drop(one);
+
+    // A pipeline whose sources read each process's own log restores only
+    // on as many processes, each process its own workers' positions.
+    let pinned = |process, processes, workers| {
+        let installation = Installation {
+            process,
+            processes,
+            workers,
+            id: None,
+            per_process: true,
+        };
+        Checkpoints::open_as(&store, "p", installation, ms.clone(), every_cut()).unwrap()
+    };
+    assert!(pinned(0, 1, 2).restored().is_none());
+    let second = pinned(1, 2, 2);
+    assert_eq!(second.restored().map(|r| r.processes), Some(2));
+    let positions: Vec<Vec<u8>> = second
+        .cut(0, 2)
+        .restored_of_process(1)
+        .unwrap()
+        .iter()
+        .map(|p| p.to_vec())
+        .collect();
+    assert_eq!(positions, [b"4000 0 1".to_vec()]);
 }
 
 /// While a cluster's sinks are not durable, a process takes no more than a
@@ -457,6 +483,7 @@ fn a_cluster_process_keeps_few_checkpoints_under_way() {
         processes: 2,
         workers: 1,
         id: Some(1),
+        per_process: false,
     };
     let c = Checkpoints::open_as(
         &Store::dir(dir.path()),
@@ -499,6 +526,7 @@ fn a_new_version_in_a_cluster_waits_until_every_process_has_stopped_the_old_ones
             processes: 2,
             workers: 1,
             id: Some(id),
+            per_process: false,
         };
         Checkpoints::open_as(&store, "p", installation, ms.clone(), every_cut()).unwrap()
     };
