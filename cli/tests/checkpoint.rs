@@ -52,19 +52,26 @@ const RULES: &str = "{groups: [{name: g, rules: [\
     {alert: High, expr: 'avg_over_time(load[5s]) > 108', for: 3s, annotations: {summary: '{{ $labels.s }} at {{ $value }}'}}, \
     {record: 'load:max5s', expr: 'max_over_time(load[5s])'}]}]}";
 
+/// The rules of the new version (`explain`): a recorded series added
+/// before the others, whose state the others keep.
+const RULES_V2: &str = "{groups: [{name: g, rules: [\
+    {record: 'load:min5s', expr: 'min_over_time(load[5s])'}, \
+    {alert: High, expr: 'avg_over_time(load[5s]) > 108', for: 3s, annotations: {summary: '{{ $labels.s }} at {{ $value }}'}}, \
+    {record: 'load:max5s', expr: 'max_over_time(load[5s])'}]}]}";
+
 /// The routing: groups by alert name, told again every 10 s while firing.
 const ROUTING: &str = "{route: {receiver: team, group_by: [alertname], group_wait: 2s, \
     group_interval: 5s, repeat_interval: 10s}, receivers: [{name: team}]}";
 
 /// The pipeline; `explain` makes a new version of it: the score explains
-/// (its model starts afresh) and the window adds `avg` (its state is
-/// carried over).
+/// (its model starts afresh), the window adds `avg` and the rules a
+/// recorded series (their state is carried over).
 fn pipeline(name: &str, r: &Run, explain: bool) -> String {
     format!(
         "name: {name}\nsources:\n  in: {{type: grpc, max_out_of_orderness: 0s, idle_timeout: 200ms}}\n\
          transforms:\n  w: {{type: window, inputs: [in], window: {{tumbling: 1m}}, by: [s], aggregates: [count, sum{avg}]}}\n  \
          sc: {{type: score, inputs: [in], explain: {explain}}}\n  \
-         rules: {{type: alert, inputs: [in], interval: 1s, rules: {RULES}}}\n  \
+         rules: {{type: alert, inputs: [in], interval: 1s, rules: {rules}}}\n  \
          page: {{type: route, inputs: [rules.alerts], config: {ROUTING}}}\n  \
          inc: {{type: correlate, inputs: [rules.alerts], rules: {{labels: {{by: [alertname], weight: 1}}}}}}\n\
          sinks:\n  out: {{type: file, inputs: [w], path: {}, append: true}}\n  \
@@ -80,6 +87,7 @@ fn pipeline(name: &str, r: &Run, explain: bool) -> String {
         r.alerts.with_extension("notes").display(),
         r.alerts.with_extension("incidents").display(),
         avg = if explain { ", avg" } else { "" },
+        rules = if explain { RULES_V2 } else { RULES },
     )
 }
 
@@ -551,6 +559,9 @@ fn an_update_keeps_the_state_of_unchanged_components() {
         k += 1;
     }
     let at = checkpoint_after(&mut [&mut sender], &mut k, &r.data, "u");
+    // (The old version saw nothing after this: what is stamped later is the
+    // new version's.)
+    let old_saw = T0 + k * STEP;
     // The reply says which state came back and which starts empty.
     let (status, body) = apply(true);
     assert_eq!(status, 200, "{body}");
@@ -562,7 +573,7 @@ fn an_update_keeps_the_state_of_unchanged_components() {
         "{body}"
     );
     assert_eq!(c["fresh"], serde_json::json!(["sc"]), "{body}");
-    assert_eq!(c["migrated"], serde_json::json!(["w"]), "{body}");
+    assert_eq!(c["migrated"], serde_json::json!(["rules", "w"]), "{body}");
     let again = after_cut(at, k);
     wait_until("the new version, from the checkpoint", || {
         let status = server.json("GET", "/api/v1/pipelines/u", None).1;
@@ -608,6 +619,29 @@ fn an_update_keeps_the_state_of_unchanged_components() {
     wait_until("explained scores", || !explained().is_empty());
     let first_explained = explained().into_iter().min().unwrap();
     assert_eq!(first_explained, at, "a new model from the checkpoint on");
+    // The rules' state came with them: alerts firing before the update
+    // keep their `activeAt` (ALERTS_FOR_STATE's value, in seconds) after
+    // it, and the new rule records from the checkpoint on.
+    let recorded: Vec<Value> = std::fs::read_to_string(r.alerts.with_extension("samples"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        recorded.iter().any(|v| v["name"] == "ALERTS_FOR_STATE"
+            && v["timestamp"].as_i64().unwrap() > old_saw
+            && v["value"].as_f64().unwrap() * 1000.0 < at as f64),
+        "no alert kept its activeAt across the update"
+    );
+    let new_rule: Vec<i64> = recorded
+        .iter()
+        .filter(|v| v["name"] == "load:min5s")
+        .map(|v| v["timestamp"].as_i64().unwrap())
+        .collect();
+    assert!(
+        !new_rule.is_empty() && new_rule.iter().all(|t| *t >= at),
+        "the new rule records from the checkpoint on: {new_rule:?}"
+    );
     assert!(server.stop().success());
 }
 

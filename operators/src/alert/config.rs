@@ -234,6 +234,15 @@ impl TransformSpec for AlertTransform {
     fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
         tidemark_engine::checkpoint::Checkpointed::Kept
     }
+    /// What its state depends on, beyond its rules: their state is carried
+    /// group by group and rule by rule into changed rules (see
+    /// `UnitState::migrate`).
+    fn identity(&self) -> String {
+        format!(
+            "alert {:?} lateness {}",
+            self.spec.settings, self.spec.lateness
+        )
+    }
     fn build<'scope>(
         &self,
         input: AnyStream<'scope>,

@@ -136,6 +136,33 @@ impl GroupState {
         Ok(())
     }
 
+    /// Carries a group's state saved under another configuration: each
+    /// rule whose identity (`old_rules`, in the saved order) is the same
+    /// gets back its instances, the series it wrote last and its health;
+    /// rules new to the group start empty.
+    pub fn migrate(&mut self, saved: &SavedGroup, old_rules: &[String]) {
+        let mut taken = vec![false; old_rules.len()];
+        for (i, rule) in self.group.rules.iter().enumerate() {
+            let id = super::unit::rule_identity(rule);
+            let Some(k) = (0..old_rules.len()).find(|k| !taken[*k] && old_rules[*k] == id) else {
+                continue;
+            };
+            let (Some(instances), Some(previous), Some(health)) = (
+                saved.instances.get(k),
+                saved.previous.get(k),
+                saved.health.get(k),
+            ) else {
+                continue;
+            };
+            taken[k] = true;
+            self.instances[i] = instances.clone();
+            self.previous[i] = previous.clone();
+            self.health[i] = health.clone();
+        }
+        self.last_step = saved.last_step;
+        self.step_seconds = saved.step_seconds;
+    }
+
     /// The instances of each alerting rule (for the rules and alerts APIs).
     pub fn instances(&self) -> impl Iterator<Item = (&Rule, &Instances)> {
         self.group.rules.iter().zip(&self.instances)

@@ -28,7 +28,7 @@ use tidemark_promql::SelectorIndex;
 
 use super::group::{Output, Settings};
 use super::rules::{Group, RuleKind};
-use super::unit::{SavedUnit, UnitState, is_late};
+use super::unit::{SavedUnit, UnitNames, UnitState, is_late};
 
 /// Groups evaluated together, and the selectors their rules read.
 #[derive(Clone, Debug)]
@@ -323,12 +323,41 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                     move |(input, frontier), (restored, restored_frontier), output| {
                         restored.for_each(|_cap, data| {
                             restore_entries(data, &stats, |_key, bytes| {
-                                let (unit, saved): (u64, SavedUnit) = decode(bytes)?;
-                                let i = units.iter().position(|u| *u as u64 == unit).ok_or_else(
-                                    || format!("unit {unit} is not evaluated on this worker"),
-                                )?;
-                                locals[i].restore(saved)?;
-                                dirty[i] = true;
+                                // (Checkpoints before rule identities hold
+                                // the unit and its state only.)
+                                let (unit, saved, names) =
+                                    match decode::<(u64, SavedUnit, UnitNames)>(bytes) {
+                                        Ok((u, s, n)) => (u, s, Some(n)),
+                                        Err(_) => {
+                                            let (u, s): (u64, SavedUnit) = decode(bytes)?;
+                                            (u, s, None)
+                                        }
+                                    };
+                                let same = units.iter().position(|u| *u as u64 == unit).filter(|i| {
+                                    names.as_ref().is_none_or(|n| *n == locals[*i].names())
+                                });
+                                if let Some(i) = same {
+                                    locals[i].restore(saved)?;
+                                    dirty[i] = true;
+                                    return Ok(());
+                                }
+                                let names = names.ok_or_else(|| format!("unit {unit} is not evaluated on this worker"))?;
+                                // Saved under another configuration (the
+                                // rules changed): each group goes on in
+                                // the unit here that evaluates it.
+                                for (i, l) in locals.iter_mut().enumerate() {
+                                    if l.migrate(&saved, &names) > 0 {
+                                        dirty[i] = true;
+                                    }
+                                }
+                                for (file, group) in names.groups() {
+                                    let here = locals.iter().any(|l| l.has_group(file, group));
+                                    let kept = spec.groups.iter().any(|g| g.file == file && g.name == group);
+                                    if kept && !here {
+                                        add(&stats.errors, 1);
+                                        tracing::warn!(file, group, "The changed rules put this group in a unit evaluated on another worker: its alert state starts empty.");
+                                    }
+                                }
                                 Ok(())
                             });
                         });
@@ -396,7 +425,7 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                                         .iter()
                                         .zip(&locals)
                                         .map(|(u, l)| {
-                                            (spec.units[*u].key, encode(&(*u as u64, l.save())))
+                                            (spec.units[*u].key, encode(&(*u as u64, l.save(), l.names())))
                                         })
                                         .collect();
                                     encode(&entries)

@@ -216,3 +216,141 @@ fn steps_do_not_depend_on_delivery_order_or_batching() {
         }
     }
 }
+
+/// The spec of inline `groups`.
+fn spec_of(groups: serde_json::Value) -> Arc<operator::AlertSpec> {
+    use crate::alert::config::{AlertConfig, RulesField};
+    AlertConfig {
+        rules: RulesField::Inline(serde_json::json!({ "groups": groups })),
+        interval: None,
+        lookback: Some("1m".into()),
+        lateness: None,
+        external_labels: Default::default(),
+        external_url: String::new(),
+    }
+    .validate()
+    .unwrap()
+    .spec()
+    .clone()
+}
+
+/// The lines a unit of `first` gives for `inputs` (time-sorted), each
+/// sample followed by a step to its time; from `switch` on, a unit of
+/// `then` takes over, its state carried from the first one's checkpoint
+/// (`UnitState::migrate`, as an update of the pipeline does). Also returns
+/// the last step the first unit ran.
+fn migrated_run(
+    inputs: &[(Series, i64, f64)],
+    first: &operator::AlertSpec,
+    then: &operator::AlertSpec,
+    switch: i64,
+) -> (Vec<(i64, String)>, i64) {
+    use crate::alert::unit::UnitState;
+    use tidemark_engine::Sample;
+    use tidemark_engine::checkpoint::{decode, encode};
+    let mut unit = UnitState::new(first, 0);
+    let mut spec = first;
+    let mut out = Vec::new();
+    let mut ran = i64::MIN;
+    let last = std::cell::Cell::new(i64::MIN);
+    let mut emit = |t: i64, o: group::Output| {
+        last.set(last.get().max(t));
+        for s in o.samples {
+            out.push((t, format!("{} {}", s.series, s.value)));
+        }
+        for a in o.alerts {
+            out.push((t, format!("{} {:?} {}", a.labels, a.state, a.active_at)));
+        }
+    };
+    for (series, t, v) in inputs {
+        if *t > switch && !std::ptr::eq(spec, then) {
+            ran = last.get();
+            let bytes = encode(&(unit.save(), unit.names()));
+            let (saved, names) = decode(&bytes).unwrap();
+            unit = UnitState::new(then, 0);
+            assert_eq!(unit.migrate(&saved, &names), 1);
+            spec = then;
+        }
+        unit.insert(&Sample::new(series.clone(), *t, *v));
+        unit.advance(Some(*t as Time), spec, &mut emit);
+    }
+    unit.advance(None, spec, &mut emit);
+    // (Alert changes of one step come in the order of a hash map.)
+    out.sort();
+    (out, ran)
+}
+
+/// Rules changed under a running unit (a recording rule added before the
+/// others, an alerting rule removed): every rule both versions have gives,
+/// from the change on, exactly what an unchanged unit gives (its alert
+/// instances with their `activeAt` and `for`, the series it wrote, the
+/// group's next step came with it), and the new rule evaluates from the
+/// change on, over the samples the unit kept.
+#[test]
+fn rules_added_and_removed_keep_the_state_of_the_others() {
+    let shared = |extra: Option<serde_json::Value>, sum: bool| {
+        let mut rules = vec![
+            serde_json::json!({"record": "x:sum", "expr": "sum(x)"}),
+            serde_json::json!({"alert": "High", "expr": "x > 3", "for": "20s"}),
+        ];
+        if let Some(e) = extra {
+            rules.insert(0, e);
+        }
+        if sum {
+            rules.push(serde_json::json!({"alert": "Sum", "expr": "x:sum > 12"}));
+        }
+        spec_of(serde_json::json!([{"name": "g", "interval": "10s", "rules": rules}]))
+    };
+    let before = shared(None, true);
+    let after = shared(
+        Some(serde_json::json!({"record": "x:max", "expr": "max_over_time(x[30s])"})),
+        false,
+    );
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut spanned = 0;
+    for case in 0..10 {
+        let mut inputs = Vec::new();
+        for s in 0..3 {
+            let series = Series::new("x", [("s", format!("{s}"))]);
+            let mut t = 1_000 + s * 7_000;
+            while t < 300_000 {
+                inputs.push((series.clone(), t, rng.random_range(0.0..10.0f64).floor()));
+                t += rng.random_range(2_000..9_000);
+            }
+        }
+        inputs.sort_by_key(|i| i.1);
+        let switch = rng.random_range(60_000..240_000);
+        let (through, _) = migrated_run(&inputs, &before, &before, i64::MAX);
+        let (migrated, ran) = migrated_run(&inputs, &before, &after, switch);
+        let shared_lines = |lines: &[(i64, String)], drop: &str| -> Vec<(i64, String)> {
+            lines
+                .iter()
+                .filter(|(t, l)| *t > ran && !l.contains(drop))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(
+            shared_lines(&migrated, "x:max"),
+            shared_lines(&through, "alertname=\"Sum\""),
+            "case {case}: the rules both versions have"
+        );
+        // The new rule steps from the change on, with the 30 s the unit
+        // kept behind it.
+        let new: Vec<_> = migrated
+            .iter()
+            .filter(|(_, l)| l.contains("x:max"))
+            .collect();
+        assert!(new.iter().all(|(t, _)| *t > ran), "case {case}");
+        assert!(new.len() > 10, "case {case}: {new:?}");
+        spanned += usize::from(migrated.iter().any(|(t, l)| {
+            // (`ALERTS_FOR_STATE`'s value is `activeAt` in seconds.)
+            *t > ran
+                && l.starts_with("ALERTS_FOR_STATE")
+                && l.rsplit(' ')
+                    .next()
+                    .and_then(|a| a.parse::<i64>().ok())
+                    .is_some_and(|a| a * 1000 <= ran)
+        }));
+    }
+    assert!(spanned >= 3, "alerts active across the change: {spanned}");
+}

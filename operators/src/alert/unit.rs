@@ -35,6 +35,33 @@ pub struct SavedUnit {
     last: i64,
 }
 
+/// Which groups a saved unit held, each with its rules' identities (see
+/// [`rule_identity`]): what lets its state be carried into a changed
+/// configuration.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnitNames {
+    /// `(file, group, rule identities)`, in the unit's order.
+    groups: Vec<(String, String, Vec<String>)>,
+}
+
+impl UnitNames {
+    /// The groups, as `(file, name)`.
+    pub fn groups(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.groups.iter().map(|(f, n, _)| (f.as_str(), n.as_str()))
+    }
+}
+
+/// What carries a rule's state into a changed configuration, as
+/// Prometheus's rule manager does on a reload: its kind, its name and its
+/// labels (an edited expression, `for` or annotation keeps its state).
+pub fn rule_identity(rule: &super::rules::Rule) -> String {
+    let kind = match rule.kind {
+        super::rules::RuleKind::Record => "record",
+        super::rules::RuleKind::Alert { .. } => "alert",
+    };
+    format!("{kind} {} {:?}", rule.name, rule.labels)
+}
+
 /// Whether a sample that entered at watermark `time` comes too late for
 /// the steps it belongs to: its time plus `lateness` is behind the
 /// watermark, so those steps may have run.
@@ -81,6 +108,82 @@ impl UnitState {
             first: self.first,
             last: self.last,
         }
+    }
+
+    /// Its groups and their rules' identities, saved beside its state.
+    pub fn names(&self) -> UnitNames {
+        UnitNames {
+            groups: self
+                .groups
+                .iter()
+                .map(|g| {
+                    (
+                        g.group.file.clone(),
+                        g.group.name.clone(),
+                        g.group.rules.iter().map(rule_identity).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether it evaluates a group of `file` named `name`.
+    pub fn has_group(&self, file: &str, name: &str) -> bool {
+        self.groups
+            .iter()
+            .any(|g| g.group.file == file && g.group.name == name)
+    }
+
+    /// Carries the state of a unit of another configuration (`names` says
+    /// what it held) into this one: each of its groups that this unit
+    /// evaluates too (same file and name) gets back its next step and the
+    /// state of every rule of the same identity; its samples are kept
+    /// whole (rules new to the unit read what the old ones kept, the rest
+    /// from now on). A group new to the unit takes its first step at the
+    /// carried groups' next one. Returns how many groups were carried.
+    pub fn migrate(&mut self, saved: &SavedUnit, names: &UnitNames) -> usize {
+        let mut carried = 0;
+        for ((file, name, rules), (group, next)) in names
+            .groups
+            .iter()
+            .zip(saved.groups.iter().zip(&saved.next))
+        {
+            let Some(g) = self
+                .groups
+                .iter()
+                .position(|g| g.group.file == *file && g.group.name == *name)
+            else {
+                continue;
+            };
+            self.groups[g].migrate(group, rules);
+            self.next[g] = *next;
+            carried += 1;
+        }
+        if carried == 0 {
+            return 0;
+        }
+        for (series, points) in &saved.store {
+            for p in points {
+                self.store.insert(series, p.t, p.v);
+            }
+        }
+        self.first = match (self.first, saved.first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last = self.last.max(saved.last);
+        if let Some(due) = self.next.iter().flatten().min().copied() {
+            for (g, next) in self.next.iter_mut().enumerate() {
+                if next.is_none() {
+                    let interval = self.groups[g].group.interval;
+                    *next = Some(
+                        due.div_euclid(interval) * interval
+                            + interval * i64::from(due.rem_euclid(interval) != 0),
+                    );
+                }
+            }
+        }
+        carried
     }
 
     /// Takes back the state `save` gave (into a unit of the same
