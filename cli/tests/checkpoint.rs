@@ -932,9 +932,11 @@ fn kill_9_does_not_let_alertmanager_resolve_a_firing_alert() {
     checkpoint_after(&mut [&mut sender], &mut k, &data, "am");
     // Series 3 (121 and more) fires throughout.
     let firing = |am: &common::alertmanager::Alertmanager| {
-        am.alerts()
-            .iter()
-            .any(|a| a["labels"]["s"] == "3" && a["status"]["state"] == "active")
+        am.alerts().iter().any(|a| {
+            a["labels"]["alertname"] == "High"
+                && a["labels"]["s"] == "3"
+                && a["status"]["state"] == "active"
+        })
     };
     wait_until("series 3 firing in Alertmanager", || firing(&am));
     server.kill_hard();
@@ -949,15 +951,21 @@ fn kill_9_does_not_let_alertmanager_resolve_a_firing_alert() {
         "Alertmanager let the firing alert go: {:#?}",
         am.alerts()
     );
-    // A new version whose rules start afresh (another threshold: nothing
-    // fires): what the sink kept is not sent again, so Alertmanager lets
-    // the alert go rather than holding it forever.
+    // A new version whose rule has another name: the old rule's firing
+    // alerts are resolved at the update (nothing else would resolve them),
+    // so Alertmanager lets the alert go rather than holding it forever
+    // (once the input moves past the update, as it does).
     let (status, body) = server.json(
         "POST",
         "/api/v1/pipelines",
-        Some(&text.replace("> 108", "> 1000")),
+        Some(&text.replace("alert: High,", "alert: Higher,")),
     );
     assert_eq!(status, 200, "{body}");
+    let mut sender = Sender::new(&server);
+    for _ in 0..40 {
+        sender.send(request(k));
+        k += 1;
+    }
     std::thread::sleep(Duration::from_secs(6));
     assert!(
         !firing(&am),

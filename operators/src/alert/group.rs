@@ -139,8 +139,9 @@ impl GroupState {
     /// Carries a group's state saved under another configuration: each
     /// rule whose identity (`old_rules`, in the saved order) is the same
     /// gets back its instances, the series it wrote last and its health;
-    /// rules new to the group start empty.
-    pub fn migrate(&mut self, saved: &SavedGroup, old_rules: &[String]) {
+    /// rules new to the group start empty. Returns the active alerts of
+    /// the rules that are gone: nothing will resolve them otherwise.
+    pub fn migrate(&mut self, saved: &SavedGroup, old_rules: &[String]) -> Vec<Instance> {
         let mut taken = vec![false; old_rules.len()];
         for (i, rule) in self.group.rules.iter().enumerate() {
             let id = super::unit::rule_identity(rule);
@@ -161,6 +162,14 @@ impl GroupState {
         }
         self.last_step = saved.last_step;
         self.step_seconds = saved.step_seconds;
+        taken
+            .iter()
+            .zip(&saved.instances)
+            .filter(|(taken, _)| !**taken)
+            .flat_map(|(_, instances)| instances.all())
+            .filter(|a| a.state != AlertState::Resolved)
+            .cloned()
+            .collect()
     }
 
     /// The instances of each alerting rule (for the rules and alerts APIs).
@@ -412,7 +421,7 @@ fn alerts_series(active: &[&Instance], ts: i64) -> Vec<Sample> {
 }
 
 /// The alert-stream record of a state change.
-fn alert(a: &Instance, ts: i64, url: &str) -> Alert {
+pub(super) fn alert(a: &Instance, ts: i64, url: &str) -> Alert {
     Alert {
         labels: a.labels.clone(),
         annotations: Arc::clone(&a.annotations),

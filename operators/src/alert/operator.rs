@@ -369,6 +369,22 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                             // after the cut.
                             let to = x.saturating_sub(lateness);
                             raise(cap, to);
+                            // Rules an update removed: their active alerts
+                            // are resolved at the cut.
+                            let at = to.min(i64::MAX as Time) as i64;
+                            let retired: Vec<_> = locals
+                                .iter_mut()
+                                .flat_map(|l| l.take_retired(at, &spec.settings.external_url))
+                                .collect();
+                            if !retired.is_empty() {
+                                tracing::info!(transform = %transform, alerts = retired.len(), "Resolved the active alerts of rules the update removed.");
+                                let out = Output {
+                                    alerts: retired,
+                                    ..Output::default()
+                                };
+                                let batch = outputs(out, &stats, &mut warned);
+                                output.session(&*cap).give_iterator(batch.into_iter());
+                            }
                         }
                         let mut late = 0u64;
                         input.for_each(|cap, data| {

@@ -238,13 +238,14 @@ fn spec_of(groups: serde_json::Value) -> Arc<operator::AlertSpec> {
 /// sample followed by a step to its time; from `switch` on, a unit of
 /// `then` takes over, its state carried from the first one's checkpoint
 /// (`UnitState::migrate`, as an update of the pipeline does). Also returns
-/// the last step the first unit ran.
+/// the last step the first unit ran, and the alerts of removed rules the
+/// migration resolved.
 fn migrated_run(
     inputs: &[(Series, i64, f64)],
     first: &operator::AlertSpec,
     then: &operator::AlertSpec,
     switch: i64,
-) -> (Vec<(i64, String)>, i64) {
+) -> (Vec<(i64, String)>, i64, Vec<tidemark_engine::alert::Alert>) {
     use crate::alert::unit::UnitState;
     use tidemark_engine::Sample;
     use tidemark_engine::checkpoint::{decode, encode};
@@ -252,6 +253,7 @@ fn migrated_run(
     let mut spec = first;
     let mut out = Vec::new();
     let mut ran = i64::MIN;
+    let mut retired = Vec::new();
     let last = std::cell::Cell::new(i64::MIN);
     let mut emit = |t: i64, o: group::Output| {
         last.set(last.get().max(t));
@@ -269,6 +271,7 @@ fn migrated_run(
             let (saved, names) = decode(&bytes).unwrap();
             unit = UnitState::new(then, 0);
             assert_eq!(unit.migrate(&saved, &names), 1);
+            retired = unit.take_retired(ran, "");
             spec = then;
         }
         unit.insert(&Sample::new(series.clone(), *t, *v));
@@ -277,7 +280,7 @@ fn migrated_run(
     unit.advance(None, spec, &mut emit);
     // (Alert changes of one step come in the order of a hash map.)
     out.sort();
-    (out, ran)
+    (out, ran, retired)
 }
 
 /// Rules changed under a running unit (a recording rule added before the
@@ -307,7 +310,7 @@ fn rules_added_and_removed_keep_the_state_of_the_others() {
         false,
     );
     let mut rng = StdRng::seed_from_u64(11);
-    let mut spanned = 0;
+    let (mut spanned, mut resolved) = (0, 0);
     for case in 0..10 {
         let mut inputs = Vec::new();
         for s in 0..3 {
@@ -320,8 +323,24 @@ fn rules_added_and_removed_keep_the_state_of_the_others() {
         }
         inputs.sort_by_key(|i| i.1);
         let switch = rng.random_range(60_000..240_000);
-        let (through, _) = migrated_run(&inputs, &before, &before, i64::MAX);
-        let (migrated, ran) = migrated_run(&inputs, &before, &after, switch);
+        let (through, _, _) = migrated_run(&inputs, &before, &before, i64::MAX);
+        let (migrated, ran, retired) = migrated_run(&inputs, &before, &after, switch);
+        // The removed rule's alerts that were active are resolved, at
+        // once: nothing would resolve them later.
+        let active_sum = through
+            .iter()
+            .rfind(|(t, l)| *t <= ran && l.contains("{alertname=\"Sum\"}"))
+            .is_some_and(|(_, l)| !l.contains(" Resolved "));
+        assert_eq!(
+            retired.len(),
+            usize::from(active_sum),
+            "case {case}: {retired:?}"
+        );
+        for a in &retired {
+            assert_eq!((a.state, a.at), (AlertState::Resolved, ran), "case {case}");
+            assert_eq!(a.labels.get("alertname"), Some("Sum"), "case {case}");
+        }
+        resolved += retired.len();
         let shared_lines = |lines: &[(i64, String)], drop: &str| -> Vec<(i64, String)> {
             lines
                 .iter()
@@ -353,4 +372,5 @@ fn rules_added_and_removed_keep_the_state_of_the_others() {
         }));
     }
     assert!(spanned >= 3, "alerts active across the change: {spanned}");
+    assert!(resolved >= 2, "removed rules' alerts resolved: {resolved}");
 }

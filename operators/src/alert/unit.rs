@@ -8,6 +8,9 @@ use tidemark_engine::Series;
 use tidemark_engine::time::Time;
 use tidemark_promql::{MemStore, Point};
 
+use tidemark_engine::alert::{Alert, AlertState};
+
+use super::Instance;
 use super::group::{GroupState, Output, SavedGroup};
 use super::operator::AlertSpec;
 use super::template::Cache;
@@ -22,6 +25,8 @@ pub struct UnitState {
     last: i64,
     retention: i64,
     cache: Cache,
+    /// Active alerts of rules a migration removed, to be resolved.
+    retired: Vec<Instance>,
 }
 
 /// What a checkpoint keeps of a unit: the samples its rules can still
@@ -85,6 +90,7 @@ impl UnitState {
             last: i64::MIN,
             retention: u.retention,
             cache: Cache::default(),
+            retired: Vec::new(),
         }
     }
 
@@ -155,7 +161,8 @@ impl UnitState {
             else {
                 continue;
             };
-            self.groups[g].migrate(group, rules);
+            let retired = self.groups[g].migrate(group, rules);
+            self.retired.extend(retired);
             self.next[g] = *next;
             carried += 1;
         }
@@ -184,6 +191,20 @@ impl UnitState {
             }
         }
         carried
+    }
+
+    /// The alerts of rules a migration removed that were active, resolved
+    /// at `at`: they are sent once, so that nothing downstream (an
+    /// Alertmanager sink that keeps sending what fires) holds them.
+    pub fn take_retired(&mut self, at: i64, external_url: &str) -> Vec<Alert> {
+        self.retired
+            .drain(..)
+            .map(|mut a| {
+                a.state = AlertState::Resolved;
+                a.resolved_at = Some(at);
+                super::group::alert(&a, at, external_url)
+            })
+            .collect()
     }
 
     /// Takes back the state `save` gave (into a unit of the same
