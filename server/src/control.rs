@@ -515,14 +515,16 @@ impl Control {
         })
     }
 
-    /// Whether an apply of `name` is over: installed on every worker,
-    /// failed, or gone.
+    /// Whether an apply of `name` (the one that returned `id`) is over:
+    /// installed on every local worker, or failed. No entry yet is the
+    /// command not taken yet, not a pipeline gone: at start, which is what
+    /// waits for this, nothing deletes one (a compile that fails on the
+    /// worker leaves the wait to its timeout).
     pub fn is_settled(&self, name: &str, id: (usize, u64)) -> bool {
-        self.is_installed(name, id)
-            || self
-                .entries()
-                .get(name)
-                .is_none_or(|e| e.failure.get().is_some())
+        self.entries().get(name).is_some_and(|e| {
+            (e.id == id || e.replaced.contains(&id))
+                && (e.installed >= self.workers || e.failure.get().is_some())
+        })
     }
 
     /// Whether `name` is gone from this process.
