@@ -72,6 +72,16 @@ pub struct SavedGroup {
     step_seconds: f64,
 }
 
+impl SavedGroup {
+    /// Its rules' active (pending or firing) alerts.
+    pub fn active(&self) -> impl Iterator<Item = &Instance> {
+        self.instances
+            .iter()
+            .flat_map(|i| i.all())
+            .filter(|a| a.state != AlertState::Resolved)
+    }
+}
+
 /// Go's `url.QueryEscape`.
 fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -28,7 +28,7 @@ use tidemark_promql::SelectorIndex;
 
 use super::group::{Output, Settings};
 use super::rules::{Group, RuleKind};
-use super::unit::{SavedUnit, UnitNames, UnitState, is_late};
+use super::unit::{SavedUnit, UnitNames, UnitState, is_late, resolved};
 
 /// Groups evaluated together, and the selectors their rules read.
 #[derive(Clone, Debug)]
@@ -296,6 +296,9 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                     let mut dirty = vec![false; locals.len()];
                     let mut warned = rustc_hash::FxHashSet::default();
                     let mut gate: Gate<Vec<(u64, Sample)>> = Gate::new(checkpoint);
+                    // Active alerts of restored groups that no unit here
+                    // goes on with, resolved once the restore is in.
+                    let mut orphaned: Vec<super::Instance> = Vec::new();
                     // Keeps the samples that are not late; returns how many are.
                     let late_after = spec.lateness;
                     let mut insert = move |locals: &mut [UnitState],
@@ -350,10 +353,17 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                                         dirty[i] = true;
                                     }
                                 }
-                                for (file, group) in names.groups() {
+                                for (g, (file, group)) in names.groups().enumerate() {
                                     let here = locals.iter().any(|l| l.has_group(file, group));
+                                    if here {
+                                        continue;
+                                    }
+                                    // Gone, or evaluated elsewhere with
+                                    // empty state: nothing would resolve
+                                    // its active alerts.
+                                    orphaned.extend(saved.active(g));
                                     let kept = spec.groups.iter().any(|g| g.file == file && g.name == group);
-                                    if kept && !here {
+                                    if kept {
                                         add(&stats.errors, 1);
                                         tracing::warn!(file, group, "The changed rules put this group in a unit evaluated on another worker: its alert state starts empty.");
                                     }
@@ -372,10 +382,12 @@ impl<'scope> Alerting<'scope> for SampleStream<'scope> {
                             // Rules an update removed: their active alerts
                             // are resolved at the cut.
                             let at = to.min(i64::MAX as Time) as i64;
-                            let retired: Vec<_> = locals
+                            let url = &spec.settings.external_url;
+                            let mut retired: Vec<_> = locals
                                 .iter_mut()
-                                .flat_map(|l| l.take_retired(at, &spec.settings.external_url))
+                                .flat_map(|l| l.take_retired(at, url))
                                 .collect();
+                            retired.extend(orphaned.drain(..).map(|a| resolved(a, at, url)));
                             if !retired.is_empty() {
                                 tracing::info!(transform = %transform, alerts = retired.len(), "Resolved the active alerts of rules the update removed.");
                                 let out = Output {

@@ -56,6 +56,24 @@ impl UnitNames {
     }
 }
 
+impl SavedUnit {
+    /// The active alerts of its `g`th group.
+    pub fn active(&self, g: usize) -> Vec<Instance> {
+        self.groups
+            .get(g)
+            .map(|group| group.active().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// An alert that was active, resolved at `at` (its rule or its group's
+/// state is gone).
+pub fn resolved(mut a: Instance, at: i64, external_url: &str) -> Alert {
+    a.state = AlertState::Resolved;
+    a.resolved_at = Some(at);
+    super::group::alert(&a, at, external_url)
+}
+
 /// What carries a rule's state into a changed configuration, as
 /// Prometheus's rule manager does on a reload: its kind, its name and its
 /// labels (an edited expression, `for` or annotation keeps its state).
@@ -199,11 +217,7 @@ impl UnitState {
     pub fn take_retired(&mut self, at: i64, external_url: &str) -> Vec<Alert> {
         self.retired
             .drain(..)
-            .map(|mut a| {
-                a.state = AlertState::Resolved;
-                a.resolved_at = Some(at);
-                super::group::alert(&a, at, external_url)
-            })
+            .map(|a| resolved(a, at, external_url))
             .collect()
     }
 
