@@ -192,10 +192,13 @@ impl Store {
         Key::from(text)
     }
 
-    /// The checkpoints of `pipeline`, oldest first.
-    pub fn listed(&self, pipeline: &str) -> std::io::Result<Vec<Listed>> {
-        let parse = |name: &str| -> Option<Time> { name.split_once('-')?.0.parse().ok() };
-        let mut out = Vec::new();
+    /// What is under `pipeline`: each directory (prefix) with whether it
+    /// holds a manifest.
+    fn children(
+        &self,
+        pipeline: &str,
+    ) -> std::io::Result<std::collections::BTreeMap<String, bool>> {
+        let mut out = std::collections::BTreeMap::new();
         match &*self.0 {
             Inner::Dir(dir) => {
                 let entries = match std::fs::read_dir(dir.join(pipeline)) {
@@ -204,12 +207,8 @@ impl Store {
                     Err(e) => return Err(e),
                 };
                 for e in entries.filter_map(Result::ok) {
-                    let Ok(name) = e.file_name().into_string() else {
-                        continue;
-                    };
-                    if let Some(at) = parse(&name) {
-                        let complete = e.path().join(MANIFEST).exists();
-                        out.push(Listed { at, name, complete });
+                    if let Ok(name) = e.file_name().into_string() {
+                        out.insert(name, e.path().join(MANIFEST).exists());
                     }
                 }
             }
@@ -225,23 +224,28 @@ impl Store {
                     let list = store.list(Some(&under)).map_ok(|m| m.location);
                     list.try_collect().await.map_err(other)
                 })?;
-                let mut dirs: std::collections::BTreeMap<String, bool> = Default::default();
                 for key in objects {
                     let Some(rest) = key.prefix_match(&root) else {
                         continue;
                     };
                     let parts: Vec<String> = rest.map(|p| p.as_ref().to_owned()).collect();
                     if let [name, file] = parts.as_slice() {
-                        *dirs.entry(name.clone()).or_default() |= file == MANIFEST;
-                    }
-                }
-                for (name, complete) in dirs {
-                    if let Some(at) = parse(&name) {
-                        out.push(Listed { at, name, complete });
+                        *out.entry(name.clone()).or_default() |= file == MANIFEST;
                     }
                 }
             }
         }
+        Ok(out)
+    }
+
+    /// The checkpoints of `pipeline`, oldest first.
+    pub fn listed(&self, pipeline: &str) -> std::io::Result<Vec<Listed>> {
+        let parse = |name: &str| -> Option<Time> { name.split_once('-')?.0.parse().ok() };
+        let mut out: Vec<Listed> = self
+            .children(pipeline)?
+            .into_iter()
+            .filter_map(|(name, complete)| parse(&name).map(|at| Listed { at, name, complete }))
+            .collect();
         out.sort();
         Ok(out)
     }
@@ -249,43 +253,9 @@ impl Store {
     /// The hand-over directories of `pipeline` (`handover-<installation>`,
     /// see `Checkpoints::hand_over`).
     pub fn handovers(&self, pipeline: &str) -> std::io::Result<Vec<String>> {
-        let mut out = std::collections::BTreeSet::new();
-        match &*self.0 {
-            Inner::Dir(dir) => {
-                let entries = match std::fs::read_dir(dir.join(pipeline)) {
-                    Ok(e) => e,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-                    Err(e) => return Err(e),
-                };
-                out.extend(
-                    entries
-                        .filter_map(Result::ok)
-                        .filter_map(|e| e.file_name().into_string().ok()),
-                );
-            }
-            Inner::Bucket {
-                store,
-                prefix,
-                runtime,
-                ..
-            } => {
-                let root = Self::key(prefix, &[pipeline]);
-                let (store, under) = (Arc::clone(store), root.clone());
-                let objects: Vec<Key> = Self::wait(runtime, async move {
-                    let list = store.list(Some(&under)).map_ok(|m| m.location);
-                    list.try_collect().await.map_err(other)
-                })?;
-                for key in objects {
-                    if let Some(mut rest) = key.prefix_match(&root)
-                        && let Some(first) = rest.next()
-                    {
-                        out.insert(first.as_ref().to_owned());
-                    }
-                }
-            }
-        }
-        Ok(out
-            .into_iter()
+        Ok(self
+            .children(pipeline)?
+            .into_keys()
             .filter(|n| n.starts_with("handover-"))
             .collect())
     }
