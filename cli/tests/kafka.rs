@@ -1033,6 +1033,42 @@ sinks:
     )
 }
 
+/// The scores and flags in `out`'s `scores.jsonl`, checking that one
+/// written twice (again after a restart) was written the same.
+fn scored(out: &Path) -> BTreeMap<(String, String, i64), f64> {
+    let mut seen = BTreeMap::new();
+    for r in rows_so_far(&out.join("scores.jsonl")) {
+        if let Some(old) = seen.insert(key(&r), r.value) {
+            assert_eq!(old, r.value, "{:?} scored twice, differently", key(&r));
+        }
+    }
+    seen
+}
+
+/// Waits until `out` holds every window of `want` and a score of every
+/// sample of `seconds` seconds.
+fn wait_for_windows_and_scores(
+    out: &Path,
+    want: &BTreeMap<(String, String, i64), f64>,
+    seconds: i64,
+) {
+    use common::server::wait_until;
+    wait_until("every window", || {
+        let got: std::collections::BTreeSet<_> = rows_so_far(&out.join("windows.jsonl"))
+            .iter()
+            .map(key)
+            .collect();
+        want.keys().all(|k| got.contains(k))
+    });
+    wait_until("every score", || {
+        scored(out)
+            .keys()
+            .filter(|k| k.0 == "cpu:anomaly_score")
+            .count()
+            == SERIES * seconds as usize
+    });
+}
+
 /// Issue 19: a checkpointed pipeline reading Kafka, killed with `kill -9`
 /// twenty times at random moments while the topic fills and restarted on
 /// 1, 2 or 4 workers, against a server that runs through: every window is
@@ -1117,30 +1153,8 @@ fn a_checkpointed_kafka_pipeline_survives_twenty_kills_unchanged() {
     rest.extend((0..3).map(|p| (p, sentinel(base))));
     produce("produce-confluent", &t, &dir, "rest.tsv", &rest);
     let want = expected_of(SERIES, seconds, base);
-    let scored = |out: &Path| -> BTreeMap<(String, String, i64), f64> {
-        let mut seen = BTreeMap::new();
-        for r in rows_so_far(&out.join("scores.jsonl")) {
-            if let Some(old) = seen.insert(key(&r), r.value) {
-                assert_eq!(old, r.value, "{:?} scored twice, differently", key(&r));
-            }
-        }
-        seen
-    };
     for out in [&a, &b] {
-        wait_until("every window", || {
-            let got: std::collections::BTreeSet<_> = rows_so_far(&out.join("windows.jsonl"))
-                .iter()
-                .map(key)
-                .collect();
-            want.keys().all(|k| got.contains(k))
-        });
-        wait_until("every score", || {
-            scored(out)
-                .keys()
-                .filter(|k| k.0 == "cpu:anomaly_score")
-                .count()
-                == SERIES * seconds as usize
-        });
+        wait_for_windows_and_scores(out, &want, seconds);
     }
     // Windows exact (one written again after a restart is written the
     // same), scores and flags equal to the uninterrupted run's.
@@ -1338,30 +1352,8 @@ fn a_checkpointed_cluster_survives_kills_and_restores_on_one_process() {
     rest.extend((0..4).map(|p| (p, sentinel(base))));
     produce("produce-confluent", &t, &dir, "rest.tsv", &rest);
     let want = expected_of(SERIES, seconds, base);
-    let scored = |out: &Path| -> BTreeMap<(String, String, i64), f64> {
-        let mut seen = BTreeMap::new();
-        for r in rows_so_far(&out.join("scores.jsonl")) {
-            if let Some(old) = seen.insert(key(&r), r.value) {
-                assert_eq!(old, r.value, "{:?} scored twice, differently", key(&r));
-            }
-        }
-        seen
-    };
     for out in [&a, &b] {
-        wait_until("every window", || {
-            let got: std::collections::BTreeSet<_> = rows_so_far(&out.join("windows.jsonl"))
-                .iter()
-                .map(key)
-                .collect();
-            want.keys().all(|k| got.contains(k))
-        });
-        wait_until("every score", || {
-            scored(out)
-                .keys()
-                .filter(|k| k.0 == "cpu:anomaly_score")
-                .count()
-                == SERIES * seconds as usize
-        });
+        wait_for_windows_and_scores(out, &want, seconds);
     }
     check_rows(&rows(&a.join("windows.jsonl")), &want, true);
     check_rows(&rows(&b.join("windows.jsonl")), &want, false);
