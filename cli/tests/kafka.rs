@@ -1069,6 +1069,26 @@ fn wait_for_windows_and_scores(
     });
 }
 
+/// Checks that the killed run `a` scored and flagged every sample of
+/// `seconds` seconds, each as the uninterrupted run `b` did.
+fn assert_same_scores(a: &Path, b: &Path, seconds: i64) {
+    let (scores_a, scores_b) = (scored(a), scored(b));
+    assert_eq!(
+        scores_a.len(),
+        2 * SERIES * seconds as usize,
+        "scores and flags"
+    );
+    let differ: Vec<_> = scores_b
+        .iter()
+        .filter(|(k, v)| scores_a.get(*k) != Some(*v))
+        .take(5)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "scores that differ from the uninterrupted run's: {differ:?}"
+    );
+}
+
 /// Issue 19: a checkpointed pipeline reading Kafka, killed with `kill -9`
 /// twenty times at random moments while the topic fills and restarted on
 /// 1, 2 or 4 workers, against a server that runs through: every window is
@@ -1187,21 +1207,7 @@ fn a_checkpointed_kafka_pipeline_survives_twenty_kills_unchanged() {
         out
     };
     wait_until("the archive holding every window", || archived() == want);
-    let (scores_a, scores_b) = (scored(&a), scored(&b));
-    assert_eq!(
-        scores_a.len(),
-        2 * SERIES * seconds as usize,
-        "scores and flags"
-    );
-    let differ: Vec<_> = scores_b
-        .iter()
-        .filter(|(k, v)| scores_a.get(*k) != Some(*v))
-        .take(5)
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "scores that differ from the uninterrupted run's: {differ:?}"
-    );
+    assert_same_scores(&a, &b, seconds);
     // The restarts came from several checkpoints, not one.
     restored.dedup();
     assert!(restored.len() > KILLS / 2, "{restored:?}");
@@ -1357,17 +1363,7 @@ fn a_checkpointed_cluster_survives_kills_and_restores_on_one_process() {
     }
     check_rows(&rows(&a.join("windows.jsonl")), &want, true);
     check_rows(&rows(&b.join("windows.jsonl")), &want, false);
-    let (scores_a, scores_b) = (scored(&a), scored(&b));
-    assert_eq!(scores_a.len(), 2 * SERIES * seconds as usize);
-    let differ: Vec<_> = scores_b
-        .iter()
-        .filter(|(k, v)| scores_a.get(*k) != Some(*v))
-        .take(5)
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "scores that differ from the uninterrupted run's: {differ:?}"
-    );
+    assert_same_scores(&a, &b, seconds);
     // The restarts came from several checkpoints, never an older one.
     assert!(restored.windows(2).all(|w| w[0] <= w[1]), "{restored:?}");
     restored.dedup();
