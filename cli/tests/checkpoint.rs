@@ -294,6 +294,90 @@ fn windows_and_models_survive_kill_9_and_a_restart_at_another_worker_count() {
     assert!(through.stop().success());
 }
 
+/// Rows of a file sink keyed by name, labels and timestamp, checking that
+/// a row written twice was written the same.
+fn keyed_rows(path: &Path) -> BTreeMap<(String, String, i64), f64> {
+    let mut out = BTreeMap::new();
+    for r in common::read_rows(path) {
+        let key = (r.name, format!("{:?}", r.labels), r.timestamp);
+        if let Some(old) = out.insert(key.clone(), r.value) {
+            assert!(
+                old == r.value || (old.is_nan() && r.value.is_nan()),
+                "{key:?} written twice, differently"
+            );
+        }
+    }
+    out
+}
+
+/// A generator pipeline: 10 series, 400 samples each at `rate` samples/s
+/// (0: as fast as it goes), anomalies injected, into a window and a score.
+fn generator_pipeline(start: &str, rate: u32, windows: &Path, scores: &Path) -> String {
+    format!(
+        "name: gen\nsources:\n  g: {{type: generator, series: 10, interval: 1s, start: '{start}', samples: 400, \
+         rate: {rate}, seed: 7, anomalies: {{probability: 0.5, every: 100}}}}\n\
+         transforms:\n  w: {{type: window, inputs: [g], window: {{tumbling: 1m}}, by: [host], aggregates: [count, sum, max]}}\n  \
+         sc: {{type: score, inputs: [g]}}\n\
+         sinks:\n  out: {{type: file, inputs: [w], path: {}, append: true}}\n  \
+         scores: {{type: file, inputs: [sc], path: {}, append: true}}\n",
+        windows.display(),
+        scores.display(),
+    )
+}
+
+/// A generator (`start: now`) killed with `kill -9` after a checkpoint and
+/// restarted at another number of workers goes on where the checkpoint
+/// left it, with the start the first run took: its windows and scores
+/// equal those of an uninterrupted run from that start, and the restarted
+/// server generated only the samples after the checkpoint.
+#[test]
+fn a_generator_goes_on_from_its_checkpoint_after_kill_9() {
+    let dir = temp_dir("checkpoint-generator");
+    let data = dir.join("data");
+    let (windows, scores) = (dir.join("windows.jsonl"), dir.join("scores.jsonl"));
+    let mut server = start(&data, "2");
+    let text = generator_pipeline("now", 500, &windows, &scores);
+    let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&text));
+    assert_eq!(status, 201, "{body}");
+    wait_until("a checkpoint after a quarter of the samples", || {
+        newest_checkpoint(&data, "gen").is_some() && samples_in(&server, "gen") >= 1_000
+    });
+    server.kill_hard();
+    let cut = newest_checkpoint(&data, "gen").unwrap();
+    server = start(&data, "1");
+    wait_until("the pipeline finished", || {
+        server.json("GET", "/api/v1/pipelines/gen", None).1["state"] == "finished"
+    });
+    // Tick 0 of every series is at the start, which the first run took.
+    let got_scores = keyed_rows(&scores);
+    let start_ms = got_scores.keys().map(|(_, _, t)| *t).min().unwrap();
+    assert_eq!(start_ms % 1_000, 0, "now is taken at a whole second");
+    // Only the ticks from the first one at or after the cut were made again.
+    let first = (cut - start_ms + 999).div_euclid(1_000);
+    assert!((1..400).contains(&first), "cut {cut}, start {start_ms}");
+    assert_eq!(samples_in(&server, "gen"), 10 * (400 - first) as u64);
+    assert!(server.stop().success());
+
+    let start_text = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + Duration::from_millis(start_ms as u64),
+    )
+    .to_string();
+    let (ref_windows, ref_scores) = (dir.join("ref-windows.jsonl"), dir.join("ref-scores.jsonl"));
+    common::run_text(
+        &generator_pipeline(&start_text, 0, &ref_windows, &ref_scores),
+        2,
+    );
+    let want_scores = keyed_rows(&ref_scores);
+    assert!(
+        want_scores.len() > 10 * 400 * 2,
+        "a score and a flag per sample, and per injected anomaly's marker"
+    );
+    assert_eq!(got_scores, want_scores);
+    let (got, want) = (keyed_rows(&windows), keyed_rows(&ref_windows));
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+}
+
 /// Twenty `kill -9` at random moments (not after a checkpoint: while
 /// requests are being taken in, windows cut and checkpoints written), each
 /// restart on 1, 2 or 4 workers, against a server that runs through:

@@ -262,6 +262,18 @@ struct State {
     sealed: Time,
     /// The pipeline was deleted: nothing more is written.
     closed: bool,
+    /// Source instances whose output is complete: their part of every
+    /// checkpoint cut after it.
+    finished: Vec<Finished>,
+}
+
+/// A source instance that emits nothing more (see [`Cut::finish`]).
+struct Finished {
+    component: usize,
+    worker: usize,
+    /// Its output is complete after this time.
+    after: Time,
+    bytes: Vec<u8>,
 }
 
 /// A process's share of a checkpoint in a cluster: its parts.
@@ -487,6 +499,7 @@ impl Checkpoints {
             abandoned: None,
             sealed: 0,
             closed: false,
+            finished: Vec::new(),
         }));
         let io = Arc::new(Mutex::new(()));
         let nonce = format!(
@@ -589,6 +602,7 @@ impl Checkpoints {
                 && s.under_way.len() < UNDER_WAY
             {
                 s.yes.insert(last);
+                self.submit_finished(s, last);
                 s.under_way.insert(last, Instant::now());
                 s.last_yes = Some(Instant::now());
             }
@@ -608,8 +622,33 @@ impl Checkpoints {
                     .is_none_or(|t| t.elapsed() >= self.options.interval))
         {
             s.yes.insert(b);
+            self.submit_finished(s, b);
             s.last_yes = Some(Instant::now());
         }
+    }
+
+    /// Hands the parts of the finished source instances to the writer for
+    /// checkpoint `at`, just decided.
+    fn submit_finished(&self, s: &State, at: Time) {
+        for f in s.finished.iter().filter(|f| f.after < at) {
+            self.submit(at, f.component, f.worker, f.bytes.clone());
+        }
+    }
+
+    /// Source instance `component` on `worker` emits nothing after `after`:
+    /// `bytes` is its part of every checkpoint cut after it, decided
+    /// already or not (see [`Cut::finish`]).
+    fn finish(&self, component: usize, worker: usize, after: Time, bytes: Vec<u8>) {
+        let mut s = lock(&self.state);
+        for at in s.yes.range(after.saturating_add(1)..) {
+            self.submit(*at, component, worker, bytes.clone());
+        }
+        s.finished.push(Finished {
+            component,
+            worker,
+            after,
+            bytes,
+        });
     }
 
     /// The checkpoints in `(from, to]`, deciding the cuts up to `to`: a
@@ -1114,6 +1153,16 @@ impl Cut {
     pub fn write_at(&self, at: Time, bytes: Vec<u8>) {
         self.checkpoints
             .submit(at, self.component, self.worker, bytes);
+    }
+
+    /// This instance of a source emits nothing after `after` (its output
+    /// is complete there: it dropped its capability): `bytes` is its part
+    /// of every checkpoint cut after it, so that those still complete.
+    /// (Cuts up to `after` it wrote with [`Cut::write_at`] as its output
+    /// crossed them.)
+    pub fn finish(&self, after: Time, bytes: Vec<u8>) {
+        self.checkpoints
+            .finish(self.component, self.worker, after, bytes);
     }
 
     /// The checkpoints of the installation.

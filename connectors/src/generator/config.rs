@@ -126,6 +126,23 @@ pub struct Generator {
     pub anomalies: Option<super::values::Injection>,
 }
 
+impl Generator {
+    /// What its positions in checkpoints depend on: every setting that
+    /// shapes its samples. `rate` and the number of samples do not: a
+    /// restore into a generator that runs faster, or longer, goes on
+    /// where the checkpoint left it.
+    pub fn identity(&self) -> String {
+        format!(
+            "{:?}",
+            Generator {
+                rate: 0.0,
+                ticks: None,
+                ..self.clone()
+            }
+        )
+    }
+}
+
 impl GeneratorConfig {
     /// Checks every field; reports all problems.
     pub fn validate(&self) -> Result<Generator, Vec<ConfigError>> {
@@ -242,6 +259,47 @@ mod tests {
         let g = c.validate().unwrap();
         assert_eq!((g.series, g.interval, g.ticks), (1000, 1000, Some(3600)));
         assert_eq!(g.start, Some(1_767_225_600_000));
+    }
+
+    /// Its positions are kept when only its pace or its length changes.
+    #[test]
+    fn identity_leaves_out_rate_and_length() {
+        let base = GeneratorConfig {
+            samples: Some(100),
+            ..GeneratorConfig::default()
+        };
+        let identity = |c: GeneratorConfig| c.validate().unwrap().identity();
+        let same = [
+            GeneratorConfig {
+                rate: 500.0,
+                ..base.clone()
+            },
+            GeneratorConfig {
+                samples: None,
+                duration: Some("1h".into()),
+                ..base.clone()
+            },
+        ];
+        for c in same {
+            assert_eq!(identity(c.clone()), identity(base.clone()), "{c:?}");
+        }
+        let other = [
+            GeneratorConfig {
+                seed: 1,
+                ..base.clone()
+            },
+            GeneratorConfig {
+                series: 10,
+                ..base.clone()
+            },
+            GeneratorConfig {
+                start: "2026-01-01T00:00:00Z".into(),
+                ..base.clone()
+            },
+        ];
+        for c in other {
+            assert_ne!(identity(c.clone()), identity(base.clone()), "{c:?}");
+        }
     }
 
     #[test]

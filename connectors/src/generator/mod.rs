@@ -15,6 +15,12 @@
 //! pure function of (seed, series, tick) except counters, which accumulate
 //! per series in tick order, so the output does not depend on how series
 //! are spread over workers.
+//!
+//! In a checkpointed pipeline each worker records, at every checkpoint,
+//! where each of its series is (the next tick, the counter's total) and
+//! the run's start; a restore, at any number of workers, goes on from
+//! there, with the start of the run that wrote it (`start: now` is not
+//! taken again).
 
 mod config;
 mod source;
@@ -24,4 +30,4 @@ pub use config::{Generator, GeneratorConfig};
 pub use values::{DayMemo, METRICS, Shape, series_for};
 
 // Finite when `ticks` is set.
-samples_source!(GeneratorConfig => Generator, finite: |g| g.ticks.is_some(), needs_ingest: false, touches: |_| Vec::new(), positions: None);
+samples_source!(GeneratorConfig => Generator, finite: |g| g.ticks.is_some(), needs_ingest: false, touches: |_| Vec::new(), positions: Some(Generator::identity));

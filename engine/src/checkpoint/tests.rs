@@ -234,6 +234,55 @@ fn checkpoints_read_back_and_a_changed_component_starts_fresh() {
     assert_eq!(r.fresh, ["w", "new"]);
 }
 
+/// A source instance whose output is complete (a finite source that
+/// finished, or one with nothing to read on its worker) still has its part
+/// in every later checkpoint: the one decided before it finished and those
+/// decided after.
+#[test]
+fn a_finished_source_has_its_part_in_every_later_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let ms = members(&[("src", 1, 0), ("w", 2, 0)]);
+    let c = Checkpoints::open(&Store::dir(dir.path()), "p", 2, ms.clone(), every_cut()).unwrap();
+    // Worker 1's instance has nothing to read.
+    c.cut(0, 1).finish(0, b"empty".to_vec());
+    assert_eq!(c.crossed(0, 1_000), vec![1_000]);
+    c.submit(1_000, 0, 0, b"at 1000".to_vec());
+    for w in 0..2 {
+        c.submit(1_000, 1, w, b"w".to_vec());
+    }
+    until("complete without worker 1's own part", || {
+        c.poll(1_000);
+        c.newest() == Some(1_000)
+    });
+    // Worker 0's finishes at 2500, after 3000 was decided: 3000 does
+    // not wait for it, 4000 (decided later) neither.
+    assert_eq!(c.crossed(1_000, 3_000), vec![3_000]);
+    c.cut(0, 0).finish(2_500, b"done".to_vec());
+    for at in [3_000, 4_000] {
+        if at == 4_000 {
+            assert_eq!(c.crossed(3_000, 4_000), vec![4_000]);
+        }
+        for w in 0..2 {
+            c.submit(at, 1, w, b"w".to_vec());
+        }
+        until("complete with the finished parts", || {
+            c.poll(at);
+            c.newest() == Some(at)
+        });
+    }
+    drop(c);
+    let again = Checkpoints::open(&Store::dir(dir.path()), "p", 1, ms, every_cut()).unwrap();
+    let r = again.restored().expect("restored");
+    assert_eq!(r.at, 4_000);
+    let parts: Vec<Vec<u8>> = r
+        .take("src", 1)
+        .unwrap()
+        .iter()
+        .map(|p| p.to_vec())
+        .collect();
+    assert_eq!(parts, [b"done".to_vec(), b"empty".to_vec()]);
+}
+
 #[test]
 fn a_damaged_checkpoint_is_reported_and_the_one_before_used() {
     let dir = tempfile::tempdir().unwrap();
