@@ -378,6 +378,109 @@ fn a_generator_goes_on_from_its_checkpoint_after_kill_9() {
     assert_eq!(got, want);
 }
 
+/// Writes the input of the file test: `LINES` samples of 4 series, one
+/// tick of the four every 100 ms of event time from `MINUTE`, `shift`
+/// added to every value.
+fn write_samples(path: &Path, shift: f64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for j in 0..FILE_LINES {
+        let (s, k) = (j % 4, j / 4);
+        let v = value(k % 1_500, s) + shift;
+        writeln!(
+            f,
+            r#"{{"name":"load","labels":{{"s":"{s}"}},"timestamp":{},"value":{v}}}"#,
+            MINUTE + k * 100
+        )
+        .unwrap();
+    }
+    f.flush().unwrap();
+}
+
+const FILE_LINES: i64 = 400_000;
+
+fn file_pipeline(input: &Path, windows: &Path, scores: &Path) -> String {
+    format!(
+        "name: fp\nsources:\n  f: {{type: file, path: {}}}\n\
+         transforms:\n  w: {{type: window, inputs: [f], window: {{tumbling: 1m}}, by: [s], aggregates: [count, sum]}}\n  \
+         sc: {{type: score, inputs: [f]}}\n\
+         sinks:\n  out: {{type: file, inputs: [w], path: {}, append: true}}\n  \
+         scores: {{type: file, inputs: [sc], path: {}, append: true}}\n",
+        input.display(),
+        windows.display(),
+        scores.display(),
+    )
+}
+
+/// A file source killed with `kill -9` once a checkpoint is complete and
+/// restarted at another number of workers reads on from the checkpoint's
+/// position: its windows and scores equal those of a run from scratch,
+/// and the restarted server read only the lines after that position. A
+/// file changed before that position stops the pipeline with an error
+/// that says so, and nothing more is written.
+#[test]
+fn a_file_source_reads_on_from_its_checkpoint_and_refuses_a_changed_file() {
+    let dir = temp_dir("checkpoint-file");
+    let data = dir.join("data");
+    let input = dir.join("input.jsonl");
+    write_samples(&input, 0.0);
+    let (windows, scores) = (dir.join("windows.jsonl"), dir.join("scores.jsonl"));
+    let mut server = start(&data, "1");
+    let text = file_pipeline(&input, &windows, &scores);
+    let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&text));
+    assert_eq!(status, 201, "{body}");
+    wait_until("a checkpoint", || newest_checkpoint(&data, "fp").is_some());
+    server.kill_hard();
+    let cut = newest_checkpoint(&data, "fp").unwrap();
+    server = start(&data, "2");
+    let finished = || server.json("GET", "/api/v1/pipelines/fp", None).1["state"] == "finished";
+    wait_until("the pipeline finished", finished);
+    // The lines of the ticks at or after the cut, and no other.
+    let after = (0..FILE_LINES)
+        .filter(|j| MINUTE + j / 4 * 100 >= cut)
+        .count() as u64;
+    assert!(after < FILE_LINES as u64, "cut {cut}");
+    assert_eq!(samples_in(&server, "fp"), after, "cut {cut}");
+    assert!(server.stop().success());
+
+    let (ref_windows, ref_scores) = (dir.join("ref-windows.jsonl"), dir.join("ref-scores.jsonl"));
+    common::run_text(&file_pipeline(&input, &ref_windows, &ref_scores), 1);
+    let want = keyed_rows(&ref_scores);
+    assert_eq!(
+        want.len(),
+        2 * FILE_LINES as usize,
+        "a score and a flag per sample"
+    );
+    assert_eq!(keyed_rows(&scores), want);
+    let want = keyed_rows(&ref_windows);
+    assert!(!want.is_empty());
+    assert_eq!(keyed_rows(&windows), want);
+
+    // The same pipeline over a file that was written again: refused.
+    write_samples(&input, 1.0);
+    let before = (
+        std::fs::read(&windows).unwrap(),
+        std::fs::read(&scores).unwrap(),
+    );
+    let server = start(&data, "1");
+    wait_until("the pipeline failed", || {
+        server.json("GET", "/api/v1/pipelines/fp", None).1["state"] == "failed"
+    });
+    let (_, status) = server.json("GET", "/api/v1/pipelines/fp", None);
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("where the checkpoint left it") && error.contains("replaced"),
+        "{status}"
+    );
+    assert_eq!(samples_in(&server, "fp"), 0);
+    assert!(server.stop().success());
+    let after = (
+        std::fs::read(&windows).unwrap(),
+        std::fs::read(&scores).unwrap(),
+    );
+    assert!(before == after, "output written from a changed file");
+}
+
 /// Twenty `kill -9` at random moments (not after a checkpoint: while
 /// requests are being taken in, windows cut and checkpoints written), each
 /// restart on 1, 2 or 4 workers, against a server that runs through:

@@ -76,10 +76,10 @@ macro_rules! samples_sink {
 /// `Validate<dyn SourceSpec>` for `$config`, whose `validate()` returns
 /// `$source`, and `SourceSpec` for `$source`, a source of samples built by
 /// its inherent `build(scope, ctx)`. `finite` is a `fn(&$source) -> bool`;
-/// `touches` a `fn(&$source) -> Vec<Resource>`; `positions` is `None` for
-/// a source that cannot record its position in checkpoints yet, or
-/// `Some(identity)`, an `fn(&$source) -> String` of what its recorded
-/// positions depend on (see `SourceSpec::identity`).
+/// `touches` a `fn(&$source) -> Vec<Resource>`; `positions` a
+/// `fn(&$source) -> Option<String>`: `None` for a source that cannot record
+/// its position in checkpoints (yet), else what its recorded positions
+/// depend on (see `SourceSpec::identity`).
 macro_rules! samples_source {
     ($config:ty => $source:ty, finite: $finite:expr, needs_ingest: $ingest:expr, touches: $touches:expr, positions: $positions:expr $(,)?) => {
         validated!($config, SourceSpec, |c| c
@@ -101,15 +101,15 @@ macro_rules! samples_source {
                 touches(self)
             }
             fn checkpointed(&self) -> tidemark_engine::checkpoint::Checkpointed {
-                let positions: Option<fn(&$source) -> String> = $positions;
-                match positions {
+                let positions: fn(&$source) -> Option<String> = $positions;
+                match positions(self) {
                     Some(_) => tidemark_engine::checkpoint::Checkpointed::Kept,
                     None => tidemark_engine::checkpoint::Checkpointed::NotYet,
                 }
             }
             fn identity(&self) -> String {
-                let positions: Option<fn(&$source) -> String> = $positions;
-                positions.map_or_else(|| format!("{self:?}"), |identity| identity(self))
+                let positions: fn(&$source) -> Option<String> = $positions;
+                positions(self).unwrap_or_else(|| format!("{self:?}"))
             }
             fn build<'scope>(
                 &self,

@@ -163,6 +163,9 @@ pub struct SourceContext {
     /// Where it records its position for checkpoints (in a checkpointed
     /// pipeline; see [`crate::checkpoint`]).
     pub checkpoint: Option<crate::checkpoint::Cut>,
+    /// The pipeline's failure: a source that can never go on (the file a
+    /// checkpoint was cut in changed) stops the pipeline with it.
+    pub failure: Arc<Failure>,
 }
 
 /// Writes a line to the process's standard output, coordinating with any

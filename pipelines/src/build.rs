@@ -148,6 +148,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                 resume: Arc::clone(&env.resume),
                 tenant: env.tenant.clone(),
                 checkpoint: cut(name),
+                failure: Arc::clone(&env.failure),
             };
             streams.insert(name.clone(), source.build(scope, ctx));
         }

@@ -71,6 +71,13 @@ impl FileSource {
             .map(|p| Resource::new("path", ResourceKind::ReadFile(p.clone())))
             .collect()
     }
+
+    /// What its positions in checkpoints depend on: the file it reads
+    /// (standard input has none: such a pipeline is not checkpointed).
+    pub fn identity(&self) -> Option<String> {
+        let path = self.path.as_ref()?;
+        Some(format!("file {}", path.display()))
+    }
 }
 
 fn zero() -> String {

@@ -42,4 +42,4 @@ impl tidemark_engine::spec::SinkSpec for FileSinkConfig {
     }
 }
 
-samples_source!(FileSourceConfig => FileSource, finite: |_| true, needs_ingest: false, touches: FileSource::touches, positions: None);
+samples_source!(FileSourceConfig => FileSource, finite: |_| true, needs_ingest: false, touches: FileSource::touches, positions: FileSource::identity);

@@ -30,4 +30,4 @@ pub use config::{Generator, GeneratorConfig};
 pub use values::{DayMemo, METRICS, Shape, series_for};
 
 // Finite when `ticks` is set.
-samples_source!(GeneratorConfig => Generator, finite: |g| g.ticks.is_some(), needs_ingest: false, touches: |_| Vec::new(), positions: Some(Generator::identity));
+samples_source!(GeneratorConfig => Generator, finite: |g| g.ticks.is_some(), needs_ingest: false, touches: |_| Vec::new(), positions: |g| Some(g.identity()));

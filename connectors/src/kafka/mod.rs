@@ -19,6 +19,6 @@ mod source;
 
 pub use config::{KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig, Start, Topics};
 
-samples_source!(KafkaSourceConfig => KafkaSource, finite: |_| false, needs_ingest: false, touches: KafkaSource::touches, positions: Some(KafkaSource::identity));
+samples_source!(KafkaSourceConfig => KafkaSource, finite: |_| false, needs_ingest: false, touches: KafkaSource::touches, positions: |k| Some(k.identity()));
 
 samples_sink!(KafkaSinkConfig => KafkaSink, holdback: |_| 0, serves_live: false, touches: KafkaSink::touches);
