@@ -70,6 +70,21 @@ fn positions(tick: u64, locals: &[Local]) -> Vec<(u64, Position)> {
         .collect()
 }
 
+/// Writes this worker's positions (before `tick`) for every checkpoint its
+/// output crosses moving from `from` to `to`: everything of the ticks
+/// before entered below it.
+fn record(cut: Option<&Cut>, from: Time, to: Time, tick: u64, locals: &[Local]) {
+    let Some(cut) = cut else { return };
+    let crossed = cut.crossed(from, to);
+    if crossed.is_empty() {
+        return;
+    }
+    let bytes = encode(&positions(tick, locals));
+    for b in crossed {
+        cut.write_at(b, bytes.clone());
+    }
+}
+
 /// Every series' position, from every worker's part of a checkpoint
 /// (written at any number of workers).
 fn restore(parts: &[Part]) -> Result<HashMap<u64, Position>, String> {
@@ -158,8 +173,12 @@ impl Generator {
                         .saturating_sub(g.max_out_of_orderness),
                 )
             };
-            raise(&mut capability, watermark(tick));
-            ctx.clock.publish(*capability.time());
+            // Its output starts at its first tick: nothing of it is before
+            // a checkpoint on the way.
+            let first = watermark(tick).max(*capability.time());
+            record(ctx.checkpoint.as_ref(), *capability.time(), first, tick, &locals);
+            raise(&mut capability, first);
+            ctx.clock.publish(first);
             let mut cap = Some(capability);
             let done = g.ticks.unwrap_or(u64::MAX);
             if locals.is_empty() {
@@ -259,15 +278,7 @@ impl Generator {
                     let to = watermark(tick).max(*c.time());
                     // Every checkpoint on the way: the ticks before entered
                     // below it.
-                    if let Some(cut) = &ctx.checkpoint {
-                        let crossed = cut.crossed(*c.time(), to);
-                        if !crossed.is_empty() {
-                            let bytes = encode(&positions(tick, &locals));
-                            for b in crossed {
-                                cut.write_at(b, bytes.clone());
-                            }
-                        }
-                    }
+                    record(ctx.checkpoint.as_ref(), *c.time(), to, tick, &locals);
                     c.downgrade(&to);
                     ctx.clock.publish(to);
                 }
