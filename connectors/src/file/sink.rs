@@ -78,6 +78,40 @@ fn io_error(what: &str, path: &str, error: std::io::Error) -> ComponentError {
     ComponentError::io(format!("cannot {what} {path}"), error)
 }
 
+/// Cuts off a regular file's last line if it has no newline: the torn end
+/// of a write the process did not finish (killed, or the machine lost
+/// power), never durable. Appending after it would glue the next line to
+/// it. Returns the bytes cut.
+fn cut_torn_line(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = vec![0u8; 1 << 16];
+    // From the end back to the last newline.
+    let keep = loop {
+        if end == 0 {
+            break 0;
+        }
+        let from = end.saturating_sub(chunk.len() as u64);
+        let piece = &mut chunk[..(end - from) as usize];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(piece)?;
+        if let Some(i) = piece.iter().rposition(|&b| b == b'\n') {
+            break from + i as u64 + 1;
+        }
+        end = from;
+    };
+    if keep < len {
+        file.set_len(keep)?;
+        file.sync_all()?;
+    }
+    Ok(len - keep)
+}
+
 fn open(path: &str, append: bool) -> std::io::Result<Open> {
     use std::os::unix::fs::OpenOptionsExt;
 
@@ -86,6 +120,16 @@ fn open(path: &str, append: bool) -> std::io::Result<Open> {
     let p = std::path::Path::new(path);
     if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
+    }
+    if append && std::fs::metadata(p).is_ok_and(|m| m.file_type().is_file()) {
+        let cut = cut_torn_line(p)?;
+        if cut > 0 {
+            tracing::warn!(
+                file = path,
+                bytes = cut,
+                "Cut off the file's last line, which a write the process did not finish left without its end; what it held is written again."
+            );
+        }
     }
     // A FIFO that nobody reads would block `open`, and the worker with it
     // (every pipeline on it): opened without blocking, it fails with ENXIO
@@ -243,5 +287,32 @@ impl FileSinkConfig {
             AnyStream::Incidents(s) => gather_sink(s, gather, target),
             AnyStream::Notifications(s) => gather_sink(s, gather, target),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_cut_off_and_whole_lines_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let long_tail = "x".repeat(200_000);
+        for (content, kept) in [
+            ("a\nb\n", "a\nb\n"),
+            ("a\nb\n{\"name\":", "a\nb\n"),
+            ("{\"torn", ""),
+            ("", ""),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            let cut = cut_torn_line(&path).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), kept, "{content:?}");
+            assert_eq!(cut as usize, content.len() - kept.len());
+        }
+        // A tail longer than one read back.
+        std::fs::write(&path, format!("a\n{long_tail}")).unwrap();
+        assert_eq!(cut_torn_line(&path).unwrap(), 200_000);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\n");
     }
 }
