@@ -388,9 +388,10 @@ fn fill_and_drain(dir: &std::path::Path, args: &[&str], refusal: &str) {
     wait_until("room for the last request", || {
         runtime.block_on(client.write(last.clone())).is_ok()
     });
+    // (Complete lines: the sink may be writing the last one.)
     let counted = || -> u64 {
-        std::fs::read_to_string(&output)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(&output).unwrap_or_default();
+        text[..text.rfind('\n').map_or(0, |i| i + 1)]
             .lines()
             .map(|l| {
                 serde_json::from_str::<Value>(l).unwrap()["value"]
