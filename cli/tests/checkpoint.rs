@@ -451,7 +451,13 @@ fn a_file_source_reads_on_from_its_checkpoint_and_refuses_a_changed_file() {
     let input = dir.join("input.jsonl");
     write_samples(&input, 0.0);
     let (windows, scores) = (dir.join("windows.jsonl"), dir.join("scores.jsonl"));
-    let mut server = start(&data, "1");
+    // A checkpoint every 100 ms: the file takes a second or two to read.
+    let often = |workers: &str| {
+        let mut a = common::server::checkpointed(&data, workers);
+        a[5] = "100ms".into();
+        Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0)
+    };
+    let mut server = often("1");
     let text = file_pipeline(&input, &windows, &scores);
     let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&text));
     assert_eq!(status, 201, "{body}");

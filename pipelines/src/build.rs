@@ -72,9 +72,22 @@ pub struct Built {
     pub sources: ProbeHandle<Time>,
     /// The pipeline's failure, once it has one.
     pub failure: Arc<Failure>,
+    /// The installation's checkpoints, when it is checkpointed.
+    pub checkpoints: Option<Arc<Checkpoints>>,
 }
 
 impl Built {
+    /// Completes the checkpoints whose parts are all written once the
+    /// sinks are durable past them. Running sources do it as they go;
+    /// this covers the checkpoints under way when the last of them ended
+    /// (a file read to its end, a finite generator done).
+    pub fn poll_checkpoints(&self) {
+        if let Some(c) = &self.checkpoints {
+            let durable = self.sinks.with_frontier(|f| f.iter().min().copied());
+            c.poll(durable.unwrap_or(Time::MAX));
+        }
+    }
+
     /// Whether the worker is done with the dataflow: everything was
     /// written, or the pipeline failed (its dataflow is then dropped with
     /// what it holds, which was not acknowledged).
@@ -220,5 +233,6 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
         sinks,
         sources,
         failure: Arc::clone(&env.failure),
+        checkpoints: env.checkpoints.clone(),
     }
 }

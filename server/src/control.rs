@@ -1016,6 +1016,7 @@ pub fn worker_loop(worker: &mut Worker, control: &Control) {
         for p in running.values_mut() {
             let w = p.built.sources.with_frontier(|f| f.iter().min().copied());
             p.stats.set_watermark(local, w);
+            p.built.poll_checkpoints();
             if !p.finished && p.built.sinks.done() {
                 p.finished = true;
                 control.update(&p.name, p.id, |e| e.finished += 1);
