@@ -50,18 +50,30 @@ impl Shutdown {
 /// process. A source that has been idle for its `idle_timeout` advances its
 /// own watermark to this, so that it does not hold windows back while other
 /// sources make progress (samples it reads later may then be late).
+///
+/// It also keeps when the pipeline started in this process, so that every
+/// worker's instance of a source means the same by `now`.
 #[derive(Debug, Default)]
-pub struct SourceClock(std::sync::atomic::AtomicU64);
+pub struct SourceClock {
+    max: std::sync::atomic::AtomicU64,
+    started: std::sync::OnceLock<crate::time::Millis>,
+}
 
 impl SourceClock {
     /// Records a source's watermark.
     pub fn publish(&self, watermark: Time) {
-        self.0.fetch_max(watermark, Ordering::Relaxed);
+        self.max.fetch_max(watermark, Ordering::Relaxed);
     }
 
     /// The largest watermark published.
     pub fn max(&self) -> Time {
-        self.0.load(Ordering::Relaxed)
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// The wall clock (ms) when a source of the pipeline first asked, in
+    /// this process: the same for every worker.
+    pub fn started(&self) -> crate::time::Millis {
+        *self.started.get_or_init(crate::time::now_millis)
     }
 }
 

@@ -21,7 +21,7 @@ use tidemark_engine::component::SourceContext;
 use tidemark_engine::flow::FlowControl;
 use tidemark_engine::runtime::{Capability, PipelineScope, SampleStream, raise, source};
 use tidemark_engine::stats::add;
-use tidemark_engine::time::{Millis, Time, now_millis, to_time};
+use tidemark_engine::time::{Millis, Time, to_time};
 use tidemark_engine::{Sample, Series};
 
 use super::config::Generator;
@@ -116,9 +116,9 @@ impl Generator {
         let (index, peers) = (scope.index() as u64, scope.peers() as u64);
         source(scope, &ctx.name.clone(), move |capability, info| {
             let activator = scope.activator_for(Rc::clone(&info.address));
-            // `now` is taken at a whole second, so that the workers of a
-            // process, which build at about the same moment, agree on it.
-            let start: Millis = g.start.unwrap_or_else(|| now_millis() / 1000 * 1000);
+            // `now`: when the pipeline started in this process (the same
+            // for every worker), at a whole second.
+            let start: Millis = g.start.unwrap_or_else(|| ctx.clock.started() / 1000 * 1000);
             // Restored: every series' position.
             let mut restored = HashMap::new();
             let restored_at = ctx.checkpoint.as_ref().and_then(Cut::restored_at);
