@@ -452,9 +452,10 @@ impl FileSource {
             {
                 ctx.resume.resume_from(at);
                 raise(&mut capability, at);
-                // (Every worker takes the parts, so that they are let go.)
-                match cut.restored().map(|parts| restored_position(&parts)) {
-                    _ if !reader => {}
+                // (Every worker takes the parts, so that they are let go;
+                // only worker 0 reads them.)
+                let parts = cut.restored();
+                match parts.filter(|_| reader).map(|parts| restored_position(&parts)) {
                     Some(Ok(p)) => restored = p,
                     // A source added by an update: from the start.
                     None => {}

@@ -98,9 +98,13 @@ fn restore(parts: &[Part]) -> Result<HashMap<u64, Position>, String> {
 
 /// Drops the capability: the output is complete, and `positions`, the
 /// series' final ones, are this instance's part of every later checkpoint.
-fn finish(cut: Option<&Cut>, cap: &mut Option<Capability<Time>>, positions: Vec<(u64, Position)>) {
+fn finish(
+    cut: Option<&Cut>,
+    cap: &mut Option<Capability<Time>>,
+    positions: impl FnOnce() -> Vec<(u64, Position)>,
+) {
     if let (Some(cut), Some(c)) = (cut, cap.as_ref()) {
-        cut.finish(*c.time(), encode(&positions));
+        cut.finish(*c.time(), encode(&positions()));
     }
     *cap = None;
 }
@@ -182,7 +186,7 @@ impl Generator {
             let mut cap = Some(capability);
             let done = g.ticks.unwrap_or(u64::MAX);
             if locals.is_empty() {
-                finish(ctx.checkpoint.as_ref(), &mut cap, positions(done, &locals));
+                finish(ctx.checkpoint.as_ref(), &mut cap, || positions(done, &locals));
             }
             let ooo_span = g.max_out_of_orderness.max(1) as u64;
             let late_span = (10 * g.interval).max(1) as u64;
@@ -202,7 +206,7 @@ impl Generator {
                     return;
                 }
                 if g.ticks.is_some_and(|t| tick >= t) {
-                    finish(ctx.checkpoint.as_ref(), &mut cap, positions(done, &locals));
+                    finish(ctx.checkpoint.as_ref(), &mut cap, || positions(done, &locals));
                     return;
                 }
                 if !flow.may_send(*c.time()) {
@@ -272,7 +276,7 @@ impl Generator {
                     next = 0;
                     tick += 1;
                     if g.ticks.is_some_and(|t| tick >= t) {
-                        finish(ctx.checkpoint.as_ref(), &mut cap, positions(done, &locals));
+                        finish(ctx.checkpoint.as_ref(), &mut cap, || positions(done, &locals));
                         return;
                     }
                     let to = watermark(tick).max(*c.time());
