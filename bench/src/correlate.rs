@@ -300,18 +300,19 @@ pub fn samples(s: &Scenario) -> Vec<Sample> {
 
 /// The default `correlate` of a scenario's topology.
 pub fn settings(s: &Scenario) -> anyhow::Result<Settings> {
-    settings_with(s, serde_json::json!({}))
+    settings_of(s, serde_json::json!({}))
 }
 
-/// `correlate` of a scenario's topology with these `rules`.
-pub fn settings_with(s: &Scenario, rules: serde_json::Value) -> anyhow::Result<Settings> {
+/// `correlate` of a scenario's topology with the rest of its
+/// configuration from `config` (an object).
+pub fn settings_of(s: &Scenario, mut config: serde_json::Value) -> anyhow::Result<Settings> {
     let edges: Vec<serde_json::Value> = s
         .edges
         .iter()
         .map(|(f, t)| serde_json::json!({"from": f, "to": t}))
         .collect();
-    let config: CorrelateConfig =
-        serde_json::from_value(serde_json::json!({"topology": {"edges": edges}, "rules": rules}))?;
+    config["topology"] = serde_json::json!({ "edges": edges });
+    let config: CorrelateConfig = serde_json::from_value(config)?;
     let t = config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid bench config: {e:?}"))?;
@@ -562,29 +563,31 @@ fn recurring_table(
         "| services | episodes | method | ARI | pairwise precision | pairwise recall | recurring firings tied |"
     );
     let _ = writeln!(md, "|---:|---:|---|---:|---:|---:|---:|");
-    let mut rows: Vec<[(Scores, f64); 2]> = Vec::new();
+    let mut rows: Vec<Vec<(Scores, f64)>> = Vec::new();
     let mut episodes = 0;
+    let methods = [
+        ("correlate (defaults)", serde_json::json!({})),
+        (
+            "correlate + cooccurrence (defaults)",
+            serde_json::json!({"rules": {"cooccurrence": {}}}),
+        ),
+        (
+            "correlate + cooccurrence, `link: all`",
+            serde_json::json!({"rules": {"cooccurrence": {}}, "link": "all"}),
+        ),
+    ];
     for seed in 0..options.seeds {
         let s = scenario_with_recurring(seed, services, options.faults, options.recurring);
         episodes = s.episodes.len();
         let mut row = Vec::new();
-        for rules in [
-            serde_json::json!({}),
-            serde_json::json!({"cooccurrence": {}}),
-        ] {
-            let (labelled, _) = run(samples(&s), settings_with(&s, rules)?, 1);
+        for (_, config) in &methods {
+            let (labelled, _) = run(samples(&s), settings_of(&s, config.clone())?, 1);
             let (ours, _, _, _) = evaluate(&s, &labelled);
             row.push((ours, recurring_tied(&s, options.faults, &labelled)));
         }
-        rows.push([row[0], row[1]]);
+        rows.push(row);
     }
-    for (m, method) in [
-        "correlate (defaults)",
-        "correlate + cooccurrence (defaults)",
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (m, (method, _)) in methods.iter().enumerate() {
         let pick = |f: fn(&Scores) -> f64| median(rows.iter().map(|r| f(&r[m].0)).collect());
         let line = format!(
             "| {services} | {episodes} | {method} | {:.3} | {:.3} | {:.3} | {:.0}% |",
@@ -638,7 +641,8 @@ pub fn correlate_bench(options: &CorrelateBenchOptions) -> anyhow::Result<()> {
          and spreading to dependents, 30 s to 2 min and a falling probability a hop; one to three alert names \
          per hit service; noise alerts a third of all; alerts as `ALERTS` samples every 30 s). Scores over alert \
          episodes, medians of {} seeds; `correlate` with its defaults (window 10m; topology hops 2, weight 1, \
-         decay 0.5, max_delay 2m, lead 30s; threshold 1), and with `rules.cooccurrence` at its defaults \
+         decay 0.5, max_delay 2m, lead 30s; threshold 1; `link: strongest`), with `link: all` (every tie \
+         links, the default before 2026-12-07), and with `rules.cooccurrence` at its defaults \
          (within 1m, min_count 3, history 7d, weight 1, identity all labels). Goal (issue 18): ARI at least 0.9.\n",
         tidemark_engine::time::format_millis(tidemark_engine::time::now_millis()),
         options.faults,
@@ -649,32 +653,41 @@ pub fn correlate_bench(options: &CorrelateBenchOptions) -> anyhow::Result<()> {
         "| services | episodes | method | ARI | pairwise precision | pairwise recall | mean delay to final incident |"
     );
     let _ = writeln!(md, "|---:|---:|---|---:|---:|---:|---:|");
+    let variants = [
+        ("correlate (defaults)", serde_json::json!({})),
+        ("correlate, `link: all`", serde_json::json!({"link": "all"})),
+        (
+            "correlate + cooccurrence (defaults)",
+            serde_json::json!({"rules": {"cooccurrence": {}}}),
+        ),
+    ];
     for &services in &options.services {
-        let mut rows: Vec<[Scores; 4]> = Vec::new();
-        let mut delays = Vec::new();
+        let mut rows: Vec<Vec<Scores>> = Vec::new();
+        let mut delays: Vec<Vec<f64>> = Vec::new();
         let mut episodes = 0;
         for seed in 0..options.seeds {
             let s = scenario(seed, services, options.faults);
             episodes = s.episodes.len();
-            let (labelled, _) = run(samples(&s), settings(&s)?, 1);
-            let (ours, time_only, adjacent, delay) = evaluate(&s, &labelled);
-            let learned = settings_with(&s, serde_json::json!({"cooccurrence": {}}))?;
-            let (labelled, _) = run(samples(&s), learned, 1);
-            let (together, _, _, together_delay) = evaluate(&s, &labelled);
-            rows.push([ours, together, time_only, adjacent]);
-            delays.push([delay, together_delay]);
+            let (mut row, mut delay) = (Vec::new(), Vec::new());
+            let mut baselines = Vec::new();
+            for (_, config) in &variants {
+                let (labelled, _) = run(samples(&s), settings_of(&s, config.clone())?, 1);
+                let (ours, time_only, adjacent, mean) = evaluate(&s, &labelled);
+                row.push(ours);
+                delay.push(mean);
+                baselines = vec![time_only, adjacent];
+            }
+            row.extend(baselines);
+            rows.push(row);
+            delays.push(delay);
         }
-        for (m, method) in [
-            "correlate (defaults)",
-            "correlate + cooccurrence (defaults)",
-            "time window only",
-            "adjacent within 10m",
-        ]
-        .iter()
-        .enumerate()
-        {
+        let methods = variants
+            .iter()
+            .map(|(name, _)| *name)
+            .chain(["time window only", "adjacent within 10m"]);
+        for (m, method) in methods.enumerate() {
             let pick = |f: fn(&Scores) -> f64| median(rows.iter().map(|r| f(&r[m])).collect());
-            let delay = if m < 2 {
+            let delay = if m < variants.len() {
                 format!("{:.0} s", median(delays.iter().map(|d| d[m]).collect()))
             } else {
                 "-".into()
@@ -710,15 +723,18 @@ pub fn correlate_bench(options: &CorrelateBenchOptions) -> anyhow::Result<()> {
         .workers
         .iter()
         .map(|&w| ("defaults", w, serde_json::json!({})))
-        .chain(options.workers.first().map(|&w| {
-            (
-                "defaults + cooccurrence",
-                w,
-                serde_json::json!({"cooccurrence": {}}),
-            )
+        .chain(options.workers.first().into_iter().flat_map(|&w| {
+            [
+                ("`link: all`", w, serde_json::json!({"link": "all"})),
+                (
+                    "defaults + cooccurrence",
+                    w,
+                    serde_json::json!({"rules": {"cooccurrence": {}}}),
+                ),
+            ]
         }));
-    for (name, workers, rules) in runs {
-        let (_, secs) = run(input.clone(), settings_with(&s, rules)?, workers);
+    for (name, workers, config) in runs {
+        let (_, secs) = run(input.clone(), settings_of(&s, config)?, workers);
         let rate = input.len() as f64 / secs;
         let line = format!("| {name} | {workers} | {rate:.0} | {secs:.2} s |");
         eprintln!("{line}");

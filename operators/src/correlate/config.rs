@@ -11,7 +11,7 @@ use tidemark_engine::spec::{
 use tidemark_engine::stats::Role;
 use tidemark_engine::time::Time;
 
-use super::model::{LabelSet, Model, Rules, Together, Topology};
+use super::model::{LabelSet, Link, Model, Rules, Together, Topology};
 use super::operator::{Cuts, Settings, alerts_as_samples, correlate_shown};
 use crate::alert::rules::duration_ms;
 
@@ -44,6 +44,12 @@ pub struct CorrelateConfig {
     /// The rules and their weights.
     #[serde(default)]
     pub rules: RulesConfig,
+    /// Which ties hold an incident together: `strongest` (default), each
+    /// alert by its strongest tie upstream, so that an alert two faults
+    /// could explain joins one of them; `all`, every tie, so incidents
+    /// are the connected groups of tied alerts.
+    #[serde(default)]
+    pub link: Link,
     /// How long without a firing sample ends an alert's episode. Default
     /// `5m` (Prometheus's lookback).
     #[serde(default)]
@@ -335,6 +341,7 @@ impl CorrelateConfig {
             time_weight: self.rules.time.as_ref().map_or(0.0, |t| t.weight),
             together,
             threshold,
+            link: self.link,
         };
         let topology = Topology::new(&edges, rules.hops);
         Ok(CorrelateTransform {

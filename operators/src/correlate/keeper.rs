@@ -550,8 +550,9 @@ impl Keeper {
         }
     }
 
-    /// Why `key` belongs: its strongest tie to another member, in words,
-    /// and that member.
+    /// Why `key` belongs: its strongest tie to a member upstream of it
+    /// (see [`Why::upstream`]), or for the first of a chain its strongest
+    /// to any member, in words, and that member.
     fn tied_by(&self, key: &EpKey, e: &Episode, members: &[EpKey]) -> (String, Option<EpKey>) {
         let Some(ties) = self.ties.get(key) else {
             return (String::new(), None);
@@ -562,10 +563,16 @@ impl Keeper {
             .filter(|(other, _)| members.binary_search(other).is_ok())
             .map(|(other, why)| {
                 let dt = key.0.abs_diff(other.0);
-                (rules.score(why, dt), std::cmp::Reverse(*other), *why)
+                let upstream = why.upstream(*key, *other).0 == *other;
+                (
+                    upstream,
+                    rules.score(why, dt),
+                    std::cmp::Reverse(*other),
+                    *why,
+                )
             })
-            .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let Some((score, std::cmp::Reverse(other), why)) = best else {
+            .max_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let Some((_, score, std::cmp::Reverse(other), why)) = best else {
             return (String::new(), None);
         };
         let Some(o) = self.episodes.get(&other) else {

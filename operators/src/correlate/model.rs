@@ -263,10 +263,24 @@ impl LiveTopology {
     }
 }
 
+/// Which ties hold an incident together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Link {
+    /// Each episode by its strongest tie upstream (see
+    /// [`Rules::strongest`]): an incident is a tree that grows from its
+    /// first alert, and an alert that two faults could explain joins one
+    /// of them instead of merging them.
+    #[default]
+    Strongest,
+    /// Every tie: incidents are the connected groups of tied episodes.
+    All,
+}
+
 /// The rules that tie two episodes, with their weights. Two episodes
 /// whose starts are at most `window` apart are tied when the sum of the
 /// weights of the rules they meet reaches `threshold`; incidents are the
-/// connected groups of tied episodes.
+/// groups that the ties `link` chooses hold together.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rules {
     /// How far apart two starts may be (ms).
@@ -299,6 +313,8 @@ pub struct Rules {
     pub together: Option<Together>,
     /// The score that ties two episodes.
     pub threshold: f64,
+    /// Which ties hold incidents together.
+    pub link: Link,
 }
 
 /// The co-occurrence rule: two alerts whose identities have started
@@ -330,6 +346,24 @@ pub struct Why {
     /// How many times their identities started together within the
     /// history (0 without the co-occurrence rule).
     pub together: u32,
+    /// Whether the later of the two (by [`EpKey`]) is upstream: nearer
+    /// the common cause in `topology`. See [`Why::upstream`].
+    pub reversed: bool,
+}
+
+impl Why {
+    /// Of two tied episodes, (upstream, downstream): the one nearer their
+    /// common cause in the topology is upstream, as a fault spreads from
+    /// it; at equal distances, or tied by other rules alone, the one that
+    /// started first.
+    pub fn upstream(&self, a: EpKey, b: EpKey) -> (EpKey, EpKey) {
+        let (first, second) = if a <= b { (a, b) } else { (b, a) };
+        if self.reversed {
+            (second, first)
+        } else {
+            (first, second)
+        }
+    }
 }
 
 impl Rules {
@@ -360,6 +394,30 @@ impl Rules {
     /// Whether they are tied.
     pub fn ties(&self, why: &Why, dt: u64) -> bool {
         self.score(why, dt) >= self.threshold - 1e-9
+    }
+
+    /// Of the ties of episode `down` to the episodes upstream of it, the
+    /// one that holds it in its incident with [`Link::Strongest`]: the
+    /// highest score, then the fewest hops to the common cause, then the
+    /// earliest episode. Choosing the earliest keeps the choice when
+    /// later alerts start, so incidents do not flip between two faults.
+    pub fn strongest(
+        &self,
+        down: &EpKey,
+        upstream: impl IntoIterator<Item = (EpKey, Why)>,
+    ) -> Option<(EpKey, Why)> {
+        let rank = |up: &EpKey, why: &Why| {
+            (
+                self.score(why, up.0.abs_diff(down.0)),
+                std::cmp::Reverse(why.topology.map_or(u8::MAX, |(d, _)| d)),
+                std::cmp::Reverse(*up),
+            )
+        };
+        upstream.into_iter().max_by(|(ua, wa), (ub, wb)| {
+            let (sa, da, ka) = rank(ua, wa);
+            let (sb, db, kb) = rank(ub, wb);
+            sa.total_cmp(&sb).then(da.cmp(&db)).then(ka.cmp(&kb))
+        })
     }
 
     /// Whether episodes `a` and `b`, `da` and `db` hops from a common
@@ -464,12 +522,14 @@ impl Model {
     /// equals).
     pub fn why(&self, ka: &EpKey, a: &Keys, kb: &EpKey, b: &Keys) -> Why {
         let mut topology: Option<(u8, EntityId)> = None;
+        let mut reversed = false;
         for &(c, da) in &a.causes {
             if let Ok(i) = b.causes.binary_search_by_key(&c, |&(e, _)| e) {
                 let db = b.causes[i].1;
                 let d = da + db;
                 if self.rules.through(ka, da, kb, db) && topology.is_none_or(|t| (d, c) < t) {
                     topology = Some((d, c));
+                    reversed = nearer_is_later(ka, da, kb, db);
                 }
             }
         }
@@ -477,12 +537,24 @@ impl Model {
             topology,
             labels: a.by.is_some() && a.by == b.by,
             together: 0,
+            reversed,
         }
     }
 }
 
+/// Whether, of episodes `a` and `b`, `da` and `db` hops from their common
+/// cause, the one nearer it is the later by [`EpKey`] ([`Why::reversed`]).
+pub fn nearer_is_later(a: &EpKey, da: u8, b: &EpKey, db: u8) -> bool {
+    match da.cmp(&db) {
+        std::cmp::Ordering::Less => a > b,
+        std::cmp::Ordering::Greater => b > a,
+        std::cmp::Ordering::Equal => false,
+    }
+}
+
 /// The incidents of these episodes computed from scratch: every pair
-/// compared, tied pairs joined (union-find). Each incident is its members
+/// compared, and the ties that [`Rules::link`] chooses joined
+/// (union-find). Each incident is its members
 /// in order, and incidents are ordered by their earliest member.
 pub fn reference_partition(model: &Model, episodes: &[(EpKey, Arc<Keys>)]) -> Vec<Vec<EpKey>> {
     reference_partition_with(model, episodes, &|_, _| 0)
@@ -503,6 +575,14 @@ pub fn reference_partition_with(
         }
         i
     }
+    let index: HashMap<EpKey, usize> = episodes
+        .iter()
+        .enumerate()
+        .map(|(i, (key, _))| (*key, i))
+        .collect();
+    let mut joined: Vec<(usize, usize)> = Vec::new();
+    // Each episode's ties to those upstream of it.
+    let mut upstream: HashMap<EpKey, Vec<(EpKey, Why)>> = HashMap::new();
     for i in 0..episodes.len() {
         for j in i + 1..episodes.len() {
             let (a, b) = (&episodes[i], &episodes[j]);
@@ -512,10 +592,24 @@ pub fn reference_partition_with(
                 why.together = together(a.1.identity, b.1.identity);
             }
             if model.rules.ties(&why, dt) {
-                let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
-                parent[ri.max(rj)] = ri.min(rj);
+                match model.rules.link {
+                    Link::All => joined.push((i, j)),
+                    Link::Strongest => {
+                        let (up, down) = why.upstream(a.0, b.0);
+                        upstream.entry(down).or_default().push((up, why));
+                    }
+                }
             }
         }
+    }
+    for (down, ups) in upstream {
+        if let Some((up, _)) = model.rules.strongest(&down, ups) {
+            joined.push((index[&down], index[&up]));
+        }
+    }
+    for (i, j) in joined {
+        let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
+        parent[ri.max(rj)] = ri.min(rj);
     }
     let mut groups: BTreeMap<usize, Vec<EpKey>> = BTreeMap::new();
     for (i, (key, _)) in episodes.iter().enumerate() {

@@ -46,7 +46,7 @@ use tidemark_engine::{Sample, Series};
 
 use super::episodes::{Episode, Kind, Saved, Tracker, is_edge, kind};
 use super::keeper::Keeper;
-use super::model::{EntityId, EpKey, LiveTopology, Model, Why, edge_of};
+use super::model::{EntityId, EpKey, Link, LiveTopology, Model, Why, edge_of, nearer_is_later};
 
 /// How `correlate` runs.
 #[derive(Clone, Debug)]
@@ -177,14 +177,19 @@ pub fn correlate_shown<'scope>(
         .clone()
         .flat_map(|((c, bucket), v)| [((c, bucket), v), ((c, bucket + 1), v)])
         .join_map(causes, move |&(c, _), &(a, da), &(b, db)| {
-            (order(a, b), (da + db, c), through(&a, da, &b, db))
+            (
+                order(a, b),
+                (da + db, c, nearer_is_later(&a, da, &b, db)),
+                through(&a, da, &b, db),
+            )
         })
         .filter(move |(_, _, ok)| *ok)
-        .map(|(pair, (d, c), _)| {
+        .map(|(pair, (d, c, reversed), _)| {
             (
                 pair,
                 Why {
                     topology: Some((d, c)),
+                    reversed,
                     ..Why::default()
                 },
             )
@@ -218,6 +223,7 @@ pub fn correlate_shown<'scope>(
                 && why.topology.is_none_or(|best| t < best)
             {
                 why.topology = Some(t);
+                why.reversed = w.reversed;
             }
             why.labels |= w.labels;
             why.together = why.together.max(w.together);
@@ -226,6 +232,10 @@ pub fn correlate_shown<'scope>(
             out.push((why, 1));
         }
     });
+    let ties = match model.rules.link {
+        Link::All => ties,
+        Link::Strongest => strongest(ties, &model),
+    };
     let edges = ties.clone().flat_map(|((a, b), _)| [(a, b), (b, a)]);
     let roots = propagate(edges, nodes);
 
@@ -247,6 +257,33 @@ pub fn correlate_shown<'scope>(
         Out::Sample(_) => None,
     });
     (samples, incidents)
+}
+
+/// Step 2b, with [`Link::Strongest`]: of each episode's ties to the
+/// episodes upstream of it, the one [`Rules::strongest`] chooses (a
+/// `reduce` by the downstream episode); only those hold incidents
+/// together.
+///
+/// [`Rules::strongest`]: super::model::Rules::strongest
+fn strongest<'scope>(ties: Pairs<'scope>, model: &Model) -> Pairs<'scope> {
+    let rules = model.rules.clone();
+    ties.map(|((a, b), why)| {
+        let (up, down) = why.upstream(a, b);
+        (down, (up, why))
+    })
+    .reduce(move |down: &EpKey, found, out| {
+        let upstream = found.iter().filter(|(_, n)| *n > 0).map(|(v, _)| **v);
+        if let Some(best) = rules.strongest(down, upstream) {
+            out.push((best, 1));
+        }
+    })
+    .map(|(down, (up, why))| {
+        if up < down {
+            ((up, down), why)
+        } else {
+            ((down, up), why)
+        }
+    })
 }
 
 /// Step 1b: each episode's possible common causes (every entity it

@@ -14,7 +14,7 @@ use tidemark_engine::stats::ComponentStats;
 use tidemark_engine::{Sample, Series};
 
 use super::episodes::alert_labels;
-use super::model::{EpKey, Keys, LabelSet, Model, Rules, Topology, Why, reference_partition};
+use super::model::{EpKey, Keys, LabelSet, Link, Model, Rules, Topology, Why, reference_partition};
 use super::operator::{Settings, correlate};
 
 fn set(pairs: &[(&str, &str)]) -> LabelSet {
@@ -42,6 +42,7 @@ fn rules() -> Rules {
         time_weight: 0.5,
         together: None,
         threshold: 1.0,
+        link: Link::Strongest,
     }
 }
 
@@ -380,11 +381,14 @@ fn observed(labelled: &[Sample]) -> BTreeMap<i64, BTreeSet<BTreeSet<u64>>> {
 /// unique), and no two of one series are within the gap.
 #[test]
 fn incidents_equal_a_from_scratch_computation_at_every_step() {
-    let model = Arc::new(Model {
-        topology: Topology::new(&shop(), 2),
-        rules: rules(),
-    });
-    for seed in 0..4u64 {
+    for (link, seed) in [Link::Strongest, Link::All]
+        .into_iter()
+        .flat_map(|link| (0..4u64).map(move |seed| (link, seed)))
+    {
+        let model = Arc::new(Model {
+            topology: Topology::new(&shop(), 2),
+            rules: Rules { link, ..rules() },
+        });
         let mut rng = StdRng::seed_from_u64(seed);
         let episodes = scenario(&mut rng, 60);
         let want = expected(&model, &episodes, 60_000, 300_000);
@@ -413,7 +417,7 @@ fn incidents_equal_a_from_scratch_computation_at_every_step() {
             assert_steps(
                 &labelled,
                 &want,
-                &format!("seed {seed}, {workers} workers, slack {slack}"),
+                &format!("{link:?}, seed {seed}, {workers} workers, slack {slack}"),
             );
         }
     }
@@ -423,26 +427,16 @@ fn incidents_equal_a_from_scratch_computation_at_every_step() {
 fn merges_keep_the_older_id_and_splits_take_a_new_one() {
     let model = Arc::new(Model {
         topology: Topology::new(&shop(), 2),
-        rules: rules(),
+        rules: Rules {
+            link: Link::All,
+            ..rules()
+        },
     });
     // Errors on payments at 0 and on search at 75s: they share node-1
     // (2 hops, 0.5) but start more than 1m apart: two incidents. Latency
     // on payments at 90s ties to both (same entity; node-1 within 1m):
-    // one incident.
-    let eps = vec![
-        Generated {
-            labels: alert("Errors", "payments"),
-            times: (0..40).map(|i| i * STEP).collect(),
-        },
-        Generated {
-            labels: alert("Errors", "search"),
-            times: (5..40).map(|i| i * STEP).collect(),
-        },
-        Generated {
-            labels: alert("Latency", "payments"),
-            times: (6..8).map(|i| i * STEP).collect(),
-        },
-    ];
+    // with every tie linking, one incident.
+    let eps = bridged();
     let s = Settings {
         model,
         lateness: 0,
@@ -513,6 +507,110 @@ fn merges_keep_the_older_id_and_splits_take_a_new_one() {
     );
 }
 
+/// [`Rules::strongest`]: the highest score first, then the fewest hops to
+/// the common cause, then the earliest alert.
+#[test]
+fn the_strongest_tie_upstream_is_the_highest_score_then_the_nearest_then_the_first() {
+    let rules = Rules {
+        labels_weight: 0.5,
+        ..rules()
+    };
+    let down: EpKey = (300_000, 9);
+    let hops = |d: u8, labels: bool| Why {
+        topology: Some((d, 1)),
+        labels,
+        ..Why::default()
+    };
+    let pick = |ups: &[(EpKey, Why)]| rules.strongest(&down, ups.iter().copied()).unwrap().0;
+    // 1 hop 200s before (1.0) against 1 hop 20s before (1.0 and the time
+    // bonus): the later one, for its score.
+    assert_eq!(
+        pick(&[
+            ((100_000, 1), hops(1, false)),
+            ((280_000, 2), hops(1, false))
+        ]),
+        (280_000, 2)
+    );
+    // Equal scores (2 hops and equal labels; 1 hop): the nearer cause,
+    // though it started later.
+    assert_eq!(
+        pick(&[((50_000, 3), hops(2, true)), ((100_000, 1), hops(1, false))]),
+        (100_000, 1)
+    );
+    // Equal scores and hops: the first.
+    assert_eq!(
+        pick(&[
+            ((100_000, 1), hops(1, false)),
+            ((50_000, 4), hops(1, false))
+        ]),
+        (50_000, 4)
+    );
+    assert_eq!(rules.strongest(&down, []), None);
+}
+
+/// With the default `link: strongest`, the alert that ties two incidents
+/// joins the one its strongest tie upstream is in (here: the same entity
+/// beats a common cause two hops away at equal scores), and they stay
+/// apart.
+#[test]
+fn an_alert_two_incidents_explain_joins_one_of_them() {
+    let model = Arc::new(Model {
+        topology: Topology::new(&shop(), 2),
+        rules: rules(),
+    });
+    let eps = bridged();
+    let (labelled, incidents) = run(samples_of(&eps), settings(model, 0), 2, 0);
+    let id_at = |t: i64, name: &str, service: &str| -> String {
+        labelled
+            .iter()
+            .find(|s| {
+                s.timestamp == t
+                    && s.series.get("service") == Some(service)
+                    && s.series.get("alertname") == Some(name)
+            })
+            .and_then(|s| s.series.get("incident"))
+            .unwrap()
+            .to_owned()
+    };
+    let payments = id_at(0, "Errors", "payments");
+    let search = id_at(75_000, "Errors", "search");
+    assert_ne!(payments, search);
+    assert_eq!(id_at(90_000, "Latency", "payments"), payments);
+    assert_eq!(id_at(90_000, "Errors", "search"), search);
+    assert!(
+        incidents.iter().all(|i| i.status != IncidentStatus::Merged),
+        "{incidents:#?}"
+    );
+    let update = incidents
+        .iter()
+        .rfind(|i| i.id == payments && i.at == 90_000)
+        .expect("an update when Latency joins");
+    assert_eq!(update.members.len(), 2);
+    assert_eq!(
+        update.members[1].tied_by,
+        "tied to Errors{service=\"payments\"}: same entity service=payments; started 1m30s after (score 1.00)"
+    );
+}
+
+/// Errors on payments from 0 and on search from 75s, Latency on payments
+/// at 90s and 105s: the last is tied to both others.
+fn bridged() -> Vec<Generated> {
+    vec![
+        Generated {
+            labels: alert("Errors", "payments"),
+            times: (0..40).map(|i| i * STEP).collect(),
+        },
+        Generated {
+            labels: alert("Errors", "search"),
+            times: (5..40).map(|i| i * STEP).collect(),
+        },
+        Generated {
+            labels: alert("Latency", "payments"),
+            times: (6..8).map(|i| i * STEP).collect(),
+        },
+    ]
+}
+
 #[test]
 fn config_errors_name_the_field_and_the_line() {
     use super::CorrelateConfig;
@@ -550,6 +648,13 @@ fn config_errors_name_the_field_and_the_line() {
     ] {
         assert!(text.contains(&want), "{want:?} not in {text:#?}");
     }
+    let link = serde_json::from_value::<CorrelateConfig>(serde_json::json!({"link": "nearest"}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        link.contains("unknown variant `nearest`, expected `strongest` or `all`"),
+        "{link}"
+    );
     let both: CorrelateConfig = serde_json::from_value(serde_json::json!({
         "topology": {"path": "x", "edges": []},
     }))
