@@ -10,6 +10,12 @@
 //! sending it to a WebSocket subscriber receiving `ALERTS{i="k"}`: the
 //! gRPC write and acknowledgement, the watermark, the step, the sink and
 //! the WebSocket, all on this machine.
+//!
+//! [`measure_incidents`] does the same with a `correlate` transform after
+//! the `alert` transform, its `ALERTS_INCIDENT` samples going to the
+//! WebSocket: every round's alert is tied to the earlier ones (an equal
+//! `job` label), so each round updates one incident that grows to all of
+//! them.
 
 use std::time::{Duration, Instant};
 
@@ -41,17 +47,42 @@ sinks:
   live: {type: websocket, inputs: [rules]}
 ";
 
+const INCIDENTS: &str = "name: incident-latency
+sources:
+  in: {type: grpc, max_out_of_orderness: 0s, idle_timeout: 1h}
+transforms:
+  rules:
+    type: alert
+    inputs: [in]
+    lookback: 2s
+    rules:
+      groups:
+      - name: probe
+        interval: 1s
+        rules:
+        - alert: Probe
+          expr: probe > 0
+  inc:
+    type: correlate
+    inputs: [rules]
+    window: 1h
+    rules:
+      labels: {by: [job], weight: 1}
+sinks:
+  live: {type: websocket, inputs: [inc]}
+";
+
 const BASE: i64 = 1_795_564_800_000;
 
-fn write(name: &str, label: Option<(&str, String)>, t: i64, value: f64) -> WriteRequest {
+fn write(name: &str, labels: &[(&str, &str)], t: i64, value: f64) -> WriteRequest {
     WriteRequest {
         series: vec![Series {
             name: name.into(),
-            labels: label
-                .into_iter()
+            labels: labels
+                .iter()
                 .map(|(name, value)| Label {
-                    name: name.into(),
-                    value,
+                    name: (*name).into(),
+                    value: (*value).into(),
                 })
                 .collect(),
             points: vec![Point {
@@ -64,41 +95,69 @@ fn write(name: &str, label: Option<(&str, String)>, t: i64, value: f64) -> Write
 
 /// Latency percentiles (ms): p50, p99, max, over `rounds` rounds.
 pub fn measure(rounds: usize) -> anyhow::Result<(f64, f64, f64)> {
-    let server = start_server(1, PIPELINE)?;
+    measure_with(rounds, PIPELINE, "alert-latency", "ALERTS")
+}
+
+/// As [`measure`], to the `ALERTS_INCIDENT` sample of a `correlate`
+/// transform after the alert rules.
+pub fn measure_incidents(rounds: usize) -> anyhow::Result<(f64, f64, f64)> {
+    measure_with(rounds, INCIDENTS, "incident-latency", "ALERTS_INCIDENT")
+}
+
+fn measure_with(
+    rounds: usize,
+    pipeline: &str,
+    name: &str,
+    metric: &str,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let server = start_server(1, pipeline)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let url = format!(
-            "{}/ws?pipeline=alert-latency",
+            "{}/ws?pipeline={name}",
             server.http.replace("http://", "ws://")
         );
+        let metric = format!("\"{metric}\"");
         let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
         let mut client = IngestServiceClient::connect(server.grpc.clone()).await?;
         let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        // The incident every round's alert joins (with `correlate`).
+        let mut incident: Option<String> = None;
         for k in 0..rounds + 10 {
             let step = BASE + k as i64 * 1000;
             let id = format!("{k}");
             client
-                .write(write("probe", Some(("i", id.clone())), step, 1.0))
+                .write(write("probe", &[("i", &id), ("job", "probe")], step, 1.0))
                 .await?;
             tokio::time::sleep(Duration::from_millis(20)).await;
             let sent = Instant::now();
-            client.write(write("tick", None, step + 1, 0.0)).await?;
+            client.write(write("tick", &[], step + 1, 0.0)).await?;
             let wanted = format!("\"i\":\"{id}\"");
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             loop {
                 let message = tokio::time::timeout_at(deadline, socket.next())
                     .await
-                    .map_err(|_| anyhow::anyhow!("no alert for round {k} within 10 s"))?;
+                    .map_err(|_| anyhow::anyhow!("no {metric} for round {k} within 10 s"))?;
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => anyhow::bail!("the WebSocket failed: {e}"),
                     None => anyhow::bail!("the server closed the WebSocket"),
                 };
-                if text.contains("\"ALERTS\"") && text.contains(&wanted) {
+                if text.contains(&metric) && text.contains(&wanted) {
+                    let named = text
+                        .split_once("\"incident\":\"")
+                        .and_then(|(_, rest)| rest.split_once('"'))
+                        .map(|(id, _)| id.to_owned());
+                    if let Some(named) = named {
+                        let first = incident.get_or_insert_with(|| named.clone());
+                        if *first != named {
+                            anyhow::bail!("round {k}'s alert is in another incident: {text}");
+                        }
+                    }
                     break;
                 }
             }

@@ -67,6 +67,9 @@ pub struct CorrelateBenchOptions {
     /// Worker counts of the speed run.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2])]
     pub workers: Vec<usize>,
+    /// Rounds of the server-mode latency measurement (0: skip it).
+    #[arg(long, default_value_t = 200)]
+    pub latency_rounds: usize,
     /// Markdown file whose correlate section is rewritten.
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub output: PathBuf,
@@ -739,6 +742,21 @@ pub fn correlate_bench(options: &CorrelateBenchOptions) -> anyhow::Result<()> {
         let line = format!("| {name} | {workers} | {rate:.0} | {secs:.2} s |");
         eprintln!("{line}");
         let _ = writeln!(md, "{line}");
+    }
+    if options.latency_rounds > 0 {
+        let (p50, p99, max) = crate::alert_latency::measure_incidents(options.latency_rounds)?;
+        eprintln!("incident latency p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms");
+        let _ = writeln!(
+            md,
+            "\nLatency in server mode (`tidemark serve`, 1 worker; {} rounds; goal: the incident updated \
+             within 1 s of the alert): a gRPC source into an `alert` transform (interval 1 s) into `correlate` \
+             (`rules.labels` by `job`, so every round's alert joins one incident that grows to {} alerts), its \
+             `ALERTS_INCIDENT` samples to a WebSocket subscriber. From sending the sample that moves the \
+             watermark past a step to receiving the `ALERTS_INCIDENT` sample of the alert that step fires: \
+             p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms.",
+            options.latency_rounds,
+            options.latency_rounds + 10,
+        );
     }
     eprintln!("\n{md}");
     if !options.no_write {
