@@ -28,9 +28,13 @@ use tidemark_server::ingest::proto::ingest_service_client::IngestServiceClient;
 
 use crate::latency::start_server;
 
-const PIPELINE: &str = "name: alert-latency
+/// The pipeline `name`: a gRPC source into alert rules (`Probe`, every
+/// second), then `rest`: more transforms and the `live` WebSocket sink.
+fn pipeline(name: &str, rest: &str) -> String {
+    format!(
+        "name: {name}
 sources:
-  in: {type: grpc, max_out_of_orderness: 0s, idle_timeout: 1h}
+  in: {{type: grpc, max_out_of_orderness: 0s, idle_timeout: 1h}}
 transforms:
   rules:
     type: alert
@@ -43,26 +47,18 @@ transforms:
         rules:
         - alert: Probe
           expr: probe > 0
-sinks:
+{rest}"
+    )
+}
+
+/// The alert rules' `ALERTS` samples to the WebSocket.
+const ALERTS: &str = "sinks:
   live: {type: websocket, inputs: [rules]}
 ";
 
-const INCIDENTS: &str = "name: incident-latency
-sources:
-  in: {type: grpc, max_out_of_orderness: 0s, idle_timeout: 1h}
-transforms:
-  rules:
-    type: alert
-    inputs: [in]
-    lookback: 2s
-    rules:
-      groups:
-      - name: probe
-        interval: 1s
-        rules:
-        - alert: Probe
-          expr: probe > 0
-  inc:
+/// A `correlate` after the rules, its `ALERTS_INCIDENT` samples to the
+/// WebSocket.
+const INCIDENTS: &str = "  inc:
     type: correlate
     inputs: [rules]
     window: 1h
@@ -95,22 +91,32 @@ fn write(name: &str, labels: &[(&str, &str)], t: i64, value: f64) -> WriteReques
 
 /// Latency percentiles (ms): p50, p99, max, over `rounds` rounds.
 pub fn measure(rounds: usize) -> anyhow::Result<(f64, f64, f64)> {
-    measure_with(rounds, PIPELINE, "alert-latency", "ALERTS")
+    measure_with(
+        rounds,
+        &pipeline("alert-latency", ALERTS),
+        "alert-latency",
+        "ALERTS",
+    )
 }
 
 /// As [`measure`], to the `ALERTS_INCIDENT` sample of a `correlate`
 /// transform after the alert rules.
 pub fn measure_incidents(rounds: usize) -> anyhow::Result<(f64, f64, f64)> {
-    measure_with(rounds, INCIDENTS, "incident-latency", "ALERTS_INCIDENT")
+    measure_with(
+        rounds,
+        &pipeline("incident-latency", INCIDENTS),
+        "incident-latency",
+        "ALERTS_INCIDENT",
+    )
 }
 
 fn measure_with(
     rounds: usize,
-    pipeline: &str,
+    yaml: &str,
     name: &str,
     metric: &str,
 ) -> anyhow::Result<(f64, f64, f64)> {
-    let server = start_server(1, pipeline)?;
+    let server = start_server(1, yaml)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
