@@ -466,32 +466,20 @@ fn entity(labels: &Series) -> LabelSet {
     }
 }
 
-/// Truth, our incidents, the two baselines, and the mean delay (s).
-fn evaluate(s: &Scenario, labelled: &[(u64, i64, String)]) -> (Scores, Scores, Scores, f64) {
-    let n = s.episodes.len();
-    let truth: Vec<usize> = s
-        .episodes
+/// The ground truth: each episode's fault, each noise alert a group of
+/// its own.
+fn truth(s: &Scenario) -> Vec<usize> {
+    s.episodes
         .iter()
         .enumerate()
         .map(|(i, e)| e.3.unwrap_or(1_000_000 + i))
-        .collect();
+        .collect()
+}
+
+/// Our incidents' scores, and the mean delay (s).
+fn evaluate(s: &Scenario, labelled: &[(u64, i64, String)]) -> (Scores, f64) {
+    let n = s.episodes.len();
     // Our incident per episode: the one its last sample names.
-    let index: HashMap<(u64, i64), usize> = s
-        .episodes
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            (
-                (
-                    Series::new("ALERTS", e.0.tags().chain([("alertstate", "firing")]))
-                        .id()
-                        .0,
-                    e.1,
-                ),
-                i,
-            )
-        })
-        .collect();
     let mut by_series: BTreeMap<u64, Vec<(i64, &str)>> = BTreeMap::new();
     for (id, t, inc) in labelled {
         by_series.entry(*id).or_default().push((*t, inc));
@@ -503,7 +491,6 @@ fn evaluate(s: &Scenario, labelled: &[(u64, i64, String)]) -> (Scores, Scores, S
         let id = Series::new("ALERTS", labels.tags().chain([("alertstate", "firing")]))
             .id()
             .0;
-        let _ = index.get(&(id, *start));
         let list = by_series.get(&id).map(Vec::as_slice).unwrap_or(&[]);
         let mine: Vec<&(i64, &str)> = list
             .iter()
@@ -519,6 +506,14 @@ fn evaluate(s: &Scenario, labelled: &[(u64, i64, String)]) -> (Scores, Scores, S
             delays.push((first.0 - start) as f64 / 1000.0);
         }
     }
+    let mean = delays.iter().sum::<f64>() / delays.len().max(1) as f64;
+    (score(&truth(s), &ours), mean)
+}
+
+/// The two baselines' scores: a time window only, and adjacent in the
+/// topology within 10 minutes.
+fn baselines(s: &Scenario) -> (Scores, Scores) {
+    let n = s.episodes.len();
     let starts: Vec<i64> = s.episodes.iter().map(|e| e.1).collect();
     let window = 600_000;
     let time_only = union_find(n, |_, _| true, window, &starts);
@@ -534,13 +529,8 @@ fn evaluate(s: &Scenario, labelled: &[(u64, i64, String)]) -> (Scores, Scores, S
         window,
         &starts,
     );
-    let mean = delays.iter().sum::<f64>() / delays.len().max(1) as f64;
-    (
-        score(&truth, &ours),
-        score(&truth, &time_only),
-        score(&truth, &adjacent_only),
-        mean,
-    )
+    let truth = truth(s);
+    (score(&truth, &time_only), score(&truth, &adjacent_only))
 }
 
 /// The co-occurrence scenario's table: faults and noise as in the other
@@ -585,7 +575,7 @@ fn recurring_table(
         let mut row = Vec::new();
         for (_, config) in &methods {
             let (labelled, _) = run(samples(&s), settings_of(&s, config.clone())?, 1);
-            let (ours, _, _, _) = evaluate(&s, &labelled);
+            let (ours, _) = evaluate(&s, &labelled);
             row.push((ours, recurring_tied(&s, options.faults, &labelled)));
         }
         rows.push(row);
@@ -672,15 +662,14 @@ pub fn correlate_bench(options: &CorrelateBenchOptions) -> anyhow::Result<()> {
             let s = scenario(seed, services, options.faults);
             episodes = s.episodes.len();
             let (mut row, mut delay) = (Vec::new(), Vec::new());
-            let mut baselines = Vec::new();
             for (_, config) in &variants {
                 let (labelled, _) = run(samples(&s), settings_of(&s, config.clone())?, 1);
-                let (ours, time_only, adjacent, mean) = evaluate(&s, &labelled);
+                let (ours, mean) = evaluate(&s, &labelled);
                 row.push(ours);
                 delay.push(mean);
-                baselines = vec![time_only, adjacent];
             }
-            row.extend(baselines);
+            let (time_only, adjacent) = baselines(&s);
+            row.extend([time_only, adjacent]);
             rows.push(row);
             delays.push(delay);
         }
