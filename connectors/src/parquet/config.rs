@@ -499,6 +499,16 @@ impl ParquetSource {
         self.store
             .touches(tidemark_engine::spec::ResourceKind::ReadFile)
     }
+
+    /// What its positions in checkpoints (event times: see
+    /// `crate::replay`) depend on: the archive, not the range, so a
+    /// restored replay with a changed `from` or `to` reads on.
+    pub fn identity(&self) -> String {
+        format!(
+            "parquet {:?} pipeline={} output={}",
+            self.store.location, self.pipeline, self.output
+        )
+    }
 }
 
 #[cfg(test)]

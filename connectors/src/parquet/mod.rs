@@ -27,4 +27,4 @@ pub use config::{
 samples_sink!(ParquetSinkConfig => ParquetSink, holdback: ParquetSink::holdback, serves_live: false, touches: ParquetSink::touches);
 
 // A replay ends; it does not record positions in checkpoints yet.
-samples_source!(ParquetSourceConfig => ParquetSource, finite: |_| true, needs_ingest: false, touches: ParquetSource::touches, positions: |_| None);
+samples_source!(ParquetSourceConfig => ParquetSource, finite: |_| true, needs_ingest: false, touches: ParquetSource::touches, positions: |p| Some(p.identity()));

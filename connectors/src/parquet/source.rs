@@ -381,14 +381,25 @@ impl Reader {
             ));
         }
         let mut files = Vec::new();
-        for (key, size) in in_range(listed, config.from, config.to) {
+        // Restored from a checkpoint: each file on from where the worker
+        // that read it then had got to.
+        let from_of = |key: &str| match feed.resumed() {
+            Some(p) if !p.is_empty() => config.from.max(p[reader_of(key, p.len())]),
+            _ => config.from,
+        };
+        let earliest = feed
+            .resumed()
+            .and_then(|p| p.iter().min().copied())
+            .map_or(config.from, |m| config.from.max(m));
+        let to = config.to;
+        for (key, size) in in_range(listed, earliest, to) {
             if reader_of(&key, self.at.peers) != self.at.index {
                 continue;
             }
             if self.at.shutdown.is_triggered() {
                 return Ok(());
             }
-            match footer(&store, &key, size, config.from, config.to).await {
+            match footer(&store, &key, size, from_of(&key), to).await {
                 Ok(Some(file)) => files.push(file),
                 Ok(None) => {}
                 Err(error) => self.skip(error)?,
@@ -406,8 +417,8 @@ impl Reader {
             if known.len() > KNOWN {
                 known.clear();
             }
-            let (from, to) = (config.from, config.to);
-            match decode(file, bytes, (from, to), &mut known, &mut pending) {
+            let range = (from_of(&file.key), to);
+            match decode(file, bytes, range, &mut known, &mut pending) {
                 Ok(read) => add(&self.at.stats.received, read as u64),
                 Err(error) => self.skip(error)?,
             }
