@@ -516,46 +516,45 @@ fn a_file_source_reads_on_from_its_checkpoint_and_refuses_a_changed_file() {
     assert!(before == after, "output written from a changed file");
 }
 
-/// A replay of a Parquet archive: a window per series and a score of
-/// every `cpu_usage` sample (a fifth of them), each into a file. (The window's aggregates do not depend
-/// on the order samples arrive in: two readers' samples of one series,
-/// from two files, meet in no fixed order, and with it the last bits of a
-/// sum.)
-fn replay_pipeline(archive: &Path, windows: &Path, scores: &Path) -> String {
+/// A replay of an archive (`source`, a flow mapping): a window per series
+/// and a score of every `cpu_usage` sample (a fifth of them), each into a
+/// file. (The window's aggregates do not depend on the order samples
+/// arrive in: two readers' samples of one series, from two files, meet in
+/// no fixed order, and with it the last bits of a sum.)
+fn replay_pipeline(source: &str, windows: &Path, scores: &Path) -> String {
     format!(
-        "name: rp\nsources:\n  a: {{type: parquet, path: {}, pipeline: arch, output: raw}}\n\
+        "name: rp\nsources:\n  a: {source}\n\
          transforms:\n  w: {{type: window, inputs: [a], window: {{tumbling: 1m}}, aggregates: [count, min, max]}}\n  \
          sc: {{type: score, inputs: [a], detector: light, match: cpu_usage}}\n\
          sinks:\n  out: {{type: file, inputs: [w], path: {}, append: true}}\n  \
          scores: {{type: file, inputs: [sc], path: {}, append: true}}\n",
-        archive.display(),
         windows.display(),
         scores.display(),
     )
 }
 
-/// A replay (`parquet` source) on 2 workers killed with `kill -9` once a
-/// checkpoint is complete and restarted on 1 reads each file on from where
-/// the worker that read it had got to: its windows and scores equal those
-/// of a replay from scratch (a sample read twice, or missed, would change
-/// a count or a score), and the restarted server read only samples after
-/// the cut.
-#[test]
-fn a_replay_reads_on_from_its_checkpoint_after_kill_9() {
-    // Enough that a test build takes seconds to replay it.
-    const ARCHIVE_SERIES: u64 = 100;
-    const ARCHIVE_SAMPLES: u64 = 30_000;
-    let dir = temp_dir("checkpoint-replay");
-    let archive = dir.join("archive");
+/// Writes `series` generator series of `samples` each (one a second from
+/// 2026-01-01) into the sink `sink` (a flow mapping without `inputs`).
+fn write_archive(series: u64, samples: u64, sink: &str) {
+    let sink = sink.replacen('{', "{inputs: [g], ", 1);
     common::run_text(
         &format!(
-            "name: arch\nsources:\n  g: {{type: generator, series: {ARCHIVE_SERIES}, interval: 1s, start: '2026-01-01T00:00:00Z', \
-             samples: {ARCHIVE_SAMPLES}, rate: 0, seed: 3}}\n\
-             sinks:\n  raw: {{type: parquet, inputs: [g], path: {}, roll_interval: 5m}}\n",
-            archive.display()
+            "name: arch\nsources:\n  g: {{type: generator, series: {series}, interval: 1s, start: '2026-01-01T00:00:00Z', \
+             samples: {samples}, rate: 0, seed: 3}}\n\
+             sinks:\n  raw: {sink}\n"
         ),
         2,
     );
+}
+
+/// A replay of `source` (an archive of `series` x `samples` written by
+/// [`write_archive`]) on 2 workers, killed with `kill -9` once a
+/// checkpoint is complete and restarted on 1, reads each series on from
+/// where the worker that read it had got to: its windows and scores equal
+/// those of a replay from scratch (a sample read twice, or missed, would
+/// change a count or a score), and the restarted server read only samples
+/// after the cut.
+fn replay_survives_kill_9(dir: &Path, source: &str, series: u64, samples: u64) {
     let data = dir.join("data");
     let (windows, scores) = (dir.join("windows.jsonl"), dir.join("scores.jsonl"));
     // A checkpoint every 100 ms: the replay takes seconds in a test build.
@@ -564,10 +563,10 @@ fn a_replay_reads_on_from_its_checkpoint_after_kill_9() {
         a[5] = "100ms".into();
         Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0)
     };
-    let total = ARCHIVE_SERIES * ARCHIVE_SAMPLES;
+    let total = series * samples;
     let start_ms = 1_767_225_600_000; // 2026-01-01
     let mut server = often("2");
-    let text = replay_pipeline(&archive, &windows, &scores);
+    let text = replay_pipeline(source, &windows, &scores);
     let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&text));
     assert_eq!(status, 201, "{body}");
     wait_until("a checkpoint inside the replay", || {
@@ -582,16 +581,16 @@ fn a_replay_reads_on_from_its_checkpoint_after_kill_9() {
     // not all of them: those already handed on when the cut was crossed
     // are in the state.
     let first = (cut - start_ms + 999).div_euclid(1_000) as u64;
-    assert!((1..ARCHIVE_SAMPLES).contains(&first), "cut {cut}");
+    assert!((1..samples).contains(&first), "cut {cut}");
     let read = samples_in(&server, "rp");
     assert!(
-        read > 0 && read <= ARCHIVE_SERIES * (ARCHIVE_SAMPLES - first),
+        read > 0 && read <= series * (samples - first),
         "cut {cut}: {read} read again"
     );
     assert!(server.stop().success());
 
     let (ref_windows, ref_scores) = (dir.join("ref-windows.jsonl"), dir.join("ref-scores.jsonl"));
-    common::run_text(&replay_pipeline(&archive, &ref_windows, &ref_scores), 2);
+    common::run_text(&replay_pipeline(source, &ref_windows, &ref_scores), 2);
     let want = keyed_rows(&ref_scores);
     assert_eq!(
         want.len(),
@@ -602,6 +601,45 @@ fn a_replay_reads_on_from_its_checkpoint_after_kill_9() {
     let want = keyed_rows(&ref_windows);
     assert!(!want.is_empty());
     assert_same_rows("windows", &keyed_rows(&windows), &want);
+}
+
+/// [`replay_survives_kill_9`] for a `parquet` replay: files are split
+/// among workers by their names.
+#[test]
+fn a_replay_reads_on_from_its_checkpoint_after_kill_9() {
+    // Enough that a test build takes seconds to replay it.
+    let (series, samples) = (100, 30_000);
+    let dir = temp_dir("checkpoint-replay");
+    let archive = dir.join("archive");
+    write_archive(
+        series,
+        samples,
+        &format!(
+            "{{type: parquet, path: {}, roll_interval: 5m}}",
+            archive.display()
+        ),
+    );
+    let source = format!(
+        "{{type: parquet, path: {}, pipeline: arch, output: raw}}",
+        archive.display()
+    );
+    replay_survives_kill_9(&dir, &source, series, samples);
+}
+
+/// [`replay_survives_kill_9`] for a `timescaledb` replay against
+/// PostgreSQL (`deploy/postgres.sh start 15432`; `TIDEMARK_POSTGRES`), in
+/// pages of 200 rows, which end inside the rows of one time: series are
+/// split among workers by their ids.
+#[test]
+fn a_timescaledb_replay_reads_on_from_its_checkpoint_after_kill_9() {
+    let (series, samples) = (50, 4_000);
+    let dir = temp_dir("checkpoint-replay-pg");
+    let url = common::pg::postgres();
+    let (table, series_table) = common::pg::fresh_table(&url, "replay_checkpoint");
+    let tables = format!("url: \"{url}\", table: {table}, series_table: {series_table}");
+    write_archive(series, samples, &format!("{{type: timescaledb, {tables}}}"));
+    let source = format!("{{type: timescaledb, {tables}, page_rows: 200}}");
+    replay_survives_kill_9(&dir, &source, series, samples);
 }
 
 /// Twenty `kill -9` at random moments (not after a checkpoint: while

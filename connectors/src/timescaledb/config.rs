@@ -395,6 +395,17 @@ impl TimescaleSource {
     pub fn touches(&self) -> Vec<tidemark_engine::spec::Resource> {
         self.tables.touches()
     }
+
+    /// What its positions in checkpoints (event times: see
+    /// `crate::replay`) depend on: the tables, not the range. (Hashed
+    /// before it is kept.)
+    pub fn identity(&self) -> String {
+        let t = &self.tables;
+        format!(
+            "timescaledb {} {}.{} {}",
+            t.url, t.schema, t.table, t.series_table
+        )
+    }
 }
 
 #[cfg(test)]

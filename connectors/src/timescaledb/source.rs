@@ -7,10 +7,16 @@
 //! of the one before (keyset paging, so a page costs the same at the end of
 //! a long range as at its start, and nothing is read twice or skipped).
 //! A series' metric and labels are read from the series table the first
-//! time one of its rows comes. Each page is handed on sorted, with its last
-//! time as the floor of what follows ([`crate::replay`]), so windows
-//! downstream close as the replay goes. Statements are unnamed
-//! (`query_typed`), as the query API's reader's are.
+//! time one of its rows comes. Each page is handed on sorted, up to its last
+//! time (the rows at that time wait for the next page, so a hand-over never
+//! splits the rows of one time), with that time as the floor of what
+//! follows ([`crate::replay`]), so windows downstream close as the replay
+//! goes. Statements are unnamed (`query_typed`), as the query API's
+//! reader's are.
+//!
+//! Restored from a checkpoint, each series is read on from the position of
+//! the worker that read it in the run that wrote the checkpoint (series are
+//! split by id, so the split of any earlier number of workers is known).
 
 use std::collections::BTreeMap;
 
@@ -79,14 +85,31 @@ impl Reader {
             }
         }
         let share = "(($3::int8 = 1) OR ((series_id % $3) + $3) % $3 = $4)";
+        // Restored: every worker of the run before had handed on each of
+        // its series' samples before its position (ms), and none after.
+        let resumed: Option<Vec<i64>> = feed.resumed().filter(|p| !p.is_empty()).map(|p| {
+            p.iter()
+                .map(|&m| m.max(self.config.from).clamp(EARLIEST, LATEST))
+                .collect()
+        });
+        let on_from = |positions: usize| {
+            let (p, n) = (positions, positions + 1);
+            format!(
+                " AND time >= to_timestamp((${p}::int8[])[((series_id % ${n}) + ${n}) % ${n} + 1]::float8 / 1000.0)"
+            )
+        };
+        let (resume_first, resume_next) = match &resumed {
+            Some(_) => (on_from(6), on_from(7)),
+            None => (String::new(), String::new()),
+        };
         let first = format!(
             "SELECT time, series_id, value FROM {samples} \
-             WHERE time >= $1 AND time < $2 AND {share} \
+             WHERE time >= $1 AND time < $2 AND {share}{resume_first} \
              ORDER BY time, series_id LIMIT $5"
         );
         let next = format!(
             "SELECT time, series_id, value FROM {samples} \
-             WHERE (time, series_id) > ($1, $6) AND time < $2 AND {share} \
+             WHERE (time, series_id) > ($1, $6) AND time < $2 AND {share}{resume_next} \
              ORDER BY time, series_id LIMIT $5"
         );
         let lookup = format!(
@@ -96,8 +119,18 @@ impl Reader {
         let limit = self.config.page_rows as i64;
         let to = stamp(self.config.to);
         let mut known: FxHashMap<i64, Series> = FxHashMap::default();
-        let mut after: (DateTime<Utc>, i64) = (stamp(self.config.from), 0);
+        let earliest = resumed
+            .as_ref()
+            .and_then(|p| p.iter().min().copied())
+            .unwrap_or(self.config.from);
+        let (positions, old_peers) = match &resumed {
+            Some(p) => (p.clone(), p.len() as i64),
+            None => (Vec::new(), 1),
+        };
+        let mut after: (DateTime<Utc>, i64) = (stamp(earliest), 0);
         let mut started = false;
+        // Rows at the last time of a full page, held for the next one.
+        let mut pending: Vec<Sample> = Vec::new();
         loop {
             if self.at.shutdown.is_triggered() {
                 return Ok(());
@@ -107,17 +140,22 @@ impl Reader {
             } else {
                 (&first, 0)
             };
-            let params: [(&(dyn ToSql + Sync), Type); 6] = [
+            let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
                 (&after.0, Type::TIMESTAMPTZ),
                 (&to, Type::TIMESTAMPTZ),
                 (&peers, Type::INT8),
                 (&index, Type::INT8),
                 (&limit, Type::INT8),
-                (&id, Type::INT8),
             ];
-            let used = if started { 6 } else { 5 };
+            if started {
+                params.push((&id, Type::INT8));
+            }
+            if resumed.is_some() {
+                params.push((&positions, Type::INT8_ARRAY));
+                params.push((&old_peers, Type::INT8));
+            }
             let rows = client
-                .query_typed(sql, &params[..used])
+                .query_typed(sql, &params)
                 .await
                 .map_err(|e| failed(&format!("cannot read {samples}"), &e))?;
             started = true;
@@ -149,11 +187,10 @@ impl Reader {
             if !unknown.is_empty() {
                 self.learn(&client, &lookup, &unknown, &mut known).await?;
             }
-            let mut out = Vec::with_capacity(page.len());
             let mut orphans = 0u64;
             for (t, id, v) in page {
                 match known.get(&id) {
-                    Some(series) => out.push(Sample::new(series.clone(), t, v)),
+                    Some(series) => pending.push(Sample::new(series.clone(), t, v)),
                     None => orphans += 1,
                 }
             }
@@ -161,13 +198,17 @@ impl Reader {
                 add(&self.at.stats.errors, orphans);
                 tracing::error!(source = %self.at.name, samples = orphans, table = %series, "Samples whose series is not in the series table were skipped.");
             }
-            add(&self.at.stats.received, out.len() as u64);
-            let floor = if full {
-                after.0.timestamp_millis()
-            } else {
-                i64::MAX
-            };
-            if !feed.send_sorted(out, floor) || !full {
+            if !full {
+                add(&self.at.stats.received, pending.len() as u64);
+                let _ = feed.send_sorted(pending, i64::MAX);
+                return Ok(());
+            }
+            // The rows at the page's last time may go on in the next page:
+            // they wait for it.
+            let floor = after.0.timestamp_millis();
+            let ready = pending.partition_point(|s| s.timestamp < floor);
+            add(&self.at.stats.received, ready as u64);
+            if !feed.send_sorted(pending.drain(..ready), floor) {
                 return Ok(());
             }
         }
