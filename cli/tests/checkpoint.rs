@@ -194,6 +194,14 @@ fn samples_in(server: &Server, pipeline: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// A server checkpointing every 100 ms, for sources that take only a
+/// second or two to read.
+fn often(data: &Path, workers: &str) -> Server {
+    let mut a = common::server::checkpointed(data, workers);
+    a[5] = "100ms".into();
+    Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0)
+}
+
 fn start(data: &Path, workers: &str) -> Server {
     let a = common::server::checkpointed(data, workers);
     Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0)
@@ -451,13 +459,7 @@ fn a_file_source_reads_on_from_its_checkpoint_and_refuses_a_changed_file() {
     let input = dir.join("input.jsonl");
     write_samples(&input, 0.0);
     let (windows, scores) = (dir.join("windows.jsonl"), dir.join("scores.jsonl"));
-    // A checkpoint every 100 ms: the file takes a second or two to read.
-    let often = |workers: &str| {
-        let mut a = common::server::checkpointed(&data, workers);
-        a[5] = "100ms".into();
-        Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0)
-    };
-    let mut server = often("1");
+    let mut server = often(&data, "1");
     let text = file_pipeline(&input, &windows, &scores);
     let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&text));
     assert_eq!(status, 201, "{body}");
@@ -557,15 +559,9 @@ fn write_archive(series: u64, samples: u64, sink: &str) {
 fn replay_survives_kill_9(dir: &Path, source: &str, series: u64, samples: u64) {
     let data = dir.join("data");
     let (windows, scores) = (dir.join("windows.jsonl"), dir.join("scores.jsonl"));
-    // A checkpoint every 100 ms: the replay takes seconds in a test build.
-    let often = |workers: &str| {
-        let mut a = common::server::checkpointed(&data, workers);
-        a[5] = "100ms".into();
-        Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0)
-    };
     let total = series * samples;
     let start_ms = 1_767_225_600_000; // 2026-01-01
-    let mut server = often("2");
+    let mut server = often(&data, "2");
     let text = replay_pipeline(source, &windows, &scores);
     let (status, body) = server.json("POST", "/api/v1/pipelines", Some(&text));
     assert_eq!(status, 201, "{body}");
@@ -574,7 +570,7 @@ fn replay_survives_kill_9(dir: &Path, source: &str, series: u64, samples: u64) {
     });
     server.kill_hard();
     let cut = newest_checkpoint(&data, "rp").unwrap();
-    server = often("1");
+    server = often(&data, "1");
     let finished = || server.json("GET", "/api/v1/pipelines/rp", None).1["state"] == "finished";
     wait_until("the pipeline finished", finished);
     // Samples at or after the cut only (one per series and second), but
