@@ -10,9 +10,10 @@
 //! when it crossed the cut: every sample before it has been handed on
 //! (at capabilities before the cut, so it is in the state cut there) and
 //! none at or after it (chunks end between two event times). Restored, a
-//! reader reads each file on from the position of the worker that read it
-//! in the run that wrote the checkpoint, so a replay restores at any
-//! number of workers; sinks skip what the run before made durable.
+//! reader reads each file (`parquet`) or series (`timescaledb`) on from the
+//! position of the worker that read it in the run that wrote the
+//! checkpoint, so a replay restores at any number of workers; sinks skip
+//! what the run before made durable.
 //!
 //! The reader runs an async store client on a current-thread tokio runtime;
 //! the channel between the two holds a few chunks, so a reader never runs
