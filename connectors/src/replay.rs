@@ -101,7 +101,15 @@ impl Feed {
     /// it had got to (it had handed on every sample before its position
     /// and none at or after it), in worker order.
     pub(crate) fn resumed(&self) -> Option<&[Millis]> {
-        self.resumed.as_deref()
+        self.resumed.as_deref().filter(|p| !p.is_empty())
+    }
+
+    /// The first event time any reader reads: `from`, or, restored, the
+    /// earliest position if that is later.
+    pub(crate) fn earliest(&self, from: Millis) -> Millis {
+        self.resumed()
+            .and_then(|p| p.iter().min().copied())
+            .map_or(from, |m| m.max(from))
     }
 
     /// Hands on `ready`, sorted by time, in chunks; nothing handed on later

@@ -26,5 +26,6 @@ pub use config::{
 // The open epoch is held back (flow control lets sources run past it).
 samples_sink!(ParquetSinkConfig => ParquetSink, holdback: ParquetSink::holdback, serves_live: false, touches: ParquetSink::touches);
 
-// A replay ends; it does not record positions in checkpoints yet.
+// A replay ends; its position in checkpoints is an event time per worker
+// (`crate::replay`).
 samples_source!(ParquetSourceConfig => ParquetSource, finite: |_| true, needs_ingest: false, touches: ParquetSource::touches, positions: |p| Some(p.identity()));

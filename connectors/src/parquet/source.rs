@@ -384,15 +384,11 @@ impl Reader {
         // Restored from a checkpoint: each file on from where the worker
         // that read it then had got to.
         let from_of = |key: &str| match feed.resumed() {
-            Some(p) if !p.is_empty() => config.from.max(p[reader_of(key, p.len())]),
-            _ => config.from,
+            Some(p) => config.from.max(p[reader_of(key, p.len())]),
+            None => config.from,
         };
-        let earliest = feed
-            .resumed()
-            .and_then(|p| p.iter().min().copied())
-            .map_or(config.from, |m| config.from.max(m));
         let to = config.to;
-        for (key, size) in in_range(listed, earliest, to) {
+        for (key, size) in in_range(listed, feed.earliest(config.from), to) {
             if reader_of(&key, self.at.peers) != self.at.index {
                 continue;
             }

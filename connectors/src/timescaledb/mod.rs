@@ -28,5 +28,6 @@ pub use config::{
 
 samples_sink!(TimescaleSinkConfig => TimescaleSink, holdback: |_| 0, serves_live: false, touches: TimescaleSink::touches);
 
-// A replay ends; it does not record positions in checkpoints yet.
+// A replay ends; its position in checkpoints is an event time per worker
+// (`crate::replay`).
 samples_source!(TimescaleSourceConfig => TimescaleSource, finite: |_| true, needs_ingest: false, touches: TimescaleSource::touches, positions: |t| Some(t.identity()));

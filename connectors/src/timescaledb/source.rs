@@ -87,7 +87,7 @@ impl Reader {
         let share = "(($3::int8 = 1) OR ((series_id % $3) + $3) % $3 = $4)";
         // Restored: every worker of the run before had handed on each of
         // its series' samples before its position (ms), and none after.
-        let resumed: Option<Vec<i64>> = feed.resumed().filter(|p| !p.is_empty()).map(|p| {
+        let resumed: Option<Vec<i64>> = feed.resumed().map(|p| {
             p.iter()
                 .map(|&m| m.max(self.config.from).clamp(EARLIEST, LATEST))
                 .collect()
@@ -119,10 +119,7 @@ impl Reader {
         let limit = self.config.page_rows as i64;
         let to = stamp(self.config.to);
         let mut known: FxHashMap<i64, Series> = FxHashMap::default();
-        let earliest = resumed
-            .as_ref()
-            .and_then(|p| p.iter().min().copied())
-            .unwrap_or(self.config.from);
+        let earliest = feed.earliest(self.config.from);
         let (positions, old_peers) = match &resumed {
             Some(p) => (p.clone(), p.len() as i64),
             None => (Vec::new(), 1),
