@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod decode;
+
 /// The label that holds a series' metric name.
 pub const METRIC_NAME_LABEL: &str = "__name__";
 
@@ -261,7 +263,8 @@ pub mod as_map {
     }
 }
 
-// Across processes a series travels as its label pairs; the id is recomputed.
+// Across processes a series travels as its label pairs; the id is recomputed
+// (or the series found again in the reading thread's cache, see `decode`).
 impl Serialize for Series {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.labels.serialize(serializer)
@@ -270,8 +273,7 @@ impl Serialize for Series {
 
 impl<'de> Deserialize<'de> for Series {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let labels = Vec::<Label>::deserialize(deserializer)?;
-        Ok(Series::from_labels(labels))
+        decode::deserialize(deserializer)
     }
 }
 
