@@ -21,6 +21,7 @@ pub mod alert_latency;
 pub mod anomaly;
 pub mod backtest;
 pub mod checkpoint;
+pub mod cluster;
 pub mod correlate;
 pub mod kafka;
 pub mod latency;

@@ -43,6 +43,10 @@ pub struct BenchOptions {
     /// Print only; do not write the file.
     #[arg(long)]
     pub no_write: bool,
+    /// Skip the comparison of two processes of one worker against one
+    /// process of two.
+    #[arg(long)]
+    pub no_cluster: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -279,6 +283,9 @@ pub fn window(options: &BenchOptions) -> anyhow::Result<()> {
             scaling.join("; ")
         );
     }
+    if !options.no_cluster {
+        md.push_str(&cluster(options)?);
+    }
     md.push_str(&memory());
     eprintln!("\n{md}");
     if !options.no_write {
@@ -286,6 +293,47 @@ pub fn window(options: &BenchOptions) -> anyhow::Result<()> {
         eprintln!("Wrote {}.", options.output.display());
     }
     Ok(())
+}
+
+/// Two processes of one worker against one process of two, for every
+/// series count (goal, issue 21: within 70%).
+fn cluster(options: &BenchOptions) -> anyhow::Result<String> {
+    let mut md = format!(
+        "\nTwo processes of one worker on loopback against one process of two workers (issue 21's goal: within 70%): \
+         `tidemark run` of the same pipeline (count,sum,min,max,avg), {} samples, started as child processes in both \
+         cases, median of {} runs alternating; samples/s are all processes' samples over the slower one's time from \
+         its start to the end of its run, connecting included.\n\n\
+         | series | 1 process x 2 workers | 2 processes x 1 worker | ratio | goal |\n|---:|---:|---:|---:|---|\n",
+        options.samples,
+        options.repeats.max(1)
+    );
+    for &series in &options.series {
+        let row = crate::cluster::measure(series, options.samples, options.repeats)?;
+        let show = |v: &[f64]| {
+            v.iter()
+                .map(|r| format!("{:.2}", r / 1e6))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        eprintln!(
+            "series {series:>7}  1 process x 2 workers {:.2} M ({}), 2 processes x 1 worker {:.2} M ({})",
+            row.one_process / 1e6,
+            show(&row.runs.0),
+            row.two_processes / 1e6,
+            show(&row.runs.1)
+        );
+        let ratio = row.two_processes / row.one_process;
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} M | {:.2} M | {:.0}% | 70%: {} |",
+            row.series,
+            row.one_process / 1e6,
+            row.two_processes / 1e6,
+            100.0 * ratio,
+            if ratio >= 0.7 { "met" } else { "missed" }
+        );
+    }
+    Ok(md)
 }
 
 /// The window's memory per series: 100 000 series with 10 samples each in
