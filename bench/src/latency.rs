@@ -44,6 +44,9 @@ pub struct LatencyOptions {
     /// Server worker threads (issue 21's goals are for 2).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// The server's `--io-threads` (HTTP and gRPC, ingest decoding).
+    #[arg(long, default_value_t = tidemark_server::DEFAULT_IO_THREADS)]
+    pub io_threads: usize,
     /// Markdown file whose latency section is rewritten.
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub output: PathBuf,
@@ -275,7 +278,11 @@ pub fn latency(options: &LatencyOptions) -> anyhow::Result<()> {
         })?;
         Some(Box::leak(bytes.into_boxed_slice()))
     };
-    let server = start_server(options.workers, PIPELINE)?;
+    let server = start_server_with(
+        options.workers,
+        &["--io-threads", &options.io_threads.to_string()],
+        Some(PIPELINE),
+    )?;
     eprintln!(
         "Server: {} workers; load: {}, {} connections, {} series, {:?} per rate.",
         options.workers,
@@ -338,9 +345,10 @@ fn markdown(options: &LatencyOptions, steps: &[Step], sweep: &[Step]) -> String 
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Measured {} with `tidemark bench latency` (release build): `tidemark serve --workers {}` with a 10 s tumbling window by series (count, sum, max) into a discard sink; the load generator in the benchmark's own process, on the same 2-core machine, offering `{}` batches of {} samples over {} series on {} connections (one request in flight each), {} s per rate. Latency runs from each batch's due time to its acknowledgement (open loop, HDR histogram). Server CPU is user + system time of the server process over the step, in percent of one core. Chart: [latency.png](latency.png).\n",
+        "Measured {} with `tidemark bench latency` (release build): `tidemark serve --workers {} --io-threads {}` with a 10 s tumbling window by series (count, sum, max) into a discard sink; the load generator in the benchmark's own process, on the same 2-core machine, offering `{}` batches of {} samples over {} series on {} connections (one request in flight each), {} s per rate. Latency runs from each batch's due time to its acknowledgement (open loop, HDR histogram). Server CPU is user + system time of the server process over the step, in percent of one core. Chart: [latency.png](latency.png).\n",
         tidemark_engine::time::format_millis(tidemark_engine::time::now_millis()),
         options.workers,
+        options.io_threads,
         options.protocol.name(),
         options.batch,
         options.series,

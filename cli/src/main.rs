@@ -258,6 +258,9 @@ struct ServeArgs {
     /// Records each source instance may have in flight before it waits [default: 1048576].
     #[arg(long, env = "TIDEMARK_MAX_IN_FLIGHT")]
     max_in_flight: Option<u64>,
+    /// Threads that serve HTTP and gRPC and decode what they receive, beside the dataflow workers [default: 2].
+    #[arg(long, env = "TIDEMARK_IO_THREADS")]
+    io_threads: Option<usize>,
     /// How long a graceful stop may take before the process exits anyway [default: 30s].
     #[arg(long, env = "TIDEMARK_SHUTDOWN_TIMEOUT")]
     shutdown_timeout: Option<String>,
@@ -291,6 +294,11 @@ impl ServeArgs {
             None => ServerConfig::default(),
         };
         let workers = self.workers.or(file.workers).unwrap_or(1);
+        let io_threads = self
+            .io_threads
+            .or(file.io_threads)
+            .unwrap_or(tidemark_server::DEFAULT_IO_THREADS);
+        anyhow::ensure!(io_threads >= 1, "--io-threads: at least 1");
         let cluster = match (
             self.hostfile.or(file.hostfile),
             self.process.or(file.process),
@@ -441,6 +449,7 @@ impl ServeArgs {
                 .max_in_flight
                 .or(file.max_in_flight)
                 .unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            io_threads,
             shutdown_timeout,
             auth,
             tls,

@@ -673,7 +673,7 @@ fn a_config_file_with_flag_and_environment_overrides() {
     std::fs::write(
         &config,
         format!(
-            "http: 127.0.0.1:{file_port}\nworkers: 2\npipelines: {}\ntoken_file: {}\nshutdown_timeout: 20s\n",
+            "http: 127.0.0.1:{file_port}\nworkers: 2\nio_threads: 1\npipelines: {}\ntoken_file: {}\nshutdown_timeout: 20s\n",
             pipelines.display(),
             tokens.display()
         ),
@@ -729,6 +729,30 @@ fn a_config_file_with_flag_and_environment_overrides() {
         "{}:2:1: unknown field `workerz`",
         config.display()
     )));
+
+    // No thread to serve on is refused, not a server that never answers.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["serve", "--io-threads", "0"])
+        .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("serve --io-threads 0 started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--io-threads: at least 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Option<String>,
     /// Records each source instance may have in flight. Default 1048576.
     pub max_in_flight: Option<u64>,
+    /// Threads serving HTTP and gRPC (and decoding ingest). Default 2.
+    pub io_threads: Option<usize>,
     /// Limits on samples received over the network.
     #[serde(default)]
     pub limits: EdgeLimits,

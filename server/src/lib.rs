@@ -66,6 +66,9 @@ pub struct ServeOptions {
     pub checkpoint_store: Option<tidemark_engine::checkpoint::Store>,
     /// Records each source instance may have in flight.
     pub max_in_flight: u64,
+    /// Threads of the runtime that serves HTTP and gRPC (and decodes what
+    /// they receive), beside the dataflow workers.
+    pub io_threads: usize,
     /// How long a graceful stop may take before the process exits anyway.
     pub shutdown_timeout: Duration,
     /// Bearer tokens.
@@ -124,6 +127,10 @@ impl ServeOptions {
 /// How long a start waits for the pipelines read back from the data
 /// directory to run again before it serves the APIs.
 const RESTORE_WAIT: Duration = Duration::from_secs(60);
+
+/// The default of [`ServeOptions::io_threads`]: one per core of this
+/// 2-core reference machine; ingest decodes on these threads.
+pub const DEFAULT_IO_THREADS: usize = 2;
 
 /// The default of [`ServeOptions::max_decode_mb`].
 pub const DEFAULT_MAX_DECODE_MB: u64 = 256;
@@ -302,7 +309,7 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
     })?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(options.io_threads.max(1))
         .enable_all()
         .build()?;
     let served: anyhow::Result<()> = runtime.block_on(async {
