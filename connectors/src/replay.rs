@@ -32,9 +32,7 @@ use tidemark_engine::checkpoint::{Cut, decode, encode};
 use tidemark_engine::component::{Shutdown, SourceContext};
 use tidemark_engine::error::{ComponentError, Fault};
 use tidemark_engine::flow::FlowControl;
-use tidemark_engine::runtime::{
-    Capability, PipelineScope, SampleStream, SyncActivator, raise, source,
-};
+use tidemark_engine::runtime::{Capability, PipelineScope, SampleStream, SyncActivator, source};
 use tidemark_engine::stats::{ComponentStats, add};
 use tidemark_engine::time::{Millis, Time, to_time};
 
@@ -220,20 +218,11 @@ where
         let mut capability = capability;
         // Restored: every worker's output starts at the cut, and its
         // reader where the worker that read each file had got to.
-        let mut resumed = None;
-        let mut refused = None;
-        if let Some(cut) = &ctx.checkpoint
-            && let Some(at) = cut.restored_at()
-        {
-            ctx.resume.resume_from(at);
-            raise(&mut capability, at);
-            match cut.restored().map(|parts| positions(&parts)) {
-                Some(Ok(p)) => resumed = Some(p),
-                // A source added by an update: from the start.
-                None => {}
-                Some(Err(error)) => refused = Some(format!("Its position in the checkpoint does not decode ({error}); it cannot go on where the checkpoint left it.")),
-            }
-        }
+        let (resumed, mut refused) =
+            match ctx.restore(&mut capability, |parts| positions(&parts).map(Some)) {
+                Ok(p) => (p, None),
+                Err(why) => (None, Some(why)),
+            };
         let failed = Arc::new(AtomicBool::new(false));
         let rx = refused
             .is_none()

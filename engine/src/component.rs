@@ -180,6 +180,36 @@ pub struct SourceContext {
     pub failure: Arc<Failure>,
 }
 
+impl SourceContext {
+    /// Where a checkpointed source starts when its pipeline was restored:
+    /// its output at the checkpoint's cut, on every worker, and its
+    /// position as `decode` reads it from the parts the checkpoint holds
+    /// (every worker takes them, so that they are let go). `Ok(None)`: not
+    /// restored, or a source an update added, which starts from the
+    /// beginning. `Err`: the position does not decode, and the source must
+    /// stop the pipeline with this explanation.
+    pub fn restore<P, E: std::fmt::Display>(
+        &self,
+        capability: &mut timely::dataflow::operators::Capability<Time>,
+        decode: impl FnOnce(Vec<crate::checkpoint::Part>) -> Result<Option<P>, E>,
+    ) -> Result<Option<P>, String> {
+        let Some(cut) = &self.checkpoint else {
+            return Ok(None);
+        };
+        let Some(at) = cut.restored_at() else {
+            return Ok(None);
+        };
+        self.resume.resume_from(at);
+        crate::runtime::raise(capability, at);
+        match cut.restored().map(decode).transpose() {
+            Ok(position) => Ok(position.flatten()),
+            Err(error) => Err(format!(
+                "Its position in the checkpoint does not decode ({error}); it cannot go on where the checkpoint left it."
+            )),
+        }
+    }
+}
+
 /// Writes a line to the process's standard output, coordinating with any
 /// progress display.
 pub type StdoutWriter = Arc<dyn Fn(&[u8]) + Send + Sync>;

@@ -28,7 +28,7 @@ use tidemark_engine::checkpoint::{Part, decode, encode};
 use tidemark_engine::component::{Shutdown, SourceContext};
 use tidemark_engine::error::{ComponentError, Fault};
 use tidemark_engine::flow::FlowControl;
-use tidemark_engine::runtime::{PipelineScope, SampleStream, SyncActivator, raise, source};
+use tidemark_engine::runtime::{PipelineScope, SampleStream, SyncActivator, source};
 use tidemark_engine::stats::{ComponentStats, DropReason, add};
 use tidemark_engine::time::{Millis, Time};
 use tidemark_engine::validate::{Limits, RejectReason};
@@ -445,23 +445,17 @@ impl FileSource {
             let mut capability = capability;
             // Restored from a checkpoint: worker 0 reads on where it was;
             // every worker's output starts at its cut.
-            let mut restored = None;
-            let mut refused = None;
-            if let Some(cut) = &ctx.checkpoint
-                && let Some(at) = cut.restored_at()
-            {
-                ctx.resume.resume_from(at);
-                raise(&mut capability, at);
-                // (Every worker takes the parts, so that they are let go;
-                // only worker 0 reads them.)
-                let parts = cut.restored();
-                match parts.filter(|_| reader).map(|parts| restored_position(&parts)) {
-                    Some(Ok(p)) => restored = p,
-                    // A source added by an update: from the start.
-                    None => {}
-                    Some(Err(error)) => refused = Some(format!("Its position in the checkpoint does not decode ({error}); it cannot go on where the checkpoint left it.")),
+            let restored = ctx.restore(&mut capability, |parts| {
+                if reader {
+                    restored_position(&parts)
+                } else {
+                    Ok(None)
                 }
-            }
+            });
+            let (restored, mut refused) = match restored {
+                Ok(p) => (p, None),
+                Err(why) => (None, Some(why)),
+            };
             let mut watermarks = Watermarks::new(1, config.max_out_of_orderness, None);
             let mut max_seen = restored.and_then(|p| p.max_seen);
             if let Some(m) = max_seen {
