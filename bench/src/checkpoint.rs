@@ -107,6 +107,7 @@ pub fn checkpoint(options: &CheckpointBenchOptions) -> anyhow::Result<()> {
         aggregates,
         grouping: Grouping::Series,
         partial: Partial::Emit,
+        combine: false,
     };
     let t0: i64 = 1_700_000_040_000;
     let mut window = WindowState::new(spec.clone());

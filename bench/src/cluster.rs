@@ -18,6 +18,8 @@ use crate::window::median;
 pub struct ClusterRow {
     /// Series of the generator.
     pub series: u64,
+    /// Whether the window pre-aggregated before the exchange.
+    pub pre_aggregate: bool,
     /// Median samples/s of one process with two workers.
     pub one_process: f64,
     /// Median samples/s of two processes with one worker each.
@@ -28,7 +30,7 @@ pub struct ClusterRow {
 
 /// The pipeline: the window benchmark's generator into a 10 s tumbling
 /// window per series with count,sum,min,max,avg, output discarded.
-fn pipeline(series: u64, ticks: u64) -> String {
+fn pipeline(series: u64, ticks: u64, pre_aggregate: bool) -> String {
     format!(
         "name: bench-cluster
 sources:
@@ -46,6 +48,7 @@ transforms:
     inputs: [gen]
     window: {{tumbling: 10s}}
     aggregates: [count, sum, min, max, avg]
+    pre_aggregate: {pre_aggregate}
 sinks:
   out:
     type: blackhole
@@ -109,11 +112,17 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// Measures both configurations `repeats` times each, alternating.
-pub fn measure(series: u64, samples: u64, repeats: usize) -> anyhow::Result<ClusterRow> {
+/// Measures both configurations `repeats` times each, alternating, with the
+/// window's `pre_aggregate` as given.
+pub fn measure(
+    series: u64,
+    samples: u64,
+    repeats: usize,
+    pre_aggregate: bool,
+) -> anyhow::Result<ClusterRow> {
     let dir = std::env::temp_dir().join(format!("tidemark-bench-cluster-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let row = runs(&dir, series, samples, repeats);
+    let row = runs(&dir, series, samples, repeats, pre_aggregate);
     let _ = std::fs::remove_dir_all(&dir);
     row
 }
@@ -123,9 +132,11 @@ fn runs(
     series: u64,
     samples: u64,
     repeats: usize,
+    pre_aggregate: bool,
 ) -> anyhow::Result<ClusterRow> {
     let yaml = dir.join("pipeline.yaml");
-    std::fs::write(&yaml, pipeline(series, (samples / series).max(1)))?;
+    let ticks = (samples / series).max(1);
+    std::fs::write(&yaml, pipeline(series, ticks, pre_aggregate))?;
     let (mut one, mut two) = (Vec::new(), Vec::new());
     for _ in 0..repeats.max(1) {
         let child = spawn(&yaml, &["--workers".into(), "2".into()])?;
@@ -158,6 +169,7 @@ fn runs(
     }
     Ok(ClusterRow {
         series,
+        pre_aggregate,
         one_process: median(one.clone()),
         two_processes: median(two.clone()),
         runs: (one, two),

@@ -55,6 +55,8 @@ enum Case {
     Limit,
     Baseline,
     Basic,
+    /// `Basic` with samples sent to the window's worker as they are.
+    Unfolded,
     Quantile,
 }
 
@@ -64,6 +66,7 @@ impl Case {
             Case::Limit => "hand-written timely loop: count,sum,min,max,avg",
             Case::Baseline => "none (generator -> discard)",
             Case::Basic => "count,sum,min,max,avg",
+            Case::Unfolded => "count,sum,min,max,avg, not pre-aggregated",
             Case::Quantile => "count,sum,min,max,avg,p99",
         }
     }
@@ -71,7 +74,7 @@ impl Case {
     /// Issue 21's goal on 2 workers, in samples/s for the whole process.
     fn target(self) -> Option<f64> {
         match self {
-            Case::Limit | Case::Baseline => None,
+            Case::Limit | Case::Baseline | Case::Unfolded => None,
             Case::Basic => Some(10e6),
             Case::Quantile => Some(4e6),
         }
@@ -156,6 +159,7 @@ fn spec(case: Case) -> WindowSpec {
         aggregates: Arc::from(aggregates),
         grouping: Grouping::Series,
         partial: Partial::Emit,
+        combine: case != Case::Unfolded,
     }
 }
 
@@ -169,7 +173,13 @@ pub fn window(options: &BenchOptions) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &series in &options.series {
         for &workers in &options.workers {
-            for case in [Case::Limit, Case::Baseline, Case::Basic, Case::Quantile] {
+            for case in [
+                Case::Limit,
+                Case::Baseline,
+                Case::Basic,
+                Case::Unfolded,
+                Case::Quantile,
+            ] {
                 let mut rates = Vec::new();
                 for _ in 0..options.repeats.max(1) {
                     let (samples, elapsed) = if case == Case::Limit {
@@ -302,13 +312,15 @@ fn cluster(options: &BenchOptions) -> anyhow::Result<String> {
         "\nTwo processes of one worker on loopback against one process of two workers (issue 21's goal: within 70%): \
          `tidemark run` of the same pipeline (count,sum,min,max,avg), {} samples, started as child processes in both \
          cases, median of {} runs alternating; samples/s are all processes' samples over the slower one's time from \
-         its start to the end of its run, connecting included.\n\n\
-         | series | 1 process x 2 workers | 2 processes x 1 worker | ratio | goal |\n|---:|---:|---:|---:|---|\n",
+         its start to the end of its run, connecting included; with the window's pre-aggregation (the default) and \
+         without it (`pre_aggregate: false`: every sample that changes worker is sent).\n\n\
+         | series | pre-aggregated | 1 process x 2 workers | 2 processes x 1 worker | ratio | goal |\n\
+         |---:|---|---:|---:|---:|---|\n",
         options.samples,
         options.repeats.max(1)
     );
-    for &series in &options.series {
-        let row = crate::cluster::measure(series, options.samples, options.repeats)?;
+    for (&series, pre_aggregate) in options.series.iter().flat_map(|s| [(s, true), (s, false)]) {
+        let row = crate::cluster::measure(series, options.samples, options.repeats, pre_aggregate)?;
         let show = |v: &[f64]| {
             v.iter()
                 .map(|r| format!("{:.2}", r / 1e6))
@@ -316,7 +328,7 @@ fn cluster(options: &BenchOptions) -> anyhow::Result<String> {
                 .join(", ")
         };
         eprintln!(
-            "series {series:>7}  1 process x 2 workers {:.2} M ({}), 2 processes x 1 worker {:.2} M ({})",
+            "series {series:>7}  pre-aggregated {pre_aggregate:<5}  1 process x 2 workers {:.2} M ({}), 2 processes x 1 worker {:.2} M ({})",
             row.one_process / 1e6,
             show(&row.runs.0),
             row.two_processes / 1e6,
@@ -325,12 +337,17 @@ fn cluster(options: &BenchOptions) -> anyhow::Result<String> {
         let ratio = row.two_processes / row.one_process;
         let _ = writeln!(
             md,
-            "| {} | {:.2} M | {:.2} M | {:.0}% | 70%: {} |",
+            "| {} | {} | {:.2} M | {:.2} M | {:.0}% | {} |",
             row.series,
+            if row.pre_aggregate { "yes" } else { "no" },
             row.one_process / 1e6,
             row.two_processes / 1e6,
             100.0 * ratio,
-            if ratio >= 0.7 { "met" } else { "missed" }
+            match (row.pre_aggregate, ratio >= 0.7) {
+                (false, _) => "-",
+                (true, true) => "70%: met",
+                (true, false) => "70%: missed",
+            }
         );
     }
     Ok(md)
@@ -345,45 +362,73 @@ fn memory() -> String {
     use tidemark_connectors::generator::series_for;
     use tidemark_engine::Sample;
     use tidemark_operators::window::WindowState;
+    use tidemark_operators::window::combine::{Combiner, Piece};
     const SERIES: u64 = 100_000;
     let mut md = String::from(
         "\nMemory of the window operator per series (its own accounting: tables with their empty slots, \
-         accumulators, cached output series; input series' labels are shared with the sources and not counted), \
-         100 000 series with 10 samples each in a 10 s tumbling window. Goal (issue 21): under 200 bytes of window \
+         accumulators, cached output series, and pre-aggregated, the partials each worker holds until the window \
+         closes; input series' labels are shared with the sources and not counted), 100 000 series with 10 samples each in a 10 s tumbling window. Goal (issue 21): under 200 bytes of window \
          state per series for count,sum,min,max,avg.\n\n\
          | aggregates | open window, per series | output names cached while active, per series | idle series after two windows, per series |\n\
          |---|---:|---:|---:|\n",
     );
-    for case in [Case::Basic, Case::Quantile] {
-        let mut state = WindowState::new(spec(case));
+    for case in [Case::Basic, Case::Unfolded, Case::Quantile] {
+        let spec = spec(case);
+        let mut state = WindowState::new(spec.clone());
+        // Pre-aggregated, the open window is held by each worker's combiner
+        // and the window only sees it when it closes.
+        let mut combiner = Combiner::new(&spec).filter(|_| spec.combines());
         let series: Vec<_> = (0..SERIES).map(series_for).collect();
         for t in 0..10 {
             let ts = START + t * 1_000 + 1;
             for s in &series {
-                state.insert(&Sample::new(s.clone(), ts, t as f64), s, ts as u64);
+                let sample = Sample::new(s.clone(), ts, t as f64);
+                if !combiner
+                    .as_mut()
+                    .is_some_and(|c| c.insert(&sample, s, ts as u64))
+                {
+                    state.insert(&sample, s, ts as u64);
+                }
             }
         }
-        let open = state.footprint();
-        state.advance(Some((START + 10_001) as u64), &mut |_, _| {});
-        let names = state.footprint();
-        state.advance(Some((START + 40_001) as u64), &mut |_, _| {});
-        let idle = state.footprint();
+        let held = |state: &WindowState, combiner: &Option<Combiner>| {
+            state.footprint().bytes + combiner.as_ref().map_or(0, Combiner::bytes)
+        };
+        let groups = state.footprint().open_groups + combiner.as_ref().map_or(0, Combiner::len);
+        let open = held(&state, &combiner);
+        let close = |state: &mut WindowState, combiner: &mut Option<Combiner>, f: u64| {
+            if let Some(c) = combiner.as_mut() {
+                c.flush(Some(f), &mut |_, batch| {
+                    for piece in batch {
+                        match piece {
+                            Piece::Part(part) => state.merge(part),
+                            Piece::Sample(s) => state.insert(&s, &s.series, f),
+                        }
+                    }
+                });
+            }
+            state.advance(Some(f), &mut |_, _| {});
+        };
+        close(&mut state, &mut combiner, (START + 10_001) as u64);
+        let names = held(&state, &combiner);
+        close(&mut state, &mut combiner, (START + 40_001) as u64);
+        let idle = held(&state, &combiner);
         let per = |bytes: usize| bytes as f64 / SERIES as f64;
         eprintln!(
             "memory {:<28} open {:.0} B/series ({} groups), names {:.0} B/series, idle {:.1} B/series",
             case.label(),
-            per(open.bytes),
-            open.open_groups,
-            per(names.bytes),
-            per(idle.bytes)
+            per(open),
+            groups,
+            per(names),
+            per(idle)
         );
         let _ = writeln!(
             md,
             "| {} | {:.0} B | {:.0} B | {:.1} B |",
             case.label(),
-            per(open.bytes),
-            per(names.bytes),
-            per(idle.bytes)
+            per(open),
+            per(names),
+            per(idle)
         );
     }
     md

@@ -201,17 +201,11 @@ fn window_over_a_file_matches_from_scratch_with_1_2_and_4_workers() {
     );
 }
 
-#[test]
-fn two_processes_on_loopback_match_one() {
-    let dir = temp_dir("cluster");
-    let input = dir.join("in.jsonl");
-    write_input(&input, 11);
-    let single = dir.join("single.jsonl");
-    run_text(&pipeline(&input, &single), 1);
-
-    let clustered = dir.join("cluster.jsonl");
+/// Runs the pipeline `text` as a cluster of two processes of two workers on
+/// loopback, and waits for both to succeed.
+fn run_two_processes(dir: &Path, text: &str) {
     let file = dir.join("p.yaml");
-    std::fs::write(&file, pipeline(&input, &clustered)).unwrap();
+    std::fs::write(&file, text).unwrap();
     let hosts = dir.join("hosts");
     common::write_host_file(&hosts);
     let spawn = |process: usize| {
@@ -235,6 +229,18 @@ fn two_processes_on_loopback_match_one() {
     let mut p1 = spawn(1);
     assert!(p0.wait().unwrap().success());
     assert!(p1.wait().unwrap().success());
+}
+
+#[test]
+fn two_processes_on_loopback_match_one() {
+    let dir = temp_dir("cluster");
+    let input = dir.join("in.jsonl");
+    write_input(&input, 11);
+    let single = dir.join("single.jsonl");
+    run_text(&pipeline(&input, &single), 1);
+
+    let clustered = dir.join("cluster.jsonl");
+    run_two_processes(&dir, &pipeline(&input, &clustered));
     let (a, b) = (
         std::fs::read(&single).unwrap(),
         std::fs::read(&clustered).unwrap(),
@@ -243,6 +249,61 @@ fn two_processes_on_loopback_match_one() {
     assert!(
         a == b,
         "two processes gave different output than one worker"
+    );
+}
+
+/// Windows of `count`, `sum`, `min`, `max`, `avg` and `last` are
+/// pre-aggregated on each worker by default: the file they write is the same,
+/// byte for byte, as with `pre_aggregate: false`, on 1, 2 and 4 workers and
+/// on two processes, with the same samples counted late, and its values are
+/// the from-scratch reference's.
+#[test]
+fn pre_aggregated_windows_write_the_same_bytes_as_windows_sent_every_sample() {
+    let dir = temp_dir("pre-aggregate");
+    let input = dir.join("in.jsonl");
+    let samples = write_input(&input, 5);
+    let want = reference(&samples);
+    let text = |output: &Path, pre_aggregate: bool| {
+        pipeline(&input, output).replace(
+            "aggregates: [count, sum, min, max, avg, last, stddev, increase, p90]",
+            &format!(
+                "aggregates: [count, sum, min, max, avg, last]\n    pre_aggregate: {pre_aggregate}"
+            ),
+        )
+    };
+    let unfolded = dir.join("unfolded.jsonl");
+    let report = run_text(&text(&unfolded, false), 2);
+    assert!(report.totals.late > 0, "the input has late samples");
+    let got = as_map(&read_rows(&unfolded));
+    let kept = ["count", "sum", "min", "max", "avg", "last"];
+    let want: BTreeMap<_, _> = want
+        .into_iter()
+        .filter(|(k, _)| kept.contains(&k.1.as_str()))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    for (key, w) in &want {
+        let g = got[key];
+        assert!(
+            (g - w).abs() <= 1e-9 * w.abs().max(1.0),
+            "{key:?}: {g} vs {w}"
+        );
+    }
+    let bytes = std::fs::read(&unfolded).unwrap();
+    for workers in [1, 2, 4] {
+        let output = dir.join(format!("pre-{workers}.jsonl"));
+        let again = run_text(&text(&output, true), workers);
+        assert_eq!(again.totals.late, report.totals.late, "{workers} workers");
+        assert_eq!(again.totals.samples_in, report.totals.samples_in);
+        assert!(
+            std::fs::read(&output).unwrap() == bytes,
+            "{workers} workers: pre-aggregated windows wrote another file"
+        );
+    }
+    let clustered = dir.join("pre-cluster.jsonl");
+    run_two_processes(&dir, &text(&clustered, true));
+    assert!(
+        std::fs::read(&clustered).unwrap() == bytes,
+        "two processes: pre-aggregated windows wrote another file"
     );
 }
 

@@ -122,6 +122,7 @@ fn spec(kind: WindowKind, lateness: Millis, late: LatePolicy) -> WindowSpec {
         needs: Needs::of(&AGGS),
         grouping: Grouping::Series,
         partial: Partial::Emit,
+        combine: false,
     }
 }
 

@@ -128,6 +128,33 @@ impl AlignedWindows {
         }
     }
 
+    /// Adds `acc`, one worker's partial aggregate of `group` for the window
+    /// that ends at `end` ([`super::combine`]), whose samples entered by
+    /// watermark `time`. A worker combines only samples on time for every
+    /// window they fall in and holds its output back until it has sent
+    /// them, so a partial is never late; if one were, its samples would be
+    /// counted as late.
+    pub fn merge(&mut self, group: &Series, end: Millis, acc: Accumulator, time: Time) {
+        if time >= self.close_time(end) {
+            self.counts.late += acc.count();
+            return;
+        }
+        let (spare, last_len) = (&mut self.spare, self.last_len);
+        let groups = self
+            .open
+            .entry(end)
+            .or_insert_with(|| Self::new_groups(spare, last_len));
+        match groups.entry(group.id()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut().merge(&acc),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.outputs.register(group, end);
+                // The first part of a window is taken as it is: the same
+                // bits as if its samples had been added here one by one.
+                e.insert(acc);
+            }
+        }
+    }
+
     /// Advances to the input frontier (`None` once the input is done):
     /// emits every window the frontier has passed, then applies late samples
     /// whose time has passed and emits the corrected windows.

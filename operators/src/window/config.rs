@@ -53,6 +53,14 @@ pub struct WindowConfig {
     /// `emit` (the default), `mark` (label `partial="true"`) or `drop`.
     #[serde(default)]
     pub partial: Partial,
+    /// Fold samples on each worker before they are sent to the worker
+    /// that owns their group, and send one partial aggregate per group and
+    /// window instead (default `true`). Applies to tumbling and hopping
+    /// windows of `count`, `sum`, `min`, `max`, `avg` and `last` in
+    /// pipelines without checkpoints; elsewhere samples are sent as they
+    /// are.
+    #[serde(default = "yes")]
+    pub pre_aggregate: bool,
 }
 
 /// The window shape as written.
@@ -86,6 +94,10 @@ pub enum LateConfig {
 
 fn zero() -> String {
     "0s".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A validated window transform.
@@ -236,6 +248,7 @@ impl WindowConfig {
                     aggregates: Arc::from(aggregates),
                     grouping: Grouping::new(self.by.clone(), self.without.clone()),
                     partial: self.partial,
+                    combine: self.pre_aggregate,
                 },
             }),
             _ => Err(errors),

@@ -18,6 +18,7 @@ mod config;
 pub use config::{LateConfig, ShapeConfig, WindowConfig, WindowPlan};
 
 mod aligned;
+pub mod combine;
 mod operator;
 mod session;
 
@@ -107,12 +108,25 @@ pub struct WindowSpec {
     pub grouping: Grouping,
     /// What happens to partial windows.
     pub partial: Partial,
+    /// Pre-aggregate on each worker before the exchange where the window
+    /// allows it ([`WindowSpec::combines`]); on for every pipeline.
+    pub combine: bool,
 }
 
 impl WindowSpec {
     /// How far the operator holds its output back behind its input frontier.
     pub fn holdback(&self) -> Time {
         self.lateness.max(0) as Time + 1
+    }
+
+    /// Whether samples are pre-aggregated on each worker before the
+    /// exchange ([`combine`]): asked for, an aligned window, and aggregates
+    /// that merge exactly (`count`, `sum`, `min`, `max`, `avg`, `last`).
+    /// The operator also leaves it off in checkpointed pipelines.
+    pub fn combines(&self) -> bool {
+        self.combine
+            && !matches!(self.kind, WindowKind::Session { .. })
+            && self.needs == Needs::default()
     }
 
     /// How far past a sample's event time its results can be stamped: the
@@ -377,6 +391,18 @@ impl WindowState {
         }
     }
 
+    /// Adds a worker's partial aggregate ([`combine::Part`]). Sessions are
+    /// never combined; a part given to one is counted as late.
+    pub fn merge(&mut self, part: combine::Part) {
+        match self {
+            WindowState::Aligned(w) => {
+                w.outputs.saw(part.seen);
+                w.merge(&part.group, part.end, part.acc, part.entered);
+            }
+            WindowState::Session(w) => w.counts.late += part.acc.count(),
+        }
+    }
+
     /// Advances to the input frontier (`None`: input done) and emits what
     /// closed as `(timely time, batch)`.
     pub fn advance(&mut self, frontier: Option<Time>, emit: &mut impl FnMut(Time, Vec<Sample>)) {
@@ -456,6 +482,7 @@ mod tests {
             needs: Needs::default(),
             grouping: Grouping::Series,
             partial,
+            combine: false,
         }
     }
 
