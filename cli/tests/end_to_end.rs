@@ -518,6 +518,46 @@ fn a_tiny_in_flight_budget_changes_nothing_but_speed() {
     }
 }
 
+/// A pre-aggregated window holds a window of samples folded on each worker
+/// until it closes; a source's flow control must count them as taken, or a
+/// window of more samples than the budget would stall the source that has
+/// to close it (it did: a run of a few seconds never ended).
+#[test]
+fn a_tiny_in_flight_budget_does_not_stall_a_pre_aggregated_window() {
+    let dir = temp_dir("flow-pre");
+    let text = |output: &Path| {
+        generator_pipeline(output).replace(
+            "    aggregates: [count, sum, min, max, stddev, rate]\n",
+            "    aggregates: [count, sum, min, max, avg]\n",
+        )
+    };
+    let (normal, tiny) = (dir.join("normal.jsonl"), dir.join("tiny.jsonl"));
+    run_text(&text(&normal), 2);
+    let plan = tidemark_pipelines::compile("flow.yaml", &text(&tiny)).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut options = tidemark_pipelines::run::RunOptions::quiet(2);
+        // A minute's window holds 15 000 samples of the 250 series.
+        options.max_in_flight = 300;
+        let _ = done.send(tidemark_pipelines::run::run(plan, options));
+    });
+    let report = finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the run stalled: flow control waits for samples the window holds")
+        .unwrap();
+    assert_eq!(report.totals.samples_in, 250 * 400);
+    let (a, b) = (read_rows(&normal), read_rows(&tiny));
+    assert!(a.iter().any(|r| r.name.ends_with(":1m_by_region_avg")));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (&x.name, &x.labels, x.timestamp),
+            (&y.name, &y.labels, y.timestamp)
+        );
+        assert!((x.value - y.value).abs() <= 1e-9 * x.value.abs().max(1.0));
+    }
+}
+
 /// A generator and a silent standard input feed one window.
 fn idle_pipeline(output: &Path, idle: bool) -> String {
     format!(

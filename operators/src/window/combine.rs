@@ -14,8 +14,13 @@
 //! the window judges it on time exactly as it would have judged them, and
 //! the furthest watermark the worker had seen, so the window knows how far
 //! its input reached when the input ends (partial windows). The worker
-//! holds its output frontier at the earliest entry of a partial not yet
-//! sent, so no window closes before its partials reach it.
+//! holds its output frontier at the last moment before the oldest window
+//! it holds closes (`end + lateness`), so no window closes before its
+//! partials reach it, while until then the frontier moves on as the input's
+//! does: what comes after sees the same progress as without the combiner,
+//! and a source's flow control counts the samples folded here as taken (it
+//! would otherwise wait for a window that cannot close until it sends
+//! more).
 //!
 //! Results are the same bits as without pre-aggregation when a group's
 //! samples all come from one worker (a series read by one source worker:
@@ -67,8 +72,7 @@ pub struct Part {
 
 /// One window's partials on one worker.
 struct Open {
-    /// The earliest and latest watermarks at which its samples entered.
-    first: Time,
+    /// The latest watermark at which one of its samples entered.
     last: Time,
     parts: Parts,
 }
@@ -142,13 +146,11 @@ impl Combiner {
         while end - self.size < ts {
             let (spare, last_len) = (&mut self.spare, self.last_len);
             let open = self.open.entry(end).or_insert_with(|| Open {
-                first: time,
                 last: time,
                 parts: spare.pop().unwrap_or_else(|| {
                     FxHashMap::with_capacity_and_hasher(last_len, Default::default())
                 }),
             });
-            open.first = open.first.min(time);
             open.last = open.last.max(time);
             let needs = self.needs;
             let (_, acc) = open
@@ -163,7 +165,9 @@ impl Combiner {
 
     /// Sends the partials of every window the frontier `frontier` (`None`:
     /// the input is done) closes, as `emit(time, parts)`: one batch per
-    /// window at the earliest watermark at which its samples entered.
+    /// window, at the last moment before it closes (`end + lateness`) or at
+    /// the furthest the input reached if that is earlier (the end of the
+    /// input), whichever is later than the operator's capability.
     pub fn flush(&mut self, frontier: Option<Time>, emit: &mut impl FnMut(Time, Vec<Piece>)) {
         if let Some(f) = frontier {
             self.seen = self.seen.max(f);
@@ -191,7 +195,7 @@ impl Combiner {
                     })
                 })
                 .collect();
-            emit(open.first, batch);
+            emit(self.holding(end).min(seen), batch);
             // A table that grew for an earlier, larger window shrinks.
             if open.parts.capacity() > 2 * self.last_len.max(1024) {
                 open.parts.shrink_to(self.last_len);
@@ -207,10 +211,17 @@ impl Combiner {
         }
     }
 
-    /// The earliest watermark at which a sample not yet sent entered: the
-    /// worker holds its output there.
+    /// Where the worker holds its output: the last moment before the oldest
+    /// window it holds closes.
     pub fn holds(&self) -> Option<Time> {
-        self.open.values().map(|o| o.first).min()
+        self.open
+            .first_key_value()
+            .map(|(&end, _)| self.holding(end))
+    }
+
+    /// The last timely time before the window that ends at `end` closes.
+    fn holding(&self, end: Millis) -> Time {
+        self.close_time(end).saturating_sub(1)
     }
 
     /// Partials held, over all windows.
@@ -362,7 +373,8 @@ mod tests {
         // (0, 10] closes at 11: a sample of it entering at 11 is late.
         assert!(!c.insert(&at(9, 1.0), &s, 11));
         assert!(!c.insert(&at(13, f64::NAN), &s, 14));
-        assert_eq!(c.holds(), Some(11));
+        // Held until (10, 20] closes at 21.
+        assert_eq!(c.holds(), Some(20));
         assert_eq!(c.len(), 1);
         let mut sent = Vec::new();
         c.flush(Some(20), &mut |t, batch| sent.push((t, batch)));
@@ -370,7 +382,7 @@ mod tests {
         c.flush(Some(21), &mut |t, batch| sent.push((t, batch)));
         assert_eq!(sent.len(), 1);
         let (t, batch) = &sent[0];
-        assert_eq!(*t, 11);
+        assert_eq!(*t, 20);
         let [Piece::Part(p)] = batch.as_slice() else {
             panic!("{batch:?}")
         };

@@ -267,7 +267,7 @@ fn combined<'scope>(
                         let at: &Capability<Time> = cap;
                         combiner.flush(f, &mut |time, mut batch| {
                             output
-                                .session(&at.delayed(&time))
+                                .session(&at.delayed(&time.max(*at.time())))
                                 .give_container(&mut batch);
                         });
                         if let Some(f) = f {
