@@ -31,6 +31,7 @@
 pub mod alert;
 pub mod checkpoint;
 pub mod component;
+mod connect;
 pub mod error;
 pub mod flow;
 pub mod history;

@@ -130,17 +130,10 @@ impl Cluster {
         self.hosts.len().max(1)
     }
 
-    /// The timely configuration.
+    /// The timely configuration of one process (a cluster connects in
+    /// [`execute`]).
     fn timely_config(&self) -> timely::Config {
-        let communication = if self.hosts.len() > 1 {
-            timely::CommunicationConfig::Cluster {
-                threads: self.workers,
-                process: self.process,
-                addresses: self.hosts.clone(),
-                report: false,
-                zerocopy: false,
-            }
-        } else if self.workers > 1 {
+        let communication = if self.workers > 1 {
             timely::CommunicationConfig::Process(self.workers)
         } else {
             timely::CommunicationConfig::Thread
@@ -187,7 +180,37 @@ where
     F: Fn(&mut Worker) -> R + Send + Sync + 'static,
 {
     cluster.check()?;
-    let guards = timely::execute(cluster.timely_config(), func).map_err(ClusterError::Start)?;
+    let guards = if cluster.hosts.len() > 1 {
+        // Connected here rather than by timely, which polls once a second
+        // (see `crate::connect`); timely's network threads take over.
+        use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+        use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
+        let sockets = crate::connect::connect(&cluster.hosts, cluster.process)
+            .map_err(|e| ClusterError::Start(format!("failed to connect the cluster: {e}")))?;
+        let hooks = timely::communication::Hooks::default();
+        let local = ProcessBuilder::new_typed_vector(
+            cluster.workers,
+            hooks.refill.clone(),
+            hooks.spill.clone(),
+        );
+        let (builders, network) = initialize_networking_from_sockets(
+            local,
+            sockets,
+            cluster.process,
+            cluster.workers,
+            hooks,
+        )
+        .map_err(|e| ClusterError::Start(format!("failed to initialize networking: {e}")))?;
+        timely::execute::execute_from(
+            builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
+            Box::new(network),
+            WorkerConfig::default(),
+            func,
+        )
+    } else {
+        timely::execute(cluster.timely_config(), func)
+    }
+    .map_err(ClusterError::Start)?;
     Ok(Running { guards })
 }
 
