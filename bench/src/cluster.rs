@@ -18,8 +18,8 @@ use crate::window::median;
 pub struct ClusterRow {
     /// Series of the generator.
     pub series: u64,
-    /// Whether the window pre-aggregated before the exchange.
-    pub pre_aggregate: bool,
+    /// The window's `pre_aggregate`: `auto` (the default) or `false`.
+    pub pre_aggregate: &'static str,
     /// Median samples/s of one process with two workers.
     pub one_process: f64,
     /// Median samples/s of two processes with one worker each.
@@ -30,7 +30,7 @@ pub struct ClusterRow {
 
 /// The pipeline: the window benchmark's generator into a 10 s tumbling
 /// window per series with count,sum,min,max,avg, output discarded.
-fn pipeline(series: u64, ticks: u64, pre_aggregate: bool) -> String {
+fn pipeline(series: u64, ticks: u64, pre_aggregate: &str) -> String {
     format!(
         "name: bench-cluster
 sources:
@@ -118,7 +118,7 @@ pub fn measure(
     series: u64,
     samples: u64,
     repeats: usize,
-    pre_aggregate: bool,
+    pre_aggregate: &'static str,
 ) -> anyhow::Result<ClusterRow> {
     let dir = std::env::temp_dir().join(format!("tidemark-bench-cluster-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -132,7 +132,7 @@ fn runs(
     series: u64,
     samples: u64,
     repeats: usize,
-    pre_aggregate: bool,
+    pre_aggregate: &'static str,
 ) -> anyhow::Result<ClusterRow> {
     let yaml = dir.join("pipeline.yaml");
     let ticks = (samples / series).max(1);

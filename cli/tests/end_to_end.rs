@@ -252,18 +252,19 @@ fn two_processes_on_loopback_match_one() {
     );
 }
 
-/// Windows of `count`, `sum`, `min`, `max`, `avg` and `last` are
-/// pre-aggregated on each worker by default: the file they write is the same,
-/// byte for byte, as with `pre_aggregate: false`, on 1, 2 and 4 workers and
-/// on two processes, with the same samples counted late, and its values are
-/// the from-scratch reference's.
+/// Windows of `count`, `sum`, `min`, `max`, `avg` and `last` can be
+/// pre-aggregated on each worker (`pre_aggregate: true`, and by default in a
+/// cluster): the file they write is the same, byte for byte, as with
+/// `pre_aggregate: false`, on 1, 2 and 4 workers and on two processes, with
+/// the same samples counted late, and its values are the from-scratch
+/// reference's.
 #[test]
 fn pre_aggregated_windows_write_the_same_bytes_as_windows_sent_every_sample() {
     let dir = temp_dir("pre-aggregate");
     let input = dir.join("in.jsonl");
     let samples = write_input(&input, 5);
     let want = reference(&samples);
-    let text = |output: &Path, pre_aggregate: bool| {
+    let text = |output: &Path, pre_aggregate: &str| {
         pipeline(&input, output).replace(
             "aggregates: [count, sum, min, max, avg, last, stddev, increase, p90]",
             &format!(
@@ -272,7 +273,7 @@ fn pre_aggregated_windows_write_the_same_bytes_as_windows_sent_every_sample() {
         )
     };
     let unfolded = dir.join("unfolded.jsonl");
-    let report = run_text(&text(&unfolded, false), 2);
+    let report = run_text(&text(&unfolded, "false"), 2);
     assert!(report.totals.late > 0, "the input has late samples");
     let got = as_map(&read_rows(&unfolded));
     let kept = ["count", "sum", "min", "max", "avg", "last"];
@@ -291,7 +292,7 @@ fn pre_aggregated_windows_write_the_same_bytes_as_windows_sent_every_sample() {
     let bytes = std::fs::read(&unfolded).unwrap();
     for workers in [1, 2, 4] {
         let output = dir.join(format!("pre-{workers}.jsonl"));
-        let again = run_text(&text(&output, true), workers);
+        let again = run_text(&text(&output, "true"), workers);
         assert_eq!(again.totals.late, report.totals.late, "{workers} workers");
         assert_eq!(again.totals.samples_in, report.totals.samples_in);
         assert!(
@@ -300,7 +301,8 @@ fn pre_aggregated_windows_write_the_same_bytes_as_windows_sent_every_sample() {
         );
     }
     let clustered = dir.join("pre-cluster.jsonl");
-    run_two_processes(&dir, &text(&clustered, true));
+    // The default, `auto`, pre-aggregates in a cluster.
+    run_two_processes(&dir, &text(&clustered, "auto"));
     assert!(
         std::fs::read(&clustered).unwrap() == bytes,
         "two processes: pre-aggregated windows wrote another file"
@@ -528,7 +530,7 @@ fn a_tiny_in_flight_budget_does_not_stall_a_pre_aggregated_window() {
     let text = |output: &Path| {
         generator_pipeline(output).replace(
             "    aggregates: [count, sum, min, max, stddev, rate]\n",
-            "    aggregates: [count, sum, min, max, avg]\n",
+            "    aggregates: [count, sum, min, max, avg]\n    pre_aggregate: true\n",
         )
     };
     let (normal, tiny) = (dir.join("normal.jsonl"), dir.join("tiny.jsonl"));

@@ -303,6 +303,8 @@ pub struct TransformContext {
     /// Where its later stages cut theirs, in the order of
     /// [`TransformSpec::later_stages`] (empty when not checkpointed).
     pub later: Vec<crate::checkpoint::Cut>,
+    /// Processes the pipeline runs on (1 in one process).
+    pub processes: usize,
 }
 
 /// A validated transform.

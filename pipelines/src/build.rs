@@ -62,6 +62,8 @@ pub struct Env {
     /// Where the pipeline keeps state of its own on local disk (see
     /// [`SinkContext::state_dir`]).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Processes the pipeline runs on (1 in one process).
+    pub processes: usize,
 }
 
 /// Handles on a built dataflow.
@@ -185,6 +187,7 @@ pub fn build(worker: &mut Worker, plan: &Plan, env: &Env) -> Built {
                     .into_iter()
                     .filter_map(|(stage, _)| cut(&format!("{name}/{stage}")))
                     .collect(),
+                processes: env.processes,
             };
             let outputs = transform.outputs();
             for (port, stream) in outputs.iter().zip(transform.build(input, ctx)) {

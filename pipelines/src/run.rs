@@ -280,6 +280,7 @@ pub fn run(plan: Plan, options: RunOptions) -> anyhow::Result<RunReport> {
         tenant: None,
         checkpoints: None,
         state_dir: None,
+        processes: options.cluster.processes(),
     };
     let plan = Arc::new(plan);
     let started = Instant::now();

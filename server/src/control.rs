@@ -720,6 +720,7 @@ impl Control {
                 tenant: owner.map(str::to_owned),
                 checkpoints: None,
                 state_dir: None,
+                processes: self.processes,
             };
         }
         if newest != Some(position) {
@@ -781,6 +782,7 @@ impl Control {
             tenant: e.owner.clone(),
             checkpoints: e.checkpoints.clone(),
             state_dir: self.state_dir.as_ref().map(|dir| dir.join(name)),
+            processes: self.processes,
         }
     }
 

@@ -55,12 +55,48 @@ pub struct WindowConfig {
     pub partial: Partial,
     /// Fold samples on each worker before they are sent to the worker
     /// that owns their group, and send one partial aggregate per group and
-    /// window instead (default `true`). Applies to tumbling and hopping
+    /// window instead: `true`, `false`, or `auto` (the default: in a
+    /// cluster of several processes). Applies to tumbling and hopping
     /// windows of `count`, `sum`, `min`, `max`, `avg` and `last` in
     /// pipelines without checkpoints; elsewhere samples are sent as they
     /// are.
-    #[serde(default = "yes")]
-    pub pre_aggregate: bool,
+    #[serde(default)]
+    pub pre_aggregate: Option<PreAggregateConfig>,
+}
+
+/// `pre_aggregate` as written: `true`, `false` or `auto`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PreAggregateConfig {
+    /// `true` or `false`.
+    Flag(bool),
+    /// `auto`.
+    Word(String),
+}
+
+/// When a window pre-aggregates ([`crate::window::combine`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PreAggregate {
+    /// In a cluster of several processes, where records that change
+    /// worker cross the network (in one process, moving a sample to
+    /// another worker costs less than folding it twice).
+    #[default]
+    Auto,
+    /// Always, where the window allows it.
+    Always,
+    /// Never: every sample goes to its group's worker.
+    Never,
+}
+
+impl PreAggregate {
+    /// Whether to pre-aggregate in a pipeline on `processes` processes.
+    pub fn applies(self, processes: usize) -> bool {
+        match self {
+            PreAggregate::Auto => processes > 1,
+            PreAggregate::Always => true,
+            PreAggregate::Never => false,
+        }
+    }
 }
 
 /// The window shape as written.
@@ -96,17 +132,16 @@ fn zero() -> String {
     "0s".into()
 }
 
-fn yes() -> bool {
-    true
-}
-
 /// A validated window transform.
 #[derive(Clone, Debug)]
 pub struct WindowPlan {
     /// Optional pre-filter.
     pub selector: Option<Selector>,
-    /// The operator spec.
+    /// The operator spec (`combine` is set when it is built, from
+    /// `pre_aggregate` and the processes the pipeline runs on).
     pub spec: WindowSpec,
+    /// When it pre-aggregates.
+    pub pre_aggregate: PreAggregate,
 }
 
 impl WindowConfig {
@@ -236,6 +271,19 @@ impl WindowConfig {
             }
         }
         let selector = Selector::parse_match(self.selector.as_deref(), &mut errors);
+        let pre_aggregate = match &self.pre_aggregate {
+            None => PreAggregate::Auto,
+            Some(PreAggregateConfig::Flag(true)) => PreAggregate::Always,
+            Some(PreAggregateConfig::Flag(false)) => PreAggregate::Never,
+            Some(PreAggregateConfig::Word(w)) if w == "auto" => PreAggregate::Auto,
+            Some(PreAggregateConfig::Word(w)) => {
+                errors.push(ConfigError::field(
+                    "pre_aggregate",
+                    format!("{w:?} is not one of true, false or auto"),
+                ));
+                PreAggregate::Auto
+            }
+        };
         match (kind, errors.is_empty()) {
             (Some(kind), true) => Ok(WindowPlan {
                 selector,
@@ -248,8 +296,9 @@ impl WindowConfig {
                     aggregates: Arc::from(aggregates),
                     grouping: Grouping::new(self.by.clone(), self.without.clone()),
                     partial: self.partial,
-                    combine: self.pre_aggregate,
+                    combine: false,
                 },
+                pre_aggregate,
             }),
             _ => Err(errors),
         }
@@ -312,9 +361,13 @@ impl TransformSpec for WindowPlan {
     ) -> Vec<AnyStream<'scope>> {
         let stream = match_step(input.into_samples(), self.selector.as_ref(), &ctx);
         let stats = ctx.stats.component(&ctx.name, Role::Transform);
+        let spec = WindowSpec {
+            combine: self.pre_aggregate.applies(ctx.processes),
+            ..self.spec.clone()
+        };
         vec![AnyStream::Samples(stream.window(
             &ctx.name,
-            self.spec.clone(),
+            spec,
             stats,
             ctx.checkpoint,
         ))]
@@ -339,5 +392,37 @@ fn dur(errors: &mut Vec<ConfigError>, field: &[&str], text: &str) -> Option<Mill
             });
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(extra: &str) -> Result<WindowPlan, Vec<ConfigError>> {
+        let text = format!(r#"{{"window": {{"tumbling": "1m"}}, "aggregates": ["count"]{extra}}}"#);
+        let config: WindowConfig = serde_json::from_str(&text).unwrap();
+        config.validate()
+    }
+
+    #[test]
+    fn pre_aggregate_is_auto_true_or_false() {
+        let auto = plan("").unwrap().pre_aggregate;
+        assert_eq!(auto, PreAggregate::Auto);
+        assert!(!auto.applies(1) && auto.applies(2));
+        assert_eq!(
+            plan(r#", "pre_aggregate": "auto""#).unwrap().pre_aggregate,
+            PreAggregate::Auto
+        );
+        let always = plan(r#", "pre_aggregate": true"#).unwrap().pre_aggregate;
+        assert!(always.applies(1) && always.applies(3));
+        let never = plan(r#", "pre_aggregate": false"#).unwrap().pre_aggregate;
+        assert!(!never.applies(1) && !never.applies(3));
+        let errors = plan(r#", "pre_aggregate": "sometimes""#).unwrap_err();
+        assert_eq!(errors[0].field, vec!["pre_aggregate".to_owned()]);
+        assert!(
+            errors[0].message.contains("true, false or auto"),
+            "{errors:?}"
+        );
     }
 }

@@ -15,7 +15,9 @@
 //! time.
 
 mod config;
-pub use config::{LateConfig, ShapeConfig, WindowConfig, WindowPlan};
+pub use config::{
+    LateConfig, PreAggregate, PreAggregateConfig, ShapeConfig, WindowConfig, WindowPlan,
+};
 
 mod aligned;
 pub mod combine;
@@ -109,7 +111,7 @@ pub struct WindowSpec {
     /// What happens to partial windows.
     pub partial: Partial,
     /// Pre-aggregate on each worker before the exchange where the window
-    /// allows it ([`WindowSpec::combines`]); on for every pipeline.
+    /// allows it ([`WindowSpec::combines`]; `pre_aggregate` in a pipeline).
     pub combine: bool,
 }
 
