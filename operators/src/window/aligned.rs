@@ -63,7 +63,26 @@ impl AlignedWindows {
     }
 
     fn close_time(&self, end: Millis) -> Time {
-        to_time(end.saturating_add(self.spec.lateness).saturating_add(1))
+        super::close_time(end, self.spec.lateness)
+    }
+
+    /// The accumulator of `group` in the open window that ends at `end`,
+    /// new (and the group registered) if it has none yet.
+    #[inline]
+    fn slot(&mut self, end: Millis, group: &Series) -> &mut Accumulator {
+        let needs = self.spec.needs;
+        let (spare, last_len) = (&mut self.spare, self.last_len);
+        let groups = self
+            .open
+            .entry(end)
+            .or_insert_with(|| Self::new_groups(spare, last_len));
+        match groups.entry(group.id()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.outputs.register(group, end);
+                e.insert(Accumulator::new(needs))
+            }
+        }
     }
 
     fn new_groups(spare: &mut Vec<Groups>, last_len: usize) -> Groups {
@@ -82,27 +101,12 @@ impl AlignedWindows {
             return;
         }
         let ts = sample.timestamp;
-        // Windows are (end - size, end]; the first end at or after ts.
-        let mut end = ts.div_euclid(self.every) * self.every;
-        if end < ts {
-            end += self.every;
-        }
+        let mut end = super::first_end(ts, self.every);
         while end - self.size < ts {
             if time < self.close_time(end) {
                 let needs = self.spec.needs;
-                let (spare, last_len) = (&mut self.spare, self.last_len);
-                let groups = self
-                    .open
-                    .entry(end)
-                    .or_insert_with(|| Self::new_groups(spare, last_len));
-                let acc = match groups.entry(group.id()) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        self.outputs.register(group, end);
-                        e.insert(Accumulator::new(needs))
-                    }
-                };
-                acc.insert(needs, sample.series.id().0, ts, sample.value);
+                self.slot(end, group)
+                    .insert(needs, sample.series.id().0, ts, sample.value);
             } else {
                 match self.spec.late {
                     LatePolicy::Drop => self.counts.late += 1,
@@ -139,20 +143,9 @@ impl AlignedWindows {
             self.counts.late += acc.count();
             return;
         }
-        let (spare, last_len) = (&mut self.spare, self.last_len);
-        let groups = self
-            .open
-            .entry(end)
-            .or_insert_with(|| Self::new_groups(spare, last_len));
-        match groups.entry(group.id()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut().merge(&acc),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                self.outputs.register(group, end);
-                // The first part of a window is taken as it is: the same
-                // bits as if its samples had been added here one by one.
-                e.insert(acc);
-            }
-        }
+        // Merged into an empty accumulator, the first part of a group
+        // keeps its bits: the same as its samples added here one by one.
+        self.slot(end, group).merge(&acc);
     }
 
     /// Advances to the input frontier (`None` once the input is done):

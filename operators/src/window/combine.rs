@@ -25,8 +25,8 @@
 //! Results are the same bits as without pre-aggregation when a group's
 //! samples all come from one worker (a series read by one source worker:
 //! from a file, a Kafka partition, a generator): its partial is folded in
-//! the order the window would have folded the samples, and the window takes
-//! a lone partial as it is. When a group's samples come from several
+//! the order the window would have folded the samples, and merging a lone
+//! partial into an empty accumulator keeps its bits. When a group's samples come from several
 //! workers, the window adds their partials in arrival order, as it added
 //! their samples before: count, min, max and last are the same, a sum can
 //! differ in its last bits from one run to the next, as it could before.
@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use tidemark_engine::time::{Millis, Time, to_time};
+use tidemark_engine::time::{Millis, Time};
 use tidemark_engine::{Sample, Series, SeriesId};
 
 use super::{WindowKind, WindowSpec, table_bytes};
@@ -121,7 +121,7 @@ impl Combiner {
     /// When the window reading a sample that entered at `time` would close
     /// the window that ends at `end` (as [`super::AlignedWindows`] does).
     fn close_time(&self, end: Millis) -> Time {
-        to_time(end.saturating_add(self.lateness).saturating_add(1))
+        super::close_time(end, self.lateness)
     }
 
     /// Folds `sample` of `group`, which entered at watermark `time`, into
@@ -134,12 +134,8 @@ impl Combiner {
             return false;
         }
         let ts = sample.timestamp;
-        // Windows are (end - size, end]; the first end at or after ts is the
-        // first to close.
-        let mut end = ts.div_euclid(self.every) * self.every;
-        if end < ts {
-            end += self.every;
-        }
+        // The first of its windows is the first to close.
+        let mut end = super::first_end(ts, self.every);
         if time >= self.close_time(end) {
             return false;
         }

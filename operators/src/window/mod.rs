@@ -144,6 +144,22 @@ impl WindowSpec {
     }
 }
 
+/// The end of the first aligned window, of windows starting every `every`,
+/// that holds a sample at `ts`: windows are `(end - size, end]`, so the
+/// first end at or after `ts`.
+#[inline]
+pub(crate) fn first_end(ts: Millis, every: Millis) -> Millis {
+    let end = ts.div_euclid(every) * every;
+    if end < ts { end + every } else { end }
+}
+
+/// The timely time at which the input frontier closes the aligned window
+/// that ends at `end`: past `end + lateness`.
+#[inline]
+pub(crate) fn close_time(end: Millis, lateness: Millis) -> Time {
+    to_time(end.saturating_add(lateness).saturating_add(1))
+}
+
 /// Counters a window state accumulates until the caller takes them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
